@@ -1,0 +1,402 @@
+//! Layered configuration: the defaults in `config/default.toml` (compiled in), then an
+//! optional `--config FILE`, then `RUNWATCH_<SECTION>__<KEY>` environment variables, then
+//! `DATABASE_URL` and `NATS_URL`. Everything is validated before anything connects, and an
+//! error names the key at fault.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Toml};
+use serde::Deserialize;
+
+use crate::engine::rules::{RuleConfig, RuleSet, RulesError};
+use crate::event::Limits;
+
+/// The defaults shipped with the binary.
+pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("configuration: {0}")]
+    Figment(Box<figment::Error>),
+    #[error("configuration key `{key}`: {message}")]
+    Invalid { key: String, message: String },
+    #[error("configuration key `rules_file`: cannot read {path}: {source}")]
+    RulesFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("configuration: {0}")]
+    Rules(#[from] RulesError),
+}
+
+impl From<figment::Error> for ConfigError {
+    fn from(e: figment::Error) -> Self {
+        ConfigError::Figment(Box::new(e))
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseConfig {
+    pub url: String,
+    pub max_connections: u32,
+    #[serde(with = "humantime_serde")]
+    pub acquire_timeout: Duration,
+    pub create_if_missing: bool,
+}
+
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &redact_url(&self.url))
+            .field("max_connections", &self.max_connections)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish()
+    }
+}
+
+/// Hides the password of a URL (`scheme://user:***@host/...`) for logs and errors.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((auth, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match auth.split_once(':') {
+        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatsConfig {
+    pub url: String,
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl std::fmt::Debug for NatsConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NatsConfig")
+            .field("url", &redact_url(&self.url))
+            .field("connect_timeout", &self.connect_timeout)
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamsConfig {
+    pub events: String,
+    pub events_subject_prefix: String,
+    pub triggers: String,
+    pub triggers_subject_prefix: String,
+    pub dead: String,
+    pub dead_subject_prefix: String,
+    #[serde(with = "humantime_serde")]
+    pub duplicate_window: Duration,
+    pub replicas: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsumerConfig {
+    pub durable: String,
+    pub batch_size: usize,
+    #[serde(with = "humantime_serde")]
+    pub linger: Duration,
+    #[serde(with = "humantime_serde")]
+    pub ack_wait: Duration,
+    pub max_deliver: u32,
+    pub max_ack_pending: i64,
+    #[serde(with = "humantime_serde")]
+    pub heartbeat: Duration,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetryConfig {
+    #[serde(with = "humantime_serde")]
+    pub min_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub max_delay: Duration,
+    pub factor: f32,
+    pub transaction_attempts: u32,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutboxConfig {
+    #[serde(with = "humantime_serde")]
+    pub relay_interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    pub relay_batch: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimersConfig {
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    pub batch: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PurgeConfig {
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    #[serde(with = "humantime_serde")]
+    pub older_than: Duration,
+    pub batch: i64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShutdownConfig {
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    pub format: LogFormat,
+    pub level: String,
+}
+
+/// The whole configuration, as read from its layers.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub database: DatabaseConfig,
+    pub nats: NatsConfig,
+    pub streams: StreamsConfig,
+    pub consumer: ConsumerConfig,
+    pub retry: RetryConfig,
+    pub outbox: OutboxConfig,
+    pub timers: TimersConfig,
+    pub purge: PurgeConfig,
+    pub http: HttpConfig,
+    pub shutdown: ShutdownConfig,
+    pub limits: Limits,
+    pub log: LogConfig,
+    #[serde(default)]
+    pub rules: Option<Vec<RuleConfig>>,
+    #[serde(default)]
+    pub rules_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads the layers: defaults, `file` (if given), `RUNWATCH_*` and the two URL variables.
+    pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let mut fig = Figment::new().merge(Toml::string(DEFAULT_TOML));
+        if let Some(path) = file {
+            if !path.exists() {
+                return Err(ConfigError::Invalid {
+                    key: "--config".into(),
+                    message: format!("file {} does not exist", path.display()),
+                });
+            }
+            fig = fig.merge(Toml::file(path));
+        }
+        fig = fig
+            .merge(Env::prefixed("RUNWATCH_").split("__"))
+            .merge(
+                Env::raw()
+                    .only(&["DATABASE_URL"])
+                    .map(|_| "database.url".into()),
+            )
+            .merge(Env::raw().only(&["NATS_URL"]).map(|_| "nats.url".into()));
+        let config: Config = fig.extract()?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks what types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key: &str, message: &str| {
+            Err(ConfigError::Invalid {
+                key: key.into(),
+                message: message.into(),
+            })
+        };
+        if !self.database.url.starts_with("postgres://")
+            && !self.database.url.starts_with("postgresql://")
+        {
+            return invalid("database.url", "must start with postgres:// or postgresql://");
+        }
+        if self.database.max_connections == 0 {
+            return invalid("database.max_connections", "must be at least 1");
+        }
+        if self.consumer.batch_size == 0 {
+            return invalid("consumer.batch_size", "must be at least 1");
+        }
+        if self.consumer.max_deliver == 0 {
+            return invalid("consumer.max_deliver", "must be at least 1");
+        }
+        if self.consumer.max_ack_pending < self.consumer.batch_size as i64 {
+            return invalid(
+                "consumer.max_ack_pending",
+                "must be at least consumer.batch_size",
+            );
+        }
+        if self.consumer.heartbeat.is_zero() || self.consumer.heartbeat >= self.consumer.ack_wait
+        {
+            return invalid(
+                "consumer.heartbeat",
+                "must be above 0 and below consumer.ack_wait",
+            );
+        }
+        if self.retry.factor < 1.0 {
+            return invalid("retry.factor", "must be at least 1.0");
+        }
+        if self.retry.min_delay > self.retry.max_delay {
+            return invalid("retry.min_delay", "must not exceed retry.max_delay");
+        }
+        if self.retry.transaction_attempts == 0 {
+            return invalid("retry.transaction_attempts", "must be at least 1");
+        }
+        if self.outbox.lease.is_zero() {
+            return invalid("outbox.lease", "must be above 0");
+        }
+        if self.outbox.lease >= self.streams.duplicate_window {
+            return invalid(
+                "outbox.lease",
+                "must be shorter than streams.duplicate_window, so a republish is deduplicated",
+            );
+        }
+        for (key, value) in [
+            ("streams.events", &self.streams.events),
+            ("streams.triggers", &self.streams.triggers),
+            ("streams.dead", &self.streams.dead),
+            ("consumer.durable", &self.consumer.durable),
+        ] {
+            if value.is_empty()
+                || value
+                    .chars()
+                    .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
+            {
+                return invalid(key, "must be a non-empty name without spaces, '.', '*', '>', '/'");
+            }
+        }
+        for (key, value) in [
+            ("streams.events_subject_prefix", &self.streams.events_subject_prefix),
+            (
+                "streams.triggers_subject_prefix",
+                &self.streams.triggers_subject_prefix,
+            ),
+            ("streams.dead_subject_prefix", &self.streams.dead_subject_prefix),
+        ] {
+            if value.is_empty()
+                || value.ends_with('.')
+                || value.chars().any(|c| c.is_whitespace() || matches!(c, '*' | '>'))
+            {
+                return invalid(key, "must be a subject prefix without wildcards or a trailing '.'");
+            }
+        }
+        if self.limits.max_message_bytes == 0 || self.limits.max_string_bytes == 0 {
+            return invalid("limits", "limits must be above 0");
+        }
+        if self.rules.is_some() && self.rules_file.is_some() {
+            return invalid("rules_file", "give either [[rules]] or rules_file, not both");
+        }
+        // Compiling the rules reports their own errors with the key.
+        self.rule_set()?;
+        Ok(())
+    }
+
+    /// The rule set in force: `rules_file`, else `[[rules]]`, else the default rule.
+    pub fn rule_set(&self) -> Result<RuleSet, ConfigError> {
+        if let Some(path) = &self.rules_file {
+            return load_rules_file(path);
+        }
+        match &self.rules {
+            Some(rules) => Ok(RuleSet::compile(rules)?),
+            None => Ok(RuleSet::default_rules()),
+        }
+    }
+}
+
+/// Reads a rules file: a TOML document with a `[[rules]]` array. It replaces the default set.
+pub fn load_rules_file(path: &Path) -> Result<RuleSet, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::RulesFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(RuleSet::from_toml(&text)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_validate() {
+        let c: Config = Figment::new()
+            .merge(Toml::string(DEFAULT_TOML))
+            .extract()
+            .unwrap();
+        c.validate().unwrap();
+        assert_eq!(c.consumer.batch_size, 64);
+        assert_eq!(c.rule_set().unwrap().rules().len(), 1);
+    }
+
+    #[test]
+    fn bad_value_names_the_key() {
+        let err = Figment::new()
+            .merge(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string("[consumer]\nbatch_size = \"lots\""))
+            .extract::<Config>()
+            .unwrap_err();
+        assert!(err.to_string().contains("batch_size"), "{err}");
+
+        let mut c: Config = Figment::new()
+            .merge(Toml::string(DEFAULT_TOML))
+            .extract()
+            .unwrap();
+        c.consumer.batch_size = 0;
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.contains("consumer.batch_size"), "{err}");
+    }
+
+    #[test]
+    fn unknown_key_is_an_error() {
+        let err = Figment::new()
+            .merge(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string("[consumer]\nbatchsize = 3"))
+            .extract::<Config>()
+            .unwrap_err();
+        assert!(err.to_string().contains("batchsize"), "{err}");
+    }
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
+        assert_eq!(redact_url("nats://h:4222"), "nats://h:4222");
+    }
+}

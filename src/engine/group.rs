@@ -1,0 +1,61 @@
+//! A group's state: one merged state per run and, per rule, the episode bookkeeping
+//! (fired or not, settle / cooldown due time).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::merge::RunState;
+
+/// When a timer is due: whichever comes first of the event-time and the wall-clock due time.
+/// In `simulate` both clocks are event time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Due {
+    pub event: DateTime<Utc>,
+    pub wall: DateTime<Utc>,
+}
+
+/// A rule's bookkeeping for one group.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpisodeState {
+    /// Starts at 0; a re-run after a trigger opens the next one when `refire_on_rerun`.
+    #[serde(default)]
+    pub episode: u32,
+    /// The rule has fired in the current episode.
+    #[serde(default)]
+    pub fired: bool,
+    /// The highest run attempt the group had when the rule fired.
+    #[serde(default)]
+    pub fired_max_attempt: u32,
+    /// A settle or cooldown timer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub due: Option<Due>,
+}
+
+/// Everything runwatch keeps about one (repository, pull request, commit).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupState {
+    #[serde(default)]
+    pub runs: BTreeMap<String, RunState>,
+    #[serde(default)]
+    pub rules: BTreeMap<String, EpisodeState>,
+}
+
+impl GroupState {
+    /// The earliest pending timer, per clock: (event-time due, wall-clock due).
+    pub fn next_due(&self) -> Option<Due> {
+        self.rules
+            .values()
+            .filter_map(|r| r.due)
+            .reduce(|a, b| Due {
+                event: a.event.min(b.event),
+                wall: a.wall.min(b.wall),
+            })
+    }
+
+    /// Whether any rule has fired in its current episode or still waits on a timer.
+    pub fn has_pending_timer(&self) -> bool {
+        self.rules.values().any(|r| r.due.is_some())
+    }
+}

@@ -1,0 +1,442 @@
+//! The pure rule engine: state + event + clock → new state + triggers. No I/O.
+//!
+//! The worker (state in Postgres, under row locks) and `runwatch simulate` (state in
+//! memory) call the same functions:
+//! - [`Engine::apply`] fires the group's due timers, merges the event's run, and evaluates
+//!   every rule on the new state;
+//! - [`Engine::fire_due`] fires a group's due settle / cooldown timers on their own.
+//!
+//! State that spans groups (failure streaks, per-repository cooldowns) lives in a
+//! [`Ledger`] that the caller loads (and locks) for the keys [`Engine::streak_keys`] and
+//! [`Engine::cooldown_keys`] name.
+
+pub mod group;
+pub mod merge;
+pub mod rules;
+pub mod streak;
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::event::{Event, Limits, Provider, RejectCode, Rejection, Status};
+use crate::trigger::{TRIGGER_SCHEMA, Trigger, TriggerRepository, TriggerRun, trigger_id};
+
+pub use group::{Due, EpisodeState, GroupState};
+pub use merge::RunState;
+pub use rules::{Rule, RuleKind, RuleSet};
+pub use streak::{StreakKey, StreakRun, StreakState};
+
+/// The two clocks a decision sees. `event` is the largest `run.updated_at` seen (event
+/// time); `wall` is the real time in the worker and equals `event` in `simulate`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Clock {
+    pub event: DateTime<Utc>,
+    pub wall: DateTime<Utc>,
+}
+
+impl Clock {
+    pub fn event_time(t: DateTime<Utc>) -> Clock {
+        Clock { event: t, wall: t }
+    }
+
+    /// The clock after seeing an event that happened at `t`.
+    pub fn advance(self, t: DateTime<Utc>, wall: DateTime<Utc>) -> Clock {
+        Clock {
+            event: self.event.max(t),
+            wall,
+        }
+    }
+
+    fn is_due(&self, due: &Due) -> bool {
+        due.event <= self.event || due.wall <= self.wall
+    }
+
+    fn due_after(&self, d: chrono::Duration) -> Due {
+        Due {
+            event: self.event + d,
+            wall: self.wall + d,
+        }
+    }
+}
+
+/// A repository as the registry knows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoRef {
+    pub internal_id: i64,
+    /// Immutable identity used in trigger ids: `provider:id:<id>` or `provider:name:<owner/name>`.
+    pub stable_key: String,
+    pub provider: Provider,
+    /// The latest spelling seen.
+    pub owner: String,
+    pub name: String,
+    pub external_id: Option<String>,
+}
+
+/// The identity of a group and its state.
+#[derive(Debug)]
+pub struct GroupCtx<'a> {
+    pub repo: &'a RepoRef,
+    pub pr_number: Option<u64>,
+    pub commit_sha: &'a str,
+    /// The latest branch seen for the group.
+    pub branch: &'a mut Option<String>,
+    pub state: &'a mut GroupState,
+}
+
+/// Per-repository cooldown bookkeeping: when a rule last fired for a repository (wall clock).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct CooldownKey {
+    pub repository_id: i64,
+    pub rule: String,
+}
+
+/// State shared by several groups, loaded and locked by the caller.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ledger {
+    pub streaks: BTreeMap<StreakKey, StreakState>,
+    pub cooldowns: BTreeMap<CooldownKey, DateTime<Utc>>,
+}
+
+/// The rule engine.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    rules: RuleSet,
+    limits: Limits,
+}
+
+impl Engine {
+    pub fn new(rules: RuleSet, limits: Limits) -> Engine {
+        Engine { rules, limits }
+    }
+
+    pub fn rules(&self) -> &RuleSet {
+        &self.rules
+    }
+
+    /// The streaks an event may touch (only completed runs of `repeated_failure` rules).
+    pub fn streak_keys(&self, repo: &RepoRef, event: &Event) -> Vec<StreakKey> {
+        if event.run.status != Status::Completed {
+            return Vec::new();
+        }
+        self.rules
+            .rules()
+            .iter()
+            .filter(|r| {
+                r.kind == RuleKind::RepeatedFailure
+                    && r.matches_repository(&repo.owner, &repo.name)
+                    && r.matches_run(&event.run.workflow, event.branch.as_deref())
+            })
+            .map(|r| StreakKey {
+                repository_id: repo.internal_id,
+                rule: r.name.clone(),
+                branch: event.branch.clone().unwrap_or_default(),
+                workflow: event.run.workflow.clone(),
+            })
+            .collect()
+    }
+
+    /// The cooldown rows a decision for this repository may read or write.
+    pub fn cooldown_keys(&self, repo: &RepoRef) -> Vec<CooldownKey> {
+        self.rules
+            .rules()
+            .iter()
+            .filter(|r| !r.cooldown.is_zero() && r.matches_repository(&repo.owner, &repo.name))
+            .map(|r| CooldownKey {
+                repository_id: repo.internal_id,
+                rule: r.name.clone(),
+            })
+            .collect()
+    }
+
+    /// Applies one event to its group: fires the group's due timers, merges the run,
+    /// evaluates the rules. Returns the triggers to publish, or a rejection (the group
+    /// would exceed `limits.max_runs_per_group`), in which case nothing changed.
+    pub fn apply(
+        &self,
+        g: &mut GroupCtx<'_>,
+        ledger: &mut Ledger,
+        event: &Event,
+        clock: Clock,
+    ) -> Result<Vec<Trigger>, Rejection> {
+        if !g.state.runs.contains_key(&event.run.id)
+            && g.state.runs.len() >= self.limits.max_runs_per_group
+        {
+            return Err(Rejection::new(
+                RejectCode::TooManyRuns,
+                format!(
+                    "the group already holds {} runs, the limit is {}",
+                    g.state.runs.len(),
+                    self.limits.max_runs_per_group
+                ),
+            ));
+        }
+        let mut out = self.fire_due(g, ledger, clock);
+        let incoming = RunState::from_event(event);
+        let mut slot = g.state.runs.remove(&event.run.id);
+        let changed = merge::merge_into(&mut slot, incoming);
+        if let Some(s) = slot {
+            g.state.runs.insert(event.run.id.clone(), s);
+        }
+        if !changed {
+            return Ok(out);
+        }
+        if event.branch.is_some() {
+            g.branch.clone_from(&event.branch);
+        }
+        for rule in self.rules.rules() {
+            match rule.kind {
+                RuleKind::AllCompletedWithFailure => {
+                    out.extend(self.evaluate_group(rule, g, ledger, clock, false));
+                }
+                RuleKind::RepeatedFailure => {
+                    out.extend(self.record_streak(rule, g, ledger, event, clock));
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Fires the group's timers that are due at `clock`.
+    pub fn fire_due(&self, g: &mut GroupCtx<'_>, ledger: &mut Ledger, clock: Clock) -> Vec<Trigger> {
+        let mut out = Vec::new();
+        for rule in self.rules.rules() {
+            let due = g
+                .state
+                .rules
+                .get(&rule.name)
+                .and_then(|s| s.due)
+                .is_some_and(|d| clock.is_due(&d));
+            if due {
+                if let Some(s) = g.state.rules.get_mut(&rule.name) {
+                    s.due = None;
+                }
+                out.extend(self.evaluate_group(rule, g, ledger, clock, true));
+            }
+        }
+        out
+    }
+
+    /// `all_completed_with_failure` on one group.
+    fn evaluate_group(
+        &self,
+        rule: &Rule,
+        g: &mut GroupCtx<'_>,
+        ledger: &mut Ledger,
+        clock: Clock,
+        timer_fired: bool,
+    ) -> Option<Trigger> {
+        if !rule.matches_repository(&g.repo.owner, &g.repo.name) {
+            return None;
+        }
+        let relevant: Vec<(&String, &RunState)> = g
+            .state
+            .runs
+            .iter()
+            .filter(|(_, r)| rule.matches_run(&r.workflow, r.branch.as_deref()))
+            .collect();
+        let max_attempt = relevant.iter().map(|(_, r)| r.attempt).max().unwrap_or(0);
+        let holds = !relevant.is_empty()
+            && (!rule.require_pr || g.pr_number.is_some())
+            && relevant.iter().all(|(_, r)| r.status == Status::Completed)
+            && relevant.iter().any(|(_, r)| rule.is_failure(r.conclusion));
+        let failed_workflows = {
+            let mut w: Vec<String> = relevant
+                .iter()
+                .filter(|(_, r)| rule.is_failure(r.conclusion))
+                .map(|(_, r)| r.workflow.clone())
+                .collect();
+            w.sort();
+            w.dedup();
+            w
+        };
+        let runs: BTreeMap<String, TriggerRun> = relevant
+            .iter()
+            .map(|(id, r)| ((*id).clone(), trigger_run(r)))
+            .collect();
+
+        let st = g.state.rules.entry(rule.name.clone()).or_default();
+        if rule.refire_on_rerun && st.fired && max_attempt > st.fired_max_attempt {
+            st.episode += 1;
+            st.fired = false;
+            st.due = None;
+        }
+        if st.fired {
+            st.due = None;
+            return None;
+        }
+        if !holds {
+            st.due = None;
+            return None;
+        }
+        if !timer_fired && !rule.settle.is_zero() {
+            if st.due.is_none() {
+                st.due = Some(clock.due_after(to_chrono(rule.settle)));
+            }
+            return None;
+        }
+        if !timer_fired && st.due.is_some() {
+            // Deferred by a cooldown: wait for its timer.
+            return None;
+        }
+        if let Some(due) = cooldown_deferral(rule, g.repo, ledger, clock) {
+            st.due = Some(due);
+            return None;
+        }
+        st.fired = true;
+        st.fired_max_attempt = max_attempt;
+        st.due = None;
+        let episode = st.episode;
+        let pr = g.pr_number.map_or_else(|| "-".to_string(), |p| p.to_string());
+        let id = trigger_id(&[
+            rule.kind.as_str(),
+            &rule.name,
+            &g.repo.stable_key,
+            &pr,
+            g.commit_sha,
+            &episode.to_string(),
+        ]);
+        Some(Trigger {
+            schema: TRIGGER_SCHEMA.to_string(),
+            trigger_id: id,
+            rule: rule.kind.as_str().to_string(),
+            rule_name: rule.name.clone(),
+            provider: g.repo.provider,
+            repository: trigger_repository(g.repo),
+            pr_number: g.pr_number,
+            commit_sha: g.commit_sha.to_string(),
+            branch: g.branch.clone(),
+            workflow: None,
+            episode,
+            runs,
+            failed_workflows,
+            fired_at: clock.wall,
+        })
+    }
+
+    /// `repeated_failure`: records a completed run in its streak and fires once per streak.
+    fn record_streak(
+        &self,
+        rule: &Rule,
+        g: &mut GroupCtx<'_>,
+        ledger: &mut Ledger,
+        event: &Event,
+        clock: Clock,
+    ) -> Option<Trigger> {
+        if event.run.status != Status::Completed
+            || !rule.matches_repository(&g.repo.owner, &g.repo.name)
+            || !rule.matches_run(&event.run.workflow, event.branch.as_deref())
+        {
+            return None;
+        }
+        let key = StreakKey {
+            repository_id: g.repo.internal_id,
+            rule: rule.name.clone(),
+            branch: event.branch.clone().unwrap_or_default(),
+            workflow: event.run.workflow.clone(),
+        };
+        let threshold = rule.threshold as usize;
+        let entry = StreakRun {
+            run_id: event.run.id.clone(),
+            run: RunState::from_event(event),
+            commit_sha: event.commit_sha.clone(),
+            pr_number: event.pr_number,
+        };
+        let failed = rule.is_failure(event.run.conclusion);
+        let streak = ledger.streaks.entry(key.clone()).or_default();
+        if !streak.record(entry, failed, threshold) || !streak.should_fire(threshold) {
+            return None;
+        }
+        let streak_id = streak.streak_id();
+        let runs: BTreeMap<String, TriggerRun> = streak
+            .failures
+            .iter()
+            .map(|f| (f.run_id.clone(), trigger_run(&f.run)))
+            .collect();
+        // A streak that ends inside a cooldown is not announced (there is no group to hold
+        // a timer); it is marked fired so it does not fire later either.
+        let suppressed = cooldown_deferral(rule, g.repo, ledger, clock).is_some();
+        if let Some(s) = ledger.streaks.get_mut(&key) {
+            s.mark_fired();
+        }
+        if suppressed {
+            return None;
+        }
+        let id = trigger_id(&[
+            rule.kind.as_str(),
+            &rule.name,
+            &g.repo.stable_key,
+            &key.branch,
+            &key.workflow,
+            &streak_id,
+        ]);
+        Some(Trigger {
+            schema: TRIGGER_SCHEMA.to_string(),
+            trigger_id: id,
+            rule: rule.kind.as_str().to_string(),
+            rule_name: rule.name.clone(),
+            provider: g.repo.provider,
+            repository: trigger_repository(g.repo),
+            pr_number: event.pr_number,
+            commit_sha: event.commit_sha.clone(),
+            branch: event.branch.clone(),
+            workflow: Some(key.workflow.clone()),
+            episode: 0,
+            runs,
+            failed_workflows: vec![key.workflow],
+            fired_at: clock.wall,
+        })
+    }
+}
+
+/// If the rule's per-repository cooldown is running, the due time at which it ends.
+/// Otherwise records that the rule fires now and returns `None`. Cooldowns are measured on
+/// the wall clock (event time in `simulate`, where the two are the same).
+fn cooldown_deferral(rule: &Rule, repo: &RepoRef, ledger: &mut Ledger, clock: Clock) -> Option<Due> {
+    if rule.cooldown.is_zero() {
+        return None;
+    }
+    let key = CooldownKey {
+        repository_id: repo.internal_id,
+        rule: rule.name.clone(),
+    };
+    let cooldown = to_chrono(rule.cooldown);
+    if let Some(last) = ledger.cooldowns.get(&key) {
+        let ends = *last + cooldown;
+        if ends > clock.wall {
+            let left = ends - clock.wall;
+            return Some(Due {
+                event: clock.event + left,
+                wall: ends,
+            });
+        }
+    }
+    ledger.cooldowns.insert(key, clock.wall);
+    None
+}
+
+fn to_chrono(d: std::time::Duration) -> chrono::Duration {
+    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+fn trigger_run(r: &RunState) -> TriggerRun {
+    TriggerRun {
+        attempt: r.attempt,
+        workflow: r.workflow.clone(),
+        status: r.status,
+        conclusion: r.conclusion,
+        url: r.url.clone(),
+        updated_at: r.updated_at,
+    }
+}
+
+fn trigger_repository(repo: &RepoRef) -> TriggerRepository {
+    TriggerRepository {
+        owner: repo.owner.clone(),
+        name: repo.name.clone(),
+        id: repo.external_id.clone(),
+        internal_id: repo.internal_id,
+    }
+}
+

@@ -1,0 +1,344 @@
+//! Rule kinds, their TOML form and their filters (DESIGN.md "Rules").
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use serde::Deserialize;
+
+use crate::event::Conclusion;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RuleKind {
+    AllCompletedWithFailure,
+    RepeatedFailure,
+}
+
+impl RuleKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RuleKind::AllCompletedWithFailure => "all_completed_with_failure",
+            RuleKind::RepeatedFailure => "repeated_failure",
+        }
+    }
+}
+
+/// One `[[rules]]` entry as written. Keys that do not apply to the kind are errors.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub kind: RuleKind,
+    /// Names the rule in trigger ids and state; defaults to the kind (`kind#N` for the
+    /// N-th rule of a kind after the first).
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub failure_conclusions: Option<Vec<Conclusion>>,
+    #[serde(default)]
+    pub require_pr: Option<bool>,
+    #[serde(default, with = "humantime_serde")]
+    pub settle: Option<Duration>,
+    #[serde(default)]
+    pub refire_on_rerun: Option<bool>,
+    #[serde(default)]
+    pub threshold: Option<u32>,
+    #[serde(default)]
+    pub repositories: Option<Vec<String>>,
+    #[serde(default)]
+    pub branches: Option<Vec<String>>,
+    #[serde(default)]
+    pub workflows: Option<Vec<String>>,
+    #[serde(default, with = "humantime_serde")]
+    pub cooldown: Option<Duration>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("key `{key}`: {message}")]
+pub struct RulesError {
+    pub key: String,
+    pub message: String,
+}
+
+/// Glob patterns over a string; `*` matches everything, `/` included.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    set: GlobSet,
+    any: bool,
+}
+
+impl Filter {
+    fn compile(key: &str, patterns: &[String], case_insensitive: bool) -> Result<Filter, RulesError> {
+        if patterns.is_empty() {
+            return Err(RulesError {
+                key: key.into(),
+                message: "must list at least one pattern (use [\"*\"] for all)".into(),
+            });
+        }
+        let mut b = GlobSetBuilder::new();
+        for p in patterns {
+            let g = globset::GlobBuilder::new(p)
+                .case_insensitive(case_insensitive)
+                .literal_separator(false)
+                .build()
+                .map_err(|e| RulesError {
+                    key: key.into(),
+                    message: format!("bad pattern {p:?}: {e}"),
+                })?;
+            b.add(g);
+        }
+        let set = b.build().map_err(|e| RulesError {
+            key: key.into(),
+            message: e.to_string(),
+        })?;
+        Ok(Filter {
+            set,
+            any: patterns.iter().any(|p| p == "*"),
+        })
+    }
+
+    fn any() -> Filter {
+        let mut b = GlobSetBuilder::new();
+        if let Ok(g) = Glob::new("*") {
+            b.add(g);
+        }
+        Filter {
+            set: b.build().unwrap_or_else(|_| GlobSet::empty()),
+            any: true,
+        }
+    }
+
+    pub fn matches(&self, s: &str) -> bool {
+        self.any || self.set.is_match(s)
+    }
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    pub name: String,
+    pub kind: RuleKind,
+    pub failure_conclusions: HashSet<Conclusion>,
+    pub require_pr: bool,
+    pub settle: Duration,
+    pub refire_on_rerun: bool,
+    pub threshold: u32,
+    pub repositories: Filter,
+    pub branches: Filter,
+    pub workflows: Filter,
+    pub cooldown: Duration,
+}
+
+pub const DEFAULT_FAILURE_CONCLUSIONS: [Conclusion; 3] = [
+    Conclusion::Failure,
+    Conclusion::TimedOut,
+    Conclusion::StartupFailure,
+];
+
+impl Rule {
+    pub fn is_failure(&self, c: Option<Conclusion>) -> bool {
+        c.is_some_and(|c| self.failure_conclusions.contains(&c))
+    }
+
+    /// `owner/name`, compared case-insensitively.
+    pub fn matches_repository(&self, owner: &str, name: &str) -> bool {
+        self.repositories.any || self.repositories.matches(&format!("{owner}/{name}"))
+    }
+
+    /// Whether a run with this workflow and branch exists for the rule.
+    pub fn matches_run(&self, workflow: &str, branch: Option<&str>) -> bool {
+        self.workflows.matches(workflow) && self.branches.matches(branch.unwrap_or(""))
+    }
+}
+
+/// The rules in force, in order.
+#[derive(Debug, Clone)]
+pub struct RuleSet {
+    rules: Vec<Rule>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RulesFile {
+    rules: Vec<RuleConfig>,
+}
+
+impl RuleSet {
+    /// DESIGN.md's default: one `all_completed_with_failure` rule with its defaults.
+    pub fn default_rules() -> RuleSet {
+        let config = RuleConfig {
+            kind: RuleKind::AllCompletedWithFailure,
+            name: None,
+            failure_conclusions: None,
+            require_pr: None,
+            settle: None,
+            refire_on_rerun: None,
+            threshold: None,
+            repositories: None,
+            branches: None,
+            workflows: None,
+            cooldown: None,
+        };
+        match RuleSet::compile(&[config]) {
+            Ok(set) => set,
+            // The default configuration compiles; a failure here is a programming error.
+            Err(e) => unreachable!("default rule set does not compile: {e}"),
+        }
+    }
+
+    /// Parses a rules file (a TOML document with a `[[rules]]` array).
+    pub fn from_toml(text: &str) -> Result<RuleSet, RulesError> {
+        let file: RulesFile = toml::from_str(text).map_err(|e| RulesError {
+            key: "rules".into(),
+            message: e.to_string(),
+        })?;
+        RuleSet::compile(&file.rules)
+    }
+
+    pub fn compile(configs: &[RuleConfig]) -> Result<RuleSet, RulesError> {
+        if configs.is_empty() {
+            return Err(RulesError {
+                key: "rules".into(),
+                message: "the rule set is empty; remove it to use the default rule".into(),
+            });
+        }
+        let mut rules = Vec::with_capacity(configs.len());
+        let mut names = HashSet::new();
+        for (i, c) in configs.iter().enumerate() {
+            let key = |field: &str| format!("rules[{i}].{field}");
+            let err = |field: &str, message: &str| RulesError {
+                key: key(field),
+                message: message.into(),
+            };
+            let acwf = c.kind == RuleKind::AllCompletedWithFailure;
+            if !acwf {
+                for (field, set) in [
+                    ("require_pr", c.require_pr.is_some()),
+                    ("settle", c.settle.is_some()),
+                    ("refire_on_rerun", c.refire_on_rerun.is_some()),
+                ] {
+                    if set {
+                        return Err(err(field, "does not apply to kind repeated_failure"));
+                    }
+                }
+            } else if c.threshold.is_some() {
+                return Err(err("threshold", "does not apply to kind all_completed_with_failure"));
+            }
+            let name = match &c.name {
+                Some(n) if n.trim().is_empty() => return Err(err("name", "must not be empty")),
+                Some(n) => n.clone(),
+                None => {
+                    let before = configs[..i].iter().filter(|o| o.kind == c.kind).count();
+                    if before == 0 {
+                        c.kind.as_str().to_string()
+                    } else {
+                        format!("{}#{}", c.kind.as_str(), before + 1)
+                    }
+                }
+            };
+            if !names.insert(name.clone()) {
+                return Err(err("name", &format!("rule name {name:?} is used twice")));
+            }
+            let failure_conclusions: HashSet<Conclusion> = match &c.failure_conclusions {
+                Some(v) if v.is_empty() => {
+                    return Err(err("failure_conclusions", "must list at least one conclusion"));
+                }
+                Some(v) => v.iter().copied().collect(),
+                None => DEFAULT_FAILURE_CONCLUSIONS.into_iter().collect(),
+            };
+            let threshold = c.threshold.unwrap_or(3);
+            if threshold == 0 {
+                return Err(err("threshold", "must be at least 1"));
+            }
+            let filter = |field: &str, p: &Option<Vec<String>>, ci: bool| match p {
+                Some(p) => Filter::compile(&key(field), p, ci),
+                None => Ok(Filter::any()),
+            };
+            rules.push(Rule {
+                name,
+                kind: c.kind,
+                failure_conclusions,
+                require_pr: c.require_pr.unwrap_or(true),
+                settle: c.settle.unwrap_or_default(),
+                refire_on_rerun: c.refire_on_rerun.unwrap_or(false),
+                threshold,
+                repositories: filter("repositories", &c.repositories, true)?,
+                branches: filter("branches", &c.branches, false)?,
+                workflows: filter("workflows", &c.workflows, false)?,
+                cooldown: c.cooldown.unwrap_or_default(),
+            });
+        }
+        Ok(RuleSet { rules })
+    }
+
+    pub fn rules(&self) -> &[Rule] {
+        &self.rules
+    }
+
+    pub fn has_kind(&self, kind: RuleKind) -> bool {
+        self.rules.iter().any(|r| r.kind == kind)
+    }
+
+    /// Rules whose per-repository cooldown is set (their state must be loaded and locked).
+    pub fn uses_cooldowns(&self) -> bool {
+        self.rules.iter().any(|r| !r.cooldown.is_zero())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_design_example() {
+        let set = RuleSet::from_toml(
+            r#"
+[[rules]]
+kind = "all_completed_with_failure"
+failure_conclusions = ["failure", "timed_out", "startup_failure"]
+require_pr = true
+settle = "0s"
+refire_on_rerun = false
+repositories = ["*"]
+branches = ["*"]
+workflows = ["*"]
+cooldown = "0s"
+
+[[rules]]
+kind = "repeated_failure"
+threshold = 3
+branches = ["main"]
+"#,
+        )
+        .unwrap();
+        assert_eq!(set.rules().len(), 2);
+        assert_eq!(set.rules()[1].name, "repeated_failure");
+        assert!(set.rules()[1].branches.matches("main"));
+        assert!(!set.rules()[1].branches.matches("dev"));
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let e = RuleSet::from_toml("[[rules]]\nkind = \"repeated_failure\"\nsettle = \"5s\"\n")
+            .unwrap_err();
+        assert_eq!(e.key, "rules[0].settle");
+        let e = RuleSet::from_toml("[[rules]]\nkind = \"nope\"\n").unwrap_err();
+        assert!(e.message.contains("nope"), "{e}");
+        let e = RuleSet::from_toml("[[rules]]\nkind = \"repeated_failure\"\nworkflows = [\"[\"]\n")
+            .unwrap_err();
+        assert_eq!(e.key, "rules[0].workflows");
+    }
+
+    #[test]
+    fn repository_filter_ignores_case_and_globs_cross_slashes() {
+        let set = RuleSet::from_toml(
+            "[[rules]]\nkind = \"all_completed_with_failure\"\nrepositories = [\"acme/*\"]\nbranches = [\"release/*\"]\n",
+        )
+        .unwrap();
+        let r = &set.rules()[0];
+        assert!(r.matches_repository("ACME", "Widgets"));
+        assert!(!r.matches_repository("other", "widgets"));
+        assert!(r.matches_run("x", Some("release/1.0")));
+        assert!(!r.matches_run("x", None));
+    }
+}

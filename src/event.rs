@@ -1,0 +1,366 @@
+//! The normalized event, schema `runwatch.workflow_run.v1`: decoding, validation and limits.
+//!
+//! Unknown fields are ignored; wrong types, missing required fields and anything over the
+//! size limits are rejected with a [`Rejection`] that says why.
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+pub const SCHEMA: &str = "runwatch.workflow_run.v1";
+
+/// Size limits on one event (DESIGN.md "Limits"); configurable under `[limits]`.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_message_bytes: usize,
+    pub max_metadata_bytes: usize,
+    pub max_string_bytes: usize,
+    pub max_runs_per_group: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 64 * 1024,
+            max_metadata_bytes: 16 * 1024,
+            max_string_bytes: 1024,
+            max_runs_per_group: 500,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Provider {
+    Github,
+    Gitlab,
+    Bitbucket,
+    AzureDevops,
+    Generic,
+}
+
+impl Provider {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Provider::Github => "github",
+            Provider::Gitlab => "gitlab",
+            Provider::Bitbucket => "bitbucket",
+            Provider::AzureDevops => "azure_devops",
+            Provider::Generic => "generic",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Provider> {
+        Some(match s {
+            "github" => Provider::Github,
+            "gitlab" => Provider::Gitlab,
+            "bitbucket" => Provider::Bitbucket,
+            "azure_devops" => Provider::AzureDevops,
+            "generic" => Provider::Generic,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Provider {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A run's status; its order is the merge's phase order: queued < in_progress < completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    #[serde(alias = "requested", alias = "waiting", alias = "pending")]
+    Queued,
+    InProgress,
+    Completed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Conclusion {
+    Success,
+    Failure,
+    Cancelled,
+    TimedOut,
+    Skipped,
+    Neutral,
+    ActionRequired,
+    StartupFailure,
+    Stale,
+}
+
+impl Conclusion {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Conclusion::Success => "success",
+            Conclusion::Failure => "failure",
+            Conclusion::Cancelled => "cancelled",
+            Conclusion::TimedOut => "timed_out",
+            Conclusion::Skipped => "skipped",
+            Conclusion::Neutral => "neutral",
+            Conclusion::ActionRequired => "action_required",
+            Conclusion::StartupFailure => "startup_failure",
+            Conclusion::Stale => "stale",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Repository {
+    pub owner: String,
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+}
+
+fn default_attempt() -> u32 {
+    1
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Run {
+    pub id: String,
+    #[serde(default = "default_attempt")]
+    pub attempt: u32,
+    pub workflow: String,
+    pub status: Status,
+    #[serde(default)]
+    pub conclusion: Option<Conclusion>,
+    #[serde(default)]
+    pub url: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// One normalized workflow-run event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Event {
+    pub schema: String,
+    pub event_id: String,
+    pub provider: Provider,
+    pub repository: Repository,
+    pub commit_sha: String,
+    #[serde(default)]
+    pub branch: Option<String>,
+    #[serde(default)]
+    pub pr_number: Option<u64>,
+    pub run: Run,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub metadata: serde_json::Value,
+}
+
+/// Why an input was refused. `code` is stable (metrics, dead-letter subjects); `detail` is
+/// for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{code}: {detail}")]
+pub struct Rejection {
+    pub code: RejectCode,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RejectCode {
+    /// The bytes are not a JSON object.
+    NotJson,
+    /// `schema` is not `runwatch.workflow_run.v1`.
+    Schema,
+    /// A required field is missing, has the wrong type or a value out of its set.
+    Invalid,
+    /// The message, its metadata or one of its strings is over the limit.
+    Oversize,
+    /// The event would make its group hold more runs than `limits.max_runs_per_group`.
+    TooManyRuns,
+}
+
+impl RejectCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectCode::NotJson => "not_json",
+            RejectCode::Schema => "schema",
+            RejectCode::Invalid => "invalid",
+            RejectCode::Oversize => "oversize",
+            RejectCode::TooManyRuns => "too_many_runs",
+        }
+    }
+}
+
+impl fmt::Display for RejectCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Rejection {
+    pub fn new(code: RejectCode, detail: impl Into<String>) -> Self {
+        Rejection {
+            code,
+            detail: detail.into(),
+        }
+    }
+}
+
+/// Decodes and validates one message. The size limit is checked before parsing.
+pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Event, Rejection> {
+    if bytes.len() > limits.max_message_bytes {
+        return Err(Rejection::new(
+            RejectCode::Oversize,
+            format!(
+                "message is {} bytes, the limit is {}",
+                bytes.len(),
+                limits.max_message_bytes
+            ),
+        ));
+    }
+    let event: Event = serde_json::from_slice(bytes).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Io | Category::Syntax | Category::Eof => {
+                Rejection::new(RejectCode::NotJson, format!("not JSON: {e}"))
+            }
+            Category::Data => {
+                // A JSON value that is not an object at all is "not JSON" for our purposes.
+                if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+                    Rejection::new(RejectCode::NotJson, format!("not a JSON object: {e}"))
+                } else if e.to_string().contains("field `schema`") {
+                    Rejection::new(RejectCode::Schema, format!("{e}"))
+                } else {
+                    Rejection::new(RejectCode::Invalid, format!("{e}"))
+                }
+            }
+        }
+    })?;
+    validate(event, limits)
+}
+
+fn validate(mut event: Event, limits: &Limits) -> Result<Event, Rejection> {
+    if event.schema != SCHEMA {
+        return Err(Rejection::new(
+            RejectCode::Schema,
+            format!("schema is {:?}, expected {SCHEMA:?}", event.schema),
+        ));
+    }
+    let required = [
+        ("event_id", &event.event_id),
+        ("repository.owner", &event.repository.owner),
+        ("repository.name", &event.repository.name),
+        ("commit_sha", &event.commit_sha),
+        ("run.id", &event.run.id),
+        ("run.workflow", &event.run.workflow),
+    ];
+    for (field, value) in required {
+        if value.trim().is_empty() {
+            return Err(Rejection::new(
+                RejectCode::Invalid,
+                format!("{field} must not be empty"),
+            ));
+        }
+    }
+    let strings = [
+        ("event_id", Some(&event.event_id)),
+        ("repository.owner", Some(&event.repository.owner)),
+        ("repository.name", Some(&event.repository.name)),
+        ("repository.id", event.repository.id.as_ref()),
+        ("commit_sha", Some(&event.commit_sha)),
+        ("branch", event.branch.as_ref()),
+        ("run.id", Some(&event.run.id)),
+        ("run.workflow", Some(&event.run.workflow)),
+        ("run.url", event.run.url.as_ref()),
+    ];
+    for (field, value) in strings {
+        if let Some(v) = value
+            && v.len() > limits.max_string_bytes
+        {
+            return Err(Rejection::new(
+                RejectCode::Oversize,
+                format!(
+                    "{field} is {} bytes, the limit is {}",
+                    v.len(),
+                    limits.max_string_bytes
+                ),
+            ));
+        }
+    }
+    if event.run.attempt == 0 {
+        return Err(Rejection::new(RejectCode::Invalid, "run.attempt must be at least 1"));
+    }
+    if event.pr_number == Some(0) {
+        return Err(Rejection::new(RejectCode::Invalid, "pr_number must be at least 1"));
+    }
+    match (event.run.status, event.run.conclusion) {
+        (Status::Completed, None) => {
+            return Err(Rejection::new(
+                RejectCode::Invalid,
+                "run.conclusion is required when run.status is completed",
+            ));
+        }
+        // A conclusion on a run that has not completed means nothing; drop it.
+        (Status::Queued | Status::InProgress, Some(_)) => event.run.conclusion = None,
+        _ => {}
+    }
+    if !event.metadata.is_null() {
+        if !event.metadata.is_object() {
+            return Err(Rejection::new(RejectCode::Invalid, "metadata must be an object"));
+        }
+        let size = serde_json::to_vec(&event.metadata).map_or(usize::MAX, |v| v.len());
+        if size > limits.max_metadata_bytes {
+            return Err(Rejection::new(
+                RejectCode::Oversize,
+                format!(
+                    "metadata is {size} bytes, the limit is {}",
+                    limits.max_metadata_bytes
+                ),
+            ));
+        }
+    }
+    Ok(event)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GOOD: &str = r#"{"schema":"runwatch.workflow_run.v1","event_id":"e1","provider":"github",
+      "repository":{"owner":"octo-org","name":"octo-repo","id":"300029405"},
+      "commit_sha":"3484a3fb","branch":"feature/x","pr_number":2,
+      "run":{"id":"289782451","attempt":1,"workflow":"test","status":"completed","conclusion":"failure",
+      "url":"https://x","updated_at":"2020-10-05T16:33:24Z"},"metadata":{},"extra":1}"#;
+
+    fn code(s: &str) -> RejectCode {
+        decode(s.as_bytes(), &Limits::default()).unwrap_err().code
+    }
+
+    #[test]
+    fn decodes_the_design_example() {
+        let e = decode(GOOD.as_bytes(), &Limits::default()).unwrap();
+        assert_eq!(e.run.conclusion, Some(Conclusion::Failure));
+        assert_eq!(e.pr_number, Some(2));
+        assert_eq!(e.provider, Provider::Github);
+    }
+
+    #[test]
+    fn rejections_have_reasons() {
+        assert_eq!(code("not json"), RejectCode::NotJson);
+        assert_eq!(code("[1,2]"), RejectCode::NotJson);
+        assert_eq!(code(&GOOD.replace("workflow_run.v1", "v0")), RejectCode::Schema);
+        assert_eq!(code(&GOOD.replace("\"pr_number\":2", "\"pr_number\":\"2\"")), RejectCode::Invalid);
+        assert_eq!(code(&GOOD.replace("\"conclusion\":\"failure\",", "")), RejectCode::Invalid);
+        assert_eq!(code(&GOOD.replace("github", "sourceforge")), RejectCode::Invalid);
+        assert_eq!(code(&GOOD.replace("\"event_id\":\"e1\",", "")), RejectCode::Invalid);
+        let long = "x".repeat(2000);
+        assert_eq!(code(&GOOD.replace("feature/x", &long)), RejectCode::Oversize);
+        let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(70_000));
+        assert_eq!(code(&big), RejectCode::Oversize);
+    }
+
+    #[test]
+    fn github_statuses_map_to_queued_and_conclusion_is_dropped_before_completion() {
+        let s = GOOD.replace("\"status\":\"completed\"", "\"status\":\"requested\"");
+        let e = decode(s.as_bytes(), &Limits::default()).unwrap();
+        assert_eq!(e.run.status, Status::Queued);
+        assert_eq!(e.run.conclusion, None);
+    }
+}

@@ -1,0 +1,18 @@
+//! runwatch: watches CI/CD workflow runs and decides, exactly once, when a pull request's CI
+//! has finished badly enough that someone should step in. See README.md and DESIGN.md.
+//!
+//! Data flows one way: bus → event → engine → store → outbox → bus. The [`engine`] at the
+//! centre is pure and knows nothing of NATS, Postgres or HTTP.
+
+pub mod bus;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod event;
+pub mod http;
+pub mod repository;
+pub mod simulate;
+pub mod store;
+pub mod telemetry;
+pub mod trigger;
+pub mod worker;

@@ -1,0 +1,86 @@
+//! Loading the conformance scenarios and projecting triggers as `check-scenarios` does.
+
+use std::path::PathBuf;
+
+pub struct Scenario {
+    pub name: String,
+    pub events: String,
+    pub rules_toml: Option<String>,
+    /// Sorted projections, as JSON strings with sorted keys.
+    pub expected: Vec<String>,
+}
+
+pub fn scenarios_dir() -> PathBuf {
+    std::env::var_os("RUNWATCH_SCENARIOS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/scenarios"))
+}
+
+pub fn load_scenarios() -> Vec<Scenario> {
+    let dir = scenarios_dir();
+    let mut names: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("cannot read {}: {e}", dir.display()))
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().is_dir())
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .collect();
+    names.sort();
+    names
+        .into_iter()
+        .map(|name| {
+            let d = dir.join(&name);
+            let expected_text = std::fs::read_to_string(d.join("expected.jsonl")).unwrap_or_default();
+            let mut expected: Vec<String> = expected_text
+                .lines()
+                .filter(|l| !l.trim().is_empty())
+                .map(|l| canonical(&serde_json::from_str(l).unwrap()))
+                .collect();
+            expected.sort();
+            Scenario {
+                events: std::fs::read_to_string(d.join("events.jsonl")).unwrap(),
+                rules_toml: std::fs::read_to_string(d.join("rules.toml")).ok(),
+                expected,
+                name,
+            }
+        })
+        .collect()
+}
+
+fn canonical(v: &serde_json::Value) -> String {
+    // serde_json's Map is a BTreeMap without the preserve_order feature: keys come sorted.
+    serde_json::to_string(v).unwrap()
+}
+
+/// The projection of DESIGN.md's conformance scenarios, sorted.
+pub fn project<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<String> {
+    let mut out: Vec<String> = lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let t: serde_json::Value = serde_json::from_str(l).unwrap();
+            project_value(&t)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+pub fn project_value(t: &serde_json::Value) -> String {
+    let mut failed: Vec<String> = t["failed_workflows"]
+        .as_array()
+        .map(|a| a.iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect())
+        .unwrap_or_default();
+    failed.sort();
+    let mut p = serde_json::json!({
+        "rule": t["rule"],
+        "provider": t["provider"],
+        "repository": format!("{}/{}", t["repository"]["owner"].as_str().unwrap_or_default(),
+                              t["repository"]["name"].as_str().unwrap_or_default()).to_lowercase(),
+        "pr_number": t["pr_number"],
+        "commit_sha": t["commit_sha"],
+        "failed_workflows": failed,
+    });
+    if t["rule"] == "repeated_failure" {
+        p["branch"] = t["branch"].clone();
+    }
+    canonical(&p)
+}
