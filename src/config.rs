@@ -222,7 +222,13 @@ impl Config {
             fig = fig.merge(Toml::file(path));
         }
         fig = fig
-            .merge(Env::prefixed("RUNWATCH_").split("__"))
+            // Only RUNWATCH_<SECTION>__<KEY> and RUNWATCH_RULES_FILE are configuration;
+            // other RUNWATCH_* variables (fault injection, tests) are not.
+            .merge(
+                Env::prefixed("RUNWATCH_")
+                    .filter(|k| k.as_str().contains("__") || k == "rules_file")
+                    .split("__"),
+            )
             .merge(
                 Env::raw()
                     .only(&["DATABASE_URL"])

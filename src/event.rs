@@ -272,6 +272,14 @@ fn validate(mut event: Event, limits: &Limits) -> Result<Event, Rejection> {
     ];
     for (field, value) in strings {
         if let Some(v) = value
+            && v.contains('\0')
+        {
+            return Err(Rejection::new(
+                RejectCode::Invalid,
+                format!("{field} contains a NUL character"),
+            ));
+        }
+        if let Some(v) = value
             && v.len() > limits.max_string_bytes
         {
             return Err(Rejection::new(

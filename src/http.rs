@@ -1,1 +1,91 @@
-//! (being written)
+//! The worker's HTTP endpoints: `/healthz` (the process answers), `/readyz` (the database
+//! and NATS answer and the worker is not shutting down) and `/metrics` (Prometheus).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::store::Store;
+
+/// What `/readyz` looks at.
+#[derive(Clone)]
+pub struct Readiness {
+    pub store: Store,
+    pub nats: async_nats::Client,
+    pub shutting_down: Arc<AtomicBool>,
+}
+
+impl Readiness {
+    /// Ready when not shutting down, NATS is connected and the database answers within 1 s.
+    pub async fn check(&self) -> Result<(), String> {
+        if self.shutting_down.load(Ordering::Relaxed) {
+            return Err("shutting down".into());
+        }
+        if self.nats.connection_state() != async_nats::connection::State::Connected {
+            return Err("nats: not connected".into());
+        }
+        match tokio::time::timeout(Duration::from_secs(1), self.store.ping()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(format!("database: {e}")),
+            Err(_) => Err("database: no answer within 1s".into()),
+        }
+    }
+}
+
+#[derive(Clone)]
+struct AppState {
+    ready: Readiness,
+    metrics: Option<PrometheusHandle>,
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
+    match s.ready.check().await {
+        Ok(()) => (StatusCode::OK, "ready\n".to_string()),
+        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+    }
+}
+
+async fn metrics_endpoint(State(s): State<AppState>) -> impl IntoResponse {
+    match &s.metrics {
+        Some(h) => (StatusCode::OK, h.render()),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled\n".to_string()),
+    }
+}
+
+/// Binds `addr` and serves until `shutdown`. Returns the bound address (port 0 picks one).
+pub async fn serve(
+    addr: SocketAddr,
+    ready: Readiness,
+    metrics: Option<PrometheusHandle>,
+    shutdown: CancellationToken,
+) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    let app = Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_endpoint))
+        .with_state(AppState { ready, metrics });
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    let bound = listener.local_addr()?;
+    let handle = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "http server stopped");
+        }
+    });
+    Ok((bound, handle))
+}

@@ -1,1 +1,6 @@
-fn main() {}
+//! The `runwatch` binary: parse the command line, call the library.
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    runwatch::cli::main().await
+}

@@ -1,1 +1,192 @@
-//! (being written)
+//! The Postgres store: repositories, groups and runs, failure streaks, cooldowns, the
+//! trigger outbox, timers and purge.
+//!
+//! Recording events is one transaction per batch: insert the groups that are absent, lock
+//! them (`SELECT … FOR UPDATE`, in a stable order so replicas never deadlock on each other),
+//! lock the streak and cooldown rows the rules need, run the pure engine, write the new
+//! states and the triggers (into the outbox), commit. Nothing but the database is called
+//! while the locks are held. Serialization failures and deadlocks retry the transaction.
+
+mod groups;
+mod outbox;
+mod purge;
+mod repositories;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool};
+
+use crate::config::{DatabaseConfig, redact_url};
+use crate::engine::Engine;
+
+pub use groups::{BatchOutcome, EventOutcome};
+pub use outbox::Pending;
+pub use repositories::RepoCache;
+
+/// Embedded migrations (`migrations/`).
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database: {0}")]
+    Db(#[from] sqlx::Error),
+    #[error("migrations: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("database url {url}: {message}")]
+    Url { url: String, message: String },
+    #[error("state of group {group_id} cannot be read: {source}")]
+    State {
+        group_id: i64,
+        source: serde_json::Error,
+    },
+    #[error("encoding: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+impl StoreError {
+    /// A serialization failure or a deadlock: run the transaction again.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, StoreError::Db(sqlx::Error::Database(e))
+            if matches!(e.code().as_deref(), Some("40001") | Some("40P01")))
+    }
+
+    /// Whether retrying later may succeed (connection trouble, conflicts, timeouts), as
+    /// opposed to an error that the same input will always cause.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            StoreError::Db(sqlx::Error::Database(e)) => {
+                let code = e.code();
+                let code = code.as_deref().unwrap_or("");
+                // 08: connection exception, 40: transaction rollback, 53: insufficient
+                // resources, 57: operator intervention (shutdown, cancel), 58: system error.
+                ["08", "40", "53", "57", "58"].iter().any(|c| code.starts_with(c))
+            }
+            StoreError::Db(sqlx::Error::RowNotFound | sqlx::Error::ColumnNotFound(_)) => false,
+            StoreError::Db(_) => true,
+            StoreError::Migrate(_) | StoreError::Url { .. } => true,
+            StoreError::State { .. } | StoreError::Encode(_) => false,
+        }
+    }
+}
+
+/// Connects a pool. The URL's password is never logged.
+pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, StoreError> {
+    let options: PgConnectOptions = config.url.parse().map_err(|e: sqlx::Error| StoreError::Url {
+        url: redact_url(&config.url),
+        message: e.to_string(),
+    })?;
+    let options = options
+        .application_name("runwatch")
+        .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
+    let pool = PgPoolOptions::new()
+        .max_connections(config.max_connections)
+        .acquire_timeout(config.acquire_timeout)
+        .connect_lazy_with(options);
+    Ok(pool)
+}
+
+/// Creates the database named in the URL when it does not exist.
+pub async fn create_database_if_missing(url: &str) -> Result<(), StoreError> {
+    use sqlx::migrate::MigrateDatabase;
+    if !sqlx::Postgres::database_exists(url).await? {
+        tracing::info!(url = %redact_url(url), "creating database");
+        match sqlx::Postgres::create_database(url).await {
+            Ok(()) => {}
+            // Another replica created it meanwhile.
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// Applies the migrations (idempotent; sqlx takes an advisory lock, so concurrent replicas
+/// are safe).
+pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    MIGRATOR.run(pool).await?;
+    Ok(())
+}
+
+/// Settings of the store taken from the configuration.
+#[derive(Debug, Clone)]
+pub struct StoreOptions {
+    /// Attempts of one transaction on serialization failure / deadlock.
+    pub transaction_attempts: u32,
+    /// How long a trigger decided by a worker stays claimed by it before any relay may
+    /// publish it.
+    pub lease: Duration,
+    /// Outbound subjects are `<prefix>.<provider>`.
+    pub triggers_subject_prefix: String,
+}
+
+impl StoreOptions {
+    pub fn from_config(config: &crate::config::Config) -> StoreOptions {
+        StoreOptions {
+            transaction_attempts: config.retry.transaction_attempts,
+            lease: config.outbox.lease,
+            triggers_subject_prefix: config.streams.triggers_subject_prefix.clone(),
+        }
+    }
+}
+
+/// The store: a pool, the engine it runs under the locks, and a cache of the registry.
+#[derive(Clone)]
+pub struct Store {
+    pool: PgPool,
+    engine: Arc<Engine>,
+    repos: Arc<RepoCache>,
+    transaction_attempts: u32,
+    lease: Duration,
+    triggers_subject_prefix: String,
+}
+
+impl Store {
+    pub fn new(pool: PgPool, engine: Arc<Engine>, options: StoreOptions) -> Store {
+        Store {
+            pool,
+            engine,
+            repos: Arc::new(RepoCache::default()),
+            transaction_attempts: options.transaction_attempts.max(1),
+            lease: options.lease,
+            triggers_subject_prefix: options.triggers_subject_prefix,
+        }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub fn engine(&self) -> &Engine {
+        &self.engine
+    }
+
+    /// `SELECT 1`, for readiness.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    /// Runs `f` as a transaction body, again on serialization failure or deadlock, with a
+    /// short jittered exponential backoff (backon).
+    async fn with_retry<T, F, Fut>(&self, what: &'static str, f: F) -> Result<T, StoreError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        use backon::{ExponentialBuilder, Retryable};
+        let policy = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(5))
+            .with_max_delay(Duration::from_millis(500))
+            .with_jitter()
+            .with_max_times(self.transaction_attempts.saturating_sub(1) as usize);
+        f.retry(policy)
+            .when(StoreError::is_conflict)
+            .notify(|e, d| {
+                metrics::counter!("runwatch_transaction_conflicts_total", "op" => what).increment(1);
+                tracing::debug!(error = %e, delay = ?d, op = what, "transaction conflict, retrying");
+            })
+            .await
+    }
+}

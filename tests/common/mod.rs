@@ -1,2 +1,5 @@
 #![allow(dead_code)]
+pub mod env;
+pub mod live;
 pub mod scenarios;
+pub mod trace;

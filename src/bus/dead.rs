@@ -1,0 +1,235 @@
+//! Dead letters: poison input (or input that kept failing) kept with its reason.
+
+use async_nats::HeaderMap;
+use async_nats::jetstream::message::PublishMessage;
+use bytes::Bytes;
+
+use super::{Bus, BusError};
+
+/// Header names of a dead letter.
+pub mod headers {
+    /// The reason code (`not_json`, `schema`, `invalid`, `oversize`, `max_deliver`, ...).
+    pub const REASON: &str = "Runwatch-Reason";
+    /// Human-readable detail, at most 1 KiB, without line breaks.
+    pub const DETAIL: &str = "Runwatch-Detail";
+    /// The subject the original message was published to.
+    pub const ORIGINAL_SUBJECT: &str = "Runwatch-Original-Subject";
+    /// The original message's sequence in the events stream.
+    pub const ORIGINAL_SEQ: &str = "Runwatch-Original-Seq";
+    /// How many times the original message had been delivered.
+    pub const DELIVERIES: &str = "Runwatch-Deliveries";
+    /// Present when the payload had to be cut to fit the server's `max_payload`: the
+    /// original payload's length in bytes.
+    pub const TRUNCATED: &str = "Runwatch-Truncated";
+}
+
+/// The longest `Runwatch-Detail` value, in bytes.
+pub const MAX_DETAIL_BYTES: usize = 1024;
+
+/// Room left for the NATS protocol line and header framing when fitting a payload.
+const FRAMING_SLACK: usize = 512;
+
+/// A message to dead-letter.
+#[derive(Debug, Clone, Copy)]
+pub struct DeadLetter<'a> {
+    /// The reason code; it becomes the last subject token (`<dead_subject_prefix>.<reason>`,
+    /// characters other than letters, digits, `-` and `_` replaced by `_`).
+    pub reason: &'a str,
+    /// Human-readable detail (the rejection or the last error); truncated to 1 KiB and made
+    /// header-safe.
+    pub detail: &'a str,
+    /// The subject the original message was published to.
+    pub original_subject: &'a str,
+    /// The original message's stream sequence in the events stream.
+    pub stream_seq: u64,
+    /// How many times the original message was delivered.
+    pub deliveries: u64,
+    /// The original payload, kept as is.
+    pub payload: &'a [u8],
+}
+
+/// A dead letter as read back from the dead-letter stream.
+#[derive(Debug, Clone)]
+pub struct DeadMessage {
+    /// Sequence in the dead-letter stream.
+    pub sequence: u64,
+    /// Subject in the dead-letter stream (`<dead_subject_prefix>.<reason>`).
+    pub subject: String,
+    /// `Runwatch-Reason`.
+    pub reason: String,
+    /// `Runwatch-Detail`.
+    pub detail: String,
+    /// `Runwatch-Original-Subject`.
+    pub original_subject: String,
+    /// `Runwatch-Original-Seq` (None if absent or not a number).
+    pub original_seq: Option<u64>,
+    /// `Runwatch-Deliveries` (None if absent or not a number).
+    pub deliveries: Option<u64>,
+    /// `Runwatch-Truncated`: the original payload length when the payload was cut.
+    pub truncated_from: Option<u64>,
+    /// All headers, as stored.
+    pub headers: HeaderMap,
+    /// The original payload.
+    pub payload: Bytes,
+}
+
+impl DeadMessage {
+    pub(crate) fn from_parts(
+        sequence: u64,
+        subject: String,
+        headers: Option<HeaderMap>,
+        payload: Bytes,
+    ) -> DeadMessage {
+        let headers = headers.unwrap_or_default();
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .map(|v| v.as_str().to_string())
+                .unwrap_or_default()
+        };
+        let number = |name: &str| headers.get(name).and_then(|v| v.as_str().parse().ok());
+        DeadMessage {
+            sequence,
+            subject,
+            reason: text(headers::REASON),
+            detail: text(headers::DETAIL),
+            original_subject: text(headers::ORIGINAL_SUBJECT),
+            original_seq: number(headers::ORIGINAL_SEQ),
+            deliveries: number(headers::DELIVERIES),
+            truncated_from: number(headers::TRUNCATED),
+            headers,
+            payload,
+        }
+    }
+}
+
+/// A subject token from a reason code.
+pub(crate) fn reason_token(reason: &str) -> String {
+    let token: String = reason
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect();
+    if token.is_empty() {
+        "unknown".to_string()
+    } else {
+        token
+    }
+}
+
+/// A header-safe value: control characters (CR, LF, ...) become spaces, surrounding
+/// blanks are trimmed, and the result is cut to at most `max` bytes on a character boundary.
+pub(crate) fn header_safe(value: &str, max: usize) -> String {
+    let cleaned: String = value
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let cleaned = cleaned.trim();
+    if cleaned.len() <= max {
+        return cleaned.to_string();
+    }
+    let mut end = max;
+    while !cleaned.is_char_boundary(end) {
+        end -= 1;
+    }
+    cleaned[..end].trim_end().to_string()
+}
+
+impl Bus {
+    /// Publishes the original payload to `<dead_subject_prefix>.<reason>` with headers
+    /// `Runwatch-Reason`, `Runwatch-Detail` (1 KiB at most, no CR/LF),
+    /// `Runwatch-Original-Subject`, `Runwatch-Original-Seq`, `Runwatch-Deliveries` and
+    /// `Nats-Msg-Id: dead-<events stream>-<seq>` (so dead-lettering the same message again
+    /// stores nothing new), and awaits the PubAck. A payload too big to fit next to the
+    /// headers under the server's `max_payload` is cut, and `Runwatch-Truncated` says so.
+    pub async fn dead_letter(&self, letter: &DeadLetter<'_>) -> Result<(), BusError> {
+        let token = reason_token(letter.reason);
+        let subject = format!("{}.{}", self.streams.dead_subject_prefix, token);
+        let msg_id = format!("dead-{}-{}", self.streams.events, letter.stream_seq);
+
+        let values = [
+            ("Nats-Msg-Id", msg_id),
+            (headers::REASON, header_safe(letter.reason, 256)),
+            (
+                headers::DETAIL,
+                header_safe(letter.detail, MAX_DETAIL_BYTES),
+            ),
+            (
+                headers::ORIGINAL_SUBJECT,
+                header_safe(letter.original_subject, 1024),
+            ),
+            (headers::ORIGINAL_SEQ, letter.stream_seq.to_string()),
+            (headers::DELIVERIES, letter.deliveries.to_string()),
+        ];
+        // "NATS/1.0\r\n", "Name: value\r\n" per header, a final "\r\n", and one more
+        // header if the payload has to be cut.
+        let header_bytes: usize = 12
+            + values
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 4)
+                .sum::<usize>()
+            + headers::TRUNCATED.len()
+            + 24;
+        let mut headers = HeaderMap::new();
+        for (name, value) in values {
+            headers.insert(name, value);
+        }
+        let max_payload = self.client.max_payload();
+        let room = max_payload.saturating_sub(header_bytes + subject.len() + FRAMING_SLACK);
+        let payload = if letter.payload.len() > room {
+            tracing::warn!(
+                seq = letter.stream_seq,
+                len = letter.payload.len(),
+                kept = room,
+                "dead letter payload cut to fit max_payload"
+            );
+            headers.insert(headers::TRUNCATED, letter.payload.len().to_string());
+            Bytes::copy_from_slice(&letter.payload[..room])
+        } else {
+            Bytes::copy_from_slice(letter.payload)
+        };
+
+        let ack = self
+            .publish_and_wait(
+                subject.clone(),
+                PublishMessage::build().payload(payload).headers(headers),
+            )
+            .await?;
+        tracing::info!(
+            %subject,
+            original_seq = letter.stream_seq,
+            deliveries = letter.deliveries,
+            dead_seq = ack.sequence,
+            duplicate = ack.duplicate,
+            "dead-lettered"
+        );
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reason_tokens_are_subject_safe() {
+        assert_eq!(reason_token("not_json"), "not_json");
+        assert_eq!(reason_token("a.b c>*"), "a_b_c__");
+        assert_eq!(reason_token(""), "unknown");
+    }
+
+    #[test]
+    fn header_values_are_safe_and_short() {
+        assert_eq!(header_safe("line1\r\nline2", 100), "line1  line2");
+        let long = "é".repeat(1000);
+        let cut = header_safe(&long, MAX_DETAIL_BYTES);
+        assert!(cut.len() <= MAX_DETAIL_BYTES);
+        assert!(cut.chars().all(|c| c == 'é'));
+    }
+}

@@ -1,0 +1,358 @@
+//! JetStream: stream and consumer set-up, the pull loop, publishing, dead letters.
+//!
+//! ```text
+//!  events stream (streams.events, "<events_subject_prefix>.>")
+//!     │ durable pull consumer (consumer.durable), explicit acks   ── Puller::next_batch
+//!     ▼
+//!  worker ── Bus::publish_triggers ──▶ triggers stream (streams.triggers)
+//!        └── Bus::dead_letter      ──▶ dead-letter stream (streams.dead)
+//! ```
+//!
+//! Every publish carries a `Nats-Msg-Id` (event id, trigger id, `dead-<stream>-<seq>`) and
+//! awaits its PubAck, so a redo within `streams.duplicate_window` is deduplicated by
+//! JetStream. Everything here works against nats-server 2.9 and later.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use tokio::sync::watch;
+
+use crate::config::{Config, ConsumerConfig, NatsConfig, RetryConfig, StreamsConfig, redact_url};
+
+mod dead;
+mod publish;
+mod pull;
+mod read;
+mod setup;
+
+pub use dead::{DeadLetter, DeadMessage, headers as dead_headers};
+pub use publish::PubAckInfo;
+pub use pull::Puller;
+pub use read::StreamState;
+
+/// The name given to the NATS connection (visible in the server's connection list).
+pub const CONNECTION_NAME: &str = concat!("runwatch/", env!("CARGO_PKG_VERSION"));
+
+/// How many times the initial connect is tried before [`Bus::connect`] gives up.
+const CONNECT_ATTEMPTS: usize = 8;
+
+/// A boxed error, the source of several [`BusError`] variants.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What can go wrong talking to NATS. Every variant names what it was doing.
+#[derive(Debug, thiserror::Error)]
+pub enum BusError {
+    /// The initial connection failed (after retries, for transient causes).
+    #[error("cannot connect to NATS at {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// A stream could not be looked up, created or updated.
+    #[error("cannot set up stream `{stream}`: {message}")]
+    StreamSetup {
+        stream: String,
+        message: String,
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// The durable consumer could not be looked up, created or updated.
+    #[error("cannot set up consumer `{consumer}` on stream `{stream}`: {source}")]
+    ConsumerSetup {
+        stream: String,
+        consumer: String,
+        #[source]
+        source: BoxError,
+    },
+    /// A value that must go into a header or subject is not usable there.
+    #[error("invalid {what} {value:?}: {reason}")]
+    Invalid {
+        what: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+    /// A message body could not be serialized.
+    #[error("cannot encode {what}: {source}")]
+    Encode {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
+    /// Sending a message or receiving its PubAck failed (no stream, connection lost, server
+    /// error).
+    #[error("publish to `{subject}` failed: {source}")]
+    Publish {
+        subject: String,
+        #[source]
+        source: jetstream::context::PublishError,
+    },
+    /// The PubAck did not come within `nats.request_timeout`; the message may or may not be
+    /// stored (a retry with the same `Nats-Msg-Id` is deduplicated).
+    #[error("no PubAck for `{subject}` within {timeout:?}")]
+    PubAckTimeout { subject: String, timeout: Duration },
+    /// Reading a stream or consumer (info, ordered reads, pulls) failed.
+    #[error("cannot read {what}: {source}")]
+    Read {
+        what: String,
+        #[source]
+        source: BoxError,
+    },
+    /// Flushing or draining the connection failed or timed out.
+    #[error("cannot drain the NATS connection: {message}")]
+    Drain { message: String },
+}
+
+impl BusError {
+    /// Whether retrying the same operation later may succeed (connection, server or timing
+    /// trouble), as opposed to a problem with the input or the configuration.
+    pub fn is_transient(&self) -> bool {
+        use jetstream::context::PublishErrorKind as K;
+        match self {
+            BusError::Invalid { .. } | BusError::Encode { .. } => false,
+            BusError::Connect { source, .. } => matches!(
+                source.kind(),
+                async_nats::ConnectErrorKind::Io
+                    | async_nats::ConnectErrorKind::TimedOut
+                    | async_nats::ConnectErrorKind::Dns
+                    | async_nats::ConnectErrorKind::MaxReconnects
+            ),
+            BusError::Publish { source, .. } => !matches!(
+                source.kind(),
+                K::MaxPayloadExceeded | K::WrongLastMessageId | K::WrongLastSequence
+            ),
+            _ => true,
+        }
+    }
+
+    /// Whether this is a PubAck timeout (the message may have been stored).
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, BusError::PubAckTimeout { .. })
+    }
+}
+
+/// The three streams runwatch owns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum StreamKind {
+    /// Workflow-run events (input).
+    Events,
+    /// Triggers (output).
+    Triggers,
+    /// Dead letters (poison or exhausted input).
+    Dead,
+}
+
+/// A connection to NATS and its JetStream context, with the configuration sections the bus
+/// needs. Cheap to clone (clones share the connection).
+#[derive(Debug, Clone)]
+pub struct Bus {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    nats: NatsConfig,
+    streams: StreamsConfig,
+    consumer: ConsumerConfig,
+    retry: RetryConfig,
+    closed: watch::Receiver<bool>,
+}
+
+impl Bus {
+    /// Connects to `nats.url` with `nats.connect_timeout`; JetStream API requests and PubAck
+    /// waits are bounded by `nats.request_timeout`. A failed initial connect is retried with
+    /// exponential backoff (`retry.min_delay`..`retry.max_delay`, at most 8 attempts) when the
+    /// cause may pass (refused, timed out, DNS); a bad URL or bad credentials fail at once.
+    /// Once connected, the client reconnects forever; disconnects and reconnects are logged.
+    pub async fn connect(config: &Config) -> Result<Bus, BusError> {
+        use backon::BackoffBuilder;
+
+        let url = config.nats.url.clone();
+        let (closed_tx, closed_rx) = watch::channel(false);
+        let closed_tx = Arc::new(closed_tx);
+        let mut delays = backoff(&config.retry)
+            .with_max_times(CONNECT_ATTEMPTS - 1)
+            .build();
+        let mut attempt = 1;
+        let client = loop {
+            let closed_tx = closed_tx.clone();
+            let options = async_nats::ConnectOptions::new()
+                .name(CONNECTION_NAME)
+                .connection_timeout(config.nats.connect_timeout)
+                .request_timeout(Some(config.nats.request_timeout))
+                .max_reconnects(None)
+                .event_callback(move |event| {
+                    log_event(&event, &closed_tx);
+                    async {}
+                });
+            match options.connect(url.as_str()).await {
+                Ok(client) => break client,
+                Err(source) => {
+                    let err = BusError::Connect {
+                        url: redact_url(&url),
+                        source,
+                    };
+                    let next = if err.is_transient() {
+                        delays.next()
+                    } else {
+                        None
+                    };
+                    match next {
+                        Some(delay) => {
+                            tracing::warn!(
+                                attempt,
+                                retry_in = ?delay,
+                                error = %err,
+                                "NATS connect failed; retrying"
+                            );
+                            tokio::time::sleep(delay).await;
+                            attempt += 1;
+                        }
+                        None => return Err(err),
+                    }
+                }
+            }
+        };
+        tracing::info!(url = %redact_url(&url), "connected to NATS");
+        let js = jetstream::ContextBuilder::new()
+            .timeout(config.nats.request_timeout)
+            .build(client.clone());
+        Ok(Bus {
+            client,
+            js,
+            nats: config.nats.clone(),
+            streams: config.streams.clone(),
+            consumer: config.consumer.clone(),
+            retry: config.retry.clone(),
+            closed: closed_rx,
+        })
+    }
+
+    /// The NATS client, e.g. for `/readyz` (`client().connection_state()`).
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
+
+    /// The JetStream context (bounded by `nats.request_timeout`), for tools and tests.
+    pub fn jetstream(&self) -> &jetstream::Context {
+        &self.js
+    }
+
+    /// Whether the connection is currently up.
+    pub fn is_connected(&self) -> bool {
+        self.client.connection_state() == async_nats::connection::State::Connected
+    }
+
+    /// The configured name of one of runwatch's streams.
+    pub fn stream_name(&self, kind: StreamKind) -> &str {
+        match kind {
+            StreamKind::Events => &self.streams.events,
+            StreamKind::Triggers => &self.streams.triggers,
+            StreamKind::Dead => &self.streams.dead,
+        }
+    }
+
+    /// The configured subject prefix of one of runwatch's streams.
+    pub fn subject_prefix(&self, kind: StreamKind) -> &str {
+        match kind {
+            StreamKind::Events => &self.streams.events_subject_prefix,
+            StreamKind::Triggers => &self.streams.triggers_subject_prefix,
+            StreamKind::Dead => &self.streams.dead_subject_prefix,
+        }
+    }
+
+    /// The durable consumer's name.
+    pub fn durable_name(&self) -> &str {
+        &self.consumer.durable
+    }
+
+    /// Number of messages the durable consumer still has to finish: not yet delivered
+    /// (`num_pending`) plus delivered and not yet acknowledged (`num_ack_pending`, which
+    /// includes messages nacked with a delay). For metrics and tests waiting for quiescence.
+    pub async fn consumer_pending(&self) -> Result<u64, BusError> {
+        let stream = self
+            .js
+            .get_stream_no_info(&self.streams.events)
+            .await
+            .map_err(|e| BusError::Read {
+                what: format!("stream `{}`", self.streams.events),
+                source: Box::new(e),
+            })?;
+        let info = stream
+            .consumer_info(&self.consumer.durable)
+            .await
+            .map_err(|e| BusError::Read {
+                what: format!(
+                    "consumer `{}` on stream `{}`",
+                    self.consumer.durable, self.streams.events
+                ),
+                source: Box::new(e),
+            })?;
+        Ok(info.num_pending + info.num_ack_pending as u64)
+    }
+
+    /// Graceful shutdown: flushes what was written (publishes, acks), then drains the
+    /// connection (unsubscribes, lets in-flight messages through, closes) and waits for it to
+    /// close, at most `nats.request_timeout`. Clones of this `Bus` are unusable afterwards.
+    pub async fn drain(&self) -> Result<(), BusError> {
+        let timeout = self.nats.request_timeout;
+        match tokio::time::timeout(timeout, self.client.flush()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "NATS flush before drain failed"),
+            Err(_) => tracing::warn!(?timeout, "NATS flush before drain timed out"),
+        }
+        self.client.drain().await.map_err(|e| BusError::Drain {
+            message: e.to_string(),
+        })?;
+        let mut closed = self.closed.clone();
+        match tokio::time::timeout(timeout, closed.wait_for(|closed| *closed)).await {
+            Ok(Ok(_)) => Ok(()),
+            // The sender lives in the connection's callback; gone means closed.
+            Ok(Err(_)) => Ok(()),
+            Err(_) => Err(BusError::Drain {
+                message: format!("connection not closed within {timeout:?}"),
+            }),
+        }
+    }
+
+    pub(crate) fn retry_config(&self) -> &RetryConfig {
+        &self.retry
+    }
+
+    pub(crate) fn consumer_config(&self) -> &ConsumerConfig {
+        &self.consumer
+    }
+
+    pub(crate) fn request_timeout(&self) -> Duration {
+        self.nats.request_timeout
+    }
+}
+
+/// The exponential, jittered backoff of `retry` (without a limit on attempts).
+pub(crate) fn backoff(retry: &RetryConfig) -> backon::ExponentialBuilder {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(retry.min_delay)
+        .with_max_delay(retry.max_delay)
+        .with_factor(retry.factor)
+        .with_jitter()
+        .without_max_times()
+}
+
+fn log_event(event: &async_nats::Event, closed: &watch::Sender<bool>) {
+    use async_nats::Event;
+    match event {
+        Event::Connected => tracing::info!("NATS connection established"),
+        Event::Disconnected => tracing::warn!("NATS connection lost; reconnecting"),
+        Event::LameDuckMode => tracing::warn!("NATS server entered lame duck mode"),
+        Event::Draining => tracing::info!("NATS connection draining"),
+        Event::Closed => {
+            tracing::info!("NATS connection closed");
+            closed.send_replace(true);
+        }
+        Event::SlowConsumer(sid) => tracing::warn!(sid, "NATS slow consumer: messages dropped"),
+        Event::ServerError(e) => tracing::warn!(error = %e, "NATS server error"),
+        // `Other` is a failed reconnect attempt: one per attempt, after `Disconnected`.
+        Event::ClientError(e @ async_nats::ClientError::Other(_)) => {
+            tracing::debug!(error = %e, "NATS reconnect attempt failed")
+        }
+        Event::ClientError(e) => tracing::warn!(error = %e, "NATS client error"),
+    }
+}

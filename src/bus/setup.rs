@@ -1,0 +1,273 @@
+//! Idempotent creation of the three streams and the durable pull consumer.
+//!
+//! Several replicas may start at once, so every step tolerates losing a race: a stream is
+//! looked up first; created when missing (a concurrent identical create is accepted by the
+//! server, a different one answers "name already in use" and is retried as an update); and
+//! updated only when one of the settings runwatch owns differs, keeping whatever else an
+//! operator set (limits, max age, placement).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use async_nats::jetstream::{
+    self, ErrorCode,
+    consumer::{self, AckPolicy, DeliverPolicy, PullConsumer},
+    context::{CreateStreamErrorKind, GetStreamErrorKind},
+    stream::{self, StorageType},
+};
+
+use super::{Bus, BusError, StreamKind};
+
+/// How often a lost create/update race is retried before giving up.
+const RACE_ATTEMPTS: usize = 5;
+
+impl Bus {
+    /// Creates or updates (idempotently, safe when several replicas start at once) the
+    /// three streams: events (`streams.events`, subjects `<events_subject_prefix>.>`),
+    /// triggers (`streams.triggers`, `<triggers_subject_prefix>.>`) and dead letters
+    /// (`streams.dead`, `<dead_subject_prefix>.>`); file storage, `streams.duplicate_window`,
+    /// `streams.replicas`. An existing stream keeps its other settings.
+    pub async fn ensure_streams(&self) -> Result<(), BusError> {
+        for kind in [StreamKind::Events, StreamKind::Triggers, StreamKind::Dead] {
+            self.ensure_stream(kind).await?;
+        }
+        Ok(())
+    }
+
+    /// Creates or updates one of the three streams (see [`Bus::ensure_streams`]).
+    pub async fn ensure_stream(&self, kind: StreamKind) -> Result<(), BusError> {
+        let name = self.stream_name(kind).to_string();
+        let subject = format!("{}.>", self.subject_prefix(kind));
+        let wanted = Wanted {
+            subjects: vec![subject],
+            duplicate_window: self.streams.duplicate_window,
+            replicas: self.streams.replicas.max(1),
+        };
+        let setup_error =
+            |message: String, source: Option<super::BoxError>| BusError::StreamSetup {
+                stream: name.clone(),
+                message,
+                source,
+            };
+
+        for _ in 0..RACE_ATTEMPTS {
+            match self.js.get_stream(&name).await {
+                Ok(mut existing) => {
+                    let current = existing.cached_info().config.clone();
+                    let Some(updated) = wanted.apply(&current, &name) else {
+                        tracing::debug!(stream = %name, "stream is up to date");
+                        return Ok(());
+                    };
+                    match self.js.update_stream(&updated).await {
+                        Ok(_) => {
+                            tracing::info!(
+                                stream = %name,
+                                subjects = ?updated.subjects,
+                                duplicate_window = ?updated.duplicate_window,
+                                replicas = updated.num_replicas,
+                                "stream updated"
+                            );
+                            return Ok(());
+                        }
+                        // Deleted between our look-up and the update: start over.
+                        Err(e) if e.kind() == CreateStreamErrorKind::NotFound => continue,
+                        Err(e) => {
+                            // A concurrent replica may have applied the same update.
+                            if let Ok(info) = existing.info().await
+                                && wanted.apply(&info.config, &name).is_none()
+                            {
+                                return Ok(());
+                            }
+                            return Err(setup_error(
+                                format!("update failed: {e}"),
+                                Some(Box::new(e)),
+                            ));
+                        }
+                    }
+                }
+                Err(e) if is_stream_not_found(&e.kind()) => {
+                    let config = wanted.new_config(&name);
+                    match self.js.create_stream(config).await {
+                        Ok(_) => {
+                            tracing::info!(stream = %name, subjects = ?wanted.subjects, "stream created");
+                            return Ok(());
+                        }
+                        // Another replica created it first, with a different normalized
+                        // config: look it up again and update it.
+                        Err(e)
+                            if matches!(&e.kind(), CreateStreamErrorKind::JetStream(je)
+                                if je.error_code() == ErrorCode::STREAM_NAME_EXIST) =>
+                        {
+                            continue;
+                        }
+                        Err(e) => {
+                            return Err(setup_error(
+                                format!("create failed: {e}"),
+                                Some(Box::new(e)),
+                            ));
+                        }
+                    }
+                }
+                Err(e) => {
+                    return Err(setup_error(
+                        format!("look-up failed: {e}"),
+                        Some(Box::new(e)),
+                    ));
+                }
+            }
+        }
+        Err(setup_error(
+            format!("still changing after {RACE_ATTEMPTS} attempts (concurrent set-up?)"),
+            None,
+        ))
+    }
+
+    /// Creates or updates the durable pull consumer `consumer.durable` on the events stream:
+    /// explicit acks, `consumer.ack_wait`, `consumer.max_ack_pending`, deliver all, and
+    /// `max_deliver = -1` (unlimited): the worker counts deliveries itself and dead-letters
+    /// after `consumer.max_deliver`, so JetStream never silently stops redelivering.
+    pub async fn ensure_consumer(&self) -> Result<(), BusError> {
+        self.consumer_handle().await.map(|_| ())
+    }
+
+    /// [`Bus::ensure_consumer`], returning the consumer handle.
+    pub(crate) async fn consumer_handle(&self) -> Result<PullConsumer, BusError> {
+        let stream_name = self.streams.events.clone();
+        let durable = self.consumer.durable.clone();
+        let config = self.durable_config();
+        let stream = self
+            .js
+            .get_stream_no_info(&stream_name)
+            .await
+            .map_err(|e| BusError::ConsumerSetup {
+                stream: stream_name.clone(),
+                consumer: durable.clone(),
+                source: Box::new(e),
+            })?;
+        let mut last = None;
+        for _ in 0..RACE_ATTEMPTS {
+            match stream.create_consumer(config.clone()).await {
+                Ok(consumer) => return Ok(consumer),
+                // Two replicas creating the same durable at once: the loser may be told it
+                // exists; the next attempt sees it and updates (or accepts) it.
+                Err(e)
+                    if matches!(&e.kind(), stream::ConsumerErrorKind::JetStream(je)
+                        if je.error_code() == ErrorCode::CONSUMER_NAME_EXIST
+                            || je.error_code() == ErrorCode::CONSUMER_ALREADY_EXISTS) =>
+                {
+                    last = Some(e);
+                }
+                Err(e) => {
+                    return Err(BusError::ConsumerSetup {
+                        stream: stream_name,
+                        consumer: durable,
+                        source: Box::new(e),
+                    });
+                }
+            }
+        }
+        Err(BusError::ConsumerSetup {
+            stream: stream_name,
+            consumer: durable,
+            source: match last {
+                Some(e) => Box::new(e),
+                None => "concurrent set-up did not settle".into(),
+            },
+        })
+    }
+
+    /// The durable consumer's configuration.
+    fn durable_config(&self) -> consumer::pull::Config {
+        consumer::pull::Config {
+            durable_name: Some(self.consumer.durable.clone()),
+            description: Some("runwatch worker: workflow-run events".to_string()),
+            deliver_policy: DeliverPolicy::All,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait: self.consumer.ack_wait,
+            max_deliver: -1,
+            max_ack_pending: self.consumer.max_ack_pending,
+            ..Default::default()
+        }
+    }
+}
+
+fn is_stream_not_found(kind: &GetStreamErrorKind) -> bool {
+    matches!(kind, GetStreamErrorKind::JetStream(e)
+        if e.error_code() == ErrorCode::STREAM_NOT_FOUND || e.code() == 404)
+}
+
+/// The settings runwatch owns on a stream.
+struct Wanted {
+    subjects: Vec<String>,
+    duplicate_window: Duration,
+    replicas: usize,
+}
+
+impl Wanted {
+    fn new_config(&self, name: &str) -> stream::Config {
+        stream::Config {
+            name: name.to_string(),
+            subjects: self.subjects.clone(),
+            storage: StorageType::File,
+            retention: stream::RetentionPolicy::Limits,
+            discard: stream::DiscardPolicy::Old,
+            duplicate_window: self.duplicate_window,
+            num_replicas: self.replicas,
+            ..Default::default()
+        }
+    }
+
+    /// The existing config with runwatch's settings applied, or `None` when nothing changes.
+    fn apply(&self, current: &stream::Config, name: &str) -> Option<stream::Config> {
+        let have: BTreeSet<&String> = current.subjects.iter().collect();
+        let want: BTreeSet<&String> = self.subjects.iter().collect();
+        if current.storage != StorageType::File {
+            tracing::warn!(stream = %name, storage = ?current.storage,
+                "stream does not use file storage; storage cannot be changed in place");
+        }
+        // A duplicate window longer than the stream's max age is rejected by the server.
+        let window = if current.max_age.is_zero() {
+            self.duplicate_window
+        } else {
+            self.duplicate_window.min(current.max_age)
+        };
+        if have == want
+            && current.duplicate_window == window
+            && current.num_replicas.max(1) == self.replicas
+        {
+            return None;
+        }
+        let mut updated = current.clone();
+        updated.subjects = self.subjects.clone();
+        updated.duplicate_window = window;
+        updated.num_replicas = self.replicas;
+        Some(updated)
+    }
+}
+
+/// Deletes one stream (tests and tools). Missing streams are not an error.
+pub(crate) async fn delete_stream_if_exists(
+    js: &jetstream::Context,
+    name: &str,
+) -> Result<(), BusError> {
+    match js.delete_stream(name).await {
+        Ok(_) => Ok(()),
+        Err(e) if is_stream_not_found(&e.kind()) => Ok(()),
+        Err(e) => Err(BusError::StreamSetup {
+            stream: name.to_string(),
+            message: format!("delete failed: {e}"),
+            source: Some(Box::new(e)),
+        }),
+    }
+}
+
+impl Bus {
+    /// Deletes the three streams (and with them the consumer). For tests and tools; missing
+    /// streams are skipped.
+    pub async fn delete_streams(&self) -> Result<(), BusError> {
+        for kind in [StreamKind::Events, StreamKind::Triggers, StreamKind::Dead] {
+            delete_stream_if_exists(&self.js, self.stream_name(kind)).await?;
+        }
+        Ok(())
+    }
+}

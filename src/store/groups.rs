@@ -1,0 +1,494 @@
+//! Recording events (the seed's `store_workflow_information`) and firing due timers: one
+//! transaction each, under the groups' row locks.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+
+use chrono::{DateTime, Utc};
+use sqlx::{Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use super::{Store, StoreError};
+use crate::engine::{Clock, CooldownKey, GroupCtx, GroupState, Ledger, RepoRef, StreakKey, StreakState};
+use crate::event::{Event, Rejection};
+use crate::repository::RepoClaim;
+use crate::trigger::{self, Trigger};
+
+/// What became of one event of a batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EventOutcome {
+    /// Merged (possibly a no-op: a duplicate or an older state).
+    Applied,
+    /// Refused by the engine (e.g. the group is full); nothing was changed for it.
+    Rejected(Rejection),
+}
+
+/// The result of recording a batch.
+#[derive(Debug, Clone)]
+pub struct BatchOutcome {
+    /// One per input event, in input order.
+    pub outcomes: Vec<EventOutcome>,
+    /// Triggers this transaction decided and wrote to the outbox, claimed by the caller
+    /// for `lease`: publish them, then [`Store::mark_sent`].
+    pub triggers: Vec<Trigger>,
+    /// The event clock after the batch.
+    pub clock: Clock,
+}
+
+/// A group's key as stored: (repository id, pull request or 0, commit).
+type GroupKey = (i64, i64, String);
+
+struct Slot {
+    id: i64,
+    repo: RepoRef,
+    pr_number: Option<u64>,
+    commit_sha: String,
+    branch: Option<String>,
+    state: GroupState,
+    original_branch: Option<String>,
+    original_state: GroupState,
+}
+
+impl Slot {
+    fn changed(&self) -> bool {
+        self.branch != self.original_branch || self.state != self.original_state
+    }
+}
+
+fn pr_key(pr: Option<u64>) -> i64 {
+    pr.map_or(0, |p| i64::try_from(p).unwrap_or(i64::MAX))
+}
+
+impl Store {
+    /// Records a batch of events in one transaction and returns the triggers it decided.
+    /// `clock` is the caller's event clock before the batch.
+    pub async fn record(&self, events: &[Event], clock: Clock) -> Result<BatchOutcome, StoreError> {
+        let mut repos = Vec::with_capacity(events.len());
+        for e in events {
+            repos.push(self.resolve_repository(&RepoClaim::from_event(e)).await?);
+        }
+        let started = std::time::Instant::now();
+        let out = self
+            .with_retry("record", || self.record_tx(events, &repos, clock))
+            .await;
+        metrics::histogram!("runwatch_transaction_seconds", "op" => "record")
+            .record(started.elapsed().as_secs_f64());
+        out
+    }
+
+    async fn record_tx(
+        &self,
+        events: &[Event],
+        repos: &[RepoRef],
+        clock: Clock,
+    ) -> Result<BatchOutcome, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let keys: BTreeSet<GroupKey> = events
+            .iter()
+            .zip(repos)
+            .map(|(e, r)| (r.internal_id, pr_key(e.pr_number), e.commit_sha.clone()))
+            .collect();
+        let by_id: HashMap<i64, RepoRef> = repos.iter().map(|r| (r.internal_id, r.clone())).collect();
+        let mut slots = lock_groups(&mut tx, &keys, &by_id).await?;
+
+        let mut streak_keys = BTreeSet::new();
+        for (e, r) in events.iter().zip(repos) {
+            streak_keys.extend(self.engine.streak_keys(r, e));
+        }
+        let cooldown_keys: BTreeSet<CooldownKey> = by_id
+            .values()
+            .flat_map(|r| self.engine.cooldown_keys(r))
+            .collect();
+        let mut ledger = lock_ledger(&mut tx, &streak_keys, &cooldown_keys).await?;
+        let original_ledger = ledger.clone();
+
+        let wall = Utc::now();
+        let mut clock = clock;
+        let mut outcomes = Vec::with_capacity(events.len());
+        let mut decided: Vec<(i64, Trigger)> = Vec::new();
+        for (e, r) in events.iter().zip(repos) {
+            clock = clock.advance(e.run.updated_at, wall);
+            let key = (r.internal_id, pr_key(e.pr_number), e.commit_sha.clone());
+            let Some(slot) = slots.get_mut(&key) else {
+                // lock_groups inserted every key; a missing one is a bug, refuse the batch.
+                return Err(StoreError::Db(sqlx::Error::RowNotFound));
+            };
+            let mut ctx = GroupCtx {
+                repo: &slot.repo,
+                pr_number: slot.pr_number,
+                commit_sha: &slot.commit_sha,
+                branch: &mut slot.branch,
+                state: &mut slot.state,
+            };
+            match self.engine.apply(&mut ctx, &mut ledger, e, clock) {
+                Ok(triggers) => {
+                    decided.extend(triggers.into_iter().map(|t| (slot.id, t)));
+                    outcomes.push(EventOutcome::Applied);
+                }
+                Err(rejection) => outcomes.push(EventOutcome::Rejected(rejection)),
+            }
+        }
+        write_groups(&mut tx, slots.values()).await?;
+        write_ledger(&mut tx, &original_ledger, &ledger).await?;
+        let triggers = self.insert_outbox(&mut tx, decided).await?;
+        tx.commit().await?;
+        Ok(BatchOutcome {
+            outcomes,
+            triggers,
+            clock,
+        })
+    }
+
+    /// Fires settle / cooldown timers that are due (by wall clock, or by the caller's event
+    /// clock), claiming groups with `FOR UPDATE SKIP LOCKED` so replicas share the work.
+    /// Returns the triggers decided (already in the outbox, claimed by the caller).
+    pub async fn fire_due_timers(&self, event_clock: DateTime<Utc>, limit: i64) -> Result<Vec<Trigger>, StoreError> {
+        self.with_retry("timers", || self.fire_due_tx(event_clock, limit)).await
+    }
+
+    async fn fire_due_tx(&self, event_clock: DateTime<Utc>, limit: i64) -> Result<Vec<Trigger>, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT id, repository_id, pr_number, commit_sha, branch, state FROM groups
+             WHERE due_wall_at <= now() OR due_event_at <= $1
+             ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(event_clock)
+        .bind(limit)
+        .fetch_all(&mut *tx)
+        .await?;
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(Vec::new());
+        }
+        let repo_ids: Vec<i64> = rows
+            .iter()
+            .map(|r| r.try_get::<i64, _>("repository_id"))
+            .collect::<Result<_, _>>()?;
+        let repos = self.repositories_by_id(&repo_ids).await?;
+        let mut slots = Vec::with_capacity(rows.len());
+        for row in &rows {
+            slots.push(slot_from_row(row, &repos)?);
+        }
+        let cooldown_keys: BTreeSet<CooldownKey> = repos
+            .values()
+            .flat_map(|r| self.engine.cooldown_keys(r))
+            .collect();
+        let mut ledger = lock_ledger(&mut tx, &BTreeSet::new(), &cooldown_keys).await?;
+        let original_ledger = ledger.clone();
+        let clock = Clock {
+            event: event_clock,
+            wall: Utc::now(),
+        };
+        let mut decided = Vec::new();
+        for slot in &mut slots {
+            let mut ctx = GroupCtx {
+                repo: &slot.repo,
+                pr_number: slot.pr_number,
+                commit_sha: &slot.commit_sha,
+                branch: &mut slot.branch,
+                state: &mut slot.state,
+            };
+            let fired = self.engine.fire_due(&mut ctx, &mut ledger, clock);
+            decided.extend(fired.into_iter().map(|t| (slot.id, t)));
+            // The timer was due: even when nothing fired the due columns must move on.
+            slot.original_state = GroupState::default();
+        }
+        write_groups(&mut tx, slots.iter()).await?;
+        write_ledger(&mut tx, &original_ledger, &ledger).await?;
+        let triggers = self.insert_outbox(&mut tx, decided).await?;
+        tx.commit().await?;
+        Ok(triggers)
+    }
+
+    /// Writes decided triggers to the outbox, claimed for `lease`; returns those that were
+    /// new (a decision taken again inserts nothing and must not be published again).
+    async fn insert_outbox(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        decided: Vec<(i64, Trigger)>,
+    ) -> Result<Vec<Trigger>, StoreError> {
+        if decided.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut ids = Vec::with_capacity(decided.len());
+        let mut groups = Vec::with_capacity(decided.len());
+        let mut subjects = Vec::with_capacity(decided.len());
+        let mut payloads = Vec::with_capacity(decided.len());
+        for (group_id, t) in &decided {
+            ids.push(t.trigger_id);
+            groups.push(*group_id);
+            subjects.push(trigger::subject(&self.triggers_subject_prefix, t.provider));
+            payloads.push(serde_json::to_vec(t)?);
+        }
+        let rows = sqlx::query(
+            "INSERT INTO outbox (trigger_id, group_id, subject, payload, claimed_until)
+             SELECT u.id, u.g, u.s, u.p, now() + make_interval(secs => $5)
+             FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::bytea[]) AS u(id, g, s, p)
+             ON CONFLICT (trigger_id) DO NOTHING
+             RETURNING trigger_id",
+        )
+        .bind(&ids)
+        .bind(&groups)
+        .bind(&subjects)
+        .bind(&payloads)
+        .bind(self.lease.as_secs_f64())
+        .fetch_all(&mut **tx)
+        .await?;
+        let new: HashSet<Uuid> = rows
+            .iter()
+            .map(|r| r.try_get::<Uuid, _>("trigger_id"))
+            .collect::<Result<_, _>>()?;
+        Ok(decided
+            .into_iter()
+            .map(|(_, t)| t)
+            .filter(|t| new.contains(&t.trigger_id))
+            .collect())
+    }
+}
+
+fn slot_from_row(row: &sqlx::postgres::PgRow, repos: &HashMap<i64, RepoRef>) -> Result<Slot, StoreError> {
+    let id: i64 = row.try_get("id")?;
+    let repo_id: i64 = row.try_get("repository_id")?;
+    let pr: Option<i64> = row.try_get("pr_number")?;
+    let state_json: serde_json::Value = row.try_get("state")?;
+    let state: GroupState =
+        serde_json::from_value(state_json).map_err(|source| StoreError::State { group_id: id, source })?;
+    let branch: Option<String> = row.try_get("branch")?;
+    let repo = repos
+        .get(&repo_id)
+        .cloned()
+        .ok_or(StoreError::Db(sqlx::Error::RowNotFound))?;
+    Ok(Slot {
+        id,
+        repo,
+        pr_number: pr.and_then(|p| u64::try_from(p).ok()),
+        commit_sha: row.try_get("commit_sha")?,
+        original_branch: branch.clone(),
+        branch,
+        original_state: state.clone(),
+        state,
+    })
+}
+
+/// Inserts the absent groups, then locks all of them in key order.
+async fn lock_groups(
+    tx: &mut Transaction<'static, Postgres>,
+    keys: &BTreeSet<GroupKey>,
+    repos: &HashMap<i64, RepoRef>,
+) -> Result<BTreeMap<GroupKey, Slot>, StoreError> {
+    let mut rid = Vec::with_capacity(keys.len());
+    let mut pr = Vec::with_capacity(keys.len());
+    let mut sha = Vec::with_capacity(keys.len());
+    for (r, p, s) in keys {
+        rid.push(*r);
+        pr.push(*p);
+        sha.push(s.clone());
+    }
+    sqlx::query(
+        "INSERT INTO groups (repository_id, pr_number, commit_sha)
+         SELECT u.r, NULLIF(u.p, 0), u.s FROM UNNEST($1::bigint[], $2::bigint[], $3::text[]) AS u(r, p, s)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(&rid)
+    .bind(&pr)
+    .bind(&sha)
+    .execute(&mut **tx)
+    .await?;
+    let rows = sqlx::query(
+        "SELECT g.id, g.repository_id, g.pr_number, g.commit_sha, g.branch, g.state
+         FROM groups g
+         JOIN UNNEST($1::bigint[], $2::bigint[], $3::text[]) AS u(r, p, s)
+           ON g.repository_id = u.r AND COALESCE(g.pr_number, 0) = u.p AND g.commit_sha = u.s
+         ORDER BY g.repository_id, COALESCE(g.pr_number, 0), g.commit_sha COLLATE \"C\"
+         FOR UPDATE OF g",
+    )
+    .bind(&rid)
+    .bind(&pr)
+    .bind(&sha)
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut out = BTreeMap::new();
+    for row in &rows {
+        let slot = slot_from_row(row, repos)?;
+        out.insert((slot.repo.internal_id, pr_key(slot.pr_number), slot.commit_sha.clone()), slot);
+    }
+    Ok(out)
+}
+
+/// Inserts the absent streak and cooldown rows, then locks them in key order.
+async fn lock_ledger(
+    tx: &mut Transaction<'static, Postgres>,
+    streaks: &BTreeSet<StreakKey>,
+    cooldowns: &BTreeSet<CooldownKey>,
+) -> Result<Ledger, StoreError> {
+    let mut ledger = Ledger::default();
+    if !streaks.is_empty() {
+        let (mut r, mut ru, mut b, mut w) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for k in streaks {
+            r.push(k.repository_id);
+            ru.push(k.rule.clone());
+            b.push(k.branch.clone());
+            w.push(k.workflow.clone());
+        }
+        sqlx::query(
+            "INSERT INTO streaks (repository_id, rule, branch, workflow)
+             SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[])
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&r)
+        .bind(&ru)
+        .bind(&b)
+        .bind(&w)
+        .execute(&mut **tx)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT s.repository_id, s.rule, s.branch, s.workflow, s.state FROM streaks s
+             JOIN UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[]) AS u(r, ru, b, w)
+               ON s.repository_id = u.r AND s.rule = u.ru AND s.branch = u.b AND s.workflow = u.w
+             ORDER BY s.repository_id, s.rule COLLATE \"C\", s.branch COLLATE \"C\", s.workflow COLLATE \"C\"
+             FOR UPDATE OF s",
+        )
+        .bind(&r)
+        .bind(&ru)
+        .bind(&b)
+        .bind(&w)
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in rows {
+            let key = StreakKey {
+                repository_id: row.try_get("repository_id")?,
+                rule: row.try_get("rule")?,
+                branch: row.try_get("branch")?,
+                workflow: row.try_get("workflow")?,
+            };
+            let state: serde_json::Value = row.try_get("state")?;
+            let state: StreakState = serde_json::from_value(state)?;
+            ledger.streaks.insert(key, state);
+        }
+    }
+    if !cooldowns.is_empty() {
+        let (mut r, mut ru) = (Vec::new(), Vec::new());
+        for k in cooldowns {
+            r.push(k.repository_id);
+            ru.push(k.rule.clone());
+        }
+        sqlx::query(
+            "INSERT INTO cooldowns (repository_id, rule)
+             SELECT * FROM UNNEST($1::bigint[], $2::text[]) ON CONFLICT DO NOTHING",
+        )
+        .bind(&r)
+        .bind(&ru)
+        .execute(&mut **tx)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT c.repository_id, c.rule, c.last_fired_at FROM cooldowns c
+             JOIN UNNEST($1::bigint[], $2::text[]) AS u(r, ru) ON c.repository_id = u.r AND c.rule = u.ru
+             ORDER BY c.repository_id, c.rule COLLATE \"C\"
+             FOR UPDATE OF c",
+        )
+        .bind(&r)
+        .bind(&ru)
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in rows {
+            let last: Option<DateTime<Utc>> = row.try_get("last_fired_at")?;
+            if let Some(last) = last {
+                ledger.cooldowns.insert(
+                    CooldownKey {
+                        repository_id: row.try_get("repository_id")?,
+                        rule: row.try_get("rule")?,
+                    },
+                    last,
+                );
+            }
+        }
+    }
+    Ok(ledger)
+}
+
+/// Writes the groups whose state or branch changed, with their due times, in one statement.
+async fn write_groups<'a>(
+    tx: &mut Transaction<'static, Postgres>,
+    slots: impl Iterator<Item = &'a Slot>,
+) -> Result<(), StoreError> {
+    let (mut ids, mut branches, mut states, mut due_event, mut due_wall) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for s in slots.filter(|s| s.changed()) {
+        let due = s.state.next_due();
+        ids.push(s.id);
+        branches.push(s.branch.clone());
+        states.push(serde_json::to_value(&s.state)?);
+        due_event.push(due.map(|d| d.event));
+        due_wall.push(due.map(|d| d.wall));
+    }
+    if ids.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "UPDATE groups SET branch = u.b, state = u.st, due_event_at = u.de, due_wall_at = u.dw
+         FROM UNNEST($1::bigint[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::timestamptz[])
+              AS u(id, b, st, de, dw)
+         WHERE groups.id = u.id",
+    )
+    .bind(&ids)
+    .bind(&branches)
+    .bind(&states)
+    .bind(&due_event)
+    .bind(&due_wall)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes the streaks and cooldowns that changed.
+async fn write_ledger(
+    tx: &mut Transaction<'static, Postgres>,
+    before: &Ledger,
+    after: &Ledger,
+) -> Result<(), StoreError> {
+    let (mut r, mut ru, mut b, mut w, mut st) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (k, s) in &after.streaks {
+        if before.streaks.get(k) != Some(s) {
+            r.push(k.repository_id);
+            ru.push(k.rule.clone());
+            b.push(k.branch.clone());
+            w.push(k.workflow.clone());
+            st.push(serde_json::to_value(s)?);
+        }
+    }
+    if !r.is_empty() {
+        sqlx::query(
+            "UPDATE streaks s SET state = u.st
+             FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::jsonb[]) AS u(r, ru, b, w, st)
+             WHERE s.repository_id = u.r AND s.rule = u.ru AND s.branch = u.b AND s.workflow = u.w",
+        )
+        .bind(&r)
+        .bind(&ru)
+        .bind(&b)
+        .bind(&w)
+        .bind(&st)
+        .execute(&mut **tx)
+        .await?;
+    }
+    let (mut r, mut ru, mut at) = (Vec::new(), Vec::new(), Vec::new());
+    for (k, t) in &after.cooldowns {
+        if before.cooldowns.get(k) != Some(t) {
+            r.push(k.repository_id);
+            ru.push(k.rule.clone());
+            at.push(*t);
+        }
+    }
+    if !r.is_empty() {
+        sqlx::query(
+            "UPDATE cooldowns c SET last_fired_at = u.t
+             FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[]) AS u(r, ru, t)
+             WHERE c.repository_id = u.r AND c.rule = u.ru",
+        )
+        .bind(&r)
+        .bind(&ru)
+        .bind(&at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(())
+}

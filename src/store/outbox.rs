@@ -1,0 +1,77 @@
+//! The outbox relay's side of the store: claim unsent triggers whose claim expired, mark
+//! them sent after the PubAck, record publish errors.
+
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::{Store, StoreError};
+
+/// An unsent trigger claimed by this process.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub trigger_id: Uuid,
+    pub subject: String,
+    pub payload: Vec<u8>,
+    pub attempts: i32,
+}
+
+impl Store {
+    /// Claims up to `limit` unsent triggers that nobody holds (claim expired or never
+    /// claimed), for `lease`. Short transaction with `FOR UPDATE SKIP LOCKED`: replicas
+    /// claim disjoint rows, and no lock is held while publishing.
+    pub async fn claim_unsent(&self, limit: i64) -> Result<Vec<Pending>, StoreError> {
+        let rows = sqlx::query(
+            "UPDATE outbox o SET claimed_until = now() + make_interval(secs => $2), attempts = o.attempts + 1
+             WHERE o.trigger_id IN (
+                 SELECT trigger_id FROM outbox
+                 WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < now())
+                 ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+             RETURNING o.trigger_id, o.subject, o.payload, o.attempts",
+        )
+        .bind(limit)
+        .bind(self.lease.as_secs_f64())
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(Pending {
+                    trigger_id: r.try_get("trigger_id")?,
+                    subject: r.try_get("subject")?,
+                    payload: r.try_get("payload")?,
+                    attempts: r.try_get("attempts")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Marks triggers as published (their PubAck arrived).
+    pub async fn mark_sent(&self, ids: &[Uuid]) -> Result<(), StoreError> {
+        if ids.is_empty() {
+            return Ok(());
+        }
+        sqlx::query("UPDATE outbox SET sent_at = now(), last_error = NULL WHERE trigger_id = ANY($1) AND sent_at IS NULL")
+            .bind(ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Records why a publish failed; the claim stays until its lease expires, then any
+    /// relay retries.
+    pub async fn record_publish_error(&self, id: Uuid, error: &str) -> Result<(), StoreError> {
+        sqlx::query("UPDATE outbox SET last_error = left($2, 1000) WHERE trigger_id = $1")
+            .bind(id)
+            .bind(error)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Unsent triggers (the outbox backlog), for metrics and tests.
+    pub async fn unsent_count(&self) -> Result<i64, StoreError> {
+        let row = sqlx::query("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")
+            .fetch_one(&self.pool)
+            .await?;
+        Ok(row.try_get("n")?)
+    }
+}

@@ -1,0 +1,221 @@
+//! Test helpers for NATS: unique names, a test configuration, a clean-up guard that deletes
+//! a test's streams even when the test panics, and a private nats-server process.
+//!
+//! Include with `#[path = "common/nats.rs"] mod nats_common;`.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use figment::Figment;
+use figment::providers::{Format, Toml};
+use runwatch::config::{Config, DEFAULT_TOML};
+
+/// The NATS server of the test run: `NATS_URL`, default `nats://127.0.0.1:4222`.
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string())
+}
+
+/// A suffix unique across parallel tests and test processes: pid, counter, time.
+pub fn unique_suffix() -> String {
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0);
+    format!("{}x{}x{:08x}", std::process::id(), n, nanos)
+}
+
+/// The default configuration pointing at `url`, with streams, subjects and the durable
+/// consumer named uniquely after `suffix`, short heartbeats and a short ack wait.
+pub fn test_config_for(url: &str, suffix: &str) -> Config {
+    let mut config: Config = Figment::new()
+        .merge(Toml::string(DEFAULT_TOML))
+        .extract()
+        .expect("default configuration");
+    config.nats.url = url.to_string();
+    config.nats.connect_timeout = Duration::from_secs(2);
+    config.nats.request_timeout = Duration::from_secs(5);
+    let upper = suffix.to_uppercase();
+    config.streams.events = format!("RWT_{upper}_EVENTS");
+    config.streams.triggers = format!("RWT_{upper}_TRIGGERS");
+    config.streams.dead = format!("RWT_{upper}_DEAD");
+    config.streams.events_subject_prefix = format!("rwt.{suffix}.events");
+    config.streams.triggers_subject_prefix = format!("rwt.{suffix}.triggers");
+    config.streams.dead_subject_prefix = format!("rwt.{suffix}.dead");
+    config.consumer.durable = format!("rwt-{suffix}");
+    config.consumer.ack_wait = Duration::from_secs(10);
+    config.consumer.heartbeat = Duration::from_secs(1);
+    config.retry.min_delay = Duration::from_millis(100);
+    config.retry.max_delay = Duration::from_secs(2);
+    config.validate().expect("test configuration is valid");
+    config
+}
+
+/// [`test_config_for`] the run's NATS server and a fresh suffix.
+pub fn test_config() -> Config {
+    test_config_for(&nats_url(), &unique_suffix())
+}
+
+/// Deletes the configuration's three streams when dropped (also on panic), from a thread of
+/// its own so that it works inside and outside a runtime.
+pub struct StreamsGuard {
+    url: String,
+    streams: Vec<String>,
+}
+
+impl StreamsGuard {
+    pub fn new(config: &Config) -> StreamsGuard {
+        StreamsGuard {
+            url: config.nats.url.clone(),
+            streams: vec![
+                config.streams.events.clone(),
+                config.streams.triggers.clone(),
+                config.streams.dead.clone(),
+            ],
+        }
+    }
+}
+
+impl Drop for StreamsGuard {
+    fn drop(&mut self) {
+        let url = self.url.clone();
+        let streams = std::mem::take(&mut self.streams);
+        let cleanup = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async move {
+                let connect = async_nats::ConnectOptions::new()
+                    .connection_timeout(Duration::from_secs(2))
+                    .connect(url.as_str());
+                let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(5), connect).await
+                else {
+                    return;
+                };
+                let js = async_nats::jetstream::new(client);
+                for name in streams {
+                    let _ =
+                        tokio::time::timeout(Duration::from_secs(5), js.delete_stream(&name)).await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// The nats-server binary: `NATS_SERVER_BIN`, else `nats-server` on `PATH`, else
+/// `/usr/sbin/nats-server`.
+pub fn nats_server_bin() -> PathBuf {
+    if let Ok(bin) = std::env::var("NATS_SERVER_BIN") {
+        return PathBuf::from(bin);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join("nats-server");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    PathBuf::from("/usr/sbin/nats-server")
+}
+
+/// A free TCP port on 127.0.0.1 (free when asked; the server binds it right after).
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    listener.local_addr().expect("local address").port()
+}
+
+/// A private nats-server with JetStream on 127.0.0.1:`port`, storing in `store`. Killed
+/// (SIGKILL) when dropped.
+pub struct NatsServer {
+    bin: PathBuf,
+    pub port: u16,
+    store: PathBuf,
+    child: Option<Child>,
+}
+
+impl NatsServer {
+    /// Starts a server on a free port and waits until it accepts connections.
+    pub fn start(store: &Path) -> NatsServer {
+        let mut server = NatsServer {
+            bin: nats_server_bin(),
+            port: free_port(),
+            store: store.to_path_buf(),
+            child: None,
+        };
+        server.spawn();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(&self.bin)
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(&self.store)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", self.bin.display()));
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen on {}",
+                self.port
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts the server again on the same port and store.
+    pub fn restart(&mut self) {
+        self.kill();
+        self.spawn();
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Logs to the test output (shown with `--nocapture` or on failure); `RUST_LOG` filters,
+/// default `runwatch=debug`.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("runwatch=debug"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}

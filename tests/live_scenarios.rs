@@ -1,0 +1,49 @@
+//! The conformance scenarios through the live pipeline: publish → one worker → outbound
+//! stream, compared with expected.jsonl (the same projection as `check-scenarios`).
+
+mod common;
+
+use std::time::Duration;
+
+use common::env::TestEnv;
+use common::live::{all_triggers, publish_in_order, start_worker, wait_quiet};
+use common::scenarios::{Scenario, load_scenarios, project_value};
+use futures::StreamExt;
+use runwatch::bus::Bus;
+
+async fn run_one(s: &Scenario) -> Result<(), String> {
+    let mut env = TestEnv::new().await;
+    env.config.database.max_connections = 3;
+    let rules_file = tempfile::NamedTempFile::new().map_err(|e| e.to_string())?;
+    if let Some(rules) = &s.rules_toml {
+        std::fs::write(rules_file.path(), rules).map_err(|e| e.to_string())?;
+        env.config.rules_file = Some(rules_file.path().to_path_buf());
+    }
+    let bus = Bus::connect(&env.config).await.map_err(|e| e.to_string())?;
+    bus.ensure_streams().await.map_err(|e| e.to_string())?;
+    publish_in_order(&bus, &s.events).await;
+    let worker = start_worker(&env.config);
+    wait_quiet(&env.config, &bus, Duration::from_secs(90)).await;
+    let triggers = all_triggers(&bus).await;
+    worker.shutdown().await;
+    env.cleanup().await;
+    let mut got: Vec<String> = triggers.iter().map(project_value).collect();
+    got.sort();
+    if got == s.expected {
+        Ok(())
+    } else {
+        Err(format!("{}:\n  expected {:?}\n  got      {:?}", s.name, s.expected, got))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_scenario_through_the_live_pipeline() {
+    let scenarios = load_scenarios();
+    assert!(!scenarios.is_empty());
+    let results: Vec<Result<(), String>> = futures::stream::iter(scenarios.iter().map(run_one))
+        .buffer_unordered(6)
+        .collect()
+        .await;
+    let failures: Vec<String> = results.into_iter().filter_map(Result::err).collect();
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
