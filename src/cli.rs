@@ -114,6 +114,14 @@ fn load_config(path: Option<&Path>) -> anyhow::Result<Config> {
     Ok(Config::load(path)?)
 }
 
+/// One-shot commands log warnings and errors only (RUST_LOG still wins).
+fn init_quiet_tracing(config: &Config) -> anyhow::Result<()> {
+    let mut log = config.log.clone();
+    log.level = "warn".into();
+    telemetry::init_tracing(&log)?;
+    Ok(())
+}
+
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Simulate { rules, events } => {
@@ -140,7 +148,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Migrate => {
             let config = load_config(cli.config.as_deref())?;
-            telemetry::init_tracing(&config.log)?;
+            init_quiet_tracing(&config)?;
             if config.database.create_if_missing {
                 store::create_database_if_missing(&config.database.url).await?;
             }
@@ -152,19 +160,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Publish { file } => {
             let config = load_config(cli.config.as_deref())?;
-            telemetry::init_tracing(&config.log)?;
+            init_quiet_tracing(&config)?;
             run_publish(&config, &file).await
         }
         Command::Triggers {
             command: TriggersCommand::Tail { from_start, count, timeout },
         } => {
             let config = load_config(cli.config.as_deref())?;
-            telemetry::init_tracing(&config.log)?;
+            init_quiet_tracing(&config)?;
             run_tail(&config, from_start, count, timeout).await
         }
         Command::Purge { older_than } => {
             let config = load_config(cli.config.as_deref())?;
-            telemetry::init_tracing(&config.log)?;
+            init_quiet_tracing(&config)?;
             let store = open_store(&config).await?;
             let n = store.purge(older_than, config.purge.batch).await?;
             println!("{n}");
@@ -172,7 +180,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::RepoId { provider, repository } => {
             let config = load_config(cli.config.as_deref())?;
-            telemetry::init_tracing(&config.log)?;
+            init_quiet_tracing(&config)?;
             let Some(provider) = Provider::parse(&provider) else {
                 bail!("unknown provider {provider:?} (github, gitlab, bitbucket, azure_devops, generic)");
             };

@@ -633,7 +633,11 @@ async fn puller_survives_a_server_restart() {
             .next_batch(10, Duration::from_millis(20), Duration::from_millis(1200))
             .await;
         assert!(batch.is_empty());
-        assert!(t0.elapsed() >= Duration::from_millis(1100), "{:?}", t0.elapsed());
+        assert!(
+            t0.elapsed() >= Duration::from_millis(1100),
+            "{:?}",
+            t0.elapsed()
+        );
         assert!(t0.elapsed() < Duration::from_secs(5), "{:?}", t0.elapsed());
     }
     server.restart();
