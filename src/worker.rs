@@ -200,6 +200,15 @@ impl Worker {
                 break;
             }
         }
+        // Messages the pull prefetched but nobody decided: hand them back at once rather
+        // than after ack_wait, so another replica takes them now.
+        let left = puller.take_received();
+        if !left.is_empty() {
+            info!(count = left.len(), "shutdown: naking prefetched messages");
+        }
+        for msg in left {
+            ack(&msg, AckKind::Nak(None)).await;
+        }
     }
 
     /// Decodes a pulled batch, dead-letters the poison, decides the rest.

@@ -48,6 +48,28 @@ pub struct TestEnv {
     pub config: Config,
     pub db_name: String,
     admin_url: String,
+    cleaned: bool,
+}
+
+impl Drop for TestEnv {
+    /// A test that panicked before `cleanup` still leaves nothing behind.
+    fn drop(&mut self) {
+        if self.cleaned {
+            return;
+        }
+        let env = TestEnv {
+            config: self.config.clone(),
+            db_name: self.db_name.clone(),
+            admin_url: self.admin_url.clone(),
+            cleaned: true,
+        };
+        let _ = std::thread::spawn(move || {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                rt.block_on(env.remove());
+            }
+        })
+        .join();
+    }
 }
 
 impl TestEnv {
@@ -94,11 +116,17 @@ impl TestEnv {
             config,
             db_name,
             admin_url,
+            cleaned: false,
         }
     }
 
     /// Drops the database and the streams.
-    pub async fn cleanup(self) {
+    pub async fn cleanup(mut self) {
+        self.cleaned = true;
+        self.remove().await;
+    }
+
+    async fn remove(&self) {
         if let Ok(client) = async_nats::connect(&self.config.nats.url).await {
             let js = async_nats::jetstream::new(client);
             for s in [&self.config.streams.events, &self.config.streams.triggers, &self.config.streams.dead] {

@@ -1,0 +1,163 @@
+//! The binary's commands end to end: config errors name the key before connecting,
+//! migrate, publish + triggers tail, repo-id, purge, simulate's exit status, and a SIGTERM
+//! shutdown that exits 0 within the bound.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::env::TestEnv;
+use sqlx::Row;
+
+const BIN: &str = env!("CARGO_BIN_EXE_runwatch");
+
+fn env_vars(env: &TestEnv) -> Vec<(String, String)> {
+    let c = &env.config;
+    vec![
+        ("DATABASE_URL".into(), c.database.url.clone()),
+        ("NATS_URL".into(), c.nats.url.clone()),
+        ("RUNWATCH_STREAMS__EVENTS".into(), c.streams.events.clone()),
+        ("RUNWATCH_STREAMS__TRIGGERS".into(), c.streams.triggers.clone()),
+        ("RUNWATCH_STREAMS__DEAD".into(), c.streams.dead.clone()),
+        ("RUNWATCH_STREAMS__EVENTS_SUBJECT_PREFIX".into(), c.streams.events_subject_prefix.clone()),
+        ("RUNWATCH_STREAMS__TRIGGERS_SUBJECT_PREFIX".into(), c.streams.triggers_subject_prefix.clone()),
+        ("RUNWATCH_STREAMS__DEAD_SUBJECT_PREFIX".into(), c.streams.dead_subject_prefix.clone()),
+        ("RUNWATCH_CONSUMER__DURABLE".into(), c.consumer.durable.clone()),
+        ("RUNWATCH_HTTP__LISTEN".into(), "127.0.0.1:0".into()),
+        ("RUNWATCH_SHUTDOWN__TIMEOUT".into(), "10s".into()),
+    ]
+}
+
+async fn run(env: &TestEnv, args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(BIN)
+        .args(args)
+        .envs(env_vars(env))
+        .output()
+        .await
+        .expect("run binary")
+}
+
+fn demo() -> String {
+    format!("{}/examples/demo.jsonl", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[tokio::test]
+async fn a_bad_config_names_the_key_before_connecting() {
+    let out = tokio::process::Command::new(BIN)
+        .args(["run"])
+        .env("RUNWATCH_CONSUMER__BATCH_SIZE", "0")
+        .env("NATS_URL", "nats://127.0.0.1:1")
+        .env("DATABASE_URL", "postgres://nobody:hunter2@127.0.0.1:1/x")
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("consumer.batch_size"), "{err}");
+    assert!(!err.contains("hunter2"), "secret leaked: {err}");
+
+    let out = tokio::process::Command::new(BIN)
+        .args(["simulate", "/dev/null"])
+        .env("RUNWATCH_CONSUMER__BATCH_SIZE", "lots")
+        .output()
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.to_lowercase().contains("batch_size"), "{err}");
+}
+
+/// Ages every group by 40 days, bypassing the trigger that keeps `updated_at` current.
+async fn age_groups(pool: &sqlx::PgPool) {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica").execute(&mut *tx).await.unwrap();
+    sqlx::query("UPDATE groups SET updated_at = now() - interval '40 days'").execute(&mut *tx).await.unwrap();
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test]
+async fn simulate_reports_malformed_lines_with_exit_3() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let good = std::fs::read_to_string(demo()).unwrap();
+    std::fs::write(&path, format!("{good}not json\n")).unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .args(["simulate", path.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 8: not_json"), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1, "the demo trigger still printed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_run_tail_repo_id_purge_and_sigterm() {
+    let env = TestEnv::new().await;
+    let out = run(&env, &["migrate"]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    let out = run(&env, &["publish", &demo()]).await;
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "published=6 duplicates=1 invalid=0");
+
+    let mut worker = tokio::process::Command::new(BIN)
+        .args(["run", "--no-migrate"])
+        .envs(env_vars(&env))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let out = run(&env, &["triggers", "tail", "--from-start", "--count", "1", "--timeout", "30s"]).await;
+    assert!(out.status.success());
+    let line = String::from_utf8_lossy(&out.stdout).to_string();
+    let t: serde_json::Value = serde_json::from_str(line.trim()).expect("one trigger line");
+    assert_eq!(t["pr_number"], 12);
+    assert_eq!(t["failed_workflows"], serde_json::json!(["test"]));
+
+    // SIGTERM: exit 0 within the bound.
+    let pid = worker.id().unwrap() as i32;
+    let started = Instant::now();
+    assert_eq!(send_sigterm(pid), 0);
+    let status = tokio::time::timeout(Duration::from_secs(15), worker.wait()).await.expect("exits in time").unwrap();
+    assert!(status.success(), "exit status {status:?}");
+    assert!(started.elapsed() < Duration::from_secs(12));
+
+    let out = run(&env, &["repo-id", "github", "OCTO-ORG/octo-repo"]).await;
+    assert!(out.status.success());
+    let id: i64 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let out = run(&env, &["repo-id", "github", "nobody/nothing"]).await;
+    assert_eq!(out.status.code(), Some(1));
+
+    // Purge: nothing is old yet; then everything is old, but an unsent trigger protects
+    // its group.
+    let out = run(&env, &["purge", "--older-than", "30d"]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
+    let pool = runwatch::store::connect(&env.config.database).await.unwrap();
+    age_groups(&pool).await;
+    sqlx::query("UPDATE outbox SET sent_at = NULL").execute(&pool).await.unwrap();
+    let out = run(&env, &["purge", "--older-than", "30d"]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "the push build's group only");
+    sqlx::query("UPDATE outbox SET sent_at = now()").execute(&pool).await.unwrap();
+    age_groups(&pool).await;
+    let out = run(&env, &["purge", "--older-than", "30d"]).await;
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
+    let left: i64 = sqlx::query("SELECT count(*) AS n FROM groups").fetch_one(&pool).await.unwrap().get("n");
+    assert_eq!(left, 0);
+    let repo: i64 = sqlx::query("SELECT id FROM repositories").fetch_one(&pool).await.unwrap().get("id");
+    assert_eq!(repo, id);
+    pool.close().await;
+    env.cleanup().await;
+}
+
+fn send_sigterm(pid: i32) -> i32 {
+    // SIGTERM through the kill(1) command: no libc dependency needed.
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .map(|s| if s.success() { 0 } else { 1 })
+        .unwrap_or(1)
+}
