@@ -107,10 +107,12 @@ fn shuffled_with_duplicates(
     with_keys.into_iter().map(|(_, _, e)| e).collect()
 }
 
+type Key = (String, Option<u64>, String);
+
 /// Merged run states per group, applying with the engine directly.
-fn merged(events: &[Event]) -> BTreeMap<(String, Option<u64>, String), BTreeMap<String, RunState>> {
+fn merged(events: &[Event]) -> BTreeMap<Key, BTreeMap<String, RunState>> {
     let engine = Engine::new(RuleSet::default_rules(), Limits::default());
-    let mut groups: BTreeMap<(String, Option<u64>, String), (Option<String>, GroupState)> = BTreeMap::new();
+    let mut groups: BTreeMap<Key, (Option<String>, GroupState)> = BTreeMap::new();
     let mut ledger = Ledger::default();
     for e in events {
         let repo = RepoRef {

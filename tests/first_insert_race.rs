@@ -26,7 +26,7 @@ fn event(i: usize) -> Event {
             attempt: 1,
             workflow: format!("wf-{i}"),
             status: Status::Completed,
-            conclusion: Some(if i % 3 == 0 { Conclusion::Failure } else { Conclusion::Success }),
+            conclusion: Some(if i.is_multiple_of(3) { Conclusion::Failure } else { Conclusion::Success }),
             url: None,
             updated_at: DateTime::<Utc>::from_timestamp(1_700_000_000 + i as i64, 0).unwrap(),
         },
