@@ -12,27 +12,10 @@ use sqlx::Row;
 
 const BIN: &str = env!("CARGO_BIN_EXE_runwatch");
 
-fn env_vars(env: &TestEnv) -> Vec<(String, String)> {
-    let c = &env.config;
-    vec![
-        ("DATABASE_URL".into(), c.database.url.clone()),
-        ("NATS_URL".into(), c.nats.url.clone()),
-        ("RUNWATCH_STREAMS__EVENTS".into(), c.streams.events.clone()),
-        ("RUNWATCH_STREAMS__TRIGGERS".into(), c.streams.triggers.clone()),
-        ("RUNWATCH_STREAMS__DEAD".into(), c.streams.dead.clone()),
-        ("RUNWATCH_STREAMS__EVENTS_SUBJECT_PREFIX".into(), c.streams.events_subject_prefix.clone()),
-        ("RUNWATCH_STREAMS__TRIGGERS_SUBJECT_PREFIX".into(), c.streams.triggers_subject_prefix.clone()),
-        ("RUNWATCH_STREAMS__DEAD_SUBJECT_PREFIX".into(), c.streams.dead_subject_prefix.clone()),
-        ("RUNWATCH_CONSUMER__DURABLE".into(), c.consumer.durable.clone()),
-        ("RUNWATCH_HTTP__LISTEN".into(), "127.0.0.1:0".into()),
-        ("RUNWATCH_SHUTDOWN__TIMEOUT".into(), "10s".into()),
-    ]
-}
-
 async fn run(env: &TestEnv, args: &[&str]) -> std::process::Output {
     tokio::process::Command::new(BIN)
         .args(args)
-        .envs(env_vars(env))
+        .envs(env.env_vars())
         .output()
         .await
         .expect("run binary")
@@ -105,7 +88,7 @@ async fn publish_run_tail_repo_id_purge_and_sigterm() {
 
     let mut worker = tokio::process::Command::new(BIN)
         .args(["run", "--no-migrate"])
-        .envs(env_vars(&env))
+        .envs(env.env_vars())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .kill_on_drop(true)

@@ -9,24 +9,7 @@ use std::time::Duration;
 use common::env::TestEnv;
 use common::live::{all_triggers, publish_in_order, start_worker, wait_quiet};
 use runwatch::bus::Bus;
-use runwatch::config::Config;
 use sqlx::Row;
-
-pub fn env_vars(c: &Config) -> Vec<(String, String)> {
-    vec![
-        ("DATABASE_URL".into(), c.database.url.clone()),
-        ("NATS_URL".into(), c.nats.url.clone()),
-        ("RUNWATCH_STREAMS__EVENTS".into(), c.streams.events.clone()),
-        ("RUNWATCH_STREAMS__TRIGGERS".into(), c.streams.triggers.clone()),
-        ("RUNWATCH_STREAMS__DEAD".into(), c.streams.dead.clone()),
-        ("RUNWATCH_STREAMS__EVENTS_SUBJECT_PREFIX".into(), c.streams.events_subject_prefix.clone()),
-        ("RUNWATCH_STREAMS__TRIGGERS_SUBJECT_PREFIX".into(), c.streams.triggers_subject_prefix.clone()),
-        ("RUNWATCH_STREAMS__DEAD_SUBJECT_PREFIX".into(), c.streams.dead_subject_prefix.clone()),
-        ("RUNWATCH_CONSUMER__DURABLE".into(), c.consumer.durable.clone()),
-        ("RUNWATCH_HTTP__LISTEN".into(), "127.0.0.1:0".into()),
-        ("RUNWATCH_OUTBOX__LEASE".into(), "2s".into()),
-    ]
-}
 
 const EVENTS: &str = r#"{"schema":"runwatch.workflow_run.v1","event_id":"c1","provider":"github","repository":{"owner":"acme","name":"crash","id":"77"},"commit_sha":"aaaa","branch":"f","pr_number":3,"run":{"id":"1","attempt":1,"workflow":"build","status":"completed","conclusion":"failure","updated_at":"2026-03-01T10:00:00Z"}}
 {"schema":"runwatch.workflow_run.v1","event_id":"c2","provider":"github","repository":{"owner":"acme","name":"crash","id":"77"},"commit_sha":"bbbb","branch":"f","pr_number":4,"run":{"id":"2","attempt":1,"workflow":"build","status":"completed","conclusion":"success","updated_at":"2026-03-01T10:00:01Z"}}
@@ -41,7 +24,7 @@ async fn relay_publishes_a_trigger_whose_worker_crashed_after_commit() {
 
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_runwatch"))
         .arg("run")
-        .envs(env_vars(&env.config))
+        .envs(env.env_vars())
         .env("RUNWATCH_CRASH_AFTER_COMMIT", "1")
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)

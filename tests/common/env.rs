@@ -120,6 +120,25 @@ impl TestEnv {
         }
     }
 
+    /// The environment that configures the `runwatch` binary like `self.config`.
+    pub fn env_vars(&self) -> Vec<(String, String)> {
+        let c = &self.config;
+        vec![
+            ("DATABASE_URL".into(), c.database.url.clone()),
+            ("NATS_URL".into(), c.nats.url.clone()),
+            ("RUNWATCH_STREAMS__EVENTS".into(), c.streams.events.clone()),
+            ("RUNWATCH_STREAMS__TRIGGERS".into(), c.streams.triggers.clone()),
+            ("RUNWATCH_STREAMS__DEAD".into(), c.streams.dead.clone()),
+            ("RUNWATCH_STREAMS__EVENTS_SUBJECT_PREFIX".into(), c.streams.events_subject_prefix.clone()),
+            ("RUNWATCH_STREAMS__TRIGGERS_SUBJECT_PREFIX".into(), c.streams.triggers_subject_prefix.clone()),
+            ("RUNWATCH_STREAMS__DEAD_SUBJECT_PREFIX".into(), c.streams.dead_subject_prefix.clone()),
+            ("RUNWATCH_CONSUMER__DURABLE".into(), c.consumer.durable.clone()),
+            ("RUNWATCH_HTTP__LISTEN".into(), "127.0.0.1:0".into()),
+            ("RUNWATCH_OUTBOX__LEASE".into(), format!("{}ms", c.outbox.lease.as_millis())),
+            ("RUNWATCH_SHUTDOWN__TIMEOUT".into(), format!("{}ms", c.shutdown.timeout.as_millis())),
+        ]
+    }
+
     /// Drops the database and the streams.
     pub async fn cleanup(mut self) {
         self.cleaned = true;
