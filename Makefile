@@ -22,7 +22,7 @@ SHARED ?= ../shared
 CHECK_SCENARIOS := $(SHARED)/tools/check-scenarios
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: services run test down fmt clippy
+.PHONY: services run test down fmt clippy bench chaos deny
 
 services:
 	scripts/services.sh up
@@ -30,7 +30,7 @@ services:
 run: services
 	$(CARGO) run --bin runwatch -- run $(ARGS)
 
-test: services
+test: services deny
 	$(CARGO) build --all-targets
 	eval "$$(scripts/find-binaries.sh)"; export NATS_SERVER_BIN PG_BIN_DIR; \
 	$(CARGO) test --all-targets -- --test-threads=$(TEST_THREADS)
@@ -43,6 +43,29 @@ test: services
 
 down:
 	scripts/services.sh down
+
+# Dependency policy (deny.toml): licenses, banned crates, sources. Installs cargo-deny when
+# missing (about 10 minutes of compiling on a 2-core machine, once). The advisories check
+# needs GitHub, which the build machine cannot reach: run `cargo deny check advisories`
+# where it can.
+deny:
+	@$(CARGO) deny --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-deny
+	$(CARGO) deny --log-level error check licenses bans sources
+
+# Throughput, latency and memory against the configured services (examples/bench.rs);
+# options after BENCH_ARGS, e.g. make bench BENCH_ARGS="--events 20000 --groups 2000".
+BENCH_ARGS ?=
+bench: services
+	$(CARGO) build --release --bin runwatch --example bench
+	$(TARGET_DIR)/release/examples/bench $(BENCH_ARGS)
+
+# The chaos harness (examples/chaos.rs, README "Reliability"): its own nats-server and
+# Postgres, 3 release workers, faults; e.g. make chaos CHAOS_ARGS="--seed 7 --events 20000".
+CHAOS_ARGS ?=
+chaos:
+	$(CARGO) build --release --bin runwatch --example chaos
+	eval "$$(scripts/find-binaries.sh)"; export NATS_SERVER_BIN PG_BIN_DIR; \
+	$(TARGET_DIR)/release/examples/chaos $(CHAOS_ARGS)
 
 fmt:
 	$(CARGO) fmt --all

@@ -1,7 +1,7 @@
 //! The `runwatch` command line (clap) and its dispatch. `anyhow` lives here, at the
 //! binary's edge; the library returns typed errors.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -80,6 +80,67 @@ pub enum Command {
         /// owner/name (case-insensitive).
         repository: String,
     },
+    /// Serve the webhook ingest on ingest.listen: POST /webhooks/github (X-Hub-Signature-256)
+    /// and /webhooks/gitlab (X-Gitlab-Token), /healthz, /readyz, /metrics. Deliveries are
+    /// normalized and published to the inbound stream; 2xx only after the PubAck.
+    Ingest,
+    /// Print the events a webhook delivery normalizes to, as JSON lines (nothing for ping or
+    /// an event type that is not published).
+    Normalize {
+        /// The X-GitHub-Event value (workflow_run, ping, ...).
+        #[arg(long, value_name = "NAME", required_unless_present = "gitlab_event", conflicts_with = "gitlab_event")]
+        github_event: Option<String>,
+        /// The X-Gitlab-Event value ("Pipeline Hook", ...).
+        #[arg(long, value_name = "NAME")]
+        gitlab_event: Option<String>,
+        /// The delivery id (X-GitHub-Delivery / X-Gitlab-Event-UUID); default: derived from
+        /// the file's SHA-256.
+        #[arg(long, value_name = "ID")]
+        delivery: Option<String>,
+        /// The delivery body (JSON), or - for standard input.
+        file: PathBuf,
+    },
+    /// Re-apply events from the inbound stream (from a sequence or a time up to the last
+    /// sequence at start) through the worker's store code, publishing what fires; a
+    /// progress bar goes to stderr. Trigger ids are deterministic, so a replay into the same
+    /// database publishes nothing new.
+    Replay {
+        /// First stream sequence to replay.
+        #[arg(long, value_name = "N", required_unless_present = "since", conflicts_with = "since")]
+        from_seq: Option<u64>,
+        /// Replay messages stored since this time: RFC 3339, or a duration ago (e.g. 2h).
+        #[arg(long, value_name = "TIME", value_parser = crate::replay::parse_since)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Print the triggers that would fire (JSON lines); write and publish nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Inspect and redrive the dead-letter stream.
+    Dead {
+        #[command(subcommand)]
+        command: DeadCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DeadCommand {
+    /// List dead letters: sequence, reason, original subject and sequence, detail, and a
+    /// payload excerpt.
+    List {
+        /// Characters of the payload to show.
+        #[arg(long, value_name = "N", default_value_t = 120)]
+        excerpt: usize,
+    },
+    /// Republish dead letters' original payloads to their original subjects (with a fresh
+    /// Nats-Msg-Id `redrive-<dead stream>-<seq>`), then delete them from the dead stream.
+    Redrive {
+        /// The dead letter's sequence (as `dead list` shows it).
+        #[arg(long, value_name = "N", required_unless_present = "all", conflicts_with = "all")]
+        seq: Option<u64>,
+        /// Every dead letter.
+        #[arg(long)]
+        all: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -104,7 +165,7 @@ pub async fn main() -> ExitCode {
     match dispatch(cli).await {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("runwatch: {e:#}");
+            telemetry::report_fatal(&format!("{e:#}"));
             ExitCode::from(2)
         }
     }
@@ -177,6 +238,94 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let n = store.purge(older_than, config.purge.batch).await?;
             println!("{n}");
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Ingest => {
+            let config = load_config(cli.config.as_deref())?;
+            telemetry::init_tracing(&config.log)?;
+            let metrics = telemetry::init_metrics()?;
+            let shutdown = CancellationToken::new();
+            tokio::spawn(signal_watch(shutdown.clone()));
+            crate::ingest::run(config, Some(metrics), shutdown).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Normalize { github_event, gitlab_event, delivery, file } => {
+            let config = load_config(cli.config.as_deref())?;
+            let (source, name) = match (github_event, gitlab_event) {
+                (Some(n), _) => (crate::ingest::Source::Github, n),
+                (None, Some(n)) => (crate::ingest::Source::Gitlab, n),
+                (None, None) => bail!("give --github-event or --gitlab-event"),
+            };
+            let mut body = Vec::new();
+            open_input(&file)?.read_to_end(&mut body)?;
+            let normalized =
+                crate::ingest::normalize_delivery(source, &name, delivery.as_deref(), &body, &config.limits)
+                    .with_context(|| format!("{}", file.display()))?;
+            match normalized {
+                crate::ingest::Normalized::Events(events) => {
+                    let mut out = std::io::stdout().lock();
+                    for e in events {
+                        serde_json::to_writer(&mut out, &e)?;
+                        out.write_all(b"\n")?;
+                    }
+                }
+                crate::ingest::Normalized::Ping => eprintln!("ping: answered 200, nothing published"),
+                crate::ingest::Normalized::Ignored { kind } => {
+                    eprintln!("{kind}: accepted (202) and counted, not published")
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Replay { from_seq, since, dry_run } => {
+            let config = load_config(cli.config.as_deref())?;
+            init_quiet_tracing(&config)?;
+            let from = match (from_seq, since) {
+                (Some(n), _) => bus::EventsFrom::Sequence(n),
+                (None, Some(t)) => bus::EventsFrom::Time(t),
+                (None, None) => bail!("give --from-seq or --since"),
+            };
+            let store = open_store(&config).await?;
+            let bus = bus::Bus::connect(&config).await?;
+            bus.ensure_streams().await?;
+            let options = crate::replay::ReplayOptions { from, dry_run, progress: true };
+            let mut out = std::io::stdout().lock();
+            let r = crate::replay::replay(&config, &store, &bus, options, &mut out).await?;
+            let range = r.sequences.map_or_else(|| "-".to_string(), |(a, b)| format!("{a}..={b}"));
+            eprintln!(
+                "replayed sequences {range}: read={} applied={} invalid={} rejected={} {}={} published={} publish_failed={}",
+                r.read, r.applied, r.invalid, r.rejected,
+                if dry_run { "would_fire" } else { "triggers" }, r.triggers.len(), r.published, r.publish_failed
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Dead { command } => {
+            let config = load_config(cli.config.as_deref())?;
+            init_quiet_tracing(&config)?;
+            let bus = bus::Bus::connect(&config).await?;
+            bus.ensure_streams().await?;
+            match command {
+                DeadCommand::List { excerpt } => {
+                    let mut out = std::io::stdout().lock();
+                    let n = crate::replay::dead_list(&bus, excerpt, &mut out).await?;
+                    eprintln!("{n} dead letters");
+                    Ok(ExitCode::SUCCESS)
+                }
+                DeadCommand::Redrive { seq, all } => {
+                    let selection = match (seq, all) {
+                        (Some(n), _) => crate::replay::RedriveSelection::Sequence(n),
+                        (None, true) => crate::replay::RedriveSelection::All,
+                        (None, false) => bail!("give --seq N or --all"),
+                    };
+                    let r = crate::replay::redrive(&bus, selection).await?;
+                    for (dead, seq) in &r.redriven {
+                        println!("redriven dead_seq={dead} new_seq={seq}");
+                    }
+                    for (dead, why) in &r.refused {
+                        eprintln!("refused dead_seq={dead}: {why}");
+                    }
+                    eprintln!("redriven={} refused={}", r.redriven.len(), r.refused.len());
+                    Ok(if r.refused.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
+                }
+            }
         }
         Command::RepoId { provider, repository } => {
             let config = load_config(cli.config.as_deref())?;

@@ -13,6 +13,7 @@ use serde::Deserialize;
 
 use crate::engine::rules::{RuleConfig, RuleSet, RulesError};
 use crate::event::Limits;
+use crate::secret::Secret;
 
 /// The defaults shipped with the binary.
 pub const DEFAULT_TOML: &str = include_str!("../config/default.toml");
@@ -80,6 +81,42 @@ pub struct NatsConfig {
     pub connect_timeout: Duration,
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// User name, with `password` or `password_file`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Password of `user`.
+    #[serde(default)]
+    pub password: Option<Secret>,
+    /// A file holding the password of `user` (read at start-up).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Token authentication.
+    #[serde(default)]
+    pub token: Option<Secret>,
+    /// A file holding the token.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// NKey authentication: the user's seed (`SU…`).
+    #[serde(default)]
+    pub nkey_seed: Option<Secret>,
+    /// A file holding the nkey seed.
+    #[serde(default)]
+    pub nkey_seed_file: Option<PathBuf>,
+    /// A `.creds` file (user JWT and nkey seed) for decentralized (operator) authentication.
+    #[serde(default)]
+    pub creds_file: Option<PathBuf>,
+    /// PEM file of the CA certificate(s) that sign the server's certificate.
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS (with `tls_key_file`).
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of `tls_cert_file`.
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
+    /// Refuse to connect without TLS (also implied by a `tls://` URL).
+    #[serde(default)]
+    pub tls_required: bool,
 }
 
 impl std::fmt::Debug for NatsConfig {
@@ -87,7 +124,184 @@ impl std::fmt::Debug for NatsConfig {
         f.debug_struct("NatsConfig")
             .field("url", &redact_url(&self.url))
             .field("connect_timeout", &self.connect_timeout)
+            .field("user", &self.user)
+            .field("password", &self.password)
+            .field("password_file", &self.password_file)
+            .field("token", &self.token)
+            .field("token_file", &self.token_file)
+            .field("nkey_seed", &self.nkey_seed)
+            .field("nkey_seed_file", &self.nkey_seed_file)
+            .field("creds_file", &self.creds_file)
+            .field("tls_ca_file", &self.tls_ca_file)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("tls_required", &self.tls_required)
             .finish()
+    }
+}
+
+/// How runwatch authenticates to NATS, resolved from the `[nats]` keys (secret files read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NatsAuth {
+    /// No credentials (or only those in the URL).
+    None,
+    /// `user` and `password` / `password_file`.
+    UserPassword {
+        /// The user name.
+        user: String,
+        /// The password.
+        password: Secret,
+    },
+    /// `token` / `token_file`.
+    Token(Secret),
+    /// `nkey_seed` / `nkey_seed_file`.
+    NKey(Secret),
+    /// The content of `creds_file`.
+    Creds(Secret),
+}
+
+/// A secret given inline (`key`) or in a file (`key_file`), not both; the file is read now.
+fn inline_or_file(
+    section: &str,
+    key: &str,
+    inline: Option<&Secret>,
+    file: Option<&Path>,
+) -> Result<Option<Secret>, ConfigError> {
+    let secret = match (inline, file) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::Invalid {
+                key: format!("{section}.{key}"),
+                message: format!("give either {section}.{key} or {section}.{key}_file, not both"),
+            });
+        }
+        (Some(s), None) => s.clone(),
+        (None, Some(path)) => {
+            Secret::from_file(path).map_err(|e| ConfigError::Invalid {
+                key: format!("{section}.{key}_file"),
+                message: format!("cannot read {}: {e}", path.display()),
+            })?
+        }
+        (None, None) => return Ok(None),
+    };
+    if secret.is_empty() {
+        let key = match file {
+            Some(_) => format!("{section}.{key}_file"),
+            None => format!("{section}.{key}"),
+        };
+        return Err(ConfigError::Invalid {
+            key,
+            message: "is empty".into(),
+        });
+    }
+    Ok(Some(secret))
+}
+
+impl NatsConfig {
+    /// The authentication method, reading `password_file`, `token_file`, `nkey_seed_file`
+    /// and `creds_file`. At most one method may be configured; an error names the key and
+    /// never contains a secret.
+    pub fn auth(&self) -> Result<NatsAuth, ConfigError> {
+        let password = inline_or_file(
+            "nats",
+            "password",
+            self.password.as_ref(),
+            self.password_file.as_deref(),
+        )?;
+        let token = inline_or_file("nats", "token", self.token.as_ref(), self.token_file.as_deref())?;
+        let seed = inline_or_file(
+            "nats",
+            "nkey_seed",
+            self.nkey_seed.as_ref(),
+            self.nkey_seed_file.as_deref(),
+        )?;
+        let creds = match &self.creds_file {
+            // Read as is: the parser needs the line break after the last delimiter.
+            Some(path) => Some(Secret::new(std::fs::read_to_string(path).map_err(|e| {
+                ConfigError::Invalid {
+                    key: "nats.creds_file".into(),
+                    message: format!("cannot read {}: {e}", path.display()),
+                }
+            })?)),
+            None => None,
+        };
+        let methods = [
+            ("nats.user", self.user.is_some() || password.is_some()),
+            ("nats.token", token.is_some()),
+            ("nats.nkey_seed", seed.is_some()),
+            ("nats.creds_file", creds.is_some()),
+        ];
+        let given: Vec<&str> = methods.iter().filter(|m| m.1).map(|m| m.0).collect();
+        if given.len() > 1 {
+            return Err(ConfigError::Invalid {
+                key: given[1].into(),
+                message: format!("only one NATS authentication method may be given, found {}", given.join(", ")),
+            });
+        }
+        if let Some(seed) = &seed
+            && !(seed.expose().starts_with("SU") && seed.expose().len() == 58)
+        {
+            let key = if self.nkey_seed_file.is_some() { "nats.nkey_seed_file" } else { "nats.nkey_seed" };
+            return Err(ConfigError::Invalid {
+                key: key.into(),
+                message: "is not a user nkey seed (58 characters starting with SU)".into(),
+            });
+        }
+        Ok(match (self.user.as_ref(), password, token, seed, creds) {
+            (Some(user), Some(password), ..) => NatsAuth::UserPassword {
+                user: user.clone(),
+                password,
+            },
+            (Some(_), None, ..) => {
+                return Err(ConfigError::Invalid {
+                    key: "nats.password".into(),
+                    message: "nats.user needs nats.password or nats.password_file".into(),
+                });
+            }
+            (None, Some(_), ..) => {
+                return Err(ConfigError::Invalid {
+                    key: "nats.user".into(),
+                    message: "nats.password needs nats.user".into(),
+                });
+            }
+            (None, None, Some(token), ..) => NatsAuth::Token(token),
+            (None, None, None, Some(seed), _) => NatsAuth::NKey(seed),
+            (None, None, None, None, Some(creds)) => NatsAuth::Creds(creds),
+            (None, None, None, None, None) => NatsAuth::None,
+        })
+    }
+
+    /// Checks the TLS keys: files exist, and a client certificate comes with its key.
+    pub fn validate_tls(&self) -> Result<(), ConfigError> {
+        match (&self.tls_cert_file, &self.tls_key_file) {
+            (Some(_), None) => {
+                return Err(ConfigError::Invalid {
+                    key: "nats.tls_key_file".into(),
+                    message: "nats.tls_cert_file needs nats.tls_key_file".into(),
+                });
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::Invalid {
+                    key: "nats.tls_cert_file".into(),
+                    message: "nats.tls_key_file needs nats.tls_cert_file".into(),
+                });
+            }
+            _ => {}
+        }
+        for (key, path) in [
+            ("nats.tls_ca_file", &self.tls_ca_file),
+            ("nats.tls_cert_file", &self.tls_cert_file),
+            ("nats.tls_key_file", &self.tls_key_file),
+        ] {
+            if let Some(path) = path
+                && !path.is_file()
+            {
+                return Err(ConfigError::Invalid {
+                    key: key.into(),
+                    message: format!("file {} does not exist", path.display()),
+                });
+            }
+        }
+        Ok(())
     }
 }
 
@@ -202,6 +416,8 @@ pub struct Config {
     pub shutdown: ShutdownConfig,
     pub limits: Limits,
     pub log: LogConfig,
+    /// `[ingest]`: the webhook server of `runwatch ingest`.
+    pub ingest: crate::ingest::IngestConfig,
     #[serde(default)]
     pub rules: Option<Vec<RuleConfig>>,
     #[serde(default)]
@@ -237,6 +453,9 @@ impl Config {
             .merge(Env::raw().only(&["NATS_URL"]).map(|_| "nats.url".into()));
         let config: Config = fig.extract()?;
         config.validate()?;
+        // Secret files are read at start-up, so a missing or unreadable one is reported
+        // before anything connects.
+        config.nats.auth()?;
         Ok(config)
     }
 
@@ -322,12 +541,14 @@ impl Config {
                 return invalid(key, "must be a subject prefix without wildcards or a trailing '.'");
             }
         }
+        self.nats.validate_tls()?;
         if self.limits.max_message_bytes == 0 || self.limits.max_string_bytes == 0 {
             return invalid("limits", "limits must be above 0");
         }
         if self.rules.is_some() && self.rules_file.is_some() {
             return invalid("rules_file", "give either [[rules]] or rules_file, not both");
         }
+        self.ingest.validate()?;
         // Compiling the rules reports their own errors with the key.
         self.rule_set()?;
         Ok(())

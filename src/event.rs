@@ -194,16 +194,33 @@ impl fmt::Display for RejectCode {
     }
 }
 
+/// The longest `detail` kept, in bytes: parser messages quote the offending value, which a
+/// hostile producer controls, and the detail goes into logs and a dead-letter header.
+pub const MAX_DETAIL_BYTES: usize = 512;
+
 impl Rejection {
+    /// A rejection; a detail over [`MAX_DETAIL_BYTES`] is cut (on a character boundary) and
+    /// ends with `…`.
     pub fn new(code: RejectCode, detail: impl Into<String>) -> Self {
-        Rejection {
-            code,
-            detail: detail.into(),
+        let mut detail = detail.into();
+        if detail.len() > MAX_DETAIL_BYTES {
+            let mut end = MAX_DETAIL_BYTES - '…'.len_utf8();
+            while !detail.is_char_boundary(end) {
+                end -= 1;
+            }
+            detail.truncate(end);
+            detail.push('…');
         }
+        Rejection { code, detail }
     }
 }
 
-/// Decodes and validates one message. The size limit is checked before parsing.
+/// Decodes and validates one message. The size limit is checked before parsing, so all
+/// further work and memory is bounded by `limits.max_message_bytes`; JSON nested deeper
+/// than serde_json's recursion limit (128; its `unbounded_depth` feature must stay off) is
+/// rejected as `not_json` rather than overflowing the stack; invalid UTF-8 and lone
+/// surrogates are `not_json`; numbers out of range are rejected, never wrapped. Never
+/// panics (property-tested in `tests/decode_fuzz.rs`).
 pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Event, Rejection> {
     if bytes.len() > limits.max_message_bytes {
         return Err(Rejection::new(
@@ -291,6 +308,13 @@ fn validate(mut event: Event, limits: &Limits) -> Result<Event, Rejection> {
                 ),
             ));
         }
+    }
+    // event_id becomes the Nats-Msg-Id header, where control characters are not allowed.
+    if event.event_id.chars().any(char::is_control) {
+        return Err(Rejection::new(
+            RejectCode::Invalid,
+            "event_id contains a control character",
+        ));
     }
     if event.run.attempt == 0 {
         return Err(Rejection::new(RejectCode::Invalid, "run.attempt must be at least 1"));

@@ -1,5 +1,6 @@
 //! Tracing (text or JSON logs on stderr) and the Prometheus metrics recorder.
 
+use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
 use tracing_subscriber::fmt::format::FmtSpan;
@@ -26,11 +27,27 @@ pub fn init_tracing(config: &LogConfig) -> Result<(), TelemetryError> {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_span_events(FmtSpan::NONE);
-    let _ = match config.format {
+    let installed = match config.format {
         LogFormat::Json => builder.json().with_current_span(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
+    if installed.is_ok() && config.format == LogFormat::Json {
+        let _ = JSON_LOGS.set(());
+    }
     Ok(())
+}
+
+/// Set once JSON logs are installed, so a fatal error is a JSON line too.
+static JSON_LOGS: std::sync::OnceLock<()> = std::sync::OnceLock::new();
+
+/// Reports the error that ends the process: an `ERROR` JSON log line when JSON logs are
+/// installed (so log collectors parse every line), else `runwatch: <error>` on stderr.
+pub fn report_fatal(error: &str) {
+    if JSON_LOGS.get().is_some() {
+        tracing::error!(error, "runwatch failed");
+    } else {
+        eprintln!("runwatch: {error}");
+    }
 }
 
 /// Latency buckets in seconds, for the transaction, publish and end-to-end histograms.
@@ -39,14 +56,90 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
+/// End-to-end buckets in seconds: a backlog after an outage can delay decisions by minutes.
+const DECISION_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
+];
+
+/// Every metric runwatch records: name, kind, unit, help text. `/metrics` shows the help
+/// as `# HELP` lines; README.md's Observability table and the Grafana dashboard use these
+/// names (`tests/deploy_files.rs` checks the dashboard against this list).
+pub const METRICS: &[(&str, MetricKind, Unit, &str)] = &[
+    ("runwatch_events_total", MetricKind::Counter, Unit::Count,
+        "Inbound events by outcome: applied (decided and acked), retried (naked for redelivery), dead_lettered."),
+    ("runwatch_triggers_total", MetricKind::Counter, Unit::Count,
+        "Triggers published to the outbound stream (PubAck received), by rule kind."),
+    ("runwatch_dead_letters_total", MetricKind::Counter, Unit::Count,
+        "Inputs published to the dead-letter stream, by reason."),
+    ("runwatch_redeliveries_total", MetricKind::Counter, Unit::Count,
+        "Pulled messages whose delivery count was above 1."),
+    ("runwatch_relay_triggers_total", MetricKind::Counter, Unit::Count,
+        "Unsent triggers the outbox relay claimed and republished (crash recovery, failed publishes)."),
+    ("runwatch_transaction_conflicts_total", MetricKind::Counter, Unit::Count,
+        "Transactions retried after a serialization failure or deadlock, by operation."),
+    ("runwatch_purged_groups_total", MetricKind::Counter, Unit::Count,
+        "Groups deleted by the purge."),
+    ("runwatch_batch_size", MetricKind::Histogram, Unit::Count,
+        "Messages per pulled batch."),
+    ("runwatch_transaction_seconds", MetricKind::Histogram, Unit::Seconds,
+        "Duration of a decision (op=record) or timer (op=timers) transaction, retries included."),
+    ("runwatch_publish_seconds", MetricKind::Histogram, Unit::Seconds,
+        "Time to publish a set of triggers and receive every PubAck."),
+    ("runwatch_decision_seconds", MetricKind::Histogram, Unit::Seconds,
+        "End to end: from the event's arrival in JetStream to its ack after the decision."),
+    ("runwatch_outbox_backlog", MetricKind::Gauge, Unit::Count,
+        "Outbox rows not yet published (sampled every outbox.relay_interval)."),
+    ("runwatch_consumer_pending", MetricKind::Gauge, Unit::Count,
+        "Messages of the inbound stream not yet delivered to the durable consumer (sampled every outbox.relay_interval)."),
+    ("runwatch_webhooks_total", MetricKind::Counter, Unit::Count,
+        "Webhook deliveries received by `runwatch ingest`, by provider, event and outcome."),
+];
+
+/// The kind of a metric in [`METRICS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MetricKind {
+    /// Only goes up.
+    Counter,
+    /// A sampled value.
+    Gauge,
+    /// Bucketed observations.
+    Histogram,
+}
+
 /// Installs the global metrics recorder and returns the handle that renders `/metrics`.
+/// Describes every metric, so `/metrics` has `# HELP` lines.
 pub fn init_metrics() -> Result<PrometheusHandle, TelemetryError> {
     let err = |e: metrics_exporter_prometheus::BuildError| TelemetryError::Metrics(e.to_string());
-    PrometheusBuilder::new()
+    let handle = PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .map_err(err)?
+        .set_buckets_for_metric(Matcher::Full("runwatch_decision_seconds".into()), DECISION_BUCKETS)
         .map_err(err)?
         .set_buckets_for_metric(Matcher::Full("runwatch_batch_size".into()), SIZE_BUCKETS)
         .map_err(err)?
         .install_recorder()
-        .map_err(err)
+        .map_err(err)?;
+    for &(name, kind, unit, help) in METRICS {
+        match kind {
+            MetricKind::Counter => metrics::describe_counter!(name, unit, help),
+            MetricKind::Gauge => metrics::describe_gauge!(name, unit, help),
+            MetricKind::Histogram => metrics::describe_histogram!(name, unit, help),
+        }
+    }
+    Ok(handle)
+}
+
+/// Registers the worker's unlabeled counters and its event outcomes at zero, so a
+/// dashboard sees 0 rather than no series before the first event. A no-op without a
+/// recorder.
+pub fn register_worker_metrics() {
+    for outcome in ["applied", "retried", "dead_lettered"] {
+        metrics::counter!("runwatch_events_total", "outcome" => outcome).increment(0);
+    }
+    for op in ["record", "timers"] {
+        metrics::counter!("runwatch_transaction_conflicts_total", "op" => op).increment(0);
+    }
+    for name in ["runwatch_redeliveries_total", "runwatch_relay_triggers_total", "runwatch_purged_groups_total"] {
+        metrics::counter!(name).increment(0);
+    }
 }

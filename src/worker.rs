@@ -110,6 +110,7 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
     let (store, bus) = prepare(&config, options.no_migrate).await?;
+    crate::telemetry::register_worker_metrics();
     let shutting_down = Arc::new(AtomicBool::new(false));
     let http_stop = CancellationToken::new();
     let ready = Readiness {
@@ -257,6 +258,7 @@ impl Worker {
                         match result {
                             EventOutcome::Applied if published => {
                                 metrics::counter!("runwatch_events_total", "outcome" => "applied").increment(1);
+                                record_decision_latency(&msg);
                                 ack(&msg, AckKind::Ack).instrument(span).await;
                             }
                             EventOutcome::Applied => {
@@ -380,6 +382,7 @@ impl Worker {
             }
         }
         info!(count = triggers.len(), "outbox relay publishing unsent triggers");
+        metrics::counter!("runwatch_relay_triggers_total").increment(triggers.len() as u64);
         self.publish(&triggers).await;
         Ok(pending.len())
     }
@@ -413,7 +416,11 @@ impl Worker {
                 _ = shutdown.cancelled() => return,
             }
             loop {
-                match self.inner.store.fire_due_timers(self.inner.clock.get(), batch).await {
+                let started = Instant::now();
+                let fired = self.inner.store.fire_due_timers(self.inner.clock.get(), batch).await;
+                metrics::histogram!("runwatch_transaction_seconds", "op" => "timers")
+                    .record(started.elapsed().as_secs_f64());
+                match fired {
                     Ok(triggers) => {
                         self.publish(&triggers).await;
                         // A full page means more may be due.
@@ -452,6 +459,17 @@ fn msg_info(msg: &Message) -> (u64, u64) {
     msg.info()
         .map(|i| (i.stream_sequence, i.delivered.max(1) as u64))
         .unwrap_or((0, 1))
+}
+
+/// Records `runwatch_decision_seconds`: from the message's arrival in JetStream (the
+/// server's clock) to now, when it is acked after its decision. Clock skew below zero counts
+/// as zero.
+fn record_decision_latency(msg: &Message) {
+    if let Ok(info) = msg.info() {
+        let arrived = std::time::SystemTime::from(info.published);
+        let waited = std::time::SystemTime::now().duration_since(arrived).unwrap_or_default();
+        metrics::histogram!("runwatch_decision_seconds").record(waited.as_secs_f64());
+    }
 }
 
 fn group_label(e: &Event) -> String {

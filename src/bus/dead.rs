@@ -213,6 +213,78 @@ impl Bus {
     }
 }
 
+impl DeadMessage {
+    /// The first `max` characters of the payload (lossy UTF-8, control characters as
+    /// spaces), with `…` when cut.
+    pub fn excerpt(&self, max: usize) -> String {
+        let text = String::from_utf8_lossy(&self.payload);
+        let mut out: String = text
+            .chars()
+            .take(max)
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        if text.chars().nth(max).is_some() {
+            out.push('…');
+        }
+        out
+    }
+}
+
+impl Bus {
+    /// Redrives a dead letter: republishes its original payload to its original subject
+    /// with `Nats-Msg-Id: redrive-<dead stream>-<dead seq>` (a fresh id, so the original
+    /// event id's dedupe entry does not swallow it, and a repeated redrive of the same
+    /// letter is deduplicated), awaits the PubAck, then deletes the letter from the
+    /// dead-letter stream. Refused (nothing published) when the payload was cut or the
+    /// original subject is not under `<events_subject_prefix>.`.
+    pub async fn redrive(&self, dead: &DeadMessage) -> Result<super::PubAckInfo, BusError> {
+        if dead.truncated_from.is_some() {
+            return Err(BusError::Invalid {
+                what: "dead letter",
+                value: dead.sequence.to_string(),
+                reason: "its payload was cut to fit max_payload; the original is lost",
+            });
+        }
+        let prefix = format!("{}.", self.streams.events_subject_prefix);
+        if !dead.original_subject.starts_with(&prefix) {
+            return Err(BusError::Invalid {
+                what: "original subject",
+                value: dead.original_subject.clone(),
+                reason: "not a subject of the events stream",
+            });
+        }
+        let msg_id = format!("redrive-{}-{}", self.streams.dead, dead.sequence);
+        let ack = self
+            .publish_and_wait(
+                dead.original_subject.clone(),
+                PublishMessage::build()
+                    .payload(dead.payload.clone())
+                    .message_id(msg_id),
+            )
+            .await?;
+        let read_error = |source: super::BoxError| BusError::Read {
+            what: format!("stream `{}`", self.streams.dead),
+            source,
+        };
+        let stream = self
+            .js
+            .get_stream_no_info(&self.streams.dead)
+            .await
+            .map_err(|e| read_error(Box::new(e)))?;
+        stream
+            .delete_message(dead.sequence)
+            .await
+            .map_err(|e| read_error(Box::new(e)))?;
+        tracing::info!(
+            dead_seq = dead.sequence,
+            subject = %dead.original_subject,
+            seq = ack.sequence,
+            "dead letter redriven"
+        );
+        Ok(ack)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

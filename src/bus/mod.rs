@@ -18,7 +18,10 @@ use std::time::Duration;
 use async_nats::jetstream;
 use tokio::sync::watch;
 
-use crate::config::{Config, ConsumerConfig, NatsConfig, RetryConfig, StreamsConfig, redact_url};
+use crate::config::{
+    Config, ConfigError, ConsumerConfig, NatsAuth, NatsConfig, RetryConfig, StreamsConfig,
+    redact_url,
+};
 
 mod dead;
 mod publish;
@@ -29,7 +32,7 @@ mod setup;
 pub use dead::{DeadLetter, DeadMessage, headers as dead_headers};
 pub use publish::PubAckInfo;
 pub use pull::Puller;
-pub use read::StreamState;
+pub use read::{EventMessage, EventsFrom, StreamState};
 
 /// The name given to the NATS connection (visible in the server's connection list).
 pub const CONNECTION_NAME: &str = concat!("runwatch/", env!("CARGO_PKG_VERSION"));
@@ -46,6 +49,17 @@ pub enum BusError {
     /// The initial connection failed (after retries, for transient causes).
     #[error("cannot connect to NATS at {url}: {source}")]
     Connect {
+        url: String,
+        #[source]
+        source: async_nats::ConnectError,
+    },
+    /// The TLS handshake failed: an untrusted or invalid certificate, a missing client
+    /// certificate, or TLS required of a server without it. Not retried.
+    #[error(
+        "TLS with NATS at {url} failed (check nats.tls_ca_file, nats.tls_cert_file, \
+         nats.tls_key_file, nats.tls_required and the server's tls block): {source}"
+    )]
+    Tls {
         url: String,
         #[source]
         source: async_nats::ConnectError,
@@ -102,6 +116,10 @@ pub enum BusError {
     /// Flushing or draining the connection failed or timed out.
     #[error("cannot drain the NATS connection: {message}")]
     Drain { message: String },
+    /// The `[nats]` credentials or TLS keys are unusable (unreadable file, malformed creds).
+    /// Never contains a secret.
+    #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
 }
 
 impl BusError {
@@ -110,7 +128,10 @@ impl BusError {
     pub fn is_transient(&self) -> bool {
         use jetstream::context::PublishErrorKind as K;
         match self {
-            BusError::Invalid { .. } | BusError::Encode { .. } => false,
+            BusError::Invalid { .. }
+            | BusError::Encode { .. }
+            | BusError::Config(_)
+            | BusError::Tls { .. } => false,
             BusError::Connect { source, .. } => matches!(
                 source.kind(),
                 async_nats::ConnectErrorKind::Io
@@ -166,6 +187,12 @@ impl Bus {
         use backon::BackoffBuilder;
 
         let url = config.nats.url.clone();
+        // async-nats builds its TLS configuration with rustls' process-wide provider, which
+        // rustls cannot choose by itself when two are compiled in (it would panic). Ring is
+        // async-nats' own choice; an error only means one is installed already.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let auth = config.nats.auth()?;
+        config.nats.validate_tls()?;
         let (closed_tx, closed_rx) = watch::channel(false);
         let closed_tx = Arc::new(closed_tx);
         let mut delays = backoff(&config.retry)
@@ -183,12 +210,20 @@ impl Bus {
                     log_event(&event, &closed_tx);
                     async {}
                 });
+            let options = secure(options, &config.nats, &auth)?;
             match options.connect(url.as_str()).await {
                 Ok(client) => break client,
                 Err(source) => {
-                    let err = BusError::Connect {
-                        url: redact_url(&url),
-                        source,
+                    let err = if is_tls_failure(&source) {
+                        BusError::Tls {
+                            url: redact_url(&url),
+                            source,
+                        }
+                    } else {
+                        BusError::Connect {
+                            url: redact_url(&url),
+                            source,
+                        }
                     };
                     let next = if err.is_transient() {
                         delays.next()
@@ -324,6 +359,61 @@ impl Bus {
     pub(crate) fn request_timeout(&self) -> Duration {
         self.nats.request_timeout
     }
+}
+
+/// Whether a connect error comes from the TLS handshake (async-nats reports most of those
+/// as I/O errors, which would otherwise be retried as transient).
+fn is_tls_failure(err: &async_nats::ConnectError) -> bool {
+    if err.kind() == async_nats::ConnectErrorKind::Tls {
+        return true;
+    }
+    let mut next: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(err);
+    while let Some(e) = next {
+        if e.is::<rustls::Error>() {
+            return true;
+        }
+        if let Some(io) = e.downcast_ref::<std::io::Error>()
+            && io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+        {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// Adds the credentials and TLS settings of `[nats]` to `options`. Secrets go to the client
+/// only; nothing here logs or formats them.
+fn secure(
+    options: async_nats::ConnectOptions,
+    nats: &NatsConfig,
+    auth: &NatsAuth,
+) -> Result<async_nats::ConnectOptions, BusError> {
+    let mut options = match auth {
+        NatsAuth::None => options,
+        NatsAuth::UserPassword { user, password } => {
+            options.user_and_password(user.clone(), password.expose().to_string())
+        }
+        NatsAuth::Token(token) => options.token(token.expose().to_string()),
+        NatsAuth::NKey(seed) => options.nkey(seed.expose().to_string()),
+        NatsAuth::Creds(creds) => options.credentials(creds.expose()).map_err(|_| {
+            // The parser's message may quote the file; say only what is wrong.
+            ConfigError::Invalid {
+                key: "nats.creds_file".into(),
+                message: "is not a NATS credentials file (a user JWT and an nkey seed)".into(),
+            }
+        })?,
+    };
+    if let Some(ca) = &nats.tls_ca_file {
+        options = options.add_root_certificates(ca.clone());
+    }
+    if let (Some(cert), Some(key)) = (&nats.tls_cert_file, &nats.tls_key_file) {
+        options = options.add_client_certificate(cert.clone(), key.clone());
+    }
+    if nats.tls_required {
+        options = options.require_tls(true);
+    }
+    Ok(options)
 }
 
 /// The exponential, jittered backoff of `retry` (without a limit on attempts).

@@ -179,3 +179,91 @@ impl Bus {
 }
 
 type BoxedDisplay = super::BoxError;
+
+/// Where `runwatch replay` starts reading the events stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EventsFrom {
+    /// From this stream sequence (inclusive).
+    Sequence(u64),
+    /// From the first message stored at or after this time.
+    Time(chrono::DateTime<chrono::Utc>),
+}
+
+/// One message of the events stream, as read by [`Bus::event_messages_from`].
+#[derive(Debug, Clone)]
+pub struct EventMessage {
+    /// Stream sequence.
+    pub sequence: u64,
+    /// Subject it was published to.
+    pub subject: String,
+    /// The raw body.
+    pub payload: Bytes,
+}
+
+impl Bus {
+    /// Reads the events stream from `from` with an ephemeral pull consumer that takes no
+    /// acks (it does not touch the durable consumer, and goes away after a minute unused).
+    /// Returns how many messages were pending from `from` when it was created, and the
+    /// messages; the stream never ends by itself: stop at a sequence.
+    pub async fn event_messages_from(
+        &self,
+        from: EventsFrom,
+    ) -> Result<(u64, impl Stream<Item = Result<EventMessage, BusError>> + Send + Unpin + 'static), BusError> {
+        use async_nats::jetstream::consumer::{AckPolicy, pull};
+        let name = self.stream_name(StreamKind::Events).to_string();
+        let read_error = |e: BoxedDisplay| BusError::Read {
+            what: format!("stream `{name}`"),
+            source: e,
+        };
+        let deliver_policy = match from {
+            EventsFrom::Sequence(seq) => DeliverPolicy::ByStartSequence {
+                start_sequence: seq.max(1),
+            },
+            EventsFrom::Time(t) => DeliverPolicy::ByStartTime {
+                start_time: async_nats::datetime::from_nanos(i128::from(t.timestamp_micros()) * 1000)
+                    .map_err(&read_error)?,
+            },
+        };
+        let stream = self
+            .js
+            .get_stream_no_info(&name)
+            .await
+            .map_err(|e| read_error(Box::new(e)))?;
+        let mut consumer = stream
+            .create_consumer(pull::Config {
+                deliver_policy,
+                ack_policy: AckPolicy::None,
+                inactive_threshold: std::time::Duration::from_secs(60),
+                description: Some("runwatch replay".to_string()),
+                ..Default::default()
+            })
+            .await
+            .map_err(|e| read_error(Box::new(e)))?;
+        let pending = consumer
+            .info()
+            .await
+            .map_err(|e| read_error(Box::new(e)))?
+            .num_pending;
+        let messages = consumer
+            .messages()
+            .await
+            .map_err(|e| read_error(Box::new(e)))?;
+        let what = format!("stream `{name}`");
+        Ok((
+            pending,
+            messages.map(move |item| {
+                let read_error = |source: BoxedDisplay| BusError::Read {
+                    what: what.clone(),
+                    source,
+                };
+                let msg = item.map_err(|e| read_error(Box::new(e)))?;
+                let sequence = msg.info().map_err(read_error)?.stream_sequence;
+                Ok(EventMessage {
+                    sequence,
+                    subject: msg.message.subject.to_string(),
+                    payload: msg.message.payload.clone(),
+                })
+            }),
+        ))
+    }
+}

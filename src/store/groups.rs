@@ -82,13 +82,27 @@ impl Store {
         clock: Clock,
     ) -> Result<BatchOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
+        let out = self.record_in(&mut tx, events, repos, clock).await?;
+        tx.commit().await?;
+        Ok(out)
+    }
+
+    /// The body of the record transaction, on `tx` (committed by [`Store::record`], rolled
+    /// back by a [`DryRun`]).
+    async fn record_in(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        events: &[Event],
+        repos: &[RepoRef],
+        clock: Clock,
+    ) -> Result<BatchOutcome, StoreError> {
         let keys: BTreeSet<GroupKey> = events
             .iter()
             .zip(repos)
             .map(|(e, r)| (r.internal_id, pr_key(e.pr_number), e.commit_sha.clone()))
             .collect();
         let by_id: HashMap<i64, RepoRef> = repos.iter().map(|r| (r.internal_id, r.clone())).collect();
-        let mut slots = lock_groups(&mut tx, &keys, &by_id).await?;
+        let mut slots = lock_groups(tx, &keys, &by_id).await?;
 
         let mut streak_keys = BTreeSet::new();
         for (e, r) in events.iter().zip(repos) {
@@ -98,7 +112,7 @@ impl Store {
             .values()
             .flat_map(|r| self.engine.cooldown_keys(r))
             .collect();
-        let mut ledger = lock_ledger(&mut tx, &streak_keys, &cooldown_keys).await?;
+        let mut ledger = lock_ledger(tx, &streak_keys, &cooldown_keys).await?;
         let original_ledger = ledger.clone();
 
         let wall = Utc::now();
@@ -127,10 +141,9 @@ impl Store {
                 Err(rejection) => outcomes.push(EventOutcome::Rejected(rejection)),
             }
         }
-        write_groups(&mut tx, slots.values()).await?;
-        write_ledger(&mut tx, &original_ledger, &ledger).await?;
-        let triggers = self.insert_outbox(&mut tx, decided).await?;
-        tx.commit().await?;
+        write_groups(tx, slots.values()).await?;
+        write_ledger(tx, &original_ledger, &ledger).await?;
+        let triggers = self.insert_outbox(tx, decided).await?;
         Ok(BatchOutcome {
             outcomes,
             triggers,
@@ -147,6 +160,23 @@ impl Store {
 
     async fn fire_due_tx(&self, event_clock: DateTime<Utc>, limit: i64) -> Result<Vec<Trigger>, StoreError> {
         let mut tx = self.pool.begin().await?;
+        let triggers = self.fire_due_in(&mut tx, event_clock, limit).await?;
+        tx.commit().await?;
+        Ok(triggers)
+    }
+
+    /// The body of the timer transaction, on `tx`.
+    async fn fire_due_in(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        event_clock: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Trigger>, StoreError> {
+        // A worker that has applied no event yet has the clock at `DateTime::MIN_UTC`, which
+        // Postgres rejects ("timestamp out of range"): the whole sweep failed, so a replica
+        // restarted with nothing left to consume never fired a wall-clock timer. Before the
+        // epoch nothing is due by event time.
+        let event_clock = event_clock.max(DateTime::UNIX_EPOCH);
         let rows = sqlx::query(
             "SELECT id, repository_id, pr_number, commit_sha, branch, state FROM groups
              WHERE due_wall_at <= now() OR due_event_at <= $1
@@ -154,10 +184,9 @@ impl Store {
         )
         .bind(event_clock)
         .bind(limit)
-        .fetch_all(&mut *tx)
+        .fetch_all(&mut **tx)
         .await?;
         if rows.is_empty() {
-            tx.commit().await?;
             return Ok(Vec::new());
         }
         let repo_ids: Vec<i64> = rows
@@ -173,7 +202,7 @@ impl Store {
             .values()
             .flat_map(|r| self.engine.cooldown_keys(r))
             .collect();
-        let mut ledger = lock_ledger(&mut tx, &BTreeSet::new(), &cooldown_keys).await?;
+        let mut ledger = lock_ledger(tx, &BTreeSet::new(), &cooldown_keys).await?;
         let original_ledger = ledger.clone();
         let clock = Clock {
             event: event_clock,
@@ -193,11 +222,9 @@ impl Store {
             // The timer was due: even when nothing fired the due columns must move on.
             slot.original_state = GroupState::default();
         }
-        write_groups(&mut tx, slots.iter()).await?;
-        write_ledger(&mut tx, &original_ledger, &ledger).await?;
-        let triggers = self.insert_outbox(&mut tx, decided).await?;
-        tx.commit().await?;
-        Ok(triggers)
+        write_groups(tx, slots.iter()).await?;
+        write_ledger(tx, &original_ledger, &ledger).await?;
+        self.insert_outbox(tx, decided).await
     }
 
     /// Writes decided triggers to the outbox, claimed for `lease`; returns those that were
@@ -243,6 +270,50 @@ impl Store {
             .map(|(_, t)| t)
             .filter(|t| new.contains(&t.trigger_id))
             .collect())
+    }
+}
+
+/// A dry run (`runwatch replay --dry-run`): the same record and timer code as
+/// [`Store::record`] and [`Store::fire_due_timers`], on one transaction that is rolled back
+/// at the end, so every batch sees the state the earlier ones left and nothing is kept.
+/// It holds the row locks of the groups it touched until it ends. Repositories not yet
+/// registered are registered as by [`Store::record`] (outside the transaction: the registry
+/// is idempotent and decides nothing).
+pub struct DryRun<'a> {
+    store: &'a Store,
+    tx: Transaction<'static, Postgres>,
+}
+
+impl Store {
+    /// Starts a dry run.
+    pub async fn begin_dry_run(&self) -> Result<DryRun<'_>, StoreError> {
+        Ok(DryRun {
+            store: self,
+            tx: self.pool.begin().await?,
+        })
+    }
+}
+
+impl DryRun<'_> {
+    /// As [`Store::record`], inside the dry run's transaction; the triggers returned are
+    /// those that would fire (and be published).
+    pub async fn record(&mut self, events: &[Event], clock: Clock) -> Result<BatchOutcome, StoreError> {
+        let mut repos = Vec::with_capacity(events.len());
+        for e in events {
+            repos.push(self.store.resolve_repository(&RepoClaim::from_event(e)).await?);
+        }
+        self.store.record_in(&mut self.tx, events, &repos, clock).await
+    }
+
+    /// As [`Store::fire_due_timers`], inside the dry run's transaction.
+    pub async fn fire_due_timers(&mut self, event_clock: DateTime<Utc>, limit: i64) -> Result<Vec<Trigger>, StoreError> {
+        self.store.fire_due_in(&mut self.tx, event_clock, limit).await
+    }
+
+    /// Ends the dry run, keeping nothing.
+    pub async fn rollback(self) -> Result<(), StoreError> {
+        self.tx.rollback().await?;
+        Ok(())
     }
 }
 

@@ -21,7 +21,7 @@ use sqlx::{ConnectOptions, PgPool};
 use crate::config::{DatabaseConfig, redact_url};
 use crate::engine::Engine;
 
-pub use groups::{BatchOutcome, EventOutcome};
+pub use groups::{BatchOutcome, DryRun, EventOutcome};
 pub use outbox::Pending;
 pub use repositories::RepoCache;
 
@@ -94,8 +94,11 @@ pub async fn create_database_if_missing(url: &str) -> Result<(), StoreError> {
         tracing::info!(url = %redact_url(url), "creating database");
         match sqlx::Postgres::create_database(url).await {
             Ok(()) => {}
-            // Another replica created it meanwhile.
-            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+            // Another replica created it meanwhile: 42P04 (duplicate_database) when its
+            // CREATE DATABASE had committed, 23505 (unique_violation on
+            // pg_database_datname_index) when both ran at the same moment.
+            Err(sqlx::Error::Database(e))
+                if matches!(e.code().as_deref(), Some("42P04") | Some("23505")) => {}
             Err(e) => return Err(e.into()),
         }
     }

@@ -20,7 +20,8 @@ pub fn unique(prefix: &str) -> String {
 }
 
 pub fn database_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/runwatch".into())
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/runwatch".into())
 }
 
 pub fn nats_url() -> String {
@@ -64,7 +65,10 @@ impl Drop for TestEnv {
             cleaned: true,
         };
         let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
                 rt.block_on(env.remove());
             }
         })
@@ -78,7 +82,9 @@ impl TestEnv {
         let base = database_url();
         let admin_url = with_database(&base, "postgres");
         let db_name = unique("rwtest");
-        let mut admin = sqlx::PgConnection::connect(&admin_url).await.expect("connect admin db");
+        let mut admin = sqlx::PgConnection::connect(&admin_url)
+            .await
+            .expect("connect admin db");
         sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
             .execute(&mut admin)
             .await
@@ -109,7 +115,9 @@ impl TestEnv {
         config.shutdown.timeout = Duration::from_secs(10);
         config.validate().expect("test config is valid");
 
-        let pool = runwatch::store::connect(&config.database).await.expect("pool");
+        let pool = runwatch::store::connect(&config.database)
+            .await
+            .expect("pool");
         runwatch::store::migrate(&pool).await.expect("migrate");
         pool.close().await;
         TestEnv {
@@ -127,15 +135,36 @@ impl TestEnv {
             ("DATABASE_URL".into(), c.database.url.clone()),
             ("NATS_URL".into(), c.nats.url.clone()),
             ("RUNWATCH_STREAMS__EVENTS".into(), c.streams.events.clone()),
-            ("RUNWATCH_STREAMS__TRIGGERS".into(), c.streams.triggers.clone()),
+            (
+                "RUNWATCH_STREAMS__TRIGGERS".into(),
+                c.streams.triggers.clone(),
+            ),
             ("RUNWATCH_STREAMS__DEAD".into(), c.streams.dead.clone()),
-            ("RUNWATCH_STREAMS__EVENTS_SUBJECT_PREFIX".into(), c.streams.events_subject_prefix.clone()),
-            ("RUNWATCH_STREAMS__TRIGGERS_SUBJECT_PREFIX".into(), c.streams.triggers_subject_prefix.clone()),
-            ("RUNWATCH_STREAMS__DEAD_SUBJECT_PREFIX".into(), c.streams.dead_subject_prefix.clone()),
-            ("RUNWATCH_CONSUMER__DURABLE".into(), c.consumer.durable.clone()),
+            (
+                "RUNWATCH_STREAMS__EVENTS_SUBJECT_PREFIX".into(),
+                c.streams.events_subject_prefix.clone(),
+            ),
+            (
+                "RUNWATCH_STREAMS__TRIGGERS_SUBJECT_PREFIX".into(),
+                c.streams.triggers_subject_prefix.clone(),
+            ),
+            (
+                "RUNWATCH_STREAMS__DEAD_SUBJECT_PREFIX".into(),
+                c.streams.dead_subject_prefix.clone(),
+            ),
+            (
+                "RUNWATCH_CONSUMER__DURABLE".into(),
+                c.consumer.durable.clone(),
+            ),
             ("RUNWATCH_HTTP__LISTEN".into(), "127.0.0.1:0".into()),
-            ("RUNWATCH_OUTBOX__LEASE".into(), format!("{}ms", c.outbox.lease.as_millis())),
-            ("RUNWATCH_SHUTDOWN__TIMEOUT".into(), format!("{}ms", c.shutdown.timeout.as_millis())),
+            (
+                "RUNWATCH_OUTBOX__LEASE".into(),
+                format!("{}ms", c.outbox.lease.as_millis()),
+            ),
+            (
+                "RUNWATCH_SHUTDOWN__TIMEOUT".into(),
+                format!("{}ms", c.shutdown.timeout.as_millis()),
+            ),
         ]
     }
 
@@ -148,7 +177,11 @@ impl TestEnv {
     async fn remove(&self) {
         if let Ok(client) = async_nats::connect(&self.config.nats.url).await {
             let js = async_nats::jetstream::new(client);
-            for s in [&self.config.streams.events, &self.config.streams.triggers, &self.config.streams.dead] {
+            for s in [
+                &self.config.streams.events,
+                &self.config.streams.triggers,
+                &self.config.streams.dead,
+            ] {
                 let _ = js.delete_stream(s).await;
             }
         }

@@ -44,7 +44,10 @@ pub async fn publish_lines(bus: &Bus, lines: &[String]) -> usize {
             .expect("publish");
     });
     let n = lines.len();
-    futures::stream::iter(futs).buffered(64).collect::<Vec<_>>().await;
+    futures::stream::iter(futs)
+        .buffered(64)
+        .collect::<Vec<_>>()
+        .await;
     n
 }
 
@@ -64,7 +67,9 @@ pub async fn publish_in_order(bus: &Bus, text: &str) -> usize {
 /// Waits until the consumer has nothing pending, the outbox is empty and no timer is
 /// pending, twice in a row.
 pub async fn wait_quiet(config: &Config, bus: &Bus, limit: Duration) {
-    let pool = runwatch::store::connect(&config.database).await.expect("pool");
+    let pool = runwatch::store::connect(&config.database)
+        .await
+        .expect("pool");
     let started = Instant::now();
     let mut calm = 0;
     loop {

@@ -29,7 +29,8 @@ pub fn load_scenarios() -> Vec<Scenario> {
         .into_iter()
         .map(|name| {
             let d = dir.join(&name);
-            let expected_text = std::fs::read_to_string(d.join("expected.jsonl")).unwrap_or_default();
+            let expected_text =
+                std::fs::read_to_string(d.join("expected.jsonl")).unwrap_or_default();
             let mut expected: Vec<String> = expected_text
                 .lines()
                 .filter(|l| !l.trim().is_empty())
@@ -67,7 +68,11 @@ pub fn project<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<String> {
 pub fn project_value(t: &serde_json::Value) -> String {
     let mut failed: Vec<String> = t["failed_workflows"]
         .as_array()
-        .map(|a| a.iter().map(|v| v.as_str().unwrap_or_default().to_string()).collect())
+        .map(|a| {
+            a.iter()
+                .map(|v| v.as_str().unwrap_or_default().to_string())
+                .collect()
+        })
         .unwrap_or_default();
     failed.sort();
     let mut p = serde_json::json!({

@@ -13,7 +13,13 @@ pub struct Trace {
     pub groups: usize,
 }
 
-pub fn generate(seed: u64, groups: usize, runs_per_group: usize, fail_share: f64, dup_share: f64) -> Trace {
+pub fn generate(
+    seed: u64,
+    groups: usize,
+    runs_per_group: usize,
+    fail_share: f64,
+    dup_share: f64,
+) -> Trace {
     let mut rng = StdRng::seed_from_u64(seed);
     let mut lines = Vec::new();
     let mut failing = BTreeSet::new();
@@ -27,7 +33,11 @@ pub fn generate(seed: u64, groups: usize, runs_per_group: usize, fail_share: f64
             failing.insert(sha.clone());
         }
         for r in 0..runs_per_group {
-            let conclusion = if fails && r == bad_run { "failure" } else { "success" };
+            let conclusion = if fails && r == bad_run {
+                "failure"
+            } else {
+                "success"
+            };
             for (k, status) in ["queued", "completed"].iter().enumerate() {
                 n += 1;
                 let mut run = serde_json::json!({
@@ -58,5 +68,9 @@ pub fn generate(seed: u64, groups: usize, runs_per_group: usize, fail_share: f64
         let j = rng.random_range(0..=i);
         lines.swap(i, j);
     }
-    Trace { lines, failing, groups }
+    Trace {
+        lines,
+        failing,
+        groups,
+    }
 }

@@ -1,0 +1,210 @@
+//! The `[ingest]` configuration section: where the webhook server listens, its body limit,
+//! and the GitHub secrets / GitLab tokens it accepts. Secrets are never shown: their
+//! `Debug` prints `***`, and a wrongly typed value is reported without its content.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+
+use crate::config::ConfigError;
+pub use crate::secret::Secret;
+
+/// Refuses anything but strings without quoting the offending value (serde's default
+/// message would print it, and it may be a secret).
+macro_rules! refuse {
+    ($($name:ident: $t:ty),*) => {
+        $(fn $name<E: de::Error>(self, _: $t) -> Result<Self::Value, E> {
+            Err(E::custom("secrets must be strings (quote numeric ones); value not shown"))
+        })*
+    };
+}
+
+/// One element of a secret list.
+struct Item(Secret);
+
+struct ItemVisitor;
+
+impl<'de> Visitor<'de> for ItemVisitor {
+    type Value = Item;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a secret string")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Item, E> {
+        Ok(Item(Secret::new(v)))
+    }
+    refuse!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64,
+        visit_i128: i128, visit_u128: u128, visit_bytes: &[u8]);
+}
+
+impl<'de> Deserialize<'de> for Item {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Item, D::Error> {
+        d.deserialize_any(ItemVisitor)
+    }
+}
+
+struct SecretListVisitor;
+
+impl<'de> Visitor<'de> for SecretListVisitor {
+    type Value = Vec<Secret>;
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a secret string or a list of them")
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<Secret>, E> {
+        Ok(vec![Secret::new(v)])
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Secret>, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Item(s)) = seq.next_element::<Item>()? {
+            out.push(s);
+        }
+        Ok(out)
+    }
+    refuse!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64,
+        visit_i128: i128, visit_u128: u128, visit_bytes: &[u8]);
+}
+
+fn secret_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
+    d.deserialize_any(SecretListVisitor)
+}
+
+/// `[ingest]`: the webhook server of `runwatch ingest`.
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IngestConfig {
+    /// Address of the webhook server.
+    pub listen: SocketAddr,
+    /// Largest request body accepted; a larger one is answered 413.
+    pub max_body_bytes: usize,
+    /// GitHub webhook secrets (any one may sign a delivery: rotation).
+    #[serde(default, deserialize_with = "secret_list")]
+    pub github_secrets: Vec<Secret>,
+    /// A file with one more GitHub secret per line (blank lines and `#` lines skipped).
+    #[serde(default)]
+    pub github_secrets_file: Option<PathBuf>,
+    /// GitLab webhook tokens (`X-Gitlab-Token`), any one accepted.
+    #[serde(default, deserialize_with = "secret_list")]
+    pub gitlab_tokens: Vec<Secret>,
+    /// A file with one more GitLab token per line.
+    #[serde(default)]
+    pub gitlab_tokens_file: Option<PathBuf>,
+}
+
+impl fmt::Debug for IngestConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IngestConfig")
+            .field("listen", &self.listen)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("github_secrets", &self.github_secrets.len())
+            .field("github_secrets_file", &self.github_secrets_file)
+            .field("gitlab_tokens", &self.gitlab_tokens.len())
+            .field("gitlab_tokens_file", &self.gitlab_tokens_file)
+            .finish()
+    }
+}
+
+/// The secrets in force, from the lists and the files together.
+#[derive(Debug, Clone, Default)]
+pub struct Credentials {
+    /// GitHub webhook secrets.
+    pub github: Vec<Secret>,
+    /// GitLab tokens.
+    pub gitlab: Vec<Secret>,
+}
+
+impl IngestConfig {
+    /// Checks what types alone cannot (secrets are checked without being shown).
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_body_bytes == 0 {
+            return Err(ConfigError::Invalid {
+                key: "ingest.max_body_bytes".into(),
+                message: "must be above 0".into(),
+            });
+        }
+        for (key, list) in [
+            ("ingest.github_secrets", &self.github_secrets),
+            ("ingest.gitlab_tokens", &self.gitlab_tokens),
+        ] {
+            if list.iter().any(|s| s.expose().trim().is_empty()) {
+                return Err(ConfigError::Invalid {
+                    key: key.into(),
+                    message: "must not contain an empty secret".into(),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// The configured secrets plus those of the `*_file` keys.
+    pub fn credentials(&self) -> Result<Credentials, ConfigError> {
+        let mut github = self.github_secrets.clone();
+        if let Some(path) = &self.github_secrets_file {
+            github.extend(read_secrets("ingest.github_secrets_file", path)?);
+        }
+        let mut gitlab = self.gitlab_tokens.clone();
+        if let Some(path) = &self.gitlab_tokens_file {
+            gitlab.extend(read_secrets("ingest.gitlab_tokens_file", path)?);
+        }
+        Ok(Credentials { github, gitlab })
+    }
+}
+
+/// One secret per line; blank lines and lines starting with `#` are skipped.
+fn read_secrets(key: &str, path: &Path) -> Result<Vec<Secret>, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+        key: key.into(),
+        message: format!("cannot read {}: {e}", path.display()),
+    })?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(Secret::new)
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Deserialize)]
+    struct W {
+        #[serde(deserialize_with = "secret_list")]
+        s: Vec<Secret>,
+    }
+
+    #[test]
+    fn secrets_are_never_shown() {
+        let w: W = toml::from_str("s = [\"hunter2\", \"x\"]").unwrap();
+        assert_eq!(w.s.len(), 2);
+        assert!(!format!("{:?}", w.s).contains("hunter2"));
+        let one: W = toml::from_str("s = \"hunter2\"").unwrap();
+        assert_eq!(one.s[0].expose(), "hunter2");
+        // Through figment, as Config::load reads it (toml::from_str would quote the source).
+        for text in ["s = 987654321", "s = [987654321]", "s = true"] {
+            let err = figment::Figment::new()
+                .merge(<figment::providers::Toml as figment::providers::Format>::string(text))
+                .extract::<W>()
+                .err()
+                .unwrap()
+                .to_string();
+            assert!(!err.contains("987654321"), "{err}");
+            assert!(err.contains("value not shown"), "{err}");
+        }
+    }
+
+    #[test]
+    fn files_add_secrets() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s");
+        std::fs::write(&path, "# comment\n\n one \ntwo\n").unwrap();
+        let got = read_secrets("k", &path).unwrap();
+        assert_eq!(got, vec![Secret::new("one"), Secret::new("two")]);
+        let err = read_secrets("k", &dir.path().join("missing"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`k`"), "{err}");
+    }
+}

@@ -1,0 +1,387 @@
+//! GitHub webhooks, pure: signature verification (`X-Hub-Signature-256`) and the
+//! normalization of `workflow_run` deliveries into `runwatch.workflow_run.v1` events.
+//!
+//! Choices (README "Webhooks"):
+//! - The run's state is taken from `workflow_run.status` (the `action` only when the status
+//!   is absent): `requested`, `waiting`, `pending`, `queued` → `queued`.
+//! - One event per pull request in `workflow_run.pull_requests`. With none or one, the
+//!   event id is the delivery id; with several it is `<delivery>:<pr number>` for each.
+//! - A run from a fork (`head_repository.id` differs from `repository.id`) has no pull
+//!   requests in the payload (GitHub leaves the list empty): it is published with
+//!   `pr_number: null` and branch `<fork owner>:<head_branch>`, so it never fires a
+//!   `require_pr` rule and never mixes into the base repository's branch streaks.
+//! - Workflow name: `workflow_run.name`, else `workflow.name`, else `workflow_run.path`.
+
+use chrono::{DateTime, Utc};
+use hmac::{Hmac, KeyInit, Mac};
+use serde::Deserialize;
+use sha2::Sha256;
+
+use super::config::Secret;
+use super::{NormalizeError, Normalized};
+use crate::event::{Conclusion, Event, Provider, Repository, Run, SCHEMA, Status};
+
+/// Verifies `X-Hub-Signature-256` (`sha256=<hex>`): HMAC-SHA256 of the raw body under any
+/// of `secrets`, compared in constant time. False for a missing or malformed header.
+pub fn verify_signature(secrets: &[Secret], header: Option<&str>, body: &[u8]) -> bool {
+    let Some(header) = header else { return false };
+    let Some(hex) = header.trim().strip_prefix("sha256=") else {
+        return false;
+    };
+    let Some(tag) = decode_hex(hex) else {
+        return false;
+    };
+    let mut ok = false;
+    for secret in secrets {
+        let Ok(mut mac) = <Hmac<Sha256> as KeyInit>::new_from_slice(secret.expose().as_bytes())
+        else {
+            continue;
+        };
+        mac.update(body);
+        // verify_slice compares in constant time; every secret is tried.
+        ok |= mac.verify_slice(&tag).is_ok();
+    }
+    ok
+}
+
+/// The `X-Hub-Signature-256` value of `body` under `secret` (for tests and tools).
+pub fn sign(secret: &[u8], body: &[u8]) -> String {
+    let mut mac = match <Hmac<Sha256> as KeyInit>::new_from_slice(secret) {
+        Ok(m) => m,
+        // HMAC accepts keys of any length; this cannot happen.
+        Err(_) => return String::new(),
+    };
+    mac.update(body);
+    let tag = mac.finalize().into_bytes();
+    let mut out = String::from("sha256=");
+    for b in tag.iter() {
+        out.push_str(&format!("{b:02x}"));
+    }
+    out
+}
+
+fn decode_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    let digit = |c: u8| match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    };
+    s.as_bytes()
+        .chunks(2)
+        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct Payload {
+    action: Option<String>,
+    repository: Repo,
+    workflow_run: WorkflowRun,
+    #[serde(default)]
+    workflow: Option<Workflow>,
+}
+
+#[derive(Deserialize)]
+struct Repo {
+    id: u64,
+    name: String,
+    owner: Owner,
+}
+
+#[derive(Deserialize)]
+struct Owner {
+    login: String,
+}
+
+#[derive(Deserialize)]
+struct Workflow {
+    #[serde(default)]
+    name: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct WorkflowRun {
+    id: u64,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    path: Option<String>,
+    #[serde(default)]
+    head_branch: Option<String>,
+    head_sha: String,
+    #[serde(default)]
+    run_attempt: Option<u32>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    conclusion: Option<String>,
+    #[serde(default)]
+    html_url: Option<String>,
+    updated_at: DateTime<Utc>,
+    #[serde(default)]
+    event: Option<String>,
+    #[serde(default)]
+    pull_requests: Vec<PullRef>,
+    #[serde(default)]
+    head_repository: Option<HeadRepo>,
+}
+
+#[derive(Deserialize)]
+struct PullRef {
+    number: u64,
+}
+
+#[derive(Deserialize)]
+struct HeadRepo {
+    id: u64,
+    #[serde(default)]
+    full_name: Option<String>,
+    #[serde(default)]
+    owner: Option<Owner>,
+}
+
+/// The run status as runwatch knows it.
+fn map_status(s: &str) -> Option<Status> {
+    Some(match s {
+        "requested" | "waiting" | "pending" | "queued" => Status::Queued,
+        "in_progress" => Status::InProgress,
+        "completed" => Status::Completed,
+        _ => return None,
+    })
+}
+
+fn map_conclusion(s: &str) -> Option<Conclusion> {
+    serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
+}
+
+/// Normalizes one delivery. `event_name` is `X-GitHub-Event`, `delivery` is
+/// `X-GitHub-Delivery`. `ping` answers [`Normalized::Ping`]; event types other than
+/// `workflow_run` are [`Normalized::Ignored`].
+pub fn normalize(
+    event_name: &str,
+    delivery: &str,
+    body: &[u8],
+) -> Result<Normalized, NormalizeError> {
+    match event_name {
+        "ping" => return Ok(Normalized::Ping),
+        "workflow_run" => {}
+        other => {
+            return Ok(Normalized::Ignored {
+                kind: other.to_string(),
+            });
+        }
+    }
+    if delivery.trim().is_empty() {
+        return Err(NormalizeError::MissingHeader("X-GitHub-Delivery"));
+    }
+    let p: Payload = serde_json::from_slice(body).map_err(NormalizeError::Json)?;
+    let wr = p.workflow_run;
+    let status_text = wr
+        .status
+        .as_deref()
+        .or(p.action.as_deref())
+        .ok_or(NormalizeError::Field("workflow_run.status"))?;
+    let status = map_status(status_text).ok_or_else(|| NormalizeError::Value {
+        field: "workflow_run.status",
+        value: status_text.chars().take(64).collect(),
+    })?;
+    let conclusion = match (status, wr.conclusion.as_deref()) {
+        (Status::Completed, None) => return Err(NormalizeError::Field("workflow_run.conclusion")),
+        (Status::Completed, Some(c)) => {
+            Some(map_conclusion(c).ok_or_else(|| NormalizeError::Value {
+                field: "workflow_run.conclusion",
+                value: c.chars().take(64).collect(),
+            })?)
+        }
+        _ => None,
+    };
+    let nonempty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+    let workflow = nonempty(wr.name)
+        .or_else(|| nonempty(p.workflow.and_then(|w| w.name)))
+        .or_else(|| nonempty(wr.path))
+        .ok_or(NormalizeError::Field("workflow_run.name"))?;
+
+    let fork = wr
+        .head_repository
+        .as_ref()
+        .filter(|h| h.id != p.repository.id);
+    let branch = match (fork, wr.head_branch) {
+        (Some(h), Some(b)) => {
+            let owner = h
+                .owner
+                .as_ref()
+                .map(|o| o.login.clone())
+                .or_else(|| {
+                    h.full_name
+                        .as_ref()
+                        .and_then(|f| f.split('/').next().map(str::to_string))
+                })
+                .unwrap_or_else(|| "fork".to_string());
+            Some(format!("{owner}:{b}"))
+        }
+        (None, b) => b,
+        (Some(_), None) => None,
+    };
+    let mut metadata = serde_json::Map::new();
+    if let Some(e) = &wr.event {
+        metadata.insert("github_event".into(), e.clone().into());
+    }
+    if let Some(h) = fork {
+        metadata.insert("fork".into(), true.into());
+        if let Some(f) = &h.full_name {
+            metadata.insert("head_repository".into(), f.clone().into());
+        }
+    }
+
+    let base = Event {
+        schema: SCHEMA.to_string(),
+        event_id: delivery.to_string(),
+        provider: Provider::Github,
+        repository: Repository {
+            owner: p.repository.owner.login,
+            name: p.repository.name,
+            id: Some(p.repository.id.to_string()),
+        },
+        commit_sha: wr.head_sha,
+        branch,
+        pr_number: None,
+        run: Run {
+            id: wr.id.to_string(),
+            attempt: wr.run_attempt.unwrap_or(1).max(1),
+            workflow,
+            status,
+            conclusion,
+            url: wr.html_url,
+            updated_at: wr.updated_at,
+        },
+        metadata: serde_json::Value::Object(metadata),
+    };
+    let mut prs: Vec<u64> = wr.pull_requests.iter().map(|p| p.number).collect();
+    prs.sort_unstable();
+    prs.dedup();
+    let events = match prs.as_slice() {
+        [] => vec![base],
+        [one] => vec![Event {
+            pr_number: Some(*one),
+            ..base
+        }],
+        many => many
+            .iter()
+            .map(|n| Event {
+                event_id: format!("{delivery}:{n}"),
+                pr_number: Some(*n),
+                ..base.clone()
+            })
+            .collect(),
+    };
+    Ok(Normalized::Events(events))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signatures() {
+        let secrets = vec![Secret::new("old"), Secret::new("new")];
+        let body = b"{\"zen\":\"x\"}";
+        assert!(verify_signature(&secrets, Some(&sign(b"new", body)), body));
+        assert!(verify_signature(&secrets, Some(&sign(b"old", body)), body));
+        assert!(!verify_signature(
+            &secrets,
+            Some(&sign(b"other", body)),
+            body
+        ));
+        assert!(!verify_signature(
+            &secrets,
+            Some(&sign(b"new", b"tampered")),
+            body
+        ));
+        assert!(!verify_signature(&secrets, None, body));
+        assert!(!verify_signature(&secrets, Some("sha1=00"), body));
+        assert!(!verify_signature(&secrets, Some("sha256=zz"), body));
+        assert!(!verify_signature(&[], Some(&sign(b"new", body)), body));
+        // GitHub's documented test vector.
+        assert_eq!(
+            sign(b"It's a Secret to Everybody", b"Hello, World!"),
+            "sha256=757107ea0eb2509fc211221cce984b8a37570b6d7586c22c46f4379c8b043e17"
+        );
+    }
+
+    fn run(prs: &str, head_repo_id: u64) -> Vec<u8> {
+        format!(
+            r#"{{"action":"completed","repository":{{"id":7,"name":"r","owner":{{"login":"o"}}}},
+            "workflow":{{"name":"wf"}},
+            "workflow_run":{{"id":99,"name":"","path":".github/workflows/ci.yml","head_branch":"main",
+            "head_sha":"abc","run_attempt":2,"status":"completed","conclusion":"failure",
+            "html_url":"u","updated_at":"2026-01-01T00:00:00Z","pull_requests":[{prs}],
+            "head_repository":{{"id":{head_repo_id},"full_name":"forker/r","owner":{{"login":"forker"}}}}}}}}"#
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn one_event_per_pull_request() {
+        let Normalized::Events(e) = normalize(
+            "workflow_run",
+            "d1",
+            &run(r#"{"number":3},{"number":1}"#, 7),
+        )
+        .unwrap() else {
+            panic!()
+        };
+        let ids: Vec<_> = e
+            .iter()
+            .map(|e| (e.event_id.as_str(), e.pr_number))
+            .collect();
+        assert_eq!(ids, vec![("d1:1", Some(1)), ("d1:3", Some(3))]);
+        assert_eq!(e[0].run.workflow, "wf");
+        assert_eq!(e[0].run.attempt, 2);
+        assert_eq!(e[0].branch.as_deref(), Some("main"));
+        let Normalized::Events(e) =
+            normalize("workflow_run", "d1", &run(r#"{"number":3}"#, 7)).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!((e[0].event_id.as_str(), e[0].pr_number), ("d1", Some(3)));
+    }
+
+    #[test]
+    fn forks_have_no_pull_request_and_a_qualified_branch() {
+        let Normalized::Events(e) = normalize("workflow_run", "d", &run("", 8)).unwrap() else {
+            panic!()
+        };
+        assert_eq!(e.len(), 1);
+        assert_eq!(e[0].pr_number, None);
+        assert_eq!(e[0].branch.as_deref(), Some("forker:main"));
+        assert_eq!(e[0].metadata["fork"], true);
+    }
+
+    #[test]
+    fn other_events_and_bad_bodies() {
+        assert!(matches!(normalize("ping", "", b"{}"), Ok(Normalized::Ping)));
+        assert!(matches!(
+            normalize("check_run", "d", b"x"),
+            Ok(Normalized::Ignored { .. })
+        ));
+        assert!(matches!(
+            normalize("workflow_run", "d", b"nope"),
+            Err(NormalizeError::Json(_))
+        ));
+        assert!(matches!(
+            normalize("workflow_run", "", &run("", 7)),
+            Err(NormalizeError::MissingHeader(_))
+        ));
+        let bad = String::from_utf8(run("", 7))
+            .unwrap()
+            .replace("\"completed\",\"conclusion\"", "\"weird\",\"conclusion\"");
+        let err = normalize("workflow_run", "d", bad.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("weird"), "{err}");
+    }
+}

@@ -1,0 +1,397 @@
+//! Webhook ingest (`runwatch ingest`): an HTTP server that verifies GitHub and GitLab
+//! deliveries, normalizes them into `runwatch.workflow_run.v1` events and publishes them to
+//! the inbound stream with `Nats-Msg-Id = event_id`. It answers 2xx only after JetStream's
+//! PubAck, so the sender redelivers whatever was not stored.
+//!
+//! | answer | when |
+//! |---|---|
+//! | 200 | published (or a duplicate of a delivery already stored), or `ping` |
+//! | 202 | accepted, not published: another event type (`workflow_job`, `check_run`, …) |
+//! | 400 | the body or a header is unusable (the reason is in the body) |
+//! | 401 | the signature / token is missing or matches no configured secret |
+//! | 413 | the body is over `ingest.max_body_bytes` |
+//! | 503 | NATS did not acknowledge: the sender should redeliver |
+//!
+//! The normalization itself is pure, in [`github`] and [`gitlab`].
+
+pub mod config;
+pub mod github;
+pub mod gitlab;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use metrics_exporter_prometheus::PrometheusHandle;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{Bus, BusError};
+use crate::config::{Config, ConfigError};
+use crate::event::{Event, Limits, Rejection, decode};
+
+pub use config::{Credentials, IngestConfig, Secret};
+
+/// What a delivery normalizes to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Normalized {
+    /// Events to publish (several for a GitHub run with several pull requests).
+    Events(Vec<Event>),
+    /// GitHub's `ping`: answered 200, nothing published.
+    Ping,
+    /// An event type runwatch does not use: accepted (202), counted, not published.
+    Ignored {
+        /// The event type (`X-GitHub-Event` / `X-Gitlab-Event`).
+        kind: String,
+    },
+}
+
+/// Why a delivery cannot be normalized (a 400, with this text as the reason).
+#[derive(Debug, thiserror::Error)]
+pub enum NormalizeError {
+    /// The body is not JSON of the expected shape (serde names the field and position).
+    #[error("body: {0}")]
+    Json(serde_json::Error),
+    /// A header the provider always sends is missing or empty.
+    #[error("missing header {0}")]
+    MissingHeader(&'static str),
+    /// A required field is missing or empty.
+    #[error("missing field `{0}`")]
+    Field(&'static str),
+    /// A field has a value runwatch does not know.
+    #[error("field `{field}` has an unknown value {value:?}")]
+    Value {
+        /// The field.
+        field: &'static str,
+        /// The value (at most 64 characters).
+        value: String,
+    },
+    /// The normalized event breaks the event contract (e.g. a string over the limit).
+    #[error("normalized event refused: {0}")]
+    Rejected(#[from] Rejection),
+}
+
+/// What can stop `runwatch ingest`.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// Bad `[ingest]` configuration (or an unreadable secrets file).
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// NATS could not be reached or the streams set up.
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    /// Neither a GitHub secret nor a GitLab token is configured.
+    #[error(
+        "no webhook secret configured: set ingest.github_secrets / ingest.gitlab_tokens (or their *_file keys)"
+    )]
+    NoCredentials,
+    /// The listener could not be bound or served.
+    #[error("ingest listener on {addr}: {source}")]
+    Http {
+        /// The address.
+        addr: SocketAddr,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+}
+
+/// Serializes events and checks each against the event contract (what the worker will
+/// accept), returning the bytes to publish.
+pub fn encode_events(
+    events: &[Event],
+    limits: &Limits,
+) -> Result<Vec<(Event, Vec<u8>)>, NormalizeError> {
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        let bytes = serde_json::to_vec(e).map_err(NormalizeError::Json)?;
+        let checked = decode(&bytes, limits)?;
+        out.push((checked, bytes));
+    }
+    Ok(out)
+}
+
+#[derive(Clone)]
+struct AppState {
+    bus: Bus,
+    credentials: Arc<Credentials>,
+    limits: Limits,
+    metrics: Option<PrometheusHandle>,
+}
+
+fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn answer(status: StatusCode, body: serde_json::Value) -> Response {
+    (status, axum::Json(body)).into_response()
+}
+
+fn count(provider: &'static str, event: &str, outcome: &'static str) {
+    let event: String = event.chars().take(64).collect();
+    metrics::counter!("runwatch_webhooks_total", "provider" => provider, "event" => event, "outcome" => outcome)
+        .increment(1);
+}
+
+async fn github_hook(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if !github::verify_signature(
+        &s.credentials.github,
+        header(&headers, "x-hub-signature-256"),
+        &body,
+    ) {
+        count("github", "-", "unauthorized");
+        return answer(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "missing or invalid X-Hub-Signature-256"}),
+        );
+    }
+    let Some(event) = header(&headers, "x-github-event") else {
+        count("github", "-", "bad_request");
+        return answer(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "missing header X-GitHub-Event"}),
+        );
+    };
+    let delivery = header(&headers, "x-github-delivery").unwrap_or("");
+    let normalized = github::normalize(event, delivery, &body);
+    finish(&s, "github", event, normalized).await
+}
+
+async fn gitlab_hook(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if !gitlab::verify_token(&s.credentials.gitlab, header(&headers, "x-gitlab-token")) {
+        count("gitlab", "-", "unauthorized");
+        return answer(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "missing or invalid X-Gitlab-Token"}),
+        );
+    }
+    let Some(event) = header(&headers, "x-gitlab-event") else {
+        count("gitlab", "-", "bad_request");
+        return answer(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "missing header X-Gitlab-Event"}),
+        );
+    };
+    let event_id = match header(&headers, "x-gitlab-event-uuid").filter(|v| !v.trim().is_empty()) {
+        Some(id) => id.to_string(),
+        None => gitlab::body_event_id(&body),
+    };
+    let normalized = gitlab::normalize(event, &event_id, &body);
+    finish(&s, "gitlab", event, normalized).await
+}
+
+/// Publishes what a delivery normalized to and answers.
+async fn finish(
+    s: &AppState,
+    provider: &'static str,
+    event: &str,
+    normalized: Result<Normalized, NormalizeError>,
+) -> Response {
+    let events = match normalized {
+        Ok(Normalized::Ping) => {
+            count(provider, event, "ping");
+            return answer(StatusCode::OK, json!({"status": "pong"}));
+        }
+        Ok(Normalized::Ignored { kind }) => {
+            count(provider, &kind, "ignored");
+            return answer(
+                StatusCode::ACCEPTED,
+                json!({"status": "ignored", "event": kind}),
+            );
+        }
+        Ok(Normalized::Events(events)) => events,
+        Err(e) => {
+            count(provider, event, "bad_request");
+            tracing::info!(provider, event, error = %e, "webhook refused");
+            return answer(StatusCode::BAD_REQUEST, json!({"error": e.to_string()}));
+        }
+    };
+    let encoded = match encode_events(&events, &s.limits) {
+        Ok(e) => e,
+        Err(e) => {
+            count(provider, event, "bad_request");
+            return answer(StatusCode::BAD_REQUEST, json!({"error": e.to_string()}));
+        }
+    };
+    let (mut published, mut duplicates) = (0u64, 0u64);
+    let mut ids = Vec::with_capacity(encoded.len());
+    for (e, bytes) in encoded {
+        match s
+            .bus
+            .publish_event(e.provider, &e.event_id, Bytes::from(bytes))
+            .await
+        {
+            Ok(ack) if ack.duplicate => duplicates += 1,
+            Ok(_) => published += 1,
+            Err(err) => {
+                count(provider, event, "unavailable");
+                tracing::warn!(provider, event_id = %e.event_id, error = %err, "webhook not published; answering 503");
+                let status = if err.is_transient() {
+                    StatusCode::SERVICE_UNAVAILABLE
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                return answer(status, json!({"error": err.to_string()}));
+            }
+        }
+        ids.push(e.event_id);
+    }
+    count(
+        provider,
+        event,
+        if published > 0 {
+            "published"
+        } else {
+            "duplicate"
+        },
+    );
+    tracing::debug!(provider, published, duplicates, "webhook published");
+    answer(
+        StatusCode::OK,
+        json!({"status": "published", "published": published, "duplicates": duplicates, "event_ids": ids}),
+    )
+}
+
+async fn healthz() -> &'static str {
+    "ok\n"
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    if s.bus.is_connected() {
+        (StatusCode::OK, "ready\n").into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: nats: not connected\n",
+        )
+            .into_response()
+    }
+}
+
+async fn metrics_endpoint(State(s): State<AppState>) -> Response {
+    match &s.metrics {
+        Some(h) => (StatusCode::OK, h.render()).into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics are not enabled\n").into_response(),
+    }
+}
+
+/// The ingest routes: `/webhooks/github`, `/webhooks/gitlab`, `/healthz`, `/readyz`,
+/// `/metrics`, with the body limit.
+fn router(state: AppState, max_body_bytes: usize) -> Router {
+    Router::new()
+        .route("/webhooks/github", post(github_hook))
+        .route("/webhooks/gitlab", post(gitlab_hook))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_endpoint))
+        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .with_state(state)
+}
+
+/// Binds `config.ingest.listen` and serves until `shutdown` (in-flight requests finish).
+/// Returns the bound address (port 0 picks one) and the server task. The streams must
+/// exist (see [`Bus::ensure_streams`]).
+pub async fn serve(
+    config: &Config,
+    bus: Bus,
+    metrics: Option<PrometheusHandle>,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), IngestError> {
+    let credentials = config.ingest.credentials()?;
+    if credentials.github.is_empty() && credentials.gitlab.is_empty() {
+        return Err(IngestError::NoCredentials);
+    }
+    if credentials.github.is_empty() {
+        tracing::warn!("no GitHub secret configured: /webhooks/github answers 401");
+    }
+    if credentials.gitlab.is_empty() {
+        tracing::warn!("no GitLab token configured: /webhooks/gitlab answers 401");
+    }
+    let state = AppState {
+        bus,
+        credentials: Arc::new(credentials),
+        limits: config.limits,
+        metrics,
+    };
+    let addr = config.ingest.listen;
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| IngestError::Http { addr, source })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|source| IngestError::Http { addr, source })?;
+    let app = router(state, config.ingest.max_body_bytes);
+    let handle = tokio::spawn(async move {
+        let served = axum::serve(listener, app)
+            .with_graceful_shutdown(async move { shutdown.cancelled().await })
+            .await;
+        if let Err(e) = served {
+            tracing::error!(error = %e, "ingest server stopped");
+        }
+    });
+    Ok((bound, handle))
+}
+
+/// `runwatch ingest`: connects NATS, creates the streams if missing, serves until
+/// `shutdown`, then drains the connection.
+pub async fn run(
+    config: Config,
+    metrics: Option<PrometheusHandle>,
+    shutdown: CancellationToken,
+) -> Result<(), IngestError> {
+    let bus = Bus::connect(&config).await?;
+    bus.ensure_streams().await?;
+    let (bound, handle) = serve(&config, bus.clone(), metrics, shutdown).await?;
+    tracing::info!(listen = %bound, events = %config.streams.events, "runwatch ingest started");
+    let _ = handle.await;
+    if let Err(e) = bus.drain().await {
+        tracing::warn!(error = %e, "draining the NATS connection failed");
+    }
+    tracing::info!("runwatch ingest stopped");
+    Ok(())
+}
+
+/// The provider of a delivery given to `runwatch normalize`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// `--github-event NAME`.
+    Github,
+    /// `--gitlab-event NAME`.
+    Gitlab,
+}
+
+/// `runwatch normalize`: the events a delivery normalizes to, checked against the event
+/// contract as the server checks them. Without `delivery`, GitHub's delivery id is
+/// `file-<first 16 hex digits of the body's SHA-256>` and GitLab's is
+/// [`gitlab::body_event_id`].
+pub fn normalize_delivery(
+    source: Source,
+    event_name: &str,
+    delivery: Option<&str>,
+    body: &[u8],
+    limits: &Limits,
+) -> Result<Normalized, NormalizeError> {
+    let normalized = match source {
+        Source::Github => {
+            let default_id = || {
+                let full = gitlab::body_event_id(body);
+                let hex = full.trim_start_matches("gitlab-body-");
+                format!("file-{}", &hex[..16.min(hex.len())])
+            };
+            let id = delivery.map_or_else(default_id, str::to_string);
+            github::normalize(event_name, &id, body)?
+        }
+        Source::Gitlab => {
+            let id = delivery.map_or_else(|| gitlab::body_event_id(body), str::to_string);
+            gitlab::normalize(event_name, &id, body)?
+        }
+    };
+    if let Normalized::Events(events) = &normalized {
+        encode_events(events, limits)?;
+    }
+    Ok(normalized)
+}

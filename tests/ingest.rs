@@ -1,0 +1,277 @@
+//! Webhook ingest through the real HTTP server and the real NATS: the GitHub fixtures signed
+//! and mis-signed, ping and the other event types, bad bodies, the body limit, a GitLab
+//! pipeline hook, and 503 when JetStream cannot store.
+
+mod common;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::env::TestEnv;
+use futures::StreamExt;
+use runwatch::bus::{Bus, EventsFrom, StreamKind};
+use runwatch::event::{Event, Status};
+use runwatch::ingest::{self, Secret, github};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::sync::CancellationToken;
+
+const SECRET_OLD: &str = "old-secret";
+const SECRET_NEW: &str = "new-secret";
+const GITLAB_TOKEN: &str = "gl-token-123";
+
+/// GitLab's documented "Pipeline Hook" example, trimmed (stages, builds and user left out).
+const GITLAB_PIPELINE: &str = r#"{
+  "object_kind": "pipeline",
+  "object_attributes": {
+    "id": 31, "iid": 3, "name": "Pipeline for branch: master", "ref": "master", "tag": false,
+    "sha": "bcbb5ec396a2c0f828686f14fac9b80b780504f2",
+    "before_sha": "bcbb5ec396a2c0f828686f14fac9b80b780504f2",
+    "source": "merge_request_event", "status": "failed", "detailed_status": "failed",
+    "stages": ["build", "test", "deploy"],
+    "created_at": "2016-08-12 15:23:28 UTC", "finished_at": "2016-08-12 15:26:29 UTC",
+    "duration": 63, "queued_duration": 12, "variables": [],
+    "url": "http://example.com/gitlab-org/gitlab-test/-/pipelines/31"
+  },
+  "merge_request": {
+    "id": 1, "iid": 1, "title": "Test", "source_branch": "test", "source_project_id": 1,
+    "target_branch": "master", "target_project_id": 1, "state": "opened",
+    "merge_status": "can_be_merged", "detailed_merge_status": "mergeable",
+    "url": "http://192.168.64.1:3005/gitlab-org/gitlab-test/merge_requests/1"
+  },
+  "project": {
+    "id": 1, "name": "Gitlab Test", "description": "Atque in sunt eos similique dolores voluptatem.",
+    "web_url": "http://192.168.64.1:3005/gitlab-org/gitlab-test", "avatar_url": null,
+    "git_ssh_url": "git@192.168.64.1:gitlab-org/gitlab-test.git",
+    "git_http_url": "http://192.168.64.1:3005/gitlab-org/gitlab-test.git",
+    "namespace": "Gitlab Org", "visibility_level": 20,
+    "path_with_namespace": "gitlab-org/gitlab-test", "default_branch": "master"
+  },
+  "commit": {
+    "id": "bcbb5ec396a2c0f828686f14fac9b80b780504f2", "message": "test\n",
+    "timestamp": "2016-08-12T17:23:21+02:00",
+    "url": "http://example.com/gitlab-org/gitlab-test/commit/bcbb5ec396a2c0f828686f14fac9b80b780504f2",
+    "author": {"name": "User", "email": "user@gitlab.com"}
+  },
+  "builds": []
+}"#;
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/github")
+}
+
+fn fixture_files(kind: &str) -> Vec<(String, Vec<u8>)> {
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(fixtures().join(kind))
+        .unwrap_or_else(|e| panic!("fixtures/{kind}: {e}"))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| {
+            let name = p.file_name().unwrap().to_string_lossy().to_string();
+            (name, std::fs::read(&p).unwrap())
+        })
+        .collect();
+    out.sort();
+    assert!(!out.is_empty(), "no fixtures in {kind}");
+    out
+}
+
+struct Reply {
+    status: u16,
+    body: String,
+}
+
+/// A minimal HTTP/1.1 client (one request per connection).
+async fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    // The server may answer (413) before the whole body is sent and close.
+    let _ = s.write_all(body).await;
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    Reply { status, body }
+}
+
+async fn github(addr: SocketAddr, event: &str, delivery: &str, secret: &str, body: &[u8]) -> Reply {
+    let sig = github::sign(secret.as_bytes(), body);
+    post(
+        addr,
+        "/webhooks/github",
+        &[("X-GitHub-Event", event), ("X-GitHub-Delivery", delivery), ("X-Hub-Signature-256", &sig)],
+        body,
+    )
+    .await
+}
+
+async fn stored_events(bus: &Bus) -> Vec<(String, Event)> {
+    let state = bus.stream_state(StreamKind::Events).await.unwrap();
+    if state.messages == 0 {
+        return Vec::new();
+    }
+    let (_, mut messages) = bus.event_messages_from(EventsFrom::Sequence(1)).await.unwrap();
+    let mut out = Vec::new();
+    while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
+        let m = m.unwrap();
+        out.push((m.subject.clone(), serde_json::from_slice(&m.payload).unwrap()));
+        if m.sequence >= state.last_sequence {
+            break;
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhooks_are_verified_normalized_and_published_after_the_puback() {
+    let env = TestEnv::new().await;
+    let mut config = env.config.clone();
+    config.ingest.github_secrets = vec![Secret::new(SECRET_OLD), Secret::new(SECRET_NEW)];
+    config.ingest.gitlab_tokens = vec![Secret::new(GITLAB_TOKEN)];
+    config.ingest.listen = "127.0.0.1:0".parse().unwrap();
+    let bus = Bus::connect(&config).await.unwrap();
+    bus.ensure_streams().await.unwrap();
+    let stop = CancellationToken::new();
+    let (addr, server) = ingest::serve(&config, bus.clone(), None, stop.clone()).await.unwrap();
+
+    // /healthz answers.
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
+
+    // Every workflow_run fixture, signed (alternating the two secrets: rotation).
+    let runs = fixture_files("workflow_run");
+    for (i, (name, body)) in runs.iter().enumerate() {
+        let secret = if i % 2 == 0 { SECRET_OLD } else { SECRET_NEW };
+        let r = github(addr, "workflow_run", &format!("d-{name}"), secret, body).await;
+        assert_eq!(r.status, 200, "{name}: {}", r.body);
+        assert!(r.body.contains("\"published\":1"), "{name}: {}", r.body);
+    }
+    // A redelivery is acknowledged and deduplicated.
+    let (name, body) = &runs[0];
+    let r = github(addr, "workflow_run", &format!("d-{name}"), SECRET_NEW, body).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("\"duplicates\":1"), "{}", r.body);
+
+    // Mis-signed: wrong secret, tampered body, no signature, malformed signature.
+    let before = bus.stream_state(StreamKind::Events).await.unwrap().messages;
+    let r = github(addr, "workflow_run", "bad-1", "wrong-secret", body).await;
+    assert_eq!(r.status, 401, "{}", r.body);
+    let sig = github::sign(SECRET_NEW.as_bytes(), body);
+    let mut tampered = body.clone();
+    tampered[10] ^= 1;
+    let r = post(addr, "/webhooks/github",
+        &[("X-GitHub-Event", "workflow_run"), ("X-GitHub-Delivery", "bad-2"), ("X-Hub-Signature-256", &sig)],
+        &tampered).await;
+    assert_eq!(r.status, 401);
+    let r = post(addr, "/webhooks/github", &[("X-GitHub-Event", "workflow_run"), ("X-GitHub-Delivery", "bad-3")], body).await;
+    assert_eq!(r.status, 401);
+    let r = post(addr, "/webhooks/github",
+        &[("X-GitHub-Event", "workflow_run"), ("X-GitHub-Delivery", "bad-4"), ("X-Hub-Signature-256", "sha256=nothex")],
+        body).await;
+    assert_eq!(r.status, 401);
+    assert!(!r.body.contains(SECRET_NEW) && !r.body.contains(SECRET_OLD));
+
+    // ping: 200; the other event types: 202; nothing published for any of them.
+    for (name, body) in fixture_files("ping") {
+        let r = github(addr, "ping", &format!("p-{name}"), SECRET_OLD, &body).await;
+        assert_eq!(r.status, 200, "{name}: {}", r.body);
+    }
+    for kind in ["workflow_job", "check_suite", "check_run"] {
+        for (name, body) in fixture_files(kind) {
+            let r = github(addr, kind, &format!("o-{name}"), SECRET_NEW, &body).await;
+            assert_eq!(r.status, 202, "{kind}/{name}: {}", r.body);
+        }
+    }
+    // Bad bodies: 400 with a reason.
+    let r = github(addr, "workflow_run", "bad-5", SECRET_OLD, b"{\"action\":\"completed\"}").await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("missing field"), "{}", r.body);
+    let r = github(addr, "workflow_run", "bad-6", SECRET_OLD, b"not json").await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    let r = github(addr, "workflow_run", "", SECRET_OLD, &runs[0].1).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("X-GitHub-Delivery"), "{}", r.body);
+    // Over the body limit (1 MiB by default): 413.
+    let big = vec![b' '; config.ingest.max_body_bytes + 1];
+    let r = github(addr, "workflow_run", "big", SECRET_OLD, &big).await;
+    assert_eq!(r.status, 413, "{}", r.body);
+    assert_eq!(bus.stream_state(StreamKind::Events).await.unwrap().messages, before, "nothing more was published");
+
+    // Several pull requests: one event each, ids <delivery>:<number>.
+    let with_prs = runs.iter().find(|(n, _)| n.contains("with-pull-requests")).unwrap();
+    let mut v: serde_json::Value = serde_json::from_slice(&with_prs.1).unwrap();
+    let mut second = v["workflow_run"]["pull_requests"][0].clone();
+    second["number"] = 5.into();
+    v["workflow_run"]["pull_requests"].as_array_mut().unwrap().push(second);
+    let body = serde_json::to_vec(&v).unwrap();
+    let r = github(addr, "workflow_run", "multi", SECRET_NEW, &body).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("\"published\":2"), "{}", r.body);
+
+    // GitLab: the token, then the pipeline hook.
+    let gl = GITLAB_PIPELINE.as_bytes();
+    let r = post(addr, "/webhooks/gitlab", &[("X-Gitlab-Event", "Pipeline Hook"), ("X-Gitlab-Token", "nope")], gl).await;
+    assert_eq!(r.status, 401);
+    let r = post(addr, "/webhooks/gitlab",
+        &[("X-Gitlab-Event", "Pipeline Hook"), ("X-Gitlab-Token", GITLAB_TOKEN), ("X-Gitlab-Event-UUID", "gl-uuid-1")],
+        gl).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let r = post(addr, "/webhooks/gitlab", &[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", GITLAB_TOKEN)], b"{}").await;
+    assert_eq!(r.status, 202, "{}", r.body);
+
+    // What landed in the stream: exactly the normalized events, on the provider subjects.
+    let stored = stored_events(&bus).await;
+    let prefix = &config.streams.events_subject_prefix;
+    let mut want = Vec::new();
+    for (name, body) in &runs {
+        let ingest::Normalized::Events(e) = github::normalize("workflow_run", &format!("d-{name}"), body).unwrap() else {
+            panic!("{name} is not a run")
+        };
+        want.extend(e);
+    }
+    let got_ids: Vec<&str> = stored.iter().map(|(_, e)| e.event_id.as_str()).collect();
+    let mut want_ids: Vec<String> = want.iter().map(|e| e.event_id.clone()).collect();
+    want_ids.extend(["multi:2".to_string(), "multi:5".to_string(), "gl-uuid-1".to_string()]);
+    assert_eq!(got_ids, want_ids);
+    for (w, (subject, got)) in want.iter().zip(&stored) {
+        assert_eq!(subject, &format!("{prefix}.github"));
+        assert_eq!(w, got);
+    }
+    let with_pr = stored.iter().find(|(_, e)| e.event_id.contains("with-pull-requests")).unwrap();
+    assert_eq!(with_pr.1.pr_number, Some(2));
+    assert_eq!(with_pr.1.repository.id.as_deref(), Some("300029405"));
+    assert_eq!(with_pr.1.run.workflow, "test", "the empty run name falls back to the workflow's");
+    let requested = stored.iter().find(|(_, e)| e.event_id == "d-requested.payload.json").unwrap();
+    assert_eq!(requested.1.run.status, Status::Queued);
+    let multi: Vec<_> = stored.iter().filter(|(_, e)| e.event_id.starts_with("multi:")).map(|(_, e)| e.pr_number).collect();
+    assert_eq!(multi, vec![Some(2), Some(5)]);
+    let (subject, gl_event) = stored.last().unwrap();
+    assert_eq!(subject, &format!("{prefix}.gitlab"));
+    assert_eq!(gl_event.run.id, "31");
+    assert_eq!(gl_event.pr_number, Some(1));
+    assert_eq!(gl_event.commit_sha, "bcbb5ec396a2c0f828686f14fac9b80b780504f2");
+    assert_eq!((gl_event.repository.owner.as_str(), gl_event.repository.name.as_str()), ("gitlab-org", "gitlab-test"));
+    assert_eq!(gl_event.run.status, Status::Completed);
+    assert_eq!(gl_event.run.conclusion.map(|c| c.as_str()), Some("failure"));
+
+    // JetStream cannot store (the stream is gone): 503, so the sender redelivers.
+    bus.jetstream().delete_stream(&config.streams.events).await.unwrap();
+    let r = github(addr, "workflow_run", "after-loss", SECRET_OLD, &runs[0].1).await;
+    assert_eq!(r.status, 503, "{}", r.body);
+
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    env.cleanup().await;
+}
