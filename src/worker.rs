@@ -109,7 +109,14 @@ pub async fn run(
     metrics: Option<PrometheusHandle>,
     shutdown: CancellationToken,
 ) -> Result<(), WorkerError> {
-    let (store, bus) = prepare(&config, options.no_migrate).await?;
+    // A signal while still connecting (a service down at start-up) stops at once.
+    let (store, bus) = tokio::select! {
+        prepared = prepare(&config, options.no_migrate) => prepared?,
+        _ = shutdown.cancelled() => {
+            info!("shutdown requested before the worker was ready");
+            return Ok(());
+        }
+    };
     crate::telemetry::register_worker_metrics();
     let shutting_down = Arc::new(AtomicBool::new(false));
     let http_stop = CancellationToken::new();

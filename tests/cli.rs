@@ -144,3 +144,23 @@ fn send_sigterm(pid: i32) -> i32 {
         .map(|s| if s.success() { 0 } else { 1 })
         .unwrap_or(1)
 }
+
+#[tokio::test]
+async fn sigterm_while_services_are_unreachable_exits_promptly() {
+    let mut child = tokio::process::Command::new(BIN)
+        .args(["run", "--no-migrate"])
+        .env("NATS_URL", "nats://127.0.0.1:1")
+        .env("RUNWATCH_HTTP__LISTEN", "127.0.0.1:0")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(send_sigterm(child.id().unwrap() as i32), 0);
+    let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
+        .await
+        .expect("exits within 5 s of SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
