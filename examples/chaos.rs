@@ -85,7 +85,10 @@ async fn main() -> ExitCode {
     let a = Args::parse();
     let bin = a.bin.unwrap_or_else(default_bin);
     if !bin.is_file() {
-        eprintln!("chaos: no runwatch binary at {} (build it, or pass --bin)", bin.display());
+        eprintln!(
+            "chaos: no runwatch binary at {} (build it, or pass --bin)",
+            bin.display()
+        );
         return ExitCode::from(2);
     }
     let mut o = chaos::Options::new(bin);
@@ -109,7 +112,11 @@ async fn main() -> ExitCode {
                 eprintln!("chaos: {n}");
             }
             println!("{}", report.line());
-            if report.ok() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            }
         }
         Err(e) => {
             eprintln!("chaos: harness failed: {e}");

@@ -586,7 +586,7 @@ mod tests {
             .extract()
             .unwrap();
         c.validate().unwrap();
-        assert_eq!(c.consumer.batch_size, 64);
+        assert_eq!(c.consumer.batch_size, 256);
         assert_eq!(c.rule_set().unwrap().rules().len(), 1);
     }
 

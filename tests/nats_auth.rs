@@ -99,7 +99,7 @@ async fn connects(config: &Config) {
 /// and contains none of `secrets`.
 async fn refused(config: &Config, cause: &str, secrets: &[&str]) -> String {
     let started = Instant::now();
-    let err = Bus::connect(config).await.err().expect("connect must fail");
+    let err = Bus::connect(config).await.expect_err("connect must fail");
     assert!(!err.is_transient(), "{err}");
     assert!(
         started.elapsed() < Duration::from_secs(5),

@@ -39,7 +39,10 @@ async fn wait_fired(bus: &Bus, sha: &str, within: Duration) {
         if fired(bus).await.iter().any(|s| s == sha) {
             return;
         }
-        assert!(Instant::now() < deadline, "no trigger for {sha} within {within:?}");
+        assert!(
+            Instant::now() < deadline,
+            "no trigger for {sha} within {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
 }
@@ -47,14 +50,22 @@ async fn wait_fired(bus: &Bus, sha: &str, within: Duration) {
 /// The status code of `GET /readyz` on 127.0.0.1:`port` (0 when nothing answers).
 async fn readyz(port: u16) -> u16 {
     let attempt = async {
-        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.ok()?;
-        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.ok()?;
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .ok()?;
+        s.write_all(b"GET /readyz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+            .await
+            .ok()?;
         let mut buf = Vec::new();
         s.read_to_end(&mut buf).await.ok()?;
         let text = String::from_utf8_lossy(&buf);
         text.split_whitespace().nth(1)?.parse().ok()
     };
-    tokio::time::timeout(Duration::from_secs(5), attempt).await.ok().flatten().unwrap_or(0)
+    tokio::time::timeout(Duration::from_secs(5), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
 }
 
 async fn wait_readyz(port: u16, want: u16, within: Duration) -> Duration {
@@ -64,7 +75,10 @@ async fn wait_readyz(port: u16, want: u16, within: Duration) -> Duration {
         if got == want {
             return started.elapsed();
         }
-        assert!(started.elapsed() < within, "/readyz answered {got}, not {want}, for {within:?}");
+        assert!(
+            started.elapsed() < within,
+            "/readyz answered {got}, not {want}, for {within:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -86,12 +100,19 @@ async fn worker_pulls_again_after_nats_server_restarts() {
     // Published after the restart (the publisher's client reconnects by itself).
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        let e: runwatch::event::Event = serde_json::from_str(&failing_group("n", "after", 2)).unwrap();
+        let e: runwatch::event::Event =
+            serde_json::from_str(&failing_group("n", "after", 2)).unwrap();
         let line = failing_group("n", "after", 2);
-        match bus.publish_event(e.provider, &e.event_id, bytes::Bytes::from(line)).await {
+        match bus
+            .publish_event(e.provider, &e.event_id, bytes::Bytes::from(line))
+            .await
+        {
             Ok(_) => break,
             Err(err) => {
-                assert!(Instant::now() < deadline, "cannot publish after the restart: {err}");
+                assert!(
+                    Instant::now() < deadline,
+                    "cannot publish after the restart: {err}"
+                );
                 tokio::time::sleep(Duration::from_millis(200)).await;
             }
         }
@@ -102,7 +123,11 @@ async fn worker_pulls_again_after_nats_server_restarts() {
     let shas = fired(&bus).await;
     worker.shutdown().await;
     env.cleanup().await;
-    assert_eq!(shas, vec!["before".to_string(), "after".to_string()], "each fired once");
+    assert_eq!(
+        shas,
+        vec!["before".to_string(), "after".to_string()],
+        "each fired once"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -128,19 +153,32 @@ async fn worker_naks_with_backoff_while_postgres_is_down_then_resumes() {
     let took = wait_readyz(http_port, 503, Duration::from_secs(10)).await;
     eprintln!("/readyz 503 after {took:?}");
     let consumer_seq = || async {
-        let stream = bus.jetstream().get_stream(&env.config.streams.events).await.unwrap();
-        let mut c: async_nats::jetstream::consumer::PullConsumer =
-            stream.get_consumer(&env.config.consumer.durable).await.unwrap();
+        let stream = bus
+            .jetstream()
+            .get_stream(&env.config.streams.events)
+            .await
+            .unwrap();
+        let mut c: async_nats::jetstream::consumer::PullConsumer = stream
+            .get_consumer(&env.config.consumer.durable)
+            .await
+            .unwrap();
         c.info().await.unwrap().delivered.consumer_sequence
     };
     let before = consumer_seq().await;
     publish_in_order(&bus, &failing_group("p", "down", 2)).await;
     tokio::time::sleep(Duration::from_secs(8)).await;
     let deliveries = consumer_seq().await - before;
-    assert_eq!(readyz(http_port).await, 503, "still not ready while the database is down");
+    assert_eq!(
+        readyz(http_port).await,
+        503,
+        "still not ready while the database is down"
+    );
     // Backoff 200ms, 400ms, 800ms, 1.6s, 2s, ... (plus jitter, plus a 1 s acquire timeout
     // per attempt): a handful of deliveries in 8 s, not hundreds.
-    assert!((2..=12).contains(&deliveries), "{deliveries} deliveries in 8 s while the database was down");
+    assert!(
+        (2..=12).contains(&deliveries),
+        "{deliveries} deliveries in 8 s while the database was down"
+    );
     assert!(!fired(&bus).await.contains(&"down".to_string()));
 
     pg.start_again().unwrap();
@@ -174,27 +212,44 @@ async fn worker_survives_an_exhausted_pool_and_killed_backends() {
 
     // A long transaction holding every group row: the worker's one connection waits on the
     // lock, so its other tasks cannot get one (pool exhausted) until the lock goes.
-    let mut holder = sqlx::PgConnection::connect(&env.config.database.url).await.unwrap();
+    let mut holder = sqlx::PgConnection::connect(&env.config.database.url)
+        .await
+        .unwrap();
     let mut tx = holder.begin().await.unwrap();
-    sqlx::query("SELECT id FROM groups FOR UPDATE").execute(&mut *tx).await.unwrap();
+    sqlx::query("SELECT id FROM groups FOR UPDATE")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     publish_lines(&bus, &trace.lines[half..]).await;
-    let mut admin = sqlx::PgConnection::connect(&env.config.database.url).await.unwrap();
-    let terminate = "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) AS n FROM pg_stat_activity
+    let mut admin = sqlx::PgConnection::connect(&env.config.database.url)
+        .await
+        .unwrap();
+    let terminate =
+        "SELECT count(*) FILTER (WHERE pg_terminate_backend(pid)) AS n FROM pg_stat_activity
                      WHERE application_name = 'runwatch' AND datname = current_database()";
     let mut killed = 0i64;
     for _ in 0..3 {
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let n: i64 = sqlx::Row::get(&sqlx::query(terminate).fetch_one(&mut admin).await.unwrap(), "n");
+        let n: i64 = sqlx::Row::get(
+            &sqlx::query(terminate).fetch_one(&mut admin).await.unwrap(),
+            "n",
+        );
         killed += n;
     }
     tx.rollback().await.unwrap();
     holder.close().await.unwrap();
     // And once more while it works.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let n: i64 = sqlx::Row::get(&sqlx::query(terminate).fetch_one(&mut admin).await.unwrap(), "n");
+    let n: i64 = sqlx::Row::get(
+        &sqlx::query(terminate).fetch_one(&mut admin).await.unwrap(),
+        "n",
+    );
     killed += n;
     admin.close().await.unwrap();
-    assert!(killed >= 2, "the worker's backends were terminated ({killed})");
+    assert!(
+        killed >= 2,
+        "the worker's backends were terminated ({killed})"
+    );
 
     wait_quiet(&env.config, &bus, Duration::from_secs(120)).await;
     let triggers = all_triggers(&bus).await;
@@ -202,9 +257,16 @@ async fn worker_survives_an_exhausted_pool_and_killed_backends() {
     assert!(!worker.handle.is_finished(), "the worker is still running");
     worker.shutdown().await;
     env.cleanup().await;
-    let shas: Vec<String> = triggers.iter().map(|t| t["commit_sha"].as_str().unwrap().to_string()).collect();
+    let shas: Vec<String> = triggers
+        .iter()
+        .map(|t| t["commit_sha"].as_str().unwrap().to_string())
+        .collect();
     let set: BTreeSet<String> = shas.iter().cloned().collect();
     assert_eq!(set.len(), shas.len(), "no group fired twice");
     assert_eq!(set, trace.failing, "exactly the failing groups fired");
-    assert!(dead.is_empty(), "nothing dead-lettered: {:?}", dead.iter().map(|d| &d.detail).collect::<Vec<_>>());
+    assert!(
+        dead.is_empty(),
+        "nothing dead-lettered: {:?}",
+        dead.iter().map(|d| &d.detail).collect::<Vec<_>>()
+    );
 }

@@ -30,7 +30,9 @@ pub fn wait_listening(port: u16, within: Duration) -> io::Result<()> {
     let deadline = Instant::now() + within;
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
-            return Err(other(format!("nothing listens on port {port} after {within:?}")));
+            return Err(other(format!(
+                "nothing listens on port {port} after {within:?}"
+            )));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -116,9 +118,7 @@ impl NatsProc {
         let bin = nats_server_bin();
         let port = free_port()?;
         let store = dir.join("js");
-        let base = format!(
-            "listen: \"127.0.0.1:{port}\"\nmax_payload: 1048576\n",
-        );
+        let base = format!("listen: \"127.0.0.1:{port}\"\nmax_payload: 1048576\n",);
         let conf = dir.join("nats.conf");
         let with_sync = format!(
             "{base}jetstream {{\n  store_dir: \"{}\"\n  sync_interval: always\n}}\n",
@@ -137,7 +137,10 @@ impl NatsProc {
         if !sync_always {
             fs::write(
                 &conf,
-                format!("{base}jetstream {{\n  store_dir: \"{}\"\n}}\n", store.display()),
+                format!(
+                    "{base}jetstream {{\n  store_dir: \"{}\"\n}}\n",
+                    store.display()
+                ),
             )?;
         }
         let mut server = NatsProc {
@@ -280,7 +283,16 @@ impl PgProc {
         let data = pg.data_dir();
         let out = pg
             .command("initdb")
-            .args(["-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-sync", "-D"])
+            .args([
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+                "-D",
+            ])
             .arg(&data)
             .output()?;
         if !out.status.success() {
@@ -415,7 +427,10 @@ impl WorkerProc {
         if self.child.is_some() {
             return Ok(());
         }
-        let log = fs::OpenOptions::new().create(true).append(true).open(&self.log)?;
+        let log = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)?;
         let child = Command::new(&self.bin)
             .arg("run")
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
