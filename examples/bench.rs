@@ -53,7 +53,7 @@ struct Opts {
     #[arg(long, default_value_t = 0.10)]
     fail_share: f64,
     /// Events of the naive (`batch_size = 1`) run; groups scale with it. 0 skips it.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, default_value_t = 5_000)]
     naive_events: usize,
     /// Events of the half-load (paced) run; groups scale with it. 0 skips it.
     #[arg(long, default_value_t = 60_000)]
