@@ -279,7 +279,7 @@ impl Names {
             let _ = js.delete_stream(s).await;
         }
         if let Ok(mut admin) = sqlx::PgConnection::connect(&with_database(&database_url(), "postgres")).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db)))
+            let _ = sqlx::query(&(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db)))
                 .execute(&mut admin)
                 .await;
         }
@@ -614,7 +614,7 @@ async fn explain(url: &str) -> Result<()> {
         ),
     ];
     for (what, sql) in statements {
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql)).bind(&r).bind(&p).bind(&s).fetch_all(&mut *tx).await?;
+        let rows = sqlx::query(&(sql)).bind(&r).bind(&p).bind(&s).fetch_all(&mut *tx).await?;
         println!("explain: {what}");
         for row in rows {
             let line: String = row.get(0);
@@ -674,7 +674,7 @@ async fn pgbench() -> Result<f64> {
     let db = unique("rwbench_pgbench");
     let admin = with_database(&database_url(), "postgres");
     let mut conn = sqlx::PgConnection::connect(&admin).await?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db}"))).execute(&mut conn).await?;
+    sqlx::query(&(format!("CREATE DATABASE {db}"))).execute(&mut conn).await?;
     let url = with_database(&database_url(), &db);
     let result = async {
         let init = tokio::process::Command::new("pgbench").args(["-i", "-q", &url]).output().await?;
@@ -696,7 +696,7 @@ async fn pgbench() -> Result<f64> {
             .context("no `tps = ` line in pgbench's output")
     }
     .await;
-    sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")))
+    sqlx::query(&(format!("DROP DATABASE IF EXISTS {db} WITH (FORCE)")))
         .execute(&mut conn)
         .await?;
     conn.close().await?;

@@ -80,6 +80,8 @@ struct Inner {
     bus: Bus,
     clock: EventClock,
     options: RunOptions,
+    /// The batch whose triggers are being published and inputs acked.
+    finishing: tokio::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
 }
 
 /// Sets up the database (migrations unless `no_migrate`), the streams and the consumer.
@@ -138,6 +140,7 @@ pub async fn run(
             bus,
             clock: EventClock(AtomicI64::new(DateTime::<Utc>::MIN_UTC.timestamp_micros())),
             options,
+            finishing: tokio::sync::Mutex::new(None),
         }),
     };
     let consume = tokio::spawn(worker.clone().consume_loop(shutdown.clone()));
@@ -208,6 +211,7 @@ impl Worker {
                 break;
             }
         }
+        self.finish_pending().await;
         // Messages the pull prefetched but nobody decided: hand them back at once rather
         // than after ack_wait, so another replica takes them now.
         let left = puller.take_received();
@@ -258,25 +262,16 @@ impl Worker {
                         error!("fault injection: exiting after commit, before publish");
                         std::process::exit(86);
                     }
-                    let published = self.publish(&outcome.triggers).await;
-                    for ((msg, event), result) in batch.into_iter().zip(outcome.outcomes) {
-                        let (seq, _) = msg_info(&msg);
-                        let span = info_span!("event", seq, group = %group_label(&event));
-                        match result {
-                            EventOutcome::Applied if published => {
-                                metrics::counter!("runwatch_events_total", "outcome" => "applied").increment(1);
-                                record_decision_latency(&msg);
-                                ack(&msg, AckKind::Ack).instrument(span).await;
-                            }
-                            EventOutcome::Applied => {
-                                // A trigger of this batch could not be published: it stays in
-                                // the outbox for the relay; redeliver the input meanwhile.
-                                self.retry_later(&msg, "trigger publish failed").instrument(span).await;
-                            }
-                            EventOutcome::Rejected(r) => {
-                                self.dead_letter(&msg, r.code.as_str(), &r.detail).instrument(span).await;
-                            }
-                        }
+                    // Publishing, marking sent and acking run while the next batch's
+                    // transaction does: transactions stay strictly in stream order, and at
+                    // most one batch is being finished at a time.
+                    let worker = self.clone();
+                    let finish = tokio::spawn(async move {
+                        worker.finish(batch, outcome.outcomes, outcome.triggers).await;
+                    });
+                    let previous = self.inner.finishing.lock().await.replace(finish);
+                    if let Some(previous) = previous {
+                        let _ = previous.await;
                     }
                 }
                 Err(e) if !e.is_transient() && batch.len() > 1 => {
@@ -297,6 +292,40 @@ impl Worker {
                 }
             }
         })
+    }
+
+    /// After a batch's commit: publish its triggers (pipelined PubAcks), then ack the inputs
+    /// (or nak them when a trigger could not be published: it stays in the outbox), then
+    /// dead-letter what the engine rejected.
+    async fn finish(&self, batch: Vec<(Message, Event)>, outcomes: Vec<EventOutcome>, triggers: Vec<Trigger>) {
+        let published = self.publish(&triggers).await;
+        for ((msg, event), result) in batch.into_iter().zip(outcomes) {
+            let (seq, _) = msg_info(&msg);
+            let span = info_span!("event", seq, group = %group_label(&event));
+            match result {
+                EventOutcome::Applied if published => {
+                    metrics::counter!("runwatch_events_total", "outcome" => "applied").increment(1);
+                    record_decision_latency(&msg);
+                    ack(&msg, AckKind::Ack).instrument(span).await;
+                }
+                EventOutcome::Applied => {
+                    // A trigger of this batch could not be published: it stays in the
+                    // outbox for the relay; redeliver the input meanwhile.
+                    self.retry_later(&msg, "trigger publish failed").instrument(span).await;
+                }
+                EventOutcome::Rejected(r) => {
+                    self.dead_letter(&msg, r.code.as_str(), &r.detail).instrument(span).await;
+                }
+            }
+        }
+    }
+
+    /// Waits for the batch being finished, if any.
+    async fn finish_pending(&self) {
+        let pending = self.inner.finishing.lock().await.take();
+        if let Some(pending) = pending {
+            let _ = pending.await;
+        }
     }
 
     /// Publishes decided triggers and marks them sent. True when all were acked.

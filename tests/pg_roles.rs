@@ -58,13 +58,13 @@ impl Drop for Cleanup {
                 let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await else {
                     return;
                 };
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                let _ = sqlx::query(&(format!(
                     "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
                 )))
                 .execute(&mut admin)
                 .await;
                 for role in roles {
-                    let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                    let _ = sqlx::query(&(format!(
                         "DROP ROLE IF EXISTS \"{role}\""
                     )))
                     .execute(&mut admin)
@@ -128,7 +128,7 @@ fn event(id: &str, run: &str, conclusion: &str, at: i64) -> runwatch::event::Eve
 
 /// The SQLSTATE of a failed statement.
 async fn sqlstate(pool: &sqlx::PgPool, sql: &str) -> String {
-    match sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+    match sqlx::query(&(sql.to_string()))
         .execute(pool)
         .await
     {
@@ -152,7 +152,7 @@ async fn worker_role_runs_the_store_and_cannot_change_the_schema() {
     let mut admin = sqlx::PgConnection::connect(&admin_url)
         .await
         .expect("admin");
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{tag}\"")))
+    sqlx::query(&(format!("CREATE DATABASE \"{tag}\"")))
         .execute(&mut admin)
         .await
         .expect("create database");

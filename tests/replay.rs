@@ -43,7 +43,7 @@ async fn open_store(config: &Config) -> Store {
 }
 
 async fn count(store: &Store, table: &str) -> i64 {
-    sqlx::query(sqlx::AssertSqlSafe(format!("SELECT count(*) AS n FROM {table}")))
+    sqlx::query(&(format!("SELECT count(*) AS n FROM {table}")))
         .fetch_one(store.pool())
         .await
         .unwrap()

@@ -4,6 +4,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 use uuid::Uuid;
 
@@ -321,9 +322,8 @@ fn slot_from_row(row: &sqlx::postgres::PgRow, repos: &HashMap<i64, RepoRef>) -> 
     let id: i64 = row.try_get("id")?;
     let repo_id: i64 = row.try_get("repository_id")?;
     let pr: Option<i64> = row.try_get("pr_number")?;
-    let state_json: serde_json::Value = row.try_get("state")?;
-    let state: GroupState =
-        serde_json::from_value(state_json).map_err(|source| StoreError::State { group_id: id, source })?;
+    // Straight from the jsonb bytes into the engine's type: no intermediate Value.
+    let state: GroupState = row.try_get::<Json<GroupState>, _>("state")?.0;
     let branch: Option<String> = row.try_get("branch")?;
     let repo = repos
         .get(&repo_id)
@@ -432,8 +432,7 @@ async fn lock_ledger(
                 branch: row.try_get("branch")?,
                 workflow: row.try_get("workflow")?,
             };
-            let state: serde_json::Value = row.try_get("state")?;
-            let state: StreakState = serde_json::from_value(state)?;
+            let state: StreakState = row.try_get::<Json<StreakState>, _>("state")?.0;
             ledger.streaks.insert(key, state);
         }
     }
@@ -488,7 +487,7 @@ async fn write_groups<'a>(
         let due = s.state.next_due();
         ids.push(s.id);
         branches.push(s.branch.clone());
-        states.push(serde_json::to_value(&s.state)?);
+        states.push(Json(&s.state));
         due_event.push(due.map(|d| d.event));
         due_wall.push(due.map(|d| d.wall));
     }
@@ -524,7 +523,7 @@ async fn write_ledger(
             ru.push(k.rule.clone());
             b.push(k.branch.clone());
             w.push(k.workflow.clone());
-            st.push(serde_json::to_value(s)?);
+            st.push(Json(s));
         }
     }
     if !r.is_empty() {

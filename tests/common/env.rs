@@ -85,7 +85,7 @@ impl TestEnv {
         let mut admin = sqlx::PgConnection::connect(&admin_url)
             .await
             .expect("connect admin db");
-        sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {db_name}")))
+        sqlx::query(&(format!("CREATE DATABASE {db_name}")))
             .execute(&mut admin)
             .await
             .expect("create test database");
@@ -186,7 +186,7 @@ impl TestEnv {
             }
         }
         if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            let _ = sqlx::query(&(format!(
                 "DROP DATABASE IF EXISTS {} WITH (FORCE)",
                 self.db_name
             )))
