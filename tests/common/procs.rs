@@ -79,22 +79,8 @@ fn is_root() -> bool {
 // ---------------------------------------------------------------------------------------
 // nats-server
 
-/// The nats-server binary: `NATS_SERVER_BIN`, else `nats-server` on `PATH`, else
-/// `/usr/sbin/nats-server`.
-pub fn nats_server_bin() -> PathBuf {
-    if let Ok(bin) = std::env::var("NATS_SERVER_BIN") {
-        return PathBuf::from(bin);
-    }
-    if let Some(path) = std::env::var_os("PATH") {
-        for dir in std::env::split_paths(&path) {
-            let candidate = dir.join("nats-server");
-            if candidate.is_file() {
-                return candidate;
-            }
-        }
-    }
-    PathBuf::from("/usr/sbin/nats-server")
-}
+// `nats_server_bin()`, shared by the helpers that start their own nats-server.
+include!("nats_bin.rs");
 
 /// A private nats-server with JetStream (file store in `dir/js`) on 127.0.0.1:`port`.
 /// Killed (SIGKILL) when dropped.

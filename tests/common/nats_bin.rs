@@ -1,0 +1,19 @@
+// Included (`include!`) by tests/common/nats.rs and tests/common/procs.rs, which are
+// themselves included by path into different test crates.
+
+/// The nats-server binary: `NATS_SERVER_BIN`, else `nats-server` on `PATH`, else
+/// `/usr/sbin/nats-server`.
+pub fn nats_server_bin() -> std::path::PathBuf {
+    if let Ok(bin) = std::env::var("NATS_SERVER_BIN") {
+        return std::path::PathBuf::from(bin);
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join("nats-server");
+            if candidate.is_file() {
+                return candidate;
+            }
+        }
+    }
+    std::path::PathBuf::from("/usr/sbin/nats-server")
+}
