@@ -30,9 +30,17 @@ services:
 run: services
 	$(CARGO) run --bin runwatch -- run $(ARGS)
 
+# Every test binary runs under scripts/test-runner.sh (cargo's target runner): a binary still
+# running after RUNWATCH_TEST_TIMEOUT seconds is reported (processes, database activity, lock
+# waits) and killed, so a hang fails the run in minutes instead of eating CI's limit.
+RUNWATCH_TEST_TIMEOUT ?= 600
+export RUNWATCH_TEST_TIMEOUT
+HOST_TRIPLE_VAR = CARGO_TARGET_$$(rustc -vV | sed -n 's/^host: //p' | tr 'a-z.-' 'A-Z__')_RUNNER
+
 test: services deny
 	$(CARGO) build --all-targets
 	eval "$$(scripts/find-binaries.sh)"; export NATS_SERVER_BIN PG_BIN_DIR; \
+	export "$(HOST_TRIPLE_VAR)=$(CURDIR)/scripts/test-runner.sh"; \
 	$(CARGO) test --all-targets -- --test-threads=$(TEST_THREADS)
 	@if [ -f "$(CHECK_SCENARIOS)" ]; then \
 		echo "python3 $(CHECK_SCENARIOS) $(TARGET_DIR)/debug/runwatch $(SHARED)/scenarios"; \

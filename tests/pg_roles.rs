@@ -77,9 +77,14 @@ impl Drop for Cleanup {
 }
 
 fn apply_roles_sql(url: &str, owner: &str, worker: &str) {
+    // -w: never prompt for a password (a prompt on a terminal would hang the test); the
+    // timeouts turn a lock wait into an error.
     let out = Command::new(psql())
+        .env("PGCONNECT_TIMEOUT", "10")
+        .env("PGOPTIONS", "-c lock_timeout=30s -c statement_timeout=60s")
         .args([
             "-X",
+            "-w",
             "-q",
             "-d",
             url,
@@ -244,8 +249,6 @@ async fn worker_role_runs_the_store_and_cannot_change_the_schema() {
         .await
         .expect_err("the worker cannot migrate");
     assert!(err.to_string().contains("permission denied"), "{err}");
-    // sqlx's failed migration leaves its session advisory lock on the pooled connection;
-    // close the pool so the binary's `migrate` below is not blocked by it.
     pool.close().await;
 
     // The binary with the worker's URL: repo-id and purge work, migrate is refused.

@@ -105,11 +105,28 @@ pub async fn create_database_if_missing(url: &str) -> Result<(), StoreError> {
     Ok(())
 }
 
+/// How long `migrate` waits for a lock (sqlx's advisory lock held by another replica's
+/// migration, or a table lock a DDL statement needs) before it fails instead of hanging.
+pub const MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Applies the migrations (idempotent; sqlx takes an advisory lock, so concurrent replicas
-/// are safe).
+/// are safe). They run on a connection of their own, closed afterwards: sqlx keeps its
+/// session advisory lock when a migration fails, and a pooled connection would hold it
+/// for as long as the pool lives. A lock wait longer than [`MIGRATION_LOCK_TIMEOUT`] is an
+/// error (SQLSTATE 55P03), never a silent hang.
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
-    MIGRATOR.run(pool).await?;
-    Ok(())
+    let mut conn = pool.acquire().await?.detach();
+    let timeout_ms = MIGRATION_LOCK_TIMEOUT.as_millis();
+    let result = match sqlx::query(&format!("SET lock_timeout = {timeout_ms}"))
+        .execute(&mut conn)
+        .await
+    {
+        Ok(_) => MIGRATOR.run_direct(&mut conn).await.map_err(StoreError::from),
+        Err(e) => Err(e.into()),
+    };
+    // Closing ends the session, and with it any advisory lock a failed run kept.
+    let _ = sqlx::Connection::close(conn).await;
+    result
 }
 
 /// Settings of the store taken from the configuration.
