@@ -83,7 +83,8 @@ struct Opts {
     /// The runwatch binary (default: next to this example, `target/release/runwatch`).
     #[arg(long)]
     bin: Option<PathBuf>,
-    /// Serve the main run's worker metrics on this port and print its timing summaries.
+    /// Serve the worker metrics of the main and half-load runs on this port and print their
+    /// timing summaries.
     #[arg(long)]
     metrics_port: Option<u16>,
     /// Seed of the traces.
@@ -318,7 +319,7 @@ impl Bench {
 
     fn worker_env(&self, names: &Names, phase: &Phase<'_>) -> Vec<(String, String)> {
         let mut env = names.env();
-        if let (Some(port), "main") = (self.opts.metrics_port, phase.name) {
+        if let (Some(port), "main" | "half") = (self.opts.metrics_port, phase.name) {
             env.push(("RUNWATCH_HTTP__LISTEN".into(), format!("127.0.0.1:{port}")));
         }
         if let Some(b) = phase.batch_size {
@@ -459,7 +460,7 @@ impl Bench {
         }
         collector.abort();
 
-        if let (Some(port), "main") = (self.opts.metrics_port, phase.name) {
+        if let (Some(port), "main" | "half") = (self.opts.metrics_port, phase.name) {
             print_metrics(port).await;
         }
         let cpu: f64 = workers.iter().filter_map(|(c, _)| c.id().and_then(cpu_seconds)).sum();
@@ -487,7 +488,11 @@ impl Bench {
             .collect();
         latencies.sort_by(f64::total_cmp);
         for (_, log) in &workers {
-            let _ = std::fs::remove_file(log);
+            if std::env::var_os("BENCH_KEEP_LOGS").is_none() {
+                let _ = std::fs::remove_file(log);
+            } else {
+                println!("worker log kept: {}", log.display());
+            }
         }
         Ok(PhaseResult {
             events: n,
@@ -665,6 +670,21 @@ async fn print_metrics(port: u16) {
     for (k, (sum, count)) in sums {
         if count > 0.0 {
             println!("metrics: {k} count={count} mean={:.6}", sum / count);
+        }
+    }
+    // The distribution of the decision transaction and of the end-to-end decision time.
+    for metric in ["runwatch_transaction_seconds_bucket{op=\"record\"", "runwatch_decision_seconds_bucket{"] {
+        let buckets: Vec<String> = body
+            .lines()
+            .filter(|l| l.starts_with(metric))
+            .filter_map(|l| {
+                let le = l.split("le=\"").nth(1)?.split('"').next()?;
+                let n = l.rsplit_once(' ')?.1;
+                Some(format!("<={le}:{n}"))
+            })
+            .collect();
+        if !buckets.is_empty() {
+            println!("metrics: {} cumulative {}", metric.trim_end_matches('{'), buckets.join(" "));
         }
     }
 }

@@ -255,8 +255,10 @@ impl Worker {
                 event: self.inner.clock.get(),
                 wall: Utc::now(),
             };
+            let started = Instant::now();
             match self.inner.store.record(&events, clock).await {
                 Ok(outcome) => {
+                    let recorded = started.elapsed();
                     self.inner.clock.advance(outcome.clock.event);
                     if self.inner.options.crash_after_commit && !outcome.triggers.is_empty() {
                         error!("fault injection: exiting after commit, before publish");
@@ -273,6 +275,12 @@ impl Worker {
                     if let Some(previous) = previous {
                         let _ = previous.await;
                     }
+                    debug!(
+                        size = events.len(),
+                        record_ms = recorded.as_secs_f64() * 1e3,
+                        previous_finish_ms = (started.elapsed() - recorded).as_secs_f64() * 1e3,
+                        "batch decided"
+                    );
                 }
                 Err(e) if !e.is_transient() && batch.len() > 1 => {
                     warn!(error = %e, size = batch.len(), "batch failed; splitting it");

@@ -51,11 +51,18 @@ async fn a_bad_config_names_the_key_before_connecting() {
     assert!(err.to_lowercase().contains("batch_size"), "{err}");
 }
 
-/// Ages every group by 40 days, bypassing the trigger that keeps `updated_at` current.
+/// Ages every group by 40 days, bypassing the trigger that keeps `updated_at` and
+/// `touched_on` current.
 async fn age_groups(pool: &sqlx::PgPool) {
     let mut tx = pool.begin().await.unwrap();
     sqlx::query("SET LOCAL session_replication_role = replica").execute(&mut *tx).await.unwrap();
-    sqlx::query("UPDATE groups SET updated_at = now() - interval '40 days'").execute(&mut *tx).await.unwrap();
+    sqlx::query(
+        "UPDATE groups SET updated_at = now() - interval '40 days',
+                           touched_on = ((now() - interval '40 days') AT TIME ZONE 'UTC')::date",
+    )
+    .execute(&mut *tx)
+    .await
+    .unwrap();
     tx.commit().await.unwrap();
 }
 

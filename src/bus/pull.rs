@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::pull};
 use backon::BackoffBuilder;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use tokio::time::Instant;
 
 use super::{Bus, BusError, StreamKind};
@@ -77,7 +77,10 @@ impl Puller {
     /// Waits for up to `max` messages. Returns as soon as at least one message is there and
     /// either `max` are collected or `linger` has passed since the first one; returns an
     /// empty `Vec` once `idle` has passed without any (so the caller can check for
-    /// shutdown). Never fails: a stalled pull is rebuilt in the background of these calls.
+    /// shutdown). When messages were already waiting at the call (the caller is behind),
+    /// it does not linger: it returns what is buffered, up to `max`, at once, since waiting
+    /// would only add to their latency. Never fails: a stalled pull is rebuilt in the
+    /// background of these calls.
     ///
     /// The caller acknowledges each message itself (`ack`, `ack_with(Nak(..))`,
     /// `ack_with(Term)`), and reads `info()` for the delivery count and stream sequence.
@@ -91,7 +94,8 @@ impl Puller {
         let idle_deadline = Instant::now() + idle;
         // Messages are collected in `self.pending`, so a call cancelled by `select!` loses
         // none: the next call returns them.
-        let mut linger_deadline = (!self.pending.is_empty()).then(|| Instant::now() + linger);
+        let behind = !self.pending.is_empty() || self.take_ready();
+        let mut linger_deadline = behind.then(Instant::now);
         while self.pending.len() < max {
             let Some(stream) = self.stream.as_mut() else {
                 if !self.pending.is_empty() {
@@ -134,6 +138,32 @@ impl Puller {
         }
         let take = self.pending.len().min(max);
         self.pending.drain(..take).collect()
+    }
+
+    /// Moves a message that the pull subscription already holds into `pending` without
+    /// waiting; true when there was one.
+    fn take_ready(&mut self) -> bool {
+        let Some(stream) = self.stream.as_mut() else {
+            return false;
+        };
+        match stream.next().now_or_never() {
+            Some(Some(Ok(message))) => {
+                if self.delays.take().is_some() {
+                    self.failures = 0;
+                }
+                self.pending.push(message);
+                true
+            }
+            Some(Some(Err(e))) => {
+                self.stalled(&format!("pull failed: {e}"));
+                false
+            }
+            Some(None) => {
+                self.stalled("pull subscription ended");
+                false
+            }
+            None => false,
+        }
     }
 
     /// Messages already received but not yet handed out by [`Puller::next_batch`] (left by

@@ -71,6 +71,9 @@ impl StoreError {
     }
 }
 
+/// A pooled connection idle for longer than this is pinged before it is used.
+const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
+
 /// Connects a pool. The URL's password is never logged.
 pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, StoreError> {
     let options: PgConnectOptions = config.url.parse().map_err(|e: sqlx::Error| StoreError::Url {
@@ -83,6 +86,19 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, StoreError> {
     let pool = PgPoolOptions::new()
         .max_connections(config.max_connections)
         .acquire_timeout(config.acquire_timeout)
+        // sqlx pings every connection it takes from the pool by default: one more round
+        // trip per transaction on the hot path. Ping only connections idle for a while; a
+        // connection that broke meanwhile fails its statement, which is transient (the
+        // batch is nak'd and redelivered) and drops the connection from the pool.
+        .test_before_acquire(false)
+        .before_acquire(|conn, meta| {
+            Box::pin(async move {
+                if meta.idle_for > PING_IF_IDLE_FOR {
+                    sqlx::Connection::ping(conn).await?;
+                }
+                Ok(true)
+            })
+        })
         .connect_lazy_with(options);
     Ok(pool)
 }

@@ -1,0 +1,102 @@
+//! Purge finds old groups through `touched_on` (indexed, the UTC day of the last write) and
+//! decides by `updated_at` (exact, unindexed so that group updates stay HOT). Rows written
+//! before `touched_on` existed have it NULL: they are purged when old, kept when recent.
+//! And updates of a group are HOT (no index written).
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::env::TestEnv;
+use runwatch::engine::{Clock, Engine};
+use runwatch::store::{self, Store, StoreOptions};
+
+fn event(id: &str, sha: &str, status: &str, at: i64) -> runwatch::event::Event {
+    let updated: DateTime<Utc> = DateTime::from_timestamp(at, 0).expect("time");
+    let mut run = serde_json::json!({"id": "1", "workflow": "ci", "status": status,
+                                     "updated_at": updated.to_rfc3339()});
+    if status == "completed" {
+        run["conclusion"] = "success".into();
+    }
+    let line = serde_json::json!({
+        "schema": "runwatch.workflow_run.v1", "event_id": id, "provider": "github",
+        "repository": {"owner": "o", "name": "r", "id": "1"},
+        "commit_sha": sha, "branch": "b", "pr_number": 1, "run": run,
+    });
+    runwatch::event::decode(line.to_string().as_bytes(), &Default::default()).expect("valid event")
+}
+
+#[tokio::test]
+async fn purge_by_touched_day_and_exact_update_time_and_updates_are_hot() {
+    let env = TestEnv::new().await;
+    let pool = store::connect(&env.config.database).await.expect("pool");
+    let engine = Arc::new(Engine::new(env.config.rule_set().expect("rules"), env.config.limits));
+    let store = Store::new(pool.clone(), engine, StoreOptions::from_config(&env.config));
+    let clock = |at: i64| Clock {
+        event: DateTime::from_timestamp(at, 0).expect("time"),
+        wall: Utc::now(),
+    };
+    for (i, sha) in ["old-null", "new-null", "old-day", "fresh"].iter().enumerate() {
+        let at = 1_700_000_000 + i as i64;
+        store.record(&[event(&format!("{sha}-q"), sha, "queued", at)], clock(at)).await.expect("record");
+    }
+    // Updates of existing groups (queued -> completed), each in a transaction of its own:
+    // HOT, no index written. (A new group is inserted and updated in one transaction.)
+    for (i, sha) in ["old-null", "new-null", "old-day", "fresh"].iter().enumerate() {
+        let at = 1_700_000_100 + i as i64;
+        store.record(&[event(&format!("{sha}-c"), sha, "completed", at)], clock(at)).await.expect("record");
+    }
+    let (mut updates, mut hot) = (0i64, 0i64);
+    for _ in 0..100 {
+        // Statistics reach pg_stat_user_tables shortly after the transactions end.
+        let _ = sqlx::query("SELECT pg_stat_clear_snapshot()").execute(&pool).await;
+        (updates, hot) = sqlx::query_as(
+            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'groups'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("stats");
+        if updates >= 8 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!((updates, hot), (8, 8), "every update of a group is HOT");
+
+    // As rows written before the migration look, or aged (the trigger bypassed).
+    let mut tx = pool.begin().await.expect("tx");
+    sqlx::query("SET LOCAL session_replication_role = replica").execute(&mut *tx).await.expect("replica");
+    for (sha, touched, updated) in [
+        ("old-null", "NULL", "now() - interval '40 days'"),
+        ("new-null", "NULL", "now() - interval '1 day'"),
+        ("old-day", "((now() - interval '40 days') AT TIME ZONE 'UTC')::date", "now() - interval '40 days'"),
+    ] {
+        sqlx::query(&format!(
+            "UPDATE groups SET touched_on = {touched}, updated_at = {updated} WHERE commit_sha = $1"
+        ))
+        .bind(sha)
+        .execute(&mut *tx)
+        .await
+        .expect("age");
+    }
+    tx.commit().await.expect("commit");
+
+    assert_eq!(store.purge(Duration::from_secs(30 * 86_400), 1).await.expect("purge"), 2);
+    let mut left: Vec<String> = sqlx::query_scalar("SELECT commit_sha FROM groups")
+        .fetch_all(&pool)
+        .await
+        .expect("groups");
+    left.sort();
+    assert_eq!(left, ["fresh", "new-null"]);
+    // A purge by a shorter age takes the recent row whose day is unknown, not today's row.
+    assert_eq!(store.purge(Duration::from_secs(3600), 10).await.expect("purge"), 1);
+    let left: Vec<String> = sqlx::query_scalar("SELECT commit_sha FROM groups")
+        .fetch_all(&pool)
+        .await
+        .expect("groups");
+    assert_eq!(left, ["fresh"]);
+    pool.close().await;
+    env.cleanup().await;
+}
