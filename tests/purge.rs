@@ -97,6 +97,24 @@ async fn purge_by_touched_day_and_exact_update_time_and_updates_are_hot() {
         .await
         .expect("groups");
     assert_eq!(left, ["fresh"]);
+
+    // Another writer that leaves updated_at alone still has it (and touched_on) kept by
+    // the trigger.
+    sqlx::query(
+        "UPDATE groups SET updated_at = now() - interval '40 days', touched_on = NULL",
+    )
+    .execute(&pool)
+    .await
+    .expect("backdate (sets updated_at itself: no trigger)");
+    sqlx::query("UPDATE groups SET branch = 'elsewhere'").execute(&pool).await.expect("update");
+    let (recent, today): (bool, bool) = sqlx::query_as(
+        "SELECT updated_at > now() - interval '1 minute',
+                touched_on = (now() AT TIME ZONE 'UTC')::date FROM groups",
+    )
+    .fetch_one(&pool)
+    .await
+    .expect("group");
+    assert!(recent && today, "the trigger keeps updated_at and touched_on");
     pool.close().await;
     env.cleanup().await;
 }

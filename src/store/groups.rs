@@ -341,7 +341,7 @@ fn slot_from_row(row: &sqlx::postgres::PgRow, repos: &HashMap<i64, RepoRef>) -> 
     })
 }
 
-/// Inserts the absent groups, then locks all of them in key order.
+/// Inserts the absent groups, then locks all of them in key order (one round trip).
 async fn lock_groups(
     tx: &mut Transaction<'static, Postgres>,
     keys: &BTreeSet<GroupKey>,
@@ -355,29 +355,14 @@ async fn lock_groups(
         pr.push(*p);
         sha.push(s.clone());
     }
-    sqlx::query(
-        "INSERT INTO groups (repository_id, pr_number, commit_sha)
-         SELECT u.r, NULLIF(u.p, 0), u.s FROM UNNEST($1::bigint[], $2::bigint[], $3::text[]) AS u(r, p, s)
-         ON CONFLICT DO NOTHING",
-    )
-    .bind(&rid)
-    .bind(&pr)
-    .bind(&sha)
-    .execute(&mut **tx)
-    .await?;
-    let rows = sqlx::query(
-        "SELECT g.id, g.repository_id, g.pr_number, g.commit_sha, g.branch, g.state
-         FROM groups g
-         JOIN UNNEST($1::bigint[], $2::bigint[], $3::text[]) AS u(r, p, s)
-           ON g.repository_id = u.r AND COALESCE(g.pr_number, 0) = u.p AND g.commit_sha = u.s
-         ORDER BY g.repository_id, COALESCE(g.pr_number, 0), g.commit_sha COLLATE \"C\"
-         FOR UPDATE OF g",
-    )
-    .bind(&rid)
-    .bind(&pr)
-    .bind(&sha)
-    .fetch_all(&mut **tx)
-    .await?;
+    // runwatch_lock_groups (migrations/20261126000002): INSERT … ON CONFLICT DO NOTHING,
+    // then SELECT … ORDER BY key FOR UPDATE, as two statements in one round trip.
+    let rows = sqlx::query("SELECT * FROM runwatch_lock_groups($1, $2, $3)")
+        .bind(&rid)
+        .bind(&pr)
+        .bind(&sha)
+        .fetch_all(&mut **tx)
+        .await?;
     let mut out = BTreeMap::new();
     for row in &rows {
         let slot = slot_from_row(row, repos)?;
@@ -495,7 +480,9 @@ async fn write_groups<'a>(
         return Ok(());
     }
     sqlx::query(
-        "UPDATE groups SET branch = u.b, state = u.st, due_event_at = u.de, due_wall_at = u.dw
+        // updated_at and touched_on are set here, so the PL/pgSQL trigger does not run.
+        "UPDATE groups SET branch = u.b, state = u.st, due_event_at = u.de, due_wall_at = u.dw,
+                           updated_at = now(), touched_on = (now() AT TIME ZONE 'UTC')::date
          FROM UNNEST($1::bigint[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::timestamptz[])
               AS u(id, b, st, de, dw)
          WHERE groups.id = u.id",
