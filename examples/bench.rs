@@ -584,7 +584,8 @@ async fn prefill(url: &str, n: u64) -> Result<()> {
     Ok(())
 }
 
-/// EXPLAIN ANALYZE of the decision transaction's statements for 64 existing groups.
+/// EXPLAIN ANALYZE of the decision transaction's statements for 64 existing groups (the two
+/// statements of `runwatch_lock_groups` one by one: EXPLAIN does not look inside a function).
 async fn explain(url: &str) -> Result<()> {
     let mut conn = sqlx::PgConnection::connect(url).await?;
     let keys = sqlx::query(
@@ -627,7 +628,8 @@ async fn explain(url: &str) -> Result<()> {
         }
     }
     let rows = sqlx::query(
-        "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) UPDATE groups SET branch = u.b, state = u.st
+        "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) UPDATE groups SET branch = u.b, state = u.st,
+                updated_at = now(), touched_on = (now() AT TIME ZONE 'UTC')::date
          FROM UNNEST($1::bigint[], $2::text[], $3::jsonb[]) AS u(id, b, st) WHERE groups.id = u.id",
     )
     .bind(&ids)
