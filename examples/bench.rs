@@ -382,12 +382,11 @@ impl Bench {
         let collector = tokio::spawn(async move {
             while let Some(msg) = sub.next().await {
                 let now = Instant::now();
-                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&msg.payload) {
-                    if let Some(sha) = v["commit_sha"].as_str() {
-                        if let Ok(mut m) = rx.lock() {
-                            m.entry(sha.to_string()).or_insert(now);
-                        }
-                    }
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&msg.payload)
+                    && let Some(sha) = v["commit_sha"].as_str()
+                    && let Ok(mut m) = rx.lock()
+                {
+                    m.entry(sha.to_string()).or_insert(now);
                 }
             }
         });
@@ -400,10 +399,10 @@ impl Bench {
         let t0 = Instant::now();
         let mut publish_errors = 0usize;
         for (i, (id, payload)) in trace.events.iter().enumerate() {
-            if let Some(rate) = phase.pace {
-                if i % 16 == 0 {
-                    tokio::time::sleep_until((t0 + Duration::from_secs_f64(i as f64 / rate)).into()).await;
-                }
+            if let Some(rate) = phase.pace
+                && i % 16 == 0
+            {
+                tokio::time::sleep_until((t0 + Duration::from_secs_f64(i as f64 / rate)).into()).await;
             }
             if wanted.contains(&i) {
                 sent_at.insert(i, Instant::now());
@@ -411,10 +410,10 @@ impl Bench {
             let msg = PublishMessage::build().payload(payload.clone()).message_id(id.as_str());
             acks.push_back(self.js.send_publish(subject.clone(), msg).await?);
             while acks.len() > 4096 {
-                if let Some(a) = acks.pop_front() {
-                    if a.await.is_err() {
-                        publish_errors += 1;
-                    }
+                if let Some(a) = acks.pop_front()
+                    && a.await.is_err()
+                {
+                    publish_errors += 1;
                 }
             }
         }
@@ -620,7 +619,7 @@ async fn explain(url: &str) -> Result<()> {
         ),
     ];
     for (what, sql) in statements {
-        let rows = sqlx::query(&(sql)).bind(&r).bind(&p).bind(&s).fetch_all(&mut *tx).await?;
+        let rows = sqlx::query(sql).bind(&r).bind(&p).bind(&s).fetch_all(&mut *tx).await?;
         println!("explain: {what}");
         for row in rows {
             let line: String = row.get(0);
@@ -714,7 +713,7 @@ async fn pgbench() -> Result<f64> {
         text.lines()
             .filter_map(|l| l.strip_prefix("tps = "))
             .filter_map(|l| l.split_whitespace().next()?.parse::<f64>().ok())
-            .last()
+            .next_back()
             .context("no `tps = ` line in pgbench's output")
     }
     .await;

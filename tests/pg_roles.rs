@@ -133,7 +133,7 @@ fn event(id: &str, run: &str, conclusion: &str, at: i64) -> runwatch::event::Eve
 
 /// The SQLSTATE of a failed statement.
 async fn sqlstate(pool: &sqlx::PgPool, sql: &str) -> String {
-    match sqlx::query(&(sql.to_string()))
+    match sqlx::query(sql)
         .execute(pool)
         .await
     {
