@@ -113,24 +113,10 @@ impl Puller {
             // buffered are taken even when the deadline has passed.
             match tokio::time::timeout_at(deadline, stream.next()).await {
                 Err(_elapsed) => break,
-                Ok(Some(Ok(message))) => {
-                    if self.delays.take().is_some() {
-                        self.failures = 0;
-                    }
-                    if linger_deadline.is_none() {
-                        linger_deadline = Some(Instant::now() + linger);
-                    }
-                    self.pending.push(message);
-                }
-                Ok(Some(Err(e))) => {
-                    self.stalled(&format!("pull failed: {e}"));
-                    if !self.pending.is_empty() {
-                        break;
-                    }
-                }
-                Ok(None) => {
-                    self.stalled("pull subscription ended");
-                    if !self.pending.is_empty() {
+                Ok(item) => {
+                    if self.accept(item) {
+                        linger_deadline.get_or_insert_with(|| Instant::now() + linger);
+                    } else if !self.pending.is_empty() {
                         break;
                     }
                 }
@@ -147,22 +133,30 @@ impl Puller {
             return false;
         };
         match stream.next().now_or_never() {
-            Some(Some(Ok(message))) => {
+            Some(item) => self.accept(item),
+            None => false,
+        }
+    }
+
+    /// Takes one item of the pull subscription: a message goes to `pending` (true); an
+    /// error or the end of the subscription tears the pull down for a rebuild (false).
+    fn accept<E: std::fmt::Display>(&mut self, item: Option<Result<jetstream::Message, E>>) -> bool {
+        match item {
+            Some(Ok(message)) => {
                 if self.delays.take().is_some() {
                     self.failures = 0;
                 }
                 self.pending.push(message);
                 true
             }
-            Some(Some(Err(e))) => {
+            Some(Err(e)) => {
                 self.stalled(&format!("pull failed: {e}"));
                 false
             }
-            Some(None) => {
+            None => {
                 self.stalled("pull subscription ended");
                 false
             }
-            None => false,
         }
     }
 
