@@ -18,6 +18,15 @@ pub struct Limits {
     pub max_metadata_bytes: usize,
     pub max_string_bytes: usize,
     pub max_runs_per_group: usize,
+    /// How far an event's `run.updated_at` may run ahead of the worker's wall clock and
+    /// still move the worker's event clock (DESIGN.md "Order"): a mis-dated event still
+    /// merges, but it cannot make every other group's timers due.
+    #[serde(with = "humantime_serde", default = "default_max_clock_skew")]
+    pub max_clock_skew: std::time::Duration,
+}
+
+fn default_max_clock_skew() -> std::time::Duration {
+    std::time::Duration::from_secs(300)
 }
 
 impl Default for Limits {
@@ -27,6 +36,7 @@ impl Default for Limits {
             max_metadata_bytes: 16 * 1024,
             max_string_bytes: 1024,
             max_runs_per_group: 500,
+            max_clock_skew: default_max_clock_skew(),
         }
     }
 }

@@ -15,6 +15,7 @@ const SMALL: Limits = Limits {
     max_metadata_bytes: 256,
     max_string_bytes: 48,
     max_runs_per_group: 500,
+    max_clock_skew: std::time::Duration::from_secs(300),
 };
 
 /// Checks the properties of one decode, returning the outcome.
