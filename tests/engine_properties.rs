@@ -1,7 +1,13 @@
-//! Properties of the merge and the rules (DESIGN.md "Order, and what is guaranteed"):
-//! any permutation and duplication of a trace yields the same merged state; duplicates never
-//! change the triggers; the merge never regresses a run; for traces where every run completes
-//! and nothing is re-run, exactly the groups with a pull request and a failing run fire.
+//! Properties of the merge and the rules (docs/design.md "What holds in every order"):
+//! any permutation and duplication of a trace, including events that reuse an id for other
+//! content, yields the same merged state; duplicates never change the triggers; the merge
+//! never regresses a run; for traces where every run completes and nothing is re-run,
+//! exactly the groups with a pull request and a failing run fire. With `refire_on_rerun`, in
+//! every order: a group whose final state fails has fired, its last trigger shows every run
+//! at its final attempt, and a group fires at most once per re-run. For `repeated_failure`,
+//! in every order: a key whose newest `threshold` completed runs (each by its latest
+//! completed attempt) all failed has fired, and every streak trigger lists `threshold` failed
+//! runs; in time order without re-runs it fires exactly once per streak.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,6 +30,28 @@ struct RunSpec {
     group: usize,
     attempts: u32,
     conclusions: Vec<usize>,
+    /// The run's workflow among a few shared names (streaks), or its own (`None`).
+    workflow: Option<usize>,
+}
+
+impl RunSpec {
+    fn conclusion(&self, attempt: u32) -> Conclusion {
+        CONCLUSIONS[self.conclusions[(attempt - 1) as usize] % CONCLUSIONS.len()]
+    }
+
+    fn final_conclusion(&self) -> Conclusion {
+        self.conclusion(self.attempts)
+    }
+}
+
+fn is_failure(c: Conclusion) -> bool {
+    matches!(c, Conclusion::Failure | Conclusion::TimedOut | Conclusion::StartupFailure)
+}
+
+/// When run `i`'s `attempt` reaches `phase` (0 queued, 1 in progress, 2 completed): later
+/// attempts are later, as on a real CI.
+fn time_of(i: usize, attempt: u32, phase: usize) -> i64 {
+    1_700_000_000 + (attempt as i64) * 1000 + (i as i64) * 10 + phase as i64
 }
 
 fn group_of(g: usize) -> (String, Option<u64>, String) {
@@ -44,7 +72,7 @@ fn events_of(runs: &[RunSpec]) -> Vec<Event> {
                 .enumerate()
             {
                 n += 1;
-                let t = 1_700_000_000 + (attempt as i64) * 1000 + (i as i64) * 10 + phase as i64;
+                let t = time_of(i, attempt, phase);
                 out.push(Event {
                     schema: SCHEMA.into(),
                     event_id: format!("ev-{n}"),
@@ -60,10 +88,9 @@ fn events_of(runs: &[RunSpec]) -> Vec<Event> {
                     run: Run {
                         id: format!("run-{i}"),
                         attempt,
-                        workflow: format!("wf-{i}"),
+                        workflow: r.workflow.map_or_else(|| format!("wf-{i}"), |w| format!("shared-{w}")),
                         status,
-                        conclusion: (status == Status::Completed)
-                            .then(|| CONCLUSIONS[r.conclusions[(attempt - 1) as usize] % CONCLUSIONS.len()]),
+                        conclusion: (status == Status::Completed).then(|| r.conclusion(attempt)),
                         url: None,
                         updated_at: chrono::DateTime::from_timestamp(t, 0).unwrap(),
                     },
@@ -81,8 +108,41 @@ fn run_spec(max_attempts: u32) -> impl Strategy<Value = RunSpec> {
             group,
             attempts,
             conclusions,
+            workflow: None,
         },
     )
+}
+
+/// Runs of a few groups that share two workflow names, so they form streaks.
+fn streak_spec(max_attempts: u32) -> impl Strategy<Value = RunSpec> {
+    (0usize..6, 1..=max_attempts, prop::collection::vec(0usize..6, 3), 0usize..2).prop_map(
+        |(group, attempts, conclusions, w)| RunSpec {
+            group,
+            attempts,
+            conclusions,
+            workflow: Some(w),
+        },
+    )
+}
+
+/// Copies of some events that keep the event id (and attempt, phase and time) but carry
+/// other content: a producer reusing ids.
+fn collisions(events: &[Event], picks: &[(usize, usize)]) -> Vec<Event> {
+    picks
+        .iter()
+        .filter(|_| !events.is_empty())
+        .map(|(i, variant)| {
+            let mut e = events[i % events.len()].clone();
+            match variant % 3 {
+                0 => e.run.url = Some(format!("https://ci.example/other/{variant}")),
+                1 if e.run.status == Status::Completed => {
+                    e.run.conclusion = Some(CONCLUSIONS[variant % CONCLUSIONS.len()]);
+                }
+                _ => e.branch = Some(format!("other-{variant}")),
+            }
+            e
+        })
+        .collect()
 }
 
 /// A permutation plus duplicates of a trace.
@@ -169,8 +229,11 @@ proptest! {
         runs in prop::collection::vec(run_spec(3), 1..12),
         order in prop::collection::vec(0usize..10_000, 200),
         dups in prop::collection::vec(0usize..1000, 0..20),
+        reused_ids in prop::collection::vec((0usize..1000, 0usize..1000), 0..6),
     ) {
-        let events = events_of(&runs);
+        let mut events = events_of(&runs);
+        let colliding = collisions(&events, &reused_ids);
+        events.extend(colliding);
         let reference = merged(&events);
         let shuffled = shuffled_with_duplicates(events, order, dups);
         prop_assert_eq!(merged(&shuffled), reference);
@@ -226,6 +289,132 @@ proptest! {
                 let run = t.runs.values().find(|r| &r.workflow == w).unwrap();
                 prop_assert!(matches!(run.conclusion, Some(Conclusion::Failure | Conclusion::TimedOut | Conclusion::StartupFailure)));
             }
+        }
+    }
+
+    #[test]
+    fn with_refire_on_rerun_every_order_ends_with_a_trigger_for_the_final_attempts(
+        runs in prop::collection::vec(run_spec(3), 1..12),
+        order in prop::collection::vec(0usize..10_000, 200),
+        dups in prop::collection::vec(0usize..1000, 0..20),
+    ) {
+        let rules = RuleSet::from_toml("[[rules]]\nkind = \"all_completed_with_failure\"\nrefire_on_rerun = true\n").unwrap();
+        let events = events_of(&runs);
+        let shuffled = shuffled_with_duplicates(events, order, dups);
+        let triggers = simulate(&shuffled, rules);
+        // Per group (commit): the runs' final attempts and conclusions.
+        let mut finals: BTreeMap<String, (Option<u64>, BTreeMap<String, &RunSpec>)> = BTreeMap::new();
+        for (i, r) in runs.iter().enumerate() {
+            let (_, pr, sha) = group_of(r.group);
+            finals.entry(sha).or_insert_with(|| (pr, BTreeMap::new())).1.insert(format!("run-{i}"), r);
+        }
+        for (sha, (pr, group_runs)) in &finals {
+            let fired: Vec<_> = triggers.iter().filter(|t| &t.commit_sha == sha).collect();
+            // At most one trigger per episode, and at most one per re-run.
+            let episodes: BTreeSet<u32> = fired.iter().map(|t| t.episode).collect();
+            prop_assert_eq!(episodes.len(), fired.len(), "two triggers in one episode of {}", sha);
+            let reruns: u32 = group_runs.values().map(|r| r.attempts - 1).sum();
+            prop_assert!(fired.len() as u32 <= 1 + reruns, "{} triggers for {} re-runs", fired.len(), reruns);
+            // No invention.
+            for t in &fired {
+                for w in &t.failed_workflows {
+                    prop_assert!(t.runs.values().any(|r| &r.workflow == w && r.conclusion.is_some_and(is_failure)));
+                }
+            }
+            let holds = pr.is_some() && group_runs.values().any(|r| is_failure(r.final_conclusion()));
+            if !holds {
+                continue;
+            }
+            // No loss: the last trigger saw every run that was re-run at its final attempt.
+            let last = fired.last();
+            prop_assert!(last.is_some(), "group {} fails in the end but never fired", sha);
+            let last = last.unwrap();
+            for (id, r) in group_runs {
+                match last.runs.get(id) {
+                    Some(seen) => prop_assert_eq!(seen.attempt, r.attempts, "run {} of {}", id, sha),
+                    None => prop_assert_eq!(r.attempts, 1, "re-run {} of {} missing from the last trigger", id, sha),
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn repeated_failure_in_every_order_fires_for_a_failing_newest_streak(
+        runs in prop::collection::vec(streak_spec(3), 1..14),
+        order in prop::collection::vec(0usize..10_000, 200),
+        dups in prop::collection::vec(0usize..1000, 0..20),
+        threshold in 2usize..4,
+    ) {
+        let rules = RuleSet::from_toml(&format!("[[rules]]\nkind = \"repeated_failure\"\nthreshold = {threshold}\n")).unwrap();
+        let events = events_of(&runs);
+        let shuffled = shuffled_with_duplicates(events, order, dups);
+        let triggers = simulate(&shuffled, rules);
+        // Per (repository, workflow): the completed runs by their final attempt, newest last.
+        let mut keys: BTreeMap<(String, String), Vec<((i64, String), bool)>> = BTreeMap::new();
+        for (i, r) in runs.iter().enumerate() {
+            let (repo, _, _) = group_of(r.group);
+            let wf = format!("shared-{}", r.workflow.unwrap());
+            let pos = (time_of(i, r.attempts, 2), format!("run-{i}"));
+            keys.entry((repo, wf)).or_default().push((pos, is_failure(r.final_conclusion())));
+        }
+        for ((repo, wf), mut completed) in keys {
+            completed.sort();
+            let fired = triggers.iter().filter(|t| t.repository.name == repo && t.workflow.as_deref() == Some(wf.as_str())).count();
+            let newest = &completed[completed.len().saturating_sub(threshold)..];
+            if newest.len() == threshold && newest.iter().all(|(_, failed)| *failed) {
+                prop_assert!(fired >= 1, "{}/{}: the newest {} runs failed, nothing fired", repo, wf, threshold);
+            }
+        }
+        for t in &triggers {
+            // No invention: `threshold` runs, each failed at the attempt listed.
+            prop_assert_eq!(t.runs.len(), threshold);
+            for (id, seen) in &t.runs {
+                let i: usize = id.trim_start_matches("run-").parse().unwrap();
+                prop_assert!(seen.attempt <= runs[i].attempts);
+                prop_assert_eq!(seen.conclusion, Some(runs[i].conclusion(seen.attempt)));
+                prop_assert!(seen.conclusion.is_some_and(is_failure));
+            }
+        }
+    }
+
+    #[test]
+    fn repeated_failure_in_time_order_fires_once_per_streak(
+        runs in prop::collection::vec(streak_spec(1), 1..16),
+        dup_at in prop::collection::vec((0usize..1000, 0usize..1000), 0..20),
+        threshold in 2usize..4,
+    ) {
+        let rules = RuleSet::from_toml(&format!("[[rules]]\nkind = \"repeated_failure\"\nthreshold = {threshold}\n")).unwrap();
+        let mut events = events_of(&runs);
+        events.sort_by_key(|e| e.run.updated_at);
+        // Redeliveries: after event `k`, copies of events up to `k`.
+        let mut with_dups = Vec::new();
+        for (k, e) in events.iter().enumerate() {
+            with_dups.push(e.clone());
+            for (src, when) in &dup_at {
+                if when % events.len() == k {
+                    with_dups.push(events[src % (k + 1)].clone());
+                }
+            }
+        }
+        let triggers = simulate(&with_dups, rules);
+        let mut keys: BTreeMap<(String, String), Vec<(i64, bool)>> = BTreeMap::new();
+        for (i, r) in runs.iter().enumerate() {
+            let (repo, _, _) = group_of(r.group);
+            let wf = format!("shared-{}", r.workflow.unwrap());
+            keys.entry((repo, wf)).or_default().push((time_of(i, 1, 2), is_failure(r.final_conclusion())));
+        }
+        for ((repo, wf), mut completed) in keys {
+            completed.sort();
+            let mut streaks = 0;
+            let mut len = 0;
+            for (_, failed) in completed {
+                len = if failed { len + 1 } else { 0 };
+                if len == threshold {
+                    streaks += 1;
+                }
+            }
+            let fired = triggers.iter().filter(|t| t.repository.name == repo && t.workflow.as_deref() == Some(wf.as_str())).count();
+            prop_assert_eq!(fired, streaks, "{}/{}", repo, wf);
         }
     }
 }

@@ -25,12 +25,31 @@ pub struct EpisodeState {
     /// The rule has fired in the current episode.
     #[serde(default)]
     pub fired: bool,
-    /// The highest run attempt the group had when the rule fired.
+    /// The highest run attempt the group had when the rule fired. Kept for states written
+    /// before `fired_attempts` existed; new states use `fired_attempts`.
     #[serde(default)]
     pub fired_max_attempt: u32,
+    /// Each run's attempt when the rule last fired (the runs the rule saw then).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub fired_attempts: BTreeMap<String, u32>,
     /// A settle or cooldown timer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due: Option<Due>,
+}
+
+impl EpisodeState {
+    /// Whether a run was re-run since the rule last fired: some run has a higher attempt
+    /// than it had then, a run unknown then counting as attempt 1 (DESIGN.md "Rules").
+    pub fn rerun_since_fire<'a>(&self, runs: impl IntoIterator<Item = (&'a String, u32)>) -> bool {
+        let legacy = self.fired_attempts.is_empty();
+        runs.into_iter().any(|(id, attempt)| {
+            if legacy {
+                attempt > self.fired_max_attempt.max(1)
+            } else {
+                attempt > self.fired_attempts.get(id).copied().unwrap_or(1)
+            }
+        })
+    }
 }
 
 /// Everything runwatch keeps about one (repository, pull request, commit).

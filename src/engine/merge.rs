@@ -1,9 +1,11 @@
 //! The monotone merge of one run's state (DESIGN.md "Groups and the merge rule").
 //!
 //! A run keeps one state; an incoming event replaces it only if it is newer by the order
-//! (attempt, phase, updated_at, event_id), phase being queued < in_progress < completed.
-//! The order is total, so the merge is commutative, associative and idempotent: any order
-//! and any number of copies of the same events end in the same state.
+//! (attempt, phase, updated_at, event_id), phase being queued < in_progress < completed,
+//! and, when a producer reuses an event id for different content, by the rest of the run's
+//! content (workflow, conclusion, url, branch). The order is total over everything a run
+//! state holds, so the merge is commutative, associative and idempotent: any order and any
+//! number of copies of the same events end in the same state.
 
 use std::cmp::Ordering;
 
@@ -42,14 +44,23 @@ impl RunState {
         }
     }
 
-    /// The merge order. Equal keys mean the same event (event ids are unique).
+    /// The merge order: (attempt, phase, updated_at, event_id), then the rest of the
+    /// content as the last tie-break. `Equal` only for identical states, so two events that
+    /// share an id but differ converge to the same winner in every order.
     pub fn order(&self, other: &RunState) -> Ordering {
-        (self.attempt, self.status, self.updated_at, self.event_id.as_str()).cmp(&(
-            other.attempt,
-            other.status,
-            other.updated_at,
-            other.event_id.as_str(),
-        ))
+        (self.attempt, self.status, self.updated_at, self.event_id.as_str())
+            .cmp(&(other.attempt, other.status, other.updated_at, other.event_id.as_str()))
+            .then_with(|| self.content_key().cmp(&other.content_key()))
+    }
+
+    /// The fields the four order keys do not cover.
+    fn content_key(&self) -> (&str, Option<Conclusion>, Option<&str>, Option<&str>) {
+        (
+            self.workflow.as_str(),
+            self.conclusion,
+            self.url.as_deref(),
+            self.branch.as_deref(),
+        )
     }
 }
 
@@ -95,6 +106,27 @@ mod tests {
         merge_into(&mut slot, rs(1, Status::Completed, 10, "b"));
         assert!(merge_into(&mut slot, rs(2, Status::Queued, 5, "c")));
         assert_eq!(slot.unwrap().attempt, 2);
+    }
+
+    #[test]
+    fn a_reused_event_id_converges_whatever_comes_first() {
+        let a = rs(1, Status::Completed, 10, "same");
+        let mut b = a.clone();
+        b.conclusion = Some(Conclusion::Success);
+        let mut c = a.clone();
+        c.url = Some("https://ci.example/1".into());
+        for order in [[&a, &b, &c], [&b, &c, &a], [&c, &a, &b], [&c, &b, &a]] {
+            let mut slot = None;
+            for r in order {
+                merge_into(&mut slot, r.clone());
+            }
+            let mut first = None;
+            for r in [&a, &b, &c] {
+                merge_into(&mut first, r.clone());
+            }
+            assert_eq!(slot, first);
+        }
+        assert_ne!(a.order(&b), Ordering::Equal);
     }
 
     #[test]

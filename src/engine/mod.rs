@@ -179,17 +179,18 @@ impl Engine {
         if let Some(s) = slot {
             g.state.runs.insert(event.run.id.clone(), s);
         }
-        if !changed {
-            return Ok(out);
-        }
-        if event.branch.is_some() {
+        if changed && event.branch.is_some() {
             g.branch.clone_from(&event.branch);
         }
         for rule in self.rules.rules() {
             match rule.kind {
-                RuleKind::AllCompletedWithFailure => {
+                RuleKind::AllCompletedWithFailure if changed => {
                     out.extend(self.evaluate_group(rule, g, ledger, clock, false));
                 }
+                RuleKind::AllCompletedWithFailure => {}
+                // A streak counts each run by its latest *completed* attempt, which the
+                // group may already have replaced with a newer attempt's `queued`: the
+                // streak is told about every completed event, changed group or not.
                 RuleKind::RepeatedFailure => {
                     out.extend(self.record_streak(rule, g, ledger, event, clock));
                 }
@@ -236,7 +237,6 @@ impl Engine {
             .iter()
             .filter(|(_, r)| rule.matches_run(&r.workflow, r.branch.as_deref()))
             .collect();
-        let max_attempt = relevant.iter().map(|(_, r)| r.attempt).max().unwrap_or(0);
         let holds = !relevant.is_empty()
             && (!rule.require_pr || g.pr_number.is_some())
             && relevant.iter().all(|(_, r)| r.status == Status::Completed)
@@ -257,7 +257,7 @@ impl Engine {
             .collect();
 
         let st = g.state.rules.entry(rule.name.clone()).or_default();
-        if rule.refire_on_rerun && st.fired && max_attempt > st.fired_max_attempt {
+        if rule.refire_on_rerun && st.fired && st.rerun_since_fire(relevant.iter().map(|(id, r)| (*id, r.attempt))) {
             st.episode += 1;
             st.fired = false;
             st.due = None;
@@ -285,7 +285,8 @@ impl Engine {
             return None;
         }
         st.fired = true;
-        st.fired_max_attempt = max_attempt;
+        st.fired_max_attempt = relevant.iter().map(|(_, r)| r.attempt).max().unwrap_or(0);
+        st.fired_attempts = relevant.iter().map(|(id, r)| ((*id).clone(), r.attempt)).collect();
         st.due = None;
         let episode = st.episode;
         let pr = g.pr_number.map_or_else(|| "-".to_string(), |p| p.to_string());
@@ -342,6 +343,7 @@ impl Engine {
             run: RunState::from_event(event),
             commit_sha: event.commit_sha.clone(),
             pr_number: event.pr_number,
+            failed: false,
         };
         let failed = rule.is_failure(event.run.conclusion);
         let streak = ledger.streaks.entry(key.clone()).or_default();
@@ -350,8 +352,7 @@ impl Engine {
         }
         let streak_id = streak.streak_id();
         let runs: BTreeMap<String, TriggerRun> = streak
-            .failures
-            .iter()
+            .failures()
             .map(|f| (f.run_id.clone(), trigger_run(&f.run)))
             .collect();
         // A streak that ends inside a cooldown is not announced (there is no group to hold

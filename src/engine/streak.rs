@@ -1,5 +1,5 @@
-//! The state of `repeated_failure`: per (repository, rule, branch, workflow), the failures
-//! since the most recent non-failure, ordered by (run `updated_at`, run id).
+//! The state of `repeated_failure`: per (repository, rule, branch, workflow), the newest
+//! completed runs, ordered by (run `updated_at`, run id), and where the current streak began.
 
 use std::cmp::Ordering;
 
@@ -31,7 +31,7 @@ impl StreakPos {
     }
 }
 
-/// A failed run kept in the streak, with where it came from.
+/// A completed run kept in the streak window, with where it came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreakRun {
     pub run_id: String,
@@ -39,6 +39,14 @@ pub struct StreakRun {
     pub commit_sha: String,
     #[serde(default)]
     pub pr_number: Option<u64>,
+    /// Whether this attempt's conclusion is a failure for the rule. States written before
+    /// the window kept successes held only failures, hence the default.
+    #[serde(default = "yes")]
+    pub failed: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl StreakRun {
@@ -50,66 +58,88 @@ impl StreakRun {
     }
 }
 
+/// The streak bookkeeping of one key.
+///
+/// `window` holds the newest `threshold` completed runs, each by its latest completed
+/// attempt (merge order), oldest first. A run's position only moves forward (a re-run
+/// completes later than the attempt it repeats), so a run that left the window can never be
+/// among the newest `threshold` again, and the window is the same whatever order the events
+/// came in. Successes that leave it are remembered as `last_break`: the newest success older
+/// than the window, i.e. where the current streak started.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StreakState {
-    /// Failures after `last_break`, oldest first, at most `threshold` of them (the newest).
-    #[serde(default)]
-    pub failures: Vec<StreakRun>,
-    /// The newest completed run that did not fail: a streak starts after it.
+    /// The newest `threshold` completed runs, oldest first.
+    #[serde(default, alias = "failures")]
+    pub window: Vec<StreakRun>,
+    /// The newest success older than the window.
     #[serde(default)]
     pub last_break: Option<StreakPos>,
-    /// The newest failure when the rule last fired; a new streak needs a break after it.
+    /// The newest run of the window when the rule last fired.
     #[serde(default)]
     pub fired_through: Option<StreakPos>,
 }
 
 impl StreakState {
-    /// Records a completed run. Returns true when the state changed.
-    pub fn record(&mut self, entry: StreakRun, failed: bool, threshold: usize) -> bool {
+    /// Records a completed run (by its attempt in `entry`). Returns true when the state
+    /// changed. Idempotent, and the same set of entries gives the same window in any order.
+    pub fn record(&mut self, mut entry: StreakRun, failed: bool, threshold: usize) -> bool {
+        entry.failed = failed;
         let pos = entry.pos();
-        // One state per run id: an older copy of this run leaves, unless it is newer.
-        if let Some(i) = self.failures.iter().position(|f| f.run_id == entry.run_id) {
-            if entry.run.order(&self.failures[i].run) != Ordering::Greater {
+        if let Some(i) = self.window.iter().position(|f| f.run_id == entry.run_id) {
+            // One state per run: only a newer attempt (merge order) replaces it.
+            if entry.run.order(&self.window[i].run) != Ordering::Greater {
                 return false;
             }
-            self.failures.remove(i);
-        }
-        if !failed {
-            if self.last_break.as_ref().is_some_and(|b| *b >= pos) {
-                return false;
-            }
-            self.failures.retain(|f| f.pos() > pos);
-            self.last_break = Some(pos);
-            return true;
-        }
-        if self.last_break.as_ref().is_some_and(|b| *b >= pos) {
-            // A failure older than the streak's start does not belong to it.
-            return false;
+            self.window.remove(i);
+        } else if self.window.len() >= threshold && self.window.first().is_some_and(|f| pos <= f.pos()) {
+            // Older than every run of a full window: it is not among the newest, but a
+            // success there still bounds where the current streak starts.
+            return !failed && self.note_break(pos);
         }
         let at = self
-            .failures
+            .window
             .iter()
             .position(|f| f.pos() > pos)
-            .unwrap_or(self.failures.len());
-        self.failures.insert(at, entry);
-        if self.failures.len() > threshold {
-            let excess = self.failures.len() - threshold;
-            self.failures.drain(..excess);
+            .unwrap_or(self.window.len());
+        self.window.insert(at, entry);
+        while self.window.len() > threshold {
+            let old = self.window.remove(0);
+            if !old.failed {
+                self.note_break(old.pos());
+            }
         }
         true
     }
 
-    /// Whether the newest `threshold` completed runs all failed in a streak that has not
-    /// fired yet.
-    pub fn should_fire(&self, threshold: usize) -> bool {
-        if self.failures.len() < threshold {
+    fn note_break(&mut self, pos: StreakPos) -> bool {
+        if self.last_break.as_ref().is_some_and(|b| *b >= pos) {
             return false;
         }
-        match (&self.fired_through, &self.last_break) {
-            (None, _) => true,
-            (Some(through), Some(brk)) => brk > through,
-            (Some(_), None) => false,
+        self.last_break = Some(pos);
+        true
+    }
+
+    /// Whether the newest `threshold` completed runs all failed, in a streak that has not
+    /// fired yet. The streak that fired is this one when no success lies between the run it
+    /// fired through and the newest run: inside the window (all failures) or before it
+    /// (`last_break`).
+    pub fn should_fire(&self, threshold: usize) -> bool {
+        if threshold == 0 || self.window.len() < threshold || !self.window.iter().all(|f| f.failed) {
+            return false;
         }
+        let Some(through) = &self.fired_through else {
+            return true;
+        };
+        let oldest = self.window.first().map(StreakRun::pos);
+        if oldest.is_some_and(|o| o <= *through) {
+            return false;
+        }
+        self.last_break.as_ref().is_some_and(|b| b > through)
+    }
+
+    /// The failed runs of the window (all of it when the rule fires).
+    pub fn failures(&self) -> impl Iterator<Item = &StreakRun> {
+        self.window.iter().filter(|f| f.failed)
     }
 
     /// The streak's identity: the break it started after.
@@ -120,7 +150,7 @@ impl StreakState {
     }
 
     pub fn mark_fired(&mut self) {
-        self.fired_through = self.failures.last().map(StreakRun::pos);
+        self.fired_through = self.window.last().map(StreakRun::pos);
     }
 }
 
@@ -146,6 +176,7 @@ mod tests {
                 run,
                 commit_sha: "c".into(),
                 pr_number: None,
+                failed,
             },
             failed,
         )
@@ -188,6 +219,6 @@ mod tests {
         let na = feed(&mut a, &[("1", 1, true), ("2", 2, true), ("3", 3, true)]);
         let nb = feed(&mut b, &[("3", 3, true), ("1", 1, true), ("2", 2, true)]);
         assert_eq!((na, nb), (1, 1));
-        assert_eq!(a.failures, b.failures);
+        assert_eq!(a.window, b.window);
     }
 }
