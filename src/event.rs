@@ -184,6 +184,9 @@ pub enum RejectCode {
     Oversize,
     /// The event would make its group hold more runs than `limits.max_runs_per_group`.
     TooManyRuns,
+    /// The stored state of the event's group (or streak) cannot be decoded: the row is set
+    /// aside and its events wait in the dead-letter stream until it is repaired.
+    CorruptState,
 }
 
 impl RejectCode {
@@ -194,6 +197,7 @@ impl RejectCode {
             RejectCode::Invalid => "invalid",
             RejectCode::Oversize => "oversize",
             RejectCode::TooManyRuns => "too_many_runs",
+            RejectCode::CorruptState => "corrupt_state",
         }
     }
 }

@@ -169,6 +169,9 @@ fn shuffled_with_duplicates(
 
 type Key = (String, Option<u64>, String);
 
+/// A completed run in a streak: ((completion time, run id), failed).
+type StreakPoint = ((i64, String), bool);
+
 /// Merged run states per group, applying with the engine directly.
 fn merged(events: &[Event]) -> BTreeMap<Key, BTreeMap<String, RunState>> {
     let engine = Engine::new(RuleSet::default_rules(), Limits::default());
@@ -350,7 +353,7 @@ proptest! {
         let shuffled = shuffled_with_duplicates(events, order, dups);
         let triggers = simulate(&shuffled, rules);
         // Per (repository, workflow): the completed runs by their final attempt, newest last.
-        let mut keys: BTreeMap<(String, String), Vec<((i64, String), bool)>> = BTreeMap::new();
+        let mut keys: BTreeMap<(String, String), Vec<StreakPoint>> = BTreeMap::new();
         for (i, r) in runs.iter().enumerate() {
             let (repo, _, _) = group_of(r.group);
             let wf = format!("shared-{}", r.workflow.unwrap());

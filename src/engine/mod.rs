@@ -41,12 +41,20 @@ impl Clock {
         Clock { event: t, wall: t }
     }
 
-    /// The clock after seeing an event that happened at `t`.
-    pub fn advance(self, t: DateTime<Utc>, wall: DateTime<Utc>) -> Clock {
+    /// The clock after seeing an event that happened at `t`, at wall time `wall`. Event time
+    /// never moves back, and never past `wall + max_lead`: an event dated further ahead (a
+    /// producer bug, milliseconds read as seconds) still merges, but cannot make every other
+    /// group's timers due.
+    pub fn advance(self, t: DateTime<Utc>, wall: DateTime<Utc>, max_lead: std::time::Duration) -> Clock {
         Clock {
-            event: self.event.max(t),
+            event: self.event.max(t.min(lead_bound(wall, max_lead))),
             wall,
         }
+    }
+
+    /// Whether `t` is further ahead of `wall` than `max_lead` (see [`Clock::advance`]).
+    pub fn is_skewed(t: DateTime<Utc>, wall: DateTime<Utc>, max_lead: std::time::Duration) -> bool {
+        t > lead_bound(wall, max_lead)
     }
 
     fn is_due(&self, due: &Due) -> bool {
@@ -113,6 +121,10 @@ impl Engine {
 
     pub fn rules(&self) -> &RuleSet {
         &self.rules
+    }
+
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// The streaks an event may touch (only completed runs of `repeated_failure` rules).
@@ -415,6 +427,12 @@ fn cooldown_deferral(rule: &Rule, repo: &RepoRef, ledger: &mut Ledger, clock: Cl
     }
     ledger.cooldowns.insert(key, clock.wall);
     None
+}
+
+/// `wall + max_lead`, saturating at the end of time.
+fn lead_bound(wall: DateTime<Utc>, max_lead: std::time::Duration) -> DateTime<Utc> {
+    wall.checked_add_signed(to_chrono(max_lead))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 fn to_chrono(d: std::time::Duration) -> chrono::Duration {

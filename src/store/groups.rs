@@ -6,11 +6,12 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
+use tracing::{error, warn};
 use uuid::Uuid;
 
 use super::{Store, StoreError};
 use crate::engine::{Clock, CooldownKey, GroupCtx, GroupState, Ledger, RepoRef, StreakKey, StreakState};
-use crate::event::{Event, Rejection};
+use crate::event::{Event, RejectCode, Rejection};
 use crate::repository::RepoClaim;
 use crate::trigger::{self, Trigger};
 
@@ -103,7 +104,7 @@ impl Store {
             .map(|(e, r)| (r.internal_id, pr_key(e.pr_number), e.commit_sha.clone()))
             .collect();
         let by_id: HashMap<i64, RepoRef> = repos.iter().map(|r| (r.internal_id, r.clone())).collect();
-        let mut slots = lock_groups(tx, &keys, &by_id).await?;
+        let (mut slots, corrupt) = lock_groups(tx, &keys, &by_id).await?;
 
         let mut streak_keys = BTreeSet::new();
         for (e, r) in events.iter().zip(repos) {
@@ -113,16 +114,39 @@ impl Store {
             .values()
             .flat_map(|r| self.engine.cooldown_keys(r))
             .collect();
-        let mut ledger = lock_ledger(tx, &streak_keys, &cooldown_keys).await?;
+        let (mut ledger, corrupt_streaks) = lock_ledger(tx, &streak_keys, &cooldown_keys).await?;
         let original_ledger = ledger.clone();
 
         let wall = Utc::now();
         let mut clock = clock;
         let mut outcomes = Vec::with_capacity(events.len());
         let mut decided: Vec<(i64, Trigger)> = Vec::new();
+        let max_lead = self.engine.limits().max_clock_skew;
         for (e, r) in events.iter().zip(repos) {
-            clock = clock.advance(e.run.updated_at, wall);
+            if Clock::is_skewed(e.run.updated_at, wall, max_lead) {
+                metrics::counter!("runwatch_clock_skew_events_total").increment(1);
+                warn!(
+                    event_id = %e.event_id,
+                    updated_at = %e.run.updated_at,
+                    max_clock_skew = ?max_lead,
+                    "event dated ahead of the wall clock: merged, but the event clock only advances to the bound"
+                );
+            }
+            clock = clock.advance(e.run.updated_at, wall, max_lead);
             let key = (r.internal_id, pr_key(e.pr_number), e.commit_sha.clone());
+            if let Some(c) = corrupt.get(&key) {
+                outcomes.push(EventOutcome::Rejected(c.rejection()));
+                continue;
+            }
+            if let Some(c) = self
+                .engine
+                .streak_keys(r, e)
+                .iter()
+                .find_map(|k| corrupt_streaks.get(k))
+            {
+                outcomes.push(EventOutcome::Rejected(c.rejection()));
+                continue;
+            }
             let Some(slot) = slots.get_mut(&key) else {
                 // lock_groups inserted every key; a missing one is a bug, refuse the batch.
                 return Err(StoreError::Db(sqlx::Error::RowNotFound));
@@ -196,14 +220,29 @@ impl Store {
             .collect::<Result<_, _>>()?;
         let repos = self.repositories_by_id(&repo_ids).await?;
         let mut slots = Vec::with_capacity(rows.len());
+        let mut corrupt = Vec::new();
         for row in &rows {
-            slots.push(slot_from_row(row, &repos)?);
+            match slot_from_row(row, &repos)? {
+                Ok(slot) => slots.push(slot),
+                Err(c) => {
+                    c.report("timers");
+                    corrupt.push(c.id);
+                }
+            }
+        }
+        if !corrupt.is_empty() {
+            // Its timers cannot be evaluated: drop them, so the sweep does not stop at this
+            // row on every pass. Its next event is dead-lettered as `corrupt_state`.
+            sqlx::query("UPDATE groups SET due_event_at = NULL, due_wall_at = NULL WHERE id = ANY($1)")
+                .bind(&corrupt)
+                .execute(&mut **tx)
+                .await?;
         }
         let cooldown_keys: BTreeSet<CooldownKey> = repos
             .values()
             .flat_map(|r| self.engine.cooldown_keys(r))
             .collect();
-        let mut ledger = lock_ledger(tx, &BTreeSet::new(), &cooldown_keys).await?;
+        let (mut ledger, _) = lock_ledger(tx, &BTreeSet::new(), &cooldown_keys).await?;
         let original_ledger = ledger.clone();
         let clock = Clock {
             event: event_clock,
@@ -318,27 +357,65 @@ impl DryRun<'_> {
     }
 }
 
-fn slot_from_row(row: &sqlx::postgres::PgRow, repos: &HashMap<i64, RepoRef>) -> Result<Slot, StoreError> {
+/// A row whose stored state cannot be decoded (written by hand, by a newer version, by a
+/// bug). It is set aside: never written, its events dead-lettered as `corrupt_state`, its
+/// timers dropped; everything else carries on.
+struct CorruptRow {
+    id: i64,
+    label: String,
+    detail: String,
+}
+
+impl CorruptRow {
+    fn report(&self, op: &'static str) {
+        metrics::counter!("runwatch_corrupt_rows_total", "op" => op).increment(1);
+        error!(row = self.id, key = %self.label, detail = %self.detail, op,
+            "stored state cannot be decoded: row set aside (repair it, then redrive its dead letters)");
+    }
+
+    fn rejection(&self) -> Rejection {
+        Rejection::new(
+            RejectCode::CorruptState,
+            format!("{} (row {}): stored state cannot be decoded: {}", self.label, self.id, self.detail),
+        )
+    }
+}
+
+fn slot_from_row(
+    row: &sqlx::postgres::PgRow,
+    repos: &HashMap<i64, RepoRef>,
+) -> Result<Result<Slot, CorruptRow>, StoreError> {
     let id: i64 = row.try_get("id")?;
     let repo_id: i64 = row.try_get("repository_id")?;
     let pr: Option<i64> = row.try_get("pr_number")?;
-    // Straight from the jsonb bytes into the engine's type: no intermediate Value.
-    let state: GroupState = row.try_get::<Json<GroupState>, _>("state")?.0;
+    let commit_sha: String = row.try_get("commit_sha")?;
     let branch: Option<String> = row.try_get("branch")?;
+    // Straight from the jsonb bytes into the engine's type: no intermediate Value.
+    let state: GroupState = match row.try_get::<Json<GroupState>, _>("state") {
+        Ok(s) => s.0,
+        Err(sqlx::Error::ColumnDecode { source, .. }) => {
+            return Ok(Err(CorruptRow {
+                id,
+                label: format!("group repository={repo_id} pr={} commit={commit_sha}", pr.unwrap_or(0)),
+                detail: source.to_string(),
+            }));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let repo = repos
         .get(&repo_id)
         .cloned()
         .ok_or(StoreError::Db(sqlx::Error::RowNotFound))?;
-    Ok(Slot {
+    Ok(Ok(Slot {
         id,
         repo,
         pr_number: pr.and_then(|p| u64::try_from(p).ok()),
-        commit_sha: row.try_get("commit_sha")?,
+        commit_sha,
         original_branch: branch.clone(),
         branch,
         original_state: state.clone(),
         state,
-    })
+    }))
 }
 
 /// Inserts the absent groups, then locks all of them in key order (one round trip).
@@ -346,7 +423,7 @@ async fn lock_groups(
     tx: &mut Transaction<'static, Postgres>,
     keys: &BTreeSet<GroupKey>,
     repos: &HashMap<i64, RepoRef>,
-) -> Result<BTreeMap<GroupKey, Slot>, StoreError> {
+) -> Result<(BTreeMap<GroupKey, Slot>, BTreeMap<GroupKey, CorruptRow>), StoreError> {
     let mut rid = Vec::with_capacity(keys.len());
     let mut pr = Vec::with_capacity(keys.len());
     let mut sha = Vec::with_capacity(keys.len());
@@ -364,11 +441,24 @@ async fn lock_groups(
         .fetch_all(&mut **tx)
         .await?;
     let mut out = BTreeMap::new();
+    let mut corrupt = BTreeMap::new();
     for row in &rows {
-        let slot = slot_from_row(row, repos)?;
-        out.insert((slot.repo.internal_id, pr_key(slot.pr_number), slot.commit_sha.clone()), slot);
+        match slot_from_row(row, repos)? {
+            Ok(slot) => {
+                out.insert((slot.repo.internal_id, pr_key(slot.pr_number), slot.commit_sha.clone()), slot);
+            }
+            Err(c) => {
+                let key: GroupKey = (
+                    row.try_get("repository_id")?,
+                    row.try_get::<Option<i64>, _>("pr_number")?.unwrap_or(0),
+                    row.try_get("commit_sha")?,
+                );
+                c.report("record");
+                corrupt.insert(key, c);
+            }
+        }
     }
-    Ok(out)
+    Ok((out, corrupt))
 }
 
 /// Inserts the absent streak and cooldown rows, then locks them in key order.
@@ -376,8 +466,9 @@ async fn lock_ledger(
     tx: &mut Transaction<'static, Postgres>,
     streaks: &BTreeSet<StreakKey>,
     cooldowns: &BTreeSet<CooldownKey>,
-) -> Result<Ledger, StoreError> {
+) -> Result<(Ledger, BTreeMap<StreakKey, CorruptRow>), StoreError> {
     let mut ledger = Ledger::default();
+    let mut corrupt = BTreeMap::new();
     if !streaks.is_empty() {
         let (mut r, mut ru, mut b, mut w) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for k in streaks {
@@ -417,8 +508,24 @@ async fn lock_ledger(
                 branch: row.try_get("branch")?,
                 workflow: row.try_get("workflow")?,
             };
-            let state: StreakState = row.try_get::<Json<StreakState>, _>("state")?.0;
-            ledger.streaks.insert(key, state);
+            match row.try_get::<Json<StreakState>, _>("state") {
+                Ok(state) => {
+                    ledger.streaks.insert(key, state.0);
+                }
+                Err(sqlx::Error::ColumnDecode { source, .. }) => {
+                    let c = CorruptRow {
+                        id: key.repository_id,
+                        label: format!(
+                            "streak repository={} rule={} branch={} workflow={}",
+                            key.repository_id, key.rule, key.branch, key.workflow
+                        ),
+                        detail: source.to_string(),
+                    };
+                    c.report("record");
+                    corrupt.insert(key, c);
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     }
     if !cooldowns.is_empty() {
@@ -458,7 +565,7 @@ async fn lock_ledger(
             }
         }
     }
-    Ok(ledger)
+    Ok((ledger, corrupt))
 }
 
 /// Writes the groups whose state or branch changed, with their due times, in one statement.
