@@ -544,3 +544,27 @@ fn what_decode_accepts_the_schema_accepts() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
+
+/// The two examples in docs/design.md (its first two `json` blocks: an event, then a
+/// trigger) are valid, so the document cannot drift from the schemas unseen.
+#[test]
+fn the_examples_in_the_design_document_validate() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/design.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let blocks: Vec<Value> = text
+        .split("```json\n")
+        .skip(1)
+        .map(|b| serde_json::from_str(b.split("```").next().unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        blocks.len(),
+        2,
+        "docs/design.md should hold two json examples"
+    );
+    decode(blocks[0].to_string().as_bytes(), &Limits::default()).unwrap();
+    let why = errors(event_schema(), &blocks[0]);
+    assert!(why.is_empty(), "the event example:\n{why}");
+    assert_valid_trigger(&blocks[1], "the trigger example");
+    let trigger: runwatch::trigger::Trigger = serde_json::from_value(blocks[1].clone()).unwrap();
+    assert_eq!(trigger.schema, runwatch::trigger::TRIGGER_SCHEMA);
+}
