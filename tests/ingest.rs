@@ -57,7 +57,7 @@ const GITLAB_PIPELINE: &str = r#"{
 }"#;
 
 fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/fixtures/github")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/github")
 }
 
 fn fixture_files(kind: &str) -> Vec<(String, Vec<u8>)> {

@@ -1,5 +1,6 @@
-//! The conformance scenarios through the live pipeline: publish → one worker → outbound
-//! stream, compared with expected.jsonl (the same projection as `check-scenarios`).
+//! The conformance scenarios (tests/conformance) through the live pipeline: publish → one
+//! worker → outbound stream, compared with expected.jsonl (the projection of
+//! docs/design.md), every published trigger validated against schemas/trigger.v1.json.
 
 mod common;
 
@@ -8,6 +9,7 @@ use std::time::Duration;
 use common::env::TestEnv;
 use common::live::{all_triggers, publish_in_order, start_worker, wait_quiet};
 use common::scenarios::{Scenario, load_scenarios, project_value};
+use common::schemas::{errors, trigger_schema};
 use futures::StreamExt;
 use runwatch::bus::Bus;
 
@@ -27,6 +29,16 @@ async fn run_one(s: &Scenario) -> Result<(), String> {
     let triggers = all_triggers(&bus).await;
     worker.shutdown().await;
     env.cleanup().await;
+    // Every published trigger is a valid runwatch.trigger.v1 (schemas/trigger.v1.json).
+    for t in &triggers {
+        let why = errors(trigger_schema(), t);
+        if !why.is_empty() {
+            return Err(format!(
+                "{}: a published trigger does not validate:\n{why}\n{t}",
+                s.name
+            ));
+        }
+    }
     let mut got: Vec<String> = triggers.iter().map(project_value).collect();
     got.sort();
     if got == s.expected {

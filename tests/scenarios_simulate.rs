@@ -1,8 +1,11 @@
-//! The conformance scenarios in ../shared/scenarios through the library's simulate.
+//! The conformance scenarios in tests/conformance through `simulate`: the library's
+//! `simulate::run`, and the `runwatch simulate` command as a user runs it.
 
 mod common;
 
-use common::scenarios::{load_scenarios, project};
+use std::process::Command;
+
+use common::scenarios::{load_scenarios, project, scenarios_dir};
 use runwatch::engine::{Engine, RuleSet};
 use runwatch::event::Limits;
 
@@ -26,10 +29,56 @@ fn every_scenario_passes_through_simulate() {
             &mut err,
         )
         .unwrap();
-        assert!(err.is_empty(), "{}: {}", s.name, String::from_utf8_lossy(&err));
+        assert!(
+            err.is_empty(),
+            "{}: {}",
+            s.name,
+            String::from_utf8_lossy(&err)
+        );
         let got = project(String::from_utf8(out).unwrap().lines());
         if got != s.expected {
-            failures.push(format!("{}:\n  expected {:?}\n  got      {:?}", s.name, s.expected, got));
+            failures.push(format!(
+                "{}:\n  expected {:?}\n  got      {:?}",
+                s.name, s.expected, got
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The same scenarios through the binary (`runwatch simulate [--rules FILE] FILE`), so the
+/// command line, the rules file loader and the printed JSON lines are checked too.
+#[test]
+fn every_scenario_passes_through_the_simulate_command() {
+    let dir = scenarios_dir();
+    let scenarios = load_scenarios();
+    assert!(!scenarios.is_empty(), "no scenarios found");
+    let mut failures = Vec::new();
+    for s in &scenarios {
+        let d = dir.join(&s.name);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_runwatch"));
+        // The default configuration, whatever the environment holds (RUNWATCH_RULES_FILE,
+        // RUNWATCH_LIMITS__…).
+        cmd.env_clear().arg("simulate");
+        if s.rules_toml.is_some() {
+            cmd.arg("--rules").arg(d.join("rules.toml"));
+        }
+        let out = cmd.arg(d.join("events.jsonl")).output().unwrap();
+        if !out.status.success() {
+            failures.push(format!(
+                "{}: {}: {}",
+                s.name,
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            ));
+            continue;
+        }
+        let got = project(String::from_utf8(out.stdout).unwrap().lines());
+        if got != s.expected {
+            failures.push(format!(
+                "{}:\n  expected {:?}\n  got      {:?}",
+                s.name, s.expected, got
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

@@ -2,4 +2,5 @@
 pub mod env;
 pub mod live;
 pub mod scenarios;
+pub mod schemas;
 pub mod trace;

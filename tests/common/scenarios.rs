@@ -1,4 +1,5 @@
-//! Loading the conformance scenarios and projecting triggers as `check-scenarios` does.
+//! Loading the conformance scenarios (`tests/conformance/`) and projecting triggers as
+//! docs/design.md's "Conformance scenarios" says.
 
 use std::path::PathBuf;
 
@@ -10,10 +11,12 @@ pub struct Scenario {
     pub expected: Vec<String>,
 }
 
+/// The repository's suite, `tests/conformance/` (every subdirectory is a scenario), unless
+/// `RUNWATCH_SCENARIOS` names another directory laid out the same way.
 pub fn scenarios_dir() -> PathBuf {
     std::env::var_os("RUNWATCH_SCENARIOS")
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/scenarios"))
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/conformance"))
 }
 
 pub fn load_scenarios() -> Vec<Scenario> {
@@ -29,16 +32,25 @@ pub fn load_scenarios() -> Vec<Scenario> {
         .into_iter()
         .map(|name| {
             let d = dir.join(&name);
-            let expected_text =
-                std::fs::read_to_string(d.join("expected.jsonl")).unwrap_or_default();
+            // Both files are required: a scenario without expected.jsonl would pass by firing
+            // nothing. An empty expected.jsonl says that nothing fires.
+            let read = |file: &str| {
+                std::fs::read_to_string(d.join(file))
+                    .unwrap_or_else(|e| panic!("{name}/{file}: {e}"))
+            };
+            let expected_text = read("expected.jsonl");
             let mut expected: Vec<String> = expected_text
                 .lines()
                 .filter(|l| !l.trim().is_empty())
-                .map(|l| canonical(&serde_json::from_str(l).unwrap()))
+                .map(|l| {
+                    let v = serde_json::from_str(l)
+                        .unwrap_or_else(|e| panic!("{name}/expected.jsonl: {e}: {l}"));
+                    canonical(&v)
+                })
                 .collect();
             expected.sort();
             Scenario {
-                events: std::fs::read_to_string(d.join("events.jsonl")).unwrap(),
+                events: read("events.jsonl"),
                 rules_toml: std::fs::read_to_string(d.join("rules.toml")).ok(),
                 expected,
                 name,
@@ -52,7 +64,7 @@ fn canonical(v: &serde_json::Value) -> String {
     serde_json::to_string(v).unwrap()
 }
 
-/// The projection of DESIGN.md's conformance scenarios, sorted.
+/// The projection the conformance scenarios compare (docs/design.md), sorted.
 pub fn project<'a>(lines: impl Iterator<Item = &'a str>) -> Vec<String> {
     let mut out: Vec<String> = lines
         .filter(|l| !l.trim().is_empty())

@@ -1,0 +1,570 @@
+//! `schemas/workflow_run.v1.json` and `schemas/trigger.v1.json` against the code:
+//! - every conformance event and the demo's events validate against the event schema;
+//! - every trigger `simulate` prints for the conformance suite validates against the trigger
+//!   schema (the live pipeline's triggers are checked in `tests/live_scenarios.rs`);
+//! - what `runwatch::event::decode` rejects for its shape, the event schema rejects too, and
+//!   what it accepts (aliases, nulls, absent optional fields, unknown fields), the schema
+//!   accepts too.
+
+mod common;
+
+use std::path::PathBuf;
+
+use common::scenarios::{load_scenarios, scenarios_dir};
+use common::schemas::{assert_valid_trigger, errors, event_schema};
+use runwatch::engine::{Engine, RuleSet};
+use runwatch::event::{Limits, RejectCode, decode};
+use serde_json::{Value, json};
+
+fn lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
+    text.lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l))
+        .filter(|(_, l)| !l.trim().is_empty())
+}
+
+#[test]
+fn every_conformance_and_demo_event_validates() {
+    let demo_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("examples/demo.jsonl");
+    let demo = std::fs::read_to_string(&demo_path).unwrap();
+    let mut files = vec![("examples/demo.jsonl".to_string(), demo)];
+    for s in load_scenarios() {
+        files.push((
+            format!("{}/{}/events.jsonl", scenarios_dir().display(), s.name),
+            s.events,
+        ));
+    }
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for (file, text) in &files {
+        for (n, line) in lines(text) {
+            let v: Value = serde_json::from_str(line).unwrap();
+            // The suite holds only events runwatch accepts; a scenario about rejected input
+            // would say so here.
+            decode(line.as_bytes(), &Limits::default())
+                .unwrap_or_else(|r| panic!("{file}:{n}: decode rejects it: {r}"));
+            let why = errors(event_schema(), &v);
+            if !why.is_empty() {
+                failures.push(format!("{file}:{n}:\n{why}"));
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked > 100, "only {checked} events found");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn every_trigger_simulate_prints_for_the_suite_validates() {
+    let mut checked = 0;
+    for s in load_scenarios() {
+        let rules = match &s.rules_toml {
+            Some(t) => RuleSet::from_toml(t).unwrap(),
+            None => RuleSet::default_rules(),
+        };
+        let mut out = Vec::new();
+        let mut err = Vec::new();
+        runwatch::simulate::run(
+            Engine::new(rules, Limits::default()),
+            Limits::default(),
+            s.events.as_bytes(),
+            &mut out,
+            &mut err,
+        )
+        .unwrap();
+        for (n, line) in lines(&String::from_utf8(out).unwrap()) {
+            let t: Value = serde_json::from_str(line).unwrap();
+            let context = format!("{} trigger {n}", s.name);
+            assert_valid_trigger(&t, &context);
+            // What the schema describes but cannot state: both rules fire on completed runs
+            // only, and failed_workflows is sorted.
+            for (id, run) in t["runs"].as_object().unwrap() {
+                assert_eq!(run["status"], "completed", "{context}: run {id}");
+            }
+            let failed: Vec<&str> = t["failed_workflows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|w| w.as_str().unwrap())
+                .collect();
+            assert!(failed.is_sorted(), "{context}: failed_workflows {failed:?}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 10, "only {checked} triggers printed");
+}
+
+/// A trigger with a field of the wrong type or value is refused by the trigger schema (the
+/// schema is not vacuous).
+#[test]
+fn the_trigger_schema_rejects_malformed_triggers() {
+    let good = json!({
+        "schema": "runwatch.trigger.v1",
+        "trigger_id": "0b5e5b0e-1f8c-5a2e-9a43-2d7c1b1f0e11",
+        "rule": "all_completed_with_failure",
+        "rule_name": "all_completed_with_failure",
+        "provider": "github",
+        "repository": {"owner": "octo-org", "name": "octo-repo", "id": "300029405", "internal_id": 1},
+        "pr_number": 2,
+        "commit_sha": "3484a3fb",
+        "branch": "feature/x",
+        "episode": 0,
+        "runs": {"289782451": {"attempt": 1, "workflow": "test", "status": "completed",
+                               "conclusion": "failure", "url": null,
+                               "updated_at": "2020-10-05T16:33:24Z"}},
+        "failed_workflows": ["test"],
+        "fired_at": "2020-10-05T16:33:24Z"
+    });
+    assert_valid_trigger(&good, "the example");
+    let mut streak = good.clone();
+    streak["rule"] = json!("repeated_failure");
+    streak["workflow"] = json!("test");
+    assert_valid_trigger(&streak, "a repeated_failure example");
+
+    let bad: Vec<(&str, Value)> = vec![
+        (
+            "schema",
+            with(&good, "/schema", json!("runwatch.trigger.v2")),
+        ),
+        (
+            "trigger_id",
+            with(&good, "/trigger_id", json!("not-a-uuid")),
+        ),
+        ("rule", with(&good, "/rule", json!("sometimes"))),
+        ("provider", with(&good, "/provider", json!("sourceforge"))),
+        (
+            "internal_id",
+            with(&good, "/repository/internal_id", json!("1")),
+        ),
+        ("pr_number", without(&good, "/pr_number")),
+        ("episode", with(&good, "/episode", json!(-1))),
+        ("runs empty", with(&good, "/runs", json!({}))),
+        (
+            "run status",
+            with(&good, "/runs/289782451/status", json!("done")),
+        ),
+        (
+            "run attempt",
+            with(&good, "/runs/289782451/attempt", json!(0)),
+        ),
+        (
+            "failed_workflows empty",
+            with(&good, "/failed_workflows", json!([])),
+        ),
+        (
+            "failed_workflows repeated",
+            with(&good, "/failed_workflows", json!(["a", "a"])),
+        ),
+        ("fired_at", with(&good, "/fired_at", json!("yesterday"))),
+        (
+            "workflow on all_completed_with_failure",
+            with(&good, "/workflow", json!("test")),
+        ),
+        (
+            "repeated_failure without workflow",
+            without(&streak, "/workflow"),
+        ),
+        (
+            "repeated_failure episode",
+            with(&streak, "/episode", json!(1)),
+        ),
+    ];
+    for (what, t) in bad {
+        assert!(!trigger_valid(&t), "{what}: the trigger schema accepts {t}");
+    }
+}
+
+fn trigger_valid(t: &Value) -> bool {
+    common::schemas::trigger_schema().is_valid(t)
+}
+
+/// A copy of `v` with the value at the JSON pointer `at` set (its parent must exist).
+fn with(v: &Value, at: &str, value: Value) -> Value {
+    let mut v = v.clone();
+    let (parent, key) = at.rsplit_once('/').unwrap();
+    let p = if parent.is_empty() {
+        &mut v
+    } else {
+        v.pointer_mut(parent).unwrap()
+    };
+    p.as_object_mut().unwrap().insert(key.to_string(), value);
+    v
+}
+
+/// A copy of `v` without the member at the JSON pointer `at`.
+fn without(v: &Value, at: &str) -> Value {
+    let mut v = v.clone();
+    let (parent, key) = at.rsplit_once('/').unwrap();
+    let p = if parent.is_empty() {
+        &mut v
+    } else {
+        v.pointer_mut(parent).unwrap()
+    };
+    assert!(
+        p.as_object_mut().unwrap().remove(key).is_some(),
+        "{at} is not there"
+    );
+    v
+}
+
+fn good_event() -> Value {
+    json!({
+        "schema": "runwatch.workflow_run.v1",
+        "event_id": "e1",
+        "provider": "github",
+        "repository": {"owner": "octo-org", "name": "octo-repo", "id": "300029405"},
+        "commit_sha": "3484a3fb816e0859fd6e1cea078d76385ff50625",
+        "branch": "feature/x",
+        "pr_number": 2,
+        "run": {
+            "id": "289782451",
+            "attempt": 1,
+            "workflow": "test",
+            "status": "completed",
+            "conclusion": "failure",
+            "url": "https://github.com/octo-org/octo-repo/actions/runs/289782451",
+            "updated_at": "2020-10-05T16:33:24Z"
+        },
+        "metadata": {}
+    })
+}
+
+/// Decodes the bytes of `text`; `Ok` or the rejection code.
+fn decoded(text: &str) -> Result<(), RejectCode> {
+    decode(text.as_bytes(), &Limits::default())
+        .map(|_| ())
+        .map_err(|r| r.code)
+}
+
+/// Events that are wrong in shape: a required field missing, a wrong type, a value out of
+/// its set or range. Each is also given as raw text where JSON values cannot express it.
+fn shape_invalid() -> Vec<(String, String)> {
+    let g = good_event();
+    let queued = with(
+        &without(&g, "/run/conclusion"),
+        "/run/status",
+        json!("queued"),
+    );
+    let mut cases: Vec<(&str, Value)> = vec![
+        ("schema missing", without(&g, "/schema")),
+        (
+            "schema of another version",
+            with(&g, "/schema", json!("runwatch.workflow_run.v2")),
+        ),
+        ("schema null", with(&g, "/schema", Value::Null)),
+        ("event_id missing", without(&g, "/event_id")),
+        ("event_id empty", with(&g, "/event_id", json!(""))),
+        ("event_id blank", with(&g, "/event_id", json!(" \t "))),
+        (
+            "event_id with a newline",
+            with(&g, "/event_id", json!("a\nb")),
+        ),
+        (
+            "event_id with DEL",
+            with(&g, "/event_id", json!("a\u{7f}b")),
+        ),
+        (
+            "event_id with a C1 control",
+            with(&g, "/event_id", json!("a\u{85}b")),
+        ),
+        ("event_id a number", with(&g, "/event_id", json!(7))),
+        ("provider missing", without(&g, "/provider")),
+        (
+            "provider unknown",
+            with(&g, "/provider", json!("sourceforge")),
+        ),
+        (
+            "provider in capitals",
+            with(&g, "/provider", json!("GitHub")),
+        ),
+        ("repository missing", without(&g, "/repository")),
+        (
+            "repository a string",
+            with(&g, "/repository", json!("octo-org/octo-repo")),
+        ),
+        ("repository.owner missing", without(&g, "/repository/owner")),
+        (
+            "repository.owner blank",
+            with(&g, "/repository/owner", json!("  ")),
+        ),
+        (
+            "repository.name null",
+            with(&g, "/repository/name", Value::Null),
+        ),
+        (
+            "repository.name with NUL",
+            with(&g, "/repository/name", json!("a\u{0}b")),
+        ),
+        (
+            "repository.id a number",
+            with(&g, "/repository/id", json!(300029405)),
+        ),
+        (
+            "repository.id with NUL",
+            with(&g, "/repository/id", json!("1\u{0}")),
+        ),
+        ("commit_sha missing", without(&g, "/commit_sha")),
+        ("commit_sha empty", with(&g, "/commit_sha", json!(""))),
+        (
+            "commit_sha with NUL",
+            with(&g, "/commit_sha", json!("abc\u{0}")),
+        ),
+        ("branch a number", with(&g, "/branch", json!(1))),
+        ("branch with NUL", with(&g, "/branch", json!("main\u{0}"))),
+        ("pr_number a string", with(&g, "/pr_number", json!("2"))),
+        ("pr_number 0", with(&g, "/pr_number", json!(0))),
+        ("pr_number negative", with(&g, "/pr_number", json!(-1))),
+        ("pr_number a fraction", with(&g, "/pr_number", json!(1.5))),
+        (
+            "pr_number an object",
+            with(&g, "/pr_number", json!({"number": 2})),
+        ),
+        ("run missing", without(&g, "/run")),
+        ("run an array", with(&g, "/run", json!([]))),
+        ("run.id missing", without(&g, "/run/id")),
+        ("run.id a number", with(&g, "/run/id", json!(289782451))),
+        ("run.id blank", with(&g, "/run/id", json!(" "))),
+        ("run.workflow missing", without(&g, "/run/workflow")),
+        ("run.workflow empty", with(&g, "/run/workflow", json!(""))),
+        (
+            "run.workflow with NUL",
+            with(&g, "/run/workflow", json!("t\u{0}")),
+        ),
+        ("run.status missing", without(&g, "/run/status")),
+        ("run.status unknown", with(&g, "/run/status", json!("done"))),
+        (
+            "run.status in capitals",
+            with(&g, "/run/status", json!("COMPLETED")),
+        ),
+        ("run.status null", with(&g, "/run/status", Value::Null)),
+        (
+            "conclusion missing when completed",
+            without(&g, "/run/conclusion"),
+        ),
+        (
+            "conclusion null when completed",
+            with(&g, "/run/conclusion", Value::Null),
+        ),
+        (
+            "conclusion unknown",
+            with(&g, "/run/conclusion", json!("failed")),
+        ),
+        (
+            "conclusion unknown on a queued run",
+            with(&queued, "/run/conclusion", json!("failed")),
+        ),
+        ("conclusion a number", with(&g, "/run/conclusion", json!(1))),
+        ("run.attempt 0", with(&g, "/run/attempt", json!(0))),
+        ("run.attempt negative", with(&g, "/run/attempt", json!(-1))),
+        ("run.attempt a string", with(&g, "/run/attempt", json!("1"))),
+        ("run.attempt null", with(&g, "/run/attempt", Value::Null)),
+        (
+            "run.attempt over u32",
+            with(&g, "/run/attempt", json!(4_294_967_296u64)),
+        ),
+        (
+            "run.attempt a fraction",
+            with(&g, "/run/attempt", json!(1.5)),
+        ),
+        ("run.url a number", with(&g, "/run/url", json!(1))),
+        (
+            "run.url with NUL",
+            with(&g, "/run/url", json!("https://x/\u{0}")),
+        ),
+        ("run.updated_at missing", without(&g, "/run/updated_at")),
+        (
+            "run.updated_at a word",
+            with(&g, "/run/updated_at", json!("yesterday")),
+        ),
+        (
+            "run.updated_at a number",
+            with(&g, "/run/updated_at", json!(1_601_915_604)),
+        ),
+        (
+            "run.updated_at a date",
+            with(&g, "/run/updated_at", json!("2020-10-05")),
+        ),
+        (
+            "run.updated_at without a zone",
+            with(&g, "/run/updated_at", json!("2020-10-05T16:33:24")),
+        ),
+        (
+            "run.updated_at month 13",
+            with(&g, "/run/updated_at", json!("2020-13-05T16:33:24Z")),
+        ),
+        ("metadata an array", with(&g, "/metadata", json!([1]))),
+        ("metadata a string", with(&g, "/metadata", json!("{}"))),
+        ("metadata a number", with(&g, "/metadata", json!(0))),
+        ("an array", json!([g.clone()])),
+        ("null", Value::Null),
+        ("a string", json!("runwatch.workflow_run.v1")),
+    ];
+    let mut out: Vec<(String, String)> = cases
+        .drain(..)
+        .map(|(what, v)| (what.to_string(), v.to_string()))
+        .collect();
+    // Past u64, which serde_json's Value would turn into a float before we could write it.
+    let text = g.to_string();
+    out.push((
+        "pr_number over u64".into(),
+        text.replace("\"pr_number\":2", "\"pr_number\":18446744073709551616"),
+    ));
+    out
+}
+
+#[test]
+fn what_decode_rejects_for_shape_the_schema_rejects() {
+    let mut failures = Vec::new();
+    for (what, text) in shape_invalid() {
+        match decoded(&text) {
+            Ok(()) => failures.push(format!("{what}: decode accepts {text}")),
+            Err(RejectCode::Oversize | RejectCode::TooManyRuns) => {
+                failures.push(format!("{what}: rejected for size, not shape"))
+            }
+            Err(_) => {}
+        }
+        // The instance as any JSON parser sees it.
+        let v: Value = serde_json::from_str(&text).unwrap();
+        if event_schema().is_valid(&v) {
+            failures.push(format!("{what}: the schema accepts {text}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Events in every shape `decode` accepts: the schema must accept them too, or it would
+/// refuse what runwatch documents as valid.
+#[test]
+fn what_decode_accepts_the_schema_accepts() {
+    let g = good_event();
+    let queued = with(
+        &without(&g, "/run/conclusion"),
+        "/run/status",
+        json!("queued"),
+    );
+    let mut cases: Vec<(String, Value)> = vec![
+        ("the example".into(), g.clone()),
+        ("attempt absent".into(), without(&g, "/run/attempt")),
+        (
+            "attempt u32::MAX".into(),
+            with(&g, "/run/attempt", json!(u32::MAX)),
+        ),
+        ("branch null".into(), with(&g, "/branch", Value::Null)),
+        ("branch absent".into(), without(&g, "/branch")),
+        ("pr_number null".into(), with(&g, "/pr_number", Value::Null)),
+        ("pr_number absent".into(), without(&g, "/pr_number")),
+        (
+            "pr_number u64::MAX".into(),
+            with(&g, "/pr_number", json!(u64::MAX)),
+        ),
+        (
+            "repository.id null".into(),
+            with(&g, "/repository/id", Value::Null),
+        ),
+        ("repository.id absent".into(), without(&g, "/repository/id")),
+        ("url null".into(), with(&g, "/run/url", Value::Null)),
+        ("url absent".into(), without(&g, "/run/url")),
+        ("metadata null".into(), with(&g, "/metadata", Value::Null)),
+        ("metadata absent".into(), without(&g, "/metadata")),
+        (
+            "metadata nested".into(),
+            with(&g, "/metadata", json!({"a": {"b": [1, null, "x"]}})),
+        ),
+        (
+            "unknown fields".into(),
+            with(
+                &with(&with(&g, "/x", json!(1)), "/run/y", json!([])),
+                "/repository/z",
+                json!({}),
+            ),
+        ),
+        (
+            "a conclusion on a queued run".into(),
+            with(&queued, "/run/conclusion", json!("success")),
+        ),
+        (
+            "a null conclusion on a queued run".into(),
+            with(&queued, "/run/conclusion", Value::Null),
+        ),
+        (
+            "updated_at with an offset".into(),
+            with(&g, "/run/updated_at", json!("2020-10-05T18:33:24+02:00")),
+        ),
+        (
+            "updated_at with a fraction".into(),
+            with(&g, "/run/updated_at", json!("2020-10-05T16:33:24.123456Z")),
+        ),
+        (
+            "non-ASCII names".into(),
+            with(&g, "/repository/owner", json!("Ünïcødé-😀")),
+        ),
+        (
+            "event_id with spaces around".into(),
+            with(&g, "/event_id", json!(" e 1 ")),
+        ),
+    ];
+    for status in ["queued", "in_progress", "requested", "waiting", "pending"] {
+        cases.push((
+            format!("status {status}"),
+            with(&queued, "/run/status", json!(status)),
+        ));
+    }
+    for conclusion in [
+        "success",
+        "failure",
+        "cancelled",
+        "timed_out",
+        "skipped",
+        "neutral",
+        "action_required",
+        "startup_failure",
+        "stale",
+    ] {
+        cases.push((
+            format!("conclusion {conclusion}"),
+            with(&g, "/run/conclusion", json!(conclusion)),
+        ));
+    }
+    for provider in ["github", "gitlab", "bitbucket", "azure_devops", "generic"] {
+        cases.push((
+            format!("provider {provider}"),
+            with(&g, "/provider", json!(provider)),
+        ));
+    }
+    let mut failures = Vec::new();
+    for (what, v) in cases {
+        let text = v.to_string();
+        if let Err(code) = decoded(&text) {
+            failures.push(format!("{what}: decode rejects it ({code})"));
+        }
+        let why = errors(event_schema(), &v);
+        if !why.is_empty() {
+            failures.push(format!("{what}: the schema rejects it:\n{why}"));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// The two examples in docs/design.md (its first two `json` blocks: an event, then a
+/// trigger) are valid, so the document cannot drift from the schemas unseen.
+#[test]
+fn the_examples_in_the_design_document_validate() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/design.md");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let blocks: Vec<Value> = text
+        .split("```json\n")
+        .skip(1)
+        .map(|b| serde_json::from_str(b.split("```").next().unwrap()).unwrap())
+        .collect();
+    assert_eq!(
+        blocks.len(),
+        2,
+        "docs/design.md should hold two json examples"
+    );
+    decode(blocks[0].to_string().as_bytes(), &Limits::default()).unwrap();
+    let why = errors(event_schema(), &blocks[0]);
+    assert!(why.is_empty(), "the event example:\n{why}");
+    assert_valid_trigger(&blocks[1], "the trigger example");
+    let trigger: runwatch::trigger::Trigger = serde_json::from_value(blocks[1].clone()).unwrap();
+    assert_eq!(trigger.schema, runwatch::trigger::TRIGGER_SCHEMA);
+}
