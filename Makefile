@@ -66,7 +66,7 @@ bench: services
 	$(CARGO) build --release --bin runwatch --example bench
 	$(TARGET_DIR)/release/examples/bench $(BENCH_ARGS)
 
-# The chaos harness (examples/chaos.rs, README "Reliability"): its own nats-server and
+# The chaos harness (examples/chaos.rs, docs/reliability.md): its own nats-server and
 # Postgres, 3 release workers, faults; e.g. make chaos CHAOS_ARGS="--seed 7 --events 20000".
 CHAOS_ARGS ?=
 chaos:

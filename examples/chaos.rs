@@ -1,5 +1,5 @@
 //! `make chaos`: the chaos harness over the release binary (see tests/common/chaos.rs and
-//! README "Reliability").
+//! docs/reliability.md).
 //!
 //! ```sh
 //! cargo build --release --bin runwatch --example chaos

@@ -1,5 +1,5 @@
 //! runwatch: watches CI/CD workflow runs and decides, exactly once, when a pull request's CI
-//! has finished badly enough that someone should step in. See README.md and DESIGN.md.
+//! has finished badly enough that someone should step in. See README.md and docs/design.md.
 //!
 //! Data flows one way: bus → event → engine → store → outbox → bus. The [`engine`] at the
 //! centre is pure and knows nothing of NATS, Postgres or HTTP.
