@@ -9,6 +9,10 @@ pub struct Scenario {
     pub rules_toml: Option<String>,
     /// Sorted projections, as JSON strings with sorted keys.
     pub expected: Vec<String>,
+    /// Why the scenario holds for `simulate` only (a `simulate-only` file in its directory):
+    /// what it tests cannot cross the bus, e.g. two events sharing an id, which JetStream's
+    /// duplicate window drops before any worker sees the second.
+    pub simulate_only: Option<String>,
 }
 
 /// The repository's suite, `tests/conformance/` (every subdirectory is a scenario), unless
@@ -52,6 +56,7 @@ pub fn load_scenarios() -> Vec<Scenario> {
             Scenario {
                 events: read("events.jsonl"),
                 rules_toml: std::fs::read_to_string(d.join("rules.toml")).ok(),
+                simulate_only: std::fs::read_to_string(d.join("simulate-only")).ok(),
                 expected,
                 name,
             }
