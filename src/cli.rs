@@ -4,7 +4,6 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
@@ -15,7 +14,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Config, load_rules_file};
 use crate::engine::{Engine, RuleSet};
 use crate::event::{Limits, Provider, decode};
-use crate::store::{self, Store, StoreOptions};
+use crate::store::Store;
 use crate::{bus, simulate, telemetry, worker};
 
 /// runwatch decides, exactly once, when a pull request's CI has finished badly enough that
@@ -112,8 +111,13 @@ pub enum Command {
         #[arg(long, value_name = "TIME", value_parser = crate::replay::parse_since)]
         since: Option<chrono::DateTime<chrono::Utc>>,
         /// Print the triggers that would fire (JSON lines); write and publish nothing.
+        /// Evaluate from an empty state in memory, as `simulate` does, and print the
+        /// triggers that would fire; never touches the database.
         #[arg(long)]
         dry_run: bool,
+        /// With --dry-run: the rules to evaluate instead of the configured ones.
+        #[arg(long, value_name = "FILE", requires = "dry_run")]
+        rules: Option<PathBuf>,
     },
     /// Inspect and redrive the dead-letter stream.
     Dead {
@@ -202,7 +206,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             tokio::spawn(signal_watch(shutdown.clone()));
             let options = worker::RunOptions {
                 no_migrate,
-                crash_after_commit: std::env::var("RUNWATCH_CRASH_AFTER_COMMIT").is_ok_and(|v| v == "1"),
+                fault: fault_from_env()?,
             };
             worker::run(config, options, Some(metrics), shutdown).await?;
             Ok(ExitCode::SUCCESS)
@@ -210,12 +214,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate => {
             let config = load_config(cli.config.as_deref())?;
             init_quiet_tracing(&config)?;
-            if config.database.create_if_missing {
-                store::create_database_if_missing(&config.database.url).await?;
-            }
-            let pool = store::connect(&config.database).await?;
-            store::migrate(&pool).await?;
-            pool.close().await;
+            crate::startup::migrate(&config).await?;
             println!("migrations applied");
             Ok(ExitCode::SUCCESS)
         }
@@ -275,7 +274,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        Command::Replay { from_seq, since, dry_run } => {
+        Command::Replay { from_seq, since, dry_run, rules } => {
             let config = load_config(cli.config.as_deref())?;
             init_quiet_tracing(&config)?;
             let from = match (from_seq, since) {
@@ -283,12 +282,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 (None, Some(t)) => bus::EventsFrom::Time(t),
                 (None, None) => bail!("give --from-seq or --since"),
             };
-            let store = open_store(&config).await?;
-            let bus = bus::Bus::connect(&config).await?;
-            bus.ensure_streams().await?;
-            let options = crate::replay::ReplayOptions { from, dry_run, progress: true };
-            let mut out = std::io::stdout().lock();
-            let r = crate::replay::replay(&config, &store, &bus, options, &mut out).await?;
+            let options = crate::replay::ReplayOptions { from, progress: true };
+            let bus = crate::startup::open_bus(&config).await?;
+            let r = if dry_run {
+                let rule_set = match rules {
+                    Some(path) => load_rules_file(&path)?,
+                    None => config.rule_set()?,
+                };
+                let mut out = std::io::stdout().lock();
+                crate::replay::dry_run(&config, Engine::new(rule_set, config.limits), &bus, options, &mut out).await?
+            } else {
+                let store = crate::startup::open_store(&config, crate::startup::Schema::Check).await?;
+                crate::replay::replay(&config, &store, &bus, options).await?
+            };
             let range = r.sequences.map_or_else(|| "-".to_string(), |(a, b)| format!("{a}..={b}"));
             eprintln!(
                 "replayed sequences {range}: read={} applied={} invalid={} rejected={} {}={} published={} publish_failed={}",
@@ -300,22 +306,21 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dead { command } => {
             let config = load_config(cli.config.as_deref())?;
             init_quiet_tracing(&config)?;
-            let bus = bus::Bus::connect(&config).await?;
-            bus.ensure_streams().await?;
+            let bus = crate::startup::open_bus(&config).await?;
             match command {
                 DeadCommand::List { excerpt } => {
                     let mut out = std::io::stdout().lock();
-                    let n = crate::replay::dead_list(&bus, excerpt, &mut out).await?;
+                    let n = crate::dead::dead_list(&bus, excerpt, &mut out).await?;
                     eprintln!("{n} dead letters");
                     Ok(ExitCode::SUCCESS)
                 }
                 DeadCommand::Redrive { seq, all } => {
                     let selection = match (seq, all) {
-                        (Some(n), _) => crate::replay::RedriveSelection::Sequence(n),
-                        (None, true) => crate::replay::RedriveSelection::All,
+                        (Some(n), _) => crate::dead::RedriveSelection::Sequence(n),
+                        (None, true) => crate::dead::RedriveSelection::All,
                         (None, false) => bail!("give --seq N or --all"),
                     };
-                    let r = crate::replay::redrive(&bus, selection).await?;
+                    let r = crate::dead::redrive(&bus, selection).await?;
                     for (dead, seq) in &r.redriven {
                         println!("redriven dead_seq={dead} new_seq={seq}");
                     }
@@ -349,9 +354,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
-    let engine = Arc::new(Engine::new(config.rule_set()?, config.limits));
-    let pool = store::connect(&config.database).await?;
-    Ok(Store::new(pool, engine, StoreOptions::from_config(config)))
+    Ok(crate::startup::open_store(config, crate::startup::Schema::Check).await?)
+}
+
+/// Test-only faults (`RUNWATCH_CRASH_AFTER_COMMIT=1`, `RUNWATCH_FAULT=consume_exit|consume_panic`).
+fn fault_from_env() -> anyhow::Result<Option<worker::Fault>> {
+    if std::env::var("RUNWATCH_CRASH_AFTER_COMMIT").is_ok_and(|v| v == "1") {
+        return Ok(Some(worker::Fault::CrashAfterCommit));
+    }
+    match std::env::var("RUNWATCH_FAULT").as_deref() {
+        Err(_) | Ok("") => Ok(None),
+        Ok("consume_exit") => Ok(Some(worker::Fault::ConsumeExit)),
+        Ok("consume_panic") => Ok(Some(worker::Fault::ConsumePanic)),
+        Ok(other) => bail!("RUNWATCH_FAULT={other:?}: expected consume_exit or consume_panic"),
+    }
 }
 
 fn open_input(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {

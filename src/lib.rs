@@ -7,6 +7,8 @@
 pub mod bus;
 pub mod cli;
 pub mod config;
+pub mod dead;
+pub mod delivery;
 pub mod engine;
 pub mod event;
 pub mod http;
@@ -15,6 +17,7 @@ pub mod replay;
 pub mod repository;
 pub mod secret;
 pub mod simulate;
+pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod trigger;

@@ -1,349 +1,242 @@
-//! Re-applying history: `runwatch replay` (events from the inbound stream through the
-//! worker's store code) and the dead-letter commands `runwatch dead list` / `dead redrive`.
+//! Re-applying history: `runwatch replay` reads the events stream with an ephemeral
+//! consumer, from a sequence or a time up to the stream's last sequence at its start.
 //!
-//! A replay reads the events stream with an ephemeral consumer from a sequence or a time up
-//! to the stream's last sequence at its start, decodes each message (messages that are not
-//! valid events are counted and skipped: the worker dead-lettered them), records them in
-//! batches of `consumer.batch_size` with [`Store::record`], fires due timers by the
-//! replay's event clock with [`Store::fire_due_timers`], publishes the triggers decided and
-//! marks them sent, exactly as the worker does. Trigger ids are deterministic, so a replay
-//! into the same database decides nothing new, and a replay into an empty database decides
-//! the same ids. `--dry-run` runs the same code in one transaction that is rolled back
-//! ([`crate::store::DryRun`]) and prints the triggers that would fire.
+//! - **Live** ([`replay`]): the events go through the worker's store code in batches of
+//!   `consumer.batch_size` ([`Store::record`]), due timers fire by the replay's event clock,
+//!   and what is decided is published and marked sent ([`crate::delivery`]), exactly as the
+//!   worker does. Trigger ids are deterministic, so a replay into the same database decides
+//!   nothing new, and a replay into an empty database decides the same ids.
+//! - **Dry run** ([`dry_run`]): "what would these rules have fired over these events?" The
+//!   events go through the engine from an empty state, in memory, as `runwatch simulate`
+//!   does (event time, every pending timer fired at the end), with the configured rules or
+//!   others. It never opens the database, so it cannot lock or change a live row, and
+//!   prints the triggers that would fire. Their ids are the ids the live pipeline gives the
+//!   same decisions; `repository.internal_id` is the simulation's own numbering.
+//!
+//! Messages that are not valid events are counted and skipped: the worker dead-lettered them.
 
 use std::io::Write;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use futures::StreamExt;
+use futures::{Stream, StreamExt};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
-use crate::bus::{Bus, BusError, DeadMessage, EventsFrom, StreamKind};
+use crate::bus::{Bus, BusError, EventMessage, EventsFrom, StreamKind};
 use crate::config::Config;
-use crate::engine::Clock;
+use crate::delivery;
+use crate::engine::{Clock, Engine};
 use crate::event::{Event, decode};
-use crate::store::{DryRun, EventOutcome, Store, StoreError};
+use crate::simulate::Simulation;
+use crate::store::{EventOutcome, Store, StoreError};
 use crate::trigger::Trigger;
 
-/// What can stop a replay or a dead-letter command.
 #[derive(Debug, thiserror::Error)]
 pub enum ReplayError {
-    /// NATS failed.
     #[error(transparent)]
     Bus(#[from] BusError),
-    /// The database failed.
     #[error(transparent)]
     Store(#[from] StoreError),
-    /// Writing the output failed.
     #[error("output: {0}")]
     Output(#[from] std::io::Error),
-    /// The stream stopped delivering before the last sequence was reached.
     #[error(
         "no message of the events stream within {waited:?} (read up to sequence {read}, expected {last})"
     )]
     Stalled {
-        /// How long it waited.
         waited: Duration,
-        /// The last sequence read.
         read: u64,
-        /// The last sequence at the start.
         last: u64,
     },
-    /// `dead redrive --seq N` names no stored dead letter.
-    #[error("no dead letter with sequence {0}")]
-    NoSuchDeadLetter(u64),
-    /// A trigger could not be encoded as JSON.
     #[error("encoding a trigger: {0}")]
     Encode(#[from] serde_json::Error),
 }
 
-/// Options of `runwatch replay`.
 #[derive(Debug, Clone, Copy)]
 pub struct ReplayOptions {
-    /// Where to start.
     pub from: EventsFrom,
-    /// Print what would fire; write and publish nothing.
-    pub dry_run: bool,
-    /// Draw a progress bar on stderr (hidden anyway when stderr is not a terminal).
+    /// Show a progress bar on stderr.
     pub progress: bool,
 }
 
-/// What a replay did.
 #[derive(Debug, Clone, Default)]
 pub struct ReplayReport {
-    /// Messages read from the stream.
+    /// Messages read from the events stream.
     pub read: u64,
-    /// Events recorded (merged, possibly as no-ops).
+    /// Valid events applied (live) or evaluated (dry run).
     pub applied: u64,
-    /// Messages that are not valid events (skipped).
+    /// Messages that are not valid events.
     pub invalid: u64,
-    /// Events the engine refused (e.g. a full group).
+    /// Valid events the store refused (too many runs in a group, a corrupt row).
     pub rejected: u64,
-    /// Triggers decided (new in the outbox), or that would fire in a dry run.
+    /// Triggers decided (live) or that would fire (dry run).
     pub triggers: Vec<Trigger>,
-    /// Triggers published and marked sent (0 in a dry run).
+    /// Triggers published and acknowledged (live).
     pub published: u64,
-    /// Triggers whose publish failed (left in the outbox for the worker's relay).
+    /// Triggers whose publish failed: the worker's outbox relay publishes them.
     pub publish_failed: u64,
-    /// The first and last stream sequence read.
+    /// First and last stream sequence read.
     pub sequences: Option<(u64, u64)>,
 }
 
-enum Sink<'a> {
-    Live,
-    Dry(DryRun<'a>),
+/// The events stream from `from` up to its last sequence when the replay started.
+struct History {
+    messages: Box<dyn Stream<Item = Result<EventMessage, BusError>> + Send + Unpin>,
+    last: u64,
+    read_up_to: u64,
+    waited: Duration,
+    bar: ProgressBar,
 }
 
-/// Replays events from the inbound stream (see the module documentation). In a dry run the
-/// triggers that would fire are written to `out` as JSON lines.
-pub async fn replay(
-    config: &Config,
-    store: &Store,
-    bus: &Bus,
-    options: ReplayOptions,
-    out: &mut dyn Write,
-) -> Result<ReplayReport, ReplayError> {
-    let mut report = ReplayReport::default();
-    let state = bus.stream_state(StreamKind::Events).await?;
-    let last = state.last_sequence;
-    if state.messages == 0 || matches!(options.from, EventsFrom::Sequence(s) if s > last) {
-        return Ok(report);
-    }
-    let (pending, mut messages) = bus.event_messages_from(options.from).await?;
-    if pending == 0 {
-        return Ok(report);
-    }
-    let bar = if options.progress {
-        ProgressBar::with_draw_target(Some(pending), ProgressDrawTarget::stderr())
-    } else {
-        ProgressBar::hidden()
-    };
-    if let Ok(style) =
-        ProgressStyle::with_template("replay {bar:40} {pos}/{len} events, {per_sec}, eta {eta}")
-    {
-        bar.set_style(style);
+impl History {
+    async fn open(config: &Config, bus: &Bus, options: ReplayOptions) -> Result<Option<History>, ReplayError> {
+        let state = bus.stream_state(StreamKind::Events).await?;
+        let last = state.last_sequence;
+        if state.messages == 0 || matches!(options.from, EventsFrom::Sequence(s) if s > last) {
+            return Ok(None);
+        }
+        let (pending, messages) = bus.event_messages_from(options.from).await?;
+        if pending == 0 {
+            return Ok(None);
+        }
+        let bar = if options.progress {
+            ProgressBar::with_draw_target(Some(pending), ProgressDrawTarget::stderr())
+        } else {
+            ProgressBar::hidden()
+        };
+        if let Ok(style) = ProgressStyle::with_template("replay {bar:40} {pos}/{len} events, {per_sec}, eta {eta}") {
+            bar.set_style(style);
+        }
+        Ok(Some(History {
+            messages: Box::new(messages),
+            last,
+            read_up_to: 0,
+            waited: config.nats.request_timeout.max(Duration::from_secs(5)),
+            bar,
+        }))
     }
 
-    let mut sink = if options.dry_run {
-        Sink::Dry(store.begin_dry_run().await?)
-    } else {
-        Sink::Live
-    };
-    let batch_size = config.consumer.batch_size;
-    let waited = config.nats.request_timeout.max(Duration::from_secs(5));
-    let mut clock_event: DateTime<Utc> = DateTime::<Utc>::MIN_UTC;
-    let mut batch: Vec<Event> = Vec::with_capacity(batch_size);
-    let mut read_up_to = 0u64;
-    loop {
-        let msg = match tokio::time::timeout(waited, messages.next()).await {
+    /// The next message up to the last sequence, or None at the end.
+    async fn next(&mut self, report: &mut ReplayReport) -> Result<Option<EventMessage>, ReplayError> {
+        if self.read_up_to >= self.last {
+            return Ok(None);
+        }
+        let msg = match tokio::time::timeout(self.waited, self.messages.next()).await {
             Ok(Some(m)) => m?,
             Ok(None) | Err(_) => {
                 return Err(ReplayError::Stalled {
-                    waited,
-                    read: read_up_to,
-                    last,
+                    waited: self.waited,
+                    read: self.read_up_to,
+                    last: self.last,
                 });
             }
         };
-        if msg.sequence > last {
-            break;
+        if msg.sequence > self.last {
+            self.read_up_to = self.last;
+            return Ok(None);
         }
-        read_up_to = msg.sequence;
+        self.read_up_to = msg.sequence;
         report.read += 1;
         report.sequences = Some(match report.sequences {
             Some((first, _)) => (first, msg.sequence),
             None => (msg.sequence, msg.sequence),
         });
-        bar.inc(1);
+        self.bar.inc(1);
+        Ok(Some(msg))
+    }
+}
+
+/// Replays into the database behind `store`, publishing what is decided.
+pub async fn replay(config: &Config, store: &Store, bus: &Bus, options: ReplayOptions) -> Result<ReplayReport, ReplayError> {
+    let mut report = ReplayReport::default();
+    let Some(mut history) = History::open(config, bus, options).await? else {
+        return Ok(report);
+    };
+    let batch_size = config.consumer.batch_size.max(1);
+    let mut clock = DateTime::<Utc>::MIN_UTC;
+    let mut batch: Vec<Event> = Vec::with_capacity(batch_size);
+    while let Some(msg) = history.next(&mut report).await? {
         match decode(&msg.payload, &config.limits) {
             Ok(event) => batch.push(event),
             Err(_) => report.invalid += 1,
         }
         if batch.len() >= batch_size {
-            clock_event = flush(
-                config,
-                store,
-                bus,
-                &mut sink,
-                &mut batch,
-                clock_event,
-                &mut report,
-                out,
-            )
-            .await?;
-        }
-        if msg.sequence >= last {
-            break;
+            clock = apply(config, store, bus, &mut batch, clock, &mut report).await?;
         }
     }
-    flush(
-        config,
-        store,
-        bus,
-        &mut sink,
-        &mut batch,
-        clock_event,
-        &mut report,
-        out,
-    )
-    .await?;
-    bar.finish_and_clear();
-    if let Sink::Dry(dry) = sink {
-        dry.rollback().await?;
-    }
+    apply(config, store, bus, &mut batch, clock, &mut report).await?;
+    history.bar.finish_and_clear();
     Ok(report)
 }
 
-/// Records a batch, fires timers due by the event clock, and publishes (or, in a dry run,
-/// prints) what fired. Returns the event clock after the batch.
-#[allow(clippy::too_many_arguments)]
-async fn flush(
+/// Records one batch, fires the timers due by then, publishes. Returns the event clock.
+async fn apply(
     config: &Config,
     store: &Store,
     bus: &Bus,
-    sink: &mut Sink<'_>,
     batch: &mut Vec<Event>,
-    clock_event: DateTime<Utc>,
+    clock: DateTime<Utc>,
     report: &mut ReplayReport,
-    out: &mut dyn Write,
 ) -> Result<DateTime<Utc>, ReplayError> {
     if batch.is_empty() {
-        return Ok(clock_event);
+        return Ok(clock);
     }
-    let clock = Clock {
-        event: clock_event,
-        wall: Utc::now(),
-    };
-    let outcome = match sink {
-        Sink::Live => store.record(batch, clock).await?,
-        Sink::Dry(dry) => dry.record(batch, clock).await?,
-    };
+    let outcome = store.record(batch, Clock { event: clock, wall: Utc::now() }).await?;
+    batch.clear();
     for o in &outcome.outcomes {
         match o {
             EventOutcome::Applied => report.applied += 1,
             EventOutcome::Rejected(_) => report.rejected += 1,
         }
     }
-    batch.clear();
+    let batch_limit = config.timers.batch;
+    let clock = outcome.clock.event;
     let mut decided = outcome.triggers;
-    let limit = config.timers.batch.max(1);
-    loop {
-        let fired = match sink {
-            Sink::Live => store.fire_due_timers(outcome.clock.event, limit).await?,
-            Sink::Dry(dry) => dry.fire_due_timers(outcome.clock.event, limit).await?,
-        };
-        let n = fired.len() as i64;
-        decided.extend(fired);
-        if n < limit {
-            break;
-        }
-    }
-    match sink {
-        Sink::Dry(_) => {
-            for t in &decided {
-                serde_json::to_writer(&mut *out, t)?;
-                out.write_all(b"\n")?;
-            }
-            out.flush()?;
-        }
-        Sink::Live => {
-            let results = bus.publish_triggers(&decided).await;
-            let mut sent = Vec::new();
-            for (t, r) in decided.iter().zip(results) {
-                match r {
-                    Ok(()) => sent.push(t.trigger_id),
-                    Err(e) => {
-                        report.publish_failed += 1;
-                        tracing::warn!(trigger_id = %t.trigger_id, error = %e,
-                            "trigger publish failed; the worker's outbox relay will publish it");
-                        let _ = store
-                            .record_publish_error(t.trigger_id, &e.to_string())
-                            .await;
-                    }
-                }
-            }
-            store.mark_sent(&sent).await?;
-            report.published += sent.len() as u64;
-        }
-    }
+    decided.extend(delivery::sweep_timers(batch_limit, || store.fire_due_timers(clock, batch_limit)).await?);
+    let delivered = delivery::publish(store, bus, &decided).await;
+    report.published += delivered.sent.len() as u64;
+    report.publish_failed += delivered.failed.len() as u64;
     report.triggers.extend(decided);
-    Ok(outcome.clock.event)
+    Ok(clock)
 }
 
-/// Writes one line per stored dead letter: its sequence, reason, original subject and
-/// sequence, deliveries, detail and a payload excerpt. Returns how many.
-pub async fn dead_list(
+/// Evaluates the history with `engine` from an empty state, in memory; prints each trigger
+/// that would fire to `out` as a JSON line. Touches no database.
+pub async fn dry_run(
+    config: &Config,
+    engine: Engine,
     bus: &Bus,
-    excerpt: usize,
+    options: ReplayOptions,
     out: &mut dyn Write,
-) -> Result<usize, ReplayError> {
-    let dead = bus.read_all_dead().await?;
-    for d in &dead {
-        writeln!(out, "{}", dead_line(d, excerpt)?)?;
-    }
-    Ok(dead.len())
-}
-
-/// One `dead list` line.
-pub fn dead_line(d: &DeadMessage, excerpt: usize) -> Result<String, ReplayError> {
-    let opt = |v: Option<u64>| v.map_or_else(|| "-".to_string(), |n| n.to_string());
-    let mut line = format!(
-        "seq={} reason={} subject={} original_seq={} deliveries={} detail={} payload={}",
-        d.sequence,
-        d.reason,
-        d.original_subject,
-        opt(d.original_seq),
-        opt(d.deliveries),
-        serde_json::to_string(&d.detail)?,
-        serde_json::to_string(&d.excerpt(excerpt))?,
-    );
-    if let Some(n) = d.truncated_from {
-        line.push_str(&format!(" truncated_from={n}"));
-    }
-    Ok(line)
-}
-
-/// Which dead letters `dead redrive` takes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RedriveSelection {
-    /// The one with this dead-letter stream sequence.
-    Sequence(u64),
-    /// Every stored dead letter.
-    All,
-}
-
-/// What `dead redrive` did.
-#[derive(Debug, Clone, Default)]
-pub struct RedriveReport {
-    /// (dead-letter sequence, new events-stream sequence) of each redriven letter.
-    pub redriven: Vec<(u64, u64)>,
-    /// (dead-letter sequence, why) of each letter that was refused.
-    pub refused: Vec<(u64, String)>,
-}
-
-/// Republishes the selected dead letters to their original subjects and deletes them from
-/// the dead-letter stream (see [`Bus::redrive`]).
-pub async fn redrive(bus: &Bus, selection: RedriveSelection) -> Result<RedriveReport, ReplayError> {
-    let dead = bus.read_all_dead().await?;
-    let chosen: Vec<&DeadMessage> = match selection {
-        RedriveSelection::All => dead.iter().collect(),
-        RedriveSelection::Sequence(seq) => {
-            let found: Vec<&DeadMessage> = dead.iter().filter(|d| d.sequence == seq).collect();
-            if found.is_empty() {
-                return Err(ReplayError::NoSuchDeadLetter(seq));
+) -> Result<ReplayReport, ReplayError> {
+    let mut report = ReplayReport::default();
+    let mut sim = Simulation::new(engine, config.limits);
+    if let Some(mut history) = History::open(config, bus, options).await? {
+        while let Some(msg) = history.next(&mut report).await? {
+            match sim.feed_line(&msg.payload) {
+                Ok(fired) => {
+                    report.applied += 1;
+                    emit(out, &fired)?;
+                    report.triggers.extend(fired);
+                }
+                Err(_) if decode(&msg.payload, &config.limits).is_err() => report.invalid += 1,
+                Err(_) => report.rejected += 1,
             }
-            found
         }
-    };
-    let mut report = RedriveReport::default();
-    for d in chosen {
-        match bus.redrive(d).await {
-            Ok(ack) => report.redriven.push((d.sequence, ack.sequence)),
-            Err(e @ BusError::Invalid { .. }) => report.refused.push((d.sequence, e.to_string())),
-            Err(e) => return Err(e.into()),
-        }
+        history.bar.finish_and_clear();
     }
+    let last = sim.fire_timers_until(None);
+    emit(out, &last)?;
+    report.triggers.extend(last);
     Ok(report)
+}
+
+fn emit(out: &mut dyn Write, triggers: &[Trigger]) -> Result<(), ReplayError> {
+    for t in triggers {
+        serde_json::to_writer(&mut *out, t)?;
+        out.write_all(b"\n")?;
+    }
+    out.flush()?;
+    Ok(())
 }
 
 /// Parses `--since`: an RFC 3339 time (`2026-11-25T08:00:00Z`) or a duration meaning that

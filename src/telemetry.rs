@@ -83,6 +83,8 @@ pub const METRICS: &[(&str, MetricKind, Unit, &str)] = &[
         "Events dated more than limits.max_clock_skew ahead of the wall clock: merged, but the event clock stopped at the bound."),
     ("runwatch_corrupt_rows_total", MetricKind::Counter, Unit::Count,
         "Group or streak rows whose stored state could not be decoded, set aside (op=record: its events dead-lettered as corrupt_state; op=timers: its timers dropped)."),
+    ("runwatch_outbox_set_aside_total", MetricKind::Counter, Unit::Count,
+        "Outbox rows set aside by the relay because their payload is not a trigger (never claimed again)."),
     ("runwatch_batch_size", MetricKind::Histogram, Unit::Count,
         "Messages per pulled batch."),
     ("runwatch_transaction_seconds", MetricKind::Histogram, Unit::Seconds,
@@ -143,7 +145,16 @@ pub fn register_worker_metrics() {
     for op in ["record", "timers"] {
         metrics::counter!("runwatch_transaction_conflicts_total", "op" => op).increment(0);
     }
-    for name in ["runwatch_redeliveries_total", "runwatch_relay_triggers_total", "runwatch_purged_groups_total"] {
+    for op in ["record", "timers"] {
+        metrics::counter!("runwatch_corrupt_rows_total", "op" => op).increment(0);
+    }
+    for name in [
+        "runwatch_redeliveries_total",
+        "runwatch_relay_triggers_total",
+        "runwatch_purged_groups_total",
+        "runwatch_clock_skew_events_total",
+        "runwatch_outbox_set_aside_total",
+    ] {
         metrics::counter!(name).increment(0);
     }
 }

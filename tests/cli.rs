@@ -154,8 +154,11 @@ fn send_sigterm(pid: i32) -> i32 {
 
 #[tokio::test]
 async fn sigterm_while_services_are_unreachable_exits_promptly() {
+    // A migrated database (`--no-migrate` checks the schema), NATS unreachable.
+    let env = TestEnv::new().await;
     let mut child = tokio::process::Command::new(BIN)
         .args(["run", "--no-migrate"])
+        .envs(env.env_vars())
         .env("NATS_URL", "nats://127.0.0.1:1")
         .env("RUNWATCH_HTTP__LISTEN", "127.0.0.1:0")
         .stdout(Stdio::null())
@@ -170,4 +173,5 @@ async fn sigterm_while_services_are_unreachable_exits_promptly() {
         .expect("exits within 5 s of SIGTERM")
         .unwrap();
     assert!(status.success(), "{status:?}");
+    env.cleanup().await;
 }

@@ -3,16 +3,13 @@
 //! everything else carries on (docs/design.md "Skewed clocks" and "Corrupt rows").
 
 mod common;
-#[path = "common/procs.rs"]
-mod procs;
 
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
+use common::app::{eventually, spawn_app};
 use common::env::TestEnv;
 use common::live::{all_triggers, publish_lines};
-use procs::WorkerProc;
 use runwatch::bus::Bus;
 use serde_json::json;
 
@@ -32,50 +29,6 @@ fn event(id: &str, sha: &str, pr: u64, run: &str, status: &str, conclusion: Opti
     .to_string()
 }
 
-fn worker(env: &TestEnv, dir: &Path, rules: &str, extra: &[(&str, &str)]) -> (WorkerProc, u16, std::path::PathBuf) {
-    let rules_file = dir.join("rules.toml");
-    std::fs::write(&rules_file, rules).unwrap();
-    let port = procs::free_port().unwrap();
-    let mut vars = env.env_vars();
-    vars.retain(|(k, _)| k != "RUNWATCH_HTTP__LISTEN");
-    vars.push(("RUNWATCH_HTTP__LISTEN".into(), format!("127.0.0.1:{port}")));
-    vars.push(("RUNWATCH_RULES_FILE".into(), rules_file.display().to_string()));
-    vars.push(("RUNWATCH_TIMERS__INTERVAL".into(), "100ms".into()));
-    for (k, v) in extra {
-        vars.push(((*k).into(), (*v).into()));
-    }
-    let log = dir.join("worker.log");
-    let bin = Path::new(env!("CARGO_BIN_EXE_runwatch"));
-    let w = WorkerProc::start(bin, vars, &log).unwrap();
-    procs::wait_listening(port, Duration::from_secs(30)).unwrap();
-    (w, port, log)
-}
-
-async fn metrics(port: u16) -> String {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
-    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
-    let mut raw = Vec::new();
-    s.read_to_end(&mut raw).await.unwrap();
-    String::from_utf8_lossy(&raw).into_owned()
-}
-
-/// Polls until `f` returns Some, for at most `limit`.
-async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let started = Instant::now();
-    loop {
-        if let Some(v) = f().await {
-            return v;
-        }
-        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 async fn pending_timers(pool: &sqlx::PgPool) -> i64 {
     sqlx::query_scalar("SELECT count(*) FROM groups WHERE due_wall_at IS NOT NULL")
         .fetch_one(pool)
@@ -91,7 +44,7 @@ async fn an_event_from_the_future_does_not_make_other_groups_timers_due() {
     bus.ensure_streams().await.unwrap();
     let pool = runwatch::store::connect(&env.config.database).await.unwrap();
     // settle 8s; the event clock may lead the wall clock by at most 1s.
-    let (mut w, port, log) = worker(
+    let mut app = spawn_app(
         &env,
         dir.path(),
         "[[rules]]\nkind = \"all_completed_with_failure\"\nsettle = \"8s\"\n",
@@ -134,11 +87,11 @@ async fn an_event_from_the_future_does_not_make_other_groups_timers_due() {
     let a = fired.iter().find(|t| t["pr_number"] == 1).unwrap();
     assert_eq!(a["runs"]["10"]["updated_at"], "2999-01-01T00:00:00Z");
 
-    let m = metrics(port).await;
+    let m = app.metrics().await;
     assert!(m.contains("runwatch_clock_skew_events_total 1"), "{m}");
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = app.log_text();
     assert!(text.contains("event dated ahead of the wall clock"), "{text}");
-    assert_eq!(w.terminate(Duration::from_secs(20)).unwrap(), Some(0));
+    assert_eq!(app.proc.terminate(Duration::from_secs(20)).unwrap(), Some(0));
     pool.close().await;
     env.cleanup().await;
 }
@@ -150,7 +103,7 @@ async fn a_corrupt_group_row_is_set_aside_and_everything_else_carries_on() {
     let bus = Bus::connect(&env.config).await.unwrap();
     bus.ensure_streams().await.unwrap();
     let pool = runwatch::store::connect(&env.config.database).await.unwrap();
-    let (mut w, port, log) = worker(
+    let mut app = spawn_app(
         &env,
         dir.path(),
         "[[rules]]\nkind = \"all_completed_with_failure\"\nsettle = \"1s\"\n",
@@ -219,13 +172,13 @@ async fn a_corrupt_group_row_is_set_aside_and_everything_else_carries_on() {
         .await
         .unwrap();
     assert_eq!(state, json!({"runs": 5}));
-    let m = metrics(port).await;
+    let m = app.metrics().await;
     assert!(m.contains("runwatch_corrupt_rows_total{op=\"record\"} 1"), "{m}");
     assert!(m.contains("runwatch_corrupt_rows_total{op=\"timers\"}"), "{m}");
     assert!(m.contains("runwatch_dead_letters_total{reason=\"corrupt_state\"} 1"), "{m}");
-    let text = std::fs::read_to_string(&log).unwrap();
+    let text = app.log_text();
     assert!(text.contains("stored state cannot be decoded"), "{text}");
-    assert!(w.exited().is_none(), "the worker is still running");
+    assert!(app.proc.exited().is_none(), "the worker is still running");
 
     // A repaired row takes its redriven event.
     sqlx::query("UPDATE groups SET state = '{}'::jsonb WHERE commit_sha = $1")
@@ -233,7 +186,7 @@ async fn a_corrupt_group_row_is_set_aside_and_everything_else_carries_on() {
         .execute(&pool)
         .await
         .unwrap();
-    let r = runwatch::replay::redrive(&bus, runwatch::replay::RedriveSelection::All).await.unwrap();
+    let r = runwatch::dead::redrive(&bus, runwatch::dead::RedriveSelection::All).await.unwrap();
     assert_eq!(r.redriven.len(), 1);
     let fired = eventually(Duration::from_secs(30), "X fires after repair", || async {
         let t = all_triggers(&bus).await;
@@ -242,7 +195,7 @@ async fn a_corrupt_group_row_is_set_aside_and_everything_else_carries_on() {
     .await;
     assert!(fired.iter().any(|t| t["pr_number"] == 1), "{fired:?}");
 
-    assert_eq!(w.terminate(Duration::from_secs(20)).unwrap(), Some(0));
+    assert_eq!(app.proc.terminate(Duration::from_secs(20)).unwrap(), Some(0));
     pool.close().await;
     env.cleanup().await;
 }

@@ -279,11 +279,14 @@ async fn metrics_health_and_readiness_of_a_live_worker() {
 /// level and a message, the fatal error included: here NATS is unreachable, the worker
 /// retries its connection (WARN lines, short delays here), gives up and exits with status
 /// 2 and an ERROR line.
-#[test]
-fn json_logs_are_json_lines_to_the_last_error() {
+#[tokio::test]
+async fn json_logs_are_json_lines_to_the_last_error() {
+    // A migrated database (`--no-migrate` checks the schema), NATS unreachable.
+    let env = TestEnv::new().await;
     let free = free_port();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_runwatch"))
         .args(["run", "--no-migrate"])
+        .env("DATABASE_URL", &env.config.database.url)
         .env("RUNWATCH_LOG__FORMAT", "json")
         .env("RUNWATCH_LOG__LEVEL", "info")
         .env_remove("RUST_LOG")
@@ -339,4 +342,5 @@ fn json_logs_are_json_lines_to_the_last_error() {
             .is_some_and(|e| e.contains("NATS")),
         "{last}"
     );
+    env.cleanup().await;
 }

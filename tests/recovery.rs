@@ -4,8 +4,7 @@
 //! process (tests/common/procs.rs); the worker runs in this process.
 
 mod common;
-#[path = "common/procs.rs"]
-mod procs;
+use common::procs;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};

@@ -1,6 +1,6 @@
 //! `runwatch replay`: into the same database it publishes nothing new; into a fresh,
-//! migrated database it publishes the same trigger ids; `--dry-run` writes nothing and
-//! prints the triggers that would fire.
+//! migrated database it publishes the same trigger ids; `--dry-run` evaluates from an empty
+//! state in memory, prints the triggers that would fire, and never touches the database.
 
 mod common;
 
@@ -13,7 +13,7 @@ use common::live::{all_triggers, publish_in_order, start_worker, wait_quiet};
 use runwatch::bus::{Bus, EventsFrom, StreamKind};
 use runwatch::config::Config;
 use runwatch::engine::Engine;
-use runwatch::replay::{ReplayOptions, replay};
+use runwatch::replay::{ReplayOptions, dry_run, replay};
 use runwatch::store::{self, Store, StoreOptions};
 use sqlx::Row;
 
@@ -54,8 +54,8 @@ fn ids(triggers: &[serde_json::Value]) -> BTreeSet<String> {
     triggers.iter().map(|t| t["trigger_id"].as_str().unwrap().to_string()).collect()
 }
 
-fn opts(from: EventsFrom, dry_run: bool) -> ReplayOptions {
-    ReplayOptions { from, dry_run, progress: false }
+fn opts(from: EventsFrom) -> ReplayOptions {
+    ReplayOptions { from, progress: false }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -86,8 +86,7 @@ async fn replay_is_idempotent_reproduces_trigger_ids_and_dry_run_writes_nothing(
     // 1. Into the same database: nothing new is decided or published.
     let same = open_store(&config).await;
     let outbox_before = count(&same, "outbox").await;
-    let mut out = Vec::new();
-    let r = replay(&config, &same, &bus, opts(EventsFrom::Sequence(1), false), &mut out).await.unwrap();
+    let r = replay(&config, &same, &bus, opts(EventsFrom::Sequence(1))).await.unwrap();
     assert_eq!(r.read, published as u64 + 1);
     assert_eq!(r.invalid, 1);
     assert_eq!(r.applied, published as u64);
@@ -96,10 +95,11 @@ async fn replay_is_idempotent_reproduces_trigger_ids_and_dry_run_writes_nothing(
     assert_eq!(count(&same, "outbox").await, outbox_before);
     assert_eq!(bus.stream_state(StreamKind::Triggers).await.unwrap().messages, stream_before);
 
-    // 2. Dry run into the empty database: prints the same trigger ids, writes nothing.
+    // 2. Dry run: from an empty state, prints the same trigger ids, writes nothing.
     let empty = open_store(&fresh_config).await;
     let mut out = Vec::new();
-    let r = replay(&fresh_config, &empty, &bus, opts(EventsFrom::Sequence(1), true), &mut out).await.unwrap();
+    let engine = Engine::new(config.rule_set().unwrap(), config.limits);
+    let r = dry_run(&fresh_config, engine, &bus, opts(EventsFrom::Sequence(1)), &mut out).await.unwrap();
     let printed: Vec<serde_json::Value> = String::from_utf8(out)
         .unwrap()
         .lines()
@@ -114,19 +114,17 @@ async fn replay_is_idempotent_reproduces_trigger_ids_and_dry_run_writes_nothing(
     // 3. Into the empty database for real: the same trigger ids are decided and published
     //    (JetStream's dedupe keeps the stream as it was), and marked sent.
     let since = chrono::Utc::now() - chrono::Duration::hours(1);
-    let mut out = Vec::new();
-    let r = replay(&fresh_config, &empty, &bus, opts(EventsFrom::Time(since), false), &mut out).await.unwrap();
+    let r = replay(&fresh_config, &empty, &bus, opts(EventsFrom::Time(since))).await.unwrap();
     let replayed: BTreeSet<String> = r.triggers.iter().map(|t| t.trigger_id.to_string()).collect();
     assert_eq!(replayed, original_ids);
     assert_eq!(r.published, 2);
-    assert!(out.is_empty(), "only a dry run prints triggers");
     assert_eq!(count(&empty, "outbox").await, 2);
     assert_eq!(empty.unsent_count().await.unwrap(), 0);
     assert_eq!(bus.stream_state(StreamKind::Triggers).await.unwrap().messages, stream_before);
 
     // 4. A start past the end reads nothing.
     let last = bus.stream_state(StreamKind::Events).await.unwrap().last_sequence;
-    let r = replay(&config, &same, &bus, opts(EventsFrom::Sequence(last + 1), false), &mut Vec::new()).await.unwrap();
+    let r = replay(&config, &same, &bus, opts(EventsFrom::Sequence(last + 1))).await.unwrap();
     assert_eq!(r.read, 0);
 
     same.pool().close().await;

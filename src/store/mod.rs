@@ -43,6 +43,10 @@ pub enum StoreError {
     },
     #[error("encoding: {0}")]
     Encode(#[from] serde_json::Error),
+    #[error(
+        "the database schema is behind this binary: migration(s) {missing} not applied; run `runwatch migrate` (or `run` without --no-migrate) with a role that may change the schema"
+    )]
+    SchemaBehind { missing: String },
 }
 
 impl StoreError {
@@ -66,7 +70,7 @@ impl StoreError {
             StoreError::Db(sqlx::Error::RowNotFound | sqlx::Error::ColumnNotFound(_)) => false,
             StoreError::Db(_) => true,
             StoreError::Migrate(_) | StoreError::Url { .. } => true,
-            StoreError::State { .. } | StoreError::Encode(_) => false,
+            StoreError::State { .. } | StoreError::Encode(_) | StoreError::SchemaBehind { .. } => false,
         }
     }
 }
@@ -131,6 +135,37 @@ pub const MIGRATION_LOCK_TIMEOUT: Duration = Duration::from_secs(60);
 /// for as long as the pool lives. A lock wait longer than [`MIGRATION_LOCK_TIMEOUT`] is an
 /// error (SQLSTATE 55P03), never a silent hang.
 pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+    migrate_on(pool).await
+}
+
+/// Checks that every migration this binary embeds has been applied (for `run --no-migrate`,
+/// where the worker's role may not change the schema). A missing one is an error naming it.
+pub async fn check_schema(pool: &PgPool) -> Result<(), StoreError> {
+    let exists: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await?;
+    let applied: Vec<i64> = if exists {
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
+            .fetch_all(pool)
+            .await?
+    } else {
+        Vec::new()
+    };
+    let missing: Vec<String> = MIGRATOR
+        .iter()
+        .filter(|m| !m.migration_type.is_down_migration() && !applied.contains(&m.version))
+        .map(|m| format!("{} ({})", m.version, m.description))
+        .collect();
+    if missing.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::SchemaBehind {
+            missing: missing.join(", "),
+        })
+    }
+}
+
+async fn migrate_on(pool: &PgPool) -> Result<(), StoreError> {
     let mut conn = pool.acquire().await?.detach();
     let timeout_ms = MIGRATION_LOCK_TIMEOUT.as_millis();
     let result = match sqlx::query(&format!("SET lock_timeout = {timeout_ms}"))

@@ -24,7 +24,8 @@ impl Store {
             "UPDATE outbox o SET claimed_until = now() + make_interval(secs => $2), attempts = o.attempts + 1
              WHERE o.trigger_id IN (
                  SELECT trigger_id FROM outbox
-                 WHERE sent_at IS NULL AND (claimed_until IS NULL OR claimed_until < now())
+                 WHERE sent_at IS NULL AND set_aside_at IS NULL
+                   AND (claimed_until IS NULL OR claimed_until < now())
                  ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED)
              RETURNING o.trigger_id, o.subject, o.payload, o.attempts",
         )
@@ -67,9 +68,24 @@ impl Store {
         Ok(())
     }
 
-    /// Unsent triggers (the outbox backlog), for metrics and tests.
+    /// Sets an unsent row aside: the relay no longer claims it (its payload cannot be
+    /// published, e.g. it does not decode as a trigger). Kept for an operator, with `reason`.
+    pub async fn set_aside(&self, id: Uuid, reason: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET set_aside_at = now(), set_aside_reason = left($2, 1000)
+             WHERE trigger_id = $1 AND sent_at IS NULL",
+        )
+        .bind(id)
+        .bind(reason)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Unsent triggers the relay will publish (the outbox backlog), for metrics and tests;
+    /// rows set aside are not counted.
     pub async fn unsent_count(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")
+        let row = sqlx::query("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL AND set_aside_at IS NULL")
             .fetch_one(&self.pool)
             .await?;
         Ok(row.try_get("n")?)

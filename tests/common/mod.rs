@@ -1,6 +1,8 @@
 #![allow(dead_code)]
+pub mod app;
 pub mod env;
 pub mod live;
+pub mod procs;
 pub mod scenarios;
 pub mod schemas;
 pub mod trace;

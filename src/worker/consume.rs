@@ -1,0 +1,205 @@
+//! The consume task: pull a batch, decode it (poison is dead-lettered), decide the valid
+//! events in one transaction, then publish the triggers decided and acknowledge the inputs
+//! while the next batch's transaction runs.
+//!
+//! A batch whose transaction fails for a reason the same input will always cause is split
+//! in halves, so one bad event cannot hold back the others; a transient failure naks every
+//! event of the batch with backoff. Once a decision is committed its inputs are acked,
+//! whether or not its triggers could be published: an unsent trigger is the relay's.
+
+use std::time::{Duration, Instant};
+
+use async_nats::jetstream::Message;
+use chrono::Utc;
+use futures::future::BoxFuture;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, error, info, info_span, warn};
+
+use super::disposition::{self, msg_info};
+use super::supervisor::TaskResult;
+use super::{Ctx, Fault};
+use crate::delivery;
+use crate::engine::Clock;
+use crate::event::{Event, decode};
+use crate::store::EventOutcome;
+use crate::trigger::Trigger;
+
+/// Pulls batches until `stop`; the batch in hand is always finished.
+pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
+    let mut puller = loop {
+        match ctx.bus.puller().await {
+            Ok(p) => break p,
+            Err(e) => {
+                warn!(error = %e, "cannot create the pull consumer; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.cancelled() => return Ok(()),
+                }
+            }
+        }
+    };
+    let c = &ctx.config.consumer;
+    let (max, linger) = (c.batch_size, c.linger);
+    let mut pipeline = Pipeline::default();
+    loop {
+        let batch = tokio::select! {
+            b = puller.next_batch(max, linger, Duration::from_secs(1)) => b,
+            _ = stop.cancelled() => break,
+        };
+        if batch.is_empty() {
+            continue;
+        }
+        metrics::histogram!("runwatch_batch_size").record(batch.len() as f64);
+        process(&ctx, &mut pipeline, batch).await;
+        match ctx.options.fault {
+            Some(Fault::ConsumeExit) => return Err("fault injection: the consume task gave up".into()),
+            Some(Fault::ConsumePanic) => panic!("fault injection: the consume task panicked"),
+            _ => {}
+        }
+        if stop.is_cancelled() {
+            break;
+        }
+    }
+    pipeline.wait().await;
+    // Messages the pull prefetched but nobody decided: hand them back at once rather than
+    // after ack_wait, so another replica takes them now.
+    let left = puller.take_received();
+    if !left.is_empty() {
+        info!(count = left.len(), "shutdown: handing back prefetched messages");
+    }
+    for msg in left {
+        disposition::hand_back(&msg).await;
+    }
+    Ok(())
+}
+
+/// The batch being finished (published and acked) while the next one is decided: decisions
+/// stay strictly in stream order, and at most one batch is being finished at a time.
+#[derive(Default)]
+struct Pipeline {
+    finishing: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Pipeline {
+    async fn hand_over(&mut self, next: tokio::task::JoinHandle<()>) {
+        let previous = self.finishing.replace(next);
+        Self::join(previous).await;
+    }
+
+    async fn wait(&mut self) {
+        let previous = self.finishing.take();
+        Self::join(previous).await;
+    }
+
+    async fn join(previous: Option<tokio::task::JoinHandle<()>>) {
+        if let Some(Err(e)) = match previous {
+            Some(p) => Some(p.await),
+            None => None,
+        } {
+            error!(error = %e, "finishing a batch failed");
+        }
+    }
+}
+
+/// Decodes a pulled batch, dead-letters the poison, decides the rest.
+async fn process(ctx: &Ctx, pipeline: &mut Pipeline, batch: Vec<Message>) {
+    let limits = ctx.config.limits;
+    let mut valid = Vec::with_capacity(batch.len());
+    for msg in batch {
+        let (seq, delivered) = msg_info(&msg);
+        if delivered > 1 {
+            metrics::counter!("runwatch_redeliveries_total").increment(1);
+        }
+        match decode(&msg.payload, &limits) {
+            Ok(event) => valid.push((msg, event)),
+            Err(rejection) => {
+                disposition::dead_letter(&ctx.bus, &ctx.config, &msg, rejection.code.as_str(), &rejection.detail)
+                    .instrument(info_span!("poison", seq))
+                    .await;
+            }
+        }
+    }
+    if !valid.is_empty() {
+        decide(ctx, pipeline, valid).await;
+    }
+}
+
+/// Records a batch of valid events; splits it on a non-transient failure.
+fn decide<'a>(ctx: &'a Ctx, pipeline: &'a mut Pipeline, batch: Vec<(Message, Event)>) -> BoxFuture<'a, ()> {
+    Box::pin(async move {
+        let events: Vec<Event> = batch.iter().map(|(_, e)| e.clone()).collect();
+        let clock = Clock {
+            event: ctx.clock.get(),
+            wall: Utc::now(),
+        };
+        let started = Instant::now();
+        match ctx.store.record(&events, clock).await {
+            Ok(outcome) => {
+                let recorded = started.elapsed();
+                ctx.clock.advance(outcome.clock.event);
+                if ctx.options.fault == Some(Fault::CrashAfterCommit) && !outcome.triggers.is_empty() {
+                    error!("fault injection: exiting after commit, before publish");
+                    std::process::exit(86);
+                }
+                let finisher = ctx.clone();
+                let finish = tokio::spawn(async move {
+                    finish(&finisher, batch, outcome.outcomes, outcome.triggers).await;
+                });
+                pipeline.hand_over(finish).await;
+                debug!(
+                    size = events.len(),
+                    record_ms = recorded.as_secs_f64() * 1e3,
+                    previous_finish_ms = (started.elapsed() - recorded).as_secs_f64() * 1e3,
+                    "batch decided"
+                );
+            }
+            Err(e) if !e.is_transient() && batch.len() > 1 => {
+                warn!(error = %e, size = batch.len(), "batch failed; splitting it");
+                let mut first = batch;
+                let second = first.split_off(first.len() / 2);
+                decide(ctx, pipeline, first).await;
+                decide(ctx, pipeline, second).await;
+            }
+            Err(e) => {
+                warn!(error = %e, size = batch.len(), "recording failed; will retry");
+                let reason = e.to_string();
+                for (msg, event) in &batch {
+                    let (seq, _) = msg_info(msg);
+                    let span = info_span!("event", seq, group = %group_label(event));
+                    disposition::retry_later(&ctx.bus, &ctx.config, msg, &reason)
+                        .instrument(span)
+                        .await;
+                }
+            }
+        }
+    })
+}
+
+/// Publishes what a committed batch decided, then disposes of its inputs: applied events
+/// are acked (their decision is in the database; a trigger that could not be published
+/// stays in the outbox for the relay), rejected ones are dead-lettered.
+async fn finish(ctx: &Ctx, batch: Vec<(Message, Event)>, outcomes: Vec<EventOutcome>, triggers: Vec<Trigger>) {
+    delivery::publish(&ctx.store, &ctx.bus, &triggers).await;
+    for ((msg, event), result) in batch.into_iter().zip(outcomes) {
+        let (seq, _) = msg_info(&msg);
+        let span = info_span!("event", seq, group = %group_label(&event));
+        match result {
+            EventOutcome::Applied => disposition::applied(&msg).instrument(span).await,
+            EventOutcome::Rejected(r) => {
+                disposition::dead_letter(&ctx.bus, &ctx.config, &msg, r.code.as_str(), &r.detail)
+                    .instrument(span)
+                    .await;
+            }
+        }
+    }
+}
+
+pub(crate) fn group_label(e: &Event) -> String {
+    format!(
+        "{}/{}#{}@{}",
+        e.repository.owner,
+        e.repository.name,
+        e.pr_number.map_or_else(|| "-".into(), |p| p.to_string()),
+        e.commit_sha
+    )
+}

@@ -1,0 +1,209 @@
+//! The worker (`runwatch run`): a supervisor of named tasks over one store and one bus.
+//!
+//! - `consume`: pull, decode, decide in one transaction per batch, publish, acknowledge;
+//! - `relay`: publish unsent triggers whose claim expired (any replica's);
+//! - `timers`: fire due settle and cooldown timers;
+//! - `purge`: delete old groups, periodically;
+//! - `http`: `/healthz`, `/readyz`, `/metrics`.
+//!
+//! [`run`] builds it, then waits for a signal or for the first task to end. A task that ends
+//! by itself is a failure: it is logged with its reason, `/readyz` turns 503, the other
+//! tasks stop, and [`run`] returns [`WorkerError::TaskEnded`] so the process exits non-zero
+//! and an orchestrator restarts it. Either way the shutdown is bounded by
+//! `shutdown.timeout`: stop pulling, finish the batch in hand, flush the outbox, drain NATS.
+
+mod consume;
+mod disposition;
+mod purge;
+mod relay;
+mod supervisor;
+mod timers;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::bus::{Bus, BusError};
+use crate::config::{Config, ConfigError};
+use crate::http::{self, Readiness};
+use crate::startup::{self, StartupError};
+use crate::store::{Store, StoreError};
+
+pub use supervisor::{Supervisor, TaskEnded, TaskResult};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Bus(#[from] BusError),
+    #[error("http listener on {addr}: {source}")]
+    Http {
+        addr: std::net::SocketAddr,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    TaskEnded(#[from] TaskEnded),
+}
+
+impl From<StartupError> for WorkerError {
+    fn from(e: StartupError) -> Self {
+        match e {
+            StartupError::Config(e) => WorkerError::Config(e),
+            StartupError::Store(e) => WorkerError::Store(e),
+            StartupError::Bus(e) => WorkerError::Bus(e),
+        }
+    }
+}
+
+/// Test-only faults, switched on by environment variables the binary reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// Exit the process right after a decision that fired committed, before publishing
+    /// (`RUNWATCH_CRASH_AFTER_COMMIT=1`).
+    CrashAfterCommit,
+    /// The consume task returns an error after its first batch (`RUNWATCH_FAULT=consume_exit`).
+    ConsumeExit,
+    /// The consume task panics after its first batch (`RUNWATCH_FAULT=consume_panic`).
+    ConsumePanic,
+}
+
+/// Options of `runwatch run` that are not configuration.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Skip migrations (the database role then needs no DDL rights); the schema is checked
+    /// instead, and a missing migration is an error naming it.
+    pub no_migrate: bool,
+    pub fault: Option<Fault>,
+}
+
+/// The event clock: the largest `run.updated_at` this process has applied, as bounded by
+/// `limits.max_clock_skew` (microseconds). Written by `consume`, read by `timers`.
+#[derive(Debug)]
+struct EventClock(AtomicI64);
+
+impl EventClock {
+    fn new() -> EventClock {
+        EventClock(AtomicI64::new(DateTime::<Utc>::MIN_UTC.timestamp_micros()))
+    }
+
+    fn get(&self) -> DateTime<Utc> {
+        DateTime::from_timestamp_micros(self.0.load(Ordering::Relaxed)).unwrap_or(DateTime::<Utc>::MIN_UTC)
+    }
+
+    fn advance(&self, t: DateTime<Utc>) {
+        self.0.fetch_max(t.timestamp_micros(), Ordering::Relaxed);
+    }
+}
+
+/// What every task shares.
+struct Shared {
+    config: Config,
+    store: Store,
+    bus: Bus,
+    clock: EventClock,
+    options: RunOptions,
+}
+
+/// A cheap handle on [`Shared`].
+#[derive(Clone)]
+struct Ctx(Arc<Shared>);
+
+impl std::ops::Deref for Ctx {
+    type Target = Shared;
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// Runs the worker until `shutdown` is cancelled or a task ends by itself, then shuts down
+/// within `shutdown.timeout`. `metrics` is served on `/metrics` when given.
+pub async fn run(
+    config: Config,
+    options: RunOptions,
+    metrics: Option<PrometheusHandle>,
+    shutdown: CancellationToken,
+) -> Result<(), WorkerError> {
+    // A signal while still connecting (a service down at start-up) stops at once.
+    let (store, bus) = tokio::select! {
+        opened = startup::open_worker(&config, options.no_migrate) => opened?,
+        _ = shutdown.cancelled() => {
+            info!("shutdown requested before the worker was ready");
+            return Ok(());
+        }
+    };
+    crate::telemetry::register_worker_metrics();
+    let not_ready = Arc::new(AtomicBool::new(false));
+    let http_stop = CancellationToken::new();
+    let ready = Readiness {
+        store: store.clone(),
+        nats: bus.client().clone(),
+        shutting_down: not_ready.clone(),
+    };
+    let addr = config.http.listen;
+    let (bound, mut http_task) = http::serve(addr, ready, metrics, http_stop.clone())
+        .await
+        .map_err(|source| WorkerError::Http { addr, source })?;
+    info!(http = %bound, events = %config.streams.events, consumer = %config.consumer.durable, "runwatch worker started");
+
+    let timeout = config.shutdown.timeout;
+    let ctx = Ctx(Arc::new(Shared {
+        config,
+        store,
+        bus,
+        clock: EventClock::new(),
+        options,
+    }));
+    let stop = CancellationToken::new();
+    let mut tasks = Supervisor::new(stop.clone(), not_ready);
+    tasks.spawn("consume", consume::run(ctx.clone(), stop.clone()));
+    tasks.spawn("relay", relay::run(ctx.clone(), stop.clone()));
+    tasks.spawn("timers", timers::run(ctx.clone(), stop.clone()));
+    tasks.spawn("purge", purge::run(ctx.clone(), stop.clone()));
+    // The HTTP server outlives the other tasks (it answers 503 while they drain); watched
+    // here so that a server that dies is not silent either.
+    let (http_ended_tx, http_ended) = tokio::sync::oneshot::channel::<()>();
+    let server_stop = stop.clone();
+    tasks.spawn("http", async move {
+        tokio::select! {
+            _ = server_stop.cancelled() => Ok(()),
+            _ = http_ended => Err("the HTTP server stopped".into()),
+        }
+    });
+    let http_task = tokio::spawn(async move {
+        let _ = (&mut http_task).await;
+        let _ = http_ended_tx.send(());
+    });
+
+    let ended = tasks.watch(&shutdown).await;
+    let graceful = async {
+        tasks.drain(timeout).await;
+        // Flush: publish what the outbox holds unclaimed.
+        if let Err(e) = relay::once(&ctx).await {
+            warn!(error = %e, "outbox flush at shutdown failed; another replica's relay will publish");
+        }
+        if let Err(e) = ctx.bus.drain().await {
+            warn!(error = %e, "draining the NATS connection failed");
+        }
+        ctx.store.pool().close().await;
+    };
+    if tokio::time::timeout(timeout, graceful).await.is_err() {
+        warn!(?timeout, "shutdown timed out; unacked messages will be redelivered");
+    }
+    http_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
+    match ended {
+        None => {
+            info!("runwatch worker stopped");
+            Ok(())
+        }
+        Some(e) => Err(e.into()),
+    }
+}

@@ -1,0 +1,26 @@
+//! The periodic purge (`purge.interval`, `0s` disables it): deletes groups not updated for
+//! `purge.older_than`, in batches, never one with an unsent trigger or a pending timer.
+
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use super::Ctx;
+use super::supervisor::TaskResult;
+
+pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
+    let p = &ctx.config.purge;
+    if p.interval.is_zero() {
+        stop.cancelled().await;
+        return Ok(());
+    }
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(p.interval) => {}
+            _ = stop.cancelled() => return Ok(()),
+        }
+        match ctx.store.purge(p.older_than, p.batch).await {
+            Ok(n) => info!(groups = n, "purge"),
+            Err(e) => warn!(error = %e, "purge failed; will retry"),
+        }
+    }
+}

@@ -1,0 +1,28 @@
+//! The timer sweep: fires settle and cooldown timers that are due by wall clock or by this
+//! process's event clock, claiming groups with `SKIP LOCKED` so replicas share the work, and
+//! publishes what fired.
+
+use tokio_util::sync::CancellationToken;
+use tracing::warn;
+
+use super::Ctx;
+use super::supervisor::TaskResult;
+use crate::delivery;
+
+pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
+    let t = &ctx.config.timers;
+    let (every, batch) = (t.interval, t.batch);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(every) => {}
+            _ = stop.cancelled() => return Ok(()),
+        }
+        let swept = delivery::sweep_timers(batch, || ctx.store.fire_due_timers(ctx.clock.get(), batch)).await;
+        match swept {
+            Ok(triggers) => {
+                delivery::publish(&ctx.store, &ctx.bus, &triggers).await;
+            }
+            Err(e) => warn!(error = %e, "timer sweep failed; will retry"),
+        }
+    }
+}

@@ -1,0 +1,81 @@
+//! The real `runwatch run` binary against a [`TestEnv`]: one helper to start it with rules
+//! and extra environment, its HTTP endpoints, and polling.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use super::env::TestEnv;
+use super::procs::{self, WorkerProc};
+
+/// A running `runwatch run` process with its HTTP port and its log file.
+pub struct App {
+    pub proc: WorkerProc,
+    pub port: u16,
+    pub log: PathBuf,
+}
+
+/// Starts `runwatch run` configured like `env`, with `rules` (TOML) as its rules file, a
+/// 100 ms timer sweep, and `extra` environment variables (which win); waits until its HTTP
+/// port listens. Files go to `dir`.
+pub fn spawn_app(env: &TestEnv, dir: &Path, rules: &str, extra: &[(&str, &str)]) -> App {
+    let rules_file = dir.join("rules.toml");
+    std::fs::write(&rules_file, rules).expect("write rules");
+    let port = procs::free_port().expect("free port");
+    let mut vars = env.env_vars();
+    vars.push(("RUNWATCH_HTTP__LISTEN".into(), format!("127.0.0.1:{port}")));
+    vars.push(("RUNWATCH_RULES_FILE".into(), rules_file.display().to_string()));
+    vars.push(("RUNWATCH_TIMERS__INTERVAL".into(), "100ms".into()));
+    for (k, v) in extra {
+        vars.push(((*k).into(), (*v).into()));
+    }
+    // Later entries win: keep the last value of each variable.
+    let mut seen = std::collections::HashSet::new();
+    vars.reverse();
+    vars.retain(|(k, _)| seen.insert(k.clone()));
+    let log = dir.join("worker.log");
+    let bin = Path::new(env!("CARGO_BIN_EXE_runwatch"));
+    let proc = WorkerProc::start(bin, vars, &log).expect("start runwatch run");
+    procs::wait_listening(port, Duration::from_secs(60)).expect("runwatch listens");
+    App { proc, port, log }
+}
+
+impl App {
+    /// `GET path`: (status, body); an error when nothing answers.
+    pub async fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+            .await?;
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).await?;
+        let text = String::from_utf8_lossy(&raw).into_owned();
+        let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        Ok((status, text))
+    }
+
+    /// The `/metrics` exposition (with the HTTP head).
+    pub async fn metrics(&self) -> String {
+        self.get("/metrics").await.expect("GET /metrics").1
+    }
+
+    /// The worker's log so far.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+/// Polls `f` until it returns `Some`, at most `limit`; panics naming `what` after that.
+pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let started = Instant::now();
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(started.elapsed() < limit, "{what}: not within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
