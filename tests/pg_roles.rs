@@ -240,8 +240,8 @@ async fn worker_role_runs_the_store_and_cannot_change_the_schema() {
         "ALTER TABLE groups ADD COLUMN x int",
         "CREATE INDEX intruder_idx ON outbox (subject)",
         "TRUNCATE outbox",
-        "SELECT * FROM _sqlx_migrations",
         "DELETE FROM _sqlx_migrations",
+        "UPDATE _sqlx_migrations SET success = false",
     ] {
         assert_eq!(sqlstate(&pool, sql).await, "42501", "{sql}");
     }

@@ -3,7 +3,7 @@
 --   runwatch_owner   owns the schema objects; used only by `runwatch migrate`.
 --   runwatch_worker  what `runwatch run --no-migrate` (and publish, purge, repo-id) needs:
 --                    SELECT, INSERT, UPDATE, DELETE on the tables and USAGE on the sequences.
---                    No DDL, no TRUNCATE, no access to the migration history.
+--                    No DDL, no TRUNCATE; the migration history read-only.
 --
 -- Run it as a superuser (or a role with CREATEROLE that may grant on the database),
 -- connected to runwatch's own database, BEFORE the first `runwatch migrate`:
@@ -19,7 +19,7 @@
 --   DATABASE_URL=postgres://runwatch_worker@db/runwatch runwatch run --no-migrate
 --
 -- Re-run it after each migration (it is idempotent): it grants on tables created by hand
--- and keeps the worker away from `_sqlx_migrations`. Tables created by runwatch_owner are
+-- and keeps `_sqlx_migrations` read-only for the worker. Tables created by runwatch_owner are
 -- granted to the worker automatically (ALTER DEFAULT PRIVILEGES). The grants cover schema
 -- `public` of this database: give runwatch a database of its own.
 -- Requires psql (\if, \gexec, \gset): PostgreSQL 10 or later; tested with 15.
@@ -59,6 +59,9 @@ ALTER DEFAULT PRIVILEGES FOR ROLE :"owner" IN SCHEMA public
 GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO :"worker";
 GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO :"worker";
 
--- The worker neither reads nor writes the migration history.
+-- The worker may read the migration history (`run --no-migrate` refuses a schema that is
+-- behind the binary, naming the missing migration), never write it.
 SELECT format('REVOKE ALL ON TABLE public._sqlx_migrations FROM %I', :'worker')
+ WHERE to_regclass('public._sqlx_migrations') IS NOT NULL \gexec
+SELECT format('GRANT SELECT ON TABLE public._sqlx_migrations TO %I', :'worker')
  WHERE to_regclass('public._sqlx_migrations') IS NOT NULL \gexec

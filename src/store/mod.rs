@@ -47,6 +47,10 @@ pub enum StoreError {
         "the database schema is behind this binary: migration(s) {missing} not applied; run `runwatch migrate` (or `run` without --no-migrate) with a role that may change the schema"
     )]
     SchemaBehind { missing: String },
+    #[error(
+        "cannot check the database schema: this role may not read _sqlx_migrations; grant it SELECT (re-run deploy/postgres/roles.sql)"
+    )]
+    SchemaUnreadable,
 }
 
 impl StoreError {
@@ -70,7 +74,10 @@ impl StoreError {
             StoreError::Db(sqlx::Error::RowNotFound | sqlx::Error::ColumnNotFound(_)) => false,
             StoreError::Db(_) => true,
             StoreError::Migrate(_) | StoreError::Url { .. } => true,
-            StoreError::State { .. } | StoreError::Encode(_) | StoreError::SchemaBehind { .. } => false,
+            StoreError::State { .. }
+            | StoreError::Encode(_)
+            | StoreError::SchemaBehind { .. }
+            | StoreError::SchemaUnreadable => false,
         }
     }
 }
@@ -147,7 +154,11 @@ pub async fn check_schema(pool: &PgPool) -> Result<(), StoreError> {
     let applied: Vec<i64> = if exists {
         sqlx::query_scalar("SELECT version FROM _sqlx_migrations WHERE success")
             .fetch_all(pool)
-            .await?
+            .await
+            .map_err(|e| match &e {
+                sqlx::Error::Database(d) if d.code().as_deref() == Some("42501") => StoreError::SchemaUnreadable,
+                _ => StoreError::Db(e),
+            })?
     } else {
         Vec::new()
     };

@@ -1,0 +1,51 @@
+//! `runwatch normalize`: the events a webhook delivery body normalizes to, offline.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+
+use super::io::open_input;
+use crate::config::Config;
+use crate::ingest::{Normalized, Source, normalize_delivery};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The X-GitHub-Event value (workflow_run, ping, ...).
+    #[arg(long, value_name = "NAME", required_unless_present = "gitlab_event", conflicts_with = "gitlab_event")]
+    github_event: Option<String>,
+    /// The X-Gitlab-Event value ("Pipeline Hook", ...).
+    #[arg(long, value_name = "NAME")]
+    gitlab_event: Option<String>,
+    /// The delivery id (X-GitHub-Delivery / X-Gitlab-Event-UUID); default: derived from
+    /// the file's SHA-256.
+    #[arg(long, value_name = "ID")]
+    delivery: Option<String>,
+    /// The delivery body (JSON), or - for standard input.
+    file: PathBuf,
+}
+
+pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
+    let (source, name) = match (args.github_event, args.gitlab_event) {
+        (Some(n), _) => (Source::Github, n),
+        (None, Some(n)) => (Source::Gitlab, n),
+        (None, None) => bail!("give --github-event or --gitlab-event"),
+    };
+    let mut body = Vec::new();
+    open_input(&args.file)?.read_to_end(&mut body)?;
+    let normalized = normalize_delivery(source, &name, args.delivery.as_deref(), &body, &config.limits)
+        .with_context(|| format!("{}", args.file.display()))?;
+    match normalized {
+        Normalized::Events(events) => {
+            let mut out = std::io::stdout().lock();
+            for e in events {
+                serde_json::to_writer(&mut out, &e)?;
+                out.write_all(b"\n")?;
+            }
+        }
+        Normalized::Ping => eprintln!("ping: answered 200, nothing published"),
+        Normalized::Ignored { kind } => eprintln!("{kind}: accepted (202) and counted, not published"),
+    }
+    Ok(ExitCode::SUCCESS)
+}

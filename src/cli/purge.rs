@@ -1,0 +1,21 @@
+//! `runwatch purge --older-than DURATION`: the seed's `clean_old_convos`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use crate::config::Config;
+use crate::startup::{self, Schema};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// e.g. 30d, 12h.
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    older_than: Duration,
+}
+
+pub async fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
+    let store = startup::open_store(config, Schema::Check).await?;
+    let n = store.purge(args.older_than, config.purge.batch).await?;
+    println!("{n}");
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,37 @@
+//! `runwatch repo-id PROVIDER OWNER/NAME`: the seed's `get_repo_id`.
+
+use std::process::ExitCode;
+
+use anyhow::bail;
+
+use crate::config::Config;
+use crate::event::Provider;
+use crate::startup::{self, Schema};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// github, gitlab, bitbucket, azure_devops or generic.
+    provider: String,
+    /// owner/name (case-insensitive).
+    repository: String,
+}
+
+pub async fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
+    let Some(provider) = Provider::parse(&args.provider) else {
+        bail!(
+            "unknown provider {:?} (github, gitlab, bitbucket, azure_devops, generic)",
+            args.provider
+        );
+    };
+    let store = startup::open_store(config, Schema::Check).await?;
+    match store.repo_id(provider, &args.repository).await? {
+        Some(id) => {
+            println!("{id}");
+            Ok(ExitCode::SUCCESS)
+        }
+        None => {
+            eprintln!("runwatch: repository {provider}:{} is unknown", args.repository);
+            Ok(ExitCode::from(1))
+        }
+    }
+}
