@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use serde::Deserialize;
 
 use crate::engine::rules::{RuleConfig, RuleSet, RulesError};
@@ -59,18 +59,34 @@ impl std::fmt::Debug for DatabaseConfig {
     }
 }
 
-/// Hides the password of a URL (`scheme://user:***@host/...`) for logs and errors.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
+/// The query parameters of a connection URL whose value is hidden: sqlx and libpq take a
+/// password from `?password=` as well as from the user-info part.
+const SECRET_QUERY_KEYS: [&str; 2] = ["password", "sslpassword"];
+
+/// A URL fit for logs and errors: the user-info password becomes `***`, and so does the
+/// value of a `password` / `sslpassword` query parameter (sqlx accepts
+/// `postgres://u@h/db?password=…`). A string that is not a URL is not shown at all, since
+/// where its password would be cannot be known.
+pub fn redact_url(raw: &str) -> String {
+    let Ok(mut url) = url::Url::parse(raw) else {
+        return "<not a valid URL; not shown>".to_string();
     };
-    let Some((auth, host)) = rest.rsplit_once('@') else {
-        return url.to_string();
-    };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
+    if url.password().is_some() {
+        // Fails only for URLs that cannot have a user-info part, which have no password.
+        let _ = url.set_password(Some("***"));
     }
+    let hides = |k: &str| SECRET_QUERY_KEYS.iter().any(|s| k.eq_ignore_ascii_case(s));
+    if url.query_pairs().any(|(k, _)| hides(&k)) {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if hides(&k) { "***".to_string() } else { v.into_owned() };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
 #[derive(Clone, Deserialize)]
@@ -424,6 +440,89 @@ pub struct Config {
     pub rules_file: Option<PathBuf>,
 }
 
+/// Keys whose environment variables are taken as raw strings, never parsed as TOML-ish
+/// values: a secret (or a URL, which may carry one) is whatever text it is, so
+/// `RUNWATCH_NATS__PASSWORD=123456`, `=true`, `=[1]` or `=1e3` is that text, and a parse
+/// error can never quote it.
+pub const RAW_STRING_KEYS: [&str; 6] = [
+    "database.url",
+    "nats.url",
+    "nats.user",
+    "nats.password",
+    "nats.token",
+    "nats.nkey_seed",
+];
+
+/// Secret lists: from the environment, a TOML array of quoted strings
+/// (`RUNWATCH_INGEST__GITHUB_SECRETS='["a", "b"]'`) is a list, anything else is one secret,
+/// taken as it is.
+pub const RAW_SECRET_LIST_KEYS: [&str; 2] = ["ingest.github_secrets", "ingest.gitlab_tokens"];
+
+/// The `RUNWATCH_*` variable of a configuration key (`nats.password` →
+/// `RUNWATCH_NATS__PASSWORD`).
+pub fn env_var_of(key: &str) -> String {
+    format!("RUNWATCH_{}", key.replace('.', "__").to_uppercase())
+}
+
+/// The value of an environment variable as it is, or an error that names the key (and not
+/// the value) when it is not UTF-8. Names compare case-insensitively, as figment does.
+fn raw_env(name: &str, key: &str) -> Result<Option<String>, ConfigError> {
+    for (k, v) in std::env::vars_os() {
+        if k.to_str().is_some_and(|k| k.eq_ignore_ascii_case(name)) {
+            return match v.into_string() {
+                Ok(v) => Ok(Some(v)),
+                Err(_) => Err(ConfigError::Invalid {
+                    key: key.into(),
+                    message: format!("{name} is not valid UTF-8"),
+                }),
+            };
+        }
+    }
+    Ok(None)
+}
+
+/// A secret list from an environment variable (see [`RAW_SECRET_LIST_KEYS`]).
+fn secret_list_from_env(raw: &str) -> Vec<String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct List {
+        v: Vec<String>,
+    }
+    if raw.trim_start().starts_with('[')
+        && let Ok(list) = toml::from_str::<List>(&format!("v = {raw}"))
+    {
+        return list.v;
+    }
+    vec![raw.to_string()]
+}
+
+/// Reads a TOML configuration file and checks its syntax here, so that a syntax error is
+/// reported by line and column only: the TOML parser's own message quotes the line, which
+/// may hold a secret.
+fn read_toml_file(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+        key: "--config".into(),
+        message: format!("cannot read {}: {e}", path.display()),
+    })?;
+    if let Err(e) = toml::from_str::<toml::Table>(&text) {
+        let at = e.span().map_or_else(String::new, |span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(" at line {line}, column {column}")
+        });
+        return Err(ConfigError::Invalid {
+            key: "--config".into(),
+            message: format!(
+                "{} is not valid TOML{at}: {} (the line is not shown: it may hold a secret)",
+                path.display(),
+                e.message()
+            ),
+        });
+    }
+    Ok(text)
+}
+
 impl Config {
     /// Reads the layers: defaults, `file` (if given), `RUNWATCH_*` and the two URL variables.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
@@ -435,22 +534,34 @@ impl Config {
                     message: format!("file {} does not exist", path.display()),
                 });
             }
-            fig = fig.merge(Toml::file(path));
+            fig = fig.merge(Toml::string(&read_toml_file(path)?));
         }
+        let raw: Vec<&str> = RAW_STRING_KEYS.iter().chain(&RAW_SECRET_LIST_KEYS).copied().collect();
         fig = fig
             // Only RUNWATCH_<SECTION>__<KEY> and RUNWATCH_RULES_FILE are configuration;
-            // other RUNWATCH_* variables (fault injection, tests) are not.
+            // other RUNWATCH_* variables (fault injection, tests) are not. Secrets and URLs
+            // are read below as raw strings.
             .merge(
                 Env::prefixed("RUNWATCH_")
                     .filter(|k| k.as_str().contains("__") || k == "rules_file")
-                    .split("__"),
-            )
-            .merge(
-                Env::raw()
-                    .only(&["DATABASE_URL"])
-                    .map(|_| "database.url".into()),
-            )
-            .merge(Env::raw().only(&["NATS_URL"]).map(|_| "nats.url".into()));
+                    .split("__")
+                    .filter(move |k| !raw.iter().any(|r| k.as_str().eq_ignore_ascii_case(r))),
+            );
+        for key in RAW_STRING_KEYS {
+            if let Some(v) = raw_env(&env_var_of(key), key)? {
+                fig = fig.merge(Serialized::default(key, v));
+            }
+        }
+        for key in RAW_SECRET_LIST_KEYS {
+            if let Some(v) = raw_env(&env_var_of(key), key)? {
+                fig = fig.merge(Serialized::default(key, secret_list_from_env(&v)));
+            }
+        }
+        for (name, key) in [("DATABASE_URL", "database.url"), ("NATS_URL", "nats.url")] {
+            if let Some(v) = raw_env(name, key)? {
+                fig = fig.merge(Serialized::default(key, v));
+            }
+        }
         let config: Config = fig.extract()?;
         config.validate()?;
         // Secret files are read at start-up, so a missing or unreadable one is reported
@@ -625,5 +736,18 @@ mod tests {
             "postgres://u:***@h:5432/db"
         );
         assert_eq!(redact_url("nats://h:4222"), "nats://h:4222");
+        // sqlx and libpq also take the password from the query string.
+        for url in [
+            "postgres://u@h/db?password=s3cr3t-q",
+            "postgres://u@h/db?sslmode=disable&PASSWORD=s3cr3t-q",
+            "postgres://u:s3cr3t-q@h/db?sslpassword=s3cr3t-q&application_name=x",
+            "postgresql://u:s3cr3t%40q@[::1]:5432/db",
+        ] {
+            let shown = redact_url(url);
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+            assert!(shown.contains("***"), "{shown}");
+        }
+        assert!(redact_url("postgres://u@h/db?sslmode=disable&password=x").contains("sslmode=disable"));
+        assert!(!redact_url("not a url s3cr3t").contains("s3cr3t"));
     }
 }
