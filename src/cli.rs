@@ -234,6 +234,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Purge { older_than } => {
             let config = load_config(cli.config.as_deref())?;
             init_quiet_tracing(&config)?;
+            crate::config::check_duration("--older-than", &crate::config::PURGE_OLDER_THAN, older_than)?;
             let store = open_store(&config).await?;
             let n = store.purge(older_than, config.purge.batch).await?;
             println!("{n}");

@@ -333,6 +333,21 @@ pub struct StreamsConfig {
     #[serde(with = "humantime_serde")]
     pub duplicate_window: Duration,
     pub replicas: usize,
+    /// How long the events stream keeps a message (JetStream `max_age`).
+    #[serde(with = "humantime_serde")]
+    pub events_max_age: Duration,
+    /// The events stream's size bound (`max_bytes`); the oldest messages go first.
+    pub events_max_bytes: i64,
+    /// How long the triggers stream keeps a trigger.
+    #[serde(with = "humantime_serde")]
+    pub triggers_max_age: Duration,
+    /// The triggers stream's size bound.
+    pub triggers_max_bytes: i64,
+    /// How long the dead-letter stream keeps a letter.
+    #[serde(with = "humantime_serde")]
+    pub dead_max_age: Duration,
+    /// The dead-letter stream's size bound.
+    pub dead_max_bytes: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -438,6 +453,208 @@ pub struct Config {
     pub rules: Option<Vec<RuleConfig>>,
     #[serde(default)]
     pub rules_file: Option<PathBuf>,
+}
+
+/// The bounds of one numeric configuration key. Durations are inclusive ranges; `off`
+/// also accepts `0s` (which turns the feature off) below `min`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Bounds {
+    /// An integer in `min..=max`.
+    Int { min: i128, max: i128 },
+    /// A number in `min..=max`.
+    Float { min: f64, max: f64 },
+    /// A duration in `min..=max`, or `0s` when `off`.
+    Duration { min: Duration, max: Duration, off: bool },
+}
+
+/// A value of a numeric key, as [`Bounds`] checks it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Number {
+    Int(i128),
+    Float(f64),
+    Duration(Duration),
+}
+
+impl std::fmt::Display for Number {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Number::Int(v) => write!(f, "{v}"),
+            Number::Float(v) => write!(f, "{v}"),
+            Number::Duration(d) => f.write_str(&short_duration(*d)),
+        }
+    }
+}
+
+/// `d` in its largest exact unit (`365d`, `5m`, `100ms`), as humantime reads it back.
+pub fn short_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
+        return format!("{}ns", d.as_nanos());
+    }
+    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        if ms != 0 && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    if ms == 0 { "0s".into() } else { format!("{ms}ms") }
+}
+
+impl Bounds {
+    /// Whether `v` is within the bounds.
+    pub fn contains(&self, v: Number) -> bool {
+        match (*self, v) {
+            (Bounds::Int { min, max }, Number::Int(v)) => (min..=max).contains(&v),
+            (Bounds::Float { min, max }, Number::Float(v)) => v.is_finite() && (min..=max).contains(&v),
+            (Bounds::Duration { min, max, off }, Number::Duration(v)) => {
+                (off && v.is_zero()) || (min..=max).contains(&v)
+            }
+            _ => false,
+        }
+    }
+
+    /// The range as the README's configuration table shows it: `1..=10000`,
+    /// `1ms..=1h`, `0s or 1m..=30d`.
+    pub fn text(&self) -> String {
+        match *self {
+            Bounds::Int { min, max } => format!("{min}..={max}"),
+            Bounds::Float { min, max } => format!("{min:?}..={max:?}"),
+            Bounds::Duration { min, max, off } => format!(
+                "{}{}..={}",
+                if off { "0s or " } else { "" },
+                short_duration(min),
+                short_duration(max)
+            ),
+        }
+    }
+}
+
+/// One numeric configuration key and its range.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRange {
+    /// `section.key`.
+    pub key: &'static str,
+    /// What is accepted.
+    pub bounds: Bounds,
+    /// Reads the value from a configuration.
+    pub get: fn(&Config) -> Number,
+}
+
+const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+const fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+const MINUTE: u64 = 60;
+const HOUR: u64 = 3600;
+const DAY: u64 = 86_400;
+const MIB: i128 = 1 << 20;
+const TIB: i128 = 1 << 40;
+
+const fn int(min: i128, max: i128) -> Bounds {
+    Bounds::Int { min, max }
+}
+const fn dur(min: Duration, max: Duration) -> Bounds {
+    Bounds::Duration { min, max, off: false }
+}
+fn n<T: Into<i128>>(v: T) -> Number {
+    Number::Int(v.into())
+}
+fn size(v: usize) -> Number {
+    Number::Int(i128::try_from(v).unwrap_or(i128::MAX))
+}
+
+/// Every numeric configuration key and its range: [`Config::validate`] checks exactly
+/// these, a test checks both ends of each, and another that the README shows the same.
+/// The upper ends keep every sum and product on these values far from overflow (a settle
+/// or cooldown of at most 365 days added to any time an event can carry, for instance).
+pub const RANGES: &[KeyRange] = &[
+    KeyRange { key: "database.max_connections", bounds: int(1, 1000), get: |c| n(c.database.max_connections) },
+    KeyRange { key: "database.acquire_timeout", bounds: dur(millis(10), secs(10 * MINUTE)), get: |c| Number::Duration(c.database.acquire_timeout) },
+    KeyRange { key: "nats.connect_timeout", bounds: dur(millis(100), secs(10 * MINUTE)), get: |c| Number::Duration(c.nats.connect_timeout) },
+    KeyRange { key: "nats.request_timeout", bounds: dur(millis(100), secs(10 * MINUTE)), get: |c| Number::Duration(c.nats.request_timeout) },
+    KeyRange { key: "streams.duplicate_window", bounds: dur(secs(10), secs(DAY)), get: |c| Number::Duration(c.streams.duplicate_window) },
+    KeyRange { key: "streams.replicas", bounds: int(1, 5), get: |c| size(c.streams.replicas) },
+    KeyRange { key: "streams.events_max_age", bounds: dur(secs(HOUR), secs(3650 * DAY)), get: |c| Number::Duration(c.streams.events_max_age) },
+    KeyRange { key: "streams.events_max_bytes", bounds: int(MIB, 64 * TIB), get: |c| n(c.streams.events_max_bytes) },
+    KeyRange { key: "streams.triggers_max_age", bounds: dur(secs(HOUR), secs(3650 * DAY)), get: |c| Number::Duration(c.streams.triggers_max_age) },
+    KeyRange { key: "streams.triggers_max_bytes", bounds: int(MIB, 64 * TIB), get: |c| n(c.streams.triggers_max_bytes) },
+    KeyRange { key: "streams.dead_max_age", bounds: dur(secs(HOUR), secs(3650 * DAY)), get: |c| Number::Duration(c.streams.dead_max_age) },
+    KeyRange { key: "streams.dead_max_bytes", bounds: int(MIB, 64 * TIB), get: |c| n(c.streams.dead_max_bytes) },
+    KeyRange { key: "consumer.batch_size", bounds: int(1, 4096), get: |c| size(c.consumer.batch_size) },
+    KeyRange { key: "consumer.linger", bounds: dur(secs(0), secs(10)), get: |c| Number::Duration(c.consumer.linger) },
+    KeyRange { key: "consumer.ack_wait", bounds: dur(secs(1), secs(HOUR)), get: |c| Number::Duration(c.consumer.ack_wait) },
+    KeyRange { key: "consumer.max_deliver", bounds: int(1, 1000), get: |c| n(c.consumer.max_deliver) },
+    KeyRange { key: "consumer.max_ack_pending", bounds: int(1, 1_000_000), get: |c| n(c.consumer.max_ack_pending) },
+    KeyRange { key: "consumer.heartbeat", bounds: dur(millis(100), secs(MINUTE)), get: |c| Number::Duration(c.consumer.heartbeat) },
+    KeyRange { key: "retry.min_delay", bounds: dur(millis(1), secs(HOUR)), get: |c| Number::Duration(c.retry.min_delay) },
+    KeyRange { key: "retry.max_delay", bounds: dur(millis(1), secs(HOUR)), get: |c| Number::Duration(c.retry.max_delay) },
+    KeyRange { key: "retry.factor", bounds: Bounds::Float { min: 1.0, max: 10.0 }, get: |c| Number::Float(f64::from(c.retry.factor)) },
+    KeyRange { key: "retry.transaction_attempts", bounds: int(1, 100), get: |c| n(c.retry.transaction_attempts) },
+    KeyRange { key: "outbox.relay_interval", bounds: dur(millis(10), secs(HOUR)), get: |c| Number::Duration(c.outbox.relay_interval) },
+    KeyRange { key: "outbox.lease", bounds: dur(secs(1), secs(30 * MINUTE)), get: |c| Number::Duration(c.outbox.lease) },
+    KeyRange { key: "outbox.relay_batch", bounds: int(1, 10_000), get: |c| n(c.outbox.relay_batch) },
+    KeyRange { key: "timers.interval", bounds: dur(millis(10), secs(HOUR)), get: |c| Number::Duration(c.timers.interval) },
+    KeyRange { key: "timers.batch", bounds: int(1, 10_000), get: |c| n(c.timers.batch) },
+    KeyRange { key: "purge.interval", bounds: Bounds::Duration { min: secs(1), max: secs(30 * DAY), off: true }, get: |c| Number::Duration(c.purge.interval) },
+    KeyRange { key: "purge.older_than", bounds: PURGE_OLDER_THAN, get: |c| Number::Duration(c.purge.older_than) },
+    KeyRange { key: "purge.batch", bounds: int(1, 100_000), get: |c| n(c.purge.batch) },
+    KeyRange { key: "shutdown.timeout", bounds: dur(secs(1), secs(HOUR)), get: |c| Number::Duration(c.shutdown.timeout) },
+    KeyRange { key: "limits.max_message_bytes", bounds: int(1024, 64 * MIB), get: |c| size(c.limits.max_message_bytes) },
+    KeyRange { key: "limits.max_metadata_bytes", bounds: int(16, 64 * MIB), get: |c| size(c.limits.max_metadata_bytes) },
+    KeyRange { key: "limits.max_string_bytes", bounds: int(64, MIB), get: |c| size(c.limits.max_string_bytes) },
+    KeyRange { key: "limits.max_runs_per_group", bounds: int(1, 100_000), get: |c| size(c.limits.max_runs_per_group) },
+    KeyRange { key: "limits.max_clock_skew", bounds: dur(secs(1), secs(DAY)), get: |c| Number::Duration(c.limits.max_clock_skew) },
+    KeyRange { key: "ingest.max_body_bytes", bounds: int(1024, 64 * MIB), get: |c| size(c.ingest.max_body_bytes) },
+];
+
+/// `purge.older_than`, and `runwatch purge --older-than`.
+pub const PURGE_OLDER_THAN: Bounds = dur(secs(HOUR), secs(3650 * DAY));
+
+/// The numeric keys of a rule (`[[rules]]` or a rules file), checked per rule as
+/// `rules[N].<key>`.
+pub const RULE_RANGES: &[(&str, Bounds)] = &[
+    ("settle", dur(secs(0), secs(365 * DAY))),
+    ("cooldown", dur(secs(0), secs(365 * DAY))),
+    ("threshold", int(1, 1000)),
+];
+
+/// The value of a rule's numeric key (see [`RULE_RANGES`]).
+fn rule_number(rule: &crate::engine::rules::Rule, key: &str) -> Number {
+    match key {
+        "settle" => Number::Duration(rule.settle),
+        "cooldown" => Number::Duration(rule.cooldown),
+        _ => n(rule.threshold),
+    }
+}
+
+/// Checks every rule of `set` against [`RULE_RANGES`].
+pub fn check_rule_ranges(set: &RuleSet) -> Result<(), ConfigError> {
+    for (i, rule) in set.rules().iter().enumerate() {
+        for (key, bounds) in RULE_RANGES {
+            let v = rule_number(rule, key);
+            if !bounds.contains(v) {
+                return Err(out_of_range(&format!("rules[{i}].{key}"), bounds, v));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn out_of_range(key: &str, bounds: &Bounds, v: Number) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: format!("{v} is out of range; accepted: {}", bounds.text()),
+    }
+}
+
+/// Checks a duration given on the command line against a key's bounds.
+pub fn check_duration(what: &str, bounds: &Bounds, d: Duration) -> Result<(), ConfigError> {
+    if bounds.contains(Number::Duration(d)) {
+        Ok(())
+    } else {
+        Err(out_of_range(what, bounds, Number::Duration(d)))
+    }
 }
 
 /// Keys whose environment variables are taken as raw strings, never parsed as TOML-ish
@@ -583,14 +800,11 @@ impl Config {
         {
             return invalid("database.url", "must start with postgres:// or postgresql://");
         }
-        if self.database.max_connections == 0 {
-            return invalid("database.max_connections", "must be at least 1");
-        }
-        if self.consumer.batch_size == 0 {
-            return invalid("consumer.batch_size", "must be at least 1");
-        }
-        if self.consumer.max_deliver == 0 {
-            return invalid("consumer.max_deliver", "must be at least 1");
+        for r in RANGES {
+            let v = (r.get)(self);
+            if !r.bounds.contains(v) {
+                return Err(out_of_range(r.key, &r.bounds, v));
+            }
         }
         if self.consumer.max_ack_pending < self.consumer.batch_size as i64 {
             return invalid(
@@ -598,24 +812,11 @@ impl Config {
                 "must be at least consumer.batch_size",
             );
         }
-        if self.consumer.heartbeat.is_zero() || self.consumer.heartbeat >= self.consumer.ack_wait
-        {
-            return invalid(
-                "consumer.heartbeat",
-                "must be above 0 and below consumer.ack_wait",
-            );
-        }
-        if self.retry.factor < 1.0 {
-            return invalid("retry.factor", "must be at least 1.0");
+        if self.consumer.heartbeat >= self.consumer.ack_wait {
+            return invalid("consumer.heartbeat", "must be below consumer.ack_wait");
         }
         if self.retry.min_delay > self.retry.max_delay {
             return invalid("retry.min_delay", "must not exceed retry.max_delay");
-        }
-        if self.retry.transaction_attempts == 0 {
-            return invalid("retry.transaction_attempts", "must be at least 1");
-        }
-        if self.outbox.lease.is_zero() {
-            return invalid("outbox.lease", "must be above 0");
         }
         if self.outbox.lease >= self.streams.duplicate_window {
             return invalid(
@@ -653,8 +854,17 @@ impl Config {
             }
         }
         self.nats.validate_tls()?;
-        if self.limits.max_message_bytes == 0 || self.limits.max_string_bytes == 0 {
-            return invalid("limits", "limits must be above 0");
+        for (key, max_age) in [
+            ("streams.events_max_age", self.streams.events_max_age),
+            ("streams.triggers_max_age", self.streams.triggers_max_age),
+            ("streams.dead_max_age", self.streams.dead_max_age),
+        ] {
+            if self.streams.duplicate_window > max_age {
+                return Err(ConfigError::Invalid {
+                    key: "streams.duplicate_window".into(),
+                    message: format!("must not exceed {key} (JetStream refuses it)"),
+                });
+            }
         }
         if self.rules.is_some() && self.rules_file.is_some() {
             return invalid("rules_file", "give either [[rules]] or rules_file, not both");
@@ -670,10 +880,12 @@ impl Config {
         if let Some(path) = &self.rules_file {
             return load_rules_file(path);
         }
-        match &self.rules {
-            Some(rules) => Ok(RuleSet::compile(rules)?),
-            None => Ok(RuleSet::default_rules()),
-        }
+        let set = match &self.rules {
+            Some(rules) => RuleSet::compile(rules)?,
+            None => RuleSet::default_rules(),
+        };
+        check_rule_ranges(&set)?;
+        Ok(set)
     }
 }
 
@@ -683,7 +895,9 @@ pub fn load_rules_file(path: &Path) -> Result<RuleSet, ConfigError> {
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(RuleSet::from_toml(&text)?)
+    let set = RuleSet::from_toml(&text)?;
+    check_rule_ranges(&set)?;
+    Ok(set)
 }
 
 #[cfg(test)]
@@ -749,5 +963,152 @@ mod tests {
         }
         assert!(redact_url("postgres://u@h/db?sslmode=disable&password=x").contains("sslmode=disable"));
         assert!(!redact_url("not a url s3cr3t").contains("s3cr3t"));
+    }
+
+    /// Settings under which each key's extremes are compatible with the cross-key rules
+    /// (heartbeat < ack_wait, lease < duplicate_window <= every max_age, batch_size <=
+    /// max_ack_pending, min_delay <= max_delay), so each bound is tested alone.
+    const ROOMY: &str = r#"
+        [consumer]
+        heartbeat = "100ms"
+        ack_wait = "1h"
+        batch_size = 1
+        max_ack_pending = 1000000
+        [retry]
+        min_delay = "1ms"
+        max_delay = "1h"
+        [outbox]
+        lease = "1s"
+        [streams]
+        duplicate_window = "1h"
+    "#;
+
+    /// The configuration with `key = value` (a TOML literal) over [`ROOMY`], validated.
+    fn with_key(key: &str, value: &str) -> Result<Config, ConfigError> {
+        let (section, field) = key.split_once('.').unwrap();
+        let c: Config = Figment::new()
+            .merge(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string(ROOMY))
+            .merge(Toml::string(&format!("[{section}]\n{field} = {value}\n")))
+            .extract()?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// TOML literals just inside and just outside the bounds: (in, out).
+    fn extremes(b: &Bounds) -> (Vec<String>, Vec<String>) {
+        let d = |d: Duration| format!("\"{}\"", short_duration(d));
+        match *b {
+            Bounds::Int { min, max } => {
+                (vec![min.to_string(), max.to_string()], vec![(min - 1).to_string(), (max + 1).to_string()])
+            }
+            Bounds::Float { min, max } => (
+                vec![format!("{min:?}"), format!("{max:?}")],
+                vec![format!("{:?}", min - 0.01), format!("{:?}", max + 0.01)],
+            ),
+            Bounds::Duration { min, max, off } => {
+                let mut inside = vec![d(min), d(max)];
+                let mut outside = vec![d(max + Duration::from_millis(1))];
+                if !min.is_zero() {
+                    outside.push(d(min - Duration::from_millis(1)));
+                }
+                if off {
+                    inside.push("\"0s\"".into());
+                }
+                (inside, outside)
+            }
+        }
+    }
+
+    #[test]
+    fn every_key_accepts_its_range_and_names_itself_outside_it() {
+        with_key("log.level", "\"info\"").expect("the roomy base is valid");
+        for r in RANGES {
+            let (inside, outside) = extremes(&r.bounds);
+            for v in inside {
+                if let Err(e) = with_key(r.key, &v) {
+                    panic!("{} = {v} must be accepted: {e}", r.key);
+                }
+            }
+            for v in outside {
+                let err = with_key(r.key, &v).err().unwrap_or_else(|| panic!("{} = {v} accepted", r.key));
+                let text = err.to_string();
+                assert!(text.contains(&format!("`{}`", r.key)), "{} = {v}: {text}", r.key);
+                assert!(text.contains(&r.bounds.text()), "{} = {v}: {text}", r.key);
+            }
+        }
+    }
+
+    #[test]
+    fn every_numeric_key_has_a_range() {
+        // Each numeric leaf of the defaults (and the new stream limits) is in RANGES.
+        let table: toml::Table = toml::from_str(DEFAULT_TOML).unwrap();
+        let mut numeric = Vec::new();
+        for (section, v) in &table {
+            let Some(t) = v.as_table() else { continue };
+            for (k, v) in t {
+                let is_duration = v.as_str().is_some_and(|s| humantime::parse_duration(s).is_ok());
+                if v.is_integer() || v.is_float() || is_duration {
+                    numeric.push(format!("{section}.{k}"));
+                }
+            }
+        }
+        assert!(numeric.len() > 30, "{numeric:?}");
+        for key in numeric {
+            assert!(RANGES.iter().any(|r| r.key == key), "{key} has no range in RANGES");
+        }
+    }
+
+    #[test]
+    fn rule_keys_have_ranges() {
+        let rules = |body: &str| {
+            let c: Result<Config, _> = Figment::new()
+                .merge(Toml::string(DEFAULT_TOML))
+                .merge(Toml::string(&format!("[[rules]]\n{body}\n")))
+                .extract();
+            c.map_err(ConfigError::from).and_then(|c| c.validate())
+        };
+        for ok in [
+            "kind = \"all_completed_with_failure\"\nsettle = \"365d\"\ncooldown = \"365d\"",
+            "kind = \"repeated_failure\"\nthreshold = 1000",
+        ] {
+            rules(ok).unwrap();
+        }
+        for (bad, key) in [
+            ("kind = \"all_completed_with_failure\"\nsettle = \"500000y\"", "rules[0].settle"),
+            ("kind = \"all_completed_with_failure\"\ncooldown = \"366d\"", "rules[0].cooldown"),
+            ("kind = \"repeated_failure\"\nthreshold = 1001", "rules[0].threshold"),
+        ] {
+            let e = rules(bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")) && e.contains("out of range"), "{e}");
+        }
+    }
+
+    /// The README's configuration table shows each key's range exactly as the code checks
+    /// it: the row that names the key has the range in its `range` column.
+    #[test]
+    fn readme_shows_every_range() {
+        let readme = include_str!("../README.md");
+        let rows: Vec<Vec<&str>> = readme
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| l.split(" | ").collect())
+            .collect();
+        let header = readme.lines().find(|l| l.starts_with("| key | default |")).expect("configuration table");
+        assert!(header.contains("| range |"), "{header}");
+        let mut keys: Vec<(String, String)> = RANGES.iter().map(|r| (r.key.to_string(), r.bounds.text())).collect();
+        keys.extend(RULE_RANGES.iter().map(|(k, b)| (format!("rules[].{k}"), b.text())));
+        for (key, range) in keys {
+            let (section, field) = key.split_once('.').unwrap();
+            // A row names the key in full, or its section in full and the field after it.
+            let row = rows.iter().find(|cells| {
+                let first = cells[0];
+                first.contains(&format!("`{key}`"))
+                    || (first.contains(&format!("`{section}.")) && first.contains(&format!("`{field}`")))
+            });
+            let row = row.unwrap_or_else(|| panic!("no README configuration row names {key}"));
+            assert!(row.len() >= 4, "{row:?}");
+            assert!(row[2].contains(&range), "{key}: README says {:?}, the code {range}", row[2]);
+        }
     }
 }
