@@ -440,6 +440,17 @@ fn out_of_range_values_exit_2_naming_the_key_before_connecting() {
     assert!(all.contains("--older-than"), "{all}");
 }
 
+/// `--config` can come from `RUNWATCH_CONFIG`.
+#[test]
+fn runwatch_config_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, "[timers]\nbatch = 0\n").unwrap();
+    let out = runwatch(&["simulate", "/dev/null"], &[("RUNWATCH_CONFIG", file.to_str().unwrap())]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`timers.batch`"));
+}
+
 /// The streams runwatch creates carry `[streams]`'s `max_age` and `max_bytes`; changing
 /// them in the configuration updates an existing stream at the next set-up, and a stream
 /// that is already right is left alone.
