@@ -187,10 +187,6 @@ impl Bus {
         use backon::BackoffBuilder;
 
         let url = config.nats.url.clone();
-        // async-nats builds its TLS configuration with rustls' process-wide provider, which
-        // rustls cannot choose by itself when two are compiled in (it would panic). Ring is
-        // async-nats' own choice; an error only means one is installed already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
         let auth = config.nats.auth()?;
         config.nats.validate_tls()?;
         let (closed_tx, closed_rx) = watch::channel(false);
