@@ -68,7 +68,19 @@ const SECRET_QUERY_KEYS: [&str; 2] = ["password", "sslpassword"];
 /// `postgres://u@h/db?password=…`). A string that is not a URL is not shown at all, since
 /// where its password would be cannot be known.
 pub fn redact_url(raw: &str) -> String {
+    // NATS takes a comma-separated list of servers.
+    if raw.contains(',') {
+        return raw.split(',').map(redact_one_url).collect::<Vec<_>>().join(",");
+    }
+    redact_one_url(raw)
+}
+
+fn redact_one_url(raw: &str) -> String {
     let Ok(mut url) = url::Url::parse(raw) else {
+        // `host:port` without a scheme (NATS accepts it) has nowhere to hold a password.
+        if raw.chars().all(|c| c.is_ascii_alphanumeric() || ".-_:[]".contains(c)) {
+            return raw.to_string();
+        }
         return "<not a valid URL; not shown>".to_string();
     };
     if url.password().is_some() {
@@ -156,6 +168,62 @@ impl std::fmt::Debug for NatsConfig {
     }
 }
 
+/// Credentials written into `nats.url` (`nats://user:password@host`, or
+/// `nats://token@host`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlCredentials {
+    /// `user:password@`.
+    UserPassword { user: String, password: Secret },
+    /// `token@`.
+    Token(Secret),
+}
+
+/// Splits `nats.url` (one URL or a comma-separated list) into the URLs without their
+/// user-info and the credentials that were in it, so that no client library is handed,
+/// and may log, a URL with a password in it (async-nats logs the server URL at debug
+/// level). Every URL of a list must carry the same credentials, or none.
+pub fn split_nats_url(raw: &str) -> Result<(String, Option<UrlCredentials>), ConfigError> {
+    let invalid = |message: &str| ConfigError::Invalid {
+        key: "nats.url".into(),
+        message: message.into(),
+    };
+    let mut found: Option<UrlCredentials> = None;
+    let mut parts = Vec::new();
+    for part in raw.split(',') {
+        let part = part.trim();
+        if !part.contains('@') {
+            parts.push(part.to_string());
+            continue;
+        }
+        let with_scheme = if part.contains("://") { part.to_string() } else { format!("nats://{part}") };
+        let mut url = url::Url::parse(&with_scheme)
+            .map_err(|_| invalid("is not a valid URL (value not shown: it has credentials)"))?;
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|d| d.into_owned())
+                .map_err(|_| invalid("has user-info that is not valid UTF-8"))
+        };
+        let user = decode(url.username())?;
+        let creds = match url.password() {
+            Some(p) => UrlCredentials::UserPassword { user, password: Secret::new(decode(p)?) },
+            None => UrlCredentials::Token(Secret::new(user)),
+        };
+        match &found {
+            Some(f) if *f != creds => {
+                return Err(invalid("the servers of the list carry different credentials"));
+            }
+            _ => found = Some(creds),
+        }
+        let stripped = url.set_username("").is_ok() && url.set_password(None).is_ok();
+        if !stripped {
+            return Err(invalid("credentials cannot be removed from this URL"));
+        }
+        parts.push(url.to_string());
+    }
+    Ok((parts.join(","), found))
+}
+
 /// How runwatch authenticates to NATS, resolved from the `[nats]` keys (secret files read).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum NatsAuth {
@@ -240,7 +308,9 @@ impl NatsConfig {
             })?)),
             None => None,
         };
+        let (_, from_url) = split_nats_url(&self.url)?;
         let methods = [
+            ("nats.url", from_url.is_some()),
             ("nats.user", self.user.is_some() || password.is_some()),
             ("nats.token", token.is_some()),
             ("nats.nkey_seed", seed.is_some()),
@@ -261,6 +331,13 @@ impl NatsConfig {
                 key: key.into(),
                 message: "is not a user nkey seed (58 characters starting with SU)".into(),
             });
+        }
+        match from_url {
+            Some(UrlCredentials::UserPassword { user, password }) => {
+                return Ok(NatsAuth::UserPassword { user, password });
+            }
+            Some(UrlCredentials::Token(token)) => return Ok(NatsAuth::Token(token)),
+            None => {}
         }
         Ok(match (self.user.as_ref(), password, token, seed, creds) {
             (Some(user), Some(password), ..) => NatsAuth::UserPassword {
@@ -963,6 +1040,31 @@ mod tests {
         }
         assert!(redact_url("postgres://u@h/db?sslmode=disable&password=x").contains("sslmode=disable"));
         assert!(!redact_url("not a url s3cr3t").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn nats_url_credentials_are_split_off() {
+        let (url, creds) = split_nats_url("nats://u:p%40ss@h:4222").unwrap();
+        assert_eq!(url, "nats://h:4222");
+        assert_eq!(creds, Some(UrlCredentials::UserPassword { user: "u".into(), password: Secret::new("p@ss") }));
+        let (url, creds) = split_nats_url("tok123@h1:4222, tls://tok123@h2:4222").unwrap();
+        assert_eq!(url, "nats://h1:4222,tls://h2:4222");
+        assert_eq!(creds, Some(UrlCredentials::Token(Secret::new("tok123"))));
+        let (url, creds) = split_nats_url("nats://h1:4222,h2:4222").unwrap();
+        assert_eq!((url.as_str(), creds), ("nats://h1:4222,h2:4222", None));
+        let err = split_nats_url("nats://u:a1@h1,nats://u:b2@h2").unwrap_err().to_string();
+        assert!(err.contains("`nats.url`") && !err.contains("a1") && !err.contains("b2"), "{err}");
+        // With another method too: one method only.
+        let mut c: Config = Figment::new().merge(Toml::string(DEFAULT_TOML)).extract().unwrap();
+        c.nats.url = "nats://u:pw-9@h:4222".into();
+        assert_eq!(
+            c.nats.auth().unwrap(),
+            NatsAuth::UserPassword { user: "u".into(), password: Secret::new("pw-9") }
+        );
+        c.nats.token = Some(Secret::new("t"));
+        let err = c.nats.auth().unwrap_err().to_string();
+        assert!(err.contains("only one") && !err.contains("pw-9"), "{err}");
+        assert_eq!(redact_url("nats://u:pw-9@h1:4222,h2:4222"), "nats://u:***@h1:4222,h2:4222");
     }
 
     /// Settings under which each key's extremes are compatible with the cross-key rules

@@ -149,6 +149,15 @@ fn nats_password_of_any_shape_authenticates_and_is_never_shown() {
         let all = never_shown(&out, literal);
         assert_eq!(out.status.code(), Some(0), "password = {literal} in a file:\n{all}");
     }
+    // In the URL (percent-encoded where needed): handed to the client as options, so
+    // its debug log of the server URL cannot show it.
+    for (i, password) in HOSTILE.iter().enumerate() {
+        let encoded = password.replace('[', "%5B").replace(']', "%5D");
+        let url = format!("nats://u{i}:{encoded}@127.0.0.1:{}", server.port);
+        let out = runwatch(&["publish", "-"], &[("NATS_URL", &url), ("RUST_LOG", log_level(password))]);
+        let all = never_shown(&out, password);
+        assert_eq!(out.status.code(), Some(0), "password {password:?} in NATS_URL:\n{all}");
+    }
     // A wrong one: refused, exit 2, still not shown.
     let out = runwatch(
         &["publish", "-"],
