@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use figment::Figment;
-use figment::providers::{Env, Format, Toml};
+use figment::providers::{Env, Format, Serialized, Toml};
 use serde::Deserialize;
 
 use crate::engine::rules::{RuleConfig, RuleSet, RulesError};
@@ -59,18 +59,46 @@ impl std::fmt::Debug for DatabaseConfig {
     }
 }
 
-/// Hides the password of a URL (`scheme://user:***@host/...`) for logs and errors.
-pub fn redact_url(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_string();
-    };
-    let Some((auth, host)) = rest.rsplit_once('@') else {
-        return url.to_string();
-    };
-    match auth.split_once(':') {
-        Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
-        None => url.to_string(),
+/// The query parameters of a connection URL whose value is hidden: sqlx and libpq take a
+/// password from `?password=` as well as from the user-info part.
+const SECRET_QUERY_KEYS: [&str; 2] = ["password", "sslpassword"];
+
+/// A URL fit for logs and errors: the user-info password becomes `***`, and so does the
+/// value of a `password` / `sslpassword` query parameter (sqlx accepts
+/// `postgres://u@h/db?password=…`). A string that is not a URL is not shown at all, since
+/// where its password would be cannot be known.
+pub fn redact_url(raw: &str) -> String {
+    // NATS takes a comma-separated list of servers.
+    if raw.contains(',') {
+        return raw.split(',').map(redact_one_url).collect::<Vec<_>>().join(",");
     }
+    redact_one_url(raw)
+}
+
+fn redact_one_url(raw: &str) -> String {
+    let Ok(mut url) = url::Url::parse(raw) else {
+        // `host:port` without a scheme (NATS accepts it) has nowhere to hold a password.
+        if raw.chars().all(|c| c.is_ascii_alphanumeric() || ".-_:[]".contains(c)) {
+            return raw.to_string();
+        }
+        return "<not a valid URL; not shown>".to_string();
+    };
+    if url.password().is_some() {
+        // Fails only for URLs that cannot have a user-info part, which have no password.
+        let _ = url.set_password(Some("***"));
+    }
+    let hides = |k: &str| SECRET_QUERY_KEYS.iter().any(|s| k.eq_ignore_ascii_case(s));
+    if url.query_pairs().any(|(k, _)| hides(&k)) {
+        let pairs: Vec<(String, String)> = url
+            .query_pairs()
+            .map(|(k, v)| {
+                let v = if hides(&k) { "***".to_string() } else { v.into_owned() };
+                (k.into_owned(), v)
+            })
+            .collect();
+        url.query_pairs_mut().clear().extend_pairs(pairs);
+    }
+    url.to_string()
 }
 
 #[derive(Clone, Deserialize)]
@@ -138,6 +166,62 @@ impl std::fmt::Debug for NatsConfig {
             .field("tls_required", &self.tls_required)
             .finish()
     }
+}
+
+/// Credentials written into `nats.url` (`nats://user:password@host`, or
+/// `nats://token@host`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UrlCredentials {
+    /// `user:password@`.
+    UserPassword { user: String, password: Secret },
+    /// `token@`.
+    Token(Secret),
+}
+
+/// Splits `nats.url` (one URL or a comma-separated list) into the URLs without their
+/// user-info and the credentials that were in it, so that no client library is handed,
+/// and may log, a URL with a password in it (async-nats logs the server URL at debug
+/// level). Every URL of a list must carry the same credentials, or none.
+pub fn split_nats_url(raw: &str) -> Result<(String, Option<UrlCredentials>), ConfigError> {
+    let invalid = |message: &str| ConfigError::Invalid {
+        key: "nats.url".into(),
+        message: message.into(),
+    };
+    let mut found: Option<UrlCredentials> = None;
+    let mut parts = Vec::new();
+    for part in raw.split(',') {
+        let part = part.trim();
+        if !part.contains('@') {
+            parts.push(part.to_string());
+            continue;
+        }
+        let with_scheme = if part.contains("://") { part.to_string() } else { format!("nats://{part}") };
+        let mut url = url::Url::parse(&with_scheme)
+            .map_err(|_| invalid("is not a valid URL (value not shown: it has credentials)"))?;
+        let decode = |s: &str| {
+            percent_encoding::percent_decode_str(s)
+                .decode_utf8()
+                .map(|d| d.into_owned())
+                .map_err(|_| invalid("has user-info that is not valid UTF-8"))
+        };
+        let user = decode(url.username())?;
+        let creds = match url.password() {
+            Some(p) => UrlCredentials::UserPassword { user, password: Secret::new(decode(p)?) },
+            None => UrlCredentials::Token(Secret::new(user)),
+        };
+        match &found {
+            Some(f) if *f != creds => {
+                return Err(invalid("the servers of the list carry different credentials"));
+            }
+            _ => found = Some(creds),
+        }
+        let stripped = url.set_username("").is_ok() && url.set_password(None).is_ok();
+        if !stripped {
+            return Err(invalid("credentials cannot be removed from this URL"));
+        }
+        parts.push(url.to_string());
+    }
+    Ok((parts.join(","), found))
 }
 
 /// How runwatch authenticates to NATS, resolved from the `[nats]` keys (secret files read).
@@ -224,7 +308,9 @@ impl NatsConfig {
             })?)),
             None => None,
         };
+        let (_, from_url) = split_nats_url(&self.url)?;
         let methods = [
+            ("nats.url", from_url.is_some()),
             ("nats.user", self.user.is_some() || password.is_some()),
             ("nats.token", token.is_some()),
             ("nats.nkey_seed", seed.is_some()),
@@ -245,6 +331,13 @@ impl NatsConfig {
                 key: key.into(),
                 message: "is not a user nkey seed (58 characters starting with SU)".into(),
             });
+        }
+        match from_url {
+            Some(UrlCredentials::UserPassword { user, password }) => {
+                return Ok(NatsAuth::UserPassword { user, password });
+            }
+            Some(UrlCredentials::Token(token)) => return Ok(NatsAuth::Token(token)),
+            None => {}
         }
         Ok(match (self.user.as_ref(), password, token, seed, creds) {
             (Some(user), Some(password), ..) => NatsAuth::UserPassword {
@@ -317,6 +410,21 @@ pub struct StreamsConfig {
     #[serde(with = "humantime_serde")]
     pub duplicate_window: Duration,
     pub replicas: usize,
+    /// How long the events stream keeps a message (JetStream `max_age`).
+    #[serde(with = "humantime_serde")]
+    pub events_max_age: Duration,
+    /// The events stream's size bound (`max_bytes`); the oldest messages go first.
+    pub events_max_bytes: i64,
+    /// How long the triggers stream keeps a trigger.
+    #[serde(with = "humantime_serde")]
+    pub triggers_max_age: Duration,
+    /// The triggers stream's size bound.
+    pub triggers_max_bytes: i64,
+    /// How long the dead-letter stream keeps a letter.
+    #[serde(with = "humantime_serde")]
+    pub dead_max_age: Duration,
+    /// The dead-letter stream's size bound.
+    pub dead_max_bytes: i64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -424,6 +532,295 @@ pub struct Config {
     pub rules_file: Option<PathBuf>,
 }
 
+/// The bounds of one numeric configuration key. Durations are inclusive ranges; `off`
+/// also accepts `0s` (which turns the feature off) below `min`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Bounds {
+    /// An integer in `min..=max`, or `0` when `off`.
+    Int { min: i128, max: i128, off: bool },
+    /// A number in `min..=max`.
+    Float { min: f64, max: f64 },
+    /// A duration in `min..=max`, or `0s` when `off`.
+    Duration { min: Duration, max: Duration, off: bool },
+}
+
+/// A value of a numeric key, as [`Bounds`] checks it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Number {
+    Int(i128),
+    Float(f64),
+    Duration(Duration),
+}
+
+impl std::fmt::Display for Number {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Number::Int(v) => write!(f, "{v}"),
+            Number::Float(v) => write!(f, "{v}"),
+            Number::Duration(d) => f.write_str(&short_duration(*d)),
+        }
+    }
+}
+
+/// `d` in its largest exact unit (`365d`, `5m`, `100ms`), as humantime reads it back.
+pub fn short_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
+        return format!("{}ns", d.as_nanos());
+    }
+    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+        if ms != 0 && ms.is_multiple_of(size) {
+            return format!("{}{unit}", ms / size);
+        }
+    }
+    if ms == 0 { "0s".into() } else { format!("{ms}ms") }
+}
+
+impl Bounds {
+    /// Whether `v` is within the bounds.
+    pub fn contains(&self, v: Number) -> bool {
+        match (*self, v) {
+            (Bounds::Int { min, max, off }, Number::Int(v)) => (off && v == 0) || (min..=max).contains(&v),
+            (Bounds::Float { min, max }, Number::Float(v)) => v.is_finite() && (min..=max).contains(&v),
+            (Bounds::Duration { min, max, off }, Number::Duration(v)) => {
+                (off && v.is_zero()) || (min..=max).contains(&v)
+            }
+            _ => false,
+        }
+    }
+
+    /// The range as the README's configuration table shows it: `1..=10000`,
+    /// `1ms..=1h`, `0s or 1m..=30d`.
+    pub fn text(&self) -> String {
+        match *self {
+            Bounds::Int { min, max, off } => format!("{}{min}..={max}", if off { "0 or " } else { "" }),
+            Bounds::Float { min, max } => format!("{min:?}..={max:?}"),
+            Bounds::Duration { min, max, off } => format!(
+                "{}{}..={}",
+                if off { "0s or " } else { "" },
+                short_duration(min),
+                short_duration(max)
+            ),
+        }
+    }
+}
+
+/// One numeric configuration key and its range.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRange {
+    /// `section.key`.
+    pub key: &'static str,
+    /// What is accepted.
+    pub bounds: Bounds,
+    /// Reads the value from a configuration.
+    pub get: fn(&Config) -> Number,
+}
+
+const fn secs(s: u64) -> Duration {
+    Duration::from_secs(s)
+}
+const fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms)
+}
+const MINUTE: u64 = 60;
+const HOUR: u64 = 3600;
+const DAY: u64 = 86_400;
+const MIB: i128 = 1 << 20;
+const TIB: i128 = 1 << 40;
+
+const fn int(min: i128, max: i128) -> Bounds {
+    Bounds::Int { min, max, off: false }
+}
+/// `min..=max`, or `0` for "no bound".
+const fn int_or_off(min: i128, max: i128) -> Bounds {
+    Bounds::Int { min, max, off: true }
+}
+const fn dur(min: Duration, max: Duration) -> Bounds {
+    Bounds::Duration { min, max, off: false }
+}
+fn n<T: Into<i128>>(v: T) -> Number {
+    Number::Int(v.into())
+}
+fn size(v: usize) -> Number {
+    Number::Int(i128::try_from(v).unwrap_or(i128::MAX))
+}
+
+/// Every numeric configuration key and its range: [`Config::validate`] checks exactly
+/// these, a test checks both ends of each, and another that the README shows the same.
+/// The upper ends keep every sum and product on these values far from overflow (a settle
+/// or cooldown of at most 365 days added to any time an event can carry, for instance).
+pub const RANGES: &[KeyRange] = &[
+    KeyRange { key: "database.max_connections", bounds: int(1, 1000), get: |c| n(c.database.max_connections) },
+    KeyRange { key: "database.acquire_timeout", bounds: dur(millis(10), secs(10 * MINUTE)), get: |c| Number::Duration(c.database.acquire_timeout) },
+    KeyRange { key: "nats.connect_timeout", bounds: dur(millis(100), secs(10 * MINUTE)), get: |c| Number::Duration(c.nats.connect_timeout) },
+    KeyRange { key: "nats.request_timeout", bounds: dur(millis(100), secs(10 * MINUTE)), get: |c| Number::Duration(c.nats.request_timeout) },
+    KeyRange { key: "streams.duplicate_window", bounds: dur(secs(10), secs(DAY)), get: |c| Number::Duration(c.streams.duplicate_window) },
+    KeyRange { key: "streams.replicas", bounds: int(1, 5), get: |c| size(c.streams.replicas) },
+    KeyRange { key: "streams.events_max_age", bounds: dur(secs(HOUR), secs(3650 * DAY)), get: |c| Number::Duration(c.streams.events_max_age) },
+    KeyRange { key: "streams.events_max_bytes", bounds: int_or_off(MIB, 64 * TIB), get: |c| n(c.streams.events_max_bytes) },
+    KeyRange { key: "streams.triggers_max_age", bounds: dur(secs(HOUR), secs(3650 * DAY)), get: |c| Number::Duration(c.streams.triggers_max_age) },
+    KeyRange { key: "streams.triggers_max_bytes", bounds: int_or_off(MIB, 64 * TIB), get: |c| n(c.streams.triggers_max_bytes) },
+    KeyRange { key: "streams.dead_max_age", bounds: dur(secs(HOUR), secs(3650 * DAY)), get: |c| Number::Duration(c.streams.dead_max_age) },
+    KeyRange { key: "streams.dead_max_bytes", bounds: int_or_off(MIB, 64 * TIB), get: |c| n(c.streams.dead_max_bytes) },
+    KeyRange { key: "consumer.batch_size", bounds: int(1, 4096), get: |c| size(c.consumer.batch_size) },
+    KeyRange { key: "consumer.linger", bounds: dur(secs(0), secs(10)), get: |c| Number::Duration(c.consumer.linger) },
+    KeyRange { key: "consumer.ack_wait", bounds: dur(secs(1), secs(HOUR)), get: |c| Number::Duration(c.consumer.ack_wait) },
+    KeyRange { key: "consumer.max_deliver", bounds: int(1, 1000), get: |c| n(c.consumer.max_deliver) },
+    KeyRange { key: "consumer.max_ack_pending", bounds: int(1, 1_000_000), get: |c| n(c.consumer.max_ack_pending) },
+    KeyRange { key: "consumer.heartbeat", bounds: dur(millis(100), secs(MINUTE)), get: |c| Number::Duration(c.consumer.heartbeat) },
+    KeyRange { key: "retry.min_delay", bounds: dur(millis(1), secs(HOUR)), get: |c| Number::Duration(c.retry.min_delay) },
+    KeyRange { key: "retry.max_delay", bounds: dur(millis(1), secs(HOUR)), get: |c| Number::Duration(c.retry.max_delay) },
+    KeyRange { key: "retry.factor", bounds: Bounds::Float { min: 1.0, max: 10.0 }, get: |c| Number::Float(f64::from(c.retry.factor)) },
+    KeyRange { key: "retry.transaction_attempts", bounds: int(1, 100), get: |c| n(c.retry.transaction_attempts) },
+    KeyRange { key: "outbox.relay_interval", bounds: dur(millis(10), secs(HOUR)), get: |c| Number::Duration(c.outbox.relay_interval) },
+    KeyRange { key: "outbox.lease", bounds: dur(secs(1), secs(30 * MINUTE)), get: |c| Number::Duration(c.outbox.lease) },
+    KeyRange { key: "outbox.relay_batch", bounds: int(1, 10_000), get: |c| n(c.outbox.relay_batch) },
+    KeyRange { key: "timers.interval", bounds: dur(millis(10), secs(HOUR)), get: |c| Number::Duration(c.timers.interval) },
+    KeyRange { key: "timers.batch", bounds: int(1, 10_000), get: |c| n(c.timers.batch) },
+    KeyRange { key: "purge.interval", bounds: Bounds::Duration { min: secs(1), max: secs(30 * DAY), off: true }, get: |c| Number::Duration(c.purge.interval) },
+    KeyRange { key: "purge.older_than", bounds: PURGE_OLDER_THAN, get: |c| Number::Duration(c.purge.older_than) },
+    KeyRange { key: "purge.batch", bounds: int(1, 100_000), get: |c| n(c.purge.batch) },
+    KeyRange { key: "shutdown.timeout", bounds: dur(secs(1), secs(HOUR)), get: |c| Number::Duration(c.shutdown.timeout) },
+    KeyRange { key: "limits.max_message_bytes", bounds: int(1024, 64 * MIB), get: |c| size(c.limits.max_message_bytes) },
+    KeyRange { key: "limits.max_metadata_bytes", bounds: int(16, 64 * MIB), get: |c| size(c.limits.max_metadata_bytes) },
+    KeyRange { key: "limits.max_string_bytes", bounds: int(64, MIB), get: |c| size(c.limits.max_string_bytes) },
+    KeyRange { key: "limits.max_runs_per_group", bounds: int(1, 100_000), get: |c| size(c.limits.max_runs_per_group) },
+    KeyRange { key: "limits.max_clock_skew", bounds: dur(secs(1), secs(DAY)), get: |c| Number::Duration(c.limits.max_clock_skew) },
+    KeyRange { key: "ingest.max_body_bytes", bounds: int(1024, 64 * MIB), get: |c| size(c.ingest.max_body_bytes) },
+];
+
+/// `purge.older_than`, and `runwatch purge --older-than`.
+pub const PURGE_OLDER_THAN: Bounds = dur(secs(HOUR), secs(3650 * DAY));
+
+/// The numeric keys of a rule (`[[rules]]` or a rules file), checked per rule as
+/// `rules[N].<key>`.
+pub const RULE_RANGES: &[(&str, Bounds)] = &[
+    ("settle", dur(secs(0), secs(365 * DAY))),
+    ("cooldown", dur(secs(0), secs(365 * DAY))),
+    ("threshold", int(1, 1000)),
+];
+
+/// The value of a rule's numeric key (see [`RULE_RANGES`]).
+fn rule_number(rule: &crate::engine::rules::Rule, key: &str) -> Number {
+    match key {
+        "settle" => Number::Duration(rule.settle),
+        "cooldown" => Number::Duration(rule.cooldown),
+        _ => n(rule.threshold),
+    }
+}
+
+/// Checks every rule of `set` against [`RULE_RANGES`].
+pub fn check_rule_ranges(set: &RuleSet) -> Result<(), ConfigError> {
+    for (i, rule) in set.rules().iter().enumerate() {
+        for (key, bounds) in RULE_RANGES {
+            let v = rule_number(rule, key);
+            if !bounds.contains(v) {
+                return Err(out_of_range(&format!("rules[{i}].{key}"), bounds, v));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn out_of_range(key: &str, bounds: &Bounds, v: Number) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: format!("{v} is out of range; accepted: {}", bounds.text()),
+    }
+}
+
+/// Checks a duration given on the command line against a key's bounds.
+pub fn check_duration(what: &str, bounds: &Bounds, d: Duration) -> Result<(), ConfigError> {
+    if bounds.contains(Number::Duration(d)) {
+        Ok(())
+    } else {
+        Err(out_of_range(what, bounds, Number::Duration(d)))
+    }
+}
+
+/// Keys whose environment variables are taken as raw strings, never parsed as TOML-ish
+/// values: a secret (or a URL, which may carry one) is whatever text it is, so
+/// `RUNWATCH_NATS__PASSWORD=123456`, `=true`, `=[1]` or `=1e3` is that text, and a parse
+/// error can never quote it.
+pub const RAW_STRING_KEYS: [&str; 6] = [
+    "database.url",
+    "nats.url",
+    "nats.user",
+    "nats.password",
+    "nats.token",
+    "nats.nkey_seed",
+];
+
+/// Secret lists: from the environment, a TOML array of quoted strings
+/// (`RUNWATCH_INGEST__GITHUB_SECRETS='["a", "b"]'`) is a list, anything else is one secret,
+/// taken as it is.
+pub const RAW_SECRET_LIST_KEYS: [&str; 2] = ["ingest.github_secrets", "ingest.gitlab_tokens"];
+
+/// The `RUNWATCH_*` variable of a configuration key (`nats.password` →
+/// `RUNWATCH_NATS__PASSWORD`).
+pub fn env_var_of(key: &str) -> String {
+    format!("RUNWATCH_{}", key.replace('.', "__").to_uppercase())
+}
+
+/// The value of an environment variable as it is, or an error that names the key (and not
+/// the value) when it is not UTF-8. Names compare case-insensitively, as figment does.
+fn raw_env(name: &str, key: &str) -> Result<Option<String>, ConfigError> {
+    for (k, v) in std::env::vars_os() {
+        if k.to_str().is_some_and(|k| k.eq_ignore_ascii_case(name)) {
+            return match v.into_string() {
+                Ok(v) => Ok(Some(v)),
+                Err(_) => Err(ConfigError::Invalid {
+                    key: key.into(),
+                    message: format!("{name} is not valid UTF-8"),
+                }),
+            };
+        }
+    }
+    Ok(None)
+}
+
+/// A secret list from an environment variable (see [`RAW_SECRET_LIST_KEYS`]).
+fn secret_list_from_env(raw: &str) -> Vec<String> {
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct List {
+        v: Vec<String>,
+    }
+    if raw.trim_start().starts_with('[')
+        && let Ok(list) = toml::from_str::<List>(&format!("v = {raw}"))
+    {
+        return list.v;
+    }
+    vec![raw.to_string()]
+}
+
+/// Reads a TOML configuration file and checks its syntax here, so that a syntax error is
+/// reported by line and column only: the TOML parser's own message quotes the line, which
+/// may hold a secret.
+fn read_toml_file(path: &Path) -> Result<String, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::Invalid {
+        key: "--config".into(),
+        message: format!("cannot read {}: {e}", path.display()),
+    })?;
+    if let Err(e) = toml::from_str::<toml::Table>(&text) {
+        let at = e.span().map_or_else(String::new, |span| {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!(" at line {line}, column {column}")
+        });
+        return Err(ConfigError::Invalid {
+            key: "--config".into(),
+            message: format!(
+                "{} is not valid TOML{at}: {} (the line is not shown: it may hold a secret)",
+                path.display(),
+                e.message()
+            ),
+        });
+    }
+    Ok(text)
+}
+
 impl Config {
     /// Reads the layers: defaults, `file` (if given), `RUNWATCH_*` and the two URL variables.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
@@ -435,22 +832,34 @@ impl Config {
                     message: format!("file {} does not exist", path.display()),
                 });
             }
-            fig = fig.merge(Toml::file(path));
+            fig = fig.merge(Toml::string(&read_toml_file(path)?));
         }
+        let raw: Vec<&str> = RAW_STRING_KEYS.iter().chain(&RAW_SECRET_LIST_KEYS).copied().collect();
         fig = fig
             // Only RUNWATCH_<SECTION>__<KEY> and RUNWATCH_RULES_FILE are configuration;
-            // other RUNWATCH_* variables (fault injection, tests) are not.
+            // other RUNWATCH_* variables (fault injection, tests) are not. Secrets and URLs
+            // are read below as raw strings.
             .merge(
                 Env::prefixed("RUNWATCH_")
                     .filter(|k| k.as_str().contains("__") || k == "rules_file")
-                    .split("__"),
-            )
-            .merge(
-                Env::raw()
-                    .only(&["DATABASE_URL"])
-                    .map(|_| "database.url".into()),
-            )
-            .merge(Env::raw().only(&["NATS_URL"]).map(|_| "nats.url".into()));
+                    .split("__")
+                    .filter(move |k| !raw.iter().any(|r| k.as_str().eq_ignore_ascii_case(r))),
+            );
+        for key in RAW_STRING_KEYS {
+            if let Some(v) = raw_env(&env_var_of(key), key)? {
+                fig = fig.merge(Serialized::default(key, v));
+            }
+        }
+        for key in RAW_SECRET_LIST_KEYS {
+            if let Some(v) = raw_env(&env_var_of(key), key)? {
+                fig = fig.merge(Serialized::default(key, secret_list_from_env(&v)));
+            }
+        }
+        for (name, key) in [("DATABASE_URL", "database.url"), ("NATS_URL", "nats.url")] {
+            if let Some(v) = raw_env(name, key)? {
+                fig = fig.merge(Serialized::default(key, v));
+            }
+        }
         let config: Config = fig.extract()?;
         config.validate()?;
         // Secret files are read at start-up, so a missing or unreadable one is reported
@@ -472,14 +881,11 @@ impl Config {
         {
             return invalid("database.url", "must start with postgres:// or postgresql://");
         }
-        if self.database.max_connections == 0 {
-            return invalid("database.max_connections", "must be at least 1");
-        }
-        if self.consumer.batch_size == 0 {
-            return invalid("consumer.batch_size", "must be at least 1");
-        }
-        if self.consumer.max_deliver == 0 {
-            return invalid("consumer.max_deliver", "must be at least 1");
+        for r in RANGES {
+            let v = (r.get)(self);
+            if !r.bounds.contains(v) {
+                return Err(out_of_range(r.key, &r.bounds, v));
+            }
         }
         if self.consumer.max_ack_pending < self.consumer.batch_size as i64 {
             return invalid(
@@ -487,24 +893,11 @@ impl Config {
                 "must be at least consumer.batch_size",
             );
         }
-        if self.consumer.heartbeat.is_zero() || self.consumer.heartbeat >= self.consumer.ack_wait
-        {
-            return invalid(
-                "consumer.heartbeat",
-                "must be above 0 and below consumer.ack_wait",
-            );
-        }
-        if self.retry.factor < 1.0 {
-            return invalid("retry.factor", "must be at least 1.0");
+        if self.consumer.heartbeat >= self.consumer.ack_wait {
+            return invalid("consumer.heartbeat", "must be below consumer.ack_wait");
         }
         if self.retry.min_delay > self.retry.max_delay {
             return invalid("retry.min_delay", "must not exceed retry.max_delay");
-        }
-        if self.retry.transaction_attempts == 0 {
-            return invalid("retry.transaction_attempts", "must be at least 1");
-        }
-        if self.outbox.lease.is_zero() {
-            return invalid("outbox.lease", "must be above 0");
         }
         if self.outbox.lease >= self.streams.duplicate_window {
             return invalid(
@@ -542,8 +935,17 @@ impl Config {
             }
         }
         self.nats.validate_tls()?;
-        if self.limits.max_message_bytes == 0 || self.limits.max_string_bytes == 0 {
-            return invalid("limits", "limits must be above 0");
+        for (key, max_age) in [
+            ("streams.events_max_age", self.streams.events_max_age),
+            ("streams.triggers_max_age", self.streams.triggers_max_age),
+            ("streams.dead_max_age", self.streams.dead_max_age),
+        ] {
+            if self.streams.duplicate_window > max_age {
+                return Err(ConfigError::Invalid {
+                    key: "streams.duplicate_window".into(),
+                    message: format!("must not exceed {key} (JetStream refuses it)"),
+                });
+            }
         }
         if self.rules.is_some() && self.rules_file.is_some() {
             return invalid("rules_file", "give either [[rules]] or rules_file, not both");
@@ -559,10 +961,12 @@ impl Config {
         if let Some(path) = &self.rules_file {
             return load_rules_file(path);
         }
-        match &self.rules {
-            Some(rules) => Ok(RuleSet::compile(rules)?),
-            None => Ok(RuleSet::default_rules()),
-        }
+        let set = match &self.rules {
+            Some(rules) => RuleSet::compile(rules)?,
+            None => RuleSet::default_rules(),
+        };
+        check_rule_ranges(&set)?;
+        Ok(set)
     }
 }
 
@@ -572,7 +976,9 @@ pub fn load_rules_file(path: &Path) -> Result<RuleSet, ConfigError> {
         path: path.to_path_buf(),
         source,
     })?;
-    Ok(RuleSet::from_toml(&text)?)
+    let set = RuleSet::from_toml(&text)?;
+    check_rule_ranges(&set)?;
+    Ok(set)
 }
 
 #[cfg(test)]
@@ -625,5 +1031,195 @@ mod tests {
             "postgres://u:***@h:5432/db"
         );
         assert_eq!(redact_url("nats://h:4222"), "nats://h:4222");
+        // sqlx and libpq also take the password from the query string.
+        for url in [
+            "postgres://u@h/db?password=s3cr3t-q",
+            "postgres://u@h/db?sslmode=disable&PASSWORD=s3cr3t-q",
+            "postgres://u:s3cr3t-q@h/db?sslpassword=s3cr3t-q&application_name=x",
+            "postgresql://u:s3cr3t%40q@[::1]:5432/db",
+        ] {
+            let shown = redact_url(url);
+            assert!(!shown.contains("s3cr3t"), "{shown}");
+            assert!(shown.contains("***"), "{shown}");
+        }
+        assert!(redact_url("postgres://u@h/db?sslmode=disable&password=x").contains("sslmode=disable"));
+        assert!(!redact_url("not a url s3cr3t").contains("s3cr3t"));
+    }
+
+    #[test]
+    fn nats_url_credentials_are_split_off() {
+        let (url, creds) = split_nats_url("nats://u:p%40ss@h:4222").unwrap();
+        assert_eq!(url, "nats://h:4222");
+        assert_eq!(creds, Some(UrlCredentials::UserPassword { user: "u".into(), password: Secret::new("p@ss") }));
+        let (url, creds) = split_nats_url("tok123@h1:4222, tls://tok123@h2:4222").unwrap();
+        assert_eq!(url, "nats://h1:4222,tls://h2:4222");
+        assert_eq!(creds, Some(UrlCredentials::Token(Secret::new("tok123"))));
+        let (url, creds) = split_nats_url("nats://h1:4222,h2:4222").unwrap();
+        assert_eq!((url.as_str(), creds), ("nats://h1:4222,h2:4222", None));
+        let err = split_nats_url("nats://u:a1@h1,nats://u:b2@h2").unwrap_err().to_string();
+        assert!(err.contains("`nats.url`") && !err.contains("a1") && !err.contains("b2"), "{err}");
+        // With another method too: one method only.
+        let mut c: Config = Figment::new().merge(Toml::string(DEFAULT_TOML)).extract().unwrap();
+        c.nats.url = "nats://u:pw-9@h:4222".into();
+        assert_eq!(
+            c.nats.auth().unwrap(),
+            NatsAuth::UserPassword { user: "u".into(), password: Secret::new("pw-9") }
+        );
+        c.nats.token = Some(Secret::new("t"));
+        let err = c.nats.auth().unwrap_err().to_string();
+        assert!(err.contains("only one") && !err.contains("pw-9"), "{err}");
+        assert_eq!(redact_url("nats://u:pw-9@h1:4222,h2:4222"), "nats://u:***@h1:4222,h2:4222");
+    }
+
+    /// Settings under which each key's extremes are compatible with the cross-key rules
+    /// (heartbeat < ack_wait, lease < duplicate_window <= every max_age, batch_size <=
+    /// max_ack_pending, min_delay <= max_delay), so each bound is tested alone.
+    const ROOMY: &str = r#"
+        [consumer]
+        heartbeat = "100ms"
+        ack_wait = "1h"
+        batch_size = 1
+        max_ack_pending = 1000000
+        [retry]
+        min_delay = "1ms"
+        max_delay = "1h"
+        [outbox]
+        lease = "1s"
+        [streams]
+        duplicate_window = "1h"
+    "#;
+
+    /// The configuration with `key = value` (a TOML literal) over [`ROOMY`], validated.
+    fn with_key(key: &str, value: &str) -> Result<Config, ConfigError> {
+        let (section, field) = key.split_once('.').unwrap();
+        let c: Config = Figment::new()
+            .merge(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string(ROOMY))
+            .merge(Toml::string(&format!("[{section}]\n{field} = {value}\n")))
+            .extract()?;
+        c.validate()?;
+        Ok(c)
+    }
+
+    /// TOML literals just inside and just outside the bounds: (in, out).
+    fn extremes(b: &Bounds) -> (Vec<String>, Vec<String>) {
+        let d = |d: Duration| format!("\"{}\"", short_duration(d));
+        match *b {
+            Bounds::Int { min, max, off } => {
+                let mut inside = vec![min.to_string(), max.to_string()];
+                if off {
+                    inside.push("0".into());
+                }
+                let outside = [min - 1, max + 1].into_iter().filter(|v| !(off && *v == 0)).map(|v| v.to_string());
+                (inside, outside.collect())
+            }
+            Bounds::Float { min, max } => (
+                vec![format!("{min:?}"), format!("{max:?}")],
+                vec![format!("{:?}", min - 0.01), format!("{:?}", max + 0.01)],
+            ),
+            Bounds::Duration { min, max, off } => {
+                let mut inside = vec![d(min), d(max)];
+                let mut outside = vec![d(max + Duration::from_millis(1))];
+                if !min.is_zero() {
+                    outside.push(d(min - Duration::from_millis(1)));
+                }
+                if off {
+                    inside.push("\"0s\"".into());
+                }
+                (inside, outside)
+            }
+        }
+    }
+
+    #[test]
+    fn every_key_accepts_its_range_and_names_itself_outside_it() {
+        with_key("log.level", "\"info\"").expect("the roomy base is valid");
+        for r in RANGES {
+            let (inside, outside) = extremes(&r.bounds);
+            for v in inside {
+                if let Err(e) = with_key(r.key, &v) {
+                    panic!("{} = {v} must be accepted: {e}", r.key);
+                }
+            }
+            for v in outside {
+                let err = with_key(r.key, &v).err().unwrap_or_else(|| panic!("{} = {v} accepted", r.key));
+                let text = err.to_string();
+                assert!(text.contains(&format!("`{}`", r.key)), "{} = {v}: {text}", r.key);
+                assert!(text.contains(&r.bounds.text()), "{} = {v}: {text}", r.key);
+            }
+        }
+    }
+
+    #[test]
+    fn every_numeric_key_has_a_range() {
+        // Each numeric leaf of the defaults (and the new stream limits) is in RANGES.
+        let table: toml::Table = toml::from_str(DEFAULT_TOML).unwrap();
+        let mut numeric = Vec::new();
+        for (section, v) in &table {
+            let Some(t) = v.as_table() else { continue };
+            for (k, v) in t {
+                let is_duration = v.as_str().is_some_and(|s| humantime::parse_duration(s).is_ok());
+                if v.is_integer() || v.is_float() || is_duration {
+                    numeric.push(format!("{section}.{k}"));
+                }
+            }
+        }
+        assert!(numeric.len() > 30, "{numeric:?}");
+        for key in numeric {
+            assert!(RANGES.iter().any(|r| r.key == key), "{key} has no range in RANGES");
+        }
+    }
+
+    #[test]
+    fn rule_keys_have_ranges() {
+        let rules = |body: &str| {
+            let c: Result<Config, _> = Figment::new()
+                .merge(Toml::string(DEFAULT_TOML))
+                .merge(Toml::string(&format!("[[rules]]\n{body}\n")))
+                .extract();
+            c.map_err(ConfigError::from).and_then(|c| c.validate())
+        };
+        for ok in [
+            "kind = \"all_completed_with_failure\"\nsettle = \"365d\"\ncooldown = \"365d\"",
+            "kind = \"repeated_failure\"\nthreshold = 1000",
+        ] {
+            rules(ok).unwrap();
+        }
+        for (bad, key) in [
+            ("kind = \"all_completed_with_failure\"\nsettle = \"500000y\"", "rules[0].settle"),
+            ("kind = \"all_completed_with_failure\"\ncooldown = \"366d\"", "rules[0].cooldown"),
+            ("kind = \"repeated_failure\"\nthreshold = 1001", "rules[0].threshold"),
+        ] {
+            let e = rules(bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("`{key}`")) && e.contains("out of range"), "{e}");
+        }
+    }
+
+    /// The README's configuration table shows each key's range exactly as the code checks
+    /// it: the row that names the key has the range in its `range` column.
+    #[test]
+    fn readme_shows_every_range() {
+        let readme = include_str!("../README.md");
+        let rows: Vec<Vec<&str>> = readme
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| l.split(" | ").collect())
+            .collect();
+        let header = readme.lines().find(|l| l.starts_with("| key | default |")).expect("configuration table");
+        assert!(header.contains("| range |"), "{header}");
+        let mut keys: Vec<(String, String)> = RANGES.iter().map(|r| (r.key.to_string(), r.bounds.text())).collect();
+        keys.extend(RULE_RANGES.iter().map(|(k, b)| (format!("rules[].{k}"), b.text())));
+        for (key, range) in keys {
+            let (section, field) = key.split_once('.').unwrap();
+            // A row names the key in full, or its section in full and the field after it.
+            let row = rows.iter().find(|cells| {
+                let first = cells[0];
+                first.contains(&format!("`{key}`"))
+                    || (first.contains(&format!("`{section}.")) && first.contains(&format!("`{field}`")))
+            });
+            let row = row.unwrap_or_else(|| panic!("no README configuration row names {key}"));
+            assert!(row.len() >= 4, "{row:?}");
+            assert!(row[2].contains(&range), "{key}: README says {:?}, the code {range}", row[2]);
+        }
     }
 }

@@ -163,6 +163,13 @@ pub struct Event {
     pub metadata: serde_json::Value,
 }
 
+/// The largest `pr_number` accepted: it is stored as a signed 64-bit integer.
+pub const MAX_PR_NUMBER: u64 = i64::MAX as u64;
+
+/// The largest `run.attempt` accepted: a 32-bit unsigned integer; a larger one is refused
+/// by the decoder as `invalid`, never wrapped.
+pub const MAX_ATTEMPT: u32 = u32::MAX;
+
 /// Why an input was refused. `code` is stable (metrics, dead-letter subjects); `detail` is
 /// for people.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -335,6 +342,16 @@ fn validate(mut event: Event, limits: &Limits) -> Result<Event, Rejection> {
     }
     if event.pr_number == Some(0) {
         return Err(Rejection::new(RejectCode::Invalid, "pr_number must be at least 1"));
+    }
+    // The group key stores it as a signed 64-bit integer: a larger one cannot be kept
+    // faithfully, and clamping would put every such pull request into one group.
+    if let Some(pr) = event.pr_number
+        && pr > MAX_PR_NUMBER
+    {
+        return Err(Rejection::new(
+            RejectCode::Invalid,
+            format!("pr_number {pr} is above {MAX_PR_NUMBER}, the largest that can be stored"),
+        ));
     }
     match (event.run.status, event.run.conclusion) {
         (Status::Completed, None) => {

@@ -43,6 +43,8 @@ fn check(bytes: &[u8], limits: &Limits) -> Result<Event, RejectCode> {
             assert!(!event.event_id.trim().is_empty() && !event.run.id.trim().is_empty());
             assert!(!event.event_id.chars().any(char::is_control));
             assert!(event.run.attempt >= 1 && event.pr_number != Some(0));
+            // Every accepted pr_number is stored as it is (a BIGINT), never clamped.
+            assert!(event.pr_number.is_none_or(|p| i64::try_from(p).is_ok()));
             assert_eq!(
                 event.run.status == Status::Completed,
                 event.run.conclusion.is_some()
@@ -359,6 +361,25 @@ fn huge_and_out_of_range_numbers_are_rejected() {
         )
         .is_err()
     );
+}
+
+/// Numbers the store cannot keep faithfully are `invalid` with a reason, not clamped: a
+/// pr_number above i64::MAX (the group key is a BIGINT) would otherwise share one group
+/// with every other such pull request.
+#[test]
+fn numbers_that_cannot_be_stored_faithfully_are_invalid() {
+    for raw in ["9223372036854775808", "18446744073709551615"] {
+        let err = decode(&with("/pr_number", raw), &Limits::default()).unwrap_err();
+        assert_eq!(err.code, RejectCode::Invalid, "{raw}: {err}");
+        assert!(err.detail.contains("pr_number") && err.detail.contains(raw), "{err}");
+    }
+    let max = decode(&with("/pr_number", "9223372036854775807"), &Limits::default()).unwrap();
+    assert_eq!(max.pr_number, Some(i64::MAX as u64));
+    let err = decode(&with("/run/attempt", "4294967296"), &Limits::default()).unwrap_err();
+    assert_eq!(err.code, RejectCode::Invalid);
+    assert!(err.detail.contains("4294967296"), "{err}");
+    let max = decode(&with("/run/attempt", "4294967295"), &Limits::default()).unwrap();
+    assert_eq!(max.run.attempt, u32::MAX);
 }
 
 #[test]

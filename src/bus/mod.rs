@@ -186,11 +186,9 @@ impl Bus {
     pub async fn connect(config: &Config) -> Result<Bus, BusError> {
         use backon::BackoffBuilder;
 
-        let url = config.nats.url.clone();
-        // async-nats builds its TLS configuration with rustls' process-wide provider, which
-        // rustls cannot choose by itself when two are compiled in (it would panic). Ring is
-        // async-nats' own choice; an error only means one is installed already.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        // Credentials in the URL are handed over as options (auth() below), never inside
+        // the URL, which the client would log.
+        let (url, _) = crate::config::split_nats_url(&config.nats.url)?;
         let auth = config.nats.auth()?;
         config.nats.validate_tls()?;
         let (closed_tx, closed_rx) = watch::channel(false);

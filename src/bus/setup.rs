@@ -3,8 +3,11 @@
 //! Several replicas may start at once, so every step tolerates losing a race: a stream is
 //! looked up first; created when missing (a concurrent identical create is accepted by the
 //! server, a different one answers "name already in use" and is retried as an update); and
-//! updated only when one of the settings runwatch owns differs, keeping whatever else an
-//! operator set (limits, max age, placement).
+//! updated only when one of the settings runwatch owns differs (subjects, duplicate window,
+//! replicas, and the limits `max_age` / `max_bytes` from `[streams]`), keeping whatever else
+//! an operator set (placement, `max_msgs`, ...). Changing a limit in the configuration
+//! changes the stream at the next start; a lower limit makes JetStream remove the oldest
+//! messages over it at once, and the update is logged with the old and new limits.
 
 use std::collections::BTreeSet;
 use std::time::Duration;
@@ -38,10 +41,18 @@ impl Bus {
     pub async fn ensure_stream(&self, kind: StreamKind) -> Result<(), BusError> {
         let name = self.stream_name(kind).to_string();
         let subject = format!("{}.>", self.subject_prefix(kind));
+        let (max_age, max_bytes) = match kind {
+            StreamKind::Events => (self.streams.events_max_age, self.streams.events_max_bytes),
+            StreamKind::Triggers => (self.streams.triggers_max_age, self.streams.triggers_max_bytes),
+            StreamKind::Dead => (self.streams.dead_max_age, self.streams.dead_max_bytes),
+        };
         let wanted = Wanted {
             subjects: vec![subject],
             duplicate_window: self.streams.duplicate_window,
             replicas: self.streams.replicas.max(1),
+            max_age,
+            // 0 in the configuration: no size bound (JetStream's -1).
+            max_bytes: if max_bytes == 0 { -1 } else { max_bytes },
         };
         let setup_error =
             |message: String, source: Option<super::BoxError>| BusError::StreamSetup {
@@ -65,6 +76,10 @@ impl Bus {
                                 subjects = ?updated.subjects,
                                 duplicate_window = ?updated.duplicate_window,
                                 replicas = updated.num_replicas,
+                                max_age = ?updated.max_age,
+                                max_bytes = updated.max_bytes,
+                                previous_max_age = ?current.max_age,
+                                previous_max_bytes = current.max_bytes,
                                 "stream updated"
                             );
                             return Ok(());
@@ -201,6 +216,8 @@ struct Wanted {
     subjects: Vec<String>,
     duplicate_window: Duration,
     replicas: usize,
+    max_age: Duration,
+    max_bytes: i64,
 }
 
 impl Wanted {
@@ -213,6 +230,8 @@ impl Wanted {
             discard: stream::DiscardPolicy::Old,
             duplicate_window: self.duplicate_window,
             num_replicas: self.replicas,
+            max_age: self.max_age,
+            max_bytes: self.max_bytes,
             ..Default::default()
         }
     }
@@ -225,15 +244,14 @@ impl Wanted {
             tracing::warn!(stream = %name, storage = ?current.storage,
                 "stream does not use file storage; storage cannot be changed in place");
         }
-        // A duplicate window longer than the stream's max age is rejected by the server.
-        let window = if current.max_age.is_zero() {
-            self.duplicate_window
-        } else {
-            self.duplicate_window.min(current.max_age)
-        };
+        // A duplicate window longer than the stream's max age is rejected by the server
+        // (the configuration checks it too).
+        let window = self.duplicate_window.min(self.max_age);
         if have == want
             && current.duplicate_window == window
             && current.num_replicas.max(1) == self.replicas
+            && current.max_age == self.max_age
+            && current.max_bytes == self.max_bytes
         {
             return None;
         }
@@ -241,6 +259,8 @@ impl Wanted {
         updated.subjects = self.subjects.clone();
         updated.duplicate_window = window;
         updated.num_replicas = self.replicas;
+        updated.max_age = self.max_age;
+        updated.max_bytes = self.max_bytes;
         Some(updated)
     }
 }

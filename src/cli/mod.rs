@@ -35,7 +35,7 @@ use crate::telemetry;
 pub struct Cli {
     /// Configuration file (TOML) layered over the defaults; RUNWATCH_<SECTION>__<KEY>,
     /// DATABASE_URL and NATS_URL override it.
-    #[arg(long, global = true, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE", env = "RUNWATCH_CONFIG")]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
     pub command: Command,

@@ -63,8 +63,8 @@ impl Clock {
 
     fn due_after(&self, d: chrono::Duration) -> Due {
         Due {
-            event: self.event + d,
-            wall: self.wall + d,
+            event: plus(self.event, d),
+            wall: plus(self.wall, d),
         }
     }
 }
@@ -416,11 +416,11 @@ fn cooldown_deferral(rule: &Rule, repo: &RepoRef, ledger: &mut Ledger, clock: Cl
     };
     let cooldown = to_chrono(rule.cooldown);
     if let Some(last) = ledger.cooldowns.get(&key) {
-        let ends = *last + cooldown;
+        let ends = plus(*last, cooldown);
         if ends > clock.wall {
             let left = ends - clock.wall;
             return Some(Due {
-                event: clock.event + left,
+                event: plus(clock.event, left),
                 wall: ends,
             });
         }
@@ -433,6 +433,12 @@ fn cooldown_deferral(rule: &Rule, repo: &RepoRef, ledger: &mut Ledger, clock: Cl
 fn lead_bound(wall: DateTime<Utc>, max_lead: std::time::Duration) -> DateTime<Utc> {
     wall.checked_add_signed(to_chrono(max_lead))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `t + d`, saturating at the largest time chrono can hold instead of panicking (the
+/// configuration bounds settle and cooldown; this keeps a library caller safe too).
+fn plus(t: DateTime<Utc>, d: chrono::Duration) -> DateTime<Utc> {
+    t.checked_add_signed(d).unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
 fn to_chrono(d: std::time::Duration) -> chrono::Duration {

@@ -12,58 +12,39 @@ use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use crate::config::ConfigError;
 pub use crate::secret::Secret;
 
-/// Refuses anything but strings without quoting the offending value (serde's default
-/// message would print it, and it may be a secret).
-macro_rules! refuse {
+/// A secret list: one secret (any scalar, as its text) or a list of them. Elements are
+/// read by [`Secret`]'s own deserializer, so a number or a boolean is its text and a nested
+/// list is refused without being quoted.
+struct SecretListVisitor;
+
+macro_rules! one {
     ($($name:ident: $t:ty),*) => {
-        $(fn $name<E: de::Error>(self, _: $t) -> Result<Self::Value, E> {
-            Err(E::custom("secrets must be strings (quote numeric ones); value not shown"))
+        $(fn $name<E: de::Error>(self, v: $t) -> Result<Self::Value, E> {
+            Ok(vec![Secret::new(v.to_string())])
         })*
     };
 }
-
-/// One element of a secret list.
-struct Item(Secret);
-
-struct ItemVisitor;
-
-impl<'de> Visitor<'de> for ItemVisitor {
-    type Value = Item;
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a secret string")
-    }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Item, E> {
-        Ok(Item(Secret::new(v)))
-    }
-    refuse!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64,
-        visit_i128: i128, visit_u128: u128, visit_bytes: &[u8]);
-}
-
-impl<'de> Deserialize<'de> for Item {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Item, D::Error> {
-        d.deserialize_any(ItemVisitor)
-    }
-}
-
-struct SecretListVisitor;
 
 impl<'de> Visitor<'de> for SecretListVisitor {
     type Value = Vec<Secret>;
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("a secret string or a list of them")
     }
-    fn visit_str<E: de::Error>(self, v: &str) -> Result<Vec<Secret>, E> {
-        Ok(vec![Secret::new(v)])
-    }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Secret>, A::Error> {
         let mut out = Vec::new();
-        while let Some(Item(s)) = seq.next_element::<Item>()? {
+        while let Some(s) = seq.next_element::<Secret>()? {
             out.push(s);
         }
         Ok(out)
     }
-    refuse!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64,
-        visit_i128: i128, visit_u128: u128, visit_bytes: &[u8]);
+    fn visit_map<A: de::MapAccess<'de>>(self, _: A) -> Result<Vec<Secret>, A::Error> {
+        Err(de::Error::custom(crate::secret::NOT_A_STRING))
+    }
+    fn visit_bytes<E: de::Error>(self, _: &[u8]) -> Result<Vec<Secret>, E> {
+        Err(E::custom(crate::secret::NOT_A_STRING))
+    }
+    one!(visit_str: &str, visit_bool: bool, visit_char: char, visit_i64: i64, visit_u64: u64,
+        visit_f64: f64, visit_i128: i128, visit_u128: u128);
 }
 
 fn secret_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Secret>, D::Error> {
@@ -182,17 +163,24 @@ mod tests {
         assert!(!format!("{:?}", w.s).contains("hunter2"));
         let one: W = toml::from_str("s = \"hunter2\"").unwrap();
         assert_eq!(one.s[0].expose(), "hunter2");
-        // Through figment, as Config::load reads it (toml::from_str would quote the source).
-        for text in ["s = 987654321", "s = [987654321]", "s = true"] {
-            let err = figment::Figment::new()
+        // Through figment, as Config::load reads a file: scalars are their text, nested
+        // lists are refused without being shown.
+        let fig = |text: &str| {
+            figment::Figment::new()
                 .merge(<figment::providers::Toml as figment::providers::Format>::string(text))
                 .extract::<W>()
-                .err()
-                .unwrap()
-                .to_string();
-            assert!(!err.contains("987654321"), "{err}");
-            assert!(err.contains("value not shown"), "{err}");
+                .map_err(|e| e.to_string())
+        };
+        for (text, want) in [
+            ("s = 987654321", vec!["987654321"]),
+            ("s = [987654321, true]", vec!["987654321", "true"]),
+            ("s = true", vec!["true"]),
+        ] {
+            let got: Vec<String> = fig(text).unwrap().s.iter().map(|s| s.expose().to_string()).collect();
+            assert_eq!(got, want, "{text}");
         }
+        let err = fig("s = [[987654321]]").err().unwrap();
+        assert!(!err.contains("987654321") && err.contains("value not shown"), "{err}");
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub fn verify_signature(secrets: &[Secret], header: Option<&str>, body: &[u8]) -
     let Some(hex) = header.trim().strip_prefix("sha256=") else {
         return false;
     };
-    let Some(tag) = decode_hex(hex) else {
+    let Ok(tag) = hex::decode(hex) else {
         return false;
     };
     let mut ok = false;
@@ -53,27 +53,7 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     };
     mac.update(body);
     let tag = mac.finalize().into_bytes();
-    let mut out = String::from("sha256=");
-    for b in tag.iter() {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
-}
-
-fn decode_hex(s: &str) -> Option<Vec<u8>> {
-    if !s.len().is_multiple_of(2) {
-        return None;
-    }
-    let digit = |c: u8| match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    };
-    s.as_bytes()
-        .chunks(2)
-        .map(|p| Some(digit(p[0])? << 4 | digit(p[1])?))
-        .collect()
+    format!("sha256={}", hex::encode(tag))
 }
 
 #[derive(Deserialize)]

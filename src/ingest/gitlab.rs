@@ -57,12 +57,7 @@ pub fn verify_token(tokens: &[Secret], token: Option<&str>) -> bool {
 
 /// The event id used when `X-Gitlab-Event-UUID` is absent: `gitlab-body-<sha256 hex>`.
 pub fn body_event_id(body: &[u8]) -> String {
-    let digest = Sha256::digest(body);
-    let mut out = String::from("gitlab-body-");
-    for b in digest.iter() {
-        out.push_str(&format!("{b:02x}"));
-    }
-    out
+    format!("gitlab-body-{}", hex::encode(Sha256::digest(body)))
 }
 
 #[derive(Deserialize)]
