@@ -51,6 +51,17 @@ struct Slot {
 }
 
 impl Slot {
+    /// The engine's view of this group.
+    fn ctx(&mut self) -> GroupCtx<'_> {
+        GroupCtx {
+            repo: &self.repo,
+            pr_number: self.pr_number,
+            commit_sha: &self.commit_sha,
+            branch: &mut self.branch,
+            state: &mut self.state,
+        }
+    }
+
     fn changed(&self) -> bool {
         self.branch != self.original_branch || self.state != self.original_state
     }
@@ -89,8 +100,7 @@ impl Store {
         Ok(out)
     }
 
-    /// The body of the record transaction, on `tx` (committed by [`Store::record`], rolled
-    /// back by a [`DryRun`]).
+    /// The body of the record transaction, on `tx` (committed by [`Store::record`]).
     async fn record_in(
         &self,
         tx: &mut Transaction<'static, Postgres>,
@@ -151,14 +161,7 @@ impl Store {
                 // lock_groups inserted every key; a missing one is a bug, refuse the batch.
                 return Err(StoreError::Db(sqlx::Error::RowNotFound));
             };
-            let mut ctx = GroupCtx {
-                repo: &slot.repo,
-                pr_number: slot.pr_number,
-                commit_sha: &slot.commit_sha,
-                branch: &mut slot.branch,
-                state: &mut slot.state,
-            };
-            match self.engine.apply(&mut ctx, &mut ledger, e, clock) {
+            match self.engine.apply(&mut slot.ctx(), &mut ledger, e, clock) {
                 Ok(triggers) => {
                     decided.extend(triggers.into_iter().map(|t| (slot.id, t)));
                     outcomes.push(EventOutcome::Applied);
@@ -250,14 +253,7 @@ impl Store {
         };
         let mut decided = Vec::new();
         for slot in &mut slots {
-            let mut ctx = GroupCtx {
-                repo: &slot.repo,
-                pr_number: slot.pr_number,
-                commit_sha: &slot.commit_sha,
-                branch: &mut slot.branch,
-                state: &mut slot.state,
-            };
-            let fired = self.engine.fire_due(&mut ctx, &mut ledger, clock);
+            let fired = self.engine.fire_due(&mut slot.ctx(), &mut ledger, clock);
             decided.extend(fired.into_iter().map(|t| (slot.id, t)));
             // The timer was due: even when nothing fired the due columns must move on.
             slot.original_state = GroupState::default();
@@ -310,50 +306,6 @@ impl Store {
             .map(|(_, t)| t)
             .filter(|t| new.contains(&t.trigger_id))
             .collect())
-    }
-}
-
-/// A dry run (`runwatch replay --dry-run`): the same record and timer code as
-/// [`Store::record`] and [`Store::fire_due_timers`], on one transaction that is rolled back
-/// at the end, so every batch sees the state the earlier ones left and nothing is kept.
-/// It holds the row locks of the groups it touched until it ends. Repositories not yet
-/// registered are registered as by [`Store::record`] (outside the transaction: the registry
-/// is idempotent and decides nothing).
-pub struct DryRun<'a> {
-    store: &'a Store,
-    tx: Transaction<'static, Postgres>,
-}
-
-impl Store {
-    /// Starts a dry run.
-    pub async fn begin_dry_run(&self) -> Result<DryRun<'_>, StoreError> {
-        Ok(DryRun {
-            store: self,
-            tx: self.pool.begin().await?,
-        })
-    }
-}
-
-impl DryRun<'_> {
-    /// As [`Store::record`], inside the dry run's transaction; the triggers returned are
-    /// those that would fire (and be published).
-    pub async fn record(&mut self, events: &[Event], clock: Clock) -> Result<BatchOutcome, StoreError> {
-        let mut repos = Vec::with_capacity(events.len());
-        for e in events {
-            repos.push(self.store.resolve_repository(&RepoClaim::from_event(e)).await?);
-        }
-        self.store.record_in(&mut self.tx, events, &repos, clock).await
-    }
-
-    /// As [`Store::fire_due_timers`], inside the dry run's transaction.
-    pub async fn fire_due_timers(&mut self, event_clock: DateTime<Utc>, limit: i64) -> Result<Vec<Trigger>, StoreError> {
-        self.store.fire_due_in(&mut self.tx, event_clock, limit).await
-    }
-
-    /// Ends the dry run, keeping nothing.
-    pub async fn rollback(self) -> Result<(), StoreError> {
-        self.tx.rollback().await?;
-        Ok(())
     }
 }
 

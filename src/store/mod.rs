@@ -21,7 +21,7 @@ use sqlx::{ConnectOptions, PgPool};
 use crate::config::{DatabaseConfig, redact_url};
 use crate::engine::Engine;
 
-pub use groups::{BatchOutcome, DryRun, EventOutcome};
+pub use groups::{BatchOutcome, EventOutcome};
 pub use outbox::Pending;
 pub use repositories::RepoCache;
 

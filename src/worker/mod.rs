@@ -28,22 +28,18 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::bus::{Bus, BusError};
-use crate::config::{Config, ConfigError};
+use crate::bus::Bus;
+use crate::config::Config;
 use crate::http::{self, Readiness};
 use crate::startup::{self, StartupError};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 
 pub use supervisor::{Supervisor, TaskEnded, TaskResult};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
     #[error(transparent)]
-    Config(#[from] ConfigError),
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Bus(#[from] BusError),
+    Startup(#[from] StartupError),
     #[error("http listener on {addr}: {source}")]
     Http {
         addr: std::net::SocketAddr,
@@ -51,16 +47,6 @@ pub enum WorkerError {
     },
     #[error(transparent)]
     TaskEnded(#[from] TaskEnded),
-}
-
-impl From<StartupError> for WorkerError {
-    fn from(e: StartupError) -> Self {
-        match e {
-            StartupError::Config(e) => WorkerError::Config(e),
-            StartupError::Store(e) => WorkerError::Store(e),
-            StartupError::Bus(e) => WorkerError::Bus(e),
-        }
-    }
 }
 
 /// Test-only faults, switched on by environment variables the binary reads.
