@@ -49,6 +49,9 @@ pub enum WorkerError {
     TaskEnded(#[from] TaskEnded),
 }
 
+/// How long `/readyz` keeps answering 503 after a task failed and the rest has stopped.
+const FAILURE_GRACE: Duration = Duration::from_millis(500);
+
 /// Test-only faults, switched on by environment variables the binary reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -182,6 +185,11 @@ pub async fn run(
     };
     if tokio::time::timeout(timeout, graceful).await.is_err() {
         warn!(?timeout, "shutdown timed out; unacked messages will be redelivered");
+    }
+    if ended.is_some() {
+        // A failure: let probes see the 503 and a scrape take the last metrics before the
+        // process is gone (bounded, and short next to an orchestrator's restart).
+        tokio::time::sleep(FAILURE_GRACE.min(timeout)).await;
     }
     http_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
