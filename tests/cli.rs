@@ -83,6 +83,44 @@ async fn simulate_reports_malformed_lines_with_exit_3() {
     assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1, "the demo trigger still printed");
 }
 
+/// Numbers that cannot be stored faithfully are refused by the binary, naming the field,
+/// never clamped (two pull requests above i64::MAX would otherwise share one group).
+#[tokio::test]
+async fn numbers_that_cannot_be_stored_are_refused_by_the_binary() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("events.jsonl");
+    let line = |pr: &str, attempt: &str| {
+        format!(
+            r#"{{"schema":"runwatch.workflow_run.v1","event_id":"n{pr}{attempt}","provider":"github","repository":{{"owner":"a","name":"b"}},"commit_sha":"c","pr_number":{pr},"run":{{"id":"1","attempt":{attempt},"workflow":"w","status":"completed","conclusion":"failure","updated_at":"2026-03-01T10:00:00Z"}}}}"#
+        )
+    };
+    let lines = [
+        line("9223372036854775807", "1"),
+        line("9223372036854775808", "1"),
+        line("18446744073709551616", "1"),
+        line("7", "4294967296"),
+    ];
+    std::fs::write(&path, lines.join("\n")).unwrap();
+    let out = tokio::process::Command::new(BIN)
+        .args(["simulate", path.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let err = String::from_utf8_lossy(&out.stderr);
+    for n in 2..=4 {
+        assert!(err.contains(&format!("line {n}: invalid")), "{err}");
+    }
+    assert!(err.contains("pr_number"), "{err}");
+    assert!(!err.contains("line 1:"), "i64::MAX itself is fine: {err}");
+    let fired: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(fired.len(), 1);
+    assert_eq!(fired[0]["pr_number"], 9223372036854775807u64);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn publish_run_tail_repo_id_purge_and_sigterm() {
     let env = TestEnv::new().await;
