@@ -7,10 +7,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use common::app::{eventually, spawn_app};
-use common::env::TestEnv;
+use common::app::{World, eventually};
 use common::live::{all_triggers, publish_lines};
-use runwatch::bus::Bus;
 use serde_json::json;
 
 fn event(id: &str, sha: &str, pr: u64, run: &str, status: &str, conclusion: Option<&str>, at: DateTime<Utc>) -> String {
@@ -38,46 +36,40 @@ async fn pending_timers(pool: &sqlx::PgPool) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_from_the_future_does_not_make_other_groups_timers_due() {
-    let env = TestEnv::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::connect(&env.config).await.unwrap();
-    bus.ensure_streams().await.unwrap();
-    let pool = runwatch::store::connect(&env.config.database).await.unwrap();
+    let w = World::new().await;
+    let (bus, pool) = (&w.bus, &w.pool);
     // settle 8s; the event clock may lead the wall clock by at most 1s.
-    let mut app = spawn_app(
-        &env,
-        dir.path(),
-        "[[rules]]\nkind = \"all_completed_with_failure\"\nsettle = \"8s\"\n",
+    let mut app = w.spawn("[[rules]]\nkind = \"all_completed_with_failure\"\nsettle = \"8s\"\n",
         &[("RUNWATCH_LIMITS__MAX_CLOCK_SKEW", "1s")],
     );
 
     // Group B fails now: its settle timer starts.
     let now = Utc::now();
-    publish_lines(&bus, &[event("b1", &"b".repeat(40), 2, "20", "completed", Some("failure"), now)]).await;
-    eventually(Duration::from_secs(20), "B's timer", || async { (pending_timers(&pool).await == 1).then_some(()) }).await;
+    publish_lines(bus, &[event("b1", &"b".repeat(40), 2, "20", "completed", Some("failure"), now)]).await;
+    eventually(Duration::from_secs(20), "B's timer", || async { (pending_timers(pool).await == 1).then_some(()) }).await;
     let b_applied = Instant::now();
 
     // Group A: dated in the year 2999 (a producer bug). Group C: dated 1970.
     let future: DateTime<Utc> = "2999-01-01T00:00:00Z".parse().unwrap();
     let past: DateTime<Utc> = "1970-01-02T00:00:00Z".parse().unwrap();
     publish_lines(
-        &bus,
+        bus,
         &[
             event("a1", &"a".repeat(40), 1, "10", "completed", Some("failure"), future),
             event("c1", &"c".repeat(40), 3, "30", "completed", Some("failure"), past),
         ],
     )
     .await;
-    eventually(Duration::from_secs(20), "A's and C's timers", || async { (pending_timers(&pool).await == 3).then_some(()) }).await;
+    eventually(Duration::from_secs(20), "A's and C's timers", || async { (pending_timers(pool).await == 3).then_some(()) }).await;
 
     // Nothing may fire before B's settle is (nearly) over: 8s minus the 1s lead.
     while b_applied.elapsed() < Duration::from_secs(6) {
-        let fired = all_triggers(&bus).await;
+        let fired = all_triggers(bus).await;
         assert!(fired.is_empty(), "fired early, {:?} after B: {fired:?}", b_applied.elapsed());
     }
     // Then each group fires once, the mis-dated ones included (their own state merged).
     let fired = eventually(Duration::from_secs(30), "three triggers", || async {
-        let t = all_triggers(&bus).await;
+        let t = all_triggers(bus).await;
         (t.len() >= 3).then_some(t)
     })
     .await;
@@ -92,30 +84,23 @@ async fn an_event_from_the_future_does_not_make_other_groups_timers_due() {
     let text = app.log_text();
     assert!(text.contains("event dated ahead of the wall clock"), "{text}");
     assert_eq!(app.proc.terminate(Duration::from_secs(20)).unwrap(), Some(0));
-    pool.close().await;
-    env.cleanup().await;
+    w.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_group_row_is_set_aside_and_everything_else_carries_on() {
-    let env = TestEnv::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::connect(&env.config).await.unwrap();
-    bus.ensure_streams().await.unwrap();
-    let pool = runwatch::store::connect(&env.config.database).await.unwrap();
-    let mut app = spawn_app(
-        &env,
-        dir.path(),
-        "[[rules]]\nkind = \"all_completed_with_failure\"\nsettle = \"1s\"\n",
+    let w = World::new().await;
+    let (bus, pool) = (&w.bus, &w.pool);
+    let mut app = w.spawn("[[rules]]\nkind = \"all_completed_with_failure\"\nsettle = \"1s\"\n",
         &[("RUNWATCH_CONSUMER__MAX_DELIVER", "3")],
     );
     let now = Utc::now();
     let x = "e".repeat(40);
-    publish_lines(&bus, &[event("x1", &x, 1, "1", "queued", None, now)]).await;
+    publish_lines(bus, &[event("x1", &x, 1, "1", "queued", None, now)]).await;
     eventually(Duration::from_secs(20), "group X", || async {
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM groups WHERE commit_sha = $1 AND state->'runs' ? '1'")
             .bind(&x)
-            .fetch_one(&pool)
+            .fetch_one(pool)
             .await
             .unwrap();
         (n == 1).then_some(())
@@ -126,14 +111,14 @@ async fn a_corrupt_group_row_is_set_aside_and_everything_else_carries_on() {
     // first (the lowest id) on every pass.
     sqlx::query("UPDATE groups SET state = '{\"runs\": 5}'::jsonb, due_wall_at = now(), due_event_at = now() WHERE commit_sha = $1")
         .bind(&x)
-        .execute(&pool)
+        .execute(pool)
         .await
         .unwrap();
 
     // One batch: X's next event and two innocent groups.
     let later = now + chrono::Duration::seconds(5);
     publish_lines(
-        &bus,
+        bus,
         &[
             event("x2", &x, 1, "1", "completed", Some("failure"), later),
             event("y1", &"f".repeat(40), 2, "2", "completed", Some("failure"), later),
@@ -144,7 +129,7 @@ async fn a_corrupt_group_row_is_set_aside_and_everything_else_carries_on() {
 
     // The innocent groups fire through their settle timers.
     let fired = eventually(Duration::from_secs(30), "Y and Z fire", || async {
-        let t = all_triggers(&bus).await;
+        let t = all_triggers(bus).await;
         (t.len() >= 2).then_some(t)
     })
     .await;
@@ -165,10 +150,10 @@ async fn a_corrupt_group_row_is_set_aside_and_everything_else_carries_on() {
     assert!(dead[0].detail.contains(&x), "the detail names the group: {}", dead[0].detail);
 
     // X's timer was dropped, the row itself left for an operator; the worker is healthy.
-    eventually(Duration::from_secs(10), "X's timer dropped", || async { (pending_timers(&pool).await == 0).then_some(()) }).await;
+    eventually(Duration::from_secs(10), "X's timer dropped", || async { (pending_timers(pool).await == 0).then_some(()) }).await;
     let state: serde_json::Value = sqlx::query_scalar("SELECT state FROM groups WHERE commit_sha = $1")
         .bind(&x)
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await
         .unwrap();
     assert_eq!(state, json!({"runs": 5}));
@@ -183,19 +168,18 @@ async fn a_corrupt_group_row_is_set_aside_and_everything_else_carries_on() {
     // A repaired row takes its redriven event.
     sqlx::query("UPDATE groups SET state = '{}'::jsonb WHERE commit_sha = $1")
         .bind(&x)
-        .execute(&pool)
+        .execute(pool)
         .await
         .unwrap();
-    let r = runwatch::dead::redrive(&bus, runwatch::dead::RedriveSelection::All).await.unwrap();
+    let r = runwatch::dead::redrive(bus, runwatch::dead::RedriveSelection::All).await.unwrap();
     assert_eq!(r.redriven.len(), 1);
     let fired = eventually(Duration::from_secs(30), "X fires after repair", || async {
-        let t = all_triggers(&bus).await;
+        let t = all_triggers(bus).await;
         (t.len() >= 3).then_some(t)
     })
     .await;
     assert!(fired.iter().any(|t| t["pr_number"] == 1), "{fired:?}");
 
     assert_eq!(app.proc.terminate(Duration::from_secs(20)).unwrap(), Some(0));
-    pool.close().await;
-    env.cleanup().await;
+    w.cleanup().await;
 }

@@ -6,8 +6,6 @@ mod common;
 use std::process::Command;
 
 use common::scenarios::{load_scenarios, project, scenarios_dir};
-use runwatch::engine::{Engine, RuleSet};
-use runwatch::event::Limits;
 
 #[test]
 fn every_scenario_passes_through_simulate() {
@@ -15,27 +13,9 @@ fn every_scenario_passes_through_simulate() {
     assert!(!scenarios.is_empty(), "no scenarios found");
     let mut failures = Vec::new();
     for s in &scenarios {
-        let rules = match &s.rules_toml {
-            Some(t) => RuleSet::from_toml(t).unwrap(),
-            None => RuleSet::default_rules(),
-        };
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        runwatch::simulate::run(
-            Engine::new(rules, Limits::default()),
-            Limits::default(),
-            s.events.as_bytes(),
-            &mut out,
-            &mut err,
-        )
-        .unwrap();
-        assert!(
-            err.is_empty(),
-            "{}: {}",
-            s.name,
-            String::from_utf8_lossy(&err)
-        );
-        let got = project(String::from_utf8(out).unwrap().lines());
+        let (out, err) = s.simulate();
+        assert!(err.is_empty(), "{}: {err}", s.name);
+        let got = project(out.lines());
         if got != s.expected {
             failures.push(format!(
                 "{}:\n  expected {:?}\n  got      {:?}",

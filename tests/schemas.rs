@@ -12,7 +12,6 @@ use std::path::PathBuf;
 
 use common::scenarios::{load_scenarios, scenarios_dir};
 use common::schemas::{assert_valid_trigger, errors, event_schema};
-use runwatch::engine::{Engine, RuleSet};
 use runwatch::event::{Limits, RejectCode, decode};
 use serde_json::{Value, json};
 
@@ -58,21 +57,8 @@ fn every_conformance_and_demo_event_validates() {
 fn every_trigger_simulate_prints_for_the_suite_validates() {
     let mut checked = 0;
     for s in load_scenarios() {
-        let rules = match &s.rules_toml {
-            Some(t) => RuleSet::from_toml(t).unwrap(),
-            None => RuleSet::default_rules(),
-        };
-        let mut out = Vec::new();
-        let mut err = Vec::new();
-        runwatch::simulate::run(
-            Engine::new(rules, Limits::default()),
-            Limits::default(),
-            s.events.as_bytes(),
-            &mut out,
-            &mut err,
-        )
-        .unwrap();
-        for (n, line) in lines(&String::from_utf8(out).unwrap()) {
+        let (out, _) = s.simulate();
+        for (n, line) in lines(&out) {
             let t: Value = serde_json::from_str(line).unwrap();
             let context = format!("{} trigger {n}", s.name);
             assert_valid_trigger(&t, &context);

@@ -9,10 +9,8 @@ mod common;
 use std::time::{Duration, Instant};
 
 use chrono::{SecondsFormat, Utc};
-use common::app::{eventually, spawn_app};
-use common::env::TestEnv;
+use common::app::{World, eventually};
 use common::live::{all_triggers, publish_lines};
-use runwatch::bus::Bus;
 use runwatch::event::Provider;
 use serde_json::json;
 
@@ -31,17 +29,15 @@ fn failing(id: &str, provider: &str, pr: u64, sha: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_consume_task_turns_readiness_off_and_ends_the_process_non_zero() {
-    let env = TestEnv::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::connect(&env.config).await.unwrap();
-    bus.ensure_streams().await.unwrap();
-    let mut app = spawn_app(&env, dir.path(), DEFAULT_RULES, &[("RUNWATCH_FAULT", "consume_panic")]);
+    let w = World::new().await;
+    let bus = &w.bus;
+    let mut app = w.spawn(DEFAULT_RULES, &[("RUNWATCH_FAULT", "consume_panic")]);
     eventually(Duration::from_secs(30), "ready", || async {
         matches!(app.get("/readyz").await, Ok((200, _))).then_some(())
     })
     .await;
 
-    publish_lines(&bus, &[failing("k1", "github", 1, &"a".repeat(40))]).await;
+    publish_lines(bus, &[failing("k1", "github", 1, &"a".repeat(40))]).await;
     // From the panic on: /readyz answers 503 until the process is gone.
     let started = Instant::now();
     let mut saw_503 = false;
@@ -63,16 +59,14 @@ async fn a_dead_consume_task_turns_readiness_off_and_ends_the_process_non_zero()
     // The process's last words name the task and why.
     assert!(log.contains("task `consume` ended unexpectedly: panicked: fault injection"), "{log}");
     assert!(saw_503, "/readyz never answered 503 before the exit; log:\n{log}");
-    env.cleanup().await;
+    w.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_trigger_publish_acks_the_batch_and_the_relay_delivers_it_later() {
-    let env = TestEnv::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::connect(&env.config).await.unwrap();
-    bus.ensure_streams().await.unwrap();
-    let mut app = spawn_app(&env, dir.path(), DEFAULT_RULES, &[("RUNWATCH_CONSUMER__BATCH_SIZE", "16")]);
+    let w = World::new().await;
+    let (bus, env) = (&w.bus, &w.env);
+    let mut app = w.spawn(DEFAULT_RULES, &[("RUNWATCH_CONSUMER__BATCH_SIZE", "16")]);
     eventually(Duration::from_secs(30), "ready", || async {
         matches!(app.get("/readyz").await, Ok((200, _))).then_some(())
     })
@@ -93,9 +87,9 @@ async fn a_failed_trigger_publish_acks_the_batch_and_the_relay_delivers_it_later
         &[failing("p1", "github", 1, &"b".repeat(40)), failing("p2", "gitlab", 2, &"c".repeat(40))],
     )
     .await;
-    let pool = runwatch::store::connect(&env.config.database).await.unwrap();
+    let pool = &w.pool;
     eventually(Duration::from_secs(30), "both decided", || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(&pool).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(pool).await.unwrap();
         (n == 2).then_some(())
     })
     .await;
@@ -118,66 +112,61 @@ async fn a_failed_trigger_publish_acks_the_batch_and_the_relay_delivers_it_later
     assert!(bus.read_all_dead().await.unwrap().is_empty(), "nothing dead-lettered");
     let unsent: Vec<(String, Option<String>)> =
         sqlx::query_as("SELECT subject, last_error FROM outbox WHERE sent_at IS NULL")
-            .fetch_all(&pool)
+            .fetch_all(pool)
             .await
             .unwrap();
     assert_eq!(unsent.len(), 1, "{unsent:?}");
     assert_eq!(unsent[0].0, format!("{prefix}.gitlab"));
     assert!(unsent[0].1.is_some(), "the publish error is recorded");
-    assert_eq!(all_triggers(&bus).await.len(), 1, "the GitHub trigger went out");
+    assert_eq!(all_triggers(bus).await.len(), 1, "the GitHub trigger went out");
 
     // NATS takes GitLab triggers again: the relay delivers the one left behind.
     cfg.subjects = all_subjects;
     js.update_stream(&cfg).await.unwrap();
     let fired = eventually(Duration::from_secs(30), "the relay delivers", || async {
-        let t = all_triggers(&bus).await;
+        let t = all_triggers(bus).await;
         (t.len() == 2).then_some(t)
     })
     .await;
     assert!(fired.iter().any(|t| t["provider"] == "gitlab"), "{fired:?}");
-    let _ = stream.info().await;
     assert_eq!(app.proc.terminate(Duration::from_secs(20)).unwrap(), Some(0));
-    pool.close().await;
-    env.cleanup().await;
+    w.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outbox_row_that_is_not_a_trigger_is_set_aside_and_the_relay_goes_on() {
-    let env = TestEnv::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::connect(&env.config).await.unwrap();
-    bus.ensure_streams().await.unwrap();
-    let pool = runwatch::store::connect(&env.config.database).await.unwrap();
-    let subject = format!("{}.github", env.config.streams.triggers_subject_prefix);
+    let w = World::new().await;
+    let (bus, pool) = (&w.bus, &w.pool);
+    let subject = format!("{}.github", w.env.config.streams.triggers_subject_prefix);
     sqlx::query(
         "INSERT INTO outbox (trigger_id, subject, payload) VALUES (gen_random_uuid(), $1, '\\xdeadbeef'::bytea)",
     )
     .bind(&subject)
-    .execute(&pool)
+    .execute(pool)
     .await
     .unwrap();
-    let mut app = spawn_app(&env, dir.path(), DEFAULT_RULES, &[]);
+    let mut app = w.spawn(DEFAULT_RULES, &[]);
     let reason: String = eventually(Duration::from_secs(30), "set aside", || async {
         sqlx::query_scalar::<_, Option<String>>("SELECT set_aside_reason FROM outbox")
-            .fetch_one(&pool)
+            .fetch_one(pool)
             .await
             .unwrap()
     })
     .await;
     assert!(reason.contains("not a runwatch.trigger.v1"), "{reason}");
     // The relay goes on: a real trigger is published (and the junk row is not claimed again).
-    publish_lines(&bus, &[failing("o1", "github", 1, &"d".repeat(40))]).await;
+    publish_lines(bus, &[failing("o1", "github", 1, &"d".repeat(40))]).await;
     eventually(Duration::from_secs(30), "a trigger", || async {
-        (all_triggers(&bus).await.len() == 1).then_some(())
+        (all_triggers(bus).await.len() == 1).then_some(())
     })
     .await;
     let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM outbox WHERE set_aside_at IS NOT NULL")
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await
         .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await; // past TestEnv's 2s lease
     let again: i32 = sqlx::query_scalar("SELECT attempts FROM outbox WHERE set_aside_at IS NOT NULL")
-        .fetch_one(&pool)
+        .fetch_one(pool)
         .await
         .unwrap();
     assert_eq!(attempts, again, "a row set aside is never claimed again");
@@ -185,28 +174,25 @@ async fn an_outbox_row_that_is_not_a_trigger_is_set_aside_and_the_relay_goes_on(
     assert!(m.contains("runwatch_outbox_set_aside_total 1"), "{m}");
     assert!(m.contains("runwatch_outbox_backlog 0"), "{m}");
     assert_eq!(app.proc.terminate(Duration::from_secs(20)).unwrap(), Some(0));
-    pool.close().await;
-    env.cleanup().await;
+    w.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_replay_never_touches_the_database_nor_blocks_a_live_worker() {
-    let env = TestEnv::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::connect(&env.config).await.unwrap();
-    bus.ensure_streams().await.unwrap();
+    let w = World::new().await;
+    let (bus, env) = (&w.bus, &w.env);
     // History: 200 groups, each with a failing run.
     let history: Vec<String> = (0..200).map(|i| failing(&format!("h{i}"), "github", i + 1, &format!("{i:040x}"))).collect();
-    publish_lines(&bus, &history).await;
-    let mut app = spawn_app(&env, dir.path(), DEFAULT_RULES, &[]);
+    publish_lines(bus, &history).await;
+    let mut app = w.spawn(DEFAULT_RULES, &[]);
     eventually(Duration::from_secs(60), "history decided", || async {
-        (all_triggers(&bus).await.len() == 200).then_some(())
+        (all_triggers(bus).await.len() == 200).then_some(())
     })
     .await;
 
     // A dry run with other rules, while the live worker decides new events of the same
     // groups. Its database URL leads nowhere: it must not need one.
-    let rules = dir.path().join("what-if.toml");
+    let rules = w.dir.path().join("what-if.toml");
     std::fs::write(&rules, "[[rules]]\nkind = \"repeated_failure\"\nthreshold = 2\nbranches = [\"*\"]\n").unwrap();
     let mut vars = env.env_vars();
     vars.push(("DATABASE_URL".into(), "postgres://nobody@127.0.0.1:1/nothing".into()));
@@ -229,7 +215,7 @@ async fn a_dry_run_replay_never_touches_the_database_nor_blocks_a_live_worker() 
             })
             .to_string();
             let started = Instant::now();
-            publish_lines(&bus, &[line]).await;
+            publish_lines(bus, &[line]).await;
             eventually(Duration::from_secs(10), "a live decision", || async {
                 let pending = bus.consumer_pending().await.unwrap_or(1);
                 (pending == 0).then_some(())
@@ -255,24 +241,23 @@ async fn a_dry_run_replay_never_touches_the_database_nor_blocks_a_live_worker() 
     eprintln!("worst live decision during the dry run: {worst:?}");
     assert_eq!(app.proc.terminate(Duration::from_secs(20)).unwrap(), Some(0));
     let _ = Provider::Github;
-    env.cleanup().await;
+    w.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_no_migrate_refuses_a_schema_that_is_behind() {
-    let env = TestEnv::new().await;
-    let pool = runwatch::store::connect(&env.config.database).await.unwrap();
+    let w = World::new().await;
+    let (env, pool) = (&w.env, &w.pool);
     let (version, description): (i64, String) =
         sqlx::query_as("SELECT version, description FROM _sqlx_migrations ORDER BY version DESC LIMIT 1")
-            .fetch_one(&pool)
+            .fetch_one(pool)
             .await
             .unwrap();
     sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
         .bind(version)
-        .execute(&pool)
+        .execute(pool)
         .await
         .unwrap();
-    pool.close().await;
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_runwatch"))
         .args(["run", "--no-migrate"])
         .envs(env.env_vars())
@@ -283,5 +268,5 @@ async fn run_no_migrate_refuses_a_schema_that_is_behind() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("schema is behind"), "{stderr}");
     assert!(stderr.contains(&format!("{version} ({description})")), "{stderr}");
-    env.cleanup().await;
+    w.cleanup().await;
 }

@@ -7,6 +7,40 @@ use std::time::{Duration, Instant};
 use super::env::TestEnv;
 use super::procs::{self, WorkerProc};
 
+/// What a test of the real binary starts from: a fresh database and stream names, a
+/// connected bus with the streams created, a pool on the database, and a temp folder.
+pub struct World {
+    pub env: TestEnv,
+    pub dir: tempfile::TempDir,
+    pub bus: runwatch::bus::Bus,
+    pub pool: sqlx::PgPool,
+}
+
+impl World {
+    pub async fn new() -> World {
+        let env = TestEnv::new().await;
+        let bus = runwatch::bus::Bus::connect(&env.config).await.expect("bus");
+        bus.ensure_streams().await.expect("streams");
+        let pool = runwatch::store::connect(&env.config.database).await.expect("pool");
+        World {
+            env,
+            dir: tempfile::tempdir().expect("temp dir"),
+            bus,
+            pool,
+        }
+    }
+
+    /// [`spawn_app`] on this world.
+    pub fn spawn(&self, rules: &str, extra: &[(&str, &str)]) -> App {
+        spawn_app(&self.env, self.dir.path(), rules, extra)
+    }
+
+    pub async fn cleanup(self) {
+        self.pool.close().await;
+        self.env.cleanup().await;
+    }
+}
+
 /// A running `runwatch run` process with its HTTP port and its log file.
 pub struct App {
     pub proc: WorkerProc,

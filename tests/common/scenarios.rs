@@ -106,3 +106,28 @@ pub fn project_value(t: &serde_json::Value) -> String {
     }
     canonical(&p)
 }
+
+impl Scenario {
+    /// The scenario through the library's `simulate`: (stdout, stderr).
+    pub fn simulate(&self) -> (String, String) {
+        use runwatch::engine::{Engine, RuleSet};
+        use runwatch::event::Limits;
+        let rules = match &self.rules_toml {
+            Some(t) => RuleSet::from_toml(t).unwrap_or_else(|e| panic!("{}/rules.toml: {e}", self.name)),
+            None => RuleSet::default_rules(),
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        runwatch::simulate::run(
+            Engine::new(rules, Limits::default()),
+            Limits::default(),
+            self.events.as_bytes(),
+            &mut out,
+            &mut err,
+        )
+        .unwrap_or_else(|e| panic!("{}: {e}", self.name));
+        (
+            String::from_utf8(out).expect("UTF-8 triggers"),
+            String::from_utf8(err).expect("UTF-8 stderr"),
+        )
+    }
+}
