@@ -83,7 +83,7 @@ async fn a_failed_trigger_publish_acks_the_batch_and_the_relay_delivers_it_later
 
     // One batch: a GitHub group and a GitLab group fire.
     publish_lines(
-        &bus,
+        bus,
         &[failing("p1", "github", 1, &"b".repeat(40)), failing("p2", "gitlab", 2, &"c".repeat(40))],
     )
     .await;
