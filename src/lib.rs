@@ -8,6 +8,7 @@ pub mod bus;
 pub mod cli;
 pub mod config;
 pub mod dead;
+pub mod explain;
 pub mod delivery;
 pub mod engine;
 pub mod event;

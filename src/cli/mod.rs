@@ -2,11 +2,13 @@
 //! a short `run` that opens what it needs through [`crate::startup`]. `anyhow` lives here, at
 //! the binary's edge; the library returns typed errors.
 //!
-//! Exit statuses: 0 success, 1 unknown repository (`repo-id`), 2 an error (bad
+//! Exit statuses: 0 success, 1 unknown repository (`repo-id`) or group (`explain`), 2 an error (bad
 //! configuration, a service unreachable, a task that ended unexpectedly), 3 some input was
 //! refused (`publish`, `simulate`, `dead redrive`).
 
 mod dead;
+mod explain;
+mod groups;
 mod ingest;
 mod io;
 mod migrate;
@@ -80,6 +82,15 @@ pub enum Command {
     /// database publishes nothing new. With --dry-run, evaluate from an empty state in
     /// memory instead (what would these rules have fired?), touching no database.
     Replay(replay::Args),
+    /// Why a group did or did not fire: its merged runs and, for every configured rule, a
+    /// verdict with its reason. Reads the database only (no lock); exit status 1 when the
+    /// group is unknown. Use the rules the workers run with.
+    Explain(explain::Args),
+    /// List groups (newest first); reads the database only (no lock).
+    Groups {
+        #[command(subcommand)]
+        command: groups::Command,
+    },
     /// Inspect and redrive the dead-letter stream.
     Dead {
         #[command(subcommand)]
@@ -146,5 +157,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Normalize(args) => normalize::run(&config, args),
         Command::Replay(args) => replay::run(&config, args).await,
         Command::Dead { command } => dead::run(&config, command).await,
+        Command::Explain(args) => explain::run(&config, args).await,
+        Command::Groups { command } => groups::run(&config, command).await,
     }
 }

@@ -1,0 +1,354 @@
+//! The reads behind `explain` and `groups list`: one `REPEATABLE READ READ ONLY`
+//! transaction each (one consistent snapshot; plain SELECTs, no row lock, so the worker is
+//! never held up), needing only SELECT on runwatch's tables (the worker role has it).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::types::Json;
+use sqlx::{PgPool, Postgres, Row, Transaction};
+use uuid::Uuid;
+
+use super::verdict::{self, Explanation, GroupView, OutboxRow, Shared};
+use super::{ExplainError, Target};
+use crate::engine::{GroupState, RepoRef, RuleSet, StreakKey, StreakState};
+use crate::event::Provider;
+use crate::trigger::Trigger;
+
+const READ_ONLY: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
+
+/// A group's state in `groups list`, in this order of precedence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupStateFilter {
+    /// A settle or cooldown timer is pending.
+    PendingTimer,
+    /// A trigger of the group is in the outbox, or a rule fired in its current episode.
+    Fired,
+    /// Some run has not completed.
+    Waiting,
+    /// Every run completed, nothing fired, no timer.
+    Idle,
+}
+
+impl GroupStateFilter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupStateFilter::PendingTimer => "pending-timer",
+            GroupStateFilter::Fired => "fired",
+            GroupStateFilter::Waiting => "waiting",
+            GroupStateFilter::Idle => "idle",
+        }
+    }
+
+    fn parse(s: &str) -> GroupStateFilter {
+        match s {
+            "pending-timer" => GroupStateFilter::PendingTimer,
+            "fired" => GroupStateFilter::Fired,
+            "waiting" => GroupStateFilter::Waiting,
+            _ => GroupStateFilter::Idle,
+        }
+    }
+}
+
+/// What `groups list` selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListOptions {
+    /// `owner/name`, case-insensitive, any provider.
+    pub repo: Option<String>,
+    pub state: Option<GroupStateFilter>,
+    /// Only groups written within this long.
+    pub since: Option<Duration>,
+    pub limit: u32,
+}
+
+/// One line of `groups list` (and one JSON object of `--json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupRow {
+    pub id: i64,
+    pub provider: String,
+    pub repository: String,
+    pub pr_number: Option<u64>,
+    pub commit_sha: String,
+    pub branch: Option<String>,
+    /// How many runs the group holds.
+    pub runs: i64,
+    pub state: GroupStateFilter,
+    pub updated_at: DateTime<Utc>,
+    /// The earliest pending timer (wall clock).
+    pub next_due: Option<DateTime<Utc>>,
+}
+
+/// Groups, most recently written first.
+pub async fn list_groups(
+    pool: &PgPool,
+    options: &ListOptions,
+) -> Result<Vec<GroupRow>, ExplainError> {
+    let (owner, name) = match options.repo.as_deref() {
+        Some(r) => match r.split_once('/') {
+            Some((o, n)) => (Some(o.to_string()), Some(n.to_string())),
+            None => {
+                return Err(ExplainError::Usage(format!(
+                    "--repo {r:?}: expected OWNER/NAME"
+                )));
+            }
+        },
+        None => (None, None),
+    };
+    let cutoff = options.since.map(|d| super::since_cutoff(Utc::now(), d));
+    let mut tx = pool.begin_with(READ_ONLY).await?;
+    let rows = sqlx::query(
+        "SELECT * FROM (
+           SELECT g.id, r.provider, r.owner || '/' || r.name AS repository, g.pr_number, g.commit_sha,
+                  g.branch, g.updated_at, g.due_wall_at,
+                  (SELECT count(*) FROM jsonb_object_keys(
+                      CASE WHEN jsonb_typeof(g.state->'runs') = 'object' THEN g.state->'runs' ELSE '{}'::jsonb END)) AS runs,
+                  CASE WHEN g.due_wall_at IS NOT NULL OR g.due_event_at IS NOT NULL THEN 'pending-timer'
+                       WHEN g.id IN (SELECT o.group_id FROM outbox o WHERE o.group_id IS NOT NULL)
+                            OR jsonb_path_exists(g.state, '$.rules.* ? (@.fired == true)') THEN 'fired'
+                       WHEN jsonb_path_exists(g.state, '$.runs.* ? (@.status != \"completed\")') THEN 'waiting'
+                       ELSE 'idle' END AS state
+           FROM groups g JOIN repositories r ON r.id = g.repository_id
+           WHERE ($1::timestamptz IS NULL OR g.updated_at >= $1)
+             AND ($2::text IS NULL OR (lower(r.owner) = lower($2) AND lower(r.name) = lower($3)))
+         ) s
+         WHERE ($4::text IS NULL OR s.state = $4)
+         ORDER BY s.updated_at DESC, s.id DESC
+         LIMIT $5",
+    )
+    .bind(cutoff)
+    .bind(owner)
+    .bind(name)
+    .bind(options.state.map(GroupStateFilter::as_str))
+    .bind(i64::from(options.limit))
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    rows.iter()
+        .map(|r| {
+            let pr: Option<i64> = r.try_get("pr_number")?;
+            let state: String = r.try_get("state")?;
+            Ok(GroupRow {
+                id: r.try_get("id")?,
+                provider: r.try_get("provider")?,
+                repository: r.try_get("repository")?,
+                pr_number: pr.and_then(|p| u64::try_from(p).ok()),
+                commit_sha: r.try_get("commit_sha")?,
+                branch: r.try_get("branch")?,
+                runs: r.try_get("runs")?,
+                state: GroupStateFilter::parse(&state),
+                updated_at: r.try_get("updated_at")?,
+                next_due: r.try_get("due_wall_at")?,
+            })
+        })
+        .collect()
+}
+
+/// Explains the target's group with `rules`; `Ok(Err(message))` when it is not found.
+pub async fn explain(
+    pool: &PgPool,
+    rules: &RuleSet,
+    target: &Target,
+) -> Result<Result<Explanation, String>, ExplainError> {
+    let mut tx = pool.begin_with(READ_ONLY).await?;
+    let out = explain_in(&mut tx, rules, target).await;
+    tx.commit().await?;
+    out
+}
+
+async fn explain_in(
+    tx: &mut Transaction<'static, Postgres>,
+    rules: &RuleSet,
+    target: &Target,
+) -> Result<Result<Explanation, String>, ExplainError> {
+    let group_id = match find_group(tx, target).await? {
+        Ok(id) => id,
+        Err(missing) => return Ok(Err(missing)),
+    };
+    let row = sqlx::query(
+        "SELECT g.id, g.pr_number, g.commit_sha, g.branch, g.state, g.updated_at,
+                r.id AS repository_id, r.stable_key, r.provider, r.owner, r.name, r.external_id,
+                now() AS now
+         FROM groups g JOIN repositories r ON r.id = g.repository_id WHERE g.id = $1",
+    )
+    .bind(group_id)
+    .fetch_optional(&mut **tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(Err(format!("group {group_id} is gone (purged)")));
+    };
+    let state: GroupState = match row.try_get::<Json<GroupState>, _>("state") {
+        Ok(s) => s.0,
+        Err(sqlx::Error::ColumnDecode { source, .. }) => {
+            return Err(ExplainError::Corrupt {
+                what: format!("the state of group {group_id}"),
+                detail: source.to_string(),
+            });
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let provider: String = row.try_get("provider")?;
+    let pr: Option<i64> = row.try_get("pr_number")?;
+    let now: DateTime<Utc> = row.try_get("now")?;
+    let group = GroupView {
+        id: group_id,
+        repo: RepoRef {
+            internal_id: row.try_get("repository_id")?,
+            stable_key: row.try_get("stable_key")?,
+            provider: Provider::parse(&provider).unwrap_or(Provider::Generic),
+            owner: row.try_get("owner")?,
+            name: row.try_get("name")?,
+            external_id: row.try_get("external_id")?,
+        },
+        pr_number: pr.and_then(|p| u64::try_from(p).ok()),
+        commit_sha: row.try_get("commit_sha")?,
+        branch: row.try_get("branch")?,
+        updated_at: row.try_get("updated_at")?,
+        state,
+    };
+
+    let mut shared = Shared::default();
+    for r in sqlx::query("SELECT rule, last_fired_at FROM cooldowns WHERE repository_id = $1 AND last_fired_at IS NOT NULL")
+        .bind(group.repo.internal_id)
+        .fetch_all(&mut **tx)
+        .await?
+    {
+        shared.cooldowns.insert(r.try_get("rule")?, r.try_get("last_fired_at")?);
+    }
+    let keys = verdict::streak_keys(&group, rules);
+    if !keys.is_empty() {
+        let rule: Vec<&str> = keys.iter().map(|k| k.rule.as_str()).collect();
+        let branch: Vec<&str> = keys.iter().map(|k| k.branch.as_str()).collect();
+        let workflow: Vec<&str> = keys.iter().map(|k| k.workflow.as_str()).collect();
+        let rows = sqlx::query(
+            "SELECT s.rule, s.branch, s.workflow, s.state FROM streaks s
+             JOIN UNNEST($2::text[], $3::text[], $4::text[]) AS u(ru, b, w)
+               ON s.rule = u.ru AND s.branch = u.b AND s.workflow = u.w
+             WHERE s.repository_id = $1",
+        )
+        .bind(group.repo.internal_id)
+        .bind(&rule)
+        .bind(&branch)
+        .bind(&workflow)
+        .fetch_all(&mut **tx)
+        .await?;
+        for r in rows {
+            let key = StreakKey {
+                repository_id: group.repo.internal_id,
+                rule: r.try_get("rule")?,
+                branch: r.try_get("branch")?,
+                workflow: r.try_get("workflow")?,
+            };
+            let state: StreakState = match r.try_get::<Json<StreakState>, _>("state") {
+                Ok(s) => s.0,
+                Err(sqlx::Error::ColumnDecode { source, .. }) => {
+                    return Err(ExplainError::Corrupt {
+                        what: format!(
+                            "the streak of rule {} branch {:?} workflow {:?}",
+                            key.rule, key.branch, key.workflow
+                        ),
+                        detail: source.to_string(),
+                    });
+                }
+                Err(e) => return Err(e.into()),
+            };
+            shared.streaks.insert(key, state);
+        }
+    }
+    let ids: Vec<Uuid> = verdict::trigger_ids_to_load(&group, rules, &shared);
+    let mut outbox = Vec::new();
+    for r in sqlx::query(
+        "SELECT trigger_id, group_id, payload, created_at, sent_at, attempts, last_error, set_aside_at,
+                set_aside_reason
+         FROM outbox WHERE group_id = $1 OR trigger_id = ANY($2) ORDER BY created_at, trigger_id",
+    )
+    .bind(group_id)
+    .bind(&ids)
+    .fetch_all(&mut **tx)
+    .await?
+    {
+        let trigger_id: Uuid = r.try_get("trigger_id")?;
+        let payload: Vec<u8> = r.try_get("payload")?;
+        outbox.push(OutboxRow {
+            trigger_id,
+            group_id: r.try_get("group_id")?,
+            trigger: serde_json::from_slice::<Trigger>(&payload).ok(),
+            created_at: r.try_get("created_at")?,
+            sent_at: r.try_get("sent_at")?,
+            attempts: r.try_get("attempts")?,
+            last_error: r.try_get("last_error")?,
+            set_aside_at: r.try_get("set_aside_at")?,
+            set_aside_reason: r.try_get("set_aside_reason")?,
+        });
+    }
+    Ok(Ok(verdict::explain(&group, rules, &outbox, &shared, now)))
+}
+
+/// The id of the target's group, or a message saying what is missing.
+async fn find_group(
+    tx: &mut Transaction<'static, Postgres>,
+    target: &Target,
+) -> Result<Result<i64, String>, ExplainError> {
+    match target {
+        Target::Trigger(id) => {
+            let row = sqlx::query("SELECT group_id FROM outbox WHERE trigger_id = $1")
+                .bind(id)
+                .fetch_optional(&mut **tx)
+                .await?;
+            Ok(match row {
+                None => Err(format!(
+                    "trigger {id} is not in the outbox (never decided here, or purged)"
+                )),
+                Some(r) => match r.try_get::<Option<i64>, _>("group_id")? {
+                    Some(g) => Ok(g),
+                    None => Err(format!(
+                        "trigger {id} is in the outbox, but its group was purged"
+                    )),
+                },
+            })
+        }
+        Target::Group {
+            provider,
+            repository,
+            pr_number,
+            commit,
+        } => {
+            let (owner, name) = repository
+                .split_once('/')
+                .unwrap_or((repository.as_str(), ""));
+            let pr = pr_number.map_or(0, |p| i64::try_from(p).unwrap_or(i64::MAX));
+            let rows = sqlx::query(
+                "SELECT g.id, g.commit_sha FROM groups g JOIN repositories r ON r.id = g.repository_id
+                 WHERE r.provider = $1 AND lower(r.owner) = lower($2) AND lower(r.name) = lower($3)
+                   AND COALESCE(g.pr_number, 0) = $4 AND starts_with(g.commit_sha, $5)
+                 ORDER BY (g.commit_sha = $5) DESC, g.id LIMIT 3",
+            )
+            .bind(provider.as_str())
+            .bind(owner)
+            .bind(name)
+            .bind(pr)
+            .bind(commit)
+            .fetch_all(&mut **tx)
+            .await?;
+            let shas: Vec<String> = rows
+                .iter()
+                .map(|r| r.try_get("commit_sha"))
+                .collect::<Result<_, _>>()?;
+            let pr_words = pr_number.map_or_else(
+                || "no pull request".to_string(),
+                |p| format!("pull request {p}"),
+            );
+            match shas.first() {
+                None => Ok(Err(format!(
+                    "no group for {provider} {repository}, {pr_words}, commit {commit}"
+                ))),
+                Some(first) if first == commit || shas.len() == 1 => Ok(Ok(rows[0].try_get("id")?)),
+                Some(_) => Err(ExplainError::Usage(format!(
+                    "commit {commit} is ambiguous for {provider} {repository}, {pr_words}: {} match; give more of it",
+                    shas.join(", ")
+                ))),
+            }
+        }
+    }
+}
