@@ -361,7 +361,22 @@ pub fn explain(
         .iter()
         .map(|rule| {
             let (verdict, reason) = match rule.kind {
-                RuleKind::AllCompletedWithFailure => judge_group(rule, g, outbox, shared),
+                RuleKind::AllCompletedWithFailure => {
+                    let (verdict, mut reason) = judge_group(rule, g, outbox, shared);
+                    if let Some(st) = g
+                        .state
+                        .rules
+                        .get(&rule.name)
+                        .filter(|s| !s.fired && s.episode > 0)
+                    {
+                        reason.push_str(&format!(
+                            " (episode {}: a re-run after the trigger of episode {} opened it)",
+                            st.episode,
+                            st.episode.saturating_sub(1)
+                        ));
+                    }
+                    (verdict, reason)
+                }
                 RuleKind::RepeatedFailure => judge_streaks(rule, g, outbox, shared),
             };
             RuleExplanation {
@@ -727,4 +742,310 @@ fn judge_streaks(
         });
     }
     will_not_fire(Cause::Streak, Vec::new(), infos, words.join("; "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::{EpisodeState, StreakRun};
+
+    const T0: &str = "2026-03-01T10:00:00Z";
+
+    fn t(s: &str) -> DateTime<Utc> {
+        s.parse().unwrap()
+    }
+
+    fn rules(toml: &str) -> RuleSet {
+        RuleSet::from_toml(toml).unwrap()
+    }
+
+    fn run(
+        workflow: &str,
+        status: Status,
+        conclusion: Option<Conclusion>,
+        branch: &str,
+    ) -> RunState {
+        RunState {
+            attempt: 1,
+            workflow: workflow.into(),
+            status,
+            conclusion,
+            url: None,
+            updated_at: t(T0),
+            event_id: format!("e-{workflow}"),
+            branch: Some(branch.into()),
+        }
+    }
+
+    fn group(pr: Option<u64>, runs: Vec<(&str, RunState)>) -> GroupView {
+        GroupView {
+            id: 7,
+            repo: RepoRef {
+                internal_id: 3,
+                stable_key: "github:id:1".into(),
+                provider: Provider::Github,
+                owner: "acme".into(),
+                name: "app".into(),
+                external_id: Some("1".into()),
+            },
+            pr_number: pr,
+            commit_sha: "abc".into(),
+            branch: Some("feat".into()),
+            updated_at: t(T0),
+            state: GroupState {
+                runs: runs
+                    .into_iter()
+                    .map(|(id, r)| (id.to_string(), r))
+                    .collect(),
+                rules: BTreeMap::new(),
+            },
+        }
+    }
+
+    fn one(g: &GroupView, set: &RuleSet, outbox: &[OutboxRow], shared: &Shared) -> RuleExplanation {
+        explain(g, set, outbox, shared, t(T0)).rules.remove(0)
+    }
+
+    const ACWF: &str = "[[rules]]\nkind = \"all_completed_with_failure\"\n";
+    const FAILED: Option<Conclusion> = Some(Conclusion::Failure);
+
+    fn fired_group(set: &RuleSet) -> GroupView {
+        let mut g = group(
+            Some(1),
+            vec![("1", run("build", Status::Completed, FAILED, "feat"))],
+        );
+        g.state.rules.insert(
+            set.rules()[0].name.clone(),
+            EpisodeState {
+                fired: true,
+                ..EpisodeState::default()
+            },
+        );
+        g
+    }
+
+    fn row(id: Uuid) -> OutboxRow {
+        OutboxRow {
+            trigger_id: id,
+            group_id: Some(7),
+            trigger: None,
+            created_at: t("2026-03-01T10:00:01Z"),
+            sent_at: None,
+            attempts: 2,
+            last_error: Some("nats: timed out".into()),
+            set_aside_at: None,
+            set_aside_reason: None,
+        }
+    }
+
+    #[test]
+    fn fired_states_say_where_the_trigger_is() {
+        let set = rules(ACWF);
+        let g = fired_group(&set);
+        let id = group_trigger_id(&set.rules()[0], &g, 0);
+        let e = one(&g, &set, &[row(id)], &Shared::default());
+        assert_eq!(
+            e.reason,
+            format!(
+                "fired in episode 0 at 2026-03-01T10:00:01Z: trigger {id}, still in the outbox, not published yet (relay attempts: 2); last error: nats: timed out"
+            )
+        );
+        let mut aside = row(id);
+        aside.set_aside_at = Some(t(T0));
+        aside.set_aside_reason = Some("payload is not a trigger".into());
+        let e = one(&g, &set, &[aside], &Shared::default());
+        assert!(
+            e.reason
+                .ends_with("set aside in the outbox and not published: payload is not a trigger"),
+            "{}",
+            e.reason
+        );
+        let e = one(&g, &set, &[], &Shared::default());
+        assert_eq!(
+            e.reason,
+            format!("fired in episode 0: trigger {id}, no longer in the outbox (purged)")
+        );
+        let Verdict::Fired { triggers } = &e.verdict else {
+            panic!("{e:?}")
+        };
+        assert_eq!(
+            (triggers[0].delivery, triggers[0].fired_at),
+            (Delivery::Missing, None)
+        );
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["verdict"], "fired");
+        assert_eq!(json["triggers"][0]["delivery"], "missing");
+    }
+
+    #[test]
+    fn a_holding_condition_without_a_decision_is_not_judged() {
+        let set = rules(ACWF);
+        let g = group(
+            Some(1),
+            vec![("1", run("build", Status::Completed, FAILED, "feat"))],
+        );
+        let e = one(&g, &set, &[], &Shared::default());
+        assert_eq!(e.verdict, Verdict::NotJudged);
+        assert_eq!(serde_json::to_value(&e).unwrap()["verdict"], "not_judged");
+    }
+
+    #[test]
+    fn a_timer_is_settle_or_cooldown_by_what_the_rule_has() {
+        let both = rules(&format!("{ACWF}settle = \"10m\"\ncooldown = \"1h\"\n"));
+        let mut g = group(
+            Some(1),
+            vec![("1", run("build", Status::Completed, FAILED, "feat"))],
+        );
+        let due = Due {
+            event: t("2026-03-01T10:10:00Z"),
+            wall: t("2026-03-01T12:00:00Z"),
+        };
+        g.state.rules.insert(
+            "all_completed_with_failure".into(),
+            EpisodeState {
+                due: Some(due),
+                ..EpisodeState::default()
+            },
+        );
+        // No cooldown running: the settle timer.
+        let e = one(&g, &both, &[], &Shared::default());
+        assert_eq!(e.verdict, Verdict::SettleDue { due });
+        // The repository's cooldown ends exactly then: the cooldown.
+        let shared = Shared {
+            cooldowns: [(
+                "all_completed_with_failure".to_string(),
+                t("2026-03-01T11:00:00Z"),
+            )]
+            .into(),
+            ..Shared::default()
+        };
+        let e = one(&g, &both, &[], &shared);
+        assert_eq!(
+            e.verdict,
+            Verdict::Cooldown {
+                until: due.wall,
+                due
+            }
+        );
+        // A rule with only a cooldown: always the cooldown.
+        let cooldown_only = rules(&format!("{ACWF}cooldown = \"1h\"\n"));
+        assert_eq!(
+            one(&g, &cooldown_only, &[], &Shared::default())
+                .verdict
+                .name(),
+            "cooldown"
+        );
+    }
+
+    #[test]
+    fn filters_name_themselves_and_push_builds_say_so() {
+        let set = rules(&format!(
+            "{ACWF}workflows = [\"build\"]\nbranches = [\"main\"]\n"
+        ));
+        let g = group(
+            Some(1),
+            vec![
+                ("1", run("docs", Status::Completed, FAILED, "main")),
+                ("2", run("build", Status::Completed, FAILED, "feat")),
+            ],
+        );
+        let e = one(&g, &set, &[], &Shared::default());
+        assert_eq!(
+            e.reason,
+            "will not fire: filtered out by `workflows` and `branches`: no run of the group passes the rule's filters"
+        );
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(
+            (json["cause"].as_str(), json["filters"].clone()),
+            (
+                Some("filtered_out"),
+                serde_json::json!(["workflows", "branches"])
+            )
+        );
+        let g = group(
+            None,
+            vec![("1", run("build", Status::InProgress, None, "feat"))],
+        );
+        assert_eq!(
+            one(&g, &rules(ACWF), &[], &Shared::default()).reason,
+            "will not fire: no pull request (a push build; the rule has require_pr = true)"
+        );
+        let g = group(None, vec![]);
+        assert_eq!(
+            one(&g, &rules(ACWF), &[], &Shared::default()).reason,
+            "will not fire: the group holds no run"
+        );
+    }
+
+    #[test]
+    fn a_reopened_episode_is_named() {
+        let set = rules(&format!("{ACWF}refire_on_rerun = true\n"));
+        let mut g = group(
+            Some(1),
+            vec![("1", run("build", Status::Queued, None, "feat"))],
+        );
+        g.state.rules.insert(
+            "all_completed_with_failure".into(),
+            EpisodeState {
+                episode: 1,
+                ..EpisodeState::default()
+            },
+        );
+        assert_eq!(
+            one(&g, &set, &[], &Shared::default()).reason,
+            "waiting for runs to complete: build (run 1) is queued (episode 1: a re-run after the trigger of episode 0 opened it)"
+        );
+    }
+
+    #[test]
+    fn a_streak_suppressed_by_a_cooldown_is_told_apart() {
+        let set =
+            rules("[[rules]]\nkind = \"repeated_failure\"\nthreshold = 2\ncooldown = \"1h\"\n");
+        let g = group(
+            None,
+            vec![("2", run("nightly", Status::Completed, FAILED, "main"))],
+        );
+        let key = StreakKey {
+            repository_id: 3,
+            rule: "repeated_failure".into(),
+            branch: "main".into(),
+            workflow: "nightly".into(),
+        };
+        let mut streak = StreakState::default();
+        for id in ["1", "2"] {
+            let entry = StreakRun {
+                run_id: id.into(),
+                run: run("nightly", Status::Completed, FAILED, "main"),
+                commit_sha: "abc".into(),
+                pr_number: None,
+                failed: true,
+            };
+            streak.record(entry, true, 2);
+        }
+        streak.mark_fired();
+        let shared = Shared {
+            streaks: [(key.clone(), streak.clone())].into(),
+            ..Shared::default()
+        };
+        assert_eq!(trigger_ids_to_load(&g, &set, &shared).len(), 1);
+        let id = streak_trigger_id(&set.rules()[0], &g.repo, &key, &streak);
+        let e = one(&g, &set, &[], &shared);
+        assert_eq!(
+            e.reason,
+            format!(
+                "will not fire: the streak of `nightly` on `main` already fired, but trigger {id} is not in the outbox (the streak ended during a cooldown, or the trigger was purged)"
+            )
+        );
+        let Verdict::WillNotFire { streaks, .. } = &e.verdict else {
+            panic!("{e:?}")
+        };
+        assert_eq!(
+            (
+                streaks[0].failures_in_a_row,
+                streaks[0].fired,
+                streaks[0].trigger_in_outbox
+            ),
+            (2, true, Some(false))
+        );
+    }
 }
