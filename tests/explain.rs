@@ -1106,7 +1106,7 @@ async fn explain_and_groups_list_on_live_states() {
             as_worker.ok(&["groups", "list"]),
             bin.ok(&["groups", "list"])
         );
-        // The worker cannot read the migration history, and explain does not need it.
+        // A group with a pending timer, as the worker role.
         let (code, _, _) = as_worker.run(&["explain", "github", "acme/calm", "6", "ffff6"]);
         assert_eq!(code, 0);
     }));

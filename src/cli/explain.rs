@@ -31,12 +31,22 @@ pub struct Args {
 }
 
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
-    let target = match (args.trigger, args.provider, args.repository, args.pr, args.commit) {
+    let target = match (
+        args.trigger,
+        args.provider,
+        args.repository,
+        args.pr,
+        args.commit,
+    ) {
         (Some(id), ..) => Target::Trigger(id),
         (None, Some(p), Some(r), Some(n), Some(c)) => Target::parse(&p, &r, &n, &c)?,
         _ => bail!("give PROVIDER OWNER/NAME PR COMMIT, or --trigger ID"),
     };
-    let format = if args.json { Format::Json } else { Format::Text };
+    let format = if args.json {
+        Format::Json
+    } else {
+        Format::Text
+    };
     match explain::explain_command(config, &target, format).await? {
         Outcome::Found(text) => {
             std::io::stdout().lock().write_all(text.as_bytes())?;

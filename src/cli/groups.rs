@@ -30,8 +30,19 @@ pub enum Command {
 }
 
 pub async fn run(config: &Config, command: Command) -> anyhow::Result<ExitCode> {
-    let Command::List { repo, state, since, limit, json } = command;
-    let options = ListOptions { repo, state, since, limit };
+    let Command::List {
+        repo,
+        state,
+        since,
+        limit,
+        json,
+    } = command;
+    let options = ListOptions {
+        repo,
+        state,
+        since,
+        limit,
+    };
     let format = if json { Format::Json } else { Format::Text };
     let text = explain::groups_list_command(config, &options, format).await?;
     std::io::stdout().lock().write_all(text.as_bytes())?;
