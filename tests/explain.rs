@@ -1029,7 +1029,6 @@ async fn explain_and_groups_list_on_live_states() {
         .execute(&mut locker)
         .await
         .unwrap();
-    let started = std::time::Instant::now();
     let explained = tokio::task::spawn_blocking({
         let env_vars = env.env_vars();
         let rules_file = rules_file.clone();
@@ -1038,6 +1037,7 @@ async fn explain_and_groups_list_on_live_states() {
                 .args(["explain", "github", "acme/app", "1", "aaaa1"])
                 .envs(env_vars)
                 .env("RUNWATCH_RULES_FILE", rules_file)
+                // Should explain ever wait for a lock, it fails after 5 s instead of hanging.
                 .env("PGOPTIONS", "-c lock_timeout=5s")
                 .output()
                 .unwrap()
@@ -1051,7 +1051,6 @@ async fn explain_and_groups_list_on_live_states() {
         String::from_utf8_lossy(&explained.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&explained.stdout), expected_a);
-    assert!(started.elapsed() < Duration::from_secs(5));
     sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
     locker.close().await.ok();
 
