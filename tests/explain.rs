@@ -23,10 +23,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
-use common::app::{eventually, spawn_app};
+use common::app::{World, eventually};
 use common::env::{TestEnv, unique};
 use common::live::{all_triggers, publish_in_order};
-use runwatch::bus::Bus;
 use serde_json::Value;
 use sqlx::{Connection, Row};
 
@@ -335,20 +334,15 @@ async fn scalar_time(pool: &sqlx::PgPool, sql: &str, bind: &str) -> DateTime<Utc
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_and_groups_list_on_live_states() {
-    let env = TestEnv::new().await;
-    let dir = tempfile::tempdir().unwrap();
-    let bus = Bus::connect(&env.config).await.unwrap();
-    bus.ensure_streams().await.unwrap();
-    let pool = runwatch::store::connect(&env.config.database)
-        .await
-        .unwrap();
+    let world = World::new().await;
+    let (env, bus, pool) = (&world.env, &world.bus, world.pool.clone());
 
     // Session 1: the real worker applies every event but B's.
-    let mut app = spawn_app(&env, dir.path(), RULES, &[]);
-    let rules_file = dir.path().join("rules.toml");
-    publish_in_order(&bus, &first_session()).await;
+    let mut app = world.spawn(RULES, &[]);
+    let rules_file = world.dir.path().join("rules.toml");
+    publish_in_order(bus, &first_session()).await;
     eventually(Duration::from_secs(60), "the worker applied everything", || {
-        let (pool, bus) = (pool.clone(), &bus);
+        let (pool, bus) = (pool.clone(), bus);
         async move {
             let pending = bus.consumer_pending().await.ok()?;
             let row = sqlx::query(
@@ -372,7 +366,7 @@ async fn explain_and_groups_list_on_live_states() {
 
     // Session 2: B is decided by a worker that exits right after its commit: unsent.
     publish_in_order(
-        &bus,
+        bus,
         &ev(
             "b1",
             "acme/app",
@@ -402,7 +396,7 @@ async fn explain_and_groups_list_on_live_states() {
     );
 
     // What the pipeline chose, read from the trigger stream and the database.
-    let triggers = all_triggers(&bus).await;
+    let triggers = all_triggers(bus).await;
     assert_eq!(triggers.len(), 3, "{triggers:?}");
     let by_sha = |sha: &str| {
         triggers
@@ -472,7 +466,7 @@ async fn explain_and_groups_list_on_live_states() {
     };
 
     let bin = Bin {
-        env: &env,
+        env,
         rules: &rules_file,
         database_url: None,
     };
@@ -1088,7 +1082,7 @@ async fn explain_and_groups_list_on_live_states() {
         format!("{scheme}://{worker}@{host}")
     };
     let as_worker = Bin {
-        env: &env,
+        env,
         rules: &rules_file,
         database_url: Some(worker_url),
     };
@@ -1110,9 +1104,8 @@ async fn explain_and_groups_list_on_live_states() {
         assert_eq!(code, 0);
     }));
 
-    pool.close().await;
     drop(app);
-    env.cleanup().await;
+    world.cleanup().await;
     if let Ok(mut admin) = sqlx::PgConnection::connect(&common::env::with_database(
         &common::env::database_url(),
         "postgres",
