@@ -8,8 +8,12 @@
 # the registry and target/ between builds; the binary is copied out of the cache mount.
 ARG RUST_VERSION=1.95
 FROM rust:${RUST_VERSION}-slim-bookworm AS build
+# The commit, for the git_sha label of runwatch_build_info (the context has no .git):
+#   docker build --build-arg RUNWATCH_GIT_SHA=$(git rev-parse --short=12 HEAD) .
+ARG RUNWATCH_GIT_SHA=unknown
+ENV RUNWATCH_GIT_SHA=${RUNWATCH_GIT_SHA}
 WORKDIR /src
-COPY Cargo.toml Cargo.lock ./
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY src ./src
 COPY migrations ./migrations
 COPY config ./config

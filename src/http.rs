@@ -54,14 +54,20 @@ async fn healthz() -> &'static str {
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
     match s.ready.check().await {
         Ok(()) => (StatusCode::OK, "ready\n".to_string()),
-        Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("not ready: {why}\n")),
+        Err(why) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("not ready: {why}\n"),
+        ),
     }
 }
 
 async fn metrics_endpoint(State(s): State<AppState>) -> impl IntoResponse {
     match &s.metrics {
-        Some(h) => (StatusCode::OK, h.render()),
-        None => (StatusCode::NOT_FOUND, "metrics are not enabled\n".to_string()),
+        Some(h) => (StatusCode::OK, crate::telemetry::render(h)),
+        None => (
+            StatusCode::NOT_FOUND,
+            "metrics are not enabled\n".to_string(),
+        ),
     }
 }
 

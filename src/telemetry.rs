@@ -1,4 +1,9 @@
 //! Tracing (text or JSON logs on stderr) and the Prometheus metrics recorder.
+//!
+//! The recorder keeps histogram observations in a buffer until they are drained into the
+//! buckets, which happens on a render (a scrape) or on the recorder's upkeep. `init_metrics`
+//! starts the upkeep itself, so a process that nobody scrapes keeps a flat heap
+//! (`tests/metrics_memory.rs`, `make soak`).
 
 use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
@@ -50,6 +55,23 @@ pub fn report_fatal(error: &str) {
     }
 }
 
+/// How often histogram observations are drained into their buckets and the process
+/// metrics are sampled, whether or not anything scrapes. Between two upkeeps the buffer
+/// holds at most this long's observations (about 16 bytes each).
+pub const UPKEEP_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// The crate version and the git commit it was built from (`build.rs`; `unknown` when
+/// built outside a git checkout without `RUNWATCH_GIT_SHA`).
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+/// See [`VERSION`].
+pub const GIT_SHA: &str = match option_env!("RUNWATCH_GIT_SHA") {
+    Some(sha) => sha,
+    None => "unknown",
+};
+
+/// The metric carrying [`VERSION`] and [`GIT_SHA`] as labels, always 1.
+pub const BUILD_INFO: &str = "runwatch_build_info";
+
 /// Latency buckets in seconds, for the transaction, publish and end-to-end histograms.
 const LATENCY_BUCKETS: &[f64] = &[
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
@@ -64,6 +86,7 @@ const DECISION_BUCKETS: &[f64] = &[
 /// Every metric runwatch records: name, kind, unit, help text. `/metrics` shows the help
 /// as `# HELP` lines; README.md's Observability table and the Grafana dashboard use these
 /// names (`tests/deploy_files.rs` checks the dashboard against this list).
+#[rustfmt::skip]
 pub const METRICS: &[(&str, MetricKind, Unit, &str)] = &[
     ("runwatch_events_total", MetricKind::Counter, Unit::Count,
         "Inbound events by outcome: applied (decided and acked), retried (naked for redelivery), dead_lettered."),
@@ -99,6 +122,22 @@ pub const METRICS: &[(&str, MetricKind, Unit, &str)] = &[
         "Messages of the inbound stream not yet delivered to the durable consumer (sampled every outbox.relay_interval)."),
     ("runwatch_webhooks_total", MetricKind::Counter, Unit::Count,
         "Webhook deliveries received by `runwatch ingest`, by provider, event and outcome."),
+    (BUILD_INFO, MetricKind::Gauge, Unit::Count,
+        "Always 1; labels: version (the crate version) and git_sha (the commit built)."),
+];
+
+/// The process metrics every command with a metrics endpoint exports, under the names of
+/// the Prometheus client libraries (`metrics-process`): sampled at each upkeep and at
+/// each render.
+pub const PROCESS_METRICS: &[&str] = &[
+    "process_cpu_seconds_total",
+    "process_open_fds",
+    "process_max_fds",
+    "process_virtual_memory_bytes",
+    "process_virtual_memory_max_bytes",
+    "process_resident_memory_bytes",
+    "process_start_time_seconds",
+    "process_threads",
 ];
 
 /// The kind of a metric in [`METRICS`].
@@ -112,19 +151,14 @@ pub enum MetricKind {
     Histogram,
 }
 
-/// Installs the global metrics recorder and returns the handle that renders `/metrics`.
-/// Describes every metric, so `/metrics` has `# HELP` lines.
+/// Installs the global metrics recorder and returns the handle that renders `/metrics`
+/// (render it with [`render`]). Describes every metric, so `/metrics` has `# HELP` lines,
+/// sets [`BUILD_INFO`], and starts the upkeep thread (every [`UPKEEP_INTERVAL`]: drain the
+/// histogram buffers, sample the process metrics) for the life of the process.
 pub fn init_metrics() -> Result<PrometheusHandle, TelemetryError> {
-    let err = |e: metrics_exporter_prometheus::BuildError| TelemetryError::Metrics(e.to_string());
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
-        .map_err(err)?
-        .set_buckets_for_metric(Matcher::Full("runwatch_decision_seconds".into()), DECISION_BUCKETS)
-        .map_err(err)?
-        .set_buckets_for_metric(Matcher::Full("runwatch_batch_size".into()), SIZE_BUCKETS)
-        .map_err(err)?
+    let handle = builder()?
         .install_recorder()
-        .map_err(err)?;
+        .map_err(|e| TelemetryError::Metrics(e.to_string()))?;
     for &(name, kind, unit, help) in METRICS {
         match kind {
             MetricKind::Counter => metrics::describe_counter!(name, unit, help),
@@ -132,7 +166,47 @@ pub fn init_metrics() -> Result<PrometheusHandle, TelemetryError> {
             MetricKind::Histogram => metrics::describe_histogram!(name, unit, help),
         }
     }
+    metrics::gauge!(BUILD_INFO, "version" => VERSION, "git_sha" => GIT_SHA).set(1.0);
+    let process = metrics_process::Collector::default();
+    process.describe();
+    process.collect();
+    let upkept = handle.clone();
+    std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || {
+            loop {
+                std::thread::sleep(UPKEEP_INTERVAL);
+                process.collect();
+                upkept.run_upkeep();
+            }
+        })
+        .map_err(|e| TelemetryError::Metrics(format!("cannot start the upkeep thread: {e}")))?;
     Ok(handle)
+}
+
+/// The `/metrics` body: the process metrics sampled now, then every series.
+pub fn render(handle: &PrometheusHandle) -> String {
+    metrics_process::Collector::default().collect();
+    handle.render()
+}
+
+/// The recorder's configuration: every histogram has fixed buckets (rendered as a
+/// Prometheus histogram, aggregatable across replicas), none is a summary; a histogram
+/// without buckets of its own gets the latency buckets.
+fn builder() -> Result<PrometheusBuilder, TelemetryError> {
+    let err = |e: metrics_exporter_prometheus::BuildError| TelemetryError::Metrics(e.to_string());
+    PrometheusBuilder::new()
+        .set_buckets(LATENCY_BUCKETS)
+        .map_err(err)?
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+        .map_err(err)?
+        .set_buckets_for_metric(
+            Matcher::Full("runwatch_decision_seconds".into()),
+            DECISION_BUCKETS,
+        )
+        .map_err(err)?
+        .set_buckets_for_metric(Matcher::Full("runwatch_batch_size".into()), SIZE_BUCKETS)
+        .map_err(err)
 }
 
 /// Registers the worker's unlabeled counters and its event outcomes at zero, so a

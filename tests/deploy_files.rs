@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use runwatch::config::Config;
-use runwatch::telemetry::{METRICS, MetricKind};
+use runwatch::telemetry::{METRICS, MetricKind, PROCESS_METRICS};
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -36,6 +36,15 @@ fn metric_tokens(text: &str) -> BTreeSet<String> {
     out
 }
 
+/// `process_…` identifiers in a text.
+fn process_tokens(text: &str) -> BTreeSet<String> {
+    metric_tokens(&text.replace("process_", "runwatch_process_"))
+        .into_iter()
+        .filter_map(|t| t.strip_prefix("runwatch_").map(str::to_string))
+        .filter(|t| t.starts_with("process_"))
+        .collect()
+}
+
 fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
     for entry in std::fs::read_dir(dir).expect("read src") {
         let path = entry.expect("dir entry").path();
@@ -48,11 +57,23 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 }
 
 /// (name, kind as u8) of every `metrics::counter!/gauge!/histogram!("runwatch_…"` in src/,
-/// outside telemetry.rs (which describes them and registers zeros).
+/// outside telemetry.rs (which describes them and registers zeros), plus the build
+/// information telemetry.rs sets itself.
 fn recorded_in_source() -> BTreeSet<(String, u8)> {
     let mut files = Vec::new();
     rust_files(&root().join("src"), &mut files);
     let mut out = BTreeSet::new();
+    let telemetry = read("src/telemetry.rs");
+    assert!(
+        telemetry.contains(
+            "metrics::gauge!(BUILD_INFO, \"version\" => VERSION, \"git_sha\" => GIT_SHA).set(1.0)"
+        ),
+        "telemetry.rs sets runwatch_build_info"
+    );
+    out.insert((
+        runwatch::telemetry::BUILD_INFO.to_string(),
+        MetricKind::Gauge as u8,
+    ));
     for f in files.iter().filter(|f| !f.ends_with("telemetry.rs")) {
         let text = std::fs::read_to_string(f).expect("read source");
         for (macro_, kind) in [
@@ -159,6 +180,13 @@ fn the_dashboard_is_valid_json_and_queries_only_recorded_metrics() {
     // every metric runwatch records has a panel.
     let mut queried = BTreeSet::new();
     for e in &exprs {
+        for token in process_tokens(e) {
+            assert!(
+                PROCESS_METRICS.contains(&token.as_str()),
+                "the dashboard queries {token}, which runwatch does not export: {e}"
+            );
+            queried.insert(token);
+        }
         for token in metric_tokens(e) {
             let base = METRICS
                 .iter()
@@ -179,6 +207,13 @@ fn the_dashboard_is_valid_json_and_queries_only_recorded_metrics() {
                 }
             }
         }
+    }
+    for name in [
+        "process_resident_memory_bytes",
+        "process_cpu_seconds_total",
+        "process_open_fds",
+    ] {
+        assert!(queried.contains(name), "no panel shows {name}");
     }
     for (name, kind, _, _) in METRICS {
         assert!(queried.contains(*name), "no panel shows {name}");
@@ -299,6 +334,10 @@ fn the_configmap_is_a_configuration_runwatch_accepts_and_the_manifests_agree_wit
     let dockerfile = read("Dockerfile");
     assert!(dockerfile.contains(&format!("EXPOSE {metrics_port} {ingest_port}")));
     assert!(dockerfile.contains("cargo build --release --locked"));
+    // build.rs is part of the build (migrations, the git_sha of runwatch_build_info).
+    assert!(dockerfile.contains("COPY Cargo.toml Cargo.lock build.rs ./"));
+    assert!(dockerfile.contains("ARG RUNWATCH_GIT_SHA"));
+    assert!(read(".dockerignore").lines().any(|l| l == "!build.rs"));
     assert!(
         dockerfile.contains("ENTRYPOINT [\"runwatch\"]") && dockerfile.contains("CMD [\"run\"]")
     );

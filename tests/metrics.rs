@@ -273,6 +273,44 @@ async fn metrics_health_and_readiness_of_a_live_worker() {
     // Gauges after quiet: nothing unsent, nothing pending.
     assert_eq!(value(&s, "runwatch_outbox_backlog"), 0.0);
     assert_eq!(value(&s, "runwatch_consumer_pending"), 0.0);
+
+    // What is running: the crate version and the commit, as labels of a constant 1.
+    let build_info = format!(
+        r#"runwatch_build_info{{version="{}",git_sha="{}"}}"#,
+        runwatch::telemetry::VERSION,
+        runwatch::telemetry::GIT_SHA
+    );
+    assert_eq!(value(&s, &build_info), 1.0);
+    assert_eq!(runwatch::telemetry::VERSION, env!("CARGO_PKG_VERSION"));
+    assert!(!runwatch::telemetry::GIT_SHA.is_empty());
+
+    // The process: every standard process metric, with plausible values.
+    for name in runwatch::telemetry::PROCESS_METRICS {
+        assert!(
+            text.contains(&format!("# HELP {name} ")),
+            "no HELP line for {name}"
+        );
+        value(&s, name);
+    }
+    let rss = value(&s, "process_resident_memory_bytes");
+    assert!(rss > 1e6 && rss < 4e9, "resident memory {rss}");
+    let fds = value(&s, "process_open_fds");
+    assert!(
+        fds >= 3.0 && fds <= value(&s, "process_max_fds"),
+        "open fds {fds}"
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs_f64();
+    let start = value(&s, "process_start_time_seconds");
+    assert!(
+        start <= now + 1.0 && start > now - 3600.0,
+        "start time {start} (now {now})"
+    );
+    // A counter of whole seconds (metrics counters are integers): 0 for a short test.
+    assert!(value(&s, "process_cpu_seconds_total") >= 0.0);
+    assert!(value(&s, "process_threads") >= 2.0);
 }
 
 /// With `log.format = "json"` every stderr line of `runwatch run` is a JSON object with a

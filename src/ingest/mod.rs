@@ -274,7 +274,7 @@ async fn readyz(State(s): State<AppState>) -> Response {
 
 async fn metrics_endpoint(State(s): State<AppState>) -> Response {
     match &s.metrics {
-        Some(h) => (StatusCode::OK, h.render()).into_response(),
+        Some(h) => (StatusCode::OK, crate::telemetry::render(h)).into_response(),
         None => (StatusCode::NOT_FOUND, "metrics are not enabled\n").into_response(),
     }
 }
