@@ -22,7 +22,7 @@ SHARED ?= ../shared
 CHECK_SCENARIOS := $(SHARED)/tools/check-scenarios
 TARGET_DIR ?= $(or $(CARGO_TARGET_DIR),target)
 
-.PHONY: services run test down fmt clippy bench chaos deny
+.PHONY: services run test down fmt clippy bench chaos deny soak
 
 services:
 	scripts/services.sh up
@@ -65,6 +65,14 @@ BENCH_ARGS ?=
 bench: services
 	$(CARGO) build --release --bin runwatch --example bench
 	$(TARGET_DIR)/release/examples/bench $(BENCH_ARGS)
+
+# Memory under a steady load nobody scrapes (examples/soak.rs): one release worker, events
+# at a steady rate for 10 minutes, RSS sampled every 5 s; prints the growth per hour after
+# a 2-minute warm-up and fails above 8 MiB/h. E.g. make soak SOAK_ARGS="--rate 500".
+SOAK_ARGS ?=
+soak: services
+	$(CARGO) build --release --bin runwatch --example soak
+	$(TARGET_DIR)/release/examples/soak $(SOAK_ARGS)
 
 # The chaos harness (examples/chaos.rs, docs/reliability.md): its own nats-server and
 # Postgres, 3 release workers, faults; e.g. make chaos CHAOS_ARGS="--seed 7 --events 20000".
