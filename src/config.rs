@@ -822,8 +822,18 @@ fn read_toml_file(path: &Path) -> Result<String, ConfigError> {
 }
 
 impl Config {
-    /// Reads the layers: defaults, `file` (if given), `RUNWATCH_*` and the two URL variables.
+    /// Reads the layers: defaults, `file` (if given), `RUNWATCH_*` and the two URL variables,
+    /// then the NATS secret files, so a missing or unreadable one is reported before
+    /// anything connects.
     pub fn load(file: Option<&Path>) -> Result<Config, ConfigError> {
+        let config = Self::load_without_nats_secrets(file)?;
+        config.nats.auth()?;
+        Ok(config)
+    }
+
+    /// [`Config::load`] without reading the NATS secret files: for `runwatch migrate`,
+    /// which needs the database only (its Kubernetes init container mounts no NATS creds).
+    pub fn load_without_nats_secrets(file: Option<&Path>) -> Result<Config, ConfigError> {
         let mut fig = Figment::new().merge(Toml::string(DEFAULT_TOML));
         if let Some(path) = file {
             if !path.exists() {
@@ -862,9 +872,6 @@ impl Config {
         }
         let config: Config = fig.extract()?;
         config.validate()?;
-        // Secret files are read at start-up, so a missing or unreadable one is reported
-        // before anything connects.
-        config.nats.auth()?;
         Ok(config)
     }
 

@@ -131,7 +131,11 @@ pub async fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let config = Config::load(cli.config.as_deref())?;
+    // `migrate` needs the database only: it reads no NATS secret file.
+    let config = match cli.command {
+        Command::Migrate => Config::load_without_nats_secrets(cli.config.as_deref())?,
+        _ => Config::load(cli.config.as_deref())?,
+    };
     let metrics = match cli.command.logging() {
         Logging::Service => {
             telemetry::init_tracing(&config.log)?;
