@@ -228,6 +228,13 @@ async fn metrics_health_and_readiness_of_a_live_worker() {
     assert_eq!(value(&s, "runwatch_redeliveries_total"), 0.0);
     assert_eq!(value(&s, "runwatch_relay_triggers_total"), 0.0);
     assert_eq!(value(&s, "runwatch_purged_groups_total"), 0.0);
+    assert_eq!(value(&s, "runwatch_clock_skew_events_total"), 0.0);
+    for op in ["record", "timers"] {
+        assert_eq!(
+            value(&s, &format!(r#"runwatch_corrupt_rows_total{{op="{op}"}}"#)),
+            0.0
+        );
+    }
     assert_eq!(
         value(&s, r#"runwatch_transaction_conflicts_total{op="record"}"#),
         0.0
