@@ -11,8 +11,9 @@
 //! events are published at a steady rate (new groups all the time, two runs each, a share
 //! of them failing so triggers fire), and nothing reads `/metrics` unless `--scrape` asks.
 //! Every `--sample` seconds the worker's resident set (`VmRSS` of /proc/PID/status) is
-//! read. After `--warmup`, the growth per hour is the least-squares slope of RSS over
-//! time; the run fails (exit status 1) when it is above `--max-growth-mib-per-hour`, when
+//! read. After `--warmup`, the growth per hour is the Theil-Sen slope of RSS over time
+//! (the least-squares slope is printed too); the run fails (exit status 1) when it is
+//! above `--max-growth-mib-per-hour`, when
 //! the worker falls behind (more than `--max-pending` messages not yet acknowledged at
 //! the end), or when the worker exits.
 
@@ -189,6 +190,28 @@ fn event(i: u64, fail_share: f64, tag: &str) -> (String, Bytes) {
         "commit_sha": format!("{:040x}", g), "branch": format!("feature-{g}"), "pr_number": g + 1, "run": run,
     });
     (id, Bytes::from(e.to_string()))
+}
+
+/// Theil-Sen slope of (seconds, KiB) points (the median of the slopes between every two
+/// points), in MiB per hour: a steady growth shows in full, a transient spike of the
+/// allocator (RSS up for a few samples, then back) does not tilt it as it tilts a
+/// least-squares fit.
+fn median_slope_mib_per_hour(points: &[(f64, f64)]) -> f64 {
+    let mut slopes = Vec::with_capacity(points.len() * points.len() / 2);
+    for (i, a) in points.iter().enumerate() {
+        for b in &points[i + 1..] {
+            if b.0 > a.0 {
+                slopes.push((b.1 - a.1) / (b.0 - a.0));
+            }
+        }
+    }
+    if slopes.is_empty() {
+        return 0.0;
+    }
+    slopes.sort_by(f64::total_cmp);
+    let mid = slopes.len() / 2;
+    let m = if slopes.len() % 2 == 0 { (slopes[mid - 1] + slopes[mid]) / 2.0 } else { slopes[mid] };
+    m * 3600.0 / 1024.0
 }
 
 /// Least-squares slope of (seconds, KiB) points, in MiB per hour.
@@ -384,10 +407,11 @@ async fn soak(opts: &Opts, bin: &PathBuf, names: &Names, js: &jetstream::Context
     let last = warm.last().map_or(0.0, |p| p.1);
     let max = warm.iter().map(|p| p.1).fold(0.0, f64::max);
     let min = warm.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
-    let growth = slope_mib_per_hour(&warm);
+    let growth = median_slope_mib_per_hour(&warm);
+    let least_squares = slope_mib_per_hour(&warm);
     let per_event = if opts.rate > 0.0 { growth * 1024.0 * 1024.0 / (opts.rate * 3600.0) } else { 0.0 };
     println!(
-        "soak: events={sent} rate={:.0}/s after_warmup: samples={} rss_first={:.1}MiB rss_last={:.1}MiB rss_min={:.1}MiB rss_max={:.1}MiB growth={:.2}MiB/h ({:.3} bytes/event) pending_at_end={pending} triggers={triggers} dead_letters={dead}",
+        "soak: events={sent} rate={:.0}/s after_warmup: samples={} rss_first={:.1}MiB rss_last={:.1}MiB rss_min={:.1}MiB rss_max={:.1}MiB growth={:.2}MiB/h ({:.3} bytes/event; least squares {:.2}MiB/h) pending_at_end={pending} triggers={triggers} dead_letters={dead}",
         opts.rate,
         warm.len(),
         mib(first),
@@ -395,7 +419,8 @@ async fn soak(opts: &Opts, bin: &PathBuf, names: &Names, js: &jetstream::Context
         mib(min),
         mib(max),
         growth,
-        per_event
+        per_event,
+        least_squares
     );
     let mut ok = true;
     if growth > opts.max_growth_mib_per_hour {
