@@ -1,6 +1,7 @@
 //! Webhook ingest through the real HTTP server and the real NATS: the GitHub fixtures signed
 //! and mis-signed, ping and the other event types, bad bodies, the body limit, a GitLab
-//! pipeline hook, and 503 when JetStream cannot store.
+//! pipeline hook, and 503 when JetStream cannot store; check suites, check runs and commit
+//! statuses (`other_ci_reports_…`).
 
 mod common;
 
@@ -188,7 +189,7 @@ async fn webhooks_are_verified_normalized_and_published_after_the_puback() {
         let r = github(addr, "ping", &format!("p-{name}"), SECRET_OLD, &body).await;
         assert_eq!(r.status, 200, "{name}: {}", r.body);
     }
-    for kind in ["workflow_job", "check_suite", "check_run"] {
+    for kind in ["workflow_job", "check_run"] {
         for (name, body) in fixture_files(kind) {
             let r = github(addr, kind, &format!("o-{name}"), SECRET_NEW, &body).await;
             assert_eq!(r.status, 202, "{kind}/{name}: {}", r.body);
@@ -236,7 +237,7 @@ async fn webhooks_are_verified_normalized_and_published_after_the_puback() {
     let prefix = &config.streams.events_subject_prefix;
     let mut want = Vec::new();
     for (name, body) in &runs {
-        let ingest::Normalized::Events(e) = github::normalize("workflow_run", &format!("d-{name}"), body).unwrap() else {
+        let ingest::Normalized::Events(e) = github::normalize("workflow_run", &format!("d-{name}"), body, &config.ingest.github).unwrap() else {
             panic!("{name} is not a run")
         };
         want.extend(e);
@@ -271,6 +272,158 @@ async fn webhooks_are_verified_normalized_and_published_after_the_puback() {
     let r = github(addr, "workflow_run", "after-loss", SECRET_OLD, &runs[0].1).await;
     assert_eq!(r.status, 503, "{}", r.body);
 
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    env.cleanup().await;
+}
+
+/// Posts every fixture of `kind`, signed; returns (name, status, body) per fixture.
+async fn post_all(addr: SocketAddr, kind: &str, secret: &str) -> Vec<(String, Reply)> {
+    let mut out = Vec::new();
+    for (name, body) in fixture_files(kind) {
+        let r = github(addr, kind, &format!("{kind}-{name}"), secret, &body).await;
+        out.push((name, r));
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_ci_reports_are_verified_normalized_and_published() {
+    let env = TestEnv::new().await;
+    let mut config = env.config.clone();
+    config.ingest.github_secrets = vec![Secret::new(SECRET_NEW)];
+    config.ingest.listen = "127.0.0.1:0".parse().unwrap();
+    let bus = Bus::connect(&config).await.unwrap();
+    bus.ensure_streams().await.unwrap();
+    let stop = CancellationToken::new();
+    let (addr, server) = ingest::serve(&config, bus.clone(), None, stop.clone())
+        .await
+        .unwrap();
+
+    // Bad signatures first: nothing is published for any new kind.
+    for kind in ["check_suite", "check_run", "status"] {
+        let (name, body) = &fixture_files(kind)[0];
+        let r = github(addr, kind, &format!("bad-{name}"), "wrong-secret", body).await;
+        assert_eq!(r.status, 401, "{kind}/{name}: {}", r.body);
+        let r = post(
+            addr,
+            "/webhooks/github",
+            &[
+                ("X-GitHub-Event", kind),
+                ("X-GitHub-Delivery", "bad-unsigned"),
+            ],
+            body,
+        )
+        .await;
+        assert_eq!(r.status, 401, "{kind}/{name}: {}", r.body);
+    }
+    assert_eq!(
+        bus.stream_state(StreamKind::Events).await.unwrap().messages,
+        0
+    );
+
+    // Default options: a run per check suite (the Actions app's suite ignored), check runs
+    // ignored (folded into their suite), a run per commit status.
+    for (name, r) in post_all(addr, "check_suite", SECRET_NEW).await {
+        let want = if name == "completed.1.payload.json" {
+            202
+        } else {
+            200
+        };
+        assert_eq!(r.status, want, "check_suite/{name}: {}", r.body);
+    }
+    for (name, r) in post_all(addr, "check_run", SECRET_NEW).await {
+        assert_eq!(r.status, 202, "check_run/{name}: {}", r.body);
+    }
+    for (name, r) in post_all(addr, "status", SECRET_NEW).await {
+        assert_eq!(r.status, 200, "status/{name}: {}", r.body);
+    }
+    let stored = stored_events(&bus).await;
+    let prefix = &config.streams.events_subject_prefix;
+    let mut want = Vec::new();
+    for kind in ["check_suite", "status"] {
+        for (name, body) in fixture_files(kind) {
+            if let ingest::Normalized::Events(e) = github::normalize(
+                kind,
+                &format!("{kind}-{name}"),
+                &body,
+                &config.ingest.github,
+            )
+            .unwrap()
+            {
+                want.extend(e);
+            }
+        }
+    }
+    assert_eq!(stored.len(), 9, "7 suites and 2 statuses");
+    assert_eq!(
+        stored.iter().map(|(_, e)| e).collect::<Vec<_>>(),
+        want.iter().collect::<Vec<_>>()
+    );
+    assert!(stored.iter().all(|(s, _)| s == &format!("{prefix}.github")));
+    let done = &stored
+        .iter()
+        .find(|(_, e)| e.event_id == "check_suite-completed.payload.json")
+        .unwrap()
+        .1;
+    assert_eq!(done.run.id, "118578147");
+    assert_eq!(done.pr_number, Some(2));
+    assert_eq!(done.run.status, Status::Completed);
+    assert_eq!(done.run.conclusion.map(|c| c.as_str()), Some("success"));
+    assert_eq!(done.run.workflow, "octocoders-linter");
+    let st = &stored
+        .iter()
+        .find(|(_, e)| e.event_id == "status-payload.json")
+        .unwrap()
+        .1;
+    assert_eq!(
+        (st.run.id.as_str(), st.run.workflow.as_str(), st.pr_number),
+        ("status:default", "default", None)
+    );
+    // A status in an unknown state is a 400 with the reason.
+    let mut v: serde_json::Value = serde_json::from_slice(&fixture_files("status")[0].1).unwrap();
+    v["state"] = "sideways".into();
+    let r = github(
+        addr,
+        "status",
+        "bad-state",
+        SECRET_NEW,
+        &serde_json::to_vec(&v).unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("sideways"), "{}", r.body);
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+
+    // checks = "run": a run per check run (not the Actions app's), suites ignored.
+    let mut run_mode = config.clone();
+    run_mode.ingest.github.checks = ingest::CheckGranularity::Run;
+    let stop = CancellationToken::new();
+    let (addr, server) = ingest::serve(&run_mode, bus.clone(), None, stop.clone())
+        .await
+        .unwrap();
+    let before = stored.len();
+    for (name, r) in post_all(addr, "check_suite", SECRET_NEW).await {
+        assert_eq!(r.status, 202, "check_suite/{name}: {}", r.body);
+    }
+    for (name, r) in post_all(addr, "check_run", SECRET_NEW).await {
+        let want = if name == "completed.1.payload.json" {
+            202
+        } else {
+            200
+        };
+        assert_eq!(r.status, want, "check_run/{name}: {}", r.body);
+    }
+    let stored = stored_events(&bus).await;
+    assert_eq!(stored.len() - before, 7);
+    let run = &stored
+        .iter()
+        .find(|(_, e)| e.event_id == "check_run-completed.payload.json")
+        .unwrap()
+        .1;
+    assert_eq!(run.run.id, "118578147/Octocoders-linter");
+    assert_eq!(run.pr_number, Some(2));
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     env.cleanup().await;

@@ -34,7 +34,7 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     };
     let mut body = Vec::new();
     open_input(&args.file)?.read_to_end(&mut body)?;
-    let normalized = normalize_delivery(source, &name, args.delivery.as_deref(), &body, &config.limits)
+    let normalized = normalize_delivery(source, &name, args.delivery.as_deref(), &body, config)
         .with_context(|| format!("{}", args.file.display()))?;
     match normalized {
         Normalized::Events(events) => {

@@ -71,6 +71,57 @@ pub struct IngestConfig {
     /// A file with one more GitLab token per line.
     #[serde(default)]
     pub gitlab_tokens_file: Option<PathBuf>,
+    /// Buildkite webhook tokens (`X-Buildkite-Token`, or the HMAC key of
+    /// `X-Buildkite-Signature`), any one accepted.
+    #[serde(default, deserialize_with = "secret_list")]
+    pub buildkite_tokens: Vec<Secret>,
+    /// A file with one more Buildkite token per line.
+    #[serde(default)]
+    pub buildkite_tokens_file: Option<PathBuf>,
+    /// CircleCI webhook signing secrets (`circleci-signature`), any one accepted.
+    #[serde(default, deserialize_with = "secret_list")]
+    pub circleci_secrets: Vec<Secret>,
+    /// A file with one more CircleCI secret per line.
+    #[serde(default)]
+    pub circleci_secrets_file: Option<PathBuf>,
+    /// `[ingest.github]`: how checks and commit statuses become runs.
+    #[serde(default)]
+    pub github: GithubOptions,
+}
+
+/// Per-check granularity of `check_suite` / `check_run` deliveries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckGranularity {
+    /// One run per check suite (`check_suite` deliveries; `check_run` ones are ignored).
+    #[default]
+    Suite,
+    /// One run per check run name within its suite (`check_run` deliveries; `check_suite`
+    /// ones are ignored, so nothing is counted twice).
+    Run,
+}
+
+/// `[ingest.github]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GithubOptions {
+    /// Apps (by slug) whose check suites and check runs are ignored. GitHub Actions creates
+    /// a check suite for every workflow run, already counted through `workflow_run`.
+    pub ignore_check_apps: Vec<String>,
+    /// `suite` (default) or `run`.
+    pub checks: CheckGranularity,
+    /// The conclusion a commit status in state `error` gets (default `failure`).
+    pub status_error: crate::event::Conclusion,
+}
+
+impl Default for GithubOptions {
+    fn default() -> Self {
+        GithubOptions {
+            ignore_check_apps: vec!["github-actions".to_string()],
+            checks: CheckGranularity::Suite,
+            status_error: crate::event::Conclusion::Failure,
+        }
+    }
 }
 
 impl fmt::Debug for IngestConfig {
@@ -82,6 +133,11 @@ impl fmt::Debug for IngestConfig {
             .field("github_secrets_file", &self.github_secrets_file)
             .field("gitlab_tokens", &self.gitlab_tokens.len())
             .field("gitlab_tokens_file", &self.gitlab_tokens_file)
+            .field("buildkite_tokens", &self.buildkite_tokens.len())
+            .field("buildkite_tokens_file", &self.buildkite_tokens_file)
+            .field("circleci_secrets", &self.circleci_secrets.len())
+            .field("circleci_secrets_file", &self.circleci_secrets_file)
+            .field("github", &self.github)
             .finish()
     }
 }
@@ -93,6 +149,20 @@ pub struct Credentials {
     pub github: Vec<Secret>,
     /// GitLab tokens.
     pub gitlab: Vec<Secret>,
+    /// Buildkite tokens.
+    pub buildkite: Vec<Secret>,
+    /// CircleCI signing secrets.
+    pub circleci: Vec<Secret>,
+}
+
+impl Credentials {
+    /// Whether no provider has a secret.
+    pub fn is_empty(&self) -> bool {
+        self.github.is_empty()
+            && self.gitlab.is_empty()
+            && self.buildkite.is_empty()
+            && self.circleci.is_empty()
+    }
 }
 
 impl IngestConfig {
@@ -107,6 +177,8 @@ impl IngestConfig {
         for (key, list) in [
             ("ingest.github_secrets", &self.github_secrets),
             ("ingest.gitlab_tokens", &self.gitlab_tokens),
+            ("ingest.buildkite_tokens", &self.buildkite_tokens),
+            ("ingest.circleci_secrets", &self.circleci_secrets),
         ] {
             if list.iter().any(|s| s.expose().trim().is_empty()) {
                 return Err(ConfigError::Invalid {
@@ -128,7 +200,20 @@ impl IngestConfig {
         if let Some(path) = &self.gitlab_tokens_file {
             gitlab.extend(read_secrets("ingest.gitlab_tokens_file", path)?);
         }
-        Ok(Credentials { github, gitlab })
+        let mut buildkite = self.buildkite_tokens.clone();
+        if let Some(path) = &self.buildkite_tokens_file {
+            buildkite.extend(read_secrets("ingest.buildkite_tokens_file", path)?);
+        }
+        let mut circleci = self.circleci_secrets.clone();
+        if let Some(path) = &self.circleci_secrets_file {
+            circleci.extend(read_secrets("ingest.circleci_secrets_file", path)?);
+        }
+        Ok(Credentials {
+            github,
+            gitlab,
+            buildkite,
+            circleci,
+        })
     }
 }
 

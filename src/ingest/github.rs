@@ -1,5 +1,6 @@
 //! GitHub webhooks, pure: signature verification (`X-Hub-Signature-256`) and the
-//! normalization of `workflow_run` deliveries into `runwatch.workflow_run.v1` events.
+//! normalization of `workflow_run` deliveries into `runwatch.workflow_run.v1` events
+//! (`check_suite`, `check_run` and `status` are in [`super::github_checks`]).
 //!
 //! Choices (README "Webhooks"):
 //! - The run's state is taken from `workflow_run.status` (the `action` only when the status
@@ -17,7 +18,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde::Deserialize;
 use sha2::Sha256;
 
-use super::config::Secret;
+use super::config::{GithubOptions, Secret};
 use super::{NormalizeError, Normalized};
 use crate::event::{Conclusion, Event, Provider, Repository, Run, SCHEMA, Status};
 
@@ -66,15 +67,27 @@ struct Payload {
 }
 
 #[derive(Deserialize)]
-struct Repo {
-    id: u64,
-    name: String,
-    owner: Owner,
+pub(super) struct Repo {
+    pub(super) id: u64,
+    pub(super) name: String,
+    pub(super) owner: Owner,
+    #[serde(default)]
+    pub(super) html_url: Option<String>,
+}
+
+impl Repo {
+    pub(super) fn into_repository(self) -> Repository {
+        Repository {
+            owner: self.owner.login,
+            name: self.name,
+            id: Some(self.id.to_string()),
+        }
+    }
 }
 
 #[derive(Deserialize)]
-struct Owner {
-    login: String,
+pub(super) struct Owner {
+    pub(super) login: String,
 }
 
 #[derive(Deserialize)]
@@ -125,7 +138,7 @@ struct HeadRepo {
 }
 
 /// The run status as runwatch knows it.
-fn map_status(s: &str) -> Option<Status> {
+pub(super) fn map_status(s: &str) -> Option<Status> {
     Some(match s {
         "requested" | "waiting" | "pending" | "queued" => Status::Queued,
         "in_progress" => Status::InProgress,
@@ -134,21 +147,23 @@ fn map_status(s: &str) -> Option<Status> {
     })
 }
 
-fn map_conclusion(s: &str) -> Option<Conclusion> {
+pub(super) fn map_conclusion(s: &str) -> Option<Conclusion> {
     serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
 }
 
 /// Normalizes one delivery. `event_name` is `X-GitHub-Event`, `delivery` is
-/// `X-GitHub-Delivery`. `ping` answers [`Normalized::Ping`]; event types other than
-/// `workflow_run` are [`Normalized::Ignored`].
+/// `X-GitHub-Delivery`. `ping` answers [`Normalized::Ping`]; `workflow_run`, `check_suite`,
+/// `check_run` and `status` become events (as `options` says); other event types are
+/// [`Normalized::Ignored`].
 pub fn normalize(
     event_name: &str,
     delivery: &str,
     body: &[u8],
+    options: &GithubOptions,
 ) -> Result<Normalized, NormalizeError> {
     match event_name {
         "ping" => return Ok(Normalized::Ping),
-        "workflow_run" => {}
+        "workflow_run" | "check_suite" | "check_run" | "status" => {}
         other => {
             return Ok(Normalized::Ignored {
                 kind: other.to_string(),
@@ -157,6 +172,12 @@ pub fn normalize(
     }
     if delivery.trim().is_empty() {
         return Err(NormalizeError::MissingHeader("X-GitHub-Delivery"));
+    }
+    match event_name {
+        "check_suite" => return super::github_checks::check_suite(delivery, body, options),
+        "check_run" => return super::github_checks::check_run(delivery, body, options),
+        "status" => return super::github_checks::status(delivery, body, options),
+        _ => {}
     }
     let p: Payload = serde_json::from_slice(body).map_err(NormalizeError::Json)?;
     let wr = p.workflow_run;
@@ -221,11 +242,7 @@ pub fn normalize(
         schema: SCHEMA.to_string(),
         event_id: delivery.to_string(),
         provider: Provider::Github,
-        repository: Repository {
-            owner: p.repository.owner.login,
-            name: p.repository.name,
-            id: Some(p.repository.id.to_string()),
-        },
+        repository: p.repository.into_repository(),
         commit_sha: wr.head_sha,
         branch,
         pr_number: None,
@@ -240,10 +257,16 @@ pub fn normalize(
         },
         metadata: serde_json::Value::Object(metadata),
     };
-    let mut prs: Vec<u64> = wr.pull_requests.iter().map(|p| p.number).collect();
+    let prs: Vec<u64> = wr.pull_requests.iter().map(|p| p.number).collect();
+    Ok(Normalized::Events(per_pull_request(base, delivery, prs)))
+}
+
+/// One event per pull request: with none or one the event id is the delivery id, with
+/// several it is `<delivery>:<number>` for each.
+pub(super) fn per_pull_request(base: Event, delivery: &str, mut prs: Vec<u64>) -> Vec<Event> {
     prs.sort_unstable();
     prs.dedup();
-    let events = match prs.as_slice() {
+    match prs.as_slice() {
         [] => vec![base],
         [one] => vec![Event {
             pr_number: Some(*one),
@@ -257,8 +280,7 @@ pub fn normalize(
                 ..base.clone()
             })
             .collect(),
-    };
-    Ok(Normalized::Events(events))
+    }
 }
 
 #[cfg(test)]
@@ -310,6 +332,7 @@ mod tests {
             "workflow_run",
             "d1",
             &run(r#"{"number":3},{"number":1}"#, 7),
+            &GithubOptions::default(),
         )
         .unwrap() else {
             panic!()
@@ -322,9 +345,13 @@ mod tests {
         assert_eq!(e[0].run.workflow, "wf");
         assert_eq!(e[0].run.attempt, 2);
         assert_eq!(e[0].branch.as_deref(), Some("main"));
-        let Normalized::Events(e) =
-            normalize("workflow_run", "d1", &run(r#"{"number":3}"#, 7)).unwrap()
-        else {
+        let Normalized::Events(e) = normalize(
+            "workflow_run",
+            "d1",
+            &run(r#"{"number":3}"#, 7),
+            &GithubOptions::default(),
+        )
+        .unwrap() else {
             panic!()
         };
         assert_eq!((e[0].event_id.as_str(), e[0].pr_number), ("d1", Some(3)));
@@ -332,7 +359,9 @@ mod tests {
 
     #[test]
     fn forks_have_no_pull_request_and_a_qualified_branch() {
-        let Normalized::Events(e) = normalize("workflow_run", "d", &run("", 8)).unwrap() else {
+        let Normalized::Events(e) =
+            normalize("workflow_run", "d", &run("", 8), &GithubOptions::default()).unwrap()
+        else {
             panic!()
         };
         assert_eq!(e.len(), 1);
@@ -343,25 +372,33 @@ mod tests {
 
     #[test]
     fn other_events_and_bad_bodies() {
-        assert!(matches!(normalize("ping", "", b"{}"), Ok(Normalized::Ping)));
         assert!(matches!(
-            normalize("check_run", "d", b"x"),
+            normalize("ping", "", b"{}", &GithubOptions::default()),
+            Ok(Normalized::Ping)
+        ));
+        assert!(matches!(
+            normalize("workflow_job", "d", b"x", &GithubOptions::default()),
             Ok(Normalized::Ignored { .. })
         ));
         assert!(matches!(
-            normalize("workflow_run", "d", b"nope"),
+            normalize("workflow_run", "d", b"nope", &GithubOptions::default()),
             Err(NormalizeError::Json(_))
         ));
         assert!(matches!(
-            normalize("workflow_run", "", &run("", 7)),
+            normalize("workflow_run", "", &run("", 7), &GithubOptions::default()),
             Err(NormalizeError::MissingHeader(_))
         ));
         let bad = String::from_utf8(run("", 7))
             .unwrap()
             .replace("\"completed\",\"conclusion\"", "\"weird\",\"conclusion\"");
-        let err = normalize("workflow_run", "d", bad.as_bytes())
-            .unwrap_err()
-            .to_string();
+        let err = normalize(
+            "workflow_run",
+            "d",
+            bad.as_bytes(),
+            &GithubOptions::default(),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("weird"), "{err}");
     }
 }

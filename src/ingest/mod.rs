@@ -16,6 +16,7 @@
 
 pub mod config;
 pub mod github;
+pub mod github_checks;
 pub mod gitlab;
 
 use std::net::SocketAddr;
@@ -35,7 +36,18 @@ use crate::bus::{Bus, BusError};
 use crate::config::{Config, ConfigError};
 use crate::event::{Event, Limits, Rejection, decode};
 
-pub use config::{Credentials, IngestConfig, Secret};
+pub use config::{CheckGranularity, Credentials, GithubOptions, IngestConfig, Secret};
+
+/// The attempt of a report from a CI that keeps no re-run counter (commit statuses, check
+/// suites and runs, CircleCI workflows): 1 + the whole seconds from 2000-01-01T00:00:00Z to
+/// `t` (1 before that, `u32::MAX` after 2136). A later report of the same run has a higher
+/// attempt, so it replaces the earlier one in the merge (a re-run's `queued` replaces the
+/// previous `completed`), deterministically from the delivery alone.
+pub fn report_attempt(t: chrono::DateTime<chrono::Utc>) -> u32 {
+    const EPOCH_2000: i64 = 946_684_800;
+    let secs = t.timestamp().saturating_sub(EPOCH_2000).max(0);
+    u32::try_from(secs).unwrap_or(u32::MAX).saturating_add(1)
+}
 
 /// What a delivery normalizes to.
 #[derive(Debug, Clone, PartialEq)]
@@ -119,6 +131,7 @@ pub fn encode_events(
 struct AppState {
     bus: Bus,
     credentials: Arc<Credentials>,
+    github: Arc<GithubOptions>,
     limits: Limits,
     metrics: Option<PrometheusHandle>,
 }
@@ -157,7 +170,7 @@ async fn github_hook(State(s): State<AppState>, headers: HeaderMap, body: Bytes)
         );
     };
     let delivery = header(&headers, "x-github-delivery").unwrap_or("");
-    let normalized = github::normalize(event, delivery, &body);
+    let normalized = github::normalize(event, delivery, &body, &s.github);
     finish(&s, "github", event, normalized).await
 }
 
@@ -302,7 +315,7 @@ pub async fn serve(
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), IngestError> {
     let credentials = config.ingest.credentials()?;
-    if credentials.github.is_empty() && credentials.gitlab.is_empty() {
+    if credentials.is_empty() {
         return Err(IngestError::NoCredentials);
     }
     if credentials.github.is_empty() {
@@ -314,6 +327,7 @@ pub async fn serve(
     let state = AppState {
         bus,
         credentials: Arc::new(credentials),
+        github: Arc::new(config.ingest.github.clone()),
         limits: config.limits,
         metrics,
     };
@@ -373,8 +387,9 @@ pub fn normalize_delivery(
     event_name: &str,
     delivery: Option<&str>,
     body: &[u8],
-    limits: &Limits,
+    config: &Config,
 ) -> Result<Normalized, NormalizeError> {
+    let limits = &config.limits;
     let normalized = match source {
         Source::Github => {
             let default_id = || {
@@ -383,7 +398,7 @@ pub fn normalize_delivery(
                 format!("file-{}", &hex[..16.min(hex.len())])
             };
             let id = delivery.map_or_else(default_id, str::to_string);
-            github::normalize(event_name, &id, body)?
+            github::normalize(event_name, &id, body, &config.ingest.github)?
         }
         Source::Gitlab => {
             let id = delivery.map_or_else(|| gitlab::body_event_id(body), str::to_string);
