@@ -49,6 +49,8 @@ pub enum Provider {
     Bitbucket,
     AzureDevops,
     Generic,
+    Buildkite,
+    Circleci,
 }
 
 impl Provider {
@@ -59,6 +61,8 @@ impl Provider {
             Provider::Bitbucket => "bitbucket",
             Provider::AzureDevops => "azure_devops",
             Provider::Generic => "generic",
+            Provider::Buildkite => "buildkite",
+            Provider::Circleci => "circleci",
         }
     }
 
@@ -69,6 +73,8 @@ impl Provider {
             "bitbucket" => Provider::Bitbucket,
             "azure_devops" => Provider::AzureDevops,
             "generic" => Provider::Generic,
+            "buildkite" => Provider::Buildkite,
+            "circleci" => Provider::Circleci,
             _ => return None,
         })
     }

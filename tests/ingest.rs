@@ -428,3 +428,123 @@ async fn other_ci_reports_are_verified_normalized_and_published() {
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     env.cleanup().await;
 }
+
+fn provider_fixtures(dir: &str) -> Vec<(String, Vec<u8>)> {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(dir);
+    let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&root)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| (p.file_name().unwrap().to_string_lossy().to_string(), std::fs::read(&p).unwrap()))
+        .collect();
+    out.sort();
+    assert!(!out.is_empty(), "no fixtures in {dir}");
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn buildkite_and_circleci_are_verified_normalized_and_published() {
+    use runwatch::ingest::{buildkite, circleci};
+    const BK_TOKEN: &str = "bk-token-1";
+    const CC_SECRET: &str = "cc-secret-1";
+    let env = TestEnv::new().await;
+    let mut config = env.config.clone();
+    config.ingest.buildkite_tokens = vec![Secret::new(BK_TOKEN)];
+    config.ingest.circleci_secrets = vec![Secret::new(CC_SECRET)];
+    config.ingest.listen = "127.0.0.1:0".parse().unwrap();
+    let bus = Bus::connect(&config).await.unwrap();
+    bus.ensure_streams().await.unwrap();
+    let stop = CancellationToken::new();
+    let (addr, server) = ingest::serve(&config, bus.clone(), None, stop.clone()).await.unwrap();
+    let now = chrono::Utc::now().timestamp();
+
+    // Buildkite: bad token, bad signature, stale signature, no credentials at all: 401.
+    let bk = provider_fixtures("buildkite");
+    let (_, body) = &bk[0];
+    for headers in [
+        vec![("X-Buildkite-Event", "build.finished".to_string()), ("X-Buildkite-Token", "nope".to_string())],
+        vec![("X-Buildkite-Event", "build.finished".to_string()), ("X-Buildkite-Signature", buildkite::sign(b"nope", now, body))],
+        vec![("X-Buildkite-Event", "build.finished".to_string()), ("X-Buildkite-Signature", buildkite::sign(BK_TOKEN.as_bytes(), now - 3600, body))],
+        vec![("X-Buildkite-Event", "build.finished".to_string())],
+    ] {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let r = post(addr, "/webhooks/buildkite", &h, body).await;
+        assert_eq!(r.status, 401, "{headers:?}: {}", r.body);
+    }
+    // CircleCI: wrong secret, tampered body, none: 401.
+    let cc = provider_fixtures("circleci");
+    let (_, cbody) = &cc[0];
+    let mut tampered = cbody.clone();
+    tampered[20] ^= 1;
+    for (sig, b) in [
+        (Some(circleci::sign(b"nope", cbody)), cbody),
+        (Some(circleci::sign(CC_SECRET.as_bytes(), cbody)), &tampered),
+        (None, cbody),
+    ] {
+        let mut h = vec![("circleci-event-type", "workflow-completed")];
+        if let Some(s) = &sig {
+            h.push(("circleci-signature", s.as_str()));
+        }
+        let r = post(addr, "/webhooks/circleci", &h, b).await;
+        assert_eq!(r.status, 401, "{sig:?}: {}", r.body);
+    }
+    assert_eq!(bus.stream_state(StreamKind::Events).await.unwrap().messages, 0);
+
+    // Good deliveries: Buildkite alternately by token and by signature.
+    let mut want = Vec::new();
+    for (i, (name, body)) in bk.iter().enumerate() {
+        let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+        let event = v["event"].as_str().unwrap().to_string();
+        let auth = if i % 2 == 0 {
+            ("X-Buildkite-Token", BK_TOKEN.to_string())
+        } else {
+            ("X-Buildkite-Signature", buildkite::sign(BK_TOKEN.as_bytes(), now, body))
+        };
+        let r = post(addr, "/webhooks/buildkite", &[("X-Buildkite-Event", &event), (auth.0, &auth.1)], body).await;
+        assert_eq!(r.status, 200, "{name}: {}", r.body);
+        let ingest::Normalized::Events(e) = buildkite::normalize(&event, body).unwrap() else { panic!("{name}") };
+        want.extend(e);
+    }
+    for (name, body) in &cc {
+        let sig = circleci::sign(CC_SECRET.as_bytes(), body);
+        let r = post(addr, "/webhooks/circleci", &[("circleci-event-type", "workflow-completed"), ("circleci-signature", &sig)], body).await;
+        assert_eq!(r.status, 200, "{name}: {}", r.body);
+        let ingest::Normalized::Events(e) = circleci::normalize("workflow-completed", body).unwrap() else { panic!("{name}") };
+        want.extend(e);
+    }
+    // The event name from the body when the header is absent; other kinds: 202; ping: 200.
+    let r = post(addr, "/webhooks/buildkite", &[("X-Buildkite-Token", BK_TOKEN)], &bk[0].1).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(r.body.contains("\"duplicates\":1"), "a redelivery deduplicates: {}", r.body);
+    let r = post(addr, "/webhooks/buildkite", &[("X-Buildkite-Event", "job.finished"), ("X-Buildkite-Token", BK_TOKEN)], b"{}").await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    let r = post(addr, "/webhooks/buildkite", &[("X-Buildkite-Event", "ping"), ("X-Buildkite-Token", BK_TOKEN)], b"{\"event\":\"ping\"}").await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let job = b"{\"type\":\"job-completed\"}";
+    let sig = circleci::sign(CC_SECRET.as_bytes(), job);
+    let r = post(addr, "/webhooks/circleci", &[("circleci-event-type", "job-completed"), ("circleci-signature", &sig)], job).await;
+    assert_eq!(r.status, 202, "{}", r.body);
+    // A bad state is a 400 with the reason.
+    let mut v: serde_json::Value = serde_json::from_slice(&bk[0].1).unwrap();
+    v["build"]["state"] = "sideways".into();
+    let bad = serde_json::to_vec(&v).unwrap();
+    let r = post(addr, "/webhooks/buildkite", &[("X-Buildkite-Event", "build.finished"), ("X-Buildkite-Token", BK_TOKEN)], &bad).await;
+    assert_eq!(r.status, 400, "{}", r.body);
+    assert!(r.body.contains("sideways"), "{}", r.body);
+
+    let stored = stored_events(&bus).await;
+    let prefix = &config.streams.events_subject_prefix;
+    assert_eq!(stored.iter().map(|(_, e)| e).collect::<Vec<_>>(), want.iter().collect::<Vec<_>>());
+    for (subject, e) in &stored {
+        assert_eq!(subject, &format!("{prefix}.{}", e.provider));
+    }
+    let failed = &stored.iter().find(|(_, e)| e.provider.as_str() == "buildkite" && e.run.conclusion.is_some()).unwrap().1;
+    assert_eq!((failed.run.id.as_str(), failed.pr_number, failed.run.attempt), ("my-pipeline", Some(42), 2));
+    assert_eq!((failed.repository.owner.as_str(), failed.repository.name.as_str()), ("acme-inc", "my-pipeline"));
+    let cc_failed = &stored.iter().find(|(_, e)| e.event_id == "3888f21b-eaa7-38e3-8f3d-75a63bba8895").unwrap().1;
+    assert_eq!((cc_failed.run.id.as_str(), cc_failed.pr_number), ("build-test-deploy", Some(77)));
+    assert_eq!(cc_failed.run.conclusion.map(|c| c.as_str()), Some("failure"));
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    env.cleanup().await;
+}

@@ -517,7 +517,7 @@ fn what_decode_accepts_the_schema_accepts() {
             with(&g, "/run/conclusion", json!(conclusion)),
         ));
     }
-    for provider in ["github", "gitlab", "bitbucket", "azure_devops", "generic"] {
+    for provider in ["github", "gitlab", "bitbucket", "azure_devops", "generic", "buildkite", "circleci"] {
         cases.push((
             format!("provider {provider}"),
             with(&g, "/provider", json!(provider)),

@@ -11,13 +11,20 @@ use crate::config::Config;
 use crate::ingest::{Normalized, Source, normalize_delivery};
 
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("provider_event").required(true)))]
 pub struct Args {
-    /// The X-GitHub-Event value (workflow_run, ping, ...).
-    #[arg(long, value_name = "NAME", required_unless_present = "gitlab_event", conflicts_with = "gitlab_event")]
+    /// The X-GitHub-Event value (workflow_run, check_suite, status, pull_request, ping, ...).
+    #[arg(long, value_name = "NAME", group = "provider_event")]
     github_event: Option<String>,
     /// The X-Gitlab-Event value ("Pipeline Hook", ...).
-    #[arg(long, value_name = "NAME")]
+    #[arg(long, value_name = "NAME", group = "provider_event")]
     gitlab_event: Option<String>,
+    /// The X-Buildkite-Event value (build.finished, ...).
+    #[arg(long, value_name = "NAME", group = "provider_event")]
+    buildkite_event: Option<String>,
+    /// The circleci-event-type value (workflow-completed, ...).
+    #[arg(long, value_name = "NAME", group = "provider_event")]
+    circleci_event: Option<String>,
     /// The delivery id (X-GitHub-Delivery / X-Gitlab-Event-UUID); default: derived from
     /// the file's SHA-256.
     #[arg(long, value_name = "ID")]
@@ -27,10 +34,12 @@ pub struct Args {
 }
 
 pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
-    let (source, name) = match (args.github_event, args.gitlab_event) {
-        (Some(n), _) => (Source::Github, n),
-        (None, Some(n)) => (Source::Gitlab, n),
-        (None, None) => bail!("give --github-event or --gitlab-event"),
+    let (source, name) = match (args.github_event, args.gitlab_event, args.buildkite_event, args.circleci_event) {
+        (Some(n), ..) => (Source::Github, n),
+        (_, Some(n), ..) => (Source::Gitlab, n),
+        (_, _, Some(n), _) => (Source::Buildkite, n),
+        (_, _, _, Some(n)) => (Source::Circleci, n),
+        _ => bail!("give --github-event, --gitlab-event, --buildkite-event or --circleci-event"),
     };
     let mut body = Vec::new();
     open_input(&args.file)?.read_to_end(&mut body)?;

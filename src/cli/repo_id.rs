@@ -10,7 +10,7 @@ use crate::startup::{self, Schema};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// github, gitlab, bitbucket, azure_devops or generic.
+    /// github, gitlab, bitbucket, azure_devops, generic, buildkite or circleci.
     provider: String,
     /// owner/name (case-insensitive).
     repository: String,
@@ -19,7 +19,7 @@ pub struct Args {
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let Some(provider) = Provider::parse(&args.provider) else {
         bail!(
-            "unknown provider {:?} (github, gitlab, bitbucket, azure_devops, generic)",
+            "unknown provider {:?} (github, gitlab, bitbucket, azure_devops, generic, buildkite, circleci)",
             args.provider
         );
     };

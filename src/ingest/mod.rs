@@ -1,19 +1,22 @@
-//! Webhook ingest (`runwatch ingest`): an HTTP server that verifies GitHub and GitLab
-//! deliveries, normalizes them into `runwatch.workflow_run.v1` events and publishes them to
+//! Webhook ingest (`runwatch ingest`): an HTTP server that verifies GitHub, GitLab,
+//! Buildkite and CircleCI deliveries, normalizes them into `runwatch.workflow_run.v1` events and publishes them to
 //! the inbound stream with `Nats-Msg-Id = event_id`. It answers 2xx only after JetStream's
 //! PubAck, so the sender redelivers whatever was not stored.
 //!
 //! | answer | when |
 //! |---|---|
 //! | 200 | published (or a duplicate of a delivery already stored), or `ping` |
-//! | 202 | accepted, not published: another event type (`workflow_job`, `check_run`, …) |
+//! | 202 | accepted, not published: another event type (`workflow_job`, `job-completed`, …) |
 //! | 400 | the body or a header is unusable (the reason is in the body) |
 //! | 401 | the signature / token is missing or matches no configured secret |
 //! | 413 | the body is over `ingest.max_body_bytes` |
 //! | 503 | NATS did not acknowledge: the sender should redeliver |
 //!
-//! The normalization itself is pure, in [`github`] and [`gitlab`].
+//! The normalization itself is pure, in [`github`], [`github_checks`], [`gitlab`],
+//! [`buildkite`] and [`circleci`].
 
+pub mod buildkite;
+pub mod circleci;
 pub mod config;
 pub mod github;
 pub mod github_checks;
@@ -37,6 +40,42 @@ use crate::config::{Config, ConfigError};
 use crate::event::{Event, Limits, Rejection, decode};
 
 pub use config::{CheckGranularity, Credentials, GithubOptions, IngestConfig, Secret};
+
+/// Whether `tag` is the HMAC-SHA256 of the concatenated `parts` under any of `secrets`,
+/// compared in constant time (every secret is tried).
+pub(crate) fn hmac_matches(secrets: &[Secret], parts: &[&[u8]], tag: &[u8]) -> bool {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut ok = false;
+    for secret in secrets {
+        let Ok(mut mac) =
+            <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(secret.expose().as_bytes())
+        else {
+            continue;
+        };
+        for p in parts {
+            mac.update(p);
+        }
+        ok |= mac.verify_slice(tag).is_ok();
+    }
+    ok
+}
+
+/// The hex HMAC-SHA256 of the concatenated `parts` under `key` (for tests and tools).
+pub fn hmac_hex(key: &[u8], parts: &[&[u8]]) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let Ok(mut mac) = <Hmac<sha2::Sha256> as KeyInit>::new_from_slice(key) else {
+        // HMAC accepts keys of any length.
+        return String::new();
+    };
+    for p in parts {
+        mac.update(p);
+    }
+    mac.finalize()
+        .into_bytes()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
 
 /// The attempt of a report from a CI that keeps no re-run counter (commit statuses, check
 /// suites and runs, CircleCI workflows): 1 + the whole seconds from 2000-01-01T00:00:00Z to
@@ -99,7 +138,7 @@ pub enum IngestError {
     Bus(#[from] BusError),
     /// Neither a GitHub secret nor a GitLab token is configured.
     #[error(
-        "no webhook secret configured: set ingest.github_secrets / ingest.gitlab_tokens (or their *_file keys)"
+        "no webhook secret configured: set ingest.github_secrets / gitlab_tokens / buildkite_tokens / circleci_secrets (or their *_file keys)"
     )]
     NoCredentials,
     /// The listener could not be bound or served.
@@ -197,6 +236,68 @@ async fn gitlab_hook(State(s): State<AppState>, headers: HeaderMap, body: Bytes)
     finish(&s, "gitlab", event, normalized).await
 }
 
+async fn buildkite_hook(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if !buildkite::verify(
+        &s.credentials.buildkite,
+        header(&headers, "x-buildkite-token"),
+        header(&headers, "x-buildkite-signature"),
+        &body,
+        chrono::Utc::now(),
+    ) {
+        count("buildkite", "-", "unauthorized");
+        return answer(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "missing or invalid X-Buildkite-Signature / X-Buildkite-Token"}),
+        );
+    }
+    let event = match header(&headers, "x-buildkite-event").filter(|e| !e.trim().is_empty()) {
+        Some(e) => e.to_string(),
+        None => body_field(&body, "event").unwrap_or_default(),
+    };
+    if event.is_empty() {
+        count("buildkite", "-", "bad_request");
+        return answer(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "missing header X-Buildkite-Event"}),
+        );
+    }
+    let normalized = buildkite::normalize(&event, &body);
+    finish(&s, "buildkite", &event, normalized).await
+}
+
+async fn circleci_hook(State(s): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
+    if !circleci::verify(
+        &s.credentials.circleci,
+        header(&headers, "circleci-signature"),
+        &body,
+    ) {
+        count("circleci", "-", "unauthorized");
+        return answer(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "missing or invalid circleci-signature"}),
+        );
+    }
+    let event = match header(&headers, "circleci-event-type").filter(|e| !e.trim().is_empty()) {
+        Some(e) => e.to_string(),
+        None => body_field(&body, "type").unwrap_or_default(),
+    };
+    if event.is_empty() {
+        count("circleci", "-", "bad_request");
+        return answer(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "missing header circleci-event-type"}),
+        );
+    }
+    let normalized = circleci::normalize(&event, &body);
+    finish(&s, "circleci", &event, normalized).await
+}
+
+/// A top-level string field of a JSON body (the event name when a header is absent).
+fn body_field(body: &[u8], field: &str) -> Option<String> {
+    let v: serde_json::Value = serde_json::from_slice(body).ok()?;
+    v.get(field)?.as_str().map(str::to_string)
+}
+
 /// Publishes what a delivery normalized to and answers.
 async fn finish(
     s: &AppState,
@@ -292,12 +393,14 @@ async fn metrics_endpoint(State(s): State<AppState>) -> Response {
     }
 }
 
-/// The ingest routes: `/webhooks/github`, `/webhooks/gitlab`, `/healthz`, `/readyz`,
+/// The ingest routes: `/webhooks/{github,gitlab,buildkite,circleci}`, `/healthz`, `/readyz`,
 /// `/metrics`, with the body limit.
 fn router(state: AppState, max_body_bytes: usize) -> Router {
     Router::new()
         .route("/webhooks/github", post(github_hook))
         .route("/webhooks/gitlab", post(gitlab_hook))
+        .route("/webhooks/buildkite", post(buildkite_hook))
+        .route("/webhooks/circleci", post(circleci_hook))
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_endpoint))
@@ -323,6 +426,12 @@ pub async fn serve(
     }
     if credentials.gitlab.is_empty() {
         tracing::warn!("no GitLab token configured: /webhooks/gitlab answers 401");
+    }
+    if credentials.buildkite.is_empty() {
+        tracing::info!("no Buildkite token configured: /webhooks/buildkite answers 401");
+    }
+    if credentials.circleci.is_empty() {
+        tracing::info!("no CircleCI secret configured: /webhooks/circleci answers 401");
     }
     let state = AppState {
         bus,
@@ -376,6 +485,10 @@ pub enum Source {
     Github,
     /// `--gitlab-event NAME`.
     Gitlab,
+    /// `--buildkite-event NAME`.
+    Buildkite,
+    /// `--circleci-event NAME`.
+    Circleci,
 }
 
 /// `runwatch normalize`: the events a delivery normalizes to, checked against the event
@@ -404,6 +517,8 @@ pub fn normalize_delivery(
             let id = delivery.map_or_else(|| gitlab::body_event_id(body), str::to_string);
             gitlab::normalize(event_name, &id, body)?
         }
+        Source::Buildkite => buildkite::normalize(event_name, body)?,
+        Source::Circleci => circleci::normalize(event_name, body)?,
     };
     if let Normalized::Events(events) = &normalized {
         encode_events(events, limits)?;

@@ -1,0 +1,298 @@
+//! Buildkite pipeline webhooks, pure: authentication (`X-Buildkite-Token`, or the HMAC
+//! `X-Buildkite-Signature`) and the normalization of `build.*` deliveries into
+//! `runwatch.workflow_run.v1` events with provider `buildkite`.
+//!
+//! | Buildkite `build.state` | run status | conclusion |
+//! |---|---|---|
+//! | `scheduled`, `creating`, `waiting` | `queued` | |
+//! | `running`, `failing`, `canceling`, `waiting_failed` | `in_progress` | |
+//! | `passed` | `completed` | `success` |
+//! | `failed` | `completed` | `failure` |
+//! | `blocked` (or `build.blocked`) on `build.finished` | `completed` | `action_required` |
+//! | `canceled` | `completed` | `cancelled` |
+//! | `skipped`, `not_run` | `completed` | `skipped` |
+//!
+//! One run per (commit, pipeline): run id = the pipeline's slug, attempt = the build number
+//! (a rebuild is a new build with a higher number: it replaces the previous build), workflow
+//! = the pipeline's name; `pr_number` = `build.pull_request.id`; branch = `build.branch`;
+//! repository = owner/name of the pipeline's repository URL (else the organization and
+//! pipeline slugs), no id; `updated_at` = `finished_at`, else `started_at`, else
+//! `scheduled_at`, else `created_at`. The event id is `buildkite-<sha256 of the body>`
+//! (Buildkite sends no delivery id; a redelivery of the same body deduplicates).
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+
+use super::config::Secret;
+use super::{NormalizeError, Normalized, gitlab, hmac_matches};
+use crate::event::{Conclusion, Event, Provider, Repository, Run, SCHEMA, Status};
+
+/// How far an `X-Buildkite-Signature` timestamp may be from the receiver's clock.
+pub const SIGNATURE_TOLERANCE_SECS: i64 = 300;
+
+/// Whether a delivery is authentic: `X-Buildkite-Signature` (`timestamp=T,signature=HEX`,
+/// HEX = HMAC-SHA256 of `T.` + body under a token, T within
+/// [`SIGNATURE_TOLERANCE_SECS`] of `now`) when present, else `X-Buildkite-Token` equal to a
+/// token (constant time). False when neither header is present.
+pub fn verify(
+    tokens: &[Secret],
+    token: Option<&str>,
+    signature: Option<&str>,
+    body: &[u8],
+    now: DateTime<Utc>,
+) -> bool {
+    if let Some(sig) = signature {
+        let mut timestamp = None;
+        let mut tag = None;
+        for part in sig.split(',') {
+            match part.trim().split_once('=') {
+                Some(("timestamp", t)) => timestamp = Some(t),
+                Some(("signature", s)) => tag = Some(s),
+                _ => {}
+            }
+        }
+        let (Some(t), Some(tag)) = (timestamp, tag) else {
+            return false;
+        };
+        let Ok(secs) = t.parse::<i64>() else {
+            return false;
+        };
+        if now.timestamp().abs_diff(secs) > SIGNATURE_TOLERANCE_SECS.unsigned_abs() {
+            return false;
+        }
+        let Some(tag) = hex::decode(tag).ok() else {
+            return false;
+        };
+        return hmac_matches(tokens, &[t.as_bytes(), b".", body], &tag);
+    }
+    gitlab::verify_token(tokens, token)
+}
+
+/// The `X-Buildkite-Signature` value of `body` at `timestamp` under `token` (for tests and
+/// tools).
+pub fn sign(token: &[u8], timestamp: i64, body: &[u8]) -> String {
+    let t = timestamp.to_string();
+    format!(
+        "timestamp={t},signature={}",
+        super::hmac_hex(token, &[t.as_bytes(), b".", body])
+    )
+}
+
+#[derive(Deserialize)]
+struct Payload {
+    #[serde(default)]
+    event: Option<String>,
+    build: Build,
+    #[serde(default)]
+    pipeline: Option<Pipeline>,
+}
+
+#[derive(Deserialize)]
+struct Build {
+    id: String,
+    #[serde(default)]
+    web_url: Option<String>,
+    number: u32,
+    state: String,
+    #[serde(default)]
+    blocked: bool,
+    commit: String,
+    #[serde(default)]
+    branch: Option<String>,
+    #[serde(default)]
+    pull_request: Option<PullRequest>,
+    #[serde(default)]
+    created_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    scheduled_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    finished_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Deserialize)]
+struct PullRequest {
+    id: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct Pipeline {
+    #[serde(default)]
+    slug: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    repository: Option<String>,
+    #[serde(default)]
+    url: Option<String>,
+}
+
+/// The status table of the module documentation.
+pub fn map_state(state: &str, blocked: bool) -> Option<(Status, Option<Conclusion>)> {
+    Some(match state {
+        "scheduled" | "creating" | "waiting" => (Status::Queued, None),
+        "running" | "failing" | "canceling" | "waiting_failed" => (Status::InProgress, None),
+        "passed" if blocked => (Status::Completed, Some(Conclusion::ActionRequired)),
+        "passed" => (Status::Completed, Some(Conclusion::Success)),
+        "failed" => (Status::Completed, Some(Conclusion::Failure)),
+        "blocked" => (Status::Completed, Some(Conclusion::ActionRequired)),
+        "canceled" => (Status::Completed, Some(Conclusion::Cancelled)),
+        "skipped" | "not_run" => (Status::Completed, Some(Conclusion::Skipped)),
+        _ => return None,
+    })
+}
+
+/// `owner/name` from a git URL (`git@github.com:acme/app.git`,
+/// `https://github.com/acme/app.git`): its last two path segments.
+pub fn owner_and_name(url: &str) -> Option<(String, String)> {
+    let path = url.trim().trim_end_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path);
+    let mut parts = path.rsplit(['/', ':']);
+    let name = parts.next().filter(|s| !s.is_empty())?;
+    let owner = parts.next().filter(|s| !s.is_empty() && !s.contains('@'))?;
+    Some((owner.to_string(), name.to_string()))
+}
+
+/// Normalizes one delivery. `event_name` is `X-Buildkite-Event` (or the body's `event`):
+/// `ping` answers [`Normalized::Ping`], `build.*` becomes an event, anything else is
+/// [`Normalized::Ignored`].
+pub fn normalize(event_name: &str, body: &[u8]) -> Result<Normalized, NormalizeError> {
+    if event_name == "ping" {
+        return Ok(Normalized::Ping);
+    }
+    if !event_name.starts_with("build.") {
+        return Ok(Normalized::Ignored {
+            kind: event_name.to_string(),
+        });
+    }
+    let p: Payload = serde_json::from_slice(body).map_err(NormalizeError::Json)?;
+    let b = p.build;
+    let (status, conclusion) =
+        map_state(&b.state, b.blocked).ok_or_else(|| NormalizeError::Value {
+            field: "build.state",
+            value: b.state.chars().take(64).collect(),
+        })?;
+    let pipeline = p.pipeline.ok_or(NormalizeError::Field("pipeline"))?;
+    let nonempty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+    let slug = nonempty(pipeline.slug.clone()).ok_or(NormalizeError::Field("pipeline.slug"))?;
+    let (owner, name) = pipeline
+        .repository
+        .as_deref()
+        .and_then(owner_and_name)
+        .or_else(|| {
+            let org = pipeline.url.as_deref().and_then(|u| {
+                u.split("/organizations/")
+                    .nth(1)
+                    .and_then(|r| r.split('/').next())
+                    .map(str::to_string)
+            })?;
+            Some((org, slug.clone()))
+        })
+        .ok_or(NormalizeError::Field("pipeline.repository"))?;
+    let updated_at = b
+        .finished_at
+        .or(b.started_at)
+        .or(b.scheduled_at)
+        .or(b.created_at)
+        .ok_or(NormalizeError::Field("build.created_at"))?;
+    let pr_number = b.pull_request.as_ref().and_then(|pr| match &pr.id {
+        serde_json::Value::String(s) => s.trim().parse::<u64>().ok(),
+        serde_json::Value::Number(n) => n.as_u64(),
+        _ => None,
+    });
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("buildkite_build_id".into(), b.id.clone().into());
+    if let Some(e) = p.event {
+        metadata.insert("buildkite_event".into(), e.into());
+    }
+    Ok(Normalized::Events(vec![Event {
+        schema: SCHEMA.to_string(),
+        event_id: gitlab::body_event_id(body).replacen("gitlab-body-", "buildkite-", 1),
+        provider: Provider::Buildkite,
+        repository: Repository {
+            owner,
+            name,
+            id: None,
+        },
+        commit_sha: b.commit,
+        branch: nonempty(b.branch),
+        pr_number: pr_number.filter(|n| *n > 0),
+        run: Run {
+            id: slug.clone(),
+            attempt: b.number.max(1),
+            workflow: nonempty(pipeline.name).unwrap_or(slug),
+            status,
+            conclusion,
+            url: b.web_url,
+            updated_at,
+        },
+        metadata: serde_json::Value::Object(metadata),
+    }]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_and_signatures() {
+        let tokens = vec![Secret::new("bk-token")];
+        let body = b"{}";
+        let now = DateTime::from_timestamp(1_700_000_000, 0).unwrap();
+        assert!(verify(&tokens, Some("bk-token"), None, body, now));
+        assert!(!verify(&tokens, Some("other"), None, body, now));
+        assert!(!verify(&tokens, None, None, body, now));
+        let good = sign(b"bk-token", 1_700_000_000, body);
+        assert!(verify(&tokens, None, Some(&good), body, now));
+        // A signature, when present, is what counts (a right token does not rescue it).
+        assert!(!verify(
+            &tokens,
+            Some("bk-token"),
+            Some(&sign(b"x", 1_700_000_000, body)),
+            body,
+            now
+        ));
+        assert!(!verify(&tokens, None, Some(&good), b"{ }", now));
+        let old = sign(b"bk-token", 1_700_000_000 - 301, body);
+        assert!(
+            !verify(&tokens, None, Some(&old), body, now),
+            "replayed too late"
+        );
+        assert!(!verify(
+            &tokens,
+            None,
+            Some("timestamp=1700000000"),
+            body,
+            now
+        ));
+        assert!(!verify(&tokens, None, Some("garbage"), body, now));
+    }
+
+    #[test]
+    fn repository_urls() {
+        let want = Some(("acme".to_string(), "app".to_string()));
+        assert_eq!(owner_and_name("git@github.com:acme/app.git"), want);
+        assert_eq!(owner_and_name("https://github.com/acme/app.git"), want);
+        assert_eq!(owner_and_name("https://github.com/acme/app/"), want);
+        assert_eq!(owner_and_name("git@github.com:app.git"), None);
+    }
+
+    #[test]
+    fn states() {
+        assert_eq!(
+            map_state("failed", false),
+            Some((Status::Completed, Some(Conclusion::Failure)))
+        );
+        assert_eq!(
+            map_state("passed", true),
+            Some((Status::Completed, Some(Conclusion::ActionRequired)))
+        );
+        assert_eq!(
+            map_state("failing", false),
+            Some((Status::InProgress, None))
+        );
+        assert_eq!(map_state("scheduled", false), Some((Status::Queued, None)));
+        assert_eq!(map_state("bogus", false), None);
+    }
+}
