@@ -14,6 +14,7 @@ pub mod engine;
 pub mod event;
 pub mod http;
 pub mod ingest;
+pub mod pull_request;
 pub mod replay;
 pub mod repository;
 pub mod secret;

@@ -26,7 +26,7 @@ use crate::bus::{Bus, BusError, EventMessage, EventsFrom, StreamKind};
 use crate::config::Config;
 use crate::delivery;
 use crate::engine::{Clock, Engine};
-use crate::event::{Event, decode};
+use crate::pull_request::{Input, decode_input};
 use crate::simulate::Simulation;
 use crate::store::{EventOutcome, Store, StoreError};
 use crate::trigger::Trigger;
@@ -153,9 +153,9 @@ pub async fn replay(config: &Config, store: &Store, bus: &Bus, options: ReplayOp
     };
     let batch_size = config.consumer.batch_size.max(1);
     let mut clock = DateTime::<Utc>::MIN_UTC;
-    let mut batch: Vec<Event> = Vec::with_capacity(batch_size);
+    let mut batch: Vec<Input> = Vec::with_capacity(batch_size);
     while let Some(msg) = history.next(&mut report).await? {
-        match decode(&msg.payload, &config.limits) {
+        match decode_input(&msg.payload, &config.limits) {
             Ok(event) => batch.push(event),
             Err(_) => report.invalid += 1,
         }
@@ -173,14 +173,14 @@ async fn apply(
     config: &Config,
     store: &Store,
     bus: &Bus,
-    batch: &mut Vec<Event>,
+    batch: &mut Vec<Input>,
     clock: DateTime<Utc>,
     report: &mut ReplayReport,
 ) -> Result<DateTime<Utc>, ReplayError> {
     if batch.is_empty() {
         return Ok(clock);
     }
-    let outcome = store.record(batch, Clock { event: clock, wall: Utc::now() }).await?;
+    let outcome = store.record_inputs(batch, Clock { event: clock, wall: Utc::now() }).await?;
     batch.clear();
     for o in &outcome.outcomes {
         match o {
@@ -218,7 +218,7 @@ pub async fn dry_run(
                     emit(out, &fired)?;
                     report.triggers.extend(fired);
                 }
-                Err(_) if decode(&msg.payload, &config.limits).is_err() => report.invalid += 1,
+                Err(_) if decode_input(&msg.payload, &config.limits).is_err() => report.invalid += 1,
                 Err(_) => report.rejected += 1,
             }
         }

@@ -3,15 +3,20 @@
 //! The clock is the largest `run.updated_at` seen so far. Before an event is applied, every
 //! timer due at or before the new clock fires, in due-time order; at the end of the input
 //! every pending timer fires. A malformed line is reported with its line number and skipped.
+//!
+//! `runwatch.pull_request.v1` lines and runs without a pull request follow the commit
+//! association of docs/design.md ("Pull requests of a commit"), in memory, as the worker
+//! does in Postgres.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, Write};
 
 use chrono::{DateTime, Utc};
 
 use crate::engine::{Clock, Engine, GroupCtx, GroupState, Ledger, RepoRef};
-use crate::event::{Limits, decode};
-use crate::repository::{MemoryRegistry, RepoClaim};
+use crate::event::Limits;
+use crate::pull_request::{Input, decode_input};
+use crate::repository::MemoryRegistry;
 use crate::trigger::Trigger;
 
 type GroupKey = (i64, Option<u64>, String);
@@ -41,6 +46,10 @@ pub struct Simulation {
     clock: Option<DateTime<Utc>>,
     /// Pending timers by event-time due.
     timers: BTreeSet<(DateTime<Utc>, GroupKey)>,
+    /// The pull requests each (repository, commit) is known to belong to.
+    commit_pulls: HashMap<(i64, String), BTreeSet<u64>>,
+    /// Each pull request's head: (repository, pull request) → (updated_at, commit).
+    heads: HashMap<(i64, u64), (DateTime<Utc>, String)>,
 }
 
 impl Simulation {
@@ -53,39 +62,109 @@ impl Simulation {
             ledger: Ledger::default(),
             clock: None,
             timers: BTreeSet::new(),
+            commit_pulls: HashMap::new(),
+            heads: HashMap::new(),
         }
     }
 
     /// Decodes and applies one line; returns its triggers, or why it was skipped.
     pub fn feed_line(&mut self, line: &[u8]) -> Result<Vec<Trigger>, String> {
-        let event = decode(line, &self.limits).map_err(|r| r.to_string())?;
-        let t = event.run.updated_at;
+        let input = decode_input(line, &self.limits).map_err(|r| r.to_string())?;
+        let t = input.updated_at();
         let now = self.clock.map_or(t, |c| c.max(t));
         let mut out = self.fire_timers_until(Some(now));
         self.clock = Some(now);
-        let repo = self.registry.resolve(&RepoClaim::from_event(&event));
-        let key: GroupKey = (repo.internal_id, event.pr_number, event.commit_sha.clone());
-        let group = self.groups.entry(key.clone()).or_insert_with(|| SimGroup {
-            repo: repo.clone(),
-            branch: None,
-            state: GroupState::default(),
-        });
-        group.repo = repo;
-        let old_due = group.state.next_due().map(|d| d.event);
+        let repo = self.registry.resolve(&input.repo_claim());
+        let clock = Clock::event_time(now);
+        let sha = input.commit_sha().to_string();
+        if let Input::PullRequest(p) = &input {
+            self.learn_head(repo.internal_id, p.pr_number, p.updated_at, &sha);
+        }
+        if let Input::Run(event) = &input {
+            let key: GroupKey = (repo.internal_id, event.pr_number, sha.clone());
+            let old_due = self.groups.get(&key).and_then(|g| g.state.next_due()).map(|d| d.event);
+            let head = self.head_of(repo.internal_id, event.pr_number);
+            let group = group_entry(&mut self.groups, &key, &repo);
+            group.state.pr_head = head;
+            let mut ctx = GroupCtx {
+                repo: &group.repo,
+                pr_number: event.pr_number,
+                commit_sha: &event.commit_sha,
+                branch: &mut group.branch,
+                state: &mut group.state,
+            };
+            let fired = self
+                .engine
+                .apply(&mut ctx, &mut self.ledger, event, clock)
+                .map_err(|r| r.to_string())?;
+            out.extend(fired);
+            self.reindex(&key, old_due);
+            if event.pr_number.is_none() {
+                // Also in every pull request the commit is known to belong to.
+                let run = (event.run.id.clone(), crate::engine::RunState::from_event(event));
+                let prs: Vec<u64> = self
+                    .commit_pulls
+                    .get(&(repo.internal_id, sha.clone()))
+                    .map(|s| s.iter().copied().collect())
+                    .unwrap_or_default();
+                for n in prs {
+                    out.extend(self.absorb(&repo, n, &sha, std::iter::once((&run.0, &run.1)), clock));
+                }
+                return Ok(out);
+            }
+        }
+        // A pull request carried by the input: learn the association; the first time, the
+        // runs the commit had without a pull request join the pull request's group.
+        if let Some(n) = input.pr_number()
+            && self.commit_pulls.entry((repo.internal_id, sha.clone())).or_default().insert(n)
+        {
+            let pr_less: BTreeMap<String, crate::engine::RunState> = self
+                .groups
+                .get(&(repo.internal_id, None, sha.clone()))
+                .map(|g| g.state.runs.clone())
+                .unwrap_or_default();
+            out.extend(self.absorb(&repo, n, &sha, pr_less.iter(), clock));
+        }
+        Ok(out)
+    }
+
+    /// Merges runs into the group of pull request `n` of the commit.
+    fn absorb<'r>(
+        &mut self,
+        repo: &RepoRef,
+        n: u64,
+        sha: &str,
+        runs: impl IntoIterator<Item = (&'r String, &'r crate::engine::RunState)>,
+        clock: Clock,
+    ) -> Vec<Trigger> {
+        let key: GroupKey = (repo.internal_id, Some(n), sha.to_string());
+        let old_due = self.groups.get(&key).and_then(|g| g.state.next_due()).map(|d| d.event);
+        let head = self.head_of(repo.internal_id, Some(n));
+        let group = group_entry(&mut self.groups, &key, repo);
+        group.state.pr_head = head;
         let mut ctx = GroupCtx {
             repo: &group.repo,
-            pr_number: event.pr_number,
-            commit_sha: &event.commit_sha,
+            pr_number: Some(n),
+            commit_sha: sha,
             branch: &mut group.branch,
             state: &mut group.state,
         };
-        let fired = self
-            .engine
-            .apply(&mut ctx, &mut self.ledger, &event, Clock::event_time(now))
-            .map_err(|r| r.to_string())?;
-        out.extend(fired);
+        let (fired, _) = self.engine.absorb(&mut ctx, &mut self.ledger, runs, clock);
         self.reindex(&key, old_due);
-        Ok(out)
+        fired
+    }
+
+    /// Records a pull request's head if it is the latest seen (by `updated_at`, then commit).
+    fn learn_head(&mut self, repo: i64, n: u64, at: DateTime<Utc>, sha: &str) {
+        let candidate = (at, sha.to_string());
+        let e = self.heads.entry((repo, n)).or_insert_with(|| candidate.clone());
+        if candidate > *e {
+            *e = candidate;
+        }
+    }
+
+    fn head_of(&self, repo: i64, pr: Option<u64>) -> Option<String> {
+        pr.and_then(|n| self.heads.get(&(repo, n))).map(|(_, sha)| sha.clone())
     }
 
     /// Fires pending timers due at or before `until` (all of them when `None`), in due order.
@@ -100,6 +179,7 @@ impl Simulation {
                 continue;
             };
             let at = self.clock.map_or(due, |c| c.max(due));
+            group.state.pr_head = key.1.and_then(|n| self.heads.get(&(key.0, n))).map(|(_, sha)| sha.clone());
             let mut ctx = GroupCtx {
                 repo: &group.repo,
                 pr_number: key.1,
@@ -123,6 +203,16 @@ impl Simulation {
             self.timers.insert((next.event, key.clone()));
         }
     }
+}
+
+fn group_entry<'a>(groups: &'a mut HashMap<GroupKey, SimGroup>, key: &GroupKey, repo: &RepoRef) -> &'a mut SimGroup {
+    let group = groups.entry(key.clone()).or_insert_with(|| SimGroup {
+        repo: repo.clone(),
+        branch: None,
+        state: GroupState::default(),
+    });
+    group.repo = repo.clone();
+    group
 }
 
 /// Runs a whole input: triggers to `out` as JSON lines, problems to `err` with line numbers.

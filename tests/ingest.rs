@@ -548,3 +548,52 @@ async fn buildkite_and_circleci_are_verified_normalized_and_published() {
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     env.cleanup().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pull_request_deliveries_publish_the_head_commit() {
+    use runwatch::pull_request::{Input, decode_input};
+    let env = TestEnv::new().await;
+    let mut config = env.config.clone();
+    config.ingest.github_secrets = vec![Secret::new(SECRET_NEW)];
+    config.ingest.listen = "127.0.0.1:0".parse().unwrap();
+    let bus = Bus::connect(&config).await.unwrap();
+    bus.ensure_streams().await.unwrap();
+    let stop = CancellationToken::new();
+    let (addr, server) = ingest::serve(&config, bus.clone(), None, stop.clone()).await.unwrap();
+
+    let (name, body) = &fixture_files("pull_request")[0];
+    let r = github(addr, "pull_request", "bad", "wrong-secret", body).await;
+    assert_eq!(r.status, 401, "{name}: {}", r.body);
+    for (name, r) in post_all(addr, "pull_request", SECRET_NEW).await {
+        let want = if name.starts_with("closed") { 202 } else { 200 };
+        assert_eq!(r.status, want, "pull_request/{name}: {}", r.body);
+    }
+    // The stream holds runwatch.pull_request.v1 messages the worker decodes.
+    let state = bus.stream_state(StreamKind::Events).await.unwrap();
+    assert_eq!(state.messages, 3, "opened, reopened, synchronize");
+    let (_, mut messages) = bus.event_messages_from(EventsFrom::Sequence(1)).await.unwrap();
+    let prefix = &config.streams.events_subject_prefix;
+    for _ in 0..3 {
+        let m = tokio::time::timeout(Duration::from_secs(5), messages.next()).await.unwrap().unwrap().unwrap();
+        assert_eq!(m.subject.as_str(), format!("{prefix}.github"));
+        let Input::PullRequest(link) = decode_input(&m.payload, &config.limits).unwrap() else {
+            panic!("not a pull request head: {:?}", String::from_utf8_lossy(&m.payload))
+        };
+        assert_eq!((link.pr_number, link.commit_sha.as_str()), (2, "ec26c3e57ca3a959ca5aad62de7213c562f8c821"));
+        assert_eq!(link.branch.as_deref(), Some("changes"));
+    }
+    // A fork's head branch is qualified by the fork's owner.
+    let opened = &fixture_files("pull_request").into_iter().find(|(n, _)| n.starts_with("opened")).unwrap().1;
+    let mut v: serde_json::Value = serde_json::from_slice(opened).unwrap();
+    v["pull_request"]["head"]["repo"]["id"] = 99.into();
+    v["pull_request"]["head"]["repo"]["owner"]["login"] = "forker".into();
+    let r = github(addr, "pull_request", "fork-1", SECRET_NEW, &serde_json::to_vec(&v).unwrap()).await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    let m = tokio::time::timeout(Duration::from_secs(5), messages.next()).await.unwrap().unwrap().unwrap();
+    let Input::PullRequest(link) = decode_input(&m.payload, &config.limits).unwrap() else { panic!() };
+    assert_eq!(link.branch.as_deref(), Some("forker:changes"));
+    assert_eq!(link.metadata["fork"], true);
+    stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
+    env.cleanup().await;
+}

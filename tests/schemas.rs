@@ -1,5 +1,6 @@
 //! `schemas/workflow_run.v1.json` and `schemas/trigger.v1.json` against the code:
-//! - every conformance event and the demo's events validate against the event schema;
+//! - every conformance event and the demo's events validate against the event schema (a
+//!   `runwatch.pull_request.v1` line against `schemas/pull_request.v1.json`);
 //! - every trigger `simulate` prints for the conformance suite validates against the trigger
 //!   schema (the live pipeline's triggers are checked in `tests/live_scenarios.rs`);
 //! - what `runwatch::event::decode` rejects for its shape, the event schema rejects too, and
@@ -11,7 +12,7 @@ mod common;
 use std::path::PathBuf;
 
 use common::scenarios::{load_scenarios, scenarios_dir};
-use common::schemas::{assert_valid_trigger, errors, event_schema};
+use common::schemas::{assert_valid_trigger, errors, event_schema, pull_request_schema};
 use runwatch::event::{Limits, RejectCode, decode};
 use serde_json::{Value, json};
 
@@ -40,9 +41,13 @@ fn every_conformance_and_demo_event_validates() {
             let v: Value = serde_json::from_str(line).unwrap();
             // The suite holds only events runwatch accepts; a scenario about rejected input
             // would say so here.
-            decode(line.as_bytes(), &Limits::default())
+            let input = runwatch::pull_request::decode_input(line.as_bytes(), &Limits::default())
                 .unwrap_or_else(|r| panic!("{file}:{n}: decode rejects it: {r}"));
-            let why = errors(event_schema(), &v);
+            let schema = match input {
+                runwatch::pull_request::Input::Run(_) => event_schema(),
+                runwatch::pull_request::Input::PullRequest(_) => pull_request_schema(),
+            };
+            let why = errors(schema, &v);
             if !why.is_empty() {
                 failures.push(format!("{file}:{n}:\n{why}"));
             }

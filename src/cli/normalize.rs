@@ -53,6 +53,7 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
                 out.write_all(b"\n")?;
             }
         }
+        Normalized::PullRequest(link) => println!("{}", serde_json::to_string(&link)?),
         Normalized::Ping => eprintln!("ping: answered 200, nothing published"),
         Normalized::Ignored { kind } => eprintln!("{kind}: accepted (202) and counted, not published"),
     }

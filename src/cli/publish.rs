@@ -1,4 +1,5 @@
-//! `runwatch publish FILE`: validate events and publish them to the inbound stream.
+//! `runwatch publish FILE`: validate events (and pull request heads) and publish them to the
+//! inbound stream.
 
 use std::io::BufRead;
 use std::path::PathBuf;
@@ -8,7 +9,7 @@ use anyhow::Context;
 
 use super::io::open_input;
 use crate::config::Config;
-use crate::event::decode;
+use crate::pull_request::decode_input;
 use crate::startup;
 
 #[derive(Debug, clap::Args)]
@@ -26,12 +27,12 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match decode(&line, &config.limits) {
+        match decode_input(&line, &config.limits) {
             Ok(event) => {
                 let ack = bus
-                    .publish_event(event.provider, &event.event_id, bytes::Bytes::from(line))
+                    .publish_event(event.provider(), event.event_id(), bytes::Bytes::from(line))
                     .await
-                    .with_context(|| format!("line {}: publishing event {}", i + 1, event.event_id))?;
+                    .with_context(|| format!("line {}: publishing event {}", i + 1, event.event_id()))?;
                 if ack.duplicate {
                     duplicates += 1;
                 } else {

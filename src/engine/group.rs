@@ -59,6 +59,12 @@ pub struct GroupState {
     pub runs: BTreeMap<String, RunState>,
     #[serde(default)]
     pub rules: BTreeMap<String, EpisodeState>,
+    /// The head commit of the group's pull request as last reported by a `pull_request`
+    /// delivery, set by the caller before the engine runs; `only_head_commit` rules do not
+    /// fire for a group whose commit is not the head. Not stored with the group (the store
+    /// keeps heads per pull request).
+    #[serde(skip)]
+    pub pr_head: Option<String>,
 }
 
 impl GroupState {

@@ -10,6 +10,7 @@
 //! [`Ledger`] that the caller loads (and locks) for the keys [`Engine::streak_keys`] and
 //! [`Engine::cooldown_keys`] name.
 
+pub mod association;
 pub mod group;
 pub mod merge;
 pub mod rules;

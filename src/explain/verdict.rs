@@ -798,6 +798,7 @@ mod tests {
                     .map(|(id, r)| (id.to_string(), r))
                     .collect(),
                 rules: BTreeMap::new(),
+                pr_head: None,
             },
         }
     }

@@ -163,7 +163,7 @@ pub fn normalize(
 ) -> Result<Normalized, NormalizeError> {
     match event_name {
         "ping" => return Ok(Normalized::Ping),
-        "workflow_run" | "check_suite" | "check_run" | "status" => {}
+        "workflow_run" | "check_suite" | "check_run" | "status" | "pull_request" => {}
         other => {
             return Ok(Normalized::Ignored {
                 kind: other.to_string(),
@@ -177,6 +177,7 @@ pub fn normalize(
         "check_suite" => return super::github_checks::check_suite(delivery, body, options),
         "check_run" => return super::github_checks::check_run(delivery, body, options),
         "status" => return super::github_checks::status(delivery, body, options),
+        "pull_request" => return pull_request(delivery, body),
         _ => {}
     }
     let p: Payload = serde_json::from_slice(body).map_err(NormalizeError::Json)?;
@@ -259,6 +260,78 @@ pub fn normalize(
     };
     let prs: Vec<u64> = wr.pull_requests.iter().map(|p| p.number).collect();
     Ok(Normalized::Events(per_pull_request(base, delivery, prs)))
+}
+
+#[derive(Deserialize)]
+struct PullRequestPayload {
+    action: String,
+    number: u64,
+    pull_request: PullRequestBody,
+    repository: Repo,
+}
+
+#[derive(Deserialize)]
+struct PullRequestBody {
+    head: PullHead,
+    updated_at: DateTime<Utc>,
+}
+
+#[derive(Deserialize)]
+struct PullHead {
+    sha: String,
+    #[serde(default, rename = "ref")]
+    git_ref: Option<String>,
+    #[serde(default)]
+    repo: Option<HeadRepo>,
+}
+
+/// The actions of a `pull_request` delivery that say which commit is the head.
+pub const PULL_REQUEST_ACTIONS: [&str; 4] = ["opened", "reopened", "synchronize", "edited"];
+
+/// A `pull_request` delivery: `opened`, `reopened`, `synchronize` and `edited` become a
+/// `runwatch.pull_request.v1` message (head commit, number, `updated_at`; branch
+/// `<fork owner>:<ref>` for a fork as for `workflow_run`); other actions are ignored.
+fn pull_request(delivery: &str, body: &[u8]) -> Result<Normalized, NormalizeError> {
+    let p: PullRequestPayload = serde_json::from_slice(body).map_err(NormalizeError::Json)?;
+    if !PULL_REQUEST_ACTIONS.contains(&p.action.as_str()) {
+        return Ok(Normalized::Ignored {
+            kind: format!("pull_request.{}", p.action.chars().take(32).collect::<String>()),
+        });
+    }
+    let head = p.pull_request.head;
+    let fork = head.repo.as_ref().filter(|h| h.id != p.repository.id);
+    let branch = match (fork, head.git_ref) {
+        (Some(h), Some(b)) => {
+            let owner = h
+                .owner
+                .as_ref()
+                .map(|o| o.login.clone())
+                .unwrap_or_else(|| "fork".to_string());
+            Some(format!("{owner}:{b}"))
+        }
+        (None, b) => b,
+        (Some(_), None) => None,
+    };
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("github_event".into(), "pull_request".into());
+    metadata.insert("action".into(), p.action.into());
+    if let Some(h) = fork {
+        metadata.insert("fork".into(), true.into());
+        if let Some(f) = &h.full_name {
+            metadata.insert("head_repository".into(), f.clone().into());
+        }
+    }
+    Ok(Normalized::PullRequest(crate::pull_request::PullRequestLink {
+        schema: crate::pull_request::PULL_REQUEST_SCHEMA.to_string(),
+        event_id: delivery.to_string(),
+        provider: Provider::Github,
+        repository: p.repository.into_repository(),
+        commit_sha: head.sha,
+        pr_number: p.number,
+        branch,
+        updated_at: p.pull_request.updated_at,
+        metadata: serde_json::Value::Object(metadata),
+    }))
 }
 
 /// One event per pull request: with none or one the event id is the delivery id, with

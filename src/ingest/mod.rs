@@ -93,6 +93,9 @@ pub fn report_attempt(t: chrono::DateTime<chrono::Utc>) -> u32 {
 pub enum Normalized {
     /// Events to publish (several for a GitHub run with several pull requests).
     Events(Vec<Event>),
+    /// A pull request's head commit (`runwatch.pull_request.v1`), from a GitHub
+    /// `pull_request` delivery.
+    PullRequest(crate::pull_request::PullRequestLink),
     /// GitHub's `ping`: answered 200, nothing published.
     Ping,
     /// An event type runwatch does not use: accepted (202), counted, not published.
@@ -318,6 +321,7 @@ async fn finish(
             );
         }
         Ok(Normalized::Events(events)) => events,
+        Ok(Normalized::PullRequest(link)) => return publish_link(s, provider, event, link).await,
         Err(e) => {
             count(provider, event, "bad_request");
             tracing::info!(provider, event, error = %e, "webhook refused");
@@ -368,6 +372,56 @@ async fn finish(
         StatusCode::OK,
         json!({"status": "published", "published": published, "duplicates": duplicates, "event_ids": ids}),
     )
+}
+
+/// Publishes a pull request's head (checked as the worker will decode it) and answers.
+async fn publish_link(
+    s: &AppState,
+    provider: &'static str,
+    event: &str,
+    link: crate::pull_request::PullRequestLink,
+) -> Response {
+    let bytes = match encode_link(&link, &s.limits) {
+        Ok(b) => b,
+        Err(e) => {
+            count(provider, event, "bad_request");
+            return answer(StatusCode::BAD_REQUEST, json!({"error": e.to_string()}));
+        }
+    };
+    match s
+        .bus
+        .publish_event(link.provider, &link.event_id, Bytes::from(bytes))
+        .await
+    {
+        Ok(ack) => {
+            let (published, duplicates) = if ack.duplicate { (0, 1) } else { (1, 0) };
+            count(provider, event, if published > 0 { "published" } else { "duplicate" });
+            answer(
+                StatusCode::OK,
+                json!({"status": "published", "published": published, "duplicates": duplicates, "event_ids": [link.event_id]}),
+            )
+        }
+        Err(err) => {
+            count(provider, event, "unavailable");
+            tracing::warn!(provider, event_id = %link.event_id, error = %err, "webhook not published");
+            let status = if err.is_transient() {
+                StatusCode::SERVICE_UNAVAILABLE
+            } else {
+                StatusCode::BAD_REQUEST
+            };
+            answer(status, json!({"error": err.to_string()}))
+        }
+    }
+}
+
+/// Serializes a pull request's head and checks it against the message contract.
+pub fn encode_link(
+    link: &crate::pull_request::PullRequestLink,
+    limits: &Limits,
+) -> Result<Vec<u8>, NormalizeError> {
+    let bytes = serde_json::to_vec(link).map_err(NormalizeError::Json)?;
+    crate::pull_request::decode_input(&bytes, limits)?;
+    Ok(bytes)
 }
 
 async fn healthz() -> &'static str {
@@ -520,8 +574,14 @@ pub fn normalize_delivery(
         Source::Buildkite => buildkite::normalize(event_name, body)?,
         Source::Circleci => circleci::normalize(event_name, body)?,
     };
-    if let Normalized::Events(events) = &normalized {
-        encode_events(events, limits)?;
+    match &normalized {
+        Normalized::Events(events) => {
+            encode_events(events, limits)?;
+        }
+        Normalized::PullRequest(link) => {
+            encode_link(link, limits)?;
+        }
+        Normalized::Ping | Normalized::Ignored { .. } => {}
     }
     Ok(normalized)
 }

@@ -9,10 +9,11 @@ use sqlx::{Postgres, Row, Transaction};
 use tracing::{error, warn};
 use uuid::Uuid;
 
+use super::association;
 use super::{Store, StoreError};
-use crate::engine::{Clock, CooldownKey, GroupCtx, GroupState, Ledger, RepoRef, StreakKey, StreakState};
+use crate::engine::{Clock, CooldownKey, GroupCtx, GroupState, Ledger, RepoRef, RunState, StreakKey, StreakState};
 use crate::event::{Event, RejectCode, Rejection};
-use crate::repository::RepoClaim;
+use crate::pull_request::Input;
 use crate::trigger::{self, Trigger};
 
 /// What became of one event of a batch.
@@ -75,13 +76,20 @@ impl Store {
     /// Records a batch of events in one transaction and returns the triggers it decided.
     /// `clock` is the caller's event clock before the batch.
     pub async fn record(&self, events: &[Event], clock: Clock) -> Result<BatchOutcome, StoreError> {
-        let mut repos = Vec::with_capacity(events.len());
-        for e in events {
-            repos.push(self.resolve_repository(&RepoClaim::from_event(e)).await?);
+        let inputs: Vec<Input> = events.iter().cloned().map(Input::Run).collect();
+        self.record_inputs(&inputs, clock).await
+    }
+
+    /// As [`Store::record`], for messages of either input schema (runs and pull request
+    /// heads).
+    pub async fn record_inputs(&self, inputs: &[Input], clock: Clock) -> Result<BatchOutcome, StoreError> {
+        let mut repos = Vec::with_capacity(inputs.len());
+        for i in inputs {
+            repos.push(self.resolve_repository(&i.repo_claim()).await?);
         }
         let started = std::time::Instant::now();
         let out = self
-            .with_retry("record", || self.record_tx(events, &repos, clock))
+            .with_retry("record", || self.record_tx(inputs, &repos, clock))
             .await;
         metrics::histogram!("runwatch_transaction_seconds", "op" => "record")
             .record(started.elapsed().as_secs_f64());
@@ -90,12 +98,12 @@ impl Store {
 
     async fn record_tx(
         &self,
-        events: &[Event],
+        inputs: &[Input],
         repos: &[RepoRef],
         clock: Clock,
     ) -> Result<BatchOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let out = self.record_in(&mut tx, events, repos, clock).await?;
+        let out = self.record_in(&mut tx, inputs, repos, clock).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -104,21 +112,56 @@ impl Store {
     async fn record_in(
         &self,
         tx: &mut Transaction<'static, Postgres>,
-        events: &[Event],
+        inputs: &[Input],
         repos: &[RepoRef],
         clock: Clock,
     ) -> Result<BatchOutcome, StoreError> {
-        let keys: BTreeSet<GroupKey> = events
+        // The batch's commits first (association.rs), then their known pull requests.
+        let commits: BTreeSet<association::Commit> = inputs
             .iter()
             .zip(repos)
-            .map(|(e, r)| (r.internal_id, pr_key(e.pr_number), e.commit_sha.clone()))
+            .map(|(i, r)| (r.internal_id, i.commit_sha().to_string()))
             .collect();
+        association::lock_commits(tx, &commits).await?;
+        let mut pulls = association::load_pulls(tx, &commits).await?;
+        let mut keys: BTreeSet<GroupKey> = BTreeSet::new();
+        let mut prs = BTreeSet::new();
+        let mut pr_less_wanted: BTreeSet<association::Commit> = BTreeSet::new();
+        for (i, r) in inputs.iter().zip(repos) {
+            let sha = i.commit_sha().to_string();
+            let known = pulls.get(&(r.internal_id, sha.clone()));
+            if let Input::Run(e) = i {
+                keys.insert((r.internal_id, pr_key(e.pr_number), sha.clone()));
+                if e.pr_number.is_none() {
+                    for n in known.into_iter().flatten() {
+                        keys.insert((r.internal_id, pr_key(Some(*n)), sha.clone()));
+                        prs.insert((r.internal_id, *n));
+                    }
+                }
+            }
+            if let Some(n) = i.pr_number() {
+                keys.insert((r.internal_id, pr_key(Some(n)), sha.clone()));
+                prs.insert((r.internal_id, n));
+                if !known.is_some_and(|k| k.contains(&n)) {
+                    // A new association: the commit's runs without a pull request join
+                    // (read below; the group is not created when it does not exist).
+                    pr_less_wanted.insert((r.internal_id, sha));
+                }
+            }
+        }
         let by_id: HashMap<i64, RepoRef> = repos.iter().map(|r| (r.internal_id, r.clone())).collect();
         let (mut slots, corrupt) = lock_groups(tx, &keys, &by_id).await?;
+        pr_less_wanted.retain(|(r, s)| !keys.contains(&(*r, 0, s.clone())));
+        let pr_less_stored = association::load_pr_less_runs(tx, &pr_less_wanted).await?;
+        let mut heads = association::load_heads(tx, &prs).await?;
+        let mut heads_learnt = BTreeMap::new();
+        let mut pulls_learnt = Vec::new();
 
         let mut streak_keys = BTreeSet::new();
-        for (e, r) in events.iter().zip(repos) {
-            streak_keys.extend(self.engine.streak_keys(r, e));
+        for (i, r) in inputs.iter().zip(repos) {
+            if let Input::Run(e) = i {
+                streak_keys.extend(self.engine.streak_keys(r, e));
+            }
         }
         let cooldown_keys: BTreeSet<CooldownKey> = by_id
             .values()
@@ -129,46 +172,90 @@ impl Store {
 
         let wall = Utc::now();
         let mut clock = clock;
-        let mut outcomes = Vec::with_capacity(events.len());
+        let mut outcomes = Vec::with_capacity(inputs.len());
         let mut decided: Vec<(i64, Trigger)> = Vec::new();
         let max_lead = self.engine.limits().max_clock_skew;
-        for (e, r) in events.iter().zip(repos) {
-            if Clock::is_skewed(e.run.updated_at, wall, max_lead) {
+        for (i, r) in inputs.iter().zip(repos) {
+            let at = i.updated_at();
+            if Clock::is_skewed(at, wall, max_lead) {
                 metrics::counter!("runwatch_clock_skew_events_total").increment(1);
                 warn!(
-                    event_id = %e.event_id,
-                    updated_at = %e.run.updated_at,
+                    event_id = %i.event_id(),
+                    updated_at = %at,
                     max_clock_skew = ?max_lead,
                     "event dated ahead of the wall clock: merged, but the event clock only advances to the bound"
                 );
             }
-            clock = clock.advance(e.run.updated_at, wall, max_lead);
-            let key = (r.internal_id, pr_key(e.pr_number), e.commit_sha.clone());
-            if let Some(c) = corrupt.get(&key) {
-                outcomes.push(EventOutcome::Rejected(c.rejection()));
-                continue;
-            }
-            if let Some(c) = self
-                .engine
-                .streak_keys(r, e)
-                .iter()
-                .find_map(|k| corrupt_streaks.get(k))
-            {
-                outcomes.push(EventOutcome::Rejected(c.rejection()));
-                continue;
-            }
-            let Some(slot) = slots.get_mut(&key) else {
-                // lock_groups inserted every key; a missing one is a bug, refuse the batch.
-                return Err(StoreError::Db(sqlx::Error::RowNotFound));
-            };
-            match self.engine.apply(&mut slot.ctx(), &mut ledger, e, clock) {
-                Ok(triggers) => {
-                    decided.extend(triggers.into_iter().map(|t| (slot.id, t)));
-                    outcomes.push(EventOutcome::Applied);
+            clock = clock.advance(at, wall, max_lead);
+            let sha = i.commit_sha().to_string();
+            if let Input::Run(e) = i {
+                let key = (r.internal_id, pr_key(e.pr_number), sha.clone());
+                if let Some(c) = corrupt.get(&key) {
+                    outcomes.push(EventOutcome::Rejected(c.rejection()));
+                    continue;
                 }
-                Err(rejection) => outcomes.push(EventOutcome::Rejected(rejection)),
+                if let Some(c) = self
+                    .engine
+                    .streak_keys(r, e)
+                    .iter()
+                    .find_map(|k| corrupt_streaks.get(k))
+                {
+                    outcomes.push(EventOutcome::Rejected(c.rejection()));
+                    continue;
+                }
+                let Some(slot) = slots.get_mut(&key) else {
+                    // lock_groups inserted every key; a missing one is a bug, refuse the batch.
+                    return Err(StoreError::Db(sqlx::Error::RowNotFound));
+                };
+                set_head(slot, &heads);
+                match self.engine.apply(&mut slot.ctx(), &mut ledger, e, clock) {
+                    Ok(triggers) => {
+                        decided.extend(triggers.into_iter().map(|t| (slot.id, t)));
+                        outcomes.push(EventOutcome::Applied);
+                    }
+                    Err(rejection) => {
+                        outcomes.push(EventOutcome::Rejected(rejection));
+                        continue;
+                    }
+                }
+                if e.pr_number.is_none() {
+                    // Also in the group of every pull request the commit belongs to.
+                    let run = (e.run.id.clone(), RunState::from_event(e));
+                    let known: Vec<u64> = pulls
+                        .get(&(r.internal_id, sha.clone()))
+                        .map(|k| k.iter().copied().collect())
+                        .unwrap_or_default();
+                    for n in known {
+                        let target = (r.internal_id, pr_key(Some(n)), sha.clone());
+                        decided.extend(self.absorb_into(&mut slots, &corrupt, &target, &heads, [(&run.0, &run.1)], clock, &mut ledger));
+                    }
+                    continue;
+                }
+            } else {
+                outcomes.push(EventOutcome::Applied);
+            }
+            if let Input::PullRequest(p) = i {
+                let head = (p.updated_at, p.commit_sha.clone());
+                let k = (r.internal_id, p.pr_number);
+                if association::newer_head(heads.get(&k), &head) {
+                    heads.insert(k, head.clone());
+                    heads_learnt.insert(k, head);
+                }
+            }
+            if let Some(n) = i.pr_number()
+                && pulls.entry((r.internal_id, sha.clone())).or_default().insert(n)
+            {
+                pulls_learnt.push((r.internal_id, sha.clone(), n));
+                let pr_less: BTreeMap<String, RunState> = match slots.get(&(r.internal_id, 0, sha.clone())) {
+                    Some(s) => s.state.runs.clone(),
+                    None => pr_less_stored.get(&(r.internal_id, sha.clone())).cloned().unwrap_or_default(),
+                };
+                let target = (r.internal_id, pr_key(Some(n)), sha.clone());
+                decided.extend(self.absorb_into(&mut slots, &corrupt, &target, &heads, pr_less.iter(), clock, &mut ledger));
             }
         }
+        association::insert_pulls(tx, &pulls_learnt).await?;
+        association::write_heads(tx, &heads_learnt).await?;
         write_groups(tx, slots.values()).await?;
         write_ledger(tx, &original_ledger, &ledger).await?;
         let triggers = self.insert_outbox(tx, decided).await?;
@@ -177,6 +264,33 @@ impl Store {
             triggers,
             clock,
         })
+    }
+
+    /// Merges runs of a commit into one of its pull requests' groups (locked by
+    /// [`Store::record_in`]); a corrupt group is left alone.
+    #[allow(clippy::too_many_arguments)]
+    fn absorb_into<'r>(
+        &self,
+        slots: &mut BTreeMap<GroupKey, Slot>,
+        corrupt: &BTreeMap<GroupKey, CorruptRow>,
+        key: &GroupKey,
+        heads: &BTreeMap<(i64, u64), association::Head>,
+        runs: impl IntoIterator<Item = (&'r String, &'r RunState)>,
+        clock: Clock,
+        ledger: &mut Ledger,
+    ) -> Vec<(i64, Trigger)> {
+        if corrupt.contains_key(key) {
+            return Vec::new();
+        }
+        let Some(slot) = slots.get_mut(key) else {
+            return Vec::new();
+        };
+        set_head(slot, heads);
+        let (fired, left_out) = self.engine.absorb(&mut slot.ctx(), ledger, runs, clock);
+        if left_out > 0 {
+            warn!(group = slot.id, left_out, "runs of the commit not merged into a full pull request group");
+        }
+        fired.into_iter().map(|t| (slot.id, t)).collect()
     }
 
     /// Fires settle / cooldown timers that are due (by wall clock, or by the caller's event
@@ -247,6 +361,14 @@ impl Store {
             .collect();
         let (mut ledger, _) = lock_ledger(tx, &BTreeSet::new(), &cooldown_keys).await?;
         let original_ledger = ledger.clone();
+        let prs: BTreeSet<(i64, u64)> = slots
+            .iter()
+            .filter_map(|s| s.pr_number.map(|n| (s.repo.internal_id, n)))
+            .collect();
+        let heads = association::load_heads(tx, &prs).await?;
+        for slot in &mut slots {
+            set_head(slot, &heads);
+        }
         let clock = Clock {
             event: event_clock,
             wall: Utc::now(),
@@ -368,6 +490,16 @@ fn slot_from_row(
         original_state: state.clone(),
         state,
     }))
+}
+
+/// Gives the engine the head of the slot's pull request (not stored with the group).
+fn set_head(slot: &mut Slot, heads: &BTreeMap<(i64, u64), association::Head>) {
+    let head = slot
+        .pr_number
+        .and_then(|n| heads.get(&(slot.repo.internal_id, n)))
+        .map(|(_, sha)| sha.clone());
+    slot.state.pr_head.clone_from(&head);
+    slot.original_state.pr_head = head;
 }
 
 /// Inserts the absent groups, then locks all of them in key order (one round trip).

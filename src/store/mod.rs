@@ -7,6 +7,7 @@
 //! states and the triggers (into the outbox), commit. Nothing but the database is called
 //! while the locks are held. Serialization failures and deadlocks retry the transaction.
 
+mod association;
 mod groups;
 mod outbox;
 mod purge;

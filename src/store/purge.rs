@@ -7,7 +7,7 @@ use super::{Store, StoreError};
 
 impl Store {
     /// Deletes groups not updated for `older_than`, `batch` rows per statement, and the
-    /// sent outbox rows and streaks as old. Returns the number of groups deleted.
+    /// sent outbox rows, streaks, commit associations and pull request heads as old. Returns the number of groups deleted.
     pub async fn purge(&self, older_than: Duration, batch: i64) -> Result<u64, StoreError> {
         let secs = older_than.as_secs_f64();
         let mut groups = 0u64;
@@ -41,6 +41,15 @@ impl Store {
                  LIMIT $2 FOR UPDATE SKIP LOCKED)",
             "DELETE FROM streaks WHERE (repository_id, rule, branch, workflow) IN (
                  SELECT repository_id, rule, branch, workflow FROM streaks
+                 WHERE updated_at < now() - make_interval(secs => $1)
+                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            // Commit → pull request associations and pull request heads (store/association.rs).
+            "DELETE FROM commit_pulls WHERE (repository_id, commit_sha, pr_number) IN (
+                 SELECT repository_id, commit_sha, pr_number FROM commit_pulls
+                 WHERE created_at < now() - make_interval(secs => $1)
+                 LIMIT $2 FOR UPDATE SKIP LOCKED)",
+            "DELETE FROM pull_heads WHERE (repository_id, pr_number) IN (
+                 SELECT repository_id, pr_number FROM pull_heads
                  WHERE updated_at < now() - make_interval(secs => $1)
                  LIMIT $2 FOR UPDATE SKIP LOCKED)",
         ] {

@@ -20,7 +20,7 @@ use super::supervisor::TaskResult;
 use super::{Ctx, Fault};
 use crate::delivery;
 use crate::engine::Clock;
-use crate::event::{Event, decode};
+use crate::pull_request::{Input, decode_input};
 use crate::store::EventOutcome;
 use crate::trigger::Trigger;
 
@@ -110,8 +110,8 @@ async fn process(ctx: &Ctx, pipeline: &mut Pipeline, batch: Vec<Message>) {
         if delivered > 1 {
             metrics::counter!("runwatch_redeliveries_total").increment(1);
         }
-        match decode(&msg.payload, &limits) {
-            Ok(event) => valid.push((msg, event)),
+        match decode_input(&msg.payload, &limits) {
+            Ok(input) => valid.push((msg, input)),
             Err(rejection) => {
                 disposition::dead_letter(&ctx.bus, &ctx.config, &msg, rejection.code.as_str(), &rejection.detail)
                     .instrument(info_span!("poison", seq))
@@ -125,15 +125,15 @@ async fn process(ctx: &Ctx, pipeline: &mut Pipeline, batch: Vec<Message>) {
 }
 
 /// Records a batch of valid events; splits it on a non-transient failure.
-fn decide<'a>(ctx: &'a Ctx, pipeline: &'a mut Pipeline, batch: Vec<(Message, Event)>) -> BoxFuture<'a, ()> {
+fn decide<'a>(ctx: &'a Ctx, pipeline: &'a mut Pipeline, batch: Vec<(Message, Input)>) -> BoxFuture<'a, ()> {
     Box::pin(async move {
-        let events: Vec<Event> = batch.iter().map(|(_, e)| e.clone()).collect();
+        let events: Vec<Input> = batch.iter().map(|(_, e)| e.clone()).collect();
         let clock = Clock {
             event: ctx.clock.get(),
             wall: Utc::now(),
         };
         let started = Instant::now();
-        match ctx.store.record(&events, clock).await {
+        match ctx.store.record_inputs(&events, clock).await {
             Ok(outcome) => {
                 let recorded = started.elapsed();
                 ctx.clock.advance(outcome.clock.event);
@@ -178,7 +178,7 @@ fn decide<'a>(ctx: &'a Ctx, pipeline: &'a mut Pipeline, batch: Vec<(Message, Eve
 /// Publishes what a committed batch decided, then disposes of its inputs: applied events
 /// are acked (their decision is in the database; a trigger that could not be published
 /// stays in the outbox for the relay), rejected ones are dead-lettered.
-async fn finish(ctx: &Ctx, batch: Vec<(Message, Event)>, outcomes: Vec<EventOutcome>, triggers: Vec<Trigger>) {
+async fn finish(ctx: &Ctx, batch: Vec<(Message, Input)>, outcomes: Vec<EventOutcome>, triggers: Vec<Trigger>) {
     delivery::publish(&ctx.store, &ctx.bus, &triggers).await;
     for ((msg, event), result) in batch.into_iter().zip(outcomes) {
         let (seq, _) = msg_info(&msg);
@@ -194,12 +194,12 @@ async fn finish(ctx: &Ctx, batch: Vec<(Message, Event)>, outcomes: Vec<EventOutc
     }
 }
 
-pub(crate) fn group_label(e: &Event) -> String {
+pub(crate) fn group_label(e: &Input) -> String {
     format!(
         "{}/{}#{}@{}",
-        e.repository.owner,
-        e.repository.name,
-        e.pr_number.map_or_else(|| "-".into(), |p| p.to_string()),
-        e.commit_sha
+        e.repository().owner,
+        e.repository().name,
+        e.pr_number().map_or_else(|| "-".into(), |p| p.to_string()),
+        e.commit_sha()
     )
 }

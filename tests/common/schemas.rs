@@ -32,6 +32,12 @@ pub fn event_schema() -> &'static Validator {
     V.get_or_init(|| load("workflow_run.v1.json"))
 }
 
+/// `schemas/pull_request.v1.json`.
+pub fn pull_request_schema() -> &'static Validator {
+    static V: OnceLock<Validator> = OnceLock::new();
+    V.get_or_init(|| load("pull_request.v1.json"))
+}
+
 /// `schemas/trigger.v1.json`.
 pub fn trigger_schema() -> &'static Validator {
     static V: OnceLock<Validator> = OnceLock::new();

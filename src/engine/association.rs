@@ -1,0 +1,55 @@
+//! Runs that reach a pull request's group through their commit (docs/design.md "Pull
+//! requests of a commit"): a run reported without a pull request (a commit status, a fork's
+//! workflow run, a push build) also counts in the group of every pull request its commit is
+//! known to belong to. [`Engine::absorb`] merges such runs into a group with the same
+//! per-run merge as [`Engine::apply`], so a pull request's group ends in the merge of every
+//! run of its commit, whichever arrives first: its own events, the runs without a pull
+//! request, or the association.
+
+use super::merge::{self, RunState};
+use super::{Clock, Engine, GroupCtx, Ledger, RuleKind};
+use crate::trigger::Trigger;
+
+impl Engine {
+    /// Fires the group's due timers, merges `runs` (run id → state) into it and evaluates
+    /// the group rules if anything changed. Streaks are not touched: a run is recorded in its
+    /// streak once, by the [`Engine::apply`] of its own event. A run that would make the
+    /// group exceed `limits.max_runs_per_group` is left out (it still counts in its own
+    /// group); returns the triggers and how many runs were left out.
+    pub fn absorb<'r>(
+        &self,
+        g: &mut GroupCtx<'_>,
+        ledger: &mut Ledger,
+        runs: impl IntoIterator<Item = (&'r String, &'r RunState)>,
+        clock: Clock,
+    ) -> (Vec<Trigger>, usize) {
+        let mut out = self.fire_due(g, ledger, clock);
+        let mut changed = false;
+        let mut left_out = 0;
+        for (id, run) in runs {
+            if !g.state.runs.contains_key(id)
+                && g.state.runs.len() >= self.limits.max_runs_per_group
+            {
+                left_out += 1;
+                continue;
+            }
+            let mut slot = g.state.runs.remove(id);
+            let this = merge::merge_into(&mut slot, run.clone());
+            if let Some(s) = slot {
+                g.state.runs.insert(id.clone(), s);
+            }
+            if this && g.branch.is_none() && run.branch.is_some() {
+                g.branch.clone_from(&run.branch);
+            }
+            changed |= this;
+        }
+        if changed {
+            for rule in self.rules.rules() {
+                if rule.kind == RuleKind::AllCompletedWithFailure {
+                    out.extend(self.evaluate_group(rule, g, ledger, clock, false));
+                }
+            }
+        }
+        (out, left_out)
+    }
+}

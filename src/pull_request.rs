@@ -1,0 +1,250 @@
+//! The second input message, schema `runwatch.pull_request.v1`: a pull request's head commit
+//! as a provider reported it (GitHub `pull_request` deliveries). It carries no run: it tells
+//! the worker that a commit belongs to a pull request, so the runs of that commit that came
+//! without one (commit statuses, a fork's workflow runs, push builds) count in the pull
+//! request's group, whichever arrives first (docs/design.md "Pull requests of a commit").
+//!
+//! [`decode_input`] reads either schema from the events stream; the size limit, the string
+//! limits and the rejection codes are those of [`crate::event::decode`].
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use crate::event::{self, Event, Limits, Provider, RejectCode, Rejection, Repository};
+
+/// The schema name of a [`PullRequestLink`].
+pub const PULL_REQUEST_SCHEMA: &str = "runwatch.pull_request.v1";
+
+/// A pull request's head commit at `updated_at`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PullRequestLink {
+    pub schema: String,
+    pub event_id: String,
+    pub provider: Provider,
+    pub repository: Repository,
+    /// The pull request's head commit.
+    pub commit_sha: String,
+    pub pr_number: u64,
+    /// The pull request's head branch.
+    #[serde(default)]
+    pub branch: Option<String>,
+    /// When the provider recorded this head (orders heads for `only_head_commit`).
+    pub updated_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub metadata: serde_json::Value,
+}
+
+/// One message of the events stream.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Input {
+    /// `runwatch.workflow_run.v1`.
+    Run(Event),
+    /// `runwatch.pull_request.v1`.
+    PullRequest(PullRequestLink),
+}
+
+impl Input {
+    pub fn event_id(&self) -> &str {
+        match self {
+            Input::Run(e) => &e.event_id,
+            Input::PullRequest(p) => &p.event_id,
+        }
+    }
+
+    pub fn provider(&self) -> Provider {
+        match self {
+            Input::Run(e) => e.provider,
+            Input::PullRequest(p) => p.provider,
+        }
+    }
+
+    pub fn repository(&self) -> &Repository {
+        match self {
+            Input::Run(e) => &e.repository,
+            Input::PullRequest(p) => &p.repository,
+        }
+    }
+
+    pub fn commit_sha(&self) -> &str {
+        match self {
+            Input::Run(e) => &e.commit_sha,
+            Input::PullRequest(p) => &p.commit_sha,
+        }
+    }
+
+    pub fn pr_number(&self) -> Option<u64> {
+        match self {
+            Input::Run(e) => e.pr_number,
+            Input::PullRequest(p) => Some(p.pr_number),
+        }
+    }
+
+    /// The repository as the registry resolves it.
+    pub fn repo_claim(&self) -> crate::repository::RepoClaim {
+        let r = self.repository();
+        crate::repository::RepoClaim {
+            provider: self.provider(),
+            external_id: r.id.clone(),
+            owner: r.owner.clone(),
+            name: r.name.clone(),
+        }
+    }
+
+    /// Event time: `run.updated_at` or the head's `updated_at`.
+    pub fn updated_at(&self) -> DateTime<Utc> {
+        match self {
+            Input::Run(e) => e.run.updated_at,
+            Input::PullRequest(p) => p.updated_at,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Peek {
+    #[serde(default)]
+    schema: Option<serde_json::Value>,
+}
+
+/// Decodes one message of either schema. A message whose `schema` is not
+/// `runwatch.pull_request.v1` is decoded by [`event::decode`] (so its rejections are
+/// unchanged).
+pub fn decode_input(bytes: &[u8], limits: &Limits) -> Result<Input, Rejection> {
+    if bytes.len() > limits.max_message_bytes {
+        return event::decode(bytes, limits).map(Input::Run);
+    }
+    let is_link = serde_json::from_slice::<Peek>(bytes)
+        .ok()
+        .and_then(|p| p.schema)
+        .is_some_and(|s| s == PULL_REQUEST_SCHEMA);
+    if !is_link {
+        return event::decode(bytes, limits).map(Input::Run);
+    }
+    let link: PullRequestLink = serde_json::from_slice(bytes)
+        .map_err(|e| Rejection::new(RejectCode::Invalid, format!("{e}")))?;
+    validate(link, limits).map(Input::PullRequest)
+}
+
+fn validate(link: PullRequestLink, limits: &Limits) -> Result<PullRequestLink, Rejection> {
+    let required = [
+        ("event_id", &link.event_id),
+        ("repository.owner", &link.repository.owner),
+        ("repository.name", &link.repository.name),
+        ("commit_sha", &link.commit_sha),
+    ];
+    for (field, value) in required {
+        if value.trim().is_empty() {
+            return Err(Rejection::new(
+                RejectCode::Invalid,
+                format!("{field} must not be empty"),
+            ));
+        }
+    }
+    let strings = [
+        ("event_id", Some(&link.event_id)),
+        ("repository.owner", Some(&link.repository.owner)),
+        ("repository.name", Some(&link.repository.name)),
+        ("repository.id", link.repository.id.as_ref()),
+        ("commit_sha", Some(&link.commit_sha)),
+        ("branch", link.branch.as_ref()),
+    ];
+    for (field, value) in strings {
+        let Some(v) = value else { continue };
+        if v.contains('\0') {
+            return Err(Rejection::new(
+                RejectCode::Invalid,
+                format!("{field} contains a NUL character"),
+            ));
+        }
+        if v.len() > limits.max_string_bytes {
+            return Err(Rejection::new(
+                RejectCode::Oversize,
+                format!(
+                    "{field} is {} bytes, the limit is {}",
+                    v.len(),
+                    limits.max_string_bytes
+                ),
+            ));
+        }
+    }
+    if link.event_id.chars().any(char::is_control) {
+        return Err(Rejection::new(
+            RejectCode::Invalid,
+            "event_id contains a control character",
+        ));
+    }
+    if link.pr_number == 0 {
+        return Err(Rejection::new(
+            RejectCode::Invalid,
+            "pr_number must be at least 1",
+        ));
+    }
+    if link.pr_number > event::MAX_PR_NUMBER {
+        return Err(Rejection::new(
+            RejectCode::Invalid,
+            format!(
+                "pr_number {} is above {}, the largest that can be stored",
+                link.pr_number,
+                event::MAX_PR_NUMBER
+            ),
+        ));
+    }
+    if !link.metadata.is_null() {
+        if !link.metadata.is_object() {
+            return Err(Rejection::new(
+                RejectCode::Invalid,
+                "metadata must be an object",
+            ));
+        }
+        let size = serde_json::to_vec(&link.metadata).map_or(usize::MAX, |v| v.len());
+        if size > limits.max_metadata_bytes {
+            return Err(Rejection::new(
+                RejectCode::Oversize,
+                format!(
+                    "metadata is {size} bytes, the limit is {}",
+                    limits.max_metadata_bytes
+                ),
+            ));
+        }
+    }
+    Ok(link)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LINK: &str = r#"{"schema":"runwatch.pull_request.v1","event_id":"p1","provider":"github",
+      "repository":{"owner":"o","name":"r","id":"7"},"commit_sha":"abc","pr_number":5,
+      "branch":"forker:fix","updated_at":"2026-01-01T00:00:00Z"}"#;
+
+    #[test]
+    fn both_schemas_decode() {
+        let Ok(Input::PullRequest(p)) = decode_input(LINK.as_bytes(), &Limits::default()) else {
+            panic!("not a link")
+        };
+        assert_eq!((p.pr_number, p.commit_sha.as_str()), (5, "abc"));
+        let code = |s: &str| {
+            decode_input(s.as_bytes(), &Limits::default())
+                .unwrap_err()
+                .code
+        };
+        assert_eq!(
+            code(&LINK.replace("\"pr_number\":5", "\"pr_number\":0")),
+            RejectCode::Invalid
+        );
+        assert_eq!(
+            code(&LINK.replace("\"pr_number\":5,", "")),
+            RejectCode::Invalid
+        );
+        assert_eq!(code(&LINK.replace("\"abc\"", "\"\"")), RejectCode::Invalid);
+        assert_eq!(
+            code(&LINK.replace("forker:fix", &"x".repeat(2000))),
+            RejectCode::Oversize
+        );
+        assert_eq!(code("not json"), RejectCode::NotJson);
+        assert_eq!(
+            code(&LINK.replace("pull_request.v1", "pull_request.v0")),
+            RejectCode::Schema
+        );
+    }
+}
