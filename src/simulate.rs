@@ -167,6 +167,15 @@ impl Simulation {
         pr.and_then(|n| self.heads.get(&(repo, n))).map(|(_, sha)| sha.clone())
     }
 
+    /// Every group's runs, by (repository internal id, pull request, commit): what the
+    /// property tests compare.
+    pub fn group_runs(&self) -> BTreeMap<(i64, Option<u64>, String), BTreeMap<String, crate::engine::RunState>> {
+        self.groups
+            .iter()
+            .map(|(k, g)| (k.clone(), g.state.runs.clone()))
+            .collect()
+    }
+
     /// Fires pending timers due at or before `until` (all of them when `None`), in due order.
     pub fn fire_timers_until(&mut self, until: Option<DateTime<Utc>>) -> Vec<Trigger> {
         let mut out = Vec::new();
