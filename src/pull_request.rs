@@ -105,19 +105,28 @@ struct Peek {
     schema: Option<serde_json::Value>,
 }
 
-/// Decodes one message of either schema. A message whose `schema` is not
-/// `runwatch.pull_request.v1` is decoded by [`event::decode`] (so its rejections are
-/// unchanged).
+/// Decodes one message of either schema. A message whose `schema` is a string naming
+/// neither is a `schema` rejection; any other message is decoded by [`event::decode`] (so
+/// the rejections of run events are unchanged).
 pub fn decode_input(bytes: &[u8], limits: &Limits) -> Result<Input, Rejection> {
     if bytes.len() > limits.max_message_bytes {
         return event::decode(bytes, limits).map(Input::Run);
     }
-    let is_link = serde_json::from_slice::<Peek>(bytes)
+    let schema = serde_json::from_slice::<Peek>(bytes)
         .ok()
-        .and_then(|p| p.schema)
-        .is_some_and(|s| s == PULL_REQUEST_SCHEMA);
-    if !is_link {
-        return event::decode(bytes, limits).map(Input::Run);
+        .and_then(|p| p.schema);
+    match schema.as_ref().and_then(|s| s.as_str()) {
+        Some(PULL_REQUEST_SCHEMA) => {}
+        Some(other) if other != event::SCHEMA => {
+            return Err(Rejection::new(
+                RejectCode::Schema,
+                format!(
+                    "schema is {other:?}, expected {:?} or {PULL_REQUEST_SCHEMA:?}",
+                    event::SCHEMA
+                ),
+            ));
+        }
+        _ => return event::decode(bytes, limits).map(Input::Run),
     }
     let link: PullRequestLink = serde_json::from_slice(bytes)
         .map_err(|e| Rejection::new(RejectCode::Invalid, format!("{e}")))?;

@@ -250,7 +250,10 @@ impl Engine {
             .iter()
             .filter(|(_, r)| rule.matches_run(&r.workflow, r.branch.as_deref()))
             .collect();
+        let moved_past = rule.only_head_commit
+            && g.state.pr_head.as_deref().is_some_and(|head| head != g.commit_sha);
         let holds = !relevant.is_empty()
+            && !moved_past
             && (!rule.require_pr || g.pr_number.is_some())
             && relevant.iter().all(|(_, r)| r.status == Status::Completed)
             && relevant.iter().any(|(_, r)| rule.is_failure(r.conclusion));

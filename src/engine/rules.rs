@@ -41,6 +41,11 @@ pub struct RuleConfig {
     pub settle: Option<Duration>,
     #[serde(default)]
     pub refire_on_rerun: Option<bool>,
+    /// `all_completed_with_failure`: do not fire for a commit the pull request has moved
+    /// past (its head, as the latest `runwatch.pull_request.v1` message says, is another
+    /// commit). Default false.
+    #[serde(default)]
+    pub only_head_commit: Option<bool>,
     #[serde(default)]
     pub threshold: Option<u32>,
     #[serde(default)]
@@ -122,6 +127,7 @@ pub struct Rule {
     pub require_pr: bool,
     pub settle: Duration,
     pub refire_on_rerun: bool,
+    pub only_head_commit: bool,
     pub threshold: u32,
     pub repositories: Filter,
     pub branches: Filter,
@@ -173,6 +179,7 @@ impl RuleSet {
             require_pr: None,
             settle: None,
             refire_on_rerun: None,
+            only_head_commit: None,
             threshold: None,
             repositories: None,
             branches: None,
@@ -216,6 +223,7 @@ impl RuleSet {
                     ("require_pr", c.require_pr.is_some()),
                     ("settle", c.settle.is_some()),
                     ("refire_on_rerun", c.refire_on_rerun.is_some()),
+                    ("only_head_commit", c.only_head_commit.is_some()),
                 ] {
                     if set {
                         return Err(err(field, "does not apply to kind repeated_failure"));
@@ -261,6 +269,7 @@ impl RuleSet {
                 require_pr: c.require_pr.unwrap_or(true),
                 settle: c.settle.unwrap_or_default(),
                 refire_on_rerun: c.refire_on_rerun.unwrap_or(false),
+                only_head_commit: c.only_head_commit.unwrap_or(false),
                 threshold,
                 repositories: filter("repositories", &c.repositories, true)?,
                 branches: filter("branches", &c.branches, false)?,
