@@ -176,3 +176,49 @@ proptest! {
         prop_assert_eq!(got_triggers.len(), got_triggers.iter().map(|(_, pr)| pr).collect::<BTreeSet<_>>().len());
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+
+    /// `decode_input` never panics, on any bytes and on a pull request message with any one
+    /// field replaced by any JSON scalar; what it accepts as a pull request message keeps
+    /// the contract (pull request 1..=i64::MAX, a commit, an event id) and re-encodes to
+    /// the same message.
+    #[test]
+    fn decode_input_never_panics(
+        bytes in prop::collection::vec(any::<u8>(), 0..300),
+        field in 0usize..9,
+        value in prop_oneof![
+            Just(serde_json::Value::Null),
+            any::<bool>().prop_map(serde_json::Value::from),
+            any::<i64>().prop_map(serde_json::Value::from),
+            any::<u64>().prop_map(serde_json::Value::from),
+            ".{0,40}".prop_map(serde_json::Value::from),
+        ],
+    ) {
+        let limits = Limits::default();
+        let _ = runwatch::pull_request::decode_input(&bytes, &limits);
+        let mut v = serde_json::to_value(PullRequestLink {
+            schema: PULL_REQUEST_SCHEMA.into(),
+            event_id: "e".into(),
+            provider: Provider::Github,
+            repository: repository(),
+            commit_sha: SHA.into(),
+            pr_number: 1,
+            branch: None,
+            updated_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            metadata: serde_json::Value::Null,
+        })
+        .unwrap();
+        let keys = ["schema", "event_id", "provider", "repository", "commit_sha", "pr_number", "branch", "updated_at", "metadata"];
+        v[keys[field]] = value;
+        let text = serde_json::to_vec(&v).unwrap();
+        if let Ok(runwatch::pull_request::Input::PullRequest(link)) = runwatch::pull_request::decode_input(&text, &limits) {
+            prop_assert!(link.pr_number >= 1 && link.pr_number <= runwatch::event::MAX_PR_NUMBER);
+            prop_assert!(!link.commit_sha.trim().is_empty() && !link.event_id.trim().is_empty());
+            prop_assert!(link.metadata.is_null() || link.metadata.is_object());
+            let again = runwatch::pull_request::decode_input(&serde_json::to_vec(&link).unwrap(), &limits);
+            prop_assert_eq!(again, Ok(runwatch::pull_request::Input::PullRequest(link)));
+        }
+    }
+}
