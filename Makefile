@@ -59,7 +59,7 @@ down:
 deny:
 	scripts/cargo-deny.sh
 
-# Throughput, latency and memory against the configured services (examples/bench.rs);
+# Throughput, latency and memory against the configured services (examples/bench/);
 # options after BENCH_ARGS, e.g. make bench BENCH_ARGS="--events 20000 --groups 2000".
 BENCH_ARGS ?=
 bench: services

@@ -17,6 +17,9 @@
 //! the worker falls behind (more than `--max-pending` messages not yet acknowledged at
 //! the end), or when the worker exits.
 
+#[path = "../tests/common/services.rs"]
+mod services;
+
 use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::process::{ExitCode, Stdio};
@@ -30,6 +33,8 @@ use bytes::Bytes;
 use chrono::Utc;
 use clap::Parser;
 use sqlx::Connection;
+
+use services::{database_url, nats_url, with_database};
 
 #[derive(Parser, Debug, Clone)]
 #[command(about = "runwatch memory soak (see examples/soak.rs)")]
@@ -64,31 +69,6 @@ struct Opts {
     /// The runwatch binary (default: next to this example's directory, `../runwatch`).
     #[arg(long)]
     bin: Option<PathBuf>,
-}
-
-fn database_url() -> String {
-    std::env::var("DATABASE_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/runwatch".into())
-}
-
-fn nats_url() -> String {
-    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
-/// Replaces the database name of a Postgres URL.
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let host_part = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{host_part}/{db}?{q}"),
-        None => format!("{host_part}/{db}"),
-    }
 }
 
 /// Database, streams, subjects and durable of this run.

@@ -5,7 +5,7 @@
 #[path = "common/nats.rs"]
 mod nats_common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
@@ -14,7 +14,7 @@ use futures::StreamExt;
 use runwatch::bus::{Bus, BusError, DeadLetter, StreamKind, dead_headers};
 use runwatch::config::Config;
 use runwatch::event::Provider;
-use runwatch::trigger::{Trigger, TriggerRepository, TriggerRun};
+use runwatch::trigger::Trigger;
 use tokio::time::Instant;
 
 use nats_common::{
@@ -38,39 +38,7 @@ fn event_body(id: &str) -> Bytes {
 }
 
 fn trigger(n: u32) -> Trigger {
-    let mut runs = BTreeMap::new();
-    runs.insert(
-        "289782451".to_string(),
-        TriggerRun {
-            attempt: 1,
-            workflow: "test".into(),
-            status: runwatch::event::Status::Completed,
-            conclusion: Some(runwatch::event::Conclusion::Failure),
-            url: None,
-            updated_at: "2020-10-05T16:33:24Z".parse().expect("time"),
-        },
-    );
-    Trigger {
-        schema: runwatch::trigger::TRIGGER_SCHEMA.to_string(),
-        trigger_id: runwatch::trigger::trigger_id(&["bus-test", &n.to_string()]),
-        rule: "all_completed_with_failure".into(),
-        rule_name: "all_completed_with_failure".into(),
-        provider: Provider::Github,
-        repository: TriggerRepository {
-            owner: "octo-org".into(),
-            name: "octo-repo".into(),
-            id: Some("300029405".into()),
-            internal_id: 17,
-        },
-        pr_number: Some(2),
-        commit_sha: format!("3484a3fb{n}"),
-        branch: Some("feature/x".into()),
-        workflow: None,
-        episode: 0,
-        runs,
-        failed_workflows: vec!["test".into()],
-        fired_at: "2020-10-05T16:34:00Z".parse().expect("time"),
-    }
+    nats_common::sample_trigger("bus-test", n)
 }
 
 /// Pulls until `want` messages were collected or `within` passed; acks each.

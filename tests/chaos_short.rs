@@ -4,10 +4,12 @@
 //! own nats-server and Postgres. Nothing may be lost, duplicated or invented, and exactly
 //! the poison is dead-lettered.
 
-#[path = "common/chaos.rs"]
+#[path = "common/chaos/mod.rs"]
 mod chaos;
 #[path = "common/procs.rs"]
 mod procs;
+#[path = "common/trace.rs"]
+mod trace;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -58,7 +60,7 @@ fn the_check_counts_lost_duplicated_and_invented_triggers() {
     let mut o = chaos::Options::new(PathBuf::from("unused"));
     o.events = 2_000;
     let trace = chaos::generate(&o);
-    let trigger = |sha: &str, id: &str, g: &chaos::GroupTruth, flip: bool| {
+    let trigger = |sha: &str, id: &str, g: &trace::GroupTruth, flip: bool| {
         let runs: serde_json::Map<String, serde_json::Value> = g
             .runs
             .iter()
@@ -79,7 +81,7 @@ fn the_check_counts_lost_duplicated_and_invented_triggers() {
         let t = serde_json::json!({"trigger_id": id, "commit_sha": sha, "runs": runs, "failed_workflows": failed});
         bytes::Bytes::from(t.to_string())
     };
-    let mut expected: Vec<(&String, &chaos::GroupTruth)> =
+    let mut expected: Vec<(&String, &trace::GroupTruth)> =
         trace.groups.iter().filter(|(_, g)| g.must_fire()).collect();
     expected.sort_by_key(|(sha, _)| (*sha).clone());
     let quiet = trace

@@ -10,15 +10,14 @@
 #[path = "common/nats.rs"]
 mod nats_common;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use async_nats::HeaderMap;
 use runwatch::bus::Bus;
 use runwatch::config::Config;
-use runwatch::event::Provider;
-use runwatch::trigger::{Trigger, TriggerRepository, TriggerRun};
+use runwatch::trigger::Trigger;
 
 use nats_common::{StreamsGuard, init_tracing, test_config};
 
@@ -27,39 +26,7 @@ fn repo_root() -> PathBuf {
 }
 
 fn trigger(n: u32) -> Trigger {
-    let mut runs = BTreeMap::new();
-    runs.insert(
-        format!("{}", 9000 + n),
-        TriggerRun {
-            attempt: 1,
-            workflow: "test".into(),
-            status: runwatch::event::Status::Completed,
-            conclusion: Some(runwatch::event::Conclusion::Failure),
-            url: None,
-            updated_at: "2026-11-25T10:03:00Z".parse().expect("time"),
-        },
-    );
-    Trigger {
-        schema: runwatch::trigger::TRIGGER_SCHEMA.to_string(),
-        trigger_id: runwatch::trigger::trigger_id(&["consumers-test", &n.to_string()]),
-        rule: "all_completed_with_failure".into(),
-        rule_name: "all_completed_with_failure".into(),
-        provider: Provider::Github,
-        repository: TriggerRepository {
-            owner: "octo-org".into(),
-            name: "octo-repo".into(),
-            id: Some("300029405".into()),
-            internal_id: 1,
-        },
-        pr_number: Some(u64::from(n)),
-        commit_sha: format!("d3adb33f{n}"),
-        branch: Some("feature/demo".into()),
-        workflow: None,
-        episode: 0,
-        runs,
-        failed_workflows: vec!["test".into()],
-        fired_at: "2026-11-25T10:03:00Z".parse().expect("time"),
-    }
+    nats_common::sample_trigger("consumers-test", n)
 }
 
 /// A triggers stream holding 3 triggers and, past deduplication, a second copy of the

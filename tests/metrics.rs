@@ -95,12 +95,12 @@ async fn metrics_health_and_readiness_of_a_live_worker() {
     let bus = Bus::connect(&env.config).await.expect("connect");
     bus.ensure_streams().await.expect("streams");
     // 12 groups × 2 runs (queued + completed each), 10% duplicates, half the groups fail.
-    let trace = common::trace::generate(7, 12, 2, 0.5, 0.1);
-    assert!(!trace.failing.is_empty(), "the seed gives failing groups");
-    publish_lines(&bus, &trace.lines).await;
-    let wrong_schema =
-        trace.lines[0].replace("runwatch.workflow_run.v1", "runwatch.workflow_run.v0");
-    assert_ne!(wrong_schema, trace.lines[0]);
+    let trace = common::trace::shuffled(7, 12, 2, 0.5, 0.1);
+    let (lines, failing) = (trace.lines(), trace.must_fire());
+    assert!(!failing.is_empty(), "the seed gives failing groups");
+    publish_lines(&bus, &lines).await;
+    let wrong_schema = lines[0].replace("runwatch.workflow_run.v1", "runwatch.workflow_run.v0");
+    assert_ne!(wrong_schema, lines[0]);
     let poison: [(&str, Vec<u8>); 2] = [
         ("poison-1", b"this is not json".to_vec()),
         ("poison-2", wrong_schema.into_bytes()),
@@ -122,7 +122,7 @@ async fn metrics_health_and_readiness_of_a_live_worker() {
         .messages as f64;
     let valid = stored - poison.len() as f64;
     assert!(
-        valid > 0.0 && valid < trace.lines.len() as f64,
+        valid > 0.0 && valid < lines.len() as f64,
         "duplicates were dropped by Nats-Msg-Id"
     );
 
@@ -215,13 +215,13 @@ async fn metrics_health_and_readiness_of_a_live_worker() {
     );
 
     // Triggers by rule: one per failing group, as in the outbound stream.
-    assert_eq!(triggers.len(), trace.failing.len());
+    assert_eq!(triggers.len(), failing.len());
     assert_eq!(
         value(
             &s,
             r#"runwatch_triggers_total{rule="all_completed_with_failure"}"#
         ),
-        trace.failing.len() as f64
+        failing.len() as f64
     );
 
     // No faults: nothing redelivered, relayed, purged or in conflict.
@@ -263,7 +263,7 @@ async fn metrics_health_and_readiness_of_a_live_worker() {
     assert!(tx_sum > 0.0 && tx_sum < 30.0, "transaction time {tx_sum}");
     assert!(value(&s, r#"runwatch_transaction_seconds_count{op="timers"}"#) >= 1.0);
     let publishes = value(&s, "runwatch_publish_seconds_count");
-    assert!(publishes >= 1.0 && publishes <= trace.failing.len() as f64);
+    assert!(publishes >= 1.0 && publishes <= failing.len() as f64);
     assert!(value(&s, "runwatch_publish_seconds_sum") > 0.0);
     assert_eq!(
         value(&s, "runwatch_decision_seconds_count"),

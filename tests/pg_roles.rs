@@ -47,32 +47,19 @@ struct Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let (admin_url, db, roles) = (self.admin_url.clone(), self.db.clone(), self.roles.clone());
-        let _ = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+        common::services::clean_up_blocking(async move {
+            let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await else {
                 return;
             };
-            rt.block_on(async move {
-                let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await else {
-                    return;
-                };
-                let _ = sqlx::query(&(format!(
-                    "DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)"
-                )))
+            let _ = sqlx::query(&(format!("DROP DATABASE IF EXISTS \"{db}\" WITH (FORCE)")))
                 .execute(&mut admin)
                 .await;
-                for role in roles {
-                    let _ = sqlx::query(&(format!(
-                        "DROP ROLE IF EXISTS \"{role}\""
-                    )))
+            for role in roles {
+                let _ = sqlx::query(&(format!("DROP ROLE IF EXISTS \"{role}\"")))
                     .execute(&mut admin)
                     .await;
-                }
-            });
-        })
-        .join();
+            }
+        });
     }
 }
 
@@ -133,10 +120,7 @@ fn event(id: &str, run: &str, conclusion: &str, at: i64) -> runwatch::event::Eve
 
 /// The SQLSTATE of a failed statement.
 async fn sqlstate(pool: &sqlx::PgPool, sql: &str) -> String {
-    match sqlx::query(sql)
-        .execute(pool)
-        .await
-    {
+    match sqlx::query(sql).execute(pool).await {
         Ok(_) => panic!("the worker role may run {sql:?}"),
         Err(sqlx::Error::Database(e)) => e.code().map(|c| c.to_string()).unwrap_or_default(),
         Err(e) => panic!("{sql:?}: unexpected error {e}"),

@@ -1,49 +1,12 @@
 //! A test environment on the real services: a fresh database and unique stream, subject
 //! and consumer names per test, so tests run in parallel and leave nothing behind.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use runwatch::config::Config;
 use sqlx::Connection;
 
-static COUNTER: AtomicU64 = AtomicU64::new(0);
-
-/// A short unique suffix: process id, a counter and the clock.
-pub fn unique(prefix: &str) -> String {
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{prefix}_{}_{}_{}", std::process::id(), n, t % 1_000_000)
-}
-
-pub fn database_url() -> String {
-    std::env::var("DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/runwatch".into())
-}
-
-pub fn nats_url() -> String {
-    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into())
-}
-
-/// Replaces the database name of a Postgres URL.
-pub fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let scheme_end = base.find("://").map_or(0, |i| i + 3);
-    let host_part = match base[scheme_end..].find('/') {
-        Some(i) => &base[..scheme_end + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{host_part}/{db}?{q}"),
-        None => format!("{host_part}/{db}"),
-    }
-}
+pub use super::services::{database_url, nats_url, unique, with_database};
 
 pub struct TestEnv {
     pub config: Config,
@@ -64,15 +27,7 @@ impl Drop for TestEnv {
             admin_url: self.admin_url.clone(),
             cleaned: true,
         };
-        let _ = std::thread::spawn(move || {
-            if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                rt.block_on(env.remove());
-            }
-        })
-        .join();
+        super::services::clean_up_blocking(async move { env.remove().await });
     }
 }
 
@@ -95,15 +50,7 @@ impl TestEnv {
         config.database.url = with_database(&base, &db_name);
         config.database.max_connections = 5;
         config.nats.url = nats_url();
-        let tag = unique("T").to_uppercase();
-        config.streams.events = format!("EV_{tag}");
-        config.streams.triggers = format!("TR_{tag}");
-        config.streams.dead = format!("DL_{tag}");
-        let subj = tag.to_lowercase();
-        config.streams.events_subject_prefix = format!("t.{subj}.events");
-        config.streams.triggers_subject_prefix = format!("t.{subj}.triggers");
-        config.streams.dead_subject_prefix = format!("t.{subj}.dead");
-        config.consumer.durable = format!("w_{subj}");
+        super::services::name_uniquely(&mut config, &unique("t"));
         config.consumer.ack_wait = Duration::from_secs(10);
         config.consumer.heartbeat = Duration::from_secs(2);
         config.retry.min_delay = Duration::from_millis(50);
@@ -186,12 +133,10 @@ impl TestEnv {
             }
         }
         if let Ok(mut admin) = sqlx::PgConnection::connect(&self.admin_url).await {
-            let _ = sqlx::query(&(format!(
-                "DROP DATABASE IF EXISTS {} WITH (FORCE)",
-                self.db_name
-            )))
-            .execute(&mut admin)
-            .await;
+            let _ =
+                sqlx::query(&(format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db_name)))
+                    .execute(&mut admin)
+                    .await;
         }
     }
 }

@@ -5,4 +5,5 @@ pub mod live;
 pub mod procs;
 pub mod scenarios;
 pub mod schemas;
+pub mod services;
 pub mod trace;

@@ -4,30 +4,25 @@
 //! Include with `#[path = "common/nats.rs"] mod nats_common;`.
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use figment::Figment;
 use figment::providers::{Format, Toml};
 use runwatch::config::{Config, DEFAULT_TOML};
+use runwatch::event::Provider;
+use runwatch::trigger::{Trigger, TriggerRepository, TriggerRun};
 
-/// The NATS server of the test run: `NATS_URL`, default `nats://127.0.0.1:4222`.
-pub fn nats_url() -> String {
-    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string())
-}
+#[path = "services.rs"]
+mod services;
+pub use services::nats_url;
 
 /// A suffix unique across parallel tests and test processes: pid, counter, time.
 pub fn unique_suffix() -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let nanos = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
-    format!("{}x{}x{:08x}", std::process::id(), n, nanos)
+    services::unique("n")
 }
 
 /// The default configuration pointing at `url`, with streams, subjects and the durable
@@ -40,14 +35,7 @@ pub fn test_config_for(url: &str, suffix: &str) -> Config {
     config.nats.url = url.to_string();
     config.nats.connect_timeout = Duration::from_secs(2);
     config.nats.request_timeout = Duration::from_secs(5);
-    let upper = suffix.to_uppercase();
-    config.streams.events = format!("RWT_{upper}_EVENTS");
-    config.streams.triggers = format!("RWT_{upper}_TRIGGERS");
-    config.streams.dead = format!("RWT_{upper}_DEAD");
-    config.streams.events_subject_prefix = format!("rwt.{suffix}.events");
-    config.streams.triggers_subject_prefix = format!("rwt.{suffix}.triggers");
-    config.streams.dead_subject_prefix = format!("rwt.{suffix}.dead");
-    config.consumer.durable = format!("rwt-{suffix}");
+    services::name_uniquely(&mut config, suffix);
     config.consumer.ack_wait = Duration::from_secs(10);
     config.consumer.heartbeat = Duration::from_secs(1);
     config.retry.min_delay = Duration::from_millis(100);
@@ -85,29 +73,18 @@ impl Drop for StreamsGuard {
     fn drop(&mut self) {
         let url = self.url.clone();
         let streams = std::mem::take(&mut self.streams);
-        let cleanup = std::thread::spawn(move || {
-            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            else {
+        services::clean_up_blocking(async move {
+            let connect = async_nats::ConnectOptions::new()
+                .connection_timeout(Duration::from_secs(2))
+                .connect(url.as_str());
+            let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(5), connect).await else {
                 return;
             };
-            rt.block_on(async move {
-                let connect = async_nats::ConnectOptions::new()
-                    .connection_timeout(Duration::from_secs(2))
-                    .connect(url.as_str());
-                let Ok(Ok(client)) = tokio::time::timeout(Duration::from_secs(5), connect).await
-                else {
-                    return;
-                };
-                let js = async_nats::jetstream::new(client);
-                for name in streams {
-                    let _ =
-                        tokio::time::timeout(Duration::from_secs(5), js.delete_stream(&name)).await;
-                }
-            });
+            let js = async_nats::jetstream::new(client);
+            for name in streams {
+                let _ = tokio::time::timeout(Duration::from_secs(5), js.delete_stream(&name)).await;
+            }
         });
-        let _ = cleanup.join();
     }
 }
 
@@ -204,4 +181,41 @@ pub fn init_tracing() {
         .with_env_filter(filter)
         .with_test_writer()
         .try_init();
+}
+
+/// A trigger of a failed `test` workflow; `tag` and `n` make its id, run and commit.
+pub fn sample_trigger(tag: &str, n: u32) -> Trigger {
+    let mut runs = BTreeMap::new();
+    runs.insert(
+        format!("{}", 9000 + n),
+        TriggerRun {
+            attempt: 1,
+            workflow: "test".into(),
+            status: runwatch::event::Status::Completed,
+            conclusion: Some(runwatch::event::Conclusion::Failure),
+            url: None,
+            updated_at: "2026-11-25T10:03:00Z".parse().expect("time"),
+        },
+    );
+    Trigger {
+        schema: runwatch::trigger::TRIGGER_SCHEMA.to_string(),
+        trigger_id: runwatch::trigger::trigger_id(&[tag, &n.to_string()]),
+        rule: "all_completed_with_failure".into(),
+        rule_name: "all_completed_with_failure".into(),
+        provider: Provider::Github,
+        repository: TriggerRepository {
+            owner: "octo-org".into(),
+            name: "octo-repo".into(),
+            id: Some("300029405".into()),
+            internal_id: 1,
+        },
+        pr_number: Some(u64::from(n)),
+        commit_sha: format!("d3adb33f{n}"),
+        branch: Some("feature/demo".into()),
+        workflow: None,
+        episode: 0,
+        runs,
+        failed_workflows: vec!["test".into()],
+        fired_at: "2026-11-25T10:03:00Z".parse().expect("time"),
+    }
 }

@@ -1,0 +1,165 @@
+//! The phase's database: pre-filled old groups, and EXPLAIN ANALYZE of the hot path.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use sqlx::{Connection, Row};
+
+/// A group state with five completed runs, made by the engine itself, so the pre-filled
+/// rows look like real ones.
+pub fn completed_state() -> Result<String> {
+    let config = runwatch::config::Config::load(None)?;
+    let engine = runwatch::engine::Engine::new(config.rule_set()?, config.limits);
+    let repo = runwatch::engine::RepoRef {
+        internal_id: 1,
+        stable_key: "github:id:1000".into(),
+        provider: runwatch::event::Provider::Github,
+        owner: "acme".into(),
+        name: "repo-0".into(),
+        external_id: Some("1000".into()),
+    };
+    let mut state = runwatch::engine::GroupState::default();
+    let mut branch = None;
+    let mut ledger = runwatch::engine::Ledger::default();
+    for r in 0..5 {
+        let e = serde_json::json!({
+            "schema": "runwatch.workflow_run.v1", "event_id": format!("p{r}"), "provider": "github",
+            "repository": {"owner": "acme", "name": "repo-0", "id": "1000"},
+            "commit_sha": "0", "branch": "old", "pr_number": 1,
+            "run": {"id": format!("old-{r}"), "attempt": 1, "workflow": format!("wf-{r}"), "status": "completed",
+                    "conclusion": "success", "url": "https://ci.example/acme/runs/old",
+                    "updated_at": "2026-01-01T00:00:00Z"},
+        });
+        let event = runwatch::event::decode(e.to_string().as_bytes(), &config.limits)
+            .map_err(|r| anyhow::anyhow!("prefill event: {}", r.detail))?;
+        let clock = runwatch::engine::Clock::event_time(event.run.updated_at);
+        let mut ctx = runwatch::engine::GroupCtx {
+            repo: &repo,
+            pr_number: Some(1),
+            commit_sha: "0",
+            branch: &mut branch,
+            state: &mut state,
+        };
+        engine
+            .apply(&mut ctx, &mut ledger, &event, clock)
+            .map_err(|r| anyhow::anyhow!("prefill apply: {}", r.detail))?;
+    }
+    Ok(serde_json::to_string(&state)?)
+}
+
+/// Writes `n` old groups with five completed runs each, spread over the trace's 50
+/// repositories (registered here as the worker would), with commits the trace never uses.
+pub async fn prefill(url: &str, n: u64) -> Result<()> {
+    let started = Instant::now();
+    let state = completed_state()?;
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    sqlx::query(
+        "INSERT INTO repositories (provider, external_id, owner, name, stable_key)
+         SELECT 'github', (1000 + i)::text, 'acme', 'repo-' || i, 'github:id:' || (1000 + i)
+         FROM generate_series(0, 49) AS i ON CONFLICT DO NOTHING",
+    )
+    .execute(&mut conn)
+    .await?;
+    sqlx::query(
+        "INSERT INTO groups (repository_id, pr_number, commit_sha, branch, state, created_at, updated_at)
+         SELECT r.id, 1000000 + i, md5(i::text) || 'prefill', 'old', $2::jsonb,
+                now() - interval '1 day', now() - interval '1 day'
+         FROM generate_series(1, $1) AS i
+         JOIN repositories r ON r.external_id = (1000 + i % 50)::text",
+    )
+    .bind(n as i64)
+    .bind(&state)
+    .execute(&mut conn)
+    .await?;
+    sqlx::query("VACUUM ANALYZE groups")
+        .execute(&mut conn)
+        .await?;
+    let size: String = sqlx::query("SELECT pg_size_pretty(pg_total_relation_size('groups')) AS s")
+        .fetch_one(&mut conn)
+        .await?
+        .get("s");
+    conn.close().await?;
+    println!(
+        "prefill: {n} groups in {:.1}s (groups table with indexes: {size})",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
+}
+
+/// EXPLAIN ANALYZE of the decision transaction's statements for 64 existing groups (the two
+/// statements of `runwatch_lock_groups` one by one: EXPLAIN does not look inside a function).
+pub async fn explain(url: &str) -> Result<()> {
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    let keys = sqlx::query(
+        "SELECT array_agg(repository_id) AS r, array_agg(COALESCE(pr_number, 0)) AS p, array_agg(commit_sha) AS s,
+                array_agg(id) AS ids
+         FROM (SELECT * FROM groups ORDER BY random() LIMIT 64) g",
+    )
+    .fetch_one(&mut conn)
+    .await?;
+    let r: Vec<i64> = keys.get("r");
+    let p: Vec<i64> = keys.get("p");
+    let s: Vec<String> = keys.get("s");
+    let ids: Vec<i64> = keys.get("ids");
+    let count: i64 = sqlx::query("SELECT count(*) AS n FROM groups")
+        .fetch_one(&mut conn)
+        .await?
+        .get("n");
+    println!("explain: groups table holds {count} rows; 64 random keys");
+    let mut tx = conn.begin().await?;
+    let statements = [
+        (
+            "insert absent groups",
+            "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) INSERT INTO groups (repository_id, pr_number, commit_sha)
+             SELECT u.r, NULLIF(u.p, 0), u.s FROM UNNEST($1::bigint[], $2::bigint[], $3::text[]) AS u(r, p, s)
+             ON CONFLICT DO NOTHING",
+        ),
+        (
+            "lock groups",
+            "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) SELECT g.id, g.repository_id, g.pr_number, g.commit_sha, g.branch, g.state
+             FROM groups g
+             JOIN UNNEST($1::bigint[], $2::bigint[], $3::text[]) AS u(r, p, s)
+               ON g.repository_id = u.r AND COALESCE(g.pr_number, 0) = u.p AND g.commit_sha = u.s
+             ORDER BY g.repository_id, COALESCE(g.pr_number, 0), g.commit_sha COLLATE \"C\"
+             FOR UPDATE OF g",
+        ),
+    ];
+    for (what, sql) in statements {
+        let rows = sqlx::query(sql)
+            .bind(&r)
+            .bind(&p)
+            .bind(&s)
+            .fetch_all(&mut *tx)
+            .await?;
+        print_plan(what, &rows);
+    }
+    explain_update(&mut tx, &ids).await?;
+    tx.rollback().await?;
+    conn.close().await?;
+    Ok(())
+}
+
+/// EXPLAIN ANALYZE of the decision transaction's group update (rolled back by the caller).
+async fn explain_update(tx: &mut sqlx::PgConnection, ids: &[i64]) -> Result<()> {
+    let rows = sqlx::query(
+        "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) UPDATE groups SET branch = u.b, state = u.st,
+                updated_at = now(), touched_on = (now() AT TIME ZONE 'UTC')::date
+         FROM UNNEST($1::bigint[], $2::text[], $3::jsonb[]) AS u(id, b, st) WHERE groups.id = u.id",
+    )
+    .bind(ids)
+    .bind(vec!["x".to_string(); ids.len()])
+    .bind(vec![serde_json::json!({}); ids.len()])
+    .fetch_all(&mut *tx)
+    .await?;
+    print_plan("update groups", &rows);
+    Ok(())
+}
+
+/// The plan lines of an EXPLAIN, under a heading.
+fn print_plan(what: &str, rows: &[sqlx::postgres::PgRow]) {
+    println!("explain: {what}");
+    for row in rows {
+        let line: String = row.get(0);
+        println!("  {line}");
+    }
+}

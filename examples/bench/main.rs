@@ -1,0 +1,226 @@
+//! `make bench`: runwatch's throughput, latency and memory against the configured NATS and
+//! Postgres, next to Postgres' own ceiling (`pgbench -N -c 8 -T 10`) and to the naive
+//! one-transaction-per-event mode (`consumer.batch_size = 1`).
+//!
+//! ```sh
+//! cargo build --release --bin runwatch --example bench
+//! target/release/examples/bench [--events N --groups G ...]   # --help for the options
+//! ```
+//!
+//! Every phase gets its own database (`rwbench_*`) and its own stream, subject and consumer
+//! names, and drops them at the end. A phase: `runwatch migrate`, optionally pre-fill
+//! groups, start the worker process(es) of the release binary (configured by environment
+//! variables), wait for the durable consumer, subscribe to the triggers subject, publish
+//! the trace (pipelined PubAcks; paced when asked), and poll the consumer until every
+//! event is acknowledged.
+//!
+//! * events/s: trace length / (first publish → consumer has nothing pending or unacked).
+//!   The worker runs while the trace is published, so at full speed the publisher shares
+//!   the two cores with it, as real producers would.
+//! * latency: for each failing group, from the moment the harness hands the group's last
+//!   event (the one that completes it, so the one that makes it fire) to the NATS client,
+//!   to the moment the harness receives the trigger on its core-NATS subscription to the
+//!   triggers subject; the server delivers it there when the worker's publish reaches the
+//!   stream, just before the PubAck goes back to the worker.
+//! * RSS: the worker's peak resident set (`VmHWM` in /proc/<pid>/status) after the run.
+//!
+//! Modules: `phase` (one measured run), `names` (its database and streams), `workers` (the
+//! worker processes), `database` (pre-fill, EXPLAIN), `references` (pgbench), `report`
+//! (figures and lines); the trace comes from tests/common/trace.rs.
+
+mod database;
+mod names;
+mod phase;
+mod references;
+mod report;
+#[path = "../../tests/common/services.rs"]
+mod services;
+#[path = "../../tests/common/trace.rs"]
+mod trace;
+mod workers;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+use async_nats::jetstream;
+use clap::Parser;
+
+use phase::{Bench, Phase};
+use report::{PhaseResult, describe, load};
+use trace::{Arrival, Shape, Trace};
+
+#[derive(Parser, Debug, Clone)]
+#[command(about = "runwatch benchmark (see examples/bench/main.rs)")]
+pub struct Opts {
+    /// Events in the main trace.
+    #[arg(long, default_value_t = 200_000)]
+    events: usize,
+    /// Groups (pull-request commits) in the main trace; events per group = events / groups.
+    #[arg(long, default_value_t = 20_000)]
+    groups: usize,
+    /// Share of groups with a failing run (they must fire).
+    #[arg(long, default_value_t = 0.10)]
+    fail_share: f64,
+    /// Events of the naive (`batch_size = 1`) run; groups scale with it. 0 skips it.
+    #[arg(long, default_value_t = 5_000)]
+    naive_events: usize,
+    /// Events of the half-load (paced) run; groups scale with it. 0 skips it.
+    #[arg(long, default_value_t = 60_000)]
+    half_load_events: usize,
+    /// Workers of the scale-out run (same trace as the main one). 0 skips it.
+    #[arg(long, default_value_t = 3)]
+    replicas: usize,
+    /// Groups (with completed runs) written into the database before the main run.
+    #[arg(long, default_value_t = 0)]
+    prefill: u64,
+    /// With --prefill: also run the main trace on an empty database and compare.
+    #[arg(long)]
+    compare_empty: bool,
+    /// `consumer.batch_size` of the main, half-load and replica runs (default: the
+    /// configured default).
+    #[arg(long)]
+    batch_size: Option<usize>,
+    /// Skip `pgbench` (the line then shows pgbench_tps=0).
+    #[arg(long)]
+    skip_pgbench: bool,
+    /// Print EXPLAIN ANALYZE of the hot-path statements on the main run's database.
+    #[arg(long)]
+    explain: bool,
+    /// Extra `RUNWATCH_…=value` settings for every worker (repeatable).
+    #[arg(long = "set")]
+    pub set: Vec<String>,
+    /// The runwatch binary (default: next to this example, `target/release/runwatch`).
+    #[arg(long)]
+    bin: Option<PathBuf>,
+    /// Serve the worker metrics of the main and half-load runs on this port and print their
+    /// timing summaries.
+    #[arg(long)]
+    pub metrics_port: Option<u16>,
+    /// Seed of the traces.
+    #[arg(long, default_value_t = 7)]
+    seed: u64,
+}
+
+/// Groups of `events / groups / 2` runs each: every run is queued, then completes (all
+/// queued events of a group come before its completions, so the group fires on its last
+/// event); a `fail_share` of the groups has one failing run. Groups are interleaved in
+/// windows of 1,000, so one group's events are spread over the trace and a batch touches
+/// many groups, as with real webhooks.
+fn bench_trace(seed: u64, events: usize, groups: usize, fail_share: f64) -> Trace {
+    let groups = groups.max(1);
+    let mut shape = Shape::groups(seed, groups, events / groups / 2, fail_share);
+    shape.arrival = Arrival::Waves { window: 1000 };
+    trace::generate(&shape)
+}
+
+/// The runwatch binary: `--bin`, or next to this example.
+fn locate_bin(opts: &Opts) -> Result<PathBuf> {
+    let bin = match &opts.bin {
+        Some(b) => b.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .and_then(|p| p.parent())
+            .map(|p| p.join("runwatch"))
+            .context("locating the runwatch binary")?,
+    };
+    if !bin.exists() {
+        bail!("{bin:?} not found: `cargo build --release --bin runwatch` first, or pass --bin");
+    }
+    Ok(bin)
+}
+
+/// A phase of the main trace's size with a smaller trace of `events`, paced or not.
+async fn scaled(bench: &Bench, events: usize, seed: u64, phase: &Phase<'_>) -> Result<PhaseResult> {
+    let o = &bench.opts;
+    let per_group = o.events as f64 / o.groups.max(1) as f64;
+    let groups = ((events as f64 / per_group) as usize).max(1);
+    let t = bench_trace(seed, events, groups, o.fail_share);
+    bench.run_phase(phase, &t).await
+}
+
+/// The half-load, naive and replica phases, each unless skipped; half load and naive.
+async fn after_main(
+    bench: &Bench,
+    main: &PhaseResult,
+    trace: &Trace,
+) -> Result<(Option<PhaseResult>, Option<PhaseResult>)> {
+    let o = &bench.opts;
+    let half = if o.half_load_events > 0 {
+        let rate = main.events_per_s / 2.0;
+        let phase = Phase {
+            pace: Some(rate),
+            ..Phase::new("half", o.batch_size)
+        };
+        let r = scaled(bench, o.half_load_events, o.seed + 1, &phase).await?;
+        describe(&format!("half load (paced at {rate:.0} events/s)"), &r);
+        Some(r)
+    } else {
+        None
+    };
+    let naive = if o.naive_events > 0 {
+        let r = scaled(
+            bench,
+            o.naive_events,
+            o.seed + 2,
+            &Phase::new("naive", Some(1)),
+        )
+        .await?;
+        describe("naive (batch_size = 1)", &r);
+        Some(r)
+    } else {
+        None
+    };
+    if o.replicas > 0 {
+        let phase = Phase {
+            workers: o.replicas,
+            ..Phase::new("replicas", o.batch_size)
+        };
+        let r = bench.run_phase(&phase, trace).await?;
+        describe(&format!("{} workers", o.replicas), &r);
+    }
+    Ok((half, naive))
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let opts = Opts::parse();
+    let bin = locate_bin(&opts)?;
+    let client = async_nats::connect(services::nats_url()).await?;
+    let js = jetstream::new(client.clone());
+    let bench = Bench {
+        opts: opts.clone(),
+        bin,
+        js,
+        client,
+    };
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    println!("bench: load average {} at start; {cores} cores", load());
+    let pg_tps = if opts.skip_pgbench {
+        0.0
+    } else {
+        let tps = references::pgbench().await?;
+        println!("pgbench -N -c 8 -T 10: tps={tps:.0}");
+        tps
+    };
+    let trace = bench_trace(opts.seed, opts.events, opts.groups, opts.fail_share);
+    if opts.prefill > 0 && opts.compare_empty {
+        let r = bench
+            .run_phase(&Phase::new("empty", opts.batch_size), &trace)
+            .await?;
+        describe("main, empty database", &r);
+    }
+    let main_phase = Phase {
+        prefill: opts.prefill,
+        explain: opts.explain,
+        ..Phase::new("main", opts.batch_size)
+    };
+    let main = bench.run_phase(&main_phase, &trace).await?;
+    describe(&format!("main (1 worker, prefill {})", opts.prefill), &main);
+    let (half, naive) = after_main(&bench, &main, &trace).await?;
+    println!("bench: load average {} at end", load());
+    println!(
+        "{}",
+        report::summary(&main, half.as_ref(), naive.as_ref(), pg_tps)
+    );
+    Ok(())
+}

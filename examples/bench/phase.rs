@@ -1,0 +1,289 @@
+//! One measured phase: a trace published to fresh streams, worked off by fresh workers.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+use async_nats::jetstream::{self, context::PublishAckFuture, message::PublishMessage};
+use futures::StreamExt;
+
+use crate::Opts;
+use crate::database::{explain, prefill};
+use crate::names::Names;
+use crate::report::{PhaseResult, print_metrics};
+use crate::trace::Trace;
+use crate::workers::{Workers, migrate};
+
+pub struct Phase<'a> {
+    pub name: &'a str,
+    pub workers: usize,
+    pub batch_size: Option<usize>,
+    /// Events per second to publish at; `None` = as fast as possible.
+    pub pace: Option<f64>,
+    pub prefill: u64,
+    pub explain: bool,
+}
+
+impl<'a> Phase<'a> {
+    /// One worker, full speed, empty database.
+    pub fn new(name: &'a str, batch_size: Option<usize>) -> Phase<'a> {
+        Phase {
+            name,
+            workers: 1,
+            batch_size,
+            pace: None,
+            prefill: 0,
+            explain: false,
+        }
+    }
+}
+
+pub struct Bench {
+    pub opts: Opts,
+    pub bin: PathBuf,
+    pub js: jetstream::Context,
+    pub client: async_nats::Client,
+}
+
+/// Triggers: commit sha → when the harness received it.
+type Received = Arc<Mutex<HashMap<String, Instant>>>;
+
+/// When the publishing started and ended, and when each group's last event was sent.
+struct Sent {
+    t0: Instant,
+    published: Duration,
+    at: HashMap<usize, Instant>,
+}
+
+impl Bench {
+    /// Runs `phase` on names of its own and removes them afterwards.
+    pub async fn run_phase(&self, phase: &Phase<'_>, trace: &Trace) -> Result<PhaseResult> {
+        let names = Names::new();
+        let out = self.run_phase_in(phase, trace, &names).await;
+        names.remove(&self.js).await;
+        out
+    }
+
+    fn worker_env(&self, names: &Names, phase: &Phase<'_>) -> Vec<(String, String)> {
+        let mut env = names.env();
+        if let (Some(port), "main" | "half") = (self.opts.metrics_port, phase.name) {
+            env.push(("RUNWATCH_HTTP__LISTEN".into(), format!("127.0.0.1:{port}")));
+        }
+        if let Some(b) = phase.batch_size {
+            env.push(("RUNWATCH_CONSUMER__BATCH_SIZE".into(), b.to_string()));
+        }
+        for kv in &self.opts.set {
+            if let Some((k, v)) = kv.split_once('=') {
+                env.push((k.to_string(), v.to_string()));
+            }
+        }
+        env
+    }
+
+    async fn run_phase_in(
+        &self,
+        phase: &Phase<'_>,
+        trace: &Trace,
+        names: &Names,
+    ) -> Result<PhaseResult> {
+        let env = self.worker_env(names, phase);
+        migrate(&self.bin, &env).await?;
+        if phase.prefill > 0 {
+            prefill(&names.url, phase.prefill).await?;
+        }
+        let workers = Workers::start(&self.bin, &env, phase.workers, &names.db)?;
+        self.wait_consumer(names, &workers).await?;
+        let last_of_firing = trace.last_of_firing();
+        let (received, collector) = self.collect_triggers(names).await?;
+        let sent = self.publish(phase, trace, names, &last_of_firing).await?;
+        let n = trace.messages.len();
+        let seconds = self.wait_done(phase, names, n, sent.t0, &workers).await?;
+        // Triggers trail the last ack by a publish at most; give them a moment.
+        let expected = last_of_firing.len();
+        let wait_from = Instant::now();
+        while received.lock().map(|m| m.len()).unwrap_or(0) < expected
+            && wait_from.elapsed() < Duration::from_secs(10)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        collector.abort();
+        if let (Some(port), "main" | "half") = (self.opts.metrics_port, phase.name) {
+            print_metrics(port).await;
+        }
+        let (cpu, rss_kib) = workers.measure();
+        if phase.explain {
+            explain(&names.url).await?;
+        }
+        workers.stop().await;
+        let received = received.lock().map(|m| m.clone()).unwrap_or_default();
+        Ok(PhaseResult {
+            events: n,
+            seconds,
+            events_per_s: n as f64 / seconds,
+            publish_per_s: n as f64 / sent.published.as_secs_f64(),
+            latencies_ms: latencies(&last_of_firing, &received, &sent.at),
+            triggers: received.len(),
+            expected,
+            rss_kib,
+            worker_cpu_s: cpu,
+        })
+    }
+
+    /// The worker creates the streams and the durable consumer; waits up to 60 s for them.
+    async fn wait_consumer(&self, names: &Names, workers: &Workers) -> Result<()> {
+        let started = Instant::now();
+        loop {
+            if self
+                .js
+                .get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(
+                    &names.durable,
+                    &names.events,
+                )
+                .await
+                .is_ok()
+            {
+                return Ok(());
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                bail!(
+                    "the worker did not create its consumer within 60s (log: {:?})",
+                    workers.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Subscribes to the triggers subject; the first arrival per commit sha is recorded.
+    async fn collect_triggers(
+        &self,
+        names: &Names,
+    ) -> Result<(Received, tokio::task::JoinHandle<()>)> {
+        let received: Received = Arc::default();
+        let mut sub = self
+            .client
+            .subscribe(format!("{}.>", names.triggers_prefix))
+            .await?;
+        self.client.flush().await?;
+        let rx = received.clone();
+        let collector = tokio::spawn(async move {
+            while let Some(msg) = sub.next().await {
+                let now = Instant::now();
+                if let Ok(v) = serde_json::from_slice::<serde_json::Value>(&msg.payload)
+                    && let Some(sha) = v["commit_sha"].as_str()
+                    && let Ok(mut m) = rx.lock()
+                {
+                    m.entry(sha.to_string()).or_insert(now);
+                }
+            }
+        });
+        Ok((received, collector))
+    }
+
+    /// Publishes the trace, pipelined: at most 4,096 PubAcks outstanding; paced if asked.
+    async fn publish(
+        &self,
+        phase: &Phase<'_>,
+        trace: &Trace,
+        names: &Names,
+        last: &HashMap<String, usize>,
+    ) -> Result<Sent> {
+        let subject = format!("{}.github", names.events_prefix);
+        let mut at: HashMap<usize, Instant> = HashMap::with_capacity(last.len());
+        let wanted: HashSet<usize> = last.values().copied().collect();
+        let mut acks: VecDeque<PublishAckFuture> = VecDeque::new();
+        let t0 = Instant::now();
+        let mut publish_errors = 0usize;
+        for (i, m) in trace.messages.iter().enumerate() {
+            if let Some(rate) = phase.pace
+                && i % 16 == 0
+            {
+                tokio::time::sleep_until((t0 + Duration::from_secs_f64(i as f64 / rate)).into())
+                    .await;
+            }
+            if wanted.contains(&i) {
+                at.insert(i, Instant::now());
+            }
+            let msg = PublishMessage::build()
+                .payload(m.body.clone())
+                .message_id(m.id.as_str());
+            acks.push_back(self.js.send_publish(subject.clone(), msg).await?);
+            while acks.len() > 4096 {
+                if let Some(a) = acks.pop_front()
+                    && a.await.is_err()
+                {
+                    publish_errors += 1;
+                }
+            }
+        }
+        for a in acks {
+            if a.await.is_err() {
+                publish_errors += 1;
+            }
+        }
+        let published = t0.elapsed();
+        if publish_errors > 0 {
+            bail!("{publish_errors} events were not acknowledged by JetStream");
+        }
+        Ok(Sent { t0, published, at })
+    }
+
+    /// Polls until the consumer has nothing pending and nothing unacknowledged; the seconds
+    /// from `t0`.
+    async fn wait_done(
+        &self,
+        phase: &Phase<'_>,
+        names: &Names,
+        n: usize,
+        t0: Instant,
+        workers: &Workers,
+    ) -> Result<f64> {
+        let limit = Duration::from_secs(120 + (n / 200) as u64);
+        loop {
+            let mut c = self
+                .js
+                .get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(
+                    &names.durable,
+                    &names.events,
+                )
+                .await?;
+            let info = c.info().await?;
+            if info.num_pending == 0
+                && info.num_ack_pending == 0
+                && info.ack_floor.stream_sequence >= n as u64
+            {
+                return Ok(t0.elapsed().as_secs_f64());
+            }
+            if t0.elapsed() > limit {
+                bail!(
+                    "{}: not done after {limit:?}: pending {} unacked {} (logs: {:?})",
+                    phase.name,
+                    info.num_pending,
+                    info.num_ack_pending,
+                    workers.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// For each firing group, ms from sending its last event to receiving its trigger; sorted.
+fn latencies(
+    last: &HashMap<String, usize>,
+    received: &HashMap<String, Instant>,
+    sent_at: &HashMap<usize, Instant>,
+) -> Vec<f64> {
+    let mut latencies: Vec<f64> = last
+        .iter()
+        .filter_map(|(sha, i)| {
+            let r = received.get(sha)?;
+            let s = sent_at.get(i)?;
+            Some(r.saturating_duration_since(*s).as_secs_f64() * 1000.0)
+        })
+        .collect();
+    latencies.sort_by(f64::total_cmp);
+    latencies
+}
