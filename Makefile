@@ -37,8 +37,20 @@ RUNWATCH_TEST_TIMEOUT ?= 600
 export RUNWATCH_TEST_TIMEOUT
 HOST_TRIPLE_VAR = CARGO_TARGET_$$(rustc -vV | sed -n 's/^host: //p' | tr 'a-z.-' 'A-Z__')_RUNNER
 
+# nats-server 2.9 removes an account's stream directory when its last stream is deleted, and
+# a stream created at that moment fails ("could not create storage directory"). The tests
+# create and delete streams in parallel on the shared server, so `make test` keeps three
+# empty anchor streams there (created by `runwatch publish /dev/null`; bounded by age).
+ANCHOR_ENV = RUNWATCH_STREAMS__EVENTS=RUNWATCH_TEST_ANCHOR_EVENTS \
+	RUNWATCH_STREAMS__TRIGGERS=RUNWATCH_TEST_ANCHOR_TRIGGERS \
+	RUNWATCH_STREAMS__DEAD=RUNWATCH_TEST_ANCHOR_DEAD \
+	RUNWATCH_STREAMS__EVENTS_SUBJECT_PREFIX=runwatch-test-anchor.events \
+	RUNWATCH_STREAMS__TRIGGERS_SUBJECT_PREFIX=runwatch-test-anchor.triggers \
+	RUNWATCH_STREAMS__DEAD_SUBJECT_PREFIX=runwatch-test-anchor.dead
+
 test: services deny
 	$(CARGO) build --all-targets
+	$(ANCHOR_ENV) $(TARGET_DIR)/debug/runwatch publish /dev/null >/dev/null
 	eval "$$(scripts/find-binaries.sh)"; export NATS_SERVER_BIN PG_BIN_DIR; \
 	export "$(HOST_TRIPLE_VAR)=$(CURDIR)/scripts/test-runner.sh"; \
 	$(CARGO) test --all-targets -- --test-threads=$(TEST_THREADS)
