@@ -254,12 +254,17 @@ proptest! {
         )).unwrap();
         let events = shuffled_with_duplicates(events_of(&runs), order, vec![]);
         let once = simulate(&events, rules.clone());
-        // Insert copies of earlier events at later positions.
-        let mut dup = events.clone();
-        for (src, extra) in dup_at {
-            let i = src % events.len();
-            let pos = (i + 1 + extra % (dup.len() - i)).min(dup.len());
-            dup.insert(pos, events[i].clone());
+        // Copies of events delivered again after the original: after event `k`, a copy of an
+        // event at or before `k`. (Inserting at an index of the growing list could put a copy
+        // before its original, which is a reordering, not a duplicate.)
+        let mut dup = Vec::with_capacity(events.len() + dup_at.len());
+        for (k, e) in events.iter().enumerate() {
+            dup.push(e.clone());
+            for (src, when) in &dup_at {
+                if when % events.len() == k {
+                    dup.push(events[src % (k + 1)].clone());
+                }
+            }
         }
         let twice = simulate(&dup, rules);
         prop_assert_eq!(projection(&once), projection(&twice));
