@@ -199,9 +199,14 @@ impl Bench {
         let mut acks: VecDeque<PublishAckFuture> = VecDeque::new();
         let t0 = Instant::now();
         let mut publish_errors = 0usize;
+        // Paced: a sleep about every millisecond's worth of messages (each message at 200/s,
+        // every 7th at 7,000/s), so a slow pace is not published in bursts.
+        let every = phase
+            .pace
+            .map_or(1, |rate| ((rate / 1000.0).ceil() as usize).max(1));
         for (i, m) in trace.messages.iter().enumerate() {
             if let Some(rate) = phase.pace
-                && i % 16 == 0
+                && i % every == 0
             {
                 tokio::time::sleep_until((t0 + Duration::from_secs_f64(i as f64 / rate)).into())
                     .await;
