@@ -136,8 +136,7 @@ impl Store {
             .zip(repos)
             .map(|(i, r)| (r.internal_id, i.commit_sha().to_string()))
             .collect();
-        association::lock_commits(tx, &commits).await?;
-        let mut pulls = association::load_pulls(tx, &commits).await?;
+        let mut pulls = association::lock_commits_load_pulls(tx, &commits).await?;
         let mut keys: BTreeSet<GroupKey> = BTreeSet::new();
         let mut prs = BTreeSet::new();
         let mut pr_less_wanted: BTreeSet<association::Commit> = BTreeSet::new();
