@@ -12,7 +12,7 @@ use futures::StreamExt;
 use crate::names::Names;
 use crate::phase::{Bench, Phase};
 use crate::trace::Trace;
-use crate::workers::{Workers, migrate};
+use crate::workers::{Workers, command, migrate};
 
 /// What the drain phase measured.
 #[derive(Debug, Default)]
@@ -37,7 +37,8 @@ impl Bench {
         let phase = Phase::new("drain", self.opts.batch_size);
         let env = self.worker_env(names, &phase);
         migrate(&self.bin, &env).await?;
-        create_streams(&self.bin, &env).await?;
+        // Creates the phase's streams without starting a worker.
+        command(&self.bin, &["publish", "/dev/null"], &env).await?;
         let last_of_firing = trace.last_of_firing();
         self.publish(&phase, trace, names, &last_of_firing).await?;
         let n = trace.messages.len();
@@ -118,19 +119,4 @@ impl Bench {
         let _ = stream.delete_consumer(&durable).await;
         Ok(seconds)
     }
-}
-
-/// `runwatch publish /dev/null`: creates the phase's streams without starting a worker.
-async fn create_streams(bin: &std::path::Path, env: &[(String, String)]) -> Result<()> {
-    let status = tokio::process::Command::new(bin)
-        .args(["publish", "/dev/null"])
-        .envs(env.iter().cloned())
-        .stdout(std::process::Stdio::null())
-        .status()
-        .await
-        .context("runwatch publish /dev/null")?;
-    if !status.success() {
-        bail!("runwatch publish /dev/null failed: {status}");
-    }
-    Ok(())
 }

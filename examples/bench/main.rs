@@ -160,28 +160,31 @@ async fn scaled(
     bench.run_phase(phase, &t).await
 }
 
-/// The low-load phase unless skipped.
-async fn low_load(bench: &Bench) -> Result<Option<PhaseResult>> {
-    let o = &bench.opts;
-    if o.low_load_events == 0 {
+/// A paced phase of `events` (none when 0): "half" or "low" load at `rate` events/s.
+async fn paced(
+    bench: &Bench,
+    name: &str,
+    rate: f64,
+    (events, fail_share): (usize, f64),
+    seed: u64,
+) -> Result<Option<PhaseResult>> {
+    if events == 0 {
         return Ok(None);
     }
     let phase = Phase {
-        pace: Some(o.low_load_rate),
-        ..Phase::new("low", o.batch_size)
+        pace: Some(rate),
+        ..Phase::new(name, bench.opts.batch_size)
     };
-    let r = scaled(
-        bench,
-        (o.low_load_events, o.low_load_fail_share),
-        o.seed + 3,
-        &phase,
-    )
-    .await?;
-    describe(
-        &format!("low load (paced at {:.0} events/s)", o.low_load_rate),
-        &r,
-    );
+    let r = scaled(bench, (events, fail_share), seed, &phase).await?;
+    describe(&format!("{name} load (paced at {rate:.0} events/s)"), &r);
     Ok(Some(r))
+}
+
+/// The low-load phase unless skipped.
+async fn low_load(bench: &Bench) -> Result<Option<PhaseResult>> {
+    let o = &bench.opts;
+    let events = (o.low_load_events, o.low_load_fail_share);
+    paced(bench, "low", o.low_load_rate, events, o.seed + 3).await
 }
 
 /// The half-load, naive and replica phases, each unless skipped; half load and naive.
@@ -191,24 +194,8 @@ async fn after_main(
     trace: &Trace,
 ) -> Result<(Option<PhaseResult>, Option<PhaseResult>)> {
     let o = &bench.opts;
-    let half = if o.half_load_events > 0 {
-        let rate = main.events_per_s / 2.0;
-        let phase = Phase {
-            pace: Some(rate),
-            ..Phase::new("half", o.batch_size)
-        };
-        let r = scaled(
-            bench,
-            (o.half_load_events, o.fail_share),
-            o.seed + 1,
-            &phase,
-        )
-        .await?;
-        describe(&format!("half load (paced at {rate:.0} events/s)"), &r);
-        Some(r)
-    } else {
-        None
-    };
+    let events = (o.half_load_events, o.fail_share);
+    let half = paced(bench, "half", main.events_per_s / 2.0, events, o.seed + 1).await?;
     let naive = if o.naive_events > 0 {
         let r = scaled(
             bench,
