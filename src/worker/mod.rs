@@ -132,7 +132,7 @@ pub async fn run(
     let not_ready = Arc::new(AtomicBool::new(false));
     let http_stop = CancellationToken::new();
     let ready = Readiness {
-        store: store.clone(),
+        store: Some(store.clone()),
         nats: bus.client().clone(),
         shutting_down: not_ready.clone(),
     };
