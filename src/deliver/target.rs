@@ -1,6 +1,6 @@
 //! A delivery target at run time: its checked configuration, its filter, its HTTP client,
 //! its headers and body template. [`build`] checks every key of every target and names
-//! the one at fault (`deliver.targets[N].<key>`); with `read_secrets` it also reads the
+//! the one at fault (`deliver.targets[N].<key>`); with `read_files` it also reads the
 //! secret file and the secret header variables, without ever printing a value.
 
 use std::collections::HashSet;
@@ -101,9 +101,10 @@ fn invalid(key: String, message: impl Into<String>) -> ConfigError {
     }
 }
 
-/// Checks and builds every target. Without `read_secrets` (the worker's own validation),
-/// secret files and variables are not read and `secret` is left unset.
-pub fn build(targets: &[TargetConfig], read_secrets: bool) -> Result<Vec<Target>, ConfigError> {
+/// Checks and builds every target. Without `read_files` (every command's configuration
+/// check), files and variables are not read: `secret`, a file's template and a file's URL
+/// are left unset or a placeholder.
+pub fn build(targets: &[TargetConfig], read_files: bool) -> Result<Vec<Target>, ConfigError> {
     let mut names = HashSet::new();
     let mut out = Vec::with_capacity(targets.len());
     for (i, t) in targets.iter().enumerate() {
@@ -132,7 +133,7 @@ pub fn build(targets: &[TargetConfig], read_secrets: bool) -> Result<Vec<Target>
             }
             (None, None) => return Err(invalid(key("url"), "is missing (give url or url_file)")),
             (Some(u), None) => (Secret::new(u.as_str()), "url"),
-            (None, Some(path)) if read_secrets => {
+            (None, Some(path)) if read_files => {
                 let u = Secret::from_file(path).map_err(|e| {
                     invalid(
                         key("url_file"),
@@ -188,7 +189,7 @@ pub fn build(targets: &[TargetConfig], read_secrets: bool) -> Result<Vec<Target>
             }
             (Some(s), None) if s.is_empty() => return Err(invalid(key("secret"), "is empty")),
             (Some(s), None) => Some(s.clone()),
-            (None, Some(path)) if read_secrets => {
+            (None, Some(path)) if read_files => {
                 let s = Secret::from_file(path).map_err(|e| {
                     invalid(
                         key("secret_file"),
@@ -229,7 +230,7 @@ pub fn build(targets: &[TargetConfig], read_secrets: bool) -> Result<Vec<Target>
         }
         for (name, var) in &t.headers_from_env {
             let parsed = header_name("headers_from_env", name)?;
-            if !read_secrets {
+            if !read_files {
                 continue;
             }
             let raw = std::env::var(var).map_err(|_| {
@@ -255,6 +256,7 @@ pub fn build(targets: &[TargetConfig], read_secrets: bool) -> Result<Vec<Target>
                 ));
             }
             (Some(s), None) => Some((s.clone(), "template")),
+            (None, Some(_)) if !read_files => None,
             (None, Some(path)) => Some((
                 std::fs::read_to_string(path).map_err(|e| {
                     invalid(
