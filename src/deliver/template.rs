@@ -1,7 +1,7 @@
 //! Body templates: a target may turn the trigger into another system's JSON (a chat
 //! webhook, GitHub's `repository_dispatch`) with a minijinja template. The template sees
-//! `trigger` (the trigger as published) and `target` (the target's name); undefined
-//! values are errors, nothing is auto-escaped (use `| tojson` for every value), and the
+//! `trigger` (the trigger as published) and `target` (the target's name); printing an
+//! undefined value is an error (through `tojson` it is `null`), nothing is auto-escaped (use `| tojson` for every value), and the
 //! output must be JSON, or the trigger is dead-lettered for that target.
 
 use minijinja::{AutoEscape, Environment, UndefinedBehavior};
@@ -84,11 +84,17 @@ mod tests {
             raw.render(&serde_json::json!({"pr": 1}), "x"),
             Err(TemplateError::NotJson(_))
         ));
-        let undefined = BodyTemplate::parse("{{ trigger.nope | tojson }}".into()).unwrap();
+        let undefined = BodyTemplate::parse("{\"a\": \"{{ trigger.nope }}\"}".into()).unwrap();
         assert!(matches!(
             undefined.render(&serde_json::json!({}), "x"),
             Err(TemplateError::Render(_))
         ));
+        // Through tojson an undefined value is null (minijinja's choice, even when strict).
+        let through = BodyTemplate::parse("[{{ trigger.nope | tojson }}]".into()).unwrap();
+        assert_eq!(
+            through.render(&serde_json::json!({}), "x").unwrap(),
+            b"[null]"
+        );
         assert!(BodyTemplate::parse("{{ unclosed".into()).is_err());
     }
 }
