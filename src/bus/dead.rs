@@ -62,30 +62,20 @@ pub struct DeadLetter<'a> {
     pub payload: &'a [u8],
 }
 
-/// A trigger that `runwatch deliver` gave up on for one target.
+/// A trigger that `runwatch deliver` gave up on for one target: a dead letter (reason
+/// `deliver_refused`, `deliver_exhausted`, `deliver_template` or `deliver_invalid`; the
+/// original is the trigger in the triggers stream) and what the target answered.
 #[derive(Debug, Clone, Copy)]
 pub struct DeliveryDeadLetter<'a> {
+    pub letter: DeadLetter<'a>,
     /// The target's name.
     pub target: &'a str,
-    /// The reason code (`deliver_refused`, `deliver_exhausted`, `deliver_template`,
-    /// `deliver_invalid`).
-    pub reason: &'a str,
-    /// What happened (the last error or status line).
-    pub detail: &'a str,
     /// The HTTP status of the last answer, if any.
     pub status: Option<u16>,
     /// The start of the last answer's body.
     pub response: &'a str,
     /// The trigger's id (empty when the payload is not a trigger).
     pub trigger_id: &'a str,
-    /// The trigger's subject in the triggers stream.
-    pub original_subject: &'a str,
-    /// The trigger's sequence in the triggers stream.
-    pub stream_seq: u64,
-    /// Deliveries of the trigger to this target.
-    pub deliveries: u64,
-    /// The trigger, as published.
-    pub payload: &'a [u8],
 }
 
 /// A dead letter as read back from the dead-letter stream.
@@ -144,8 +134,12 @@ impl DeadMessage {
             deliveries: number(headers::DELIVERIES),
             truncated_from: number(headers::TRUNCATED),
             target: headers.get(headers::TARGET).map(|v| v.as_str().to_string()),
-            http_status: headers.get(headers::HTTP_STATUS).and_then(|v| v.as_str().parse().ok()),
-            response: headers.get(headers::RESPONSE).map(|v| v.as_str().to_string()),
+            http_status: headers
+                .get(headers::HTTP_STATUS)
+                .and_then(|v| v.as_str().parse().ok()),
+            response: headers
+                .get(headers::RESPONSE)
+                .map(|v| v.as_str().to_string()),
             headers,
             payload,
         }
@@ -190,6 +184,25 @@ pub(crate) fn header_safe(value: &str, max: usize) -> String {
     cleaned[..end].trim_end().to_string()
 }
 
+/// The headers every dead letter has: its `Nats-Msg-Id`, reason, detail, original subject
+/// and sequence, deliveries.
+fn dead_headers(letter: &DeadLetter<'_>, msg_id: String) -> Vec<(&'static str, String)> {
+    vec![
+        ("Nats-Msg-Id", msg_id),
+        (headers::REASON, header_safe(letter.reason, 256)),
+        (
+            headers::DETAIL,
+            header_safe(letter.detail, MAX_DETAIL_BYTES),
+        ),
+        (
+            headers::ORIGINAL_SUBJECT,
+            header_safe(letter.original_subject, 1024),
+        ),
+        (headers::ORIGINAL_SEQ, letter.stream_seq.to_string()),
+        (headers::DELIVERIES, letter.deliveries.to_string()),
+    ]
+}
+
 impl Bus {
     /// Publishes the original payload to `<dead_subject_prefix>.<reason>` with headers
     /// `Runwatch-Reason`, `Runwatch-Detail` (1 KiB at most, no CR/LF),
@@ -198,56 +211,51 @@ impl Bus {
     /// stores nothing new), and awaits the PubAck. A payload too big to fit next to the
     /// headers under the server's `max_payload` is cut, and `Runwatch-Truncated` says so.
     pub async fn dead_letter(&self, letter: &DeadLetter<'_>) -> Result<(), BusError> {
-        let values = vec![
-            ("Nats-Msg-Id", format!("dead-{}-{}", self.streams.events, letter.stream_seq)),
-            (headers::REASON, header_safe(letter.reason, 256)),
-            (headers::DETAIL, header_safe(letter.detail, MAX_DETAIL_BYTES)),
-            (headers::ORIGINAL_SUBJECT, header_safe(letter.original_subject, 1024)),
-            (headers::ORIGINAL_SEQ, letter.stream_seq.to_string()),
-            (headers::DELIVERIES, letter.deliveries.to_string()),
-        ];
-        self.publish_dead(letter.reason, values, letter.stream_seq, letter.payload).await
+        let msg_id = format!("dead-{}-{}", self.streams.events, letter.stream_seq);
+        self.publish_dead(letter, dead_headers(letter, msg_id))
+            .await
     }
 
     /// Publishes a trigger that `runwatch deliver` gave up on for one target, like
     /// [`Bus::dead_letter`], with `Runwatch-Target`, `Runwatch-Trigger-Id`,
     /// `Runwatch-Http-Status` (when there was an answer) and `Runwatch-Response-Excerpt`,
     /// and `Nats-Msg-Id: dead-<triggers stream>-<seq>-<target>`.
-    pub async fn dead_letter_delivery(&self, letter: &DeliveryDeadLetter<'_>) -> Result<(), BusError> {
-        let mut values = vec![
-            (
-                "Nats-Msg-Id",
-                format!("dead-{}-{}-{}", self.streams.triggers, letter.stream_seq, letter.target),
-            ),
-            (headers::REASON, header_safe(letter.reason, 256)),
-            (headers::DETAIL, header_safe(letter.detail, MAX_DETAIL_BYTES)),
-            (headers::ORIGINAL_SUBJECT, header_safe(letter.original_subject, 1024)),
-            (headers::ORIGINAL_SEQ, letter.stream_seq.to_string()),
-            (headers::DELIVERIES, letter.deliveries.to_string()),
-            (headers::TARGET, header_safe(letter.target, 256)),
-            (headers::TRIGGER_ID, header_safe(letter.trigger_id, 256)),
-            (headers::RESPONSE, header_safe(letter.response, MAX_DETAIL_BYTES)),
-        ];
-        if let Some(status) = letter.status {
+    pub async fn dead_letter_delivery(&self, d: &DeliveryDeadLetter<'_>) -> Result<(), BusError> {
+        let msg_id = format!(
+            "dead-{}-{}-{}",
+            self.streams.triggers, d.letter.stream_seq, d.target
+        );
+        let mut values = dead_headers(&d.letter, msg_id);
+        values.push((headers::TARGET, header_safe(d.target, 256)));
+        values.push((headers::TRIGGER_ID, header_safe(d.trigger_id, 256)));
+        values.push((headers::RESPONSE, header_safe(d.response, MAX_DETAIL_BYTES)));
+        if let Some(status) = d.status {
             values.push((headers::HTTP_STATUS, status.to_string()));
         }
-        self.publish_dead(letter.reason, values, letter.stream_seq, letter.payload).await
+        self.publish_dead(&d.letter, values).await
     }
 
-    /// Publishes `payload` with the header `values` to `<dead_subject_prefix>.<reason>`,
-    /// cutting the payload to fit `max_payload` (and saying so), and awaits the PubAck.
+    /// Publishes the letter's payload with the header `values` to
+    /// `<dead_subject_prefix>.<reason>`, cutting the payload to fit `max_payload` (and
+    /// saying so), and awaits the PubAck.
     async fn publish_dead(
         &self,
-        reason: &str,
+        letter: &DeadLetter<'_>,
         values: Vec<(&str, String)>,
-        seq: u64,
-        payload: &[u8],
     ) -> Result<(), BusError> {
-        let subject = format!("{}.{}", self.streams.dead_subject_prefix, reason_token(reason));
+        let (reason, seq, payload) = (letter.reason, letter.stream_seq, letter.payload);
+        let subject = format!(
+            "{}.{}",
+            self.streams.dead_subject_prefix,
+            reason_token(reason)
+        );
         // "NATS/1.0\r\n", "Name: value\r\n" per header, a final "\r\n", and one more
         // header if the payload has to be cut.
         let header_bytes: usize = 12
-            + values.iter().map(|(k, v)| k.len() + v.len() + 4).sum::<usize>()
+            + values
+                .iter()
+                .map(|(k, v)| k.len() + v.len() + 4)
+                .sum::<usize>()
             + headers::TRUNCATED.len()
             + 24;
         let mut headers = HeaderMap::new();
@@ -257,14 +265,22 @@ impl Bus {
         let max_payload = self.client.max_payload();
         let room = max_payload.saturating_sub(header_bytes + subject.len() + FRAMING_SLACK);
         let payload = if payload.len() > room {
-            tracing::warn!(seq, len = payload.len(), kept = room, "dead letter payload cut to fit max_payload");
+            tracing::warn!(
+                seq,
+                len = payload.len(),
+                kept = room,
+                "dead letter payload cut to fit max_payload"
+            );
             headers.insert(headers::TRUNCATED, payload.len().to_string());
             Bytes::copy_from_slice(&payload[..room])
         } else {
             Bytes::copy_from_slice(payload)
         };
         let ack = self
-            .publish_and_wait(subject.clone(), PublishMessage::build().payload(payload).headers(headers))
+            .publish_and_wait(
+                subject.clone(),
+                PublishMessage::build().payload(payload).headers(headers),
+            )
             .await?;
         tracing::info!(%subject, original_seq = seq, dead_seq = ack.sequence, duplicate = ack.duplicate, "dead-lettered");
         Ok(())
@@ -317,7 +333,9 @@ impl Bus {
                     });
                 }
                 if target.is_empty()
-                    || !target.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                    || !target
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
                 {
                     return Err(BusError::Invalid {
                         what: "delivery target",

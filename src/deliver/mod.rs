@@ -43,7 +43,7 @@ pub use config::{DeliverConfig, StartFrom, TargetConfig};
 pub use request::Outcome;
 pub use target::Target;
 
-use crate::bus::{Bus, BusError, DeliveryDeadLetter, REDRIVE_TOKEN};
+use crate::bus::{Bus, BusError, DeadLetter, DeliveryDeadLetter, REDRIVE_TOKEN};
 use crate::config::{Config, ConfigError};
 use crate::http::{self, Readiness};
 use crate::startup::{self, StartupError};
@@ -58,9 +58,6 @@ const PULL_EXPIRES: Duration = Duration::from_secs(5);
 
 /// How long the pull in hand is read for messages to hand back at shutdown.
 const HAND_BACK_WINDOW: Duration = Duration::from_millis(200);
-
-/// How long `/readyz` keeps answering 503 after a task failed and the rest has stopped.
-const FAILURE_GRACE: Duration = Duration::from_millis(500);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DeliverError {
@@ -166,7 +163,7 @@ pub async fn run(
         shutting_down: not_ready.clone(),
     };
     let addr = config.http.listen;
-    let (bound, mut http_task) = http::serve(addr, ready, metrics, http_stop.clone())
+    let (bound, http_task) = http::serve(addr, ready, metrics, http_stop.clone())
         .await
         .map_err(|source| DeliverError::Http { addr, source })?;
     let names: Vec<&str> = ctxs.iter().map(|c| c.target.name.as_str()).collect();
@@ -180,44 +177,17 @@ pub async fn run(
         let name: &'static str = Box::leak(format!("deliver:{}", ctx.target.name).into_boxed_str());
         tasks.spawn(name, run_target(ctx.clone(), stop.clone()));
     }
-    let (http_ended_tx, http_ended) = tokio::sync::oneshot::channel::<()>();
-    let server_stop = stop.clone();
-    tasks.spawn("http", async move {
-        tokio::select! {
-            _ = server_stop.cancelled() => Ok(()),
-            _ = http_ended => Err("the HTTP server stopped".into()),
-        }
-    });
-    let http_task = tokio::spawn(async move {
-        let _ = (&mut http_task).await;
-        let _ = http_ended_tx.send(());
-    });
+    let server = tasks.watch_http(http_task, http_stop);
 
     let ended = tasks.watch(&shutdown).await;
-    let graceful = async {
-        tasks.drain(timeout).await;
+    let cleanup = async {
         if let Err(e) = bus.drain().await {
             warn!(error = %e, "draining the NATS connection failed");
         }
     };
-    if tokio::time::timeout(timeout, graceful).await.is_err() {
-        warn!(
-            ?timeout,
-            "shutdown timed out; unacked triggers will be redelivered"
-        );
-    }
-    if ended.is_some() {
-        tokio::time::sleep(FAILURE_GRACE.min(timeout)).await;
-    }
-    http_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
-    match ended {
-        None => {
-            info!("runwatch deliver stopped");
-            Ok(())
-        }
-        Some(e) => Err(e.into()),
-    }
+    Ok(tasks
+        .shut_down(ended, timeout, server, cleanup, "runwatch deliver")
+        .await?)
 }
 
 /// Creates or updates the target's durable consumer.
@@ -265,38 +235,34 @@ async fn run_target(ctx: Arc<TargetCtx>, stop: CancellationToken) -> TaskResult 
             _ = stop.cancelled() => break 'pull,
         };
         let Ok(permit) = permit else { break 'pull };
-        let c = match consumer.take() {
-            Some(c) => c,
-            None => match ensure_consumer(&ctx.bus, &ctx.target).await {
-                Ok(c) => c,
-                Err(e) => {
-                    let wait = delays.next().unwrap_or(Duration::from_secs(5));
-                    warn!(target = %name, error = %e, retry_in = ?wait, "cannot set up the target's consumer yet");
-                    drop(permit);
-                    tokio::select! {
-                        _ = tokio::time::sleep(wait) => continue 'pull,
-                        _ = stop.cancelled() => break 'pull,
-                    }
-                }
-            },
-        };
         let want = permits.available_permits().saturating_add(1);
-        let batch = c
-            .batch()
-            .max_messages(want)
-            .expires(PULL_EXPIRES)
-            .messages()
-            .await;
-        let mut batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                let wait = delays.next().unwrap_or(Duration::from_secs(5));
-                warn!(target = %name, error = %e, retry_in = ?wait, "pull failed; retrying");
+        let pulled = match consumer.take() {
+            Some(c) => Ok(c),
+            None => ensure_consumer(&ctx.bus, &ctx.target)
+                .await
+                .map_err(|e| format!("cannot set up the target's consumer yet: {e}")),
+        };
+        let pulled = match pulled {
+            Ok(c) => match c
+                .batch()
+                .max_messages(want)
+                .expires(PULL_EXPIRES)
+                .messages()
+                .await
+            {
+                Ok(b) => Ok((c, b)),
+                Err(e) => Err(format!("pull failed: {e}")),
+            },
+            Err(why) => Err(why),
+        };
+        let (c, mut batch) = match pulled {
+            Ok(pulled) => pulled,
+            Err(why) => {
                 drop(permit);
-                tokio::select! {
-                    _ = tokio::time::sleep(wait) => continue 'pull,
-                    _ = stop.cancelled() => break 'pull,
+                if pause(&mut delays, &stop, &name, &why).await {
+                    continue 'pull;
                 }
+                break 'pull;
             }
         };
         consumer = Some(c);
@@ -347,6 +313,21 @@ async fn run_target(ctx: Arc<TargetCtx>, stop: CancellationToken) -> TaskResult 
         }
     }
     Ok(())
+}
+
+/// Logs `why` and waits for the next backoff delay; false when `stop` came first.
+async fn pause(
+    delays: &mut backon::ExponentialBackoff,
+    stop: &CancellationToken,
+    target: &str,
+    why: &str,
+) -> bool {
+    let wait = delays.next().unwrap_or(Duration::from_secs(5));
+    warn!(%target, retry_in = ?wait, "{why}; retrying");
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => true,
+        _ = stop.cancelled() => false,
+    }
 }
 
 /// The target a redriven delivery dead letter is for, from its subject
@@ -460,16 +441,18 @@ struct Failure<'a> {
 async fn dead_letter(ctx: &TargetCtx, msg: &Message, trigger_id: &str, f: &Failure<'_>) {
     let (seq, attempt) = msg_info(msg);
     let letter = DeliveryDeadLetter {
+        letter: DeadLetter {
+            reason: f.reason,
+            detail: f.detail,
+            original_subject: msg.subject.as_str(),
+            stream_seq: seq,
+            deliveries: attempt,
+            payload: &msg.payload,
+        },
         target: &ctx.target.name,
-        reason: f.reason,
-        detail: f.detail,
         status: f.status,
         response: f.response,
         trigger_id,
-        original_subject: msg.subject.as_str(),
-        stream_seq: seq,
-        deliveries: attempt,
-        payload: &msg.payload,
     };
     match ctx.bus.dead_letter_delivery(&letter).await {
         Ok(()) => {

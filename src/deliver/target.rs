@@ -94,6 +94,14 @@ impl Target {
     }
 }
 
+/// The error of a target's file that cannot be read (never its content).
+fn unreadable(key: String, target: &str, path: &std::path::Path, e: std::io::Error) -> ConfigError {
+    invalid(
+        key,
+        format!("target `{target}`: cannot read {}: {e}", path.display()),
+    )
+}
+
 fn invalid(key: String, message: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         key,
@@ -134,12 +142,8 @@ pub fn build(targets: &[TargetConfig], read_files: bool) -> Result<Vec<Target>, 
             (None, None) => return Err(invalid(key("url"), "is missing (give url or url_file)")),
             (Some(u), None) => (Secret::new(u.as_str()), "url"),
             (None, Some(path)) if read_files => {
-                let u = Secret::from_file(path).map_err(|e| {
-                    invalid(
-                        key("url_file"),
-                        format!("target `{}`: cannot read {}: {e}", t.name, path.display()),
-                    )
-                })?;
+                let u = Secret::from_file(path)
+                    .map_err(|e| unreadable(key("url_file"), &t.name, path, e))?;
                 (u, "url_file")
             }
             // Checked when `runwatch deliver` reads it.
@@ -190,12 +194,8 @@ pub fn build(targets: &[TargetConfig], read_files: bool) -> Result<Vec<Target>, 
             (Some(s), None) if s.is_empty() => return Err(invalid(key("secret"), "is empty")),
             (Some(s), None) => Some(s.clone()),
             (None, Some(path)) if read_files => {
-                let s = Secret::from_file(path).map_err(|e| {
-                    invalid(
-                        key("secret_file"),
-                        format!("target `{}`: cannot read {}: {e}", t.name, path.display()),
-                    )
-                })?;
+                let s = Secret::from_file(path)
+                    .map_err(|e| unreadable(key("secret_file"), &t.name, path, e))?;
                 if s.is_empty() {
                     return Err(invalid(
                         key("secret_file"),
@@ -258,12 +258,8 @@ pub fn build(targets: &[TargetConfig], read_files: bool) -> Result<Vec<Target>, 
             (Some(s), None) => Some((s.clone(), "template")),
             (None, Some(_)) if !read_files => None,
             (None, Some(path)) => Some((
-                std::fs::read_to_string(path).map_err(|e| {
-                    invalid(
-                        key("template_file"),
-                        format!("target `{}`: cannot read {}: {e}", t.name, path.display()),
-                    )
-                })?,
+                std::fs::read_to_string(path)
+                    .map_err(|e| unreadable(key("template_file"), &t.name, path, e))?,
                 "template_file",
             )),
             (None, None) => None,

@@ -21,7 +21,6 @@ mod timers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -34,7 +33,7 @@ use crate::http::{self, Readiness};
 use crate::startup::{self, StartupError};
 use crate::store::Store;
 
-pub use supervisor::{Supervisor, TaskEnded, TaskResult};
+pub use supervisor::{HttpServer, Supervisor, TaskEnded, TaskResult};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -48,9 +47,6 @@ pub enum WorkerError {
     #[error(transparent)]
     TaskEnded(#[from] TaskEnded),
 }
-
-/// How long `/readyz` keeps answering 503 after a task failed and the rest has stopped.
-const FAILURE_GRACE: Duration = Duration::from_millis(500);
 
 /// Test-only faults, switched on by environment variables the binary reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,7 +133,7 @@ pub async fn run(
         shutting_down: not_ready.clone(),
     };
     let addr = config.http.listen;
-    let (bound, mut http_task) = http::serve(addr, ready, metrics, http_stop.clone())
+    let (bound, http_task) = http::serve(addr, ready, metrics, http_stop.clone())
         .await
         .map_err(|source| WorkerError::Http { addr, source })?;
     info!(http = %bound, events = %config.streams.events, consumer = %config.consumer.durable, "runwatch worker started");
@@ -156,24 +152,10 @@ pub async fn run(
     tasks.spawn("relay", relay::run(ctx.clone(), stop.clone()));
     tasks.spawn("timers", timers::run(ctx.clone(), stop.clone()));
     tasks.spawn("purge", purge::run(ctx.clone(), stop.clone()));
-    // The HTTP server outlives the other tasks (it answers 503 while they drain); watched
-    // here so that a server that dies is not silent either.
-    let (http_ended_tx, http_ended) = tokio::sync::oneshot::channel::<()>();
-    let server_stop = stop.clone();
-    tasks.spawn("http", async move {
-        tokio::select! {
-            _ = server_stop.cancelled() => Ok(()),
-            _ = http_ended => Err("the HTTP server stopped".into()),
-        }
-    });
-    let http_task = tokio::spawn(async move {
-        let _ = (&mut http_task).await;
-        let _ = http_ended_tx.send(());
-    });
+    let server = tasks.watch_http(http_task, http_stop);
 
     let ended = tasks.watch(&shutdown).await;
-    let graceful = async {
-        tasks.drain(timeout).await;
+    let cleanup = async {
         // Flush: publish what the outbox holds unclaimed.
         if let Err(e) = relay::once(&ctx).await {
             warn!(error = %e, "outbox flush at shutdown failed; another replica's relay will publish");
@@ -183,21 +165,5 @@ pub async fn run(
         }
         ctx.store.pool().close().await;
     };
-    if tokio::time::timeout(timeout, graceful).await.is_err() {
-        warn!(?timeout, "shutdown timed out; unacked messages will be redelivered");
-    }
-    if ended.is_some() {
-        // A failure: let probes see the 503 and a scrape take the last metrics before the
-        // process is gone (bounded, and short next to an orchestrator's restart).
-        tokio::time::sleep(FAILURE_GRACE.min(timeout)).await;
-    }
-    http_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
-    match ended {
-        None => {
-            info!("runwatch worker stopped");
-            Ok(())
-        }
-        Some(e) => Err(e.into()),
-    }
+    Ok(tasks.shut_down(ended, timeout, server, cleanup, "runwatch worker").await?)
 }
