@@ -418,6 +418,14 @@ template = "not json {{{{ trigger.trigger_id }}}}"
     for r in bus.publish_triggers(first).await {
         r.expect("publish");
     }
+    // Something on the triggers stream that is not a trigger: a dead letter per target.
+    let junk_subject = format!("{}.github", env.config.streams.triggers_subject_prefix);
+    bus.jetstream()
+        .publish(junk_subject, "{\"not\": \"a trigger\"}".into())
+        .await
+        .expect("publish junk")
+        .await
+        .expect("junk stored");
     // Kill mid-run, with requests in flight (hangs, retries pending), then publish the rest.
     let main_count = || rx.seen().iter().filter(|s| s.path == "/main").count();
     eventually(Duration::from_secs(30), "first deliveries", || async {
@@ -458,7 +466,16 @@ template = "not json {{{{ trigger.trigger_id }}}}"
     // The refused trigger and the two bad-template ones land in the dead-letter stream.
     let dead = eventually(Duration::from_secs(30), "dead letters", || async {
         let dead = bus.read_all_dead().await.ok()?;
-        (dead.len() >= 3).then_some(dead)
+        // The hanging target (concurrency 1) may not have reached it yet.
+        let invalid: Vec<&str> = dead
+            .iter()
+            .filter(|d| d.reason == "deliver_invalid")
+            .filter_map(|d| d.target.as_deref())
+            .collect();
+        let all = ["badtpl", "filtered", "main"]
+            .iter()
+            .all(|t| invalid.contains(t));
+        (dead.len() >= 6 && all).then_some(dead)
     })
     .await;
     let seen = rx.seen();
@@ -582,6 +599,13 @@ template = "not json {{{{ trigger.trigger_id }}}}"
             .all(|d| d.target.as_deref() == Some("badtpl") && d.detail.contains("not JSON"))
     );
     assert!(!log_text.contains(SECRET), "the secret is in the log");
+    let invalid = dead.iter().filter(|d| d.reason == "deliver_invalid");
+    assert!(
+        invalid
+            .clone()
+            .all(|d| d.http_status.is_none() && d.detail.contains("not a trigger")),
+        "{dead:?}"
+    );
 
     // Metrics of the second process: the filter counted, deliveries counted.
     let (_, metrics) = get(port, "/metrics").await.expect("metrics");
@@ -642,5 +666,55 @@ template = "not json {{{{ trigger.trigger_id }}}}"
         "{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_changed_timeout_updates_the_consumer_and_keeps_its_position() {
+    let env = TestEnv::new().await;
+    let bus = runwatch::bus::Bus::connect(&env.config).await.expect("bus");
+    bus.ensure_streams().await.expect("streams");
+    let dir = tempfile::tempdir().expect("dir");
+    let config = dir.path().join("deliver.toml");
+    let bin = Path::new(env!("CARGO_BIN_EXE_runwatch"));
+    let log = dir.path().join("deliver.log");
+    let consumer_info = || async {
+        let stream = bus
+            .jetstream()
+            .get_stream(&env.config.streams.triggers)
+            .await
+            .expect("stream");
+        let mut c = stream
+            .get_consumer::<async_nats::jetstream::consumer::pull::Config>("runwatch-deliver-one")
+            .await
+            .expect("consumer");
+        c.info().await.expect("info").clone()
+    };
+    for (timeout, ack_wait) in [("1s", 6), ("3s", 8)] {
+        std::fs::write(
+            &config,
+            format!("[[deliver.targets]]\nname = \"one\"\nurl = \"http://127.0.0.1:9/\"\ntimeout = \"{timeout}\"\n"),
+        )
+        .expect("config");
+        let port = procs::free_port().expect("port");
+        let mut proc =
+            WorkerProc::start_command(bin, &["deliver"], deliver_env(&env, port, &config), &log)
+                .expect("start");
+        wait_ready(port).await;
+        let info = consumer_info().await;
+        assert_eq!(
+            info.config.ack_wait,
+            Duration::from_secs(ack_wait),
+            "timeout {timeout}"
+        );
+        assert_eq!(
+            info.config.deliver_policy,
+            async_nats::jetstream::consumer::DeliverPolicy::New
+        );
+        assert_eq!(
+            proc.terminate(Duration::from_secs(20)).expect("stop"),
+            Some(0)
+        );
+    }
     env.cleanup().await;
 }
