@@ -287,77 +287,34 @@ fn validate(mut event: Event, limits: &Limits) -> Result<Event, Rejection> {
             format!("schema is {:?}, expected {SCHEMA:?}", event.schema),
         ));
     }
-    let required = [
+    check_required(&[
         ("event_id", &event.event_id),
         ("repository.owner", &event.repository.owner),
         ("repository.name", &event.repository.name),
         ("commit_sha", &event.commit_sha),
         ("run.id", &event.run.id),
         ("run.workflow", &event.run.workflow),
-    ];
-    for (field, value) in required {
-        if value.trim().is_empty() {
-            return Err(Rejection::new(
-                RejectCode::Invalid,
-                format!("{field} must not be empty"),
-            ));
-        }
-    }
-    let strings = [
-        ("event_id", Some(&event.event_id)),
-        ("repository.owner", Some(&event.repository.owner)),
-        ("repository.name", Some(&event.repository.name)),
-        ("repository.id", event.repository.id.as_ref()),
-        ("commit_sha", Some(&event.commit_sha)),
-        ("branch", event.branch.as_ref()),
-        ("run.id", Some(&event.run.id)),
-        ("run.workflow", Some(&event.run.workflow)),
-        ("run.url", event.run.url.as_ref()),
-    ];
-    for (field, value) in strings {
-        if let Some(v) = value
-            && v.contains('\0')
-        {
-            return Err(Rejection::new(
-                RejectCode::Invalid,
-                format!("{field} contains a NUL character"),
-            ));
-        }
-        if let Some(v) = value
-            && v.len() > limits.max_string_bytes
-        {
-            return Err(Rejection::new(
-                RejectCode::Oversize,
-                format!(
-                    "{field} is {} bytes, the limit is {}",
-                    v.len(),
-                    limits.max_string_bytes
-                ),
-            ));
-        }
-    }
-    // event_id becomes the Nats-Msg-Id header, where control characters are not allowed.
-    if event.event_id.chars().any(char::is_control) {
-        return Err(Rejection::new(
-            RejectCode::Invalid,
-            "event_id contains a control character",
-        ));
-    }
+    ])?;
+    check_strings(
+        &[
+            ("event_id", Some(&event.event_id)),
+            ("repository.owner", Some(&event.repository.owner)),
+            ("repository.name", Some(&event.repository.name)),
+            ("repository.id", event.repository.id.as_ref()),
+            ("commit_sha", Some(&event.commit_sha)),
+            ("branch", event.branch.as_ref()),
+            ("run.id", Some(&event.run.id)),
+            ("run.workflow", Some(&event.run.workflow)),
+            ("run.url", event.run.url.as_ref()),
+        ],
+        limits,
+    )?;
+    check_event_id(&event.event_id)?;
     if event.run.attempt == 0 {
         return Err(Rejection::new(RejectCode::Invalid, "run.attempt must be at least 1"));
     }
-    if event.pr_number == Some(0) {
-        return Err(Rejection::new(RejectCode::Invalid, "pr_number must be at least 1"));
-    }
-    // The group key stores it as a signed 64-bit integer: a larger one cannot be kept
-    // faithfully, and clamping would put every such pull request into one group.
-    if let Some(pr) = event.pr_number
-        && pr > MAX_PR_NUMBER
-    {
-        return Err(Rejection::new(
-            RejectCode::Invalid,
-            format!("pr_number {pr} is above {MAX_PR_NUMBER}, the largest that can be stored"),
-        ));
+    if let Some(pr) = event.pr_number {
+        check_pr_number(pr)?;
     }
     match (event.run.status, event.run.conclusion) {
         (Status::Completed, None) => {
@@ -370,22 +327,99 @@ fn validate(mut event: Event, limits: &Limits) -> Result<Event, Rejection> {
         (Status::Queued | Status::InProgress, Some(_)) => event.run.conclusion = None,
         _ => {}
     }
-    if !event.metadata.is_null() {
-        if !event.metadata.is_object() {
-            return Err(Rejection::new(RejectCode::Invalid, "metadata must be an object"));
+    check_metadata(&event.metadata, limits)?;
+    Ok(event)
+}
+
+// Field checks shared by the input schemas (workflow runs here, pull request links in
+// `pull_request`).
+
+/// Each field must hold more than white space.
+pub(crate) fn check_required(fields: &[(&str, &String)]) -> Result<(), Rejection> {
+    for (field, value) in fields {
+        if value.trim().is_empty() {
+            return Err(Rejection::new(
+                RejectCode::Invalid,
+                format!("{field} must not be empty"),
+            ));
         }
-        let size = serde_json::to_vec(&event.metadata).map_or(usize::MAX, |v| v.len());
-        if size > limits.max_metadata_bytes {
+    }
+    Ok(())
+}
+
+/// No NUL character (Postgres text cannot hold it), at most `limits.max_string_bytes`.
+pub(crate) fn check_strings(
+    fields: &[(&str, Option<&String>)],
+    limits: &Limits,
+) -> Result<(), Rejection> {
+    for (field, value) in fields {
+        let Some(v) = value else { continue };
+        if v.contains('\0') {
+            return Err(Rejection::new(
+                RejectCode::Invalid,
+                format!("{field} contains a NUL character"),
+            ));
+        }
+        if v.len() > limits.max_string_bytes {
             return Err(Rejection::new(
                 RejectCode::Oversize,
                 format!(
-                    "metadata is {size} bytes, the limit is {}",
-                    limits.max_metadata_bytes
+                    "{field} is {} bytes, the limit is {}",
+                    v.len(),
+                    limits.max_string_bytes
                 ),
             ));
         }
     }
-    Ok(event)
+    Ok(())
+}
+
+/// `event_id` becomes the Nats-Msg-Id header, where control characters are not allowed.
+pub(crate) fn check_event_id(id: &str) -> Result<(), Rejection> {
+    if id.chars().any(char::is_control) {
+        return Err(Rejection::new(
+            RejectCode::Invalid,
+            "event_id contains a control character",
+        ));
+    }
+    Ok(())
+}
+
+/// At least 1, and storable: the group key keeps it as a signed 64-bit integer, so a
+/// larger one cannot be kept faithfully, and clamping would put every such pull request
+/// into one group.
+pub(crate) fn check_pr_number(pr: u64) -> Result<(), Rejection> {
+    if pr == 0 {
+        return Err(Rejection::new(RejectCode::Invalid, "pr_number must be at least 1"));
+    }
+    if pr > MAX_PR_NUMBER {
+        return Err(Rejection::new(
+            RejectCode::Invalid,
+            format!("pr_number {pr} is above {MAX_PR_NUMBER}, the largest that can be stored"),
+        ));
+    }
+    Ok(())
+}
+
+/// Absent, or an object of at most `limits.max_metadata_bytes`.
+pub(crate) fn check_metadata(metadata: &serde_json::Value, limits: &Limits) -> Result<(), Rejection> {
+    if metadata.is_null() {
+        return Ok(());
+    }
+    if !metadata.is_object() {
+        return Err(Rejection::new(RejectCode::Invalid, "metadata must be an object"));
+    }
+    let size = serde_json::to_vec(metadata).map_or(usize::MAX, |v| v.len());
+    if size > limits.max_metadata_bytes {
+        return Err(Rejection::new(
+            RejectCode::Oversize,
+            format!(
+                "metadata is {size} bytes, the limit is {}",
+                limits.max_metadata_bytes
+            ),
+        ));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -134,87 +134,26 @@ pub fn decode_input(bytes: &[u8], limits: &Limits) -> Result<Input, Rejection> {
 }
 
 fn validate(link: PullRequestLink, limits: &Limits) -> Result<PullRequestLink, Rejection> {
-    let required = [
+    event::check_required(&[
         ("event_id", &link.event_id),
         ("repository.owner", &link.repository.owner),
         ("repository.name", &link.repository.name),
         ("commit_sha", &link.commit_sha),
-    ];
-    for (field, value) in required {
-        if value.trim().is_empty() {
-            return Err(Rejection::new(
-                RejectCode::Invalid,
-                format!("{field} must not be empty"),
-            ));
-        }
-    }
-    let strings = [
-        ("event_id", Some(&link.event_id)),
-        ("repository.owner", Some(&link.repository.owner)),
-        ("repository.name", Some(&link.repository.name)),
-        ("repository.id", link.repository.id.as_ref()),
-        ("commit_sha", Some(&link.commit_sha)),
-        ("branch", link.branch.as_ref()),
-    ];
-    for (field, value) in strings {
-        let Some(v) = value else { continue };
-        if v.contains('\0') {
-            return Err(Rejection::new(
-                RejectCode::Invalid,
-                format!("{field} contains a NUL character"),
-            ));
-        }
-        if v.len() > limits.max_string_bytes {
-            return Err(Rejection::new(
-                RejectCode::Oversize,
-                format!(
-                    "{field} is {} bytes, the limit is {}",
-                    v.len(),
-                    limits.max_string_bytes
-                ),
-            ));
-        }
-    }
-    if link.event_id.chars().any(char::is_control) {
-        return Err(Rejection::new(
-            RejectCode::Invalid,
-            "event_id contains a control character",
-        ));
-    }
-    if link.pr_number == 0 {
-        return Err(Rejection::new(
-            RejectCode::Invalid,
-            "pr_number must be at least 1",
-        ));
-    }
-    if link.pr_number > event::MAX_PR_NUMBER {
-        return Err(Rejection::new(
-            RejectCode::Invalid,
-            format!(
-                "pr_number {} is above {}, the largest that can be stored",
-                link.pr_number,
-                event::MAX_PR_NUMBER
-            ),
-        ));
-    }
-    if !link.metadata.is_null() {
-        if !link.metadata.is_object() {
-            return Err(Rejection::new(
-                RejectCode::Invalid,
-                "metadata must be an object",
-            ));
-        }
-        let size = serde_json::to_vec(&link.metadata).map_or(usize::MAX, |v| v.len());
-        if size > limits.max_metadata_bytes {
-            return Err(Rejection::new(
-                RejectCode::Oversize,
-                format!(
-                    "metadata is {size} bytes, the limit is {}",
-                    limits.max_metadata_bytes
-                ),
-            ));
-        }
-    }
+    ])?;
+    event::check_strings(
+        &[
+            ("event_id", Some(&link.event_id)),
+            ("repository.owner", Some(&link.repository.owner)),
+            ("repository.name", Some(&link.repository.name)),
+            ("repository.id", link.repository.id.as_ref()),
+            ("commit_sha", Some(&link.commit_sha)),
+            ("branch", link.branch.as_ref()),
+        ],
+        limits,
+    )?;
+    event::check_event_id(&link.event_id)?;
+    event::check_pr_number(link.pr_number)?;
+    event::check_metadata(&link.metadata, limits)?;
     Ok(link)
 }
 

@@ -5,6 +5,8 @@
 //! starts the upkeep itself, so a process that nobody scrapes keeps a flat heap
 //! (`tests/metrics_memory.rs`, `make soak`).
 
+use std::io::IsTerminal;
+
 use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use tracing_subscriber::EnvFilter;
@@ -31,6 +33,8 @@ pub fn init_tracing(config: &LogConfig) -> Result<(), TelemetryError> {
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        // Colours only on a terminal: redirected to a file or a collector, plain text.
+        .with_ansi(std::io::stderr().is_terminal())
         .with_span_events(FmtSpan::NONE);
     let installed = match config.format {
         LogFormat::Json => builder.json().with_current_span(true).try_init(),

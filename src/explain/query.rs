@@ -191,10 +191,22 @@ async fn explain_in(
     let provider: String = row.try_get("provider")?;
     let pr: Option<i64> = row.try_get("pr_number")?;
     let now: DateTime<Utc> = row.try_get("now")?;
+    let repository_id: i64 = row.try_get("repository_id")?;
+    let mut state = state;
+    if let Some(pr) = pr {
+        // As the worker sets it before the engine runs (`only_head_commit`).
+        state.pr_head = sqlx::query_scalar(
+            "SELECT head_sha FROM pull_heads WHERE repository_id = $1 AND pr_number = $2",
+        )
+        .bind(repository_id)
+        .bind(pr)
+        .fetch_optional(&mut **tx)
+        .await?;
+    }
     let group = GroupView {
         id: group_id,
         repo: RepoRef {
-            internal_id: row.try_get("repository_id")?,
+            internal_id: repository_id,
             stable_key: row.try_get("stable_key")?,
             provider: Provider::parse(&provider).unwrap_or(Provider::Generic),
             owner: row.try_get("owner")?,

@@ -3,7 +3,8 @@
 //! `all_completed_with_failure` is judged as the engine judges it (`engine::Engine`), in
 //! this order: fired in the current episode; repository filtered out; a timer pending
 //! (settle, or a cooldown's end); no run left by the filters; no pull request while the
-//! rule requires one; runs not completed; no failing run. What is left (the condition
+//! rule requires one; the pull request moved past the commit (`only_head_commit`); runs not
+//! completed; no failing run. What is left (the condition
 //! holds, nothing fired, no timer) is a state the rule has not judged yet, e.g. a rule
 //! added since the group's last event.
 //!
@@ -154,6 +155,8 @@ pub enum Cause {
     NoFailure,
     FilteredOut,
     NoRuns,
+    /// `only_head_commit`: the pull request has moved past the group's commit.
+    NotHead,
     Streak,
 }
 
@@ -622,6 +625,19 @@ fn judge_group(
             "no pull request (a push build; the rule has require_pr = true)".into(),
         );
     }
+    if let Some(head) = g.state.pr_head.as_deref()
+        && rule.only_head_commit
+        && head != g.commit_sha
+    {
+        return will_not_fire(
+            Cause::NotHead,
+            Vec::new(),
+            Vec::new(),
+            format!(
+                "the pull request has moved past this commit (its head is {head}; the rule has only_head_commit = true)"
+            ),
+        );
+    }
     if runs.iter().any(|(_, r)| r.status != Status::Completed) {
         return waiting(&runs);
     }
@@ -976,6 +992,32 @@ mod tests {
             one(&g, &rules(ACWF), &[], &Shared::default()).reason,
             "will not fire: the group holds no run"
         );
+    }
+
+    #[test]
+    fn a_commit_the_pull_request_moved_past_is_named_for_only_head_commit_rules() {
+        let mut g = group(
+            Some(1),
+            vec![("1", run("build", Status::Completed, FAILED, "feat"))],
+        );
+        g.state.pr_head = Some("def".into());
+        let e = one(
+            &g,
+            &rules(&format!("{ACWF}only_head_commit = true\n")),
+            &[],
+            &Shared::default(),
+        );
+        assert_eq!(
+            e.reason,
+            "will not fire: the pull request has moved past this commit (its head is def; the rule has only_head_commit = true)"
+        );
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["cause"].as_str(), Some("not_head"));
+        // Without the option, or when the commit is the head, the rule judges the runs.
+        assert_eq!(one(&g, &rules(ACWF), &[], &Shared::default()).verdict, Verdict::NotJudged);
+        g.state.pr_head = Some("abc".into());
+        let set = rules(&format!("{ACWF}only_head_commit = true\n"));
+        assert_eq!(one(&g, &set, &[], &Shared::default()).verdict, Verdict::NotJudged);
     }
 
     #[test]

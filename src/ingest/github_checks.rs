@@ -230,17 +230,13 @@ pub(super) fn check_suite(
         )
     });
     let prs = pull_numbers(&s.pull_requests, p.repository.id);
-    let mut metadata = serde_json::Map::new();
-    metadata.insert("github_event".into(), "check_suite".into());
-    let base = Event {
-        schema: SCHEMA.to_string(),
-        event_id: delivery.to_string(),
-        provider: Provider::Github,
-        repository: p.repository.into_repository(),
-        commit_sha: s.head_sha,
-        branch: s.head_branch,
-        pr_number: None,
-        run: Run {
+    let base = event(
+        delivery,
+        "check_suite",
+        p.repository,
+        s.head_sha,
+        s.head_branch,
+        Run {
             id: s.id.to_string(),
             attempt: report_attempt(updated_at),
             workflow: app_name(s.app.as_ref()),
@@ -249,8 +245,7 @@ pub(super) fn check_suite(
             url,
             updated_at,
         },
-        metadata: serde_json::Value::Object(metadata),
-    };
+    );
     Ok(Normalized::Events(per_pull_request(base, delivery, prs)))
 }
 
@@ -292,17 +287,13 @@ pub(super) fn check_run(
         },
         p.repository.id,
     );
-    let mut metadata = serde_json::Map::new();
-    metadata.insert("github_event".into(), "check_run".into());
-    let base = Event {
-        schema: SCHEMA.to_string(),
-        event_id: delivery.to_string(),
-        provider: Provider::Github,
-        repository: p.repository.into_repository(),
-        commit_sha: c.head_sha,
-        branch: c.check_suite.head_branch,
-        pr_number: None,
-        run: Run {
+    let base = event(
+        delivery,
+        "check_run",
+        p.repository,
+        c.head_sha,
+        c.check_suite.head_branch,
+        Run {
             id: format!("{}/{}", c.check_suite.id, c.name),
             attempt: report_attempt(updated_at),
             workflow: format!("{} / {}", app_name(app), c.name),
@@ -311,8 +302,7 @@ pub(super) fn check_run(
             url: c.html_url,
             updated_at,
         },
-        metadata: serde_json::Value::Object(metadata),
-    };
+    );
     Ok(Normalized::Events(per_pull_request(base, delivery, prs)))
 }
 
@@ -343,17 +333,13 @@ pub(super) fn status(
         (Some(one), None) => Some(one.name.clone()),
         _ => None,
     };
-    let mut metadata = serde_json::Map::new();
-    metadata.insert("github_event".into(), "status".into());
-    Ok(Normalized::Events(vec![Event {
-        schema: SCHEMA.to_string(),
-        event_id: delivery.to_string(),
-        provider: Provider::Github,
-        repository: p.repository.into_repository(),
-        commit_sha: p.sha,
+    Ok(Normalized::Events(vec![event(
+        delivery,
+        "status",
+        p.repository,
+        p.sha,
         branch,
-        pr_number: None,
-        run: Run {
+        Run {
             id: format!("status:{}", p.context),
             attempt: report_attempt(p.updated_at),
             workflow: p.context,
@@ -362,8 +348,32 @@ pub(super) fn status(
             url: p.target_url.filter(|u| !u.trim().is_empty()),
             updated_at: p.updated_at,
         },
+    )]))
+}
+
+/// The event of one GitHub delivery (`metadata.github_event` names its kind), before it
+/// is copied per pull request.
+fn event(
+    delivery: &str,
+    github_event: &str,
+    repository: Repo,
+    commit_sha: String,
+    branch: Option<String>,
+    run: Run,
+) -> Event {
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("github_event".into(), github_event.into());
+    Event {
+        schema: SCHEMA.to_string(),
+        event_id: delivery.to_string(),
+        provider: Provider::Github,
+        repository: repository.into_repository(),
+        commit_sha,
+        branch,
+        pr_number: None,
+        run,
         metadata: serde_json::Value::Object(metadata),
-    }]))
+    }
 }
 
 #[cfg(test)]
