@@ -134,7 +134,7 @@ pub const METRICS: &[(&str, MetricKind, Unit, &str)] = &[
     ("runwatch_deliver_delivered_total", MetricKind::Counter, Unit::Count,
         "runwatch deliver: triggers a target answered 2xx, by target."),
     ("runwatch_deliver_failed_total", MetricKind::Counter, Unit::Count,
-        "runwatch deliver: failed attempts by target and reason (http_5xx, http_429, http_408, timeout, connect, transport: retried; http_4xx, http_3xx, template: dead-lettered)."),
+        "runwatch deliver: failed attempts by target and reason (http_5xx, http_429, http_408, timeout, connect, transport: retried; http_4xx, http_3xx, template, request: dead-lettered)."),
     ("runwatch_deliver_attempts_total", MetricKind::Counter, Unit::Count,
         "runwatch deliver: requests sent, by target."),
     ("runwatch_deliver_filtered_total", MetricKind::Counter, Unit::Count,

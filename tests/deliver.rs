@@ -615,6 +615,22 @@ template = "not json {{{{ trigger.trigger_id }}}}"
             .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
             .unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
     };
+    for (name, kind, _, help) in runwatch::telemetry::METRICS {
+        if name.starts_with("runwatch_deliver_") {
+            let ty = match kind {
+                runwatch::telemetry::MetricKind::Histogram => "histogram",
+                _ => "counter",
+            };
+            assert!(
+                metrics.contains(&format!("# TYPE {name} {ty}\n")),
+                "{name}: {metrics}"
+            );
+            assert!(
+                metrics.contains(&format!("# HELP {name} {help}\n")),
+                "{name}"
+            );
+        }
+    }
     // The restarted process filtered and delivered the second half itself.
     assert!(value("runwatch_deliver_filtered_total{target=\"filtered\"}") >= 10.0);
     assert!(value("runwatch_deliver_delivered_total{target=\"main\"}") >= 10.0);
