@@ -26,7 +26,6 @@ pub mod target;
 pub mod template;
 
 use std::sync::Arc;
-use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::{AckKind, Message};
@@ -45,10 +44,9 @@ pub use target::Target;
 
 use crate::bus::{Bus, BusError, DeadLetter, DeliveryDeadLetter, REDRIVE_TOKEN};
 use crate::config::{Config, ConfigError};
-use crate::http::{self, Readiness};
-use crate::startup::{self, StartupError};
+use crate::startup;
 use crate::trigger::Trigger;
-use crate::worker::{Supervisor, TaskEnded, TaskResult};
+use crate::worker::{Endpoints, Supervisor, TaskResult, WorkerError};
 
 /// Added to a target's `timeout` to make its consumer's `ack_wait`.
 pub const ACK_MARGIN: Duration = Duration::from_secs(5);
@@ -64,16 +62,10 @@ pub enum DeliverError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
-    Startup(#[from] StartupError),
-    #[error(transparent)]
     Bus(#[from] BusError),
-    #[error("http listener on {addr}: {source}")]
-    Http {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
+    /// Start-up, the HTTP listener, a task that ended: as for the worker.
     #[error(transparent)]
-    TaskEnded(#[from] TaskEnded),
+    Process(#[from] WorkerError),
     #[error("no delivery target: configure [[deliver.targets]] or give --url")]
     NoTargets,
 }
@@ -137,7 +129,7 @@ pub async fn run(
         clients.push(t.client()?);
     }
     let bus = tokio::select! {
-        opened = startup::open_bus(&config) => opened?,
+        opened = startup::open_bus(&config) => opened.map_err(WorkerError::from)?,
         _ = shutdown.cancelled() => {
             info!("shutdown requested before runwatch deliver was ready");
             return Ok(());
@@ -155,17 +147,13 @@ pub async fn run(
             triggers_prefix: config.streams.triggers_subject_prefix.clone(),
         }));
     }
-    let not_ready = Arc::new(AtomicBool::new(false));
-    let http_stop = CancellationToken::new();
-    let ready = Readiness {
-        store: None,
-        nats: bus.client().clone(),
-        shutting_down: not_ready.clone(),
-    };
-    let addr = config.http.listen;
-    let (bound, http_task) = http::serve(addr, ready, metrics, http_stop.clone())
-        .await
-        .map_err(|source| DeliverError::Http { addr, source })?;
+    let endpoints = Endpoints::serve(&config, None, bus.client(), metrics).await?;
+    let (bound, http_task, http_stop, not_ready) = (
+        endpoints.bound,
+        endpoints.server,
+        endpoints.stop,
+        endpoints.not_ready,
+    );
     let names: Vec<&str> = ctxs.iter().map(|c| c.target.name.as_str()).collect();
     info!(http = %bound, targets = ?names, "runwatch deliver started");
 
@@ -185,9 +173,10 @@ pub async fn run(
             warn!(error = %e, "draining the NATS connection failed");
         }
     };
-    Ok(tasks
+    tasks
         .shut_down(ended, timeout, server, cleanup, "runwatch deliver")
-        .await?)
+        .await
+        .map_err(|e| WorkerError::from(e).into())
 }
 
 /// Creates or updates the target's durable consumer.

@@ -48,6 +48,41 @@ pub enum WorkerError {
     TaskEnded(#[from] TaskEnded),
 }
 
+/// The HTTP endpoints of a supervised process (the worker, `runwatch deliver`), serving.
+pub struct Endpoints {
+    /// The address bound (`http.listen`; port 0 picks one).
+    pub bound: std::net::SocketAddr,
+    /// The server, until `stop`.
+    pub server: tokio::task::JoinHandle<()>,
+    pub stop: CancellationToken,
+    /// Readiness's flag: set when the process shuts down.
+    pub not_ready: Arc<AtomicBool>,
+}
+
+impl Endpoints {
+    /// Serves `/healthz`, `/readyz` (NATS, and `store` when given) and `/metrics` on
+    /// `http.listen`.
+    pub async fn serve(
+        config: &Config,
+        store: Option<Store>,
+        nats: &async_nats::Client,
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<Endpoints, WorkerError> {
+        let not_ready = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
+        let ready = Readiness {
+            store,
+            nats: nats.clone(),
+            shutting_down: not_ready.clone(),
+        };
+        let addr = config.http.listen;
+        let (bound, server) = http::serve(addr, ready, metrics, stop.clone())
+            .await
+            .map_err(|source| WorkerError::Http { addr, source })?;
+        Ok(Endpoints { bound, server, stop, not_ready })
+    }
+}
+
 /// Test-only faults, switched on by environment variables the binary reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Fault {
@@ -125,17 +160,9 @@ pub async fn run(
         }
     };
     crate::telemetry::register_worker_metrics();
-    let not_ready = Arc::new(AtomicBool::new(false));
-    let http_stop = CancellationToken::new();
-    let ready = Readiness {
-        store: Some(store.clone()),
-        nats: bus.client().clone(),
-        shutting_down: not_ready.clone(),
-    };
-    let addr = config.http.listen;
-    let (bound, http_task) = http::serve(addr, ready, metrics, http_stop.clone())
-        .await
-        .map_err(|source| WorkerError::Http { addr, source })?;
+    let endpoints = Endpoints::serve(&config, Some(store.clone()), bus.client(), metrics).await?;
+    let (bound, http_task, http_stop, not_ready) =
+        (endpoints.bound, endpoints.server, endpoints.stop, endpoints.not_ready);
     info!(http = %bound, events = %config.streams.events, consumer = %config.consumer.durable, "runwatch worker started");
 
     let timeout = config.shutdown.timeout;
