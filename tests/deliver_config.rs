@@ -152,6 +152,22 @@ fn unreadable_secret_file_names_the_target_and_shows_no_secret() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(!stderr.contains("tok-9Zx"), "{stderr}");
 
+    // url_file: unreadable, or not a URL (its content never shown).
+    let dir = tempfile::tempdir().expect("dir");
+    let url_file = dir.path().join("url");
+    std::fs::write(&url_file, "hxxps://hooks.example/services/T0/B0/tok-5Wm\n").expect("write");
+    for (path, shown) in [
+        (url_file.display().to_string(), "tok-5Wm"),
+        ("/nonexistent/url".into(), ""),
+    ] {
+        let config = format!("[[deliver.targets]]\nname = \"chat\"\nurl_file = \"{path}\"\n");
+        let out = deliver(&config, &[], &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("`deliver.targets[0].url_file`"), "{stderr}");
+        assert!(shown.is_empty() || !stderr.contains(shown), "{stderr}");
+    }
+
     // A secret header's value is never shown when it is not a valid header value.
     let config = "[[deliver.targets]]\nname = \"gh\"\nurl = \"http://127.0.0.1:9/\"\nheaders_from_env = { \"Authorization\" = \"RUNWATCH_TEST_AUTH\" }\n";
     let out = deliver(config, &[], &[("RUNWATCH_TEST_AUTH", "Bearer tok-\n-8Kq")]);
