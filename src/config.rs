@@ -526,6 +526,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[ingest]`: the webhook server of `runwatch ingest`.
     pub ingest: crate::ingest::IngestConfig,
+    /// `[deliver]`: `runwatch deliver` and its targets.
+    pub deliver: crate::deliver::DeliverConfig,
     #[serde(default)]
     pub rules: Option<Vec<RuleConfig>>,
     #[serde(default)]
@@ -687,6 +689,18 @@ pub const RANGES: &[KeyRange] = &[
     KeyRange { key: "limits.max_runs_per_group", bounds: int(1, 100_000), get: |c| size(c.limits.max_runs_per_group) },
     KeyRange { key: "limits.max_clock_skew", bounds: dur(secs(1), secs(DAY)), get: |c| Number::Duration(c.limits.max_clock_skew) },
     KeyRange { key: "ingest.max_body_bytes", bounds: int(1024, 64 * MIB), get: |c| size(c.ingest.max_body_bytes) },
+    KeyRange { key: "deliver.min_delay", bounds: dur(millis(10), secs(HOUR)), get: |c| Number::Duration(c.deliver.min_delay) },
+    KeyRange { key: "deliver.max_delay", bounds: dur(millis(10), secs(HOUR)), get: |c| Number::Duration(c.deliver.max_delay) },
+    KeyRange { key: "deliver.retry_after_max", bounds: dur(secs(1), secs(DAY)), get: |c| Number::Duration(c.deliver.retry_after_max) },
+];
+
+/// The numeric keys of a delivery target, checked per target as
+/// `deliver.targets[N].<key>`. A request's `timeout` plus a margin is its consumer's
+/// `ack_wait`, so the bound keeps that sum small.
+pub const TARGET_RANGES: &[(&str, Bounds)] = &[
+    ("timeout", dur(millis(100), secs(10 * MINUTE))),
+    ("max_attempts", int(1, 1000)),
+    ("concurrency", int(1, 256)),
 ];
 
 /// `purge.older_than`, and `runwatch purge --older-than`.
@@ -958,6 +972,11 @@ impl Config {
             return invalid("rules_file", "give either [[rules]] or rules_file, not both");
         }
         self.ingest.validate()?;
+        if self.deliver.min_delay > self.deliver.max_delay {
+            return invalid("deliver.min_delay", "must not exceed deliver.max_delay");
+        }
+        // Secret files and variables are read by `runwatch deliver` only.
+        crate::deliver::target::build(&self.deliver.targets, false)?;
         // Compiling the rules reports their own errors with the key.
         self.rule_set()?;
         Ok(())
@@ -1094,6 +1113,9 @@ mod tests {
         lease = "1s"
         [streams]
         duplicate_window = "1h"
+        [deliver]
+        min_delay = "10ms"
+        max_delay = "1h"
     "#;
 
     /// The configuration with `key = value` (a TOML literal) over [`ROOMY`], validated.
@@ -1216,6 +1238,7 @@ mod tests {
         assert!(header.contains("| range |"), "{header}");
         let mut keys: Vec<(String, String)> = RANGES.iter().map(|r| (r.key.to_string(), r.bounds.text())).collect();
         keys.extend(RULE_RANGES.iter().map(|(k, b)| (format!("rules[].{k}"), b.text())));
+        keys.extend(TARGET_RANGES.iter().map(|(k, b)| (format!("deliver.targets[].{k}"), b.text())));
         for (key, range) in keys {
             let (section, field) = key.split_once('.').unwrap();
             // A row names the key in full, or its section in full and the field after it.

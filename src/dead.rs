@@ -1,7 +1,8 @@
 //! The dead-letter stream's commands: `runwatch dead list` (one line per letter: reason,
-//! original subject and sequence, deliveries, detail, payload excerpt) and `runwatch dead
-//! redrive` (republish letters to their original subjects with a fresh `Nats-Msg-Id`, then
-//! remove them).
+//! original subject and sequence, deliveries, detail, payload excerpt; for a delivery dead
+//! letter also its target, HTTP status and response excerpt) and `runwatch dead redrive`
+//! (republish letters to their original subjects with a fresh `Nats-Msg-Id`, a delivery
+//! dead letter to its target only, then remove them).
 
 use std::io::Write;
 
@@ -46,6 +47,13 @@ pub fn dead_line(d: &DeadMessage, excerpt: usize) -> Result<String, DeadError> {
         serde_json::to_string(&d.detail)?,
         serde_json::to_string(&d.excerpt(excerpt))?,
     );
+    if let Some(target) = &d.target {
+        let status = d.http_status.map_or_else(|| "-".to_string(), |s| s.to_string());
+        line.push_str(&format!(
+            " target={target} http_status={status} response={}",
+            serde_json::to_string(d.response.as_deref().unwrap_or(""))?
+        ));
+    }
     if let Some(n) = d.truncated_from {
         line.push_str(&format!(" truncated_from={n}"));
     }

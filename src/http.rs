@@ -1,5 +1,6 @@
-//! The worker's HTTP endpoints: `/healthz` (the process answers), `/readyz` (the database
-//! and NATS answer and the worker is not shutting down) and `/metrics` (Prometheus).
+//! The HTTP endpoints of the worker and of `runwatch deliver`: `/healthz` (the process
+//! answers), `/readyz` (NATS and, for the worker, the database answer, and the process is
+//! not shutting down) and `/metrics` (Prometheus).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,13 +20,15 @@ use crate::store::Store;
 /// What `/readyz` looks at.
 #[derive(Clone)]
 pub struct Readiness {
-    pub store: Store,
+    /// The database, for processes that use one.
+    pub store: Option<Store>,
     pub nats: async_nats::Client,
     pub shutting_down: Arc<AtomicBool>,
 }
 
 impl Readiness {
-    /// Ready when not shutting down, NATS is connected and the database answers within 1 s.
+    /// Ready when not shutting down, NATS is connected and the database (if any) answers
+    /// within 1 s.
     pub async fn check(&self) -> Result<(), String> {
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err("shutting down".into());
@@ -33,7 +36,10 @@ impl Readiness {
         if self.nats.connection_state() != async_nats::connection::State::Connected {
             return Err("nats: not connected".into());
         }
-        match tokio::time::timeout(Duration::from_secs(1), self.store.ping()).await {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        match tokio::time::timeout(Duration::from_secs(1), store.ping()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("database: {e}")),
             Err(_) => Err("database: no answer within 1s".into()),

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod config;
 pub mod dead;
 pub mod explain;
+pub mod deliver;
 pub mod delivery;
 pub mod engine;
 pub mod event;

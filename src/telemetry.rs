@@ -82,6 +82,11 @@ const LATENCY_BUCKETS: &[f64] = &[
 ];
 const SIZE_BUCKETS: &[f64] = &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
 
+/// Request buckets of `runwatch deliver`, in seconds: up to a target's longest timeout.
+const DELIVER_BUCKETS: &[f64] = &[
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 600.0,
+];
+
 /// End-to-end buckets in seconds: a backlog after an outage can delay decisions by minutes.
 const DECISION_BUCKETS: &[f64] = &[
     0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0, 900.0,
@@ -126,6 +131,16 @@ pub const METRICS: &[(&str, MetricKind, Unit, &str)] = &[
         "Messages of the inbound stream not yet delivered to the durable consumer (sampled every outbox.relay_interval)."),
     ("runwatch_webhooks_total", MetricKind::Counter, Unit::Count,
         "Webhook deliveries received by `runwatch ingest`, by provider, event and outcome."),
+    ("runwatch_deliver_delivered_total", MetricKind::Counter, Unit::Count,
+        "runwatch deliver: triggers a target answered 2xx, by target."),
+    ("runwatch_deliver_failed_total", MetricKind::Counter, Unit::Count,
+        "runwatch deliver: failed attempts by target and reason (http_5xx, http_429, http_408, timeout, connect, transport: retried; http_4xx, http_3xx, template, request: dead-lettered)."),
+    ("runwatch_deliver_attempts_total", MetricKind::Counter, Unit::Count,
+        "runwatch deliver: requests sent, by target."),
+    ("runwatch_deliver_filtered_total", MetricKind::Counter, Unit::Count,
+        "runwatch deliver: triggers a target's filter excludes, acked without a request, by target."),
+    ("runwatch_deliver_seconds", MetricKind::Histogram, Unit::Seconds,
+        "runwatch deliver: duration of one request, response excerpt included, by target."),
     (BUILD_INFO, MetricKind::Gauge, Unit::Count,
         "Always 1; labels: version (the crate version) and git_sha (the commit built)."),
 ];
@@ -208,6 +223,8 @@ fn builder() -> Result<PrometheusBuilder, TelemetryError> {
             Matcher::Full("runwatch_decision_seconds".into()),
             DECISION_BUCKETS,
         )
+        .map_err(err)?
+        .set_buckets_for_metric(Matcher::Full("runwatch_deliver_seconds".into()), DELIVER_BUCKETS)
         .map_err(err)?
         .set_buckets_for_metric(Matcher::Full("runwatch_batch_size".into()), SIZE_BUCKETS)
         .map_err(err)

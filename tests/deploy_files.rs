@@ -380,6 +380,7 @@ const NAMESPACE: &str = "runwatch";
 /// Files of deploy/k8s applied on their own (`kubectl apply -f`), each needing an
 /// operator, or read by something else than kubectl.
 const OPTIONAL: &[&str] = &[
+    "deliver.yaml",
     "servicemonitor.yaml",
     "prometheusrule.yaml",
     "keda-scaledobject.yaml",

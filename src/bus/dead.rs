@@ -21,7 +21,21 @@ pub mod headers {
     /// Present when the payload had to be cut to fit the server's `max_payload`: the
     /// original payload's length in bytes.
     pub const TRUNCATED: &str = "Runwatch-Truncated";
+    /// A delivery dead letter (`runwatch deliver`): the target's name.
+    pub const TARGET: &str = "Runwatch-Target";
+    /// A delivery dead letter: the HTTP status of the last answer, when there was one.
+    pub const HTTP_STATUS: &str = "Runwatch-Http-Status";
+    /// A delivery dead letter: the start of the last answer's body (1 KiB at most, valid
+    /// UTF-8, control characters as spaces).
+    pub const RESPONSE: &str = "Runwatch-Response-Excerpt";
+    /// A delivery dead letter: the trigger's id.
+    pub const TRIGGER_ID: &str = "Runwatch-Trigger-Id";
 }
+
+/// The subject token after `<triggers_subject_prefix>.` under which a redriven delivery
+/// dead letter is republished: `<triggers_subject_prefix>.redrive.<target>`, delivered by
+/// that target only.
+pub const REDRIVE_TOKEN: &str = "redrive";
 
 /// The longest `Runwatch-Detail` value, in bytes.
 pub const MAX_DETAIL_BYTES: usize = 1024;
@@ -48,6 +62,22 @@ pub struct DeadLetter<'a> {
     pub payload: &'a [u8],
 }
 
+/// A trigger that `runwatch deliver` gave up on for one target: a dead letter (reason
+/// `deliver_refused`, `deliver_exhausted`, `deliver_template` or `deliver_invalid`; the
+/// original is the trigger in the triggers stream) and what the target answered.
+#[derive(Debug, Clone, Copy)]
+pub struct DeliveryDeadLetter<'a> {
+    pub letter: DeadLetter<'a>,
+    /// The target's name.
+    pub target: &'a str,
+    /// The HTTP status of the last answer, if any.
+    pub status: Option<u16>,
+    /// The start of the last answer's body.
+    pub response: &'a str,
+    /// The trigger's id (empty when the payload is not a trigger).
+    pub trigger_id: &'a str,
+}
+
 /// A dead letter as read back from the dead-letter stream.
 #[derive(Debug, Clone)]
 pub struct DeadMessage {
@@ -67,6 +97,12 @@ pub struct DeadMessage {
     pub deliveries: Option<u64>,
     /// `Runwatch-Truncated`: the original payload length when the payload was cut.
     pub truncated_from: Option<u64>,
+    /// `Runwatch-Target`: set on delivery dead letters only.
+    pub target: Option<String>,
+    /// `Runwatch-Http-Status` (delivery dead letters).
+    pub http_status: Option<u16>,
+    /// `Runwatch-Response-Excerpt` (delivery dead letters).
+    pub response: Option<String>,
     /// All headers, as stored.
     pub headers: HeaderMap,
     /// The original payload.
@@ -97,6 +133,13 @@ impl DeadMessage {
             original_seq: number(headers::ORIGINAL_SEQ),
             deliveries: number(headers::DELIVERIES),
             truncated_from: number(headers::TRUNCATED),
+            target: headers.get(headers::TARGET).map(|v| v.as_str().to_string()),
+            http_status: headers
+                .get(headers::HTTP_STATUS)
+                .and_then(|v| v.as_str().parse().ok()),
+            response: headers
+                .get(headers::RESPONSE)
+                .map(|v| v.as_str().to_string()),
             headers,
             payload,
         }
@@ -141,6 +184,25 @@ pub(crate) fn header_safe(value: &str, max: usize) -> String {
     cleaned[..end].trim_end().to_string()
 }
 
+/// The headers every dead letter has: its `Nats-Msg-Id`, reason, detail, original subject
+/// and sequence, deliveries.
+fn dead_headers(letter: &DeadLetter<'_>, msg_id: String) -> Vec<(&'static str, String)> {
+    vec![
+        ("Nats-Msg-Id", msg_id),
+        (headers::REASON, header_safe(letter.reason, 256)),
+        (
+            headers::DETAIL,
+            header_safe(letter.detail, MAX_DETAIL_BYTES),
+        ),
+        (
+            headers::ORIGINAL_SUBJECT,
+            header_safe(letter.original_subject, 1024),
+        ),
+        (headers::ORIGINAL_SEQ, letter.stream_seq.to_string()),
+        (headers::DELIVERIES, letter.deliveries.to_string()),
+    ]
+}
+
 impl Bus {
     /// Publishes the original payload to `<dead_subject_prefix>.<reason>` with headers
     /// `Runwatch-Reason`, `Runwatch-Detail` (1 KiB at most, no CR/LF),
@@ -149,24 +211,44 @@ impl Bus {
     /// stores nothing new), and awaits the PubAck. A payload too big to fit next to the
     /// headers under the server's `max_payload` is cut, and `Runwatch-Truncated` says so.
     pub async fn dead_letter(&self, letter: &DeadLetter<'_>) -> Result<(), BusError> {
-        let token = reason_token(letter.reason);
-        let subject = format!("{}.{}", self.streams.dead_subject_prefix, token);
         let msg_id = format!("dead-{}-{}", self.streams.events, letter.stream_seq);
+        self.publish_dead(letter, dead_headers(letter, msg_id))
+            .await
+    }
 
-        let values = [
-            ("Nats-Msg-Id", msg_id),
-            (headers::REASON, header_safe(letter.reason, 256)),
-            (
-                headers::DETAIL,
-                header_safe(letter.detail, MAX_DETAIL_BYTES),
-            ),
-            (
-                headers::ORIGINAL_SUBJECT,
-                header_safe(letter.original_subject, 1024),
-            ),
-            (headers::ORIGINAL_SEQ, letter.stream_seq.to_string()),
-            (headers::DELIVERIES, letter.deliveries.to_string()),
-        ];
+    /// Publishes a trigger that `runwatch deliver` gave up on for one target, like
+    /// [`Bus::dead_letter`], with `Runwatch-Target`, `Runwatch-Trigger-Id`,
+    /// `Runwatch-Http-Status` (when there was an answer) and `Runwatch-Response-Excerpt`,
+    /// and `Nats-Msg-Id: dead-<triggers stream>-<seq>-<target>`.
+    pub async fn dead_letter_delivery(&self, d: &DeliveryDeadLetter<'_>) -> Result<(), BusError> {
+        let msg_id = format!(
+            "dead-{}-{}-{}",
+            self.streams.triggers, d.letter.stream_seq, d.target
+        );
+        let mut values = dead_headers(&d.letter, msg_id);
+        values.push((headers::TARGET, header_safe(d.target, 256)));
+        values.push((headers::TRIGGER_ID, header_safe(d.trigger_id, 256)));
+        values.push((headers::RESPONSE, header_safe(d.response, MAX_DETAIL_BYTES)));
+        if let Some(status) = d.status {
+            values.push((headers::HTTP_STATUS, status.to_string()));
+        }
+        self.publish_dead(&d.letter, values).await
+    }
+
+    /// Publishes the letter's payload with the header `values` to
+    /// `<dead_subject_prefix>.<reason>`, cutting the payload to fit `max_payload` (and
+    /// saying so), and awaits the PubAck.
+    async fn publish_dead(
+        &self,
+        letter: &DeadLetter<'_>,
+        values: Vec<(&str, String)>,
+    ) -> Result<(), BusError> {
+        let (reason, seq, payload) = (letter.reason, letter.stream_seq, letter.payload);
+        let subject = format!(
+            "{}.{}",
+            self.streams.dead_subject_prefix,
+            reason_token(reason)
+        );
         // "NATS/1.0\r\n", "Name: value\r\n" per header, a final "\r\n", and one more
         // header if the payload has to be cut.
         let header_bytes: usize = 12
@@ -182,33 +264,25 @@ impl Bus {
         }
         let max_payload = self.client.max_payload();
         let room = max_payload.saturating_sub(header_bytes + subject.len() + FRAMING_SLACK);
-        let payload = if letter.payload.len() > room {
+        let payload = if payload.len() > room {
             tracing::warn!(
-                seq = letter.stream_seq,
-                len = letter.payload.len(),
+                seq,
+                len = payload.len(),
                 kept = room,
                 "dead letter payload cut to fit max_payload"
             );
-            headers.insert(headers::TRUNCATED, letter.payload.len().to_string());
-            Bytes::copy_from_slice(&letter.payload[..room])
+            headers.insert(headers::TRUNCATED, payload.len().to_string());
+            Bytes::copy_from_slice(&payload[..room])
         } else {
-            Bytes::copy_from_slice(letter.payload)
+            Bytes::copy_from_slice(payload)
         };
-
         let ack = self
             .publish_and_wait(
                 subject.clone(),
                 PublishMessage::build().payload(payload).headers(headers),
             )
             .await?;
-        tracing::info!(
-            %subject,
-            original_seq = letter.stream_seq,
-            deliveries = letter.deliveries,
-            dead_seq = ack.sequence,
-            duplicate = ack.duplicate,
-            "dead-lettered"
-        );
+        tracing::info!(%subject, original_seq = seq, dead_seq = ack.sequence, duplicate = ack.duplicate, "dead-lettered");
         Ok(())
     }
 }
@@ -232,11 +306,13 @@ impl DeadMessage {
 
 impl Bus {
     /// Redrives a dead letter: republishes its original payload to its original subject
-    /// with `Nats-Msg-Id: redrive-<dead stream>-<dead seq>` (a fresh id, so the original
+    /// (a delivery dead letter: to `<triggers_subject_prefix>.redrive.<target>`, which only
+    /// that target's `runwatch deliver` consumer delivers) with `Nats-Msg-Id: redrive-<dead stream>-<dead seq>` (a fresh id, so the original
     /// event id's dedupe entry does not swallow it, and a repeated redrive of the same
     /// letter is deduplicated), awaits the PubAck, then deletes the letter from the
     /// dead-letter stream. Refused (nothing published) when the payload was cut or the
-    /// original subject is not under `<events_subject_prefix>.`.
+    /// original subject is not under `<events_subject_prefix>.` (delivery dead letters:
+    /// `<triggers_subject_prefix>.`).
     pub async fn redrive(&self, dead: &DeadMessage) -> Result<super::PubAckInfo, BusError> {
         if dead.truncated_from.is_some() {
             return Err(BusError::Invalid {
@@ -245,18 +321,46 @@ impl Bus {
                 reason: "its payload was cut to fit max_payload; the original is lost",
             });
         }
-        let prefix = format!("{}.", self.streams.events_subject_prefix);
-        if !dead.original_subject.starts_with(&prefix) {
-            return Err(BusError::Invalid {
-                what: "original subject",
-                value: dead.original_subject.clone(),
-                reason: "not a subject of the events stream",
-            });
-        }
+        let subject = match &dead.target {
+            // A delivery dead letter goes back to the triggers stream, for its target only.
+            Some(target) => {
+                let prefix = format!("{}.", self.streams.triggers_subject_prefix);
+                if !dead.original_subject.starts_with(&prefix) {
+                    return Err(BusError::Invalid {
+                        what: "original subject",
+                        value: dead.original_subject.clone(),
+                        reason: "a delivery dead letter whose subject is not of the triggers stream",
+                    });
+                }
+                if target.is_empty()
+                    || !target
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+                {
+                    return Err(BusError::Invalid {
+                        what: "delivery target",
+                        value: target.clone(),
+                        reason: "not a target name",
+                    });
+                }
+                format!("{prefix}{REDRIVE_TOKEN}.{target}")
+            }
+            None => {
+                let prefix = format!("{}.", self.streams.events_subject_prefix);
+                if !dead.original_subject.starts_with(&prefix) {
+                    return Err(BusError::Invalid {
+                        what: "original subject",
+                        value: dead.original_subject.clone(),
+                        reason: "not a subject of the events stream",
+                    });
+                }
+                dead.original_subject.clone()
+            }
+        };
         let msg_id = format!("redrive-{}-{}", self.streams.dead, dead.sequence);
         let ack = self
             .publish_and_wait(
-                dead.original_subject.clone(),
+                subject.clone(),
                 PublishMessage::build()
                     .payload(dead.payload.clone())
                     .message_id(msg_id),
@@ -277,7 +381,7 @@ impl Bus {
             .map_err(|e| read_error(Box::new(e)))?;
         tracing::info!(
             dead_seq = dead.sequence,
-            subject = %dead.original_subject,
+            %subject,
             seq = ack.sequence,
             "dead letter redriven"
         );

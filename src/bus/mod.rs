@@ -29,7 +29,7 @@ mod pull;
 mod read;
 mod setup;
 
-pub use dead::{DeadLetter, DeadMessage, headers as dead_headers};
+pub use dead::{DeadLetter, DeadMessage, DeliveryDeadLetter, REDRIVE_TOKEN, headers as dead_headers};
 pub use publish::PubAckInfo;
 pub use pull::Puller;
 pub use read::{EventMessage, EventsFrom, StreamState};

@@ -147,18 +147,28 @@ impl Bus {
 
     /// [`Bus::ensure_consumer`], returning the consumer handle.
     pub(crate) async fn consumer_handle(&self) -> Result<PullConsumer, BusError> {
-        let stream_name = self.streams.events.clone();
-        let durable = self.consumer.durable.clone();
         let config = self.durable_config();
+        self.create_durable(&self.streams.events, config).await
+    }
+
+    /// Creates or updates the durable pull consumer `config` describes on `stream_name`,
+    /// tolerating a concurrent create of the same consumer.
+    async fn create_durable(
+        &self,
+        stream_name: &str,
+        config: consumer::pull::Config,
+    ) -> Result<PullConsumer, BusError> {
+        let durable = config.durable_name.clone().unwrap_or_default();
+        let setup_error = |source: super::BoxError| BusError::ConsumerSetup {
+            stream: stream_name.to_string(),
+            consumer: durable.clone(),
+            source,
+        };
         let stream = self
             .js
-            .get_stream_no_info(&stream_name)
+            .get_stream_no_info(stream_name)
             .await
-            .map_err(|e| BusError::ConsumerSetup {
-                stream: stream_name.clone(),
-                consumer: durable.clone(),
-                source: Box::new(e),
-            })?;
+            .map_err(|e| setup_error(Box::new(e)))?;
         let mut last = None;
         for _ in 0..RACE_ATTEMPTS {
             match stream.create_consumer(config.clone()).await {
@@ -172,23 +182,50 @@ impl Bus {
                 {
                     last = Some(e);
                 }
-                Err(e) => {
-                    return Err(BusError::ConsumerSetup {
-                        stream: stream_name,
-                        consumer: durable,
-                        source: Box::new(e),
-                    });
-                }
+                Err(e) => return Err(setup_error(Box::new(e))),
             }
         }
-        Err(BusError::ConsumerSetup {
-            stream: stream_name,
-            consumer: durable,
-            source: match last {
-                Some(e) => Box::new(e),
-                None => "concurrent set-up did not settle".into(),
-            },
-        })
+        Err(setup_error(match last {
+            Some(e) => Box::new(e),
+            None => "concurrent set-up did not settle".into(),
+        }))
+    }
+
+    /// Creates or updates the durable pull consumer `name` of a `runwatch deliver` target
+    /// on the triggers stream: explicit acks, `ack_wait`, unlimited `max_deliver` (the
+    /// deliverer counts attempts and dead-letters), `max_ack_pending` 10000 (triggers
+    /// waiting for a retry hold a slot, so this is not the concurrency bound), starting at
+    /// new triggers or at the first one the stream holds (`from_start`). The start policy
+    /// of an existing consumer is kept (JetStream cannot change it).
+    pub async fn delivery_consumer(
+        &self,
+        name: &str,
+        description: String,
+        ack_wait: Duration,
+        from_start: bool,
+    ) -> Result<PullConsumer, BusError> {
+        let stream = self.streams.triggers.clone();
+        let mut deliver_policy = if from_start { DeliverPolicy::All } else { DeliverPolicy::New };
+        if let Ok(s) = self.js.get_stream_no_info(&stream).await
+            && let Ok(mut existing) = s.get_consumer::<consumer::pull::Config>(name).await
+            && let Ok(info) = existing.info().await
+        {
+            if info.config.ack_wait == ack_wait {
+                return Ok(existing);
+            }
+            deliver_policy = info.config.deliver_policy;
+        }
+        let config = consumer::pull::Config {
+            durable_name: Some(name.to_string()),
+            description: Some(description),
+            deliver_policy,
+            ack_policy: AckPolicy::Explicit,
+            ack_wait,
+            max_deliver: -1,
+            max_ack_pending: 10_000,
+            ..Default::default()
+        };
+        self.create_durable(&stream, config).await
     }
 
     /// The durable consumer's configuration.

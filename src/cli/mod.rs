@@ -7,6 +7,7 @@
 //! refused (`publish`, `simulate`, `dead redrive`).
 
 mod dead;
+mod deliver;
 mod explain;
 mod groups;
 mod ingest;
@@ -91,6 +92,11 @@ pub enum Command {
         #[command(subcommand)]
         command: groups::Command,
     },
+    /// Deliver triggers to HTTP endpoints: one durable consumer per [[deliver.targets]]
+    /// entry (or one endpoint with --url), signed POSTs, retries with backoff across
+    /// restarts, dead letters for what is refused. Serves /healthz, /readyz and /metrics on
+    /// http.listen.
+    Deliver(deliver::Args),
     /// Inspect and redrive the dead-letter stream.
     Dead {
         #[command(subcommand)]
@@ -111,7 +117,7 @@ enum Logging {
 impl Command {
     fn logging(&self) -> Logging {
         match self {
-            Command::Run(_) | Command::Ingest => Logging::Service,
+            Command::Run(_) | Command::Ingest | Command::Deliver(_) => Logging::Service,
             Command::Simulate(_) | Command::Normalize(_) => Logging::None,
             _ => Logging::Quiet,
         }
@@ -160,6 +166,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ingest => ingest::run(config, metrics).await,
         Command::Normalize(args) => normalize::run(&config, args),
         Command::Replay(args) => replay::run(&config, args).await,
+        Command::Deliver(args) => deliver::run(config, args, metrics).await,
         Command::Dead { command } => dead::run(&config, command).await,
         Command::Explain(args) => explain::run(&config, args).await,
         Command::Groups { command } => groups::run(&config, command).await,

@@ -73,7 +73,8 @@ pub struct Filter {
 }
 
 impl Filter {
-    fn compile(key: &str, patterns: &[String], case_insensitive: bool) -> Result<Filter, RulesError> {
+    /// Compiles `patterns` (at least one); an error names `key`.
+    pub fn compile(key: &str, patterns: &[String], case_insensitive: bool) -> Result<Filter, RulesError> {
         if patterns.is_empty() {
             return Err(RulesError {
                 key: key.into(),
@@ -102,7 +103,8 @@ impl Filter {
         })
     }
 
-    fn any() -> Filter {
+    /// Matches everything (`["*"]`).
+    pub fn any() -> Filter {
         let mut b = GlobSetBuilder::new();
         if let Ok(g) = Glob::new("*") {
             b.add(g);

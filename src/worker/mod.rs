@@ -21,7 +21,6 @@ mod timers;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -34,7 +33,7 @@ use crate::http::{self, Readiness};
 use crate::startup::{self, StartupError};
 use crate::store::Store;
 
-pub use supervisor::{Supervisor, TaskEnded, TaskResult};
+pub use supervisor::{HttpServer, Supervisor, TaskEnded, TaskResult};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -49,8 +48,40 @@ pub enum WorkerError {
     TaskEnded(#[from] TaskEnded),
 }
 
-/// How long `/readyz` keeps answering 503 after a task failed and the rest has stopped.
-const FAILURE_GRACE: Duration = Duration::from_millis(500);
+/// The HTTP endpoints of a supervised process (the worker, `runwatch deliver`), serving.
+pub struct Endpoints {
+    /// The address bound (`http.listen`; port 0 picks one).
+    pub bound: std::net::SocketAddr,
+    /// The server, until `stop`.
+    pub server: tokio::task::JoinHandle<()>,
+    pub stop: CancellationToken,
+    /// Readiness's flag: set when the process shuts down.
+    pub not_ready: Arc<AtomicBool>,
+}
+
+impl Endpoints {
+    /// Serves `/healthz`, `/readyz` (NATS, and `store` when given) and `/metrics` on
+    /// `http.listen`.
+    pub async fn serve(
+        config: &Config,
+        store: Option<Store>,
+        nats: &async_nats::Client,
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<Endpoints, WorkerError> {
+        let not_ready = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
+        let ready = Readiness {
+            store,
+            nats: nats.clone(),
+            shutting_down: not_ready.clone(),
+        };
+        let addr = config.http.listen;
+        let (bound, server) = http::serve(addr, ready, metrics, stop.clone())
+            .await
+            .map_err(|source| WorkerError::Http { addr, source })?;
+        Ok(Endpoints { bound, server, stop, not_ready })
+    }
+}
 
 /// Test-only faults, switched on by environment variables the binary reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -129,17 +160,9 @@ pub async fn run(
         }
     };
     crate::telemetry::register_worker_metrics();
-    let not_ready = Arc::new(AtomicBool::new(false));
-    let http_stop = CancellationToken::new();
-    let ready = Readiness {
-        store: store.clone(),
-        nats: bus.client().clone(),
-        shutting_down: not_ready.clone(),
-    };
-    let addr = config.http.listen;
-    let (bound, mut http_task) = http::serve(addr, ready, metrics, http_stop.clone())
-        .await
-        .map_err(|source| WorkerError::Http { addr, source })?;
+    let endpoints = Endpoints::serve(&config, Some(store.clone()), bus.client(), metrics).await?;
+    let (bound, http_task, http_stop, not_ready) =
+        (endpoints.bound, endpoints.server, endpoints.stop, endpoints.not_ready);
     info!(http = %bound, events = %config.streams.events, consumer = %config.consumer.durable, "runwatch worker started");
 
     let timeout = config.shutdown.timeout;
@@ -156,24 +179,10 @@ pub async fn run(
     tasks.spawn("relay", relay::run(ctx.clone(), stop.clone()));
     tasks.spawn("timers", timers::run(ctx.clone(), stop.clone()));
     tasks.spawn("purge", purge::run(ctx.clone(), stop.clone()));
-    // The HTTP server outlives the other tasks (it answers 503 while they drain); watched
-    // here so that a server that dies is not silent either.
-    let (http_ended_tx, http_ended) = tokio::sync::oneshot::channel::<()>();
-    let server_stop = stop.clone();
-    tasks.spawn("http", async move {
-        tokio::select! {
-            _ = server_stop.cancelled() => Ok(()),
-            _ = http_ended => Err("the HTTP server stopped".into()),
-        }
-    });
-    let http_task = tokio::spawn(async move {
-        let _ = (&mut http_task).await;
-        let _ = http_ended_tx.send(());
-    });
+    let server = tasks.watch_http(http_task, http_stop);
 
     let ended = tasks.watch(&shutdown).await;
-    let graceful = async {
-        tasks.drain(timeout).await;
+    let cleanup = async {
         // Flush: publish what the outbox holds unclaimed.
         if let Err(e) = relay::once(&ctx).await {
             warn!(error = %e, "outbox flush at shutdown failed; another replica's relay will publish");
@@ -183,21 +192,5 @@ pub async fn run(
         }
         ctx.store.pool().close().await;
     };
-    if tokio::time::timeout(timeout, graceful).await.is_err() {
-        warn!(?timeout, "shutdown timed out; unacked messages will be redelivered");
-    }
-    if ended.is_some() {
-        // A failure: let probes see the 503 and a scrape take the last metrics before the
-        // process is gone (bounded, and short next to an orchestrator's restart).
-        tokio::time::sleep(FAILURE_GRACE.min(timeout)).await;
-    }
-    http_stop.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(2), http_task).await;
-    match ended {
-        None => {
-            info!("runwatch worker stopped");
-            Ok(())
-        }
-        Some(e) => Err(e.into()),
-    }
+    Ok(tasks.shut_down(ended, timeout, server, cleanup, "runwatch worker").await?)
 }

@@ -99,6 +99,87 @@ impl Supervisor {
     }
 }
 
+/// How long `/readyz` keeps answering 503 after a task failed and the rest has stopped.
+const FAILURE_GRACE: Duration = Duration::from_millis(500);
+
+/// The HTTP server of a supervised process, watched as task `http` (see
+/// [`Supervisor::watch_http`]).
+pub struct HttpServer {
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Supervisor {
+    /// Watches the HTTP server `server` (stopped by `server_stop`) as task `http`: it
+    /// outlives the other tasks (it answers 503 while they drain), and a server that dies
+    /// by itself is a task failure like any other.
+    pub fn watch_http(
+        &mut self,
+        mut server: tokio::task::JoinHandle<()>,
+        server_stop: CancellationToken,
+    ) -> HttpServer {
+        let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
+        let stop = self.stop.clone();
+        self.spawn("http", async move {
+            tokio::select! {
+                _ = stop.cancelled() => Ok(()),
+                _ = ended => Err("the HTTP server stopped".into()),
+            }
+        });
+        let task = tokio::spawn(async move {
+            let _ = (&mut server).await;
+            let _ = ended_tx.send(());
+        });
+        HttpServer {
+            stop: server_stop,
+            task,
+        }
+    }
+}
+
+impl Supervisor {
+    /// After [`Supervisor::watch`]: waits for the tasks (see [`Supervisor::drain`]), runs
+    /// `cleanup` (flush, drain NATS, close pools), all within `timeout`, then closes the
+    /// HTTP server; `ended` (the task that failed, if any) is the result.
+    pub async fn shut_down(
+        self,
+        ended: Option<TaskEnded>,
+        timeout: Duration,
+        server: HttpServer,
+        cleanup: impl Future<Output = ()>,
+        what: &str,
+    ) -> Result<(), TaskEnded> {
+        let graceful = async {
+            self.drain(timeout).await;
+            cleanup.await;
+        };
+        if tokio::time::timeout(timeout, graceful).await.is_err() {
+            warn!(?timeout, "shutdown timed out; unacked messages will be redelivered");
+        }
+        server.close(ended.is_some(), timeout).await;
+        match ended {
+            None => {
+                info!("{what} stopped");
+                Ok(())
+            }
+            Some(e) => Err(e),
+        }
+    }
+}
+
+impl HttpServer {
+    /// Stops the server once everything else has. After a failure it first lets probes
+    /// see the 503 and a scrape take the last metrics (half a second, at most `timeout`),
+    /// short next to an orchestrator's restart.
+    pub async fn close(self, failed: bool, timeout: Duration) {
+        if failed {
+            tokio::time::sleep(FAILURE_GRACE.min(timeout)).await;
+        }
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.task).await;
+    }
+}
+
 fn join_reason(e: JoinError) -> String {
     if e.is_cancelled() {
         return "cancelled".into();

@@ -21,7 +21,9 @@ impl World {
         let env = TestEnv::new().await;
         let bus = runwatch::bus::Bus::connect(&env.config).await.expect("bus");
         bus.ensure_streams().await.expect("streams");
-        let pool = runwatch::store::connect(&env.config.database).await.expect("pool");
+        let pool = runwatch::store::connect(&env.config.database)
+            .await
+            .expect("pool");
         World {
             env,
             dir: tempfile::tempdir().expect("temp dir"),
@@ -57,7 +59,10 @@ pub fn spawn_app(env: &TestEnv, dir: &Path, rules: &str, extra: &[(&str, &str)])
     let port = procs::free_port().expect("free port");
     let mut vars = env.env_vars();
     vars.push(("RUNWATCH_HTTP__LISTEN".into(), format!("127.0.0.1:{port}")));
-    vars.push(("RUNWATCH_RULES_FILE".into(), rules_file.display().to_string()));
+    vars.push((
+        "RUNWATCH_RULES_FILE".into(),
+        rules_file.display().to_string(),
+    ));
     vars.push(("RUNWATCH_TIMERS__INTERVAL".into(), "100ms".into()));
     for (k, v) in extra {
         vars.push(((*k).into(), (*v).into()));
@@ -78,12 +83,18 @@ impl App {
     pub async fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await?;
-        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
-            .await?;
+        s.write_all(
+            format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+        )
+        .await?;
         let mut raw = Vec::new();
         s.read_to_end(&mut raw).await?;
         let text = String::from_utf8_lossy(&raw).into_owned();
-        let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+        let status = text
+            .split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
         Ok((status, text))
     }
 

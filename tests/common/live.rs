@@ -38,7 +38,8 @@ pub fn start_worker(config: &Config) -> RunningWorker {
 /// Publishes JSON lines (valid ones through their provider subject); returns how many.
 pub async fn publish_lines(bus: &Bus, lines: &[String]) -> usize {
     let futs = lines.iter().map(|l| async move {
-        let e = runwatch::pull_request::decode_input(l.as_bytes(), &Default::default()).expect("valid event");
+        let e = runwatch::pull_request::decode_input(l.as_bytes(), &Default::default())
+            .expect("valid event");
         bus.publish_event(e.provider(), e.event_id(), bytes::Bytes::from(l.clone()))
             .await
             .expect("publish");
@@ -55,10 +56,15 @@ pub async fn publish_lines(bus: &Bus, lines: &[String]) -> usize {
 pub async fn publish_in_order(bus: &Bus, text: &str) -> usize {
     let mut n = 0;
     for l in text.lines().filter(|l| !l.trim().is_empty()) {
-        let e = runwatch::pull_request::decode_input(l.as_bytes(), &Default::default()).expect("valid event");
-        bus.publish_event(e.provider(), e.event_id(), bytes::Bytes::from(l.to_string()))
-            .await
-            .expect("publish");
+        let e = runwatch::pull_request::decode_input(l.as_bytes(), &Default::default())
+            .expect("valid event");
+        bus.publish_event(
+            e.provider(),
+            e.event_id(),
+            bytes::Bytes::from(l.to_string()),
+        )
+        .await
+        .expect("publish");
         n += 1;
     }
     n

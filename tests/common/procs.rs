@@ -386,6 +386,7 @@ impl Drop for PgProc {
 /// logging (stderr) to a file. Killed (SIGKILL) when dropped.
 pub struct WorkerProc {
     bin: PathBuf,
+    args: Vec<String>,
     env: Vec<(String, String)>,
     log: PathBuf,
     child: Option<Child>,
@@ -397,8 +398,19 @@ impl WorkerProc {
     /// Starts `bin run` with `env` (added to this process's environment), stderr appended
     /// to `log`.
     pub fn start(bin: &Path, env: Vec<(String, String)>, log: &Path) -> io::Result<WorkerProc> {
+        Self::start_command(bin, &["run"], env, log)
+    }
+
+    /// Starts `bin ARGS…` (another long-running command, e.g. `deliver`) like [`WorkerProc::start`].
+    pub fn start_command(
+        bin: &Path,
+        args: &[&str],
+        env: Vec<(String, String)>,
+        log: &Path,
+    ) -> io::Result<WorkerProc> {
         let mut w = WorkerProc {
             bin: bin.to_path_buf(),
+            args: args.iter().map(|a| a.to_string()).collect(),
             env,
             log: log.to_path_buf(),
             child: None,
@@ -418,7 +430,7 @@ impl WorkerProc {
             .append(true)
             .open(&self.log)?;
         let child = Command::new(&self.bin)
-            .arg("run")
+            .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .stdout(Stdio::null())

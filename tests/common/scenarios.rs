@@ -113,7 +113,9 @@ impl Scenario {
         use runwatch::engine::{Engine, RuleSet};
         use runwatch::event::Limits;
         let rules = match &self.rules_toml {
-            Some(t) => RuleSet::from_toml(t).unwrap_or_else(|e| panic!("{}/rules.toml: {e}", self.name)),
+            Some(t) => {
+                RuleSet::from_toml(t).unwrap_or_else(|e| panic!("{}/rules.toml: {e}", self.name))
+            }
             None => RuleSet::default_rules(),
         };
         let (mut out, mut err) = (Vec::new(), Vec::new());

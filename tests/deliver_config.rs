@@ -1,0 +1,278 @@
+//! `runwatch deliver`'s configuration against the real binary: every bad target key is
+//! exit status 2 naming the key (and the target), before anything connects, without
+//! printing a secret; and the shipped body templates render a real trigger (the one
+//! `runwatch simulate examples/demo.jsonl` prints) into the JSON their receivers expect.
+
+use std::process::{Command, Output};
+
+use runwatch::deliver::template::BodyTemplate;
+
+const BIN: &str = env!("CARGO_BIN_EXE_runwatch");
+const SECRET: &str = "tgt-s3cret-7Hq";
+
+/// `runwatch --config FILE deliver ARGS` with the given configuration, NATS pointing at a
+/// closed port (nothing must connect).
+fn deliver(config: &str, args: &[&str], env: &[(&str, &str)]) -> Output {
+    let dir = tempfile::tempdir().expect("dir");
+    let path = dir.path().join("c.toml");
+    std::fs::write(&path, config).expect("write");
+    Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .arg("deliver")
+        .args(args)
+        .env("NATS_URL", "nats://127.0.0.1:1")
+        .env("RUNWATCH_NATS__CONNECT_TIMEOUT", "100ms")
+        .envs(env.iter().copied())
+        .output()
+        .expect("run")
+}
+
+fn target(extra: &str) -> String {
+    format!(
+        "[[deliver.targets]]\nname = \"t1\"\nurl = \"http://127.0.0.1:9/x\"\nsecret = \"{SECRET}\"\n{extra}\n"
+    )
+}
+
+#[test]
+fn bad_target_keys_exit_2_naming_the_key() {
+    let dir = tempfile::tempdir().expect("dir");
+    let bad_template = dir.path().join("bad.j2");
+    std::fs::write(&bad_template, "{\"a\": {{ trigger.x ").expect("write");
+    let cases: Vec<(String, &str)> = vec![
+        (target("") + &target(""), "`deliver.targets[1].name`"),
+        (
+            "[[deliver.targets]]\nname = \"a b\"\nurl = \"http://h/\"\n".into(),
+            "`deliver.targets[0].name`",
+        ),
+        (
+            "[[deliver.targets]]\nname = \"a.b\"\nurl = \"http://h/\"\n".into(),
+            "`deliver.targets[0].name`",
+        ),
+        (
+            "[[deliver.targets]]\nname = \"x\"\nurl = \"ftp://h/\"\n".into(),
+            "`deliver.targets[0].url`",
+        ),
+        (
+            "[[deliver.targets]]\nname = \"x\"\nurl = \"not a url\"\n".into(),
+            "`deliver.targets[0].url`",
+        ),
+        (
+            "[[deliver.targets]]\nname = \"x\"\n".into(),
+            "`deliver.targets[0].url`",
+        ),
+        (
+            target("secret_file = \"/nonexistent/s\""),
+            "`deliver.targets[0].secret`",
+        ),
+        (target("timeout = \"0s\""), "`deliver.targets[0].timeout`"),
+        (target("timeout = \"11m\""), "`deliver.targets[0].timeout`"),
+        (
+            target("max_attempts = 0"),
+            "`deliver.targets[0].max_attempts`",
+        ),
+        (
+            target("concurrency = 257"),
+            "`deliver.targets[0].concurrency`",
+        ),
+        (
+            target("repositories = []"),
+            "`deliver.targets[0].repositories`",
+        ),
+        (
+            target("providers = [\"[\"]"),
+            "`deliver.targets[0].providers`",
+        ),
+        (
+            target("headers = { \"Runwatch-Signature-256\" = \"x\" }"),
+            "`deliver.targets[0].headers`",
+        ),
+        (
+            target("headers = { \"Bad Name\" = \"x\" }"),
+            "`deliver.targets[0].headers`",
+        ),
+        (
+            target("headers_from_env = { \"Authorization\" = \"RUNWATCH_TEST_NO_SUCH_VAR\" }"),
+            "`deliver.targets[0].headers_from_env`",
+        ),
+        (
+            target("template = \"{{ unclosed\""),
+            "`deliver.targets[0].template`",
+        ),
+        (
+            target(&format!("template_file = \"{}\"", bad_template.display())),
+            "`deliver.targets[0].template_file`",
+        ),
+        (
+            target("template = \"{}\"\ntemplate_file = \"x\""),
+            "`deliver.targets[0].template`",
+        ),
+        (target("from = \"yesterday\""), "from"),
+        (target("unknown_key = 1"), "unknown_key"),
+        (
+            "[deliver]\nmin_delay = \"10m\"\nmax_delay = \"1m\"\n".into(),
+            "`deliver.min_delay`",
+        ),
+        (
+            "[deliver]\nretry_after_max = \"2d\"\n".into(),
+            "`deliver.retry_after_max`",
+        ),
+    ];
+    for (config, key) in cases {
+        let out = deliver(&config, &[], &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{config}\n{stderr}");
+        assert!(
+            stderr.contains(key),
+            "{config}: expected {key} in\n{stderr}"
+        );
+        assert!(!stderr.contains(SECRET), "the secret is shown:\n{stderr}");
+        assert!(
+            !stderr.contains("connect"),
+            "{config}: it tried to connect:\n{stderr}"
+        );
+    }
+}
+
+#[test]
+fn unreadable_secret_file_names_the_target_and_shows_no_secret() {
+    let config = "[[deliver.targets]]\nname = \"agents\"\nurl = \"http://127.0.0.1:9/\"\nsecret_file = \"/nonexistent/agents-secret\"\n";
+    let out = deliver(config, &[], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("`deliver.targets[0].secret_file`") && stderr.contains("agents"),
+        "{stderr}"
+    );
+
+    // A URL with a credential in it (Slack's webhooks) is never quoted, even when wrong.
+    let config = "[[deliver.targets]]\nname = \"chat\"\nurl = \"hxxps://hooks.example/services/T0/B0/tok-9Zx\"\n";
+    let out = deliver(config, &[], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(!stderr.contains("tok-9Zx"), "{stderr}");
+
+    // url_file: unreadable, or not a URL (its content never shown).
+    let dir = tempfile::tempdir().expect("dir");
+    let url_file = dir.path().join("url");
+    std::fs::write(&url_file, "hxxps://hooks.example/services/T0/B0/tok-5Wm\n").expect("write");
+    for (path, shown) in [
+        (url_file.display().to_string(), "tok-5Wm"),
+        ("/nonexistent/url".into(), ""),
+    ] {
+        let config = format!("[[deliver.targets]]\nname = \"chat\"\nurl_file = \"{path}\"\n");
+        let out = deliver(&config, &[], &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains("`deliver.targets[0].url_file`"), "{stderr}");
+        assert!(shown.is_empty() || !stderr.contains(shown), "{stderr}");
+    }
+
+    // A secret header's value is never shown when it is not a valid header value.
+    let config = "[[deliver.targets]]\nname = \"gh\"\nurl = \"http://127.0.0.1:9/\"\nheaders_from_env = { \"Authorization\" = \"RUNWATCH_TEST_AUTH\" }\n";
+    let out = deliver(config, &[], &[("RUNWATCH_TEST_AUTH", "Bearer tok-\n-8Kq")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("headers_from_env") && !stderr.contains("8Kq"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn quick_start_options_are_checked() {
+    let out = deliver("", &["--url", "ftp://h/"], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`--url`"), "{stderr}");
+
+    let out = deliver(
+        "",
+        &[
+            "--url",
+            "http://127.0.0.1:9/",
+            "--secret-file",
+            "/nonexistent/x",
+        ],
+        &[],
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("`--secret-file`"), "{stderr}");
+
+    // --secret-file needs --url (clap), and no target at all is an error.
+    let out = deliver("", &["--secret-file", "/tmp/x"], &[]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = deliver("", &[], &[]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no delivery target"), "{stderr}");
+}
+
+/// The trigger `runwatch simulate examples/demo.jsonl` prints.
+fn demo_trigger() -> serde_json::Value {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new(BIN)
+        .args(["simulate", &format!("{root}/examples/demo.jsonl")])
+        .output()
+        .expect("simulate");
+    assert!(out.status.success());
+    let line = String::from_utf8(out.stdout).expect("utf-8");
+    serde_json::from_str(line.lines().next().expect("a trigger")).expect("json")
+}
+
+fn render(file: &str, trigger: &serde_json::Value) -> serde_json::Value {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let source =
+        std::fs::read_to_string(format!("{root}/examples/deliver/{file}")).expect("template");
+    let template = BodyTemplate::parse(source).expect("parses");
+    let body = template.render(trigger, "example").expect("renders");
+    serde_json::from_slice(&body).expect("JSON")
+}
+
+#[test]
+fn shipped_templates_render_a_real_trigger() {
+    let trigger = demo_trigger();
+    let slack = render("slack.json.j2", &trigger);
+    let text = slack["text"].as_str().expect("text");
+    assert!(
+        text.contains("octo-org/octo-repo") && text.contains("#12") && text.contains("test"),
+        "{text}"
+    );
+    assert_eq!(slack["blocks"][0]["type"], "section");
+    assert_eq!(slack["blocks"][0]["text"]["type"], "mrkdwn");
+
+    let dispatch = render("github-dispatch.json.j2", &trigger);
+    assert_eq!(dispatch["event_type"], "runwatch-ci-failed");
+    let payload = dispatch["client_payload"]
+        .as_object()
+        .expect("client_payload");
+    assert!(
+        payload.len() <= 10,
+        "GitHub allows at most 10 top-level keys: {payload:?}"
+    );
+    assert_eq!(payload["trigger_id"], trigger["trigger_id"]);
+    assert_eq!(payload["repository"], "octo-org/octo-repo");
+    assert_eq!(payload["pr_number"], 12);
+    assert_eq!(payload["failed_workflows"], serde_json::json!(["test"]));
+
+    // A push build (no pull request) renders too.
+    let mut push = trigger.clone();
+    push["pr_number"] = serde_json::Value::Null;
+    let slack = render("slack.json.j2", &push);
+    assert!(
+        slack["text"]
+            .as_str()
+            .expect("text")
+            .contains("feature/demo"),
+        "{slack}"
+    );
+
+    // The example configuration loads and validates.
+    let root = env!("CARGO_MANIFEST_DIR");
+    let config = runwatch::config::Config::load(Some(std::path::Path::new(&format!(
+        "{root}/examples/deliver/deliver.toml"
+    ))))
+    .expect("examples/deliver/deliver.toml is valid");
+    assert_eq!(config.deliver.targets.len(), 3);
+}
