@@ -28,6 +28,19 @@ pub struct Delivered {
 /// trigger whose publish fails stays unsent in the outbox with its error: the relay of any
 /// replica publishes it once its claim expires. Never fails as a whole.
 pub async fn publish(store: &Store, bus: &Bus, triggers: &[Trigger]) -> Delivered {
+    let mut out = publish_unmarked(store, bus, triggers).await;
+    if let Err(e) = store.mark_sent(&out.sent).await {
+        warn!(error = %e, "marking triggers sent failed; the relay republishes them after their lease");
+        out.mark_failed = true;
+    }
+    out
+}
+
+/// As [`publish`], but leaves marking the sent ones to the caller (the consume task folds
+/// them into its next record transaction: one commit instead of two). Until they are
+/// marked they stay claimed for their lease; a crash meanwhile makes the relay publish them
+/// again after it, and JetStream's duplicate window drops the copies.
+pub async fn publish_unmarked(store: &Store, bus: &Bus, triggers: &[Trigger]) -> Delivered {
     let mut out = Delivered::default();
     if triggers.is_empty() {
         return out;
@@ -54,10 +67,6 @@ pub async fn publish(store: &Store, bus: &Bus, triggers: &[Trigger]) -> Delivere
                 }
             }
         }
-    }
-    if let Err(e) = store.mark_sent(&out.sent).await {
-        warn!(error = %e, "marking triggers sent failed; the relay republishes them after their lease");
-        out.mark_failed = true;
     }
     out
 }

@@ -29,6 +29,7 @@
 //! (figures and lines); the trace comes from tests/common/trace.rs.
 
 mod database;
+mod drain;
 mod names;
 mod phase;
 mod references;
@@ -64,9 +65,24 @@ pub struct Opts {
     /// Events of the naive (`batch_size = 1`) run; groups scale with it. 0 skips it.
     #[arg(long, default_value_t = 5_000)]
     naive_events: usize,
-    /// Events of the half-load (paced) run; groups scale with it. 0 skips it.
-    #[arg(long, default_value_t = 60_000)]
+    /// Events of the half-load (paced) run; groups scale with it (200,000 events: 2,000
+    /// triggers). 0 skips it.
+    #[arg(long, default_value_t = 200_000)]
     half_load_events: usize,
+    /// Events of the low-load run, paced at --low-load-rate; 0 skips it.
+    #[arg(long, default_value_t = 6_000)]
+    low_load_events: usize,
+    /// Events per second of the low-load run.
+    #[arg(long, default_value_t = 200.0)]
+    low_load_rate: f64,
+    /// Share of failing groups in the low-load trace (more triggers, so more latency
+    /// samples, from a short run).
+    #[arg(long, default_value_t = 0.5)]
+    low_load_fail_share: f64,
+    /// Skip the drain phase (the main trace published before the worker starts, against a
+    /// raw JetStream consumer on the same stream).
+    #[arg(long)]
+    skip_drain: bool,
     /// Workers of the scale-out run (same trace as the main one). 0 skips it.
     #[arg(long, default_value_t = 3)]
     replicas: usize,
@@ -129,13 +145,46 @@ fn locate_bin(opts: &Opts) -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// A phase of the main trace's size with a smaller trace of `events`, paced or not.
-async fn scaled(bench: &Bench, events: usize, seed: u64, phase: &Phase<'_>) -> Result<PhaseResult> {
+/// A phase with groups of the main trace's size, a trace of `events` with a
+/// `fail_share` of failing groups, paced or not.
+async fn scaled(
+    bench: &Bench,
+    (events, fail_share): (usize, f64),
+    seed: u64,
+    phase: &Phase<'_>,
+) -> Result<PhaseResult> {
     let o = &bench.opts;
     let per_group = o.events as f64 / o.groups.max(1) as f64;
     let groups = ((events as f64 / per_group) as usize).max(1);
-    let t = bench_trace(seed, events, groups, o.fail_share);
+    let t = bench_trace(seed, events, groups, fail_share);
     bench.run_phase(phase, &t).await
+}
+
+/// A paced phase of `events` (none when 0): "half" or "low" load at `rate` events/s.
+async fn paced(
+    bench: &Bench,
+    name: &str,
+    rate: f64,
+    (events, fail_share): (usize, f64),
+    seed: u64,
+) -> Result<Option<PhaseResult>> {
+    if events == 0 {
+        return Ok(None);
+    }
+    let phase = Phase {
+        pace: Some(rate),
+        ..Phase::new(name, bench.opts.batch_size)
+    };
+    let r = scaled(bench, (events, fail_share), seed, &phase).await?;
+    describe(&format!("{name} load (paced at {rate:.0} events/s)"), &r);
+    Ok(Some(r))
+}
+
+/// The low-load phase unless skipped.
+async fn low_load(bench: &Bench) -> Result<Option<PhaseResult>> {
+    let o = &bench.opts;
+    let events = (o.low_load_events, o.low_load_fail_share);
+    paced(bench, "low", o.low_load_rate, events, o.seed + 3).await
 }
 
 /// The half-load, naive and replica phases, each unless skipped; half load and naive.
@@ -145,22 +194,12 @@ async fn after_main(
     trace: &Trace,
 ) -> Result<(Option<PhaseResult>, Option<PhaseResult>)> {
     let o = &bench.opts;
-    let half = if o.half_load_events > 0 {
-        let rate = main.events_per_s / 2.0;
-        let phase = Phase {
-            pace: Some(rate),
-            ..Phase::new("half", o.batch_size)
-        };
-        let r = scaled(bench, o.half_load_events, o.seed + 1, &phase).await?;
-        describe(&format!("half load (paced at {rate:.0} events/s)"), &r);
-        Some(r)
-    } else {
-        None
-    };
+    let events = (o.half_load_events, o.fail_share);
+    let half = paced(bench, "half", main.events_per_s / 2.0, events, o.seed + 1).await?;
     let naive = if o.naive_events > 0 {
         let r = scaled(
             bench,
-            o.naive_events,
+            (o.naive_events, o.fail_share),
             o.seed + 2,
             &Phase::new("naive", Some(1)),
         )
@@ -195,12 +234,14 @@ async fn main() -> Result<()> {
     };
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!("bench: load average {} at start; {cores} cores", load());
-    let pg_tps = if opts.skip_pgbench {
-        0.0
+    let (pg_tps, pg_c1_tps) = if opts.skip_pgbench {
+        (0.0, 0.0)
     } else {
-        let tps = references::pgbench().await?;
-        println!("pgbench -N -c 8 -T 10: tps={tps:.0}");
-        tps
+        let tps = references::pgbench(&[8, 1]).await?;
+        let (c8, c1) = (tps[0], tps[1]);
+        println!("pgbench -N -c 8 -T 10: tps={c8:.0}");
+        println!("pgbench -N -c 1 -T 10: tps={c1:.0}");
+        (c8, c1)
     };
     let trace = bench_trace(opts.seed, opts.events, opts.groups, opts.fail_share);
     if opts.prefill > 0 && opts.compare_empty {
@@ -217,10 +258,27 @@ async fn main() -> Result<()> {
     let main = bench.run_phase(&main_phase, &trace).await?;
     describe(&format!("main (1 worker, prefill {})", opts.prefill), &main);
     let (half, naive) = after_main(&bench, &main, &trace).await?;
+    let low = low_load(&bench).await?;
+    let drain = if opts.skip_drain {
+        None
+    } else {
+        let d = bench.run_drain(&trace).await?;
+        println!(
+            "drain (trace published before the worker started): raw_bus_per_s={:.0} drain_events_per_s={:.0} triggers={}/{}",
+            d.raw_per_s, d.drain_per_s, d.triggers, d.expected
+        );
+        Some(d)
+    };
     println!("bench: load average {} at end", load());
-    println!(
-        "{}",
-        report::summary(&main, half.as_ref(), naive.as_ref(), pg_tps)
-    );
+    let figures = report::Figures {
+        main: &main,
+        half: half.as_ref(),
+        low: low.as_ref(),
+        naive: naive.as_ref(),
+        drain: drain.as_ref(),
+        pg_tps,
+        pg_c1_tps,
+    };
+    println!("{}", report::summary(&figures));
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! One measured phase: a trace published to fresh streams, worked off by fresh workers.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -48,11 +48,11 @@ pub struct Bench {
 }
 
 /// Triggers: commit sha → when the harness received it.
-type Received = Arc<Mutex<HashMap<String, Instant>>>;
+pub(crate) type Received = Arc<Mutex<HashMap<String, Instant>>>;
 
 /// When the publishing started and ended, and when each group's last event was sent.
-struct Sent {
-    t0: Instant,
+pub(crate) struct Sent {
+    pub(crate) t0: Instant,
     published: Duration,
     at: HashMap<usize, Instant>,
 }
@@ -66,7 +66,7 @@ impl Bench {
         out
     }
 
-    fn worker_env(&self, names: &Names, phase: &Phase<'_>) -> Vec<(String, String)> {
+    pub(crate) fn worker_env(&self, names: &Names, phase: &Phase<'_>) -> Vec<(String, String)> {
         let mut env = names.env();
         if let (Some(port), "main" | "half") = (self.opts.metrics_port, phase.name) {
             env.push(("RUNWATCH_HTTP__LISTEN".into(), format!("127.0.0.1:{port}")));
@@ -99,7 +99,10 @@ impl Bench {
         let (received, collector) = self.collect_triggers(names).await?;
         let sent = self.publish(phase, trace, names, &last_of_firing).await?;
         let n = trace.messages.len();
-        let seconds = self.wait_done(phase, names, n, sent.t0, &workers).await?;
+        let consumer = (names.events.as_str(), names.durable.as_str());
+        let seconds = self
+            .wait_done(phase.name, consumer, n, sent.t0, workers.log())
+            .await?;
         // Triggers trail the last ack by a publish at most; give them a moment.
         let expected = last_of_firing.len();
         let wait_from = Instant::now();
@@ -132,7 +135,7 @@ impl Bench {
     }
 
     /// The worker creates the streams and the durable consumer; waits up to 60 s for them.
-    async fn wait_consumer(&self, names: &Names, workers: &Workers) -> Result<()> {
+    pub(crate) async fn wait_consumer(&self, names: &Names, workers: &Workers) -> Result<()> {
         let started = Instant::now();
         loop {
             if self
@@ -157,7 +160,7 @@ impl Bench {
     }
 
     /// Subscribes to the triggers subject; the first arrival per commit sha is recorded.
-    async fn collect_triggers(
+    pub(crate) async fn collect_triggers(
         &self,
         names: &Names,
     ) -> Result<(Received, tokio::task::JoinHandle<()>)> {
@@ -183,7 +186,7 @@ impl Bench {
     }
 
     /// Publishes the trace, pipelined: at most 4,096 PubAcks outstanding; paced if asked.
-    async fn publish(
+    pub(crate) async fn publish(
         &self,
         phase: &Phase<'_>,
         trace: &Trace,
@@ -196,9 +199,14 @@ impl Bench {
         let mut acks: VecDeque<PublishAckFuture> = VecDeque::new();
         let t0 = Instant::now();
         let mut publish_errors = 0usize;
+        // Paced: a sleep about every millisecond's worth of messages (each message at 200/s,
+        // every 7th at 7,000/s), so a slow pace is not published in bursts.
+        let every = phase
+            .pace
+            .map_or(1, |rate| ((rate / 1000.0).ceil() as usize).max(1));
         for (i, m) in trace.messages.iter().enumerate() {
             if let Some(rate) = phase.pace
-                && i % 16 == 0
+                && i % every == 0
             {
                 tokio::time::sleep_until((t0 + Duration::from_secs_f64(i as f64 / rate)).into())
                     .await;
@@ -232,21 +240,20 @@ impl Bench {
 
     /// Polls until the consumer has nothing pending and nothing unacknowledged; the seconds
     /// from `t0`.
-    async fn wait_done(
+    pub(crate) async fn wait_done(
         &self,
-        phase: &Phase<'_>,
-        names: &Names,
+        what: &str,
+        (stream, durable): (&str, &str),
         n: usize,
         t0: Instant,
-        workers: &Workers,
+        log: Option<&Path>,
     ) -> Result<f64> {
         let limit = Duration::from_secs(120 + (n / 200) as u64);
         loop {
             let mut c = self
                 .js
                 .get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(
-                    &names.durable,
-                    &names.events,
+                    durable, stream,
                 )
                 .await?;
             let info = c.info().await?;
@@ -258,11 +265,9 @@ impl Bench {
             }
             if t0.elapsed() > limit {
                 bail!(
-                    "{}: not done after {limit:?}: pending {} unacked {} (logs: {:?})",
-                    phase.name,
+                    "{what}: not done after {limit:?}: pending {} unacked {} (logs: {log:?})",
                     info.num_pending,
                     info.num_ack_pending,
-                    workers.log()
                 );
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -1,5 +1,7 @@
 //! The figures of a phase and the lines the bench prints.
 
+use crate::drain::DrainResult;
+
 /// What one phase measured.
 #[derive(Debug, Default)]
 pub struct PhaseResult {
@@ -133,22 +135,47 @@ pub fn load() -> String {
         .unwrap_or_default()
 }
 
-/// The last line: the main figures, the reference and the ratios.
-pub fn summary(
-    main: &PhaseResult,
-    half: Option<&PhaseResult>,
-    naive: Option<&PhaseResult>,
-    pg_tps: f64,
-) -> String {
+/// Everything the last line is made of.
+pub struct Figures<'a> {
+    pub main: &'a PhaseResult,
+    pub half: Option<&'a PhaseResult>,
+    pub low: Option<&'a PhaseResult>,
+    pub naive: Option<&'a PhaseResult>,
+    pub drain: Option<&'a DrainResult>,
+    /// `pgbench -N -c 8 -T 10` and `-c 1`; 0 when skipped.
+    pub pg_tps: f64,
+    pub pg_c1_tps: f64,
+}
+
+/// `a / b`, or 0 when there is no reference.
+fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { 0.0 }
+}
+
+/// The last line: the main figures, the references and the ratios.
+pub fn summary(f: &Figures<'_>) -> String {
+    let main = f.main;
     let a = main.events_per_s;
-    let c = naive.map_or(0.0, |r| r.events_per_s);
-    let ratio = if pg_tps > 0.0 { a / pg_tps } else { 0.0 };
-    let speedup = if c > 0.0 { a / c } else { 0.0 };
+    let c = f.naive.map_or(0.0, |r| r.events_per_s);
     let rss = main.rss_kib.first().map_or(0.0, |k| *k as f64 / 1024.0);
+    let pct = |r: Option<&PhaseResult>, p: f64| r.map_or(f64::NAN, |r| r.pct(p));
+    let (raw, drain) = f.drain.map_or((0.0, 0.0), |d| (d.raw_per_s, d.drain_per_s));
+    let cpu_us = ratio(main.worker_cpu_s * 1e6, main.events as f64);
     format!(
-        "bench: events_per_s={a:.0} pgbench_tps={pg_tps:.0} ratio={ratio:.2} naive_events_per_s={c:.0} speedup={speedup:.2} p50_ms={:.1} p99_ms={:.1} p99_half_load_ms={:.1} rss_mib={rss:.1}",
+        "bench: events_per_s={a:.0} pgbench_tps={:.0} ratio={:.2} naive_events_per_s={c:.0} speedup={:.2} p50_ms={:.1} p99_ms={:.1} p99_half_load_ms={:.1} rss_mib={rss:.1} \
+         pgbench_c1_tps={:.0} naive_ratio={:.2} raw_bus_per_s={raw:.0} drain_events_per_s={drain:.0} drain_ratio={:.2} \
+         p50_half_load_ms={:.1} p50_low_load_ms={:.1} p99_low_load_ms={:.1} cpu_us_per_event={cpu_us:.0}",
+        f.pg_tps,
+        ratio(a, f.pg_tps),
+        ratio(a, c),
         main.pct(50.0),
         main.pct(99.0),
-        half.map_or(f64::NAN, |r| r.pct(99.0)),
+        pct(f.half, 99.0),
+        f.pg_c1_tps,
+        ratio(c, f.pg_c1_tps),
+        ratio(drain, raw),
+        pct(f.half, 50.0),
+        pct(f.low, 50.0),
+        pct(f.low, 99.0),
     )
 }

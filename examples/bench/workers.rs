@@ -9,15 +9,21 @@ use tokio::process::{Child, Command};
 
 /// `runwatch migrate` with `env`.
 pub async fn migrate(bin: &Path, env: &[(String, String)]) -> Result<()> {
+    command(bin, &["migrate"], env).await
+}
+
+/// `runwatch ARGS…` with `env`, to its end; an error unless it succeeds.
+pub async fn command(bin: &Path, args: &[&str], env: &[(String, String)]) -> Result<()> {
+    let what = format!("runwatch {}", args.join(" "));
     let status = Command::new(bin)
-        .arg("migrate")
+        .args(args)
         .envs(env.iter().cloned())
         .stdout(Stdio::null())
         .status()
         .await
-        .context("runwatch migrate")?;
+        .with_context(|| what.clone())?;
     if !status.success() {
-        bail!("runwatch migrate failed: {status}");
+        bail!("{what} failed: {status}");
     }
     Ok(())
 }

@@ -31,34 +31,21 @@ fn lock_key(c: &Commit) -> i32 {
 }
 
 /// Locks the commits (sorted, deduplicated keys: every transaction takes them in the same
-/// order).
-pub(super) async fn lock_commits(
-    tx: &mut Transaction<'static, Postgres>,
-    commits: &BTreeSet<Commit>,
-) -> Result<(), StoreError> {
-    let keys: BTreeSet<i32> = commits.iter().map(lock_key).collect();
-    let keys: Vec<i32> = keys.into_iter().collect();
-    sqlx::query("SELECT runwatch_lock_commits($1)")
-        .bind(&keys)
-        .execute(&mut **tx)
-        .await?;
-    Ok(())
-}
-
-/// The known pull requests of each commit.
-pub(super) async fn load_pulls(
+/// order), then reads their known pull requests, in one call
+/// (`runwatch_lock_commits_pulls`: the read sees what a previous holder of a lock wrote).
+pub(super) async fn lock_commits_load_pulls(
     tx: &mut Transaction<'static, Postgres>,
     commits: &BTreeSet<Commit>,
 ) -> Result<HashMap<Commit, BTreeSet<u64>>, StoreError> {
+    let keys: BTreeSet<i32> = commits.iter().map(lock_key).collect();
+    let keys: Vec<i32> = keys.into_iter().collect();
     let (r, s): (Vec<i64>, Vec<String>) = commits.iter().cloned().unzip();
-    let rows = sqlx::query(
-        "SELECT c.repository_id, c.commit_sha, c.pr_number FROM commit_pulls c
-         JOIN UNNEST($1::bigint[], $2::text[]) AS u(r, s) ON c.repository_id = u.r AND c.commit_sha = u.s",
-    )
-    .bind(&r)
-    .bind(&s)
-    .fetch_all(&mut **tx)
-    .await?;
+    let rows = sqlx::query("SELECT * FROM runwatch_lock_commits_pulls($1, $2, $3)")
+        .bind(&keys)
+        .bind(&r)
+        .bind(&s)
+        .fetch_all(&mut **tx)
+        .await?;
     let mut out: HashMap<Commit, BTreeSet<u64>> = HashMap::new();
     for row in rows {
         let pr: i64 = row.try_get("pr_number")?;

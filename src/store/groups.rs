@@ -83,13 +83,25 @@ impl Store {
     /// As [`Store::record`], for messages of either input schema (runs and pull request
     /// heads).
     pub async fn record_inputs(&self, inputs: &[Input], clock: Clock) -> Result<BatchOutcome, StoreError> {
+        self.record_and_mark(inputs, clock, &[]).await
+    }
+
+    /// As [`Store::record_inputs`], and marks the triggers `sent` as published in the same
+    /// transaction (in the statement that writes the groups: no extra round trip), instead
+    /// of a transaction of their own. When this fails, nothing is marked.
+    pub async fn record_and_mark(
+        &self,
+        inputs: &[Input],
+        clock: Clock,
+        sent: &[Uuid],
+    ) -> Result<BatchOutcome, StoreError> {
         let mut repos = Vec::with_capacity(inputs.len());
         for i in inputs {
             repos.push(self.resolve_repository(&i.repo_claim()).await?);
         }
         let started = std::time::Instant::now();
         let out = self
-            .with_retry("record", || self.record_tx(inputs, &repos, clock))
+            .with_retry("record", || self.record_tx(inputs, &repos, clock, sent))
             .await;
         metrics::histogram!("runwatch_transaction_seconds", "op" => "record")
             .record(started.elapsed().as_secs_f64());
@@ -101,9 +113,10 @@ impl Store {
         inputs: &[Input],
         repos: &[RepoRef],
         clock: Clock,
+        sent: &[Uuid],
     ) -> Result<BatchOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let out = self.record_in(&mut tx, inputs, repos, clock).await?;
+        let out = self.record_in(&mut tx, inputs, repos, clock, sent).await?;
         tx.commit().await?;
         Ok(out)
     }
@@ -115,6 +128,7 @@ impl Store {
         inputs: &[Input],
         repos: &[RepoRef],
         clock: Clock,
+        sent: &[Uuid],
     ) -> Result<BatchOutcome, StoreError> {
         // The batch's commits first (association.rs), then their known pull requests.
         let commits: BTreeSet<association::Commit> = inputs
@@ -122,8 +136,7 @@ impl Store {
             .zip(repos)
             .map(|(i, r)| (r.internal_id, i.commit_sha().to_string()))
             .collect();
-        association::lock_commits(tx, &commits).await?;
-        let mut pulls = association::load_pulls(tx, &commits).await?;
+        let mut pulls = association::lock_commits_load_pulls(tx, &commits).await?;
         let mut keys: BTreeSet<GroupKey> = BTreeSet::new();
         let mut prs = BTreeSet::new();
         let mut pr_less_wanted: BTreeSet<association::Commit> = BTreeSet::new();
@@ -256,7 +269,7 @@ impl Store {
         }
         association::insert_pulls(tx, &pulls_learnt).await?;
         association::write_heads(tx, &heads_learnt).await?;
-        write_groups(tx, slots.values()).await?;
+        write_groups(tx, slots.values(), sent).await?;
         write_ledger(tx, &original_ledger, &ledger).await?;
         let triggers = self.insert_outbox(tx, decided).await?;
         Ok(BatchOutcome {
@@ -380,7 +393,7 @@ impl Store {
             // The timer was due: even when nothing fired the due columns must move on.
             slot.original_state = GroupState::default();
         }
-        write_groups(tx, slots.iter()).await?;
+        write_groups(tx, slots.iter(), &[]).await?;
         write_ledger(tx, &original_ledger, &ledger).await?;
         self.insert_outbox(tx, decided).await
     }
@@ -652,10 +665,12 @@ async fn lock_ledger(
     Ok((ledger, corrupt))
 }
 
-/// Writes the groups whose state or branch changed, with their due times, in one statement.
+/// Writes the groups whose state or branch changed, with their due times, and marks the
+/// triggers `sent` as published, in one statement.
 async fn write_groups<'a>(
     tx: &mut Transaction<'static, Postgres>,
     slots: impl Iterator<Item = &'a Slot>,
+    sent: &[Uuid],
 ) -> Result<(), StoreError> {
     let (mut ids, mut branches, mut states, mut due_event, mut due_wall) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
@@ -667,12 +682,16 @@ async fn write_groups<'a>(
         due_event.push(due.map(|d| d.event));
         due_wall.push(due.map(|d| d.wall));
     }
-    if ids.is_empty() {
+    if ids.is_empty() && sent.is_empty() {
         return Ok(());
     }
     sqlx::query(
-        // updated_at and touched_on are set here, so the PL/pgSQL trigger does not run.
-        "UPDATE groups SET branch = u.b, state = u.st, due_event_at = u.de, due_wall_at = u.dw,
+        // updated_at and touched_on are set here, so the PL/pgSQL trigger does not run. The
+        // data-modifying WITH runs exactly once, whatever the outer UPDATE matches.
+        "WITH sent AS (
+             UPDATE outbox SET sent_at = now(), last_error = NULL
+             WHERE trigger_id = ANY($6) AND sent_at IS NULL)
+         UPDATE groups SET branch = u.b, state = u.st, due_event_at = u.de, due_wall_at = u.dw,
                            updated_at = now(), touched_on = (now() AT TIME ZONE 'UTC')::date
          FROM UNNEST($1::bigint[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::timestamptz[])
               AS u(id, b, st, de, dw)
@@ -683,6 +702,7 @@ async fn write_groups<'a>(
     .bind(&states)
     .bind(&due_event)
     .bind(&due_wall)
+    .bind(sent)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -6,7 +6,12 @@
 //! in halves, so one bad event cannot hold back the others; a transient failure naks every
 //! event of the batch with backoff. Once a decision is committed its inputs are acked,
 //! whether or not its triggers could be published: an unsent trigger is the relay's.
+//!
+//! The triggers a finished batch published are marked sent by the next batch's record
+//! transaction (no commit of their own); when no batch follows within [`MARK_WITHIN`], or at
+//! shutdown, they are marked in a statement of their own.
 
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use async_nats::jetstream::Message;
@@ -21,8 +26,13 @@ use super::{Ctx, Fault};
 use crate::delivery;
 use crate::engine::Clock;
 use crate::pull_request::{Input, decode_input};
-use crate::store::EventOutcome;
+use crate::store::{EventOutcome, Store};
 use crate::trigger::Trigger;
+use uuid::Uuid;
+
+/// How long published triggers wait for the next record transaction to mark them sent
+/// before they are marked on their own (their outbox claim lasts `outbox.lease`).
+const MARK_WITHIN: Duration = Duration::from_millis(20);
 
 /// Pulls batches until `stop`; the batch in hand is always finished.
 pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
@@ -42,11 +52,13 @@ pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
     let (max, linger) = (c.batch_size, c.linger);
     let mut pipeline = Pipeline::default();
     loop {
+        let idle = if pipeline.marks_due() { MARK_WITHIN } else { Duration::from_secs(1) };
         let batch = tokio::select! {
-            b = puller.next_batch(max, linger, Duration::from_secs(1)) => b,
+            b = puller.next_batch(max, linger, idle) => b,
             _ = stop.cancelled() => break,
         };
         if batch.is_empty() {
+            pipeline.mark_now(&ctx.store).await;
             continue;
         }
         metrics::histogram!("runwatch_batch_size").record(batch.len() as f64);
@@ -61,6 +73,7 @@ pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
         }
     }
     pipeline.wait().await;
+    pipeline.mark_now(&ctx.store).await;
     // Messages the pull prefetched but nobody decided: hand them back at once rather than
     // after ack_wait, so another replica takes them now.
     let left = puller.take_received();
@@ -78,9 +91,38 @@ pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
 #[derive(Default)]
 struct Pipeline {
     finishing: Option<tokio::task::JoinHandle<()>>,
+    /// Triggers whose PubAck arrived, not yet marked sent.
+    sent: Arc<Mutex<Vec<Uuid>>>,
 }
 
 impl Pipeline {
+    fn take_sent(&self) -> Vec<Uuid> {
+        std::mem::take(&mut *self.sent.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Marks that could not be written: the next transaction tries again.
+    fn give_back(&self, ids: Vec<Uuid>) {
+        self.sent.lock().unwrap_or_else(PoisonError::into_inner).extend(ids);
+    }
+
+    /// Whether triggers are waiting to be marked, or a batch being finished may add some.
+    fn marks_due(&self) -> bool {
+        self.finishing.as_ref().is_some_and(|h| !h.is_finished())
+            || !self.sent.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
+    }
+
+    /// Marks the waiting triggers sent in a statement of their own.
+    async fn mark_now(&self, store: &Store) {
+        let ids = self.take_sent();
+        if ids.is_empty() {
+            return;
+        }
+        if let Err(e) = store.mark_sent(&ids).await {
+            warn!(error = %e, "marking triggers sent failed; will try again");
+            self.give_back(ids);
+        }
+    }
+
     async fn hand_over(&mut self, next: tokio::task::JoinHandle<()>) {
         let previous = self.finishing.replace(next);
         Self::join(previous).await;
@@ -133,7 +175,8 @@ fn decide<'a>(ctx: &'a Ctx, pipeline: &'a mut Pipeline, batch: Vec<(Message, Inp
             wall: Utc::now(),
         };
         let started = Instant::now();
-        match ctx.store.record_inputs(&events, clock).await {
+        let sent = pipeline.take_sent();
+        match ctx.store.record_and_mark(&events, clock, &sent).await {
             Ok(outcome) => {
                 let recorded = started.elapsed();
                 ctx.clock.advance(outcome.clock.event);
@@ -142,8 +185,9 @@ fn decide<'a>(ctx: &'a Ctx, pipeline: &'a mut Pipeline, batch: Vec<(Message, Inp
                     std::process::exit(86);
                 }
                 let finisher = ctx.clone();
+                let marks = pipeline.sent.clone();
                 let finish = tokio::spawn(async move {
-                    finish(&finisher, batch, outcome.outcomes, outcome.triggers).await;
+                    finish(&finisher, batch, outcome.outcomes, outcome.triggers, &marks).await;
                 });
                 pipeline.hand_over(finish).await;
                 debug!(
@@ -154,6 +198,7 @@ fn decide<'a>(ctx: &'a Ctx, pipeline: &'a mut Pipeline, batch: Vec<(Message, Inp
                 );
             }
             Err(e) if !e.is_transient() && batch.len() > 1 => {
+                pipeline.give_back(sent);
                 warn!(error = %e, size = batch.len(), "batch failed; splitting it");
                 let mut first = batch;
                 let second = first.split_off(first.len() / 2);
@@ -161,6 +206,7 @@ fn decide<'a>(ctx: &'a Ctx, pipeline: &'a mut Pipeline, batch: Vec<(Message, Inp
                 decide(ctx, pipeline, second).await;
             }
             Err(e) => {
+                pipeline.give_back(sent);
                 warn!(error = %e, size = batch.len(), "recording failed; will retry");
                 let reason = e.to_string();
                 for (msg, event) in &batch {
@@ -175,11 +221,21 @@ fn decide<'a>(ctx: &'a Ctx, pipeline: &'a mut Pipeline, batch: Vec<(Message, Inp
     })
 }
 
-/// Publishes what a committed batch decided, then disposes of its inputs: applied events
-/// are acked (their decision is in the database; a trigger that could not be published
-/// stays in the outbox for the relay), rejected ones are dead-lettered.
-async fn finish(ctx: &Ctx, batch: Vec<(Message, Input)>, outcomes: Vec<EventOutcome>, triggers: Vec<Trigger>) {
-    delivery::publish(&ctx.store, &ctx.bus, &triggers).await;
+/// Publishes what a committed batch decided (the sent ones go to `marks`, for the next
+/// transaction), then disposes of its inputs: applied events are acked (their decision is
+/// in the database; a trigger that could not be published stays in the outbox for the
+/// relay), rejected ones are dead-lettered.
+async fn finish(
+    ctx: &Ctx,
+    batch: Vec<(Message, Input)>,
+    outcomes: Vec<EventOutcome>,
+    triggers: Vec<Trigger>,
+    marks: &Mutex<Vec<Uuid>>,
+) {
+    let delivered = delivery::publish_unmarked(&ctx.store, &ctx.bus, &triggers).await;
+    if !delivered.sent.is_empty() {
+        marks.lock().unwrap_or_else(PoisonError::into_inner).extend(delivered.sent);
+    }
     for ((msg, event), result) in batch.into_iter().zip(outcomes) {
         let (seq, _) = msg_info(&msg);
         let span = info_span!("event", seq, group = %group_label(&event));
