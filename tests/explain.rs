@@ -357,12 +357,7 @@ async fn explain_and_groups_list_on_live_states() {
         }
     })
     .await;
-    assert_eq!(
-        app.proc.terminate(Duration::from_secs(20)).unwrap(),
-        Some(0),
-        "{}",
-        app.log_text()
-    );
+    app.stop();
 
     // Session 2: B is decided by a worker that exits right after its commit: unsent.
     publish_in_order(

@@ -31,12 +31,7 @@ async fn explain_says_the_pull_request_moved_past_the_commit() {
         (pending == 0 && triggers.len() == 1).then_some(triggers)
     })
     .await;
-    assert_eq!(
-        app.proc.terminate(Duration::from_secs(20)).unwrap(),
-        Some(0),
-        "{}",
-        app.log_text()
-    );
+    app.stop();
 
     let explain = |sha: &str, json: bool| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_runwatch"));

@@ -83,7 +83,7 @@ async fn an_event_from_the_future_does_not_make_other_groups_timers_due() {
     assert!(m.contains("runwatch_clock_skew_events_total 1"), "{m}");
     let text = app.log_text();
     assert!(text.contains("event dated ahead of the wall clock"), "{text}");
-    assert_eq!(app.proc.terminate(Duration::from_secs(20)).unwrap(), Some(0));
+    app.stop();
     w.cleanup().await;
 }
 
@@ -180,6 +180,6 @@ async fn a_corrupt_group_row_is_set_aside_and_everything_else_carries_on() {
     .await;
     assert!(fired.iter().any(|t| t["pr_number"] == 1), "{fired:?}");
 
-    assert_eq!(app.proc.terminate(Duration::from_secs(20)).unwrap(), Some(0));
+    app.stop();
     w.cleanup().await;
 }

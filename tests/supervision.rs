@@ -129,7 +129,7 @@ async fn a_failed_trigger_publish_acks_the_batch_and_the_relay_delivers_it_later
     })
     .await;
     assert!(fired.iter().any(|t| t["provider"] == "gitlab"), "{fired:?}");
-    assert_eq!(app.proc.terminate(Duration::from_secs(20)).unwrap(), Some(0));
+    app.stop();
     w.cleanup().await;
 }
 
@@ -173,7 +173,7 @@ async fn an_outbox_row_that_is_not_a_trigger_is_set_aside_and_the_relay_goes_on(
     let m = app.metrics().await;
     assert!(m.contains("runwatch_outbox_set_aside_total 1"), "{m}");
     assert!(m.contains("runwatch_outbox_backlog 0"), "{m}");
-    assert_eq!(app.proc.terminate(Duration::from_secs(20)).unwrap(), Some(0));
+    app.stop();
     w.cleanup().await;
 }
 
@@ -239,7 +239,7 @@ async fn a_dry_run_replay_never_touches_the_database_nor_blocks_a_live_worker() 
     assert!(stderr.contains("would_fire=1"), "{stderr}");
     assert!(worst < Duration::from_secs(5), "a live decision took {worst:?}");
     eprintln!("worst live decision during the dry run: {worst:?}");
-    assert_eq!(app.proc.terminate(Duration::from_secs(20)).unwrap(), Some(0));
+    app.stop();
     let _ = Provider::Github;
     w.cleanup().await;
 }

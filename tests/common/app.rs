@@ -79,6 +79,12 @@ pub fn spawn_app(env: &TestEnv, dir: &Path, rules: &str, extra: &[(&str, &str)])
 }
 
 impl App {
+    /// SIGTERM, then asserts a clean exit (status 0) within 20 s; the log on failure.
+    pub fn stop(&mut self) {
+        let code = self.proc.terminate(Duration::from_secs(20)).expect("terminate runwatch");
+        assert_eq!(code, Some(0), "runwatch did not stop cleanly:\n{}", self.log_text());
+    }
+
     /// `GET path`: (status, body); an error when nothing answers.
     pub async fn get(&self, path: &str) -> std::io::Result<(u16, String)> {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
