@@ -150,6 +150,12 @@ impl Engine {
             .collect()
     }
 
+    /// Whether any rule reads the pull request's head (`only_head_commit`): the store then
+    /// loads the heads of the batch's pull requests before the engine runs.
+    pub fn reads_heads(&self) -> bool {
+        self.rules.rules().iter().any(|r| r.only_head_commit)
+    }
+
     /// The cooldown rows a decision for this repository may read or write.
     pub fn cooldown_keys(&self, repo: &RepoRef) -> Vec<CooldownKey> {
         self.rules

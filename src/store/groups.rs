@@ -166,7 +166,13 @@ impl Store {
         let (mut slots, corrupt) = lock_groups(tx, &keys, &by_id).await?;
         pr_less_wanted.retain(|(r, s)| !keys.contains(&(*r, 0, s.clone())));
         let pr_less_stored = association::load_pr_less_runs(tx, &pr_less_wanted).await?;
-        let mut heads = association::load_heads(tx, &prs).await?;
+        // Only `only_head_commit` rules read a head: without one, no round trip for them. A
+        // pull request message still writes its head (write_heads keeps the newest).
+        let mut heads = if self.engine.reads_heads() {
+            association::load_heads(tx, &prs).await?
+        } else {
+            BTreeMap::new()
+        };
         let mut heads_learnt = BTreeMap::new();
         let mut pulls_learnt = Vec::new();
 
