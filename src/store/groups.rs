@@ -338,11 +338,7 @@ impl Store {
         // restarted with nothing left to consume never fired a wall-clock timer. Before the
         // epoch nothing is due by event time.
         let event_clock = event_clock.max(DateTime::UNIX_EPOCH);
-        let rows = sqlx::query(
-            "SELECT id, repository_id, pr_number, commit_sha, branch, state FROM groups
-             WHERE due_wall_at <= now() OR due_event_at <= $1
-             ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED",
-        )
+        let rows = sqlx::query(super::sql::TIMERS_DUE)
         .bind(event_clock)
         .bind(limit)
         .fetch_all(&mut **tx)

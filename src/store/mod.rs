@@ -12,6 +12,7 @@ mod groups;
 mod outbox;
 mod purge;
 mod repositories;
+pub mod sql;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -20,15 +20,7 @@ impl Store {
     /// claimed), for `lease`. Short transaction with `FOR UPDATE SKIP LOCKED`: replicas
     /// claim disjoint rows, and no lock is held while publishing.
     pub async fn claim_unsent(&self, limit: i64) -> Result<Vec<Pending>, StoreError> {
-        let rows = sqlx::query(
-            "UPDATE outbox o SET claimed_until = now() + make_interval(secs => $2), attempts = o.attempts + 1
-             WHERE o.trigger_id IN (
-                 SELECT trigger_id FROM outbox
-                 WHERE sent_at IS NULL AND set_aside_at IS NULL
-                   AND (claimed_until IS NULL OR claimed_until < now())
-                 ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-             RETURNING o.trigger_id, o.subject, o.payload, o.attempts",
-        )
+        let rows = sqlx::query(super::sql::RELAY_CLAIM)
         .bind(limit)
         .bind(self.lease.as_secs_f64())
         .fetch_all(&self.pool)
