@@ -1,0 +1,312 @@
+//! Cost that stays flat as the table grows, on a table the test grows itself the way a live
+//! one grows: statistics taken when it was small (and most of its timers were due), then a
+//! hundred times more rows with autovacuum and analyze held off. Plans that depend on
+//! statistics flip on such a table; a freshly analyzed prefill hides it.
+//!
+//! Each sweep statement (`runwatch::store::sql`: timers, relay, purge) is explained with the
+//! buffers it touches at 2,000 and at 200,000 groups; it must touch about as many at both.
+//! The decision transaction (`Store::record`, whose statements run inside PL/pgSQL
+//! functions that EXPLAIN cannot see into) must scan no table sequentially at 200,000.
+//! Buffers are counted, never milliseconds: the figures do not depend on the machine.
+
+mod common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use common::env::TestEnv;
+use runwatch::engine::{Clock, Engine};
+use runwatch::store::{self, Store, StoreOptions, sql};
+use sqlx::PgPool;
+
+const SMALL: i64 = 2_000;
+const LARGE: i64 = 200_000;
+
+/// Adds groups `from..=to` over 50 repositories, with the mix a live table has: a few
+/// timers set (in the future: nothing due), one group in 20 with a trigger in the outbox
+/// (one in 1,000 of them unsent but claimed), one commit in four linked to its pull
+/// request, pull request heads.
+async fn grow(pool: &PgPool, from: i64, to: i64) {
+    for sql in [
+        "INSERT INTO groups (repository_id, pr_number, commit_sha, branch, state, due_event_at, due_wall_at)
+         SELECT r.id, i, md5(i::text), 'main', '{\"runs\":{}}'::jsonb,
+                CASE WHEN i % 100 = 0 THEN now() + interval '1 hour' END,
+                CASE WHEN i % 1000 = 0 THEN now() + interval '1 hour' END
+         FROM generate_series($1::bigint, $2::bigint) AS i
+         JOIN repositories r ON r.external_id = (i % 50)::text",
+        "INSERT INTO outbox (trigger_id, group_id, subject, payload, sent_at, claimed_until)
+         SELECT gen_random_uuid(), g.id, 's', '\\x00',
+                CASE WHEN g.pr_number % 20000 = 0 THEN NULL ELSE now() END, now() + interval '1 hour'
+         FROM groups g WHERE g.pr_number BETWEEN $1 AND $2 AND g.pr_number % 20 = 0",
+        "INSERT INTO commit_pulls (repository_id, commit_sha, pr_number)
+         SELECT repository_id, commit_sha, pr_number FROM groups
+         WHERE pr_number BETWEEN $1 AND $2 AND pr_number % 4 = 0",
+        "INSERT INTO pull_heads (repository_id, pr_number, head_sha, head_at)
+         SELECT repository_id, pr_number, commit_sha, now() FROM groups
+         WHERE pr_number BETWEEN $1 AND $2 AND pr_number % 4 = 0",
+    ] {
+        sqlx::query(sql).bind(from).bind(to).execute(pool).await.expect(sql);
+    }
+}
+
+/// Shared buffers (hit + read) that `statement` touches, explained in a transaction that
+/// is rolled back; the second of two runs, so that index entries of rows changed since the
+/// last vacuum have been marked dead by the first (as a sweep that runs every 100 ms sees).
+async fn buffers(pool: &PgPool, statement: &str, args: (f64, i64)) -> i64 {
+    let mut touched = 0;
+    for _ in 0..2 {
+        let mut tx = pool.begin().await.expect("tx");
+        let explain = format!("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) {statement}");
+        let mut query = sqlx::query_scalar::<_, serde_json::Value>(&explain);
+        if statement.contains("$1::timestamptz") || statement.contains("due_event_at <= $1") {
+            let at: DateTime<Utc> = Utc::now();
+            query = query.bind(at).bind(args.1);
+        } else {
+            query = query.bind(args.0).bind(args.1);
+        }
+        let plan = query.fetch_one(&mut *tx).await.expect(statement);
+        tx.rollback().await.expect("rollback");
+        let top = &plan[0]["Plan"];
+        touched = top["Shared Hit Blocks"].as_i64().expect("hit blocks")
+            + top["Shared Read Blocks"].as_i64().expect("read blocks");
+    }
+    touched
+}
+
+/// The sweeps: (name, statement, ($1 when not a time, $2)).
+fn sweeps() -> Vec<(&'static str, &'static str, (f64, i64))> {
+    let day = 86_400.0;
+    let mut out = vec![
+        ("timers", sql::TIMERS_DUE, (0.0, 64)),
+        ("relay claim", sql::RELAY_CLAIM, (64.0, 30)),
+        ("purge groups", sql::PURGE_GROUPS, (30.0 * day, 1000)),
+    ];
+    for (name, statement) in [
+        "purge outbox",
+        "purge streaks",
+        "purge commit_pulls",
+        "purge pull_heads",
+    ]
+    .into_iter()
+    .zip(sql::PURGE_REST)
+    {
+        out.push((name, statement, (30.0 * day, 1000)));
+    }
+    out
+}
+
+/// The sweep as it was written before `timers_due.sql`: one OR over both due columns, in
+/// id order. On this table it walks the primary key (the check that the table reproduces
+/// what makes plans flip).
+const TIMERS_BY_ID: &str =
+    "SELECT id, repository_id, pr_number, commit_sha, branch, state FROM groups
+     WHERE due_wall_at <= now() OR due_event_at <= $1
+     ORDER BY id LIMIT $2 FOR UPDATE SKIP LOCKED";
+
+/// (table, sequential scans, index scans) once every other backend of the test's database
+/// has ended (a backend reports its counters when it ends).
+async fn seq_scans(env: &TestEnv) -> Vec<(String, i64, i64)> {
+    let pool = store::connect(&env.config.database).await.expect("pool");
+    for _ in 0..200 {
+        let others: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("pg_stat_activity");
+        if others == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let counts = sqlx::query_as(
+        "SELECT relname::text, seq_scan, COALESCE(idx_scan, 0) FROM pg_stat_user_tables
+         WHERE relname IN ('groups', 'commit_pulls', 'pull_heads', 'outbox', 'streaks', 'cooldowns')
+         ORDER BY relname",
+    )
+    .fetch_all(&pool)
+    .await
+    .expect("pg_stat_user_tables");
+    pool.close().await;
+    counts
+}
+
+fn event(id: &str, sha: &str, pr: Option<u64>, at: i64) -> runwatch::event::Event {
+    let updated: DateTime<Utc> = DateTime::from_timestamp(at, 0).expect("time");
+    let line = serde_json::json!({
+        "schema": "runwatch.workflow_run.v1", "event_id": id, "provider": "github",
+        "repository": {"owner": "acme", "name": format!("repo-{}", at % 50), "id": (at % 50).to_string()},
+        "commit_sha": sha, "branch": "main", "pr_number": pr,
+        "run": {"id": id, "workflow": "ci", "status": "completed", "conclusion": "failure",
+                "updated_at": updated.to_rfc3339()},
+    });
+    runwatch::event::decode(line.to_string().as_bytes(), &Default::default()).expect("valid event")
+}
+
+/// The commit of the prefilled group of pull request `pr`.
+async fn sha_of(pool: &PgPool, pr: i64) -> String {
+    sqlx::query_scalar(
+        "SELECT commit_sha FROM groups WHERE repository_id = (SELECT id FROM repositories WHERE external_id = ($1 % 50)::text)
+           AND COALESCE(pr_number, 0) = $1",
+    )
+        .bind(pr)
+        .fetch_one(pool)
+        .await
+        .expect("prefilled group")
+}
+
+#[tokio::test]
+async fn sweeps_and_decisions_cost_the_same_at_two_hundred_thousand_groups_with_stale_statistics() {
+    let env = TestEnv::new().await;
+    let pool = store::connect(&env.config.database).await.expect("pool");
+    for table in [
+        "groups",
+        "outbox",
+        "commit_pulls",
+        "pull_heads",
+        "streaks",
+        "repositories",
+    ] {
+        sqlx::query(&format!(
+            "ALTER TABLE {table} SET (autovacuum_enabled = false)"
+        ))
+        .execute(&pool)
+        .await
+        .expect("autovacuum off");
+    }
+    sqlx::query(
+        "INSERT INTO repositories (provider, external_id, owner, name, stable_key)
+         SELECT 'github', i::text, 'acme', 'repo-' || i, 'github:id:' || i FROM generate_series(0, 49) AS i",
+    )
+    .execute(&pool)
+    .await
+    .expect("repositories");
+
+    // Small, analyzed when most of its timers are due, half its triggers unsent and the rest
+    // old, and its associations old; then the sweeps catch up (as they would) and the
+    // statistics stay as they were.
+    grow(&pool, 1, SMALL).await;
+    sqlx::query("UPDATE groups SET due_event_at = now() - interval '1 hour', due_wall_at = now() - interval '1 hour' WHERE pr_number % 3 <> 0")
+        .execute(&pool)
+        .await
+        .expect("due");
+    for sql in [
+        "UPDATE outbox SET sent_at = CASE WHEN group_id % 2 = 0 THEN now() - interval '40 days' END, claimed_until = NULL",
+        "UPDATE commit_pulls SET created_at = now() - interval '40 days'",
+        "UPDATE pull_heads SET updated_at = now() - interval '40 days'",
+        "ANALYZE",
+        "UPDATE groups SET due_event_at = NULL, due_wall_at = NULL WHERE due_event_at < now()",
+        "UPDATE outbox SET sent_at = now()",
+        "UPDATE commit_pulls SET created_at = now()",
+        "UPDATE pull_heads SET updated_at = now()",
+    ] {
+        sqlx::query(sql).execute(&pool).await.expect(sql);
+    }
+
+    let mut small = Vec::new();
+    for (name, statement, args) in sweeps() {
+        small.push((name, buffers(&pool, statement, args).await));
+    }
+    let naive_small = buffers(&pool, TIMERS_BY_ID, (0.0, 64)).await;
+
+    grow(&pool, SMALL + 1, LARGE).await;
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM groups")
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+    assert_eq!(rows, LARGE);
+
+    let naive_large = buffers(&pool, TIMERS_BY_ID, (0.0, 64)).await;
+    assert!(
+        naive_large > 5 * naive_small.max(1),
+        "the table must reproduce a plan that flips: the id-ordered sweep touched {naive_small} buffers at {SMALL} groups and {naive_large} at {LARGE}"
+    );
+    let mut report = Vec::new();
+    for ((name, statement, args), (_, at_small)) in sweeps().into_iter().zip(&small) {
+        let at_large = buffers(&pool, statement, args).await;
+        report.push(format!("{name}: {at_small} -> {at_large}"));
+        assert!(
+            at_large <= 2 * at_small + 40,
+            "{name} touched {at_small} buffers at {SMALL} groups and {at_large} at {LARGE}: its cost grows with the table\n{}",
+            report.join("\n")
+        );
+    }
+    println!(
+        "buffers at {SMALL} -> {LARGE} groups:\n{}",
+        report.join("\n")
+    );
+
+    // The decision transaction on the large table: 64 existing groups of pull requests, 64
+    // new ones, and 64 push builds of commits linked to pull requests.
+    let engine = Arc::new(Engine::new(
+        env.config.rule_set().expect("rules"),
+        env.config.limits,
+    ));
+    let now = Utc::now().timestamp();
+    let mut batches = Vec::new();
+    for round in 0..3i64 {
+        let mut batch = Vec::new();
+        for k in 0..64i64 {
+            let existing = 1_000 + round * 20_000 + k * 97;
+            let sha = sha_of(&pool, existing).await;
+            batch.push(event(
+                &format!("e{round}-{k}"),
+                &sha,
+                Some(existing as u64),
+                existing,
+            ));
+            let fresh = LARGE + 1 + round * 64 + k;
+            batch.push(event(
+                &format!("n{round}-{k}"),
+                &format!("new{fresh}"),
+                Some(fresh as u64),
+                fresh,
+            ));
+            let linked = 4 * (10_000 + round * 1_000 + k);
+            batch.push(event(
+                &format!("p{round}-{k}"),
+                &sha_of(&pool, linked).await,
+                None,
+                linked,
+            ));
+        }
+        batches.push(batch);
+    }
+    // Every backend reports its counters when it ends: the set-up's first.
+    pool.close().await;
+    let before = seq_scans(&env).await;
+    let worker_pool = store::connect(&env.config.database).await.expect("pool");
+    let store = Store::new(
+        worker_pool.clone(),
+        engine,
+        StoreOptions::from_config(&env.config),
+    );
+    for batch in &batches {
+        let clock = Clock {
+            event: DateTime::from_timestamp(now, 0).expect("time"),
+            wall: Utc::now(),
+        };
+        store.record(batch, clock).await.expect("record");
+    }
+    worker_pool.close().await;
+    let after = seq_scans(&env).await;
+    let index_scans =
+        |counts: &[(String, i64, i64)]| counts.iter().find(|c| c.0 == "groups").map_or(0, |c| c.2);
+    assert!(
+        index_scans(&after) > index_scans(&before),
+        "the decisions' counters reached pg_stat_user_tables"
+    );
+    let seq = |counts: &[(String, i64, i64)]| {
+        counts
+            .iter()
+            .map(|c| (c.0.clone(), c.1))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        seq(&before),
+        seq(&after),
+        "a decision scanned a table sequentially at {LARGE} groups"
+    );
+    env.cleanup().await;
+}
