@@ -81,8 +81,16 @@ pub fn spawn_app(env: &TestEnv, dir: &Path, rules: &str, extra: &[(&str, &str)])
 impl App {
     /// SIGTERM, then asserts a clean exit (status 0) within 20 s; the log on failure.
     pub fn stop(&mut self) {
-        let code = self.proc.terminate(Duration::from_secs(20)).expect("terminate runwatch");
-        assert_eq!(code, Some(0), "runwatch did not stop cleanly:\n{}", self.log_text());
+        let code = self
+            .proc
+            .terminate(Duration::from_secs(20))
+            .expect("terminate runwatch");
+        assert_eq!(
+            code,
+            Some(0),
+            "runwatch did not stop cleanly:\n{}",
+            self.log_text()
+        );
     }
 
     /// `GET path`: (status, body); an error when nothing answers.
