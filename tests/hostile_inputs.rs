@@ -1,6 +1,7 @@
 //! Hostile input, round two, against the real server and the real binary
 //! (docs/security.md "Hostile input"): times outside years 0001..=9999 are refused by
-//! ingest (400), `simulate` and the worker (dead letter `invalid` at the first delivery);
+//! ingest (400), `simulate`, `replay` and the worker (dead letter `invalid` at the first
+//! delivery);
 //! two repositories whose owner and name join alike stay two; control characters are
 //! refused in identifiers, and escaped wherever a stored one is printed (text logs,
 //! `groups list`, `explain`).
@@ -164,6 +165,15 @@ async fn the_worker_dead_letters_out_of_range_times_as_invalid_at_the_first_deli
     let groups: i64 = sqlx::query_scalar("SELECT count(*) FROM groups").fetch_one(&w.pool).await.expect("count");
     assert_eq!(groups, 1);
     app.stop();
+    // A replay over the same messages counts them invalid and carries on.
+    let out = std::process::Command::new(BIN)
+        .args(["replay", "--from-seq", "1"])
+        .envs(w.env.env_vars())
+        .output()
+        .expect("run replay");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{err}");
+    assert!(err.contains("read=5 applied=1 invalid=4"), "{err}");
     w.cleanup().await;
 }
 
