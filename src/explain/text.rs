@@ -103,7 +103,7 @@ pub fn explanation(e: &Explanation) -> String {
         out.push_str(&format!(
             "  {} ({}): {}\n",
             esc(&r.rule),
-            esc(&r.kind),
+            r.kind,
             esc(&r.reason)
         ));
     }
