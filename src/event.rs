@@ -5,7 +5,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 
 pub const SCHEMA: &str = "runwatch.workflow_run.v1";
@@ -228,8 +228,14 @@ pub const MAX_DETAIL_BYTES: usize = 512;
 impl Rejection {
     /// A rejection; a detail over [`MAX_DETAIL_BYTES`] is cut (on a character boundary) and
     /// ends with `…`.
+    /// Control characters in it (a parser quoting a hostile value) are escaped
+    /// ([`crate::printable`]): the detail is printed and logged.
     pub fn new(code: RejectCode, detail: impl Into<String>) -> Self {
-        let mut detail = detail.into();
+        let detail = detail.into();
+        let mut detail = match crate::printable::escape_controls(&detail) {
+            std::borrow::Cow::Borrowed(_) => detail,
+            std::borrow::Cow::Owned(escaped) => escaped,
+        };
         if detail.len() > MAX_DETAIL_BYTES {
             let mut end = MAX_DETAIL_BYTES - '…'.len_utf8();
             while !detail.is_char_boundary(end) {
@@ -310,6 +316,16 @@ fn validate(mut event: Event, limits: &Limits) -> Result<Event, Rejection> {
         limits,
     )?;
     check_event_id(&event.event_id)?;
+    check_no_controls(&[
+        ("repository.owner", Some(&event.repository.owner)),
+        ("repository.name", Some(&event.repository.name)),
+        ("repository.id", event.repository.id.as_ref()),
+        ("commit_sha", Some(&event.commit_sha)),
+        ("branch", event.branch.as_ref()),
+        ("run.id", Some(&event.run.id)),
+        ("run.workflow", Some(&event.run.workflow)),
+    ])?;
+    check_time("run.updated_at", event.run.updated_at)?;
     if event.run.attempt == 0 {
         return Err(Rejection::new(RejectCode::Invalid, "run.attempt must be at least 1"));
     }
@@ -380,6 +396,59 @@ pub(crate) fn check_event_id(id: &str) -> Result<(), Rejection> {
         return Err(Rejection::new(
             RejectCode::Invalid,
             "event_id contains a control character",
+        ));
+    }
+    Ok(())
+}
+
+/// Identifiers that are printed (logs, `groups list`, `explain`) and never hold more than
+/// one line: a control character (C0, DEL, C1: ESC, CR, LF, TAB, ...) in one is `invalid`,
+/// so it can neither forge a log line nor drive a terminal.
+pub(crate) fn check_no_controls(fields: &[(&str, Option<&String>)]) -> Result<(), Rejection> {
+    for (field, value) in fields {
+        let Some(v) = value else { continue };
+        if let Some(c) = v.chars().find(|c| c.is_control()) {
+            return Err(Rejection::new(
+                RejectCode::Invalid,
+                format!(
+                    "{field} contains the control character U+{:04X}",
+                    u32::from(c)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The earliest time an input may carry: 0001-01-01T00:00:00Z.
+pub fn min_time() -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(1, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map_or(DateTime::<Utc>::UNIX_EPOCH, |t| t.and_utc())
+}
+
+/// The latest time an input may carry: 9999-12-31T23:59:59.999999999Z.
+pub fn max_time() -> DateTime<Utc> {
+    NaiveDate::from_ymd_opt(10000, 1, 1)
+        .and_then(|d| d.and_hms_opt(0, 0, 0))
+        .map_or(DateTime::<Utc>::UNIX_EPOCH, |t| {
+            t.and_utc() - chrono::TimeDelta::nanoseconds(1)
+        })
+}
+
+/// A time, in UTC, within years 0001 to 9999: what RFC 3339 writes with four digits (and so
+/// what the trigger schema's `date-time` and most consumers' date types read), and well
+/// inside what Postgres `timestamptz` holds (4713 BC to 294276 AD). A time outside is
+/// `invalid`, so the worker dead-letters it at its first delivery instead of failing its
+/// transaction until `max_deliver`.
+pub(crate) fn check_time(field: &str, t: DateTime<Utc>) -> Result<(), Rejection> {
+    if t < min_time() || t > max_time() {
+        return Err(Rejection::new(
+            RejectCode::Invalid,
+            format!(
+                "{field} {} is outside 0001-01-01T00:00:00Z ..= 9999-12-31T23:59:59.999999999Z",
+                t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+            ),
         ));
     }
     Ok(())
@@ -457,6 +526,77 @@ mod tests {
         assert_eq!(code(&GOOD.replace("feature/x", &long)), RejectCode::Oversize);
         let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(70_000));
         assert_eq!(code(&big), RejectCode::Oversize);
+    }
+
+    #[test]
+    fn times_outside_years_0001_to_9999_are_invalid() {
+        let at = |t: &str| GOOD.replace("2020-10-05T16:33:24Z", t);
+        for bad in [
+            "-5000-01-01T00:00:00Z",
+            "+10000-01-01T00:00:00Z",
+            "0000-12-31T23:59:59Z",
+            "0001-01-01T00:30:00+01:00",
+            "9999-12-31T23:30:00-01:00",
+        ] {
+            let r = decode(at(bad).as_bytes(), &Limits::default()).unwrap_err();
+            assert_eq!(r.code, RejectCode::Invalid, "{bad}: {r}");
+            assert!(r.detail.contains("run.updated_at"), "{bad}: {r}");
+        }
+        for good in [
+            "0001-01-01T00:00:00Z",
+            "9999-12-31T23:59:59.999999999Z",
+            "1970-01-01T00:00:00Z",
+        ] {
+            let e = decode(at(good).as_bytes(), &Limits::default()).unwrap();
+            let text = serde_json::to_string(&e.run.updated_at).unwrap();
+            assert_eq!(
+                &text[1..5],
+                &good[..4],
+                "four-digit year when written: {text}"
+            );
+        }
+    }
+
+    #[test]
+    fn control_characters_in_identifiers_are_invalid_and_details_are_escaped() {
+        for (field, from) in [
+            ("repository.owner", "octo-org"),
+            ("repository.name", "octo-repo"),
+            ("repository.id", "300029405"),
+            ("commit_sha", "3484a3fb"),
+            ("branch", "feature/x"),
+            ("run.id", "289782451"),
+            ("run.workflow", "\"test\""),
+        ] {
+            for c in ["\\u001b[31m", "\\r", "\\n", "\\t", "\\u007f", "\\u0085"] {
+                let to = if from.starts_with('"') {
+                    format!("\"te{c}st\"")
+                } else {
+                    format!("{from}{c}x")
+                };
+                let r =
+                    decode(GOOD.replacen(from, &to, 1).as_bytes(), &Limits::default()).unwrap_err();
+                assert_eq!(r.code, RejectCode::Invalid, "{field} {c}: {r}");
+                assert!(r.detail.starts_with(field), "{field} {c}: {r}");
+            }
+        }
+        // A parser message quoting the hostile value is escaped.
+        let r = decode(
+            GOOD.replace("\"github\"", "\"git\\r\\nhub\\u001b\"")
+                .as_bytes(),
+            &Limits::default(),
+        )
+        .unwrap_err();
+        assert!(!r.detail.chars().any(char::is_control), "{r:?}");
+        assert!(r.detail.contains("git\\r\\nhub"), "{r:?}");
+        // Free text keeps them: a URL is carried, never printed as a column.
+        assert!(
+            decode(
+                GOOD.replace("https://x", "https://x\\ty").as_bytes(),
+                &Limits::default()
+            )
+            .is_ok()
+        );
     }
 
     #[test]

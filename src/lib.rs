@@ -15,6 +15,7 @@ pub mod engine;
 pub mod event;
 pub mod http;
 pub mod ingest;
+pub mod printable;
 pub mod pull_request;
 pub mod replay;
 pub mod repository;

@@ -152,6 +152,14 @@ fn validate(link: PullRequestLink, limits: &Limits) -> Result<PullRequestLink, R
         limits,
     )?;
     event::check_event_id(&link.event_id)?;
+    event::check_no_controls(&[
+        ("repository.owner", Some(&link.repository.owner)),
+        ("repository.name", Some(&link.repository.name)),
+        ("repository.id", link.repository.id.as_ref()),
+        ("commit_sha", Some(&link.commit_sha)),
+        ("branch", link.branch.as_ref()),
+    ])?;
+    event::check_time("updated_at", link.updated_at)?;
     event::check_pr_number(link.pr_number)?;
     event::check_metadata(&link.metadata, limits)?;
     Ok(link)
@@ -190,6 +198,21 @@ mod tests {
             RejectCode::Oversize
         );
         assert_eq!(code("not json"), RejectCode::NotJson);
+        for t in ["-5000-01-01T00:00:00Z", "+10000-01-01T00:00:00Z"] {
+            assert_eq!(
+                code(&LINK.replace("2026-01-01T00:00:00Z", t)),
+                RejectCode::Invalid,
+                "{t}"
+            );
+        }
+        assert_eq!(
+            code(&LINK.replace("forker:fix", "fix\\r\\n")),
+            RejectCode::Invalid
+        );
+        assert_eq!(
+            code(&LINK.replace("\"o\"", "\"o\\u001b\"")),
+            RejectCode::Invalid
+        );
         assert_eq!(
             code(&LINK.replace("pull_request.v1", "pull_request.v0")),
             RejectCode::Schema

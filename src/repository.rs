@@ -28,18 +28,60 @@ impl RepoClaim {
         }
     }
 
-    /// `owner/name` in lower case: the name-based identity.
-    pub fn lower_name(&self) -> String {
-        format!("{}/{}", self.owner.to_lowercase(), self.name.to_lowercase())
+    /// (owner, name) in lower case: the name-based identity. The two parts stay apart:
+    /// owner `a/b` with name `c` is not owner `a` with name `b/c`.
+    pub fn lower_name(&self) -> (String, String) {
+        (self.owner.to_lowercase(), self.name.to_lowercase())
     }
 
     /// The immutable key a new registry entry gets; trigger ids are derived from it.
+    ///
+    /// `provider:id:<id>` when the producer gives an id. Else `provider:name:<owner>/<name>`
+    /// (lower case) when neither part holds a `/` or a `%`: the key every registry entry had
+    /// before owner and name were escaped, so existing keys and trigger ids stay. Else
+    /// `provider:name-escaped:<owner>/<name>`, each part lower case with `%` written `%25`
+    /// and `/` written `%2F`. Distinct (provider, owner, name) give distinct keys: within
+    /// each form the one unescaped `/` splits the parts, and the forms differ in their tag
+    /// (so no escaped key equals a key registered before).
     pub fn stable_key(&self) -> String {
         match &self.external_id {
             Some(id) => format!("{}:id:{id}", self.provider),
-            None => format!("{}:name:{}", self.provider, self.lower_name()),
+            None => {
+                let (owner, name) = self.lower_name();
+                let plain = |s: &str| !s.contains(['/', '%']);
+                if plain(&owner) && plain(&name) {
+                    format!("{}:name:{owner}/{name}", self.provider)
+                } else {
+                    format!(
+                        "{}:name-escaped:{}/{}",
+                        self.provider,
+                        escape_key_part(&owner),
+                        escape_key_part(&name)
+                    )
+                }
+            }
         }
     }
+}
+
+/// `%` as `%25` and `/` as `%2F`; everything else as is.
+fn escape_key_part(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 4);
+    for c in s.chars() {
+        match c {
+            '%' => out.push_str("%25"),
+            '/' => out.push_str("%2F"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A name-based index key: provider, lower-case owner, lower-case name.
+type NameKey = (Provider, String, String);
+
+fn name_key(provider: Provider, (owner, name): (String, String)) -> NameKey {
+    (provider, owner, name)
 }
 
 /// The registry for `simulate`: the same resolution as the Postgres store.
@@ -47,13 +89,13 @@ impl RepoClaim {
 pub struct MemoryRegistry {
     repos: Vec<RepoRef>,
     by_id: HashMap<(Provider, String), usize>,
-    by_name: HashMap<(Provider, String), usize>,
+    by_name: HashMap<NameKey, usize>,
 }
 
 impl MemoryRegistry {
     /// Finds or registers the repository an event names, updating its spelling.
     pub fn resolve(&mut self, claim: &RepoClaim) -> RepoRef {
-        let lower = claim.lower_name();
+        let lower = name_key(claim.provider, claim.lower_name());
         let found = claim
             .external_id
             .as_ref()
@@ -61,14 +103,17 @@ impl MemoryRegistry {
             .or_else(|| {
                 // By name: an entry with no id, or any entry when the claim has no id.
                 self.by_name
-                    .get(&(claim.provider, lower.clone()))
+                    .get(&lower)
                     .copied()
                     .filter(|&i| claim.external_id.is_none() || self.repos[i].external_id.is_none())
             });
         let index = match found {
             Some(i) => {
                 let repo = &mut self.repos[i];
-                let old = format!("{}/{}", repo.owner.to_lowercase(), repo.name.to_lowercase());
+                let old = name_key(
+                    claim.provider,
+                    (repo.owner.to_lowercase(), repo.name.to_lowercase()),
+                );
                 repo.owner.clone_from(&claim.owner);
                 repo.name.clone_from(&claim.name);
                 if repo.external_id.is_none() && claim.external_id.is_some() {
@@ -78,7 +123,7 @@ impl MemoryRegistry {
                     }
                 }
                 if old != lower {
-                    self.by_name.remove(&(claim.provider, old));
+                    self.by_name.remove(&old);
                 }
                 i
             }
@@ -98,13 +143,13 @@ impl MemoryRegistry {
                 i
             }
         };
-        self.by_name.insert((claim.provider, lower), index);
+        self.by_name.insert(lower, index);
         self.repos[index].clone()
     }
 
-    pub fn get(&self, provider: Provider, owner_name: &str) -> Option<&RepoRef> {
+    pub fn get(&self, provider: Provider, owner: &str, name: &str) -> Option<&RepoRef> {
         self.by_name
-            .get(&(provider, owner_name.to_lowercase()))
+            .get(&(provider, owner.to_lowercase(), name.to_lowercase()))
             .map(|&i| &self.repos[i])
     }
 }
@@ -136,6 +181,62 @@ mod tests {
         assert_eq!(d.internal_id, a.internal_id);
         let e = r.resolve(&claim(None, "other", "x"));
         assert_ne!(e.internal_id, a.internal_id);
-        assert!(r.get(Provider::Github, "acme/gadgets").is_some());
+        assert!(r.get(Provider::Github, "acme", "gadgets").is_some());
+    }
+
+    #[test]
+    fn owner_and_name_that_join_alike_stay_two_repositories() {
+        let mut r = MemoryRegistry::default();
+        let a = r.resolve(&claim(None, "a/b", "c"));
+        let b = r.resolve(&claim(None, "A", "B/C"));
+        assert_ne!(a.internal_id, b.internal_id);
+        assert_ne!(a.stable_key, b.stable_key);
+        assert_eq!(
+            r.resolve(&claim(None, "A/B", "C")).internal_id,
+            a.internal_id
+        );
+    }
+
+    #[test]
+    fn stable_keys_are_unchanged_for_plain_names_and_distinct_otherwise() {
+        assert_eq!(
+            claim(None, "Acme", "Widgets").stable_key(),
+            "github:name:acme/widgets"
+        );
+        assert_eq!(claim(Some("9"), "a/b", "c").stable_key(), "github:id:9");
+        assert_eq!(
+            claim(None, "a/b", "c").stable_key(),
+            "github:name-escaped:a%2Fb/c"
+        );
+        assert_eq!(
+            claim(None, "a", "b/c").stable_key(),
+            "github:name-escaped:a/b%2Fc"
+        );
+        assert_eq!(
+            claim(None, "a%", "b").stable_key(),
+            "github:name-escaped:a%25/b"
+        );
+        // Every pair of distinct (owner, name) over these parts keys differently, and none
+        // equals the key a registry entry got before escaping (the plain form, unescaped).
+        let parts = [
+            "a", "b", "a/b", "b/c", "a%2Fb", "a%25", "a%", "%", "/", "", "name:x",
+        ];
+        let mut seen = std::collections::HashMap::new();
+        for o in parts {
+            for n in parts {
+                let key = claim(None, o, n).stable_key();
+                if let Some(prev) = seen.insert(key.clone(), (o, n)) {
+                    panic!("{prev:?} and {:?} share {key}", (o, n));
+                }
+            }
+        }
+        for o in parts {
+            for n in parts {
+                let old = format!("github:name:{o}/{n}");
+                if let Some(&(o2, n2)) = seen.get(&old) {
+                    assert_eq!((o2, n2), (o, n), "{old} is now another repository's key");
+                }
+            }
+        }
     }
 }

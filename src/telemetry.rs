@@ -9,8 +9,11 @@ use std::io::IsTerminal;
 
 use metrics::Unit;
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tracing::field::Field;
 use tracing_subscriber::EnvFilter;
-use tracing_subscriber::fmt::format::FmtSpan;
+use tracing_subscriber::field::MakeExt;
+use tracing_subscriber::fmt::FormatFields;
+use tracing_subscriber::fmt::format::{FmtSpan, Writer, debug_fn};
 
 use crate::config::{LogConfig, LogFormat};
 
@@ -38,12 +41,30 @@ pub fn init_tracing(config: &LogConfig) -> Result<(), TelemetryError> {
         .with_span_events(FmtSpan::NONE);
     let installed = match config.format {
         LogFormat::Json => builder.json().with_current_span(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+        LogFormat::Text => builder.fmt_fields(escaping_fields()).try_init(),
     };
     if installed.is_ok() && config.format == LogFormat::Json {
         let _ = JSON_LOGS.set(());
     }
     Ok(())
+}
+
+/// The text format's fields, as tracing-subscriber's default writes them (`name=value`,
+/// `?value` as Debug, `%value` as Display, the message bare) but with every control
+/// character escaped ([`crate::printable`]): a value that holds CR, LF or ESC (a stored
+/// repository name, a parser error quoting its input) cannot start a forged log line or
+/// drive a terminal. The JSON format escapes them already.
+fn escaping_fields() -> impl for<'w> FormatFields<'w> + Send + Sync + 'static {
+    debug_fn(
+        |w: &mut Writer<'_>, field: &Field, value: &dyn std::fmt::Debug| {
+            let text = format!("{value:?}");
+            if field.name() != "message" {
+                write!(w, "{}=", field.name().trim_start_matches("r#"))?;
+            }
+            crate::printable::write_escaped(w, &text)
+        },
+    )
+    .delimited(" ")
 }
 
 /// Set once JSON logs are installed, so a fatal error is a JSON line too.
@@ -251,5 +272,51 @@ pub fn register_worker_metrics() {
         "runwatch_outbox_set_aside_total",
     ] {
         metrics::counter!(name).increment(0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use super::*;
+
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_text_log_line_stays_one_line_whatever_its_fields_hold() {
+        let out = Captured::default();
+        let writer = out.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_ansi(false)
+            .fmt_fields(escaping_fields())
+            .with_writer(move || writer.clone())
+            .finish();
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("event", group = %"acme/x\r\n2026-01-01T00:00:00Z  INFO forged");
+            let _g = span.enter();
+            let detail = "bad\n\u{1b}[2Jvalue";
+            tracing::warn!(%detail, quoted = detail, seq = 7, "refused {}", "a\u{1b}]0;title\u{7}");
+        });
+        let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();
+        assert_eq!(text.matches('\n').count(), 1, "{text:?}");
+        assert!(text.ends_with('\n'), "{text:?}");
+        assert!(!text.trim_end().chars().any(char::is_control), "{text:?}");
+        assert!(text.contains(r"group=acme/x\r\n2026"), "{text:?}");
+        assert!(text.contains(r"detail=bad\n\u{1b}[2Jvalue"), "{text:?}");
+        assert!(text.contains(r#"quoted="bad\n\u{1b}[2Jvalue""#), "{text:?}");
+        assert!(text.contains(r"refused a\u{1b}]0;title\u{7}"), "{text:?}");
+        assert!(text.contains("seq=7"), "{text:?}");
     }
 }

@@ -42,6 +42,13 @@ fn check(bytes: &[u8], limits: &Limits) -> Result<Event, RejectCode> {
             }
             assert!(!event.event_id.trim().is_empty() && !event.run.id.trim().is_empty());
             assert!(!event.event_id.chars().any(char::is_control));
+            // Identifiers are printed one per line: no control character gets in.
+            for s in strings.into_iter().take(8).flatten() {
+                assert!(!s.chars().any(char::is_control), "accepted a control character in {s:?}");
+            }
+            // Every accepted time is one Postgres stores and RFC 3339 writes in four digits.
+            let year = chrono::Datelike::year(&event.run.updated_at);
+            assert!((1..=9999).contains(&year), "accepted year {year}");
             assert!(event.run.attempt >= 1 && event.pr_number != Some(0));
             // Every accepted pr_number is stored as it is (a BIGINT), never clamped.
             assert!(event.pr_number.is_none_or(|p| i64::try_from(p).is_ok()));

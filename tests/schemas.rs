@@ -383,6 +383,26 @@ fn shape_invalid() -> Vec<(String, String)> {
             "run.updated_at month 13",
             with(&g, "/run/updated_at", json!("2020-13-05T16:33:24Z")),
         ),
+        (
+            "run.updated_at year -5000",
+            with(&g, "/run/updated_at", json!("-5000-01-01T00:00:00Z")),
+        ),
+        (
+            "run.updated_at year +10000",
+            with(&g, "/run/updated_at", json!("+10000-01-01T00:00:00Z")),
+        ),
+        (
+            "run.updated_at year 0000",
+            with(&g, "/run/updated_at", json!("0000-06-01T00:00:00Z")),
+        ),
+        ("repository.owner with ESC", with(&g, "/repository/owner", json!("octo\u{1b}[31m"))),
+        ("repository.name with LF", with(&g, "/repository/name", json!("repo\nINFO forged"))),
+        ("repository.id with CR", with(&g, "/repository/id", json!("1\r"))),
+        ("commit_sha with TAB", with(&g, "/commit_sha", json!("abc\tdef"))),
+        ("branch with C1 (NEL)", with(&g, "/branch", json!("main\u{85}"))),
+        ("branch with DEL", with(&g, "/branch", json!("main\u{7f}"))),
+        ("run.id with LF", with(&g, "/run/id", json!("1\n2"))),
+        ("run.workflow with ESC", with(&g, "/run/workflow", json!("\u{1b}]0;x\u{7}test"))),
         ("metadata an array", with(&g, "/metadata", json!([1]))),
         ("metadata a string", with(&g, "/metadata", json!("{}"))),
         ("metadata a number", with(&g, "/metadata", json!(0))),
@@ -486,6 +506,18 @@ fn what_decode_accepts_the_schema_accepts() {
         (
             "updated_at with an offset".into(),
             with(&g, "/run/updated_at", json!("2020-10-05T18:33:24+02:00")),
+        ),
+        (
+            "updated_at in year 0001".into(),
+            with(&g, "/run/updated_at", json!("0001-01-01T00:00:00Z")),
+        ),
+        (
+            "updated_at at the end of year 9999".into(),
+            with(&g, "/run/updated_at", json!("9999-12-31T23:59:59.999999999Z")),
+        ),
+        (
+            "run.url with a tab (free text, not an identifier)".into(),
+            with(&g, "/run/url", json!("https://x/\ty")),
         ),
         (
             "updated_at with a fraction".into(),

@@ -3,8 +3,14 @@
 use super::query::GroupRow;
 use super::verdict::{Explanation, show_time, status_str};
 
-/// Left-aligned columns separated by two spaces, no trailing blanks.
+/// Left-aligned columns separated by two spaces, no trailing blanks. Control characters
+/// in a cell (a row stored before the decoder refused them) are escaped.
 fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
+    let rows: Vec<Vec<String>> = rows
+        .iter()
+        .map(|row| row.iter().map(|c| esc(c)).collect())
+        .collect();
+    let rows = rows.as_slice();
     let mut widths: Vec<usize> = headers.iter().map(|h| h.chars().count()).collect();
     for row in rows {
         for (w, cell) in widths.iter_mut().zip(row) {
@@ -29,6 +35,11 @@ fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
+/// Stored text as it may be printed: control characters escaped.
+fn esc(s: &str) -> String {
+    crate::printable::escape_controls(s).into_owned()
+}
+
 fn or_dash(s: Option<&str>) -> String {
     s.map_or_else(|| "-".to_string(), str::to_string)
 }
@@ -43,10 +54,13 @@ pub fn explanation(e: &Explanation) -> String {
     let branch = g
         .branch
         .as_deref()
-        .map_or_else(|| "no branch".to_string(), |b| format!("branch {b}"));
+        .map_or_else(|| "no branch".to_string(), |b| format!("branch {}", esc(b)));
     let mut out = format!(
         "group {}: {} {}, {pr}, commit {}, {branch}\n",
-        g.id, g.provider, g.repository, g.commit_sha
+        g.id,
+        g.provider,
+        esc(&g.repository),
+        esc(&g.commit_sha)
     );
     if e.runs.is_empty() {
         out.push_str("runs: none\n");
@@ -86,7 +100,12 @@ pub fn explanation(e: &Explanation) -> String {
     }
     out.push_str("rules:\n");
     for r in &e.rules {
-        out.push_str(&format!("  {} ({}): {}\n", r.rule, r.kind, r.reason));
+        out.push_str(&format!(
+            "  {} ({}): {}\n",
+            esc(&r.rule),
+            r.kind,
+            esc(&r.reason)
+        ));
     }
     out
 }
@@ -139,5 +158,11 @@ mod tests {
             &[vec!["xyz".into(), "1".into()], vec!["q".into(), "".into()]],
         );
         assert_eq!(t, "A    BB\nxyz  1\nq\n");
+    }
+
+    #[test]
+    fn control_characters_in_cells_are_escaped() {
+        let t = table(&["A", "B"], &[vec!["x\u{1b}[2J\r\ny".into(), "z".into()]]);
+        assert_eq!(t, "A                B\nx\\u{1b}[2J\\r\\ny  z\n");
     }
 }
