@@ -47,9 +47,27 @@ pub fn completed_state() -> Result<String> {
     Ok(serde_json::to_string(&state)?)
 }
 
+/// What a pre-fill left: its groups and what the `groups` table takes per group.
+#[derive(Debug, Clone)]
+pub struct Prefilled {
+    pub groups: u64,
+    /// `pg_total_relation_size('groups')` (heap, TOAST and every index) per group.
+    pub bytes_per_group: f64,
+}
+
+/// Rows per pre-fill statement: a statement per million groups, so the WAL of one is
+/// bounded and the progress shows.
+const PREFILL_CHUNK: u64 = 1_000_000;
+
 /// Writes `n` old groups with five completed runs each, spread over the trace's 50
-/// repositories (registered here as the worker would), with commits the trace never uses.
-pub async fn prefill(url: &str, n: u64) -> Result<()> {
+/// repositories (registered here as the worker would), with commits the trace never uses,
+/// and the mix a live table has (set-based SQL, not through the worker): one group in 100
+/// with a settle timer pending and one in 1,000 with a cooldown timer (both due in a day);
+/// one in 20 with a trigger in the outbox, one in 1,000 of those unsent (claimed for a day,
+/// so the relay leaves them alone during the run); one commit in four linked to its pull
+/// request, with the pull request's head. The first chunk is analyzed; later ones are left
+/// to autovacuum, as a table that grew in production is.
+pub async fn prefill(url: &str, n: u64) -> Result<Prefilled> {
     let started = Instant::now();
     let state = completed_state()?;
     let mut conn = sqlx::PgConnection::connect(url).await?;
@@ -60,30 +78,76 @@ pub async fn prefill(url: &str, n: u64) -> Result<()> {
     )
     .execute(&mut conn)
     .await?;
-    sqlx::query(
-        "INSERT INTO groups (repository_id, pr_number, commit_sha, branch, state, created_at, updated_at)
-         SELECT r.id, 1000000 + i, md5(i::text) || 'prefill', 'old', $2::jsonb,
-                now() - interval '1 day', now() - interval '1 day'
-         FROM generate_series(1, $1) AS i
-         JOIN repositories r ON r.external_id = (1000 + i % 50)::text",
-    )
-    .bind(n as i64)
-    .bind(&state)
-    .execute(&mut conn)
-    .await?;
-    sqlx::query("VACUUM ANALYZE groups")
+    let mut from = 1u64;
+    while from <= n {
+        let to = n.min(from.saturating_add(PREFILL_CHUNK - 1));
+        sqlx::query(
+            "INSERT INTO groups (repository_id, pr_number, commit_sha, branch, state, due_event_at, due_wall_at,
+                                 created_at, updated_at)
+             SELECT r.id, 1000000 + i, md5(i::text) || 'prefill', 'old', $3::jsonb,
+                    CASE WHEN i % 100 = 0 THEN now() + interval '1 day' END,
+                    CASE WHEN i % 1000 = 0 THEN now() + interval '1 day' END,
+                    now() - interval '1 day', now() - interval '1 day'
+             FROM generate_series($1::bigint, $2::bigint) AS i
+             JOIN repositories r ON r.external_id = (1000 + i % 50)::text",
+        )
+        .bind(from as i64)
+        .bind(to as i64)
+        .bind(&state)
         .execute(&mut conn)
         .await?;
-    let size: String = sqlx::query("SELECT pg_size_pretty(pg_total_relation_size('groups')) AS s")
-        .fetch_one(&mut conn)
-        .await?
-        .get("s");
+        for sql in [
+            // Keys computed as the groups' were: every statement reads an index, none the table.
+            "INSERT INTO outbox (trigger_id, group_id, subject, payload, sent_at, claimed_until)
+             SELECT gen_random_uuid(), g.id, 'prefill', '\\x00'::bytea,
+                    CASE WHEN i % 20000 = 0 THEN NULL ELSE now() - interval '1 day' END,
+                    now() + interval '1 day'
+             FROM generate_series($1::bigint, $2::bigint) AS i
+             JOIN repositories r ON r.external_id = (1000 + i % 50)::text
+             JOIN groups g ON g.repository_id = r.id AND COALESCE(g.pr_number, 0) = 1000000 + i
+                          AND g.commit_sha = md5(i::text) || 'prefill'
+             WHERE i % 20 = 0",
+            "INSERT INTO commit_pulls (repository_id, commit_sha, pr_number)
+             SELECT r.id, md5(i::text) || 'prefill', 1000000 + i
+             FROM generate_series($1::bigint, $2::bigint) AS i
+             JOIN repositories r ON r.external_id = (1000 + i % 50)::text
+             WHERE i % 4 = 0",
+            "INSERT INTO pull_heads (repository_id, pr_number, head_sha, head_at)
+             SELECT r.id, 1000000 + i, md5(i::text) || 'prefill', now() - interval '1 day'
+             FROM generate_series($1::bigint, $2::bigint) AS i
+             JOIN repositories r ON r.external_id = (1000 + i % 50)::text
+             WHERE i % 4 = 0",
+        ] {
+            sqlx::query(sql)
+                .bind(from as i64)
+                .bind(to as i64)
+                .execute(&mut conn)
+                .await?;
+        }
+        if from == 1 {
+            sqlx::query("ANALYZE").execute(&mut conn).await?;
+        }
+        println!(
+            "prefill: {to} of {n} groups after {:.0}s",
+            started.elapsed().as_secs_f64()
+        );
+        from = to + 1;
+    }
+    let (size, bytes): (String, i64) = sqlx::query_as(
+        "SELECT pg_size_pretty(pg_total_relation_size('groups')), pg_total_relation_size('groups')",
+    )
+    .fetch_one(&mut conn)
+    .await?;
     conn.close().await?;
+    let bytes_per_group = bytes as f64 / n.max(1) as f64;
     println!(
-        "prefill: {n} groups in {:.1}s (groups table with indexes: {size})",
+        "prefill: {n} groups in {:.1}s (groups table with indexes: {size}, {bytes_per_group:.0} bytes per group)",
         started.elapsed().as_secs_f64()
     );
-    Ok(())
+    Ok(Prefilled {
+        groups: n,
+        bytes_per_group,
+    })
 }
 
 /// EXPLAIN ANALYZE of the decision transaction's statements for 64 existing groups (the two

@@ -89,6 +89,11 @@ pub struct Opts {
     /// Groups (with completed runs) written into the database before the main run.
     #[arg(long, default_value_t = 0)]
     prefill: u64,
+    /// Groups pre-filled (with the mix of a live table) for the size phase: the half-load
+    /// trace again, at the same pace, on that database (`prefill_ratio`,
+    /// `prefill_p99_ratio`, `bytes_per_group`). 0 skips it.
+    #[arg(long, default_value_t = 10_000_000)]
+    size_prefill: u64,
     /// With --prefill: also run the main trace on an empty database and compare.
     #[arg(long)]
     compare_empty: bool,
@@ -220,6 +225,27 @@ async fn after_main(
     Ok((half, naive))
 }
 
+/// The half-load trace again, at the same pace, on a database pre-filled with
+/// `--size-prefill` groups (none when that or the half-load phase is 0).
+async fn size_phase(bench: &Bench, main: &PhaseResult) -> Result<Option<PhaseResult>> {
+    let o = &bench.opts;
+    if o.size_prefill == 0 || o.half_load_events == 0 {
+        return Ok(None);
+    }
+    let rate = main.events_per_s / 2.0;
+    let phase = Phase {
+        pace: Some(rate),
+        prefill: o.size_prefill,
+        ..Phase::new("size", o.batch_size)
+    };
+    let r = scaled(bench, (o.half_load_events, o.fail_share), o.seed + 1, &phase).await?;
+    describe(
+        &format!("half load on {} pre-filled groups (paced at {rate:.0} events/s)", o.size_prefill),
+        &r,
+    );
+    Ok(Some(r))
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let opts = Opts::parse();
@@ -258,6 +284,7 @@ async fn main() -> Result<()> {
     let main = bench.run_phase(&main_phase, &trace).await?;
     describe(&format!("main (1 worker, prefill {})", opts.prefill), &main);
     let (half, naive) = after_main(&bench, &main, &trace).await?;
+    let size = size_phase(&bench, &main).await?;
     let low = low_load(&bench).await?;
     let drain = if opts.skip_drain {
         None
@@ -276,6 +303,7 @@ async fn main() -> Result<()> {
         low: low.as_ref(),
         naive: naive.as_ref(),
         drain: drain.as_ref(),
+        size: size.as_ref(),
         pg_tps,
         pg_c1_tps,
     };

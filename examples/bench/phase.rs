@@ -90,9 +90,11 @@ impl Bench {
     ) -> Result<PhaseResult> {
         let env = self.worker_env(names, phase);
         migrate(&self.bin, &env).await?;
-        if phase.prefill > 0 {
-            prefill(&names.url, phase.prefill).await?;
-        }
+        let prefilled = if phase.prefill > 0 {
+            Some(prefill(&names.url, phase.prefill).await?)
+        } else {
+            None
+        };
         let workers = Workers::start(&self.bin, &env, phase.workers, &names.db)?;
         self.wait_consumer(names, &workers).await?;
         let last_of_firing = trace.last_of_firing();
@@ -131,6 +133,7 @@ impl Bench {
             expected,
             rss_kib,
             worker_cpu_s: cpu,
+            prefilled,
         })
     }
 

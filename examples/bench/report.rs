@@ -16,6 +16,8 @@ pub struct PhaseResult {
     pub rss_kib: Vec<u64>,
     /// CPU seconds the worker process(es) used, start-up included.
     pub worker_cpu_s: f64,
+    /// What the phase's pre-fill left, if it had one.
+    pub prefilled: Option<crate::database::Prefilled>,
 }
 
 impl PhaseResult {
@@ -142,6 +144,8 @@ pub struct Figures<'a> {
     pub low: Option<&'a PhaseResult>,
     pub naive: Option<&'a PhaseResult>,
     pub drain: Option<&'a DrainResult>,
+    /// Half load again, on a database pre-filled with `--size-prefill` groups.
+    pub size: Option<&'a PhaseResult>,
     /// `pgbench -N -c 8 -T 10` and `-c 1`; 0 when skipped.
     pub pg_tps: f64,
     pub pg_c1_tps: f64,
@@ -161,7 +165,16 @@ pub fn summary(f: &Figures<'_>) -> String {
     let pct = |r: Option<&PhaseResult>, p: f64| r.map_or(f64::NAN, |r| r.pct(p));
     let (raw, drain) = f.drain.map_or((0.0, 0.0), |d| (d.raw_per_s, d.drain_per_s));
     let cpu_us = ratio(main.worker_cpu_s * 1e6, main.events as f64);
-    format!(
+    let prefilled = f.size.and_then(|r| r.prefilled.as_ref());
+    let size = format!(
+        " prefill_groups={} prefill_ratio={:.2} p99_half_load_prefill_ms={:.1} prefill_p99_ratio={:.2} bytes_per_group={:.0}",
+        prefilled.map_or(0, |p| p.groups),
+        ratio(f.size.map_or(0.0, |r| r.events_per_s), f.half.map_or(0.0, |r| r.events_per_s)),
+        pct(f.size, 99.0),
+        ratio(pct(f.half, 99.0), pct(f.size, 99.0)),
+        prefilled.map_or(f64::NAN, |p| p.bytes_per_group),
+    );
+    let line = format!(
         "bench: events_per_s={a:.0} pgbench_tps={:.0} ratio={:.2} naive_events_per_s={c:.0} speedup={:.2} p50_ms={:.1} p99_ms={:.1} p99_half_load_ms={:.1} rss_mib={rss:.1} \
          pgbench_c1_tps={:.0} naive_ratio={:.2} raw_bus_per_s={raw:.0} drain_events_per_s={drain:.0} drain_ratio={:.2} \
          p50_half_load_ms={:.1} p50_low_load_ms={:.1} p99_low_load_ms={:.1} cpu_us_per_event={cpu_us:.0}",
@@ -177,5 +190,6 @@ pub fn summary(f: &Figures<'_>) -> String {
         pct(f.half, 50.0),
         pct(f.low, 50.0),
         pct(f.low, 99.0),
-    )
+    );
+    line + &size
 }
