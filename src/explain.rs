@@ -64,7 +64,8 @@ impl Target {
     ) -> Result<Target, ExplainError> {
         let provider = Provider::parse(provider).ok_or_else(|| {
             ExplainError::Usage(format!(
-                "unknown provider {provider:?} (github, gitlab, bitbucket, azure_devops, generic)"
+                "unknown provider {provider:?} ({})",
+                Provider::names()
             ))
         })?;
         if !repository.contains('/') {
