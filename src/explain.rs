@@ -173,3 +173,18 @@ pub fn since_cutoff(
             t.max(chrono::DateTime::UNIX_EPOCH)
         })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_groups_list_since_too_far_back_is_the_epoch() {
+        let now = chrono::Utc::now();
+        let hour = Duration::from_secs(3600);
+        assert_eq!(since_cutoff(now, hour), now - chrono::Duration::hours(1));
+        for huge in [Duration::from_secs(100 * 365 * 86_400), Duration::MAX] {
+            assert_eq!(since_cutoff(now, huge), chrono::DateTime::UNIX_EPOCH);
+        }
+    }
+}
