@@ -41,8 +41,21 @@ impl Default for Limits {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
+#[value(rename_all = "snake_case")]
 pub enum Provider {
     Github,
     Gitlab,
@@ -64,6 +77,15 @@ impl Provider {
             Provider::Buildkite => "buildkite",
             Provider::Circleci => "circleci",
         }
+    }
+
+    /// Every provider's name, comma-separated, in declaration order (for messages).
+    pub fn names() -> String {
+        <Provider as clap::ValueEnum>::value_variants()
+            .iter()
+            .map(|p| p.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     pub fn parse(s: &str) -> Option<Provider> {
@@ -494,6 +516,18 @@ pub(crate) fn check_metadata(metadata: &serde_json::Value, limits: &Limits) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn every_provider_has_one_name_on_the_command_line_and_in_json() {
+        use clap::ValueEnum;
+        for p in Provider::value_variants() {
+            let name = p.to_possible_value().map(|v| v.get_name().to_string());
+            assert_eq!(name.as_deref(), Some(p.as_str()));
+            assert_eq!(Provider::parse(p.as_str()), Some(*p));
+            assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
+        }
+        assert_eq!(Provider::value_variants().len(), 7);
+    }
 
     const GOOD: &str = r#"{"schema":"runwatch.workflow_run.v1","event_id":"e1","provider":"github",
       "repository":{"owner":"octo-org","name":"octo-repo","id":"300029405"},

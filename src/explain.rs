@@ -64,7 +64,8 @@ impl Target {
     ) -> Result<Target, ExplainError> {
         let provider = Provider::parse(provider).ok_or_else(|| {
             ExplainError::Usage(format!(
-                "unknown provider {provider:?} (github, gitlab, bitbucket, azure_devops, generic)"
+                "unknown provider {provider:?} ({})",
+                Provider::names()
             ))
         })?;
         if !repository.contains('/') {
@@ -171,4 +172,19 @@ pub fn since_cutoff(
         .map_or(chrono::DateTime::UNIX_EPOCH, |t| {
             t.max(chrono::DateTime::UNIX_EPOCH)
         })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_groups_list_since_too_far_back_is_the_epoch() {
+        let now = chrono::Utc::now();
+        let hour = Duration::from_secs(3600);
+        assert_eq!(since_cutoff(now, hour), now - chrono::Duration::hours(1));
+        for huge in [Duration::from_secs(100 * 365 * 86_400), Duration::MAX] {
+            assert_eq!(since_cutoff(now, huge), chrono::DateTime::UNIX_EPOCH);
+        }
+    }
 }

@@ -115,26 +115,45 @@ impl History {
         }))
     }
 
-    /// The next message up to the last sequence, or None at the end.
-    async fn next(&mut self, report: &mut ReplayReport) -> Result<Option<EventMessage>, ReplayError> {
+    /// The next message up to the last sequence, or None at the end. The end comes early
+    /// when nothing was pending after a message, or the stream holds nothing more up to the
+    /// last sequence: deleted messages (the newest included) are never waited for.
+    async fn next(
+        &mut self,
+        bus: &Bus,
+        report: &mut ReplayReport,
+    ) -> Result<Option<EventMessage>, ReplayError> {
         if self.read_up_to >= self.last {
             return Ok(None);
         }
-        let msg = match tokio::time::timeout(self.waited, self.messages.next()).await {
-            Ok(Some(m)) => m?,
-            Ok(None) | Err(_) => {
-                return Err(ReplayError::Stalled {
-                    waited: self.waited,
-                    read: self.read_up_to,
-                    last: self.last,
-                });
+        let quiet_since = tokio::time::Instant::now();
+        let msg = loop {
+            match tokio::time::timeout(self.waited.min(QUIET_CHECK), self.messages.next()).await {
+                Ok(Some(m)) => break m?,
+                Ok(None) => return Err(self.stalled()),
+                Err(_) => {
+                    let left = bus
+                        .next_stored_sequence(StreamKind::Events, self.read_up_to.saturating_add(1))
+                        .await?;
+                    if left.is_none_or(|seq| seq > self.last) {
+                        self.read_up_to = self.last;
+                        return Ok(None);
+                    }
+                    if quiet_since.elapsed() >= self.waited {
+                        return Err(self.stalled());
+                    }
+                }
             }
         };
         if msg.sequence > self.last {
             self.read_up_to = self.last;
             return Ok(None);
         }
-        self.read_up_to = msg.sequence;
+        self.read_up_to = if msg.pending == 0 {
+            self.last
+        } else {
+            msg.sequence
+        };
         report.read += 1;
         report.sequences = Some(match report.sequences {
             Some((first, _)) => (first, msg.sequence),
@@ -143,7 +162,19 @@ impl History {
         self.bar.inc(1);
         Ok(Some(msg))
     }
+
+    fn stalled(&self) -> ReplayError {
+        ReplayError::Stalled {
+            waited: self.waited,
+            read: self.read_up_to,
+            last: self.last,
+        }
+    }
 }
+
+/// How long a replay waits for the next message before it asks the stream whether anything
+/// is left to read.
+const QUIET_CHECK: Duration = Duration::from_millis(500);
 
 /// Replays into the database behind `store`, publishing what is decided.
 pub async fn replay(config: &Config, store: &Store, bus: &Bus, options: ReplayOptions) -> Result<ReplayReport, ReplayError> {
@@ -154,7 +185,7 @@ pub async fn replay(config: &Config, store: &Store, bus: &Bus, options: ReplayOp
     let batch_size = config.consumer.batch_size.max(1);
     let mut clock = DateTime::<Utc>::MIN_UTC;
     let mut batch: Vec<Input> = Vec::with_capacity(batch_size);
-    while let Some(msg) = history.next(&mut report).await? {
+    while let Some(msg) = history.next(bus, &mut report).await? {
         match decode_input(&msg.payload, &config.limits) {
             Ok(event) => batch.push(event),
             Err(_) => report.invalid += 1,
@@ -211,7 +242,7 @@ pub async fn dry_run(
     let mut report = ReplayReport::default();
     let mut sim = Simulation::new(engine, config.limits);
     if let Some(mut history) = History::open(config, bus, options).await? {
-        while let Some(msg) = history.next(&mut report).await? {
+        while let Some(msg) = history.next(bus, &mut report).await? {
             match sim.feed_line(&msg.payload) {
                 Ok(fired) => {
                     report.applied += 1;
@@ -240,18 +271,42 @@ fn emit(out: &mut dyn Write, triggers: &[Trigger]) -> Result<(), ReplayError> {
 }
 
 /// Parses `--since`: an RFC 3339 time (`2026-11-25T08:00:00Z`) or a duration meaning that
-/// long ago (`2h`, `3d`).
+/// long ago (`2h`, `3d`). Either must be a time NATS JetStream holds
+/// ([`crate::bus::check_nats_time`]: 1677-09-21 to 2262-04-11).
 pub fn parse_since(s: &str) -> Result<DateTime<Utc>, String> {
-    if let Ok(t) = DateTime::parse_from_rfc3339(s) {
-        return Ok(t.with_timezone(&Utc));
-    }
-    match humantime::parse_duration(s) {
-        Ok(d) => chrono::Duration::from_std(d)
-            .ok()
-            .and_then(|d| Utc::now().checked_sub_signed(d))
-            .ok_or_else(|| format!("{s:?} is too far back")),
-        Err(_) => Err(format!(
-            "{s:?} is neither an RFC 3339 time (2026-11-25T08:00:00Z) nor a duration (2h)"
-        )),
+    let t = if let Ok(t) = DateTime::parse_from_rfc3339(s) {
+        t.with_timezone(&Utc)
+    } else {
+        match humantime::parse_duration(s) {
+            Ok(d) => chrono::Duration::from_std(d)
+                .ok()
+                .and_then(|d| Utc::now().checked_sub_signed(d))
+                .ok_or_else(|| format!("{s:?} is too far back"))?,
+            Err(_) => {
+                return Err(format!(
+                    "{s:?} is neither an RFC 3339 time (2026-11-25T08:00:00Z) nor a duration (2h)"
+                ));
+            }
+        }
+    };
+    crate::bus::check_nats_time(t)?;
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn since_is_a_time_nats_holds() {
+        assert!(parse_since("2026-11-25T08:00:00Z").is_ok());
+        assert!(parse_since("2h").is_ok());
+        assert!(parse_since("2262-04-11T23:47:16Z").is_ok());
+        let e = parse_since("9999-01-01T00:00:00Z").unwrap_err();
+        assert!(e.contains("the latest time NATS JetStream holds"), "{e}");
+        let e = parse_since("1000years").unwrap_err();
+        assert!(e.contains("the earliest time NATS JetStream holds"), "{e}");
+        assert!(parse_since("0000-01-01T00:00:00Z").is_err());
+        assert!(parse_since("yesterday").is_err());
     }
 }

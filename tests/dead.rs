@@ -99,3 +99,152 @@ async fn dead_letters_are_listed_and_redriven() {
     worker.shutdown().await;
     env.cleanup().await;
 }
+
+/// Runs `runwatch dead ARGS` with a 30 s `nats.request_timeout`; returns (exit status,
+/// stdout, stderr, how long it took).
+fn dead_cli(env: &TestEnv, args: &[&str]) -> (Option<i32>, String, String, Duration) {
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runwatch"))
+        .arg("dead")
+        .args(args)
+        .envs(env.env_vars())
+        .env("RUNWATCH_NATS__REQUEST_TIMEOUT", "30s")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        started.elapsed(),
+    )
+}
+
+fn listed(stdout: &str) -> Vec<u64> {
+    stdout
+        .lines()
+        .map(|l| {
+            l.strip_prefix("seq=")
+                .and_then(|r| r.split(' ').next())
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect()
+}
+
+/// Issue 17 item 2: redriving (deleting) the newest dead letter left `dead list` and `dead
+/// redrive` waiting for the stream's last sequence, which no longer exists, until
+/// `nats.request_timeout` ran out (exit 2). Deleted letters anywhere (newest, middle) must
+/// not stall either command: each answers well within the 30 s timeout it is given.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_list_and_redrive_do_not_wait_for_deleted_letters() {
+    let env = TestEnv::new().await;
+    let config = env.config.clone();
+    let bus = Bus::connect(&config).await.unwrap();
+    bus.ensure_streams().await.unwrap();
+    let subject = bus.event_subject(Provider::Github);
+    for n in 1..=5u64 {
+        bus.dead_letter(&DeadLetter {
+            reason: "max_deliver",
+            detail: "database: connection refused",
+            original_subject: &subject,
+            stream_seq: n,
+            deliveries: 10,
+            payload: format!("letter {n}").as_bytes(),
+        })
+        .await
+        .unwrap();
+    }
+    let prompt = Duration::from_secs(10);
+
+    // Redrive the newest letter: the stream's last sequence (5) is now deleted.
+    let (code, out, err, took) = dead_cli(&env, &["redrive", "--seq", "5"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("redriven dead_seq=5 "), "{out}");
+    let (code, out, err, took_list) = dead_cli(&env, &["list"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(listed(&out), vec![1, 2, 3, 4], "{out}");
+    assert!(
+        took < prompt && took_list < prompt,
+        "redrive {took:?}, list {took_list:?}"
+    );
+
+    // A deleted letter in the middle, then the newest remaining one redriven.
+    bus.jetstream()
+        .get_stream(&config.streams.dead)
+        .await
+        .unwrap()
+        .delete_message(2)
+        .await
+        .unwrap();
+    let (code, out, err, took) = dead_cli(&env, &["list"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert_eq!(listed(&out), vec![1, 3, 4], "{out}");
+    assert!(took < prompt, "list {took:?}");
+    let (code, _, err, took) = dead_cli(&env, &["redrive", "--seq", "4"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(took < prompt, "redrive {took:?}");
+
+    // The rest, all at once; then nothing is left, and listing an empty stream is prompt.
+    let (code, out, err, took) = dead_cli(&env, &["redrive", "--all"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("redriven dead_seq=1 ") && out.contains("redriven dead_seq=3 "),
+        "{out}"
+    );
+    assert!(err.contains("redriven=2 refused=0"), "{err}");
+    assert!(took < prompt, "redrive --all {took:?}");
+    let (code, out, err, took) = dead_cli(&env, &["list"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("0 dead letters"), "{err}");
+    assert!(took < prompt, "list {took:?}");
+    assert!(bus.read_all_dead().await.unwrap().is_empty());
+
+    // The library reader too, with letters deleted and new ones stored after them.
+    for n in 6..=8u64 {
+        bus.dead_letter(&DeadLetter {
+            reason: "not_json",
+            detail: "x",
+            original_subject: &subject,
+            stream_seq: 100 + n,
+            deliveries: 1,
+            payload: b"junk",
+        })
+        .await
+        .unwrap();
+    }
+    bus.jetstream()
+        .get_stream(&config.streams.dead)
+        .await
+        .unwrap()
+        .delete_message(8)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    let left = bus.read_all_dead().await.unwrap();
+    assert_eq!(
+        left.iter().map(|d| d.sequence).collect::<Vec<_>>(),
+        vec![6, 7]
+    );
+    assert!(
+        started.elapsed() < config.nats.request_timeout,
+        "{:?}",
+        started.elapsed()
+    );
+    // What a quiet read asks the stream: the first message stored at or after a sequence.
+    assert_eq!(
+        bus.next_stored_sequence(StreamKind::Dead, 1).await.unwrap(),
+        Some(6)
+    );
+    assert_eq!(
+        bus.next_stored_sequence(StreamKind::Dead, 7).await.unwrap(),
+        Some(7)
+    );
+    assert_eq!(
+        bus.next_stored_sequence(StreamKind::Dead, 8).await.unwrap(),
+        None
+    );
+
+    env.cleanup().await;
+}

@@ -132,3 +132,121 @@ async fn replay_is_idempotent_reproduces_trigger_ids_and_dry_run_writes_nothing(
     fresh.cleanup().await;
     env.cleanup().await;
 }
+
+/// Runs `runwatch replay ARGS` with a 30 s `nats.request_timeout`; returns (exit status,
+/// stdout, stderr, how long it took).
+fn replay_cli(env: &TestEnv, args: &[&str]) -> (Option<i32>, String, String, Duration) {
+    let started = std::time::Instant::now();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_runwatch"))
+        .arg("replay")
+        .args(args)
+        .envs(env.env_vars())
+        .env("RUNWATCH_NATS__REQUEST_TIMEOUT", "30s")
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+        started.elapsed(),
+    )
+}
+
+/// Issue 17 item 4: `--since 9999-01-01T00:00:00Z` overflowed the server's int64
+/// nanoseconds and replayed the whole stream; a start time NATS cannot hold is refused
+/// (exit 2, naming the flag) before anything is read. And a replay never waits for deleted
+/// events (the newest, or one in the middle): it ends promptly at what is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_refuses_times_nats_cannot_hold_and_skips_deleted_events() {
+    let env = TestEnv::new().await;
+    let bus = Bus::connect(&env.config).await.unwrap();
+    bus.ensure_streams().await.unwrap();
+    let published = publish_in_order(&bus, &events()).await as u64;
+    let last = bus
+        .stream_state(StreamKind::Events)
+        .await
+        .unwrap()
+        .last_sequence;
+    assert_eq!(last, published);
+
+    for (since, says) in [
+        (
+            "9999-01-01T00:00:00Z",
+            "the latest time NATS JetStream holds",
+        ),
+        (
+            "2262-04-11T23:47:16.854775808Z",
+            "the latest time NATS JetStream holds",
+        ),
+        (
+            "1677-09-21T00:12:43Z",
+            "the earliest time NATS JetStream holds",
+        ),
+        (
+            "0001-01-01T00:00:00Z",
+            "the earliest time NATS JetStream holds",
+        ),
+        ("1000years", "the earliest time NATS JetStream holds"),
+        ("99999999years", "too far back"),
+        ("9999999999999years", "neither an RFC 3339 time"),
+    ] {
+        for dry in [true, false] {
+            let mut args = vec!["--since", since];
+            if dry {
+                args.push("--dry-run");
+            }
+            let (code, out, err, _) = replay_cli(&env, &args);
+            assert_eq!(code, Some(2), "--since {since} dry={dry}: {out} {err}");
+            assert!(
+                err.contains("--since") && err.contains(says),
+                "--since {since}: {err}"
+            );
+            assert!(
+                out.is_empty() && !err.contains("replayed"),
+                "nothing replayed: {out} {err}"
+            );
+        }
+    }
+    // The edges of the range are what the server holds: the latest time replays nothing,
+    // the earliest everything.
+    let (code, out, err, _) = replay_cli(&env, &["--since", "2262-04-11T23:47:16Z", "--dry-run"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.is_empty() && err.contains("replayed sequences -: read=0 "),
+        "{out} {err}"
+    );
+    let (code, _, err, _) = replay_cli(&env, &["--since", "1677-09-21T00:12:44Z", "--dry-run"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        err.contains(&format!("replayed sequences 1..={last}: read={published} ")),
+        "{err}"
+    );
+
+    // Delete the newest event and one in the middle: the replay reads the rest and ends.
+    let stream = bus
+        .jetstream()
+        .get_stream(&env.config.streams.events)
+        .await
+        .unwrap();
+    stream.delete_message(last).await.unwrap();
+    stream.delete_message(3).await.unwrap();
+    let prompt = Duration::from_secs(10);
+    for args in [
+        &["--from-seq", "1", "--dry-run"][..],
+        &["--from-seq", "1"],
+        &["--since", "1h", "--dry-run"],
+    ] {
+        let (code, _, err, took) = replay_cli(&env, args);
+        assert_eq!(code, Some(0), "{args:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "replayed sequences 1..={}: read={} ",
+                last - 1,
+                published - 2
+            )),
+            "{args:?}: {err}"
+        );
+        assert!(took < prompt, "{args:?} took {took:?}");
+    }
+    env.cleanup().await;
+}

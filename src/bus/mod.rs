@@ -28,11 +28,13 @@ mod publish;
 mod pull;
 mod read;
 mod setup;
+mod time;
 
 pub use dead::{DeadLetter, DeadMessage, DeliveryDeadLetter, REDRIVE_TOKEN, headers as dead_headers};
 pub use publish::PubAckInfo;
 pub use pull::Puller;
 pub use read::{EventMessage, EventsFrom, StreamState};
+pub use time::{NATS_TIME_MAX, NATS_TIME_MIN, check_nats_time};
 
 /// The name given to the NATS connection (visible in the server's connection list).
 pub const CONNECTION_NAME: &str = concat!("runwatch/", env!("CARGO_PKG_VERSION"));

@@ -6,13 +6,14 @@ use std::process::ExitCode;
 use anyhow::bail;
 
 use crate::config::Config;
+use crate::event::Provider;
 use crate::explain::{self, Format, Outcome, Target};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// github, gitlab, bitbucket, azure_devops or generic.
-    #[arg(required_unless_present = "trigger")]
-    provider: Option<String>,
+    /// Where the runs happened.
+    #[arg(required_unless_present = "trigger", value_enum)]
+    provider: Option<Provider>,
     /// owner/name (case-insensitive).
     #[arg(required_unless_present = "trigger")]
     repository: Option<String>,
@@ -39,7 +40,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         args.commit,
     ) {
         (Some(id), ..) => Target::Trigger(id),
-        (None, Some(p), Some(r), Some(n), Some(c)) => Target::parse(&p, &r, &n, &c)?,
+        (None, Some(p), Some(r), Some(n), Some(c)) => Target::parse(p.as_str(), &r, &n, &c)?,
         _ => bail!("give PROVIDER OWNER/NAME PR COMMIT, or --trigger ID"),
     };
     let format = if args.json {

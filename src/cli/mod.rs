@@ -130,10 +130,25 @@ pub async fn main() -> ExitCode {
     match dispatch(cli).await {
         Ok(code) => code,
         Err(e) => {
-            telemetry::report_fatal(&format!("{e:#}"));
+            telemetry::report_fatal(&error_text(&e));
             ExitCode::from(2)
         }
     }
+}
+
+/// An error and its causes, each cause once: many errors already print their source in
+/// their own message (`configuration: key `rules`: ...`), so a cause whose text is already
+/// shown is not repeated.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut text = e.to_string();
+    for cause in e.chain().skip(1) {
+        let cause = cause.to_string();
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -170,5 +185,30 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dead { command } => dead::run(&config, command).await,
         Command::Explain(args) => explain::run(&config, args).await,
         Command::Groups { command } => groups::run(&config, command).await,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("inner detail")]
+    struct Inner;
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer: {0}")]
+    struct Repeats(#[source] Inner);
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("outer")]
+    struct Silent(#[source] Inner);
+
+    #[test]
+    fn each_cause_is_shown_once() {
+        let e = anyhow::Error::new(Repeats(Inner)).context("doing x");
+        assert_eq!(error_text(&e), "doing x: outer: inner detail");
+        let e = anyhow::Error::new(Silent(Inner));
+        assert_eq!(error_text(&e), "outer: inner detail");
     }
 }

@@ -2,27 +2,21 @@
 
 use std::process::ExitCode;
 
-use anyhow::bail;
-
 use crate::config::Config;
 use crate::event::Provider;
 use crate::startup::{self, Schema};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// github, gitlab, bitbucket, azure_devops, generic, buildkite or circleci.
-    provider: String,
+    /// Where the runs happened.
+    #[arg(value_enum)]
+    provider: Provider,
     /// owner/name (case-insensitive).
     repository: String,
 }
 
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
-    let Some(provider) = Provider::parse(&args.provider) else {
-        bail!(
-            "unknown provider {:?} (github, gitlab, bitbucket, azure_devops, generic, buildkite, circleci)",
-            args.provider
-        );
-    };
+    let provider = args.provider;
     let store = startup::open_store(config, Schema::Check).await?;
     match store.repo_id(provider, &args.repository).await? {
         Some(id) => {

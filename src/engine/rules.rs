@@ -1,6 +1,6 @@
 //! Rule kinds, their TOML form and their filters (DESIGN.md "Rules").
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -143,6 +143,14 @@ pub const DEFAULT_FAILURE_CONCLUSIONS: [Conclusion; 3] = [
     Conclusion::StartupFailure,
 ];
 
+/// Conclusions of a run that passed (GitHub counts `neutral` and `skipped` as passing
+/// checks): never allowed in `failure_conclusions`.
+pub const PASSING_CONCLUSIONS: [Conclusion; 3] = [
+    Conclusion::Success,
+    Conclusion::Neutral,
+    Conclusion::Skipped,
+];
+
 impl Rule {
     pub fn is_failure(&self, c: Option<Conclusion>) -> bool {
         c.is_some_and(|c| self.failure_conclusions.contains(&c))
@@ -212,7 +220,8 @@ impl RuleSet {
             });
         }
         let mut rules = Vec::with_capacity(configs.len());
-        let mut names = HashSet::new();
+        let mut names: HashMap<String, usize> = HashMap::new();
+        let mut meanings: Vec<Meaning> = Vec::with_capacity(configs.len());
         for (i, c) in configs.iter().enumerate() {
             let key = |field: &str| format!("rules[{i}].{field}");
             let err = |field: &str, message: &str| RulesError {
@@ -246,8 +255,14 @@ impl RuleSet {
                     }
                 }
             };
-            if !names.insert(name.clone()) {
-                return Err(err("name", &format!("rule name {name:?} is used twice")));
+            if let Some(first) = names.insert(name.clone(), i) {
+                return Err(err(
+                    "name",
+                    &format!(
+                        "rule name {name:?} is already the name of rules[{first}]; two rules \
+                         with one name would share their state and trigger ids"
+                    ),
+                ));
             }
             let failure_conclusions: HashSet<Conclusion> = match &c.failure_conclusions {
                 Some(v) if v.is_empty() => {
@@ -256,6 +271,20 @@ impl RuleSet {
                 Some(v) => v.iter().copied().collect(),
                 None => DEFAULT_FAILURE_CONCLUSIONS.into_iter().collect(),
             };
+            if let Some(passing) = PASSING_CONCLUSIONS
+                .iter()
+                .find(|p| failure_conclusions.contains(p))
+            {
+                return Err(err(
+                    "failure_conclusions",
+                    &format!(
+                        "{:?} is a passing conclusion (success, neutral and skipped never count \
+                         as a failure)",
+                        passing.as_str()
+                    ),
+                ));
+            }
+            let meaning = Meaning::of(c, &failure_conclusions);
             let threshold = c.threshold.unwrap_or(3);
             if threshold == 0 {
                 return Err(err("threshold", "must be at least 1"));
@@ -264,6 +293,20 @@ impl RuleSet {
                 Some(p) => Filter::compile(&key(field), p, ci),
                 None => Ok(Filter::any()),
             };
+            let repositories = filter("repositories", &c.repositories, true)?;
+            let branches = filter("branches", &c.branches, false)?;
+            let workflows = filter("workflows", &c.workflows, false)?;
+            if let Some(j) = meanings.iter().position(|m| *m == meaning) {
+                return Err(RulesError {
+                    key: format!("rules[{i}]"),
+                    message: format!(
+                        "rule {name:?} is the same rule as rules[{j}] ({:?}) under another \
+                         name: each of its triggers would fire twice",
+                        rules.get(j).map_or("", |r: &Rule| r.name.as_str())
+                    ),
+                });
+            }
+            meanings.push(meaning);
             rules.push(Rule {
                 name,
                 kind: c.kind,
@@ -273,9 +316,9 @@ impl RuleSet {
                 refire_on_rerun: c.refire_on_rerun.unwrap_or(false),
                 only_head_commit: c.only_head_commit.unwrap_or(false),
                 threshold,
-                repositories: filter("repositories", &c.repositories, true)?,
-                branches: filter("branches", &c.branches, false)?,
-                workflows: filter("workflows", &c.workflows, false)?,
+                repositories,
+                branches,
+                workflows,
                 cooldown: c.cooldown.unwrap_or_default(),
             });
         }
@@ -293,6 +336,59 @@ impl RuleSet {
     /// Rules whose per-repository cooldown is set (their state must be loaded and locked).
     pub fn uses_cooldowns(&self) -> bool {
         self.rules.iter().any(|r| !r.cooldown.is_zero())
+    }
+}
+
+/// What a rule does, whatever its name: its kind and every setting with the defaults
+/// applied, the conclusions sorted and each filter's patterns sorted (repositories in lower
+/// case, a list with `*` as `*` alone). Two rules with the same meaning fire the same
+/// triggers under two names.
+#[derive(Debug, PartialEq, Eq)]
+struct Meaning {
+    kind: RuleKind,
+    failure_conclusions: Vec<&'static str>,
+    require_pr: bool,
+    settle: Duration,
+    refire_on_rerun: bool,
+    only_head_commit: bool,
+    threshold: u32,
+    repositories: Vec<String>,
+    branches: Vec<String>,
+    workflows: Vec<String>,
+    cooldown: Duration,
+}
+
+impl Meaning {
+    fn of(c: &RuleConfig, failure_conclusions: &HashSet<Conclusion>) -> Meaning {
+        let patterns = |p: &Option<Vec<String>>, lower: bool| -> Vec<String> {
+            let p = p.as_deref().unwrap_or_default();
+            if p.is_empty() || p.iter().any(|p| p == "*") {
+                return vec!["*".to_string()];
+            }
+            let mut v: Vec<String> = p
+                .iter()
+                .map(|p| if lower { p.to_lowercase() } else { p.clone() })
+                .collect();
+            v.sort();
+            v.dedup();
+            v
+        };
+        let mut conclusions: Vec<&'static str> =
+            failure_conclusions.iter().map(|c| c.as_str()).collect();
+        conclusions.sort_unstable();
+        Meaning {
+            kind: c.kind,
+            failure_conclusions: conclusions,
+            require_pr: c.require_pr.unwrap_or(true),
+            settle: c.settle.unwrap_or_default(),
+            refire_on_rerun: c.refire_on_rerun.unwrap_or(false),
+            only_head_commit: c.only_head_commit.unwrap_or(false),
+            threshold: c.threshold.unwrap_or(3),
+            repositories: patterns(&c.repositories, true),
+            branches: patterns(&c.branches, false),
+            workflows: patterns(&c.workflows, false),
+            cooldown: c.cooldown.unwrap_or_default(),
+        }
     }
 }
 
@@ -351,5 +447,77 @@ branches = ["main"]
         assert!(!r.matches_repository("other", "widgets"));
         assert!(r.matches_run("x", Some("release/1.0")));
         assert!(!r.matches_run("x", None));
+    }
+
+    #[test]
+    fn a_name_used_twice_names_both_rules() {
+        let e = RuleSet::from_toml(
+            "[[rules]]\nkind = \"all_completed_with_failure\"\nname = \"a\"\n\
+             [[rules]]\nkind = \"repeated_failure\"\nname = \"a\"\n",
+        )
+        .unwrap_err();
+        assert_eq!(e.key, "rules[1].name");
+        assert!(e.message.contains("rules[0]"), "{e}");
+    }
+
+    #[test]
+    fn the_same_rule_under_two_names_is_refused() {
+        let acwf = "kind = \"all_completed_with_failure\"";
+        for (first, second) in [
+            // Identical, names defaulted (`all_completed_with_failure` and `#2`).
+            (acwf.to_string(), acwf.to_string()),
+            // Identical but for the name, with defaults written out or not, patterns in
+            // another order or case.
+            (
+                format!("{acwf}\nname = \"x\"\nrepositories = [\"acme/*\", \"b/c\"]"),
+                format!(
+                    "{acwf}\nname = \"y\"\nrequire_pr = true\nrepositories = [\"B/C\", \"acme/*\"]\n\
+                     failure_conclusions = [\"startup_failure\", \"failure\", \"timed_out\"]"
+                ),
+            ),
+            (
+                "kind = \"repeated_failure\"\nbranches = [\"main\", \"*\"]".to_string(),
+                "kind = \"repeated_failure\"\nthreshold = 3".to_string(),
+            ),
+        ] {
+            let e = RuleSet::from_toml(&format!("[[rules]]\n{first}\n[[rules]]\n{second}\n"))
+                .unwrap_err();
+            assert_eq!(e.key, "rules[1]", "{first} / {second}");
+            assert!(e.message.contains("the same rule as rules[0]"), "{e}");
+        }
+        // Rules that differ in anything that matters stay.
+        for (first, second) in [
+            (acwf.to_string(), format!("{acwf}\nsettle = \"1s\"")),
+            (acwf.to_string(), format!("{acwf}\nbranches = [\"main\"]")),
+            (
+                acwf.to_string(),
+                format!("{acwf}\nfailure_conclusions = [\"failure\"]"),
+            ),
+            (acwf.to_string(), "kind = \"repeated_failure\"".to_string()),
+        ] {
+            RuleSet::from_toml(&format!("[[rules]]\n{first}\n[[rules]]\n{second}\n")).unwrap();
+        }
+    }
+
+    #[test]
+    fn passing_conclusions_are_not_failures() {
+        for c in ["success", "neutral", "skipped"] {
+            let e = RuleSet::from_toml(&format!(
+                "[[rules]]\nkind = \"repeated_failure\"\nfailure_conclusions = [\"failure\", \"{c}\"]\n"
+            ))
+            .unwrap_err();
+            assert_eq!(e.key, "rules[0].failure_conclusions");
+            assert!(
+                e.message
+                    .contains(&format!("\"{c}\" is a passing conclusion")),
+                "{e}"
+            );
+        }
+        for c in ["cancelled", "action_required", "stale"] {
+            RuleSet::from_toml(&format!(
+                "[[rules]]\nkind = \"repeated_failure\"\nfailure_conclusions = [\"{c}\"]\n"
+            ))
+            .unwrap();
+        }
     }
 }
