@@ -1232,6 +1232,21 @@ mod tests {
         }
     }
 
+    #[test]
+    fn ingest_buffer_holds_at_least_one_body() {
+        let with = |extra: &str| {
+            let c: Config = Figment::new()
+                .merge(Toml::string(DEFAULT_TOML))
+                .merge(Toml::string(extra))
+                .extract()
+                .unwrap();
+            c.validate()
+        };
+        with("[ingest]\nmax_body_bytes = 2048\nmax_buffered_bytes = 2048\n").unwrap();
+        let e = with("[ingest]\nmax_body_bytes = 2048\nmax_buffered_bytes = 2047\n").unwrap_err().to_string();
+        assert!(e.contains("`ingest.max_buffered_bytes`") && e.contains("ingest.max_body_bytes (2048)"), "{e}");
+    }
+
     /// The README's configuration table shows each key's range exactly as the code checks
     /// it: the row that names the key has the range in its `range` column.
     #[test]
