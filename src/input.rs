@@ -41,8 +41,12 @@ impl<R: BufRead> BoundedLines<R> {
     /// the input. A line over the bound is an error ([`LineTooLong`]).
     pub fn next_line(&mut self) -> io::Result<Option<(u64, &[u8])>> {
         self.buf.clear();
-        let cap = u64::try_from(self.limit).unwrap_or(u64::MAX).saturating_add(1);
-        let n = (&mut self.input).take(cap).read_until(b'\n', &mut self.buf)?;
+        let cap = u64::try_from(self.limit)
+            .unwrap_or(u64::MAX)
+            .saturating_add(1);
+        let n = (&mut self.input)
+            .take(cap)
+            .read_until(b'\n', &mut self.buf)?;
         if n == 0 {
             return Ok(None);
         }
@@ -81,9 +85,15 @@ mod tests {
     #[test]
     fn lines_up_to_the_bound_pass_and_a_longer_one_stops() {
         let ok = lines(b"abcd\n\nefgh", 4).unwrap();
-        assert_eq!(ok, vec![(1, "abcd".into()), (2, String::new()), (3, "efgh".into())]);
+        assert_eq!(
+            ok,
+            vec![(1, "abcd".into()), (2, String::new()), (3, "efgh".into())]
+        );
         let err = lines(b"ab\nabcde\nx\n", 4).unwrap_err();
-        assert!(err.starts_with("line 2: longer than limits.max_message_bytes (4 bytes)"), "{err}");
+        assert!(
+            err.starts_with("line 2: longer than limits.max_message_bytes (4 bytes)"),
+            "{err}"
+        );
         let err = lines(b"abcde", 4).unwrap_err();
         assert!(err.starts_with("line 1:"), "{err}");
     }

@@ -40,9 +40,15 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         match decode_input(line, &config.limits) {
             Ok(event) => {
                 let ack = bus
-                    .publish_event(event.provider(), event.event_id(), bytes::Bytes::copy_from_slice(line))
+                    .publish_event(
+                        event.provider(),
+                        event.event_id(),
+                        bytes::Bytes::copy_from_slice(line),
+                    )
                     .await
-                    .with_context(|| format!("line {number}: publishing event {}", event.event_id()))?;
+                    .with_context(|| {
+                        format!("line {number}: publishing event {}", event.event_id())
+                    })?;
                 if ack.duplicate {
                     duplicates += 1;
                 } else {

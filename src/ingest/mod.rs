@@ -29,8 +29,8 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, State};
 use axum::error_handling::HandleErrorLayer;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -193,18 +193,39 @@ fn answer(status: StatusCode, body: serde_json::Value) -> Response {
 /// provider: those runwatch reads and the common ones it ignores. Any other name (a sender
 /// chooses it, signed or not) is counted as `other`, so the series stay a fixed set.
 pub const KNOWN_EVENTS: &[(&str, &[&str])] = &[
-    ("github", &[
-        "ping", "workflow_run", "workflow_job", "check_suite", "check_run", "status",
-        "pull_request", "push",
-    ]),
-    ("gitlab", &[
-        "Pipeline Hook", "Job Hook", "Push Hook", "Tag Push Hook", "Merge Request Hook",
-    ]),
-    ("buildkite", &[
-        "ping", "build.scheduled", "build.running", "build.failing", "build.finished",
-        "build.skipped", "job.scheduled", "job.started", "job.finished", "job.activated",
-    ]),
+    ("github", GITHUB_EVENTS),
+    ("gitlab", GITLAB_EVENTS),
+    ("buildkite", BUILDKITE_EVENTS),
     ("circleci", &["ping", "workflow-completed", "job-completed"]),
+];
+const GITHUB_EVENTS: &[&str] = &[
+    "ping",
+    "workflow_run",
+    "workflow_job",
+    "check_suite",
+    "check_run",
+    "status",
+    "pull_request",
+    "push",
+];
+const GITLAB_EVENTS: &[&str] = &[
+    "Pipeline Hook",
+    "Job Hook",
+    "Push Hook",
+    "Tag Push Hook",
+    "Merge Request Hook",
+];
+const BUILDKITE_EVENTS: &[&str] = &[
+    "ping",
+    "build.scheduled",
+    "build.running",
+    "build.failing",
+    "build.finished",
+    "build.skipped",
+    "job.scheduled",
+    "job.started",
+    "job.finished",
+    "job.activated",
 ];
 
 /// The `event` label of a delivery: its name when [`KNOWN_EVENTS`] lists it for the
@@ -643,7 +664,10 @@ mod tests {
         assert_eq!(event_label("github", "workflow_run"), "workflow_run");
         assert_eq!(event_label("gitlab", "Pipeline Hook"), "Pipeline Hook");
         assert_eq!(event_label("buildkite", "build.finished"), "build.finished");
-        assert_eq!(event_label("circleci", "workflow-completed"), "workflow-completed");
+        assert_eq!(
+            event_label("circleci", "workflow-completed"),
+            "workflow-completed"
+        );
         assert_eq!(event_label("github", "-"), "-");
         // A name of another provider, an unknown name, a long one: `other`.
         assert_eq!(event_label("github", "Pipeline Hook"), "other");

@@ -116,7 +116,12 @@ pub(crate) async fn bounded_body(
     next: Next,
 ) -> Response {
     let (parts, body) = request.into_parts();
-    let too_large = || error(StatusCode::PAYLOAD_TOO_LARGE, "the body is over ingest.max_body_bytes");
+    let too_large = || {
+        error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "the body is over ingest.max_body_bytes",
+        )
+    };
     let declared = match parts.headers.get(header::CONTENT_LENGTH) {
         None => None,
         Some(v) => match v.to_str().ok().and_then(|s| s.trim().parse::<u64>().ok()) {
@@ -152,7 +157,10 @@ pub(crate) async fn bounded_body(
         Ok(Ok(bytes)) => bytes,
         Ok(Err(BodyError::TooLarge)) => return too_large(),
         Ok(Err(BodyError::Read(e))) => {
-            return closing(StatusCode::BAD_REQUEST, &format!("cannot read the body: {e}"));
+            return closing(
+                StatusCode::BAD_REQUEST,
+                &format!("cannot read the body: {e}"),
+            );
         }
         Err(_) => {
             refused("body_timeout");
@@ -162,7 +170,8 @@ pub(crate) async fn bounded_body(
             );
         }
     };
-    next.run(Request::from_parts(parts, Body::from(bytes))).await
+    next.run(Request::from_parts(parts, Body::from(bytes)))
+        .await
 }
 
 /// Answers 503 to a request shed by the concurrency limit.
