@@ -199,6 +199,13 @@ async fn dribbled_headers_and_idle_connections_are_closed_after_the_header_timeo
             "connection {i} closed early: {after:?}"
         );
     }
+    // Headers over 32 KiB: 431.
+    let big = format!(
+        "GET /healthz HTTP/1.1\r\nHost: x\r\nX-Pad: {}\r\n\r\n",
+        "a".repeat(40_000)
+    );
+    let (code, text) = rx.request(&big, b"").await;
+    assert_eq!(code, 431, "{text}");
     let m = rx.metrics().await;
     let cut = value(
         &m,

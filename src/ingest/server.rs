@@ -5,7 +5,7 @@
 //! | bound | key | past it |
 //! |---|---|---|
 //! | request line and headers in time | `ingest.header_read_timeout` | connection closed (hyper's `header_read_timeout`; also an idle kept-alive connection) |
-//! | request line and headers in size | [`MAX_BUF_SIZE`] | 431 (hyper's `max_buf_size`) |
+//! | request line and headers in size | [`MAX_HEADER_BYTES`] | 431 (hyper's `max_header_size`; a connection buffers at most [`MAX_BUF_SIZE`] plus one read) |
 //! | connections open at once | `ingest.max_connections` | 503, connection closed |
 //! | webhook requests in flight | `ingest.max_requests_in_flight` | 503 (tower's global concurrency limit with load shedding: no queue) |
 //! | bytes of bodies held at once | `ingest.max_buffered_bytes` | 503, before the body is read |
@@ -33,8 +33,11 @@ use tokio_util::sync::CancellationToken;
 
 use super::IngestConfig;
 
-/// The most hyper buffers of one connection: a request line and headers must fit (431
-/// otherwise). Webhook senders send a few KiB of headers.
+/// The largest request line and headers accepted (431 beyond). Webhook senders send a few
+/// KiB of headers.
+pub const MAX_HEADER_BYTES: usize = 32 * 1024;
+
+/// The most hyper buffers of one connection before handing bytes on (its read buffer).
 pub const MAX_BUF_SIZE: usize = 64 * 1024;
 
 /// The answer to a connection past `ingest.max_connections`, written without waiting.
@@ -196,6 +199,7 @@ pub(crate) async fn serve_connections(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(config.header_read_timeout)
+        .max_header_size(MAX_HEADER_BYTES)
         .max_buf_size(MAX_BUF_SIZE);
     let connections = Arc::new(Semaphore::new(
         config.max_connections.min(Semaphore::MAX_PERMITS),
