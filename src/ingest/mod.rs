@@ -230,10 +230,15 @@ const BUILDKITE_EVENTS: &[&str] = &[
 
 /// The `event` label of a delivery: its name when [`KNOWN_EVENTS`] lists it for the
 /// provider, `-` when it is not known yet (refused before the name is read), else `other`.
+/// A GitHub `pull_request.<action>` that runwatch ignores counts as `pull_request`.
 pub fn event_label(provider: &str, event: &str) -> &'static str {
     if event == "-" {
         return "-";
     }
+    let event = match provider {
+        "github" => event.split('.').next().unwrap_or(event),
+        _ => event,
+    };
     KNOWN_EVENTS
         .iter()
         .filter(|(p, _)| *p == provider)
@@ -669,6 +674,7 @@ mod tests {
             "workflow-completed"
         );
         assert_eq!(event_label("github", "-"), "-");
+        assert_eq!(event_label("github", "pull_request.labeled"), "pull_request");
         // A name of another provider, an unknown name, a long one: `other`.
         assert_eq!(event_label("github", "Pipeline Hook"), "other");
         assert_eq!(event_label("github", "made_up_1"), "other");
