@@ -689,6 +689,11 @@ pub const RANGES: &[KeyRange] = &[
     KeyRange { key: "limits.max_runs_per_group", bounds: int(1, 100_000), get: |c| size(c.limits.max_runs_per_group) },
     KeyRange { key: "limits.max_clock_skew", bounds: dur(secs(1), secs(DAY)), get: |c| Number::Duration(c.limits.max_clock_skew) },
     KeyRange { key: "ingest.max_body_bytes", bounds: int(1024, 64 * MIB), get: |c| size(c.ingest.max_body_bytes) },
+    KeyRange { key: "ingest.header_read_timeout", bounds: dur(millis(100), secs(5 * MINUTE)), get: |c| Number::Duration(c.ingest.header_read_timeout) },
+    KeyRange { key: "ingest.body_read_timeout", bounds: dur(millis(100), secs(10 * MINUTE)), get: |c| Number::Duration(c.ingest.body_read_timeout) },
+    KeyRange { key: "ingest.max_connections", bounds: int(1, 65_536), get: |c| size(c.ingest.max_connections) },
+    KeyRange { key: "ingest.max_requests_in_flight", bounds: int(1, 65_536), get: |c| size(c.ingest.max_requests_in_flight) },
+    KeyRange { key: "ingest.max_buffered_bytes", bounds: int(1024, 1024 * MIB), get: |c| size(c.ingest.max_buffered_bytes) },
     KeyRange { key: "deliver.min_delay", bounds: dur(millis(10), secs(HOUR)), get: |c| Number::Duration(c.deliver.min_delay) },
     KeyRange { key: "deliver.max_delay", bounds: dur(millis(10), secs(HOUR)), get: |c| Number::Duration(c.deliver.max_delay) },
     KeyRange { key: "deliver.retry_after_max", bounds: dur(secs(1), secs(DAY)), get: |c| Number::Duration(c.deliver.retry_after_max) },
@@ -1116,6 +1121,9 @@ mod tests {
         [deliver]
         min_delay = "10ms"
         max_delay = "1h"
+        [ingest]
+        max_body_bytes = 1024
+        max_buffered_bytes = 1073741824
     "#;
 
     /// The configuration with `key = value` (a TOML literal) over [`ROOMY`], validated.
@@ -1222,6 +1230,21 @@ mod tests {
             let e = rules(bad).unwrap_err().to_string();
             assert!(e.contains(&format!("`{key}`")) && e.contains("out of range"), "{e}");
         }
+    }
+
+    #[test]
+    fn ingest_buffer_holds_at_least_one_body() {
+        let with = |extra: &str| {
+            let c: Config = Figment::new()
+                .merge(Toml::string(DEFAULT_TOML))
+                .merge(Toml::string(extra))
+                .extract()
+                .unwrap();
+            c.validate()
+        };
+        with("[ingest]\nmax_body_bytes = 2048\nmax_buffered_bytes = 2048\n").unwrap();
+        let e = with("[ingest]\nmax_body_bytes = 2048\nmax_buffered_bytes = 2047\n").unwrap_err().to_string();
+        assert!(e.contains("`ingest.max_buffered_bytes`") && e.contains("ingest.max_body_bytes (2048)"), "{e}");
     }
 
     /// The README's configuration table shows each key's range exactly as the code checks

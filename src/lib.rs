@@ -14,6 +14,7 @@ pub mod delivery;
 pub mod engine;
 pub mod event;
 pub mod http;
+pub mod input;
 pub mod ingest;
 pub mod printable;
 pub mod pull_request;

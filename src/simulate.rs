@@ -242,17 +242,17 @@ pub fn run(
         }
         Ok(())
     };
-    for (i, line) in input.split(b'\n').enumerate() {
-        let line = line?;
+    let mut lines = crate::input::BoundedLines::new(input, limits.max_message_bytes);
+    while let Some((number, line)) = lines.next_line()? {
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         report.events += 1;
-        match sim.feed_line(&line) {
+        match sim.feed_line(line) {
             Ok(t) => emit(t, &mut out, &mut report)?,
             Err(reason) => {
                 report.rejected += 1;
-                writeln!(err, "line {}: {reason}", i + 1)?;
+                writeln!(err, "line {number}: {reason}")?;
             }
         }
     }

@@ -152,6 +152,8 @@ pub const METRICS: &[(&str, MetricKind, Unit, &str)] = &[
         "Messages of the inbound stream not yet delivered to the durable consumer (sampled every outbox.relay_interval)."),
     ("runwatch_webhooks_total", MetricKind::Counter, Unit::Count,
         "Webhook deliveries received by `runwatch ingest`, by provider, event and outcome."),
+    ("runwatch_ingest_refused_total", MetricKind::Counter, Unit::Count,
+        "runwatch ingest: connections and requests refused at a bound, by reason (connections, in_flight, buffered_bytes: 503; body_timeout: 408; header_timeout: connection closed)."),
     ("runwatch_deliver_delivered_total", MetricKind::Counter, Unit::Count,
         "runwatch deliver: triggers a target answered 2xx, by target."),
     ("runwatch_deliver_failed_total", MetricKind::Counter, Unit::Count,

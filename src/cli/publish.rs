@@ -1,7 +1,6 @@
 //! `runwatch publish FILE`: validate events (and pull request heads) and publish them to the
 //! inbound stream.
 
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -9,6 +8,7 @@ use anyhow::Context;
 
 use super::io::open_input;
 use crate::config::Config;
+use crate::input::BoundedLines;
 use crate::pull_request::decode_input;
 use crate::startup;
 
@@ -22,17 +22,33 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
     let input = open_input(&args.file)?;
     let bus = startup::open_bus(config).await?;
     let (mut published, mut duplicates, mut invalid) = (0u64, 0u64, 0u64);
-    for (i, line) in input.split(b'\n').enumerate() {
-        let line = line?;
+    let mut lines = BoundedLines::new(input, config.limits.max_message_bytes);
+    loop {
+        let (number, line) = match lines.next_line() {
+            Ok(Some(l)) => l,
+            Ok(None) => break,
+            Err(e) => {
+                // What was published before the bad line stays published (event ids
+                // deduplicate a re-run within streams.duplicate_window).
+                println!("published={published} duplicates={duplicates} invalid={invalid}");
+                return Err(e.into());
+            }
+        };
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
-        match decode_input(&line, &config.limits) {
+        match decode_input(line, &config.limits) {
             Ok(event) => {
                 let ack = bus
-                    .publish_event(event.provider(), event.event_id(), bytes::Bytes::from(line))
+                    .publish_event(
+                        event.provider(),
+                        event.event_id(),
+                        bytes::Bytes::copy_from_slice(line),
+                    )
                     .await
-                    .with_context(|| format!("line {}: publishing event {}", i + 1, event.event_id()))?;
+                    .with_context(|| {
+                        format!("line {number}: publishing event {}", event.event_id())
+                    })?;
                 if ack.duplicate {
                     duplicates += 1;
                 } else {
@@ -41,7 +57,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             }
             Err(r) => {
                 invalid += 1;
-                eprintln!("line {}: {r}", i + 1);
+                eprintln!("line {number}: {r}");
             }
         }
     }

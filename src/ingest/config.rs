@@ -5,6 +5,7 @@
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
@@ -59,6 +60,22 @@ pub struct IngestConfig {
     pub listen: SocketAddr,
     /// Largest request body accepted; a larger one is answered 413.
     pub max_body_bytes: usize,
+    /// Time a client has to send a request's line and headers (and how long a kept-alive
+    /// connection may stay idle); past it the connection is closed without an answer.
+    #[serde(with = "humantime_serde")]
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a whole request body once its headers are in; past it the
+    /// request is answered 408 and the connection closed.
+    #[serde(with = "humantime_serde")]
+    pub body_read_timeout: Duration,
+    /// Connections open at once; a connection past the bound is answered 503 and closed.
+    pub max_connections: usize,
+    /// Webhook requests handled at once; a request past the bound is answered 503.
+    pub max_requests_in_flight: usize,
+    /// Request bodies held in memory at once (those being read and those being handled),
+    /// in bytes: a request is charged its `Content-Length` (or `max_body_bytes` without
+    /// one) before its body is read, and answered 503 when the budget cannot cover it.
+    pub max_buffered_bytes: usize,
     /// GitHub webhook secrets (any one may sign a delivery: rotation).
     #[serde(default, deserialize_with = "secret_list")]
     pub github_secrets: Vec<Secret>,
@@ -129,6 +146,11 @@ impl fmt::Debug for IngestConfig {
         f.debug_struct("IngestConfig")
             .field("listen", &self.listen)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("header_read_timeout", &self.header_read_timeout)
+            .field("body_read_timeout", &self.body_read_timeout)
+            .field("max_connections", &self.max_connections)
+            .field("max_requests_in_flight", &self.max_requests_in_flight)
+            .field("max_buffered_bytes", &self.max_buffered_bytes)
             .field("github_secrets", &self.github_secrets.len())
             .field("github_secrets_file", &self.github_secrets_file)
             .field("gitlab_tokens", &self.gitlab_tokens.len())
@@ -172,6 +194,15 @@ impl IngestConfig {
             return Err(ConfigError::Invalid {
                 key: "ingest.max_body_bytes".into(),
                 message: "must be above 0".into(),
+            });
+        }
+        if self.max_buffered_bytes < self.max_body_bytes {
+            return Err(ConfigError::Invalid {
+                key: "ingest.max_buffered_bytes".into(),
+                message: format!(
+                    "must be at least ingest.max_body_bytes ({}), or a body of the accepted size could never be read",
+                    self.max_body_bytes
+                ),
             });
         }
         for (key, list) in [

@@ -9,8 +9,9 @@
 //! | 202 | accepted, not published: another event type (`workflow_job`, `job-completed`, …) |
 //! | 400 | the body or a header is unusable (the reason is in the body) |
 //! | 401 | the signature / token is missing or matches no configured secret |
+//! | 408 | the body did not arrive within `ingest.body_read_timeout` |
 //! | 413 | the body is over `ingest.max_body_bytes` |
-//! | 503 | NATS did not acknowledge: the sender should redeliver |
+//! | 503 | NATS did not acknowledge, or a bound of [`server`] is reached: the sender should redeliver |
 //!
 //! The normalization itself is pure, in [`github`], [`github_checks`], [`gitlab`],
 //! [`buildkite`] and [`circleci`].
@@ -21,12 +22,14 @@ pub mod config;
 pub mod github;
 pub mod github_checks;
 pub mod gitlab;
+pub mod server;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::body::Bytes;
+use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -186,8 +189,67 @@ fn answer(status: StatusCode, body: serde_json::Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+/// The event names that get a label value of their own in `runwatch_webhooks_total`, per
+/// provider: those runwatch reads and the common ones it ignores. Any other name (a sender
+/// chooses it, signed or not) is counted as `other`, so the series stay a fixed set.
+pub const KNOWN_EVENTS: &[(&str, &[&str])] = &[
+    ("github", GITHUB_EVENTS),
+    ("gitlab", GITLAB_EVENTS),
+    ("buildkite", BUILDKITE_EVENTS),
+    ("circleci", &["ping", "workflow-completed", "job-completed"]),
+];
+const GITHUB_EVENTS: &[&str] = &[
+    "ping",
+    "workflow_run",
+    "workflow_job",
+    "check_suite",
+    "check_run",
+    "status",
+    "pull_request",
+    "push",
+];
+const GITLAB_EVENTS: &[&str] = &[
+    "Pipeline Hook",
+    "Job Hook",
+    "Push Hook",
+    "Tag Push Hook",
+    "Merge Request Hook",
+];
+const BUILDKITE_EVENTS: &[&str] = &[
+    "ping",
+    "build.scheduled",
+    "build.running",
+    "build.failing",
+    "build.finished",
+    "build.skipped",
+    "job.scheduled",
+    "job.started",
+    "job.finished",
+    "job.activated",
+];
+
+/// The `event` label of a delivery: its name when [`KNOWN_EVENTS`] lists it for the
+/// provider, `-` when it is not known yet (refused before the name is read), else `other`.
+/// A GitHub `pull_request.<action>` that runwatch ignores counts as `pull_request`.
+pub fn event_label(provider: &str, event: &str) -> &'static str {
+    if event == "-" {
+        return "-";
+    }
+    let event = match provider {
+        "github" => event.split('.').next().unwrap_or(event),
+        _ => event,
+    };
+    KNOWN_EVENTS
+        .iter()
+        .filter(|(p, _)| *p == provider)
+        .flat_map(|(_, names)| names.iter())
+        .find(|name| **name == event)
+        .copied()
+        .unwrap_or("other")
+}
+
 fn count(provider: &'static str, event: &str, outcome: &'static str) {
-    let event: String = event.chars().take(64).collect();
+    let event = event_label(provider, event);
     metrics::counter!("runwatch_webhooks_total", "provider" => provider, "event" => event, "outcome" => outcome)
         .increment(1);
 }
@@ -447,18 +509,33 @@ async fn metrics_endpoint(State(s): State<AppState>) -> Response {
     }
 }
 
-/// The ingest routes: `/webhooks/{github,gitlab,buildkite,circleci}`, `/healthz`, `/readyz`,
-/// `/metrics`, with the body limit.
-fn router(state: AppState, max_body_bytes: usize) -> Router {
-    Router::new()
+/// The ingest routes: `/webhooks/{github,gitlab,buildkite,circleci}` behind the bounds on
+/// requests in flight and on bytes buffered ([`server`]), and `/healthz`, `/readyz`,
+/// `/metrics` outside them (probes keep answering while webhooks are shed).
+fn router(state: AppState, ingest: &IngestConfig) -> Router {
+    let in_flight = tower::ServiceBuilder::new()
+        .layer(HandleErrorLayer::new(server::shed))
+        .layer(tower::load_shed::LoadShedLayer::new())
+        .layer(tower::limit::GlobalConcurrencyLimitLayer::new(
+            ingest.max_requests_in_flight,
+        ));
+    let webhooks = Router::new()
         .route("/webhooks/github", post(github_hook))
         .route("/webhooks/gitlab", post(gitlab_hook))
         .route("/webhooks/buildkite", post(buildkite_hook))
         .route("/webhooks/circleci", post(circleci_hook))
+        // The body is read by `bounded_body`; this limit stays as a second guard.
+        .layer(DefaultBodyLimit::max(ingest.max_body_bytes))
+        .route_layer(axum::middleware::from_fn_with_state(
+            server::BodyBudget::new(ingest),
+            server::bounded_body,
+        ))
+        .route_layer(in_flight);
+    Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics_endpoint))
-        .layer(DefaultBodyLimit::max(max_body_bytes))
+        .merge(webhooks)
         .with_state(state)
 }
 
@@ -501,14 +578,11 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .map_err(|source| IngestError::Http { addr, source })?;
-    let app = router(state, config.ingest.max_body_bytes);
+    let app = router(state, &config.ingest);
+    let ingest = config.ingest.clone();
+    let shutdown_timeout = config.shutdown.timeout;
     let handle = tokio::spawn(async move {
-        let served = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-        if let Err(e) = served {
-            tracing::error!(error = %e, "ingest server stopped");
-        }
+        server::serve_connections(listener, app, &ingest, shutdown_timeout, shutdown).await;
     });
     Ok((bound, handle))
 }
@@ -584,4 +658,26 @@ pub fn normalize_delivery(
         Normalized::Ping | Normalized::Ignored { .. } => {}
     }
     Ok(normalized)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_labels_are_a_fixed_set() {
+        assert_eq!(event_label("github", "workflow_run"), "workflow_run");
+        assert_eq!(event_label("gitlab", "Pipeline Hook"), "Pipeline Hook");
+        assert_eq!(event_label("buildkite", "build.finished"), "build.finished");
+        assert_eq!(
+            event_label("circleci", "workflow-completed"),
+            "workflow-completed"
+        );
+        assert_eq!(event_label("github", "-"), "-");
+        assert_eq!(event_label("github", "pull_request.labeled"), "pull_request");
+        // A name of another provider, an unknown name, a long one: `other`.
+        assert_eq!(event_label("github", "Pipeline Hook"), "other");
+        assert_eq!(event_label("github", "made_up_1"), "other");
+        assert_eq!(event_label("gitlab", &"x".repeat(10_000)), "other");
+    }
 }
