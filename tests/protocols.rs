@@ -200,7 +200,8 @@ async fn start_deliver(env: &TestEnv, dir: &Path, config: &str) -> WorkerProc {
     proc
 }
 
-const DELAYS: &str = "[deliver]\nmin_delay = \"100ms\"\nmax_delay = \"300ms\"\nretry_after_max = \"1s\"\n";
+const DELAYS: &str =
+    "[deliver]\nmin_delay = \"100ms\"\nmax_delay = \"300ms\"\nretry_after_max = \"1s\"\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standard_webhooks_deliveries_verify_with_the_reference_library() {
@@ -237,10 +238,14 @@ async fn standard_webhooks_deliveries_verify_with_the_reference_library() {
     for r in bus.publish_triggers(&triggers).await {
         r.expect("publish");
     }
-    eventually(Duration::from_secs(60), "every trigger delivered", || async {
-        let ok = |path| rx.on(path).iter().filter(|r| r["status"] == 200).count();
-        (ok("/sw") == 3 && ok("/legacy") == 3).then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "every trigger delivered",
+        || async {
+            let ok = |path| rx.on(path).iter().filter(|r| r["status"] == 200).count();
+            (ok("/sw") == 3 && ok("/legacy") == 3).then_some(())
+        },
+    )
     .await;
     assert_eq!(
         proc.terminate(Duration::from_secs(20)).expect("stop"),
@@ -261,7 +266,10 @@ async fn standard_webhooks_deliveries_verify_with_the_reference_library() {
         for (check, why) in [
             ("unrelated", "an unrelated secret"),
             ("tampered", "a tampered body"),
-            ("after_6m", "a replay 6 minutes later (outside the 5-minute tolerance)"),
+            (
+                "after_6m",
+                "a replay 6 minutes later (outside the 5-minute tolerance)",
+            ),
         ] {
             let verdict = r[check].as_str().unwrap_or("");
             assert!(
@@ -281,7 +289,11 @@ async fn standard_webhooks_deliveries_verify_with_the_reference_library() {
             "4 minutes later is inside the tolerance: {r:#}"
         );
         let sigs = h["webhook-signature"].as_str().expect("webhook-signature");
-        assert_eq!(sigs.split(' ').count(), 2, "one signature per secret: {sigs}");
+        assert_eq!(
+            sigs.split(' ').count(),
+            2,
+            "one signature per secret: {sigs}"
+        );
         assert!(h.get("runwatch-signature-256").is_none(), "{h:#}");
         assert_eq!(h["webhook-id"], h["runwatch-trigger-id"]);
         by_id
@@ -414,10 +426,14 @@ async fn cloudevents_on_nats_and_in_deliveries_parse_with_the_sdk() {
         assert_eq!(event["nats_msg_id"], t.trigger_id.to_string().as_str());
     }
 
-    eventually(Duration::from_secs(60), "every trigger delivered", || async {
-        let ok = |path| rx.on(path).iter().filter(|r| r["status"] == 200).count();
-        (ok("/binary") == 3 && ok("/structured") == 3 && ok("/plain") == 3).then_some(())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "every trigger delivered",
+        || async {
+            let ok = |path| rx.on(path).iter().filter(|r| r["status"] == 200).count();
+            (ok("/binary") == 3 && ok("/structured") == 3 && ok("/plain") == 3).then_some(())
+        },
+    )
     .await;
     assert_eq!(
         proc.terminate(Duration::from_secs(20)).expect("stop"),
@@ -448,7 +464,8 @@ async fn cloudevents_on_nats_and_in_deliveries_parse_with_the_sdk() {
     for r in rx.on("/plain") {
         assert!(r.get("cloudevent").is_none(), "{r:#}");
         assert_eq!(r["headers"]["content-type"], "application/json");
-        let body: Trigger = serde_json::from_str(r["body"].as_str().expect("body")).expect("trigger");
+        let body: Trigger =
+            serde_json::from_str(r["body"].as_str().expect("body")).expect("trigger");
         assert!(by_id.contains_key(&body.trigger_id.to_string()));
     }
     env.cleanup().await;
