@@ -192,7 +192,7 @@ fn signature_and_cloudevents_keys_are_checked_without_showing_a_secret() {
             "[[deliver.targets]]\nname = \"t1\"\nurl = \"http://127.0.0.1:9/x\"\nsecret = \"{secret}\"\n{extra}\n"
         )
     };
-    let nine = vec![WHSEC; 9].join(" ");
+    let nine = [WHSEC; 9].join(" ");
     let cases: Vec<(String, &str, &str)> = vec![
         (target("signature = \"hmac\""), "signature", SECRET),
         (target("cloudevents = \"json\""), "cloudevents", SECRET),
