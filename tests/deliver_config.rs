@@ -389,5 +389,10 @@ fn shipped_templates_render_a_real_trigger() {
         "{root}/examples/deliver/deliver.toml"
     ))))
     .expect("examples/deliver/deliver.toml is valid");
-    assert_eq!(config.deliver.targets.len(), 3);
+    assert_eq!(config.deliver.targets.len(), 4);
+    let built = runwatch::deliver::target::build(&config.deliver.targets, false).expect("targets");
+    assert_eq!(
+        built[3].cloudevents,
+        runwatch::deliver::config::CloudEventsMode::Binary
+    );
 }
