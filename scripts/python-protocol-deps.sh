@@ -13,6 +13,10 @@ target="$RW_LOCAL/pip-protocols"
 req="$RW_ROOT/tests/protocols/requirements.txt"
 probe='import standardwebhooks, nats.js
 from cloudevents.core.bindings.http import from_http_event'
+mkdir -p "$RW_LOCAL"
+# One install at a time (test binaries run in parallel).
+exec 9>"$RW_LOCAL/pip-protocols.lock"
+flock 9
 command -v python3 >/dev/null 2>&1 || apt_install python3
 if ! PYTHONPATH="$target" python3 -c "$probe" >/dev/null 2>&1; then
   python3 -m pip --version >/dev/null 2>&1 || apt_install python3-pip

@@ -34,8 +34,14 @@ fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// `PYTHONPATH` holding standardwebhooks, cloudevents and nats-py.
+/// `PYTHONPATH` holding standardwebhooks, cloudevents and nats-py (installed once per
+/// process: the tests run in parallel).
 fn pythonpath() -> String {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(install_python_deps).clone()
+}
+
+fn install_python_deps() -> String {
     let out = Command::new(repo_root().join("scripts/python-protocol-deps.sh"))
         .output()
         .expect("run scripts/python-protocol-deps.sh");
