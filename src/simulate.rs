@@ -82,11 +82,7 @@ impl Simulation {
         }
         if let Input::Run(event) = &input {
             let key: GroupKey = (repo.internal_id, event.pr_number, sha.clone());
-            let old_due = self
-                .groups
-                .get(&key)
-                .and_then(|g| g.state.next_due())
-                .map(|d| d.event);
+            let old_due = self.groups.get(&key).and_then(|g| g.state.next_due()).map(|d| d.event);
             let head = self.head_of(repo.internal_id, event.pr_number);
             let group = group_entry(&mut self.groups, &key, &repo);
             group.state.pr_head = head;
@@ -105,23 +101,14 @@ impl Simulation {
             self.reindex(&key, old_due);
             if event.pr_number.is_none() {
                 // Also in every pull request the commit is known to belong to.
-                let run = (
-                    event.run.id.clone(),
-                    crate::engine::RunState::from_event(event),
-                );
+                let run = (event.run.id.clone(), crate::engine::RunState::from_event(event));
                 let prs: Vec<u64> = self
                     .commit_pulls
                     .get(&(repo.internal_id, sha.clone()))
                     .map(|s| s.iter().copied().collect())
                     .unwrap_or_default();
                 for n in prs {
-                    out.extend(self.absorb(
-                        &repo,
-                        n,
-                        &sha,
-                        std::iter::once((&run.0, &run.1)),
-                        clock,
-                    ));
+                    out.extend(self.absorb(&repo, n, &sha, std::iter::once((&run.0, &run.1)), clock));
                 }
                 return Ok(out);
             }
@@ -129,11 +116,7 @@ impl Simulation {
         // A pull request carried by the input: learn the association; the first time, the
         // runs the commit had without a pull request join the pull request's group.
         if let Some(n) = input.pr_number()
-            && self
-                .commit_pulls
-                .entry((repo.internal_id, sha.clone()))
-                .or_default()
-                .insert(n)
+            && self.commit_pulls.entry((repo.internal_id, sha.clone())).or_default().insert(n)
         {
             let pr_less: BTreeMap<String, crate::engine::RunState> = self
                 .groups
@@ -155,11 +138,7 @@ impl Simulation {
         clock: Clock,
     ) -> Vec<Trigger> {
         let key: GroupKey = (repo.internal_id, Some(n), sha.to_string());
-        let old_due = self
-            .groups
-            .get(&key)
-            .and_then(|g| g.state.next_due())
-            .map(|d| d.event);
+        let old_due = self.groups.get(&key).and_then(|g| g.state.next_due()).map(|d| d.event);
         let head = self.head_of(repo.internal_id, Some(n));
         let group = group_entry(&mut self.groups, &key, repo);
         group.state.pr_head = head;
@@ -178,25 +157,19 @@ impl Simulation {
     /// Records a pull request's head if it is the latest seen (by `updated_at`, then commit).
     fn learn_head(&mut self, repo: i64, n: u64, at: DateTime<Utc>, sha: &str) {
         let candidate = (at, sha.to_string());
-        let e = self
-            .heads
-            .entry((repo, n))
-            .or_insert_with(|| candidate.clone());
+        let e = self.heads.entry((repo, n)).or_insert_with(|| candidate.clone());
         if candidate > *e {
             *e = candidate;
         }
     }
 
     fn head_of(&self, repo: i64, pr: Option<u64>) -> Option<String> {
-        pr.and_then(|n| self.heads.get(&(repo, n)))
-            .map(|(_, sha)| sha.clone())
+        pr.and_then(|n| self.heads.get(&(repo, n))).map(|(_, sha)| sha.clone())
     }
 
     /// Every group's runs, by (repository internal id, pull request, commit): what the
     /// property tests compare.
-    pub fn group_runs(
-        &self,
-    ) -> BTreeMap<(i64, Option<u64>, String), BTreeMap<String, crate::engine::RunState>> {
+    pub fn group_runs(&self) -> BTreeMap<(i64, Option<u64>, String), BTreeMap<String, crate::engine::RunState>> {
         self.groups
             .iter()
             .map(|(k, g)| (k.clone(), g.state.runs.clone()))
@@ -215,10 +188,7 @@ impl Simulation {
                 continue;
             };
             let at = self.clock.map_or(due, |c| c.max(due));
-            group.state.pr_head = key
-                .1
-                .and_then(|n| self.heads.get(&(key.0, n)))
-                .map(|(_, sha)| sha.clone());
+            group.state.pr_head = key.1.and_then(|n| self.heads.get(&(key.0, n))).map(|(_, sha)| sha.clone());
             let mut ctx = GroupCtx {
                 repo: &group.repo,
                 pr_number: key.1,
@@ -226,10 +196,7 @@ impl Simulation {
                 branch: &mut group.branch,
                 state: &mut group.state,
             };
-            out.extend(
-                self.engine
-                    .fire_due(&mut ctx, &mut self.ledger, Clock::event_time(at)),
-            );
+            out.extend(self.engine.fire_due(&mut ctx, &mut self.ledger, Clock::event_time(at)));
             if let Some(next) = group.state.next_due() {
                 self.timers.insert((next.event, key));
             }
@@ -247,11 +214,7 @@ impl Simulation {
     }
 }
 
-fn group_entry<'a>(
-    groups: &'a mut HashMap<GroupKey, SimGroup>,
-    key: &GroupKey,
-    repo: &RepoRef,
-) -> &'a mut SimGroup {
+fn group_entry<'a>(groups: &'a mut HashMap<GroupKey, SimGroup>, key: &GroupKey, repo: &RepoRef) -> &'a mut SimGroup {
     let group = groups.entry(key.clone()).or_insert_with(|| SimGroup {
         repo: repo.clone(),
         branch: None,
@@ -271,15 +234,14 @@ pub fn run(
 ) -> std::io::Result<Report> {
     let mut sim = Simulation::new(engine, limits);
     let mut report = Report::default();
-    let emit =
-        |triggers: Vec<Trigger>, out: &mut dyn Write, report: &mut Report| -> std::io::Result<()> {
-            for t in triggers {
-                serde_json::to_writer(&mut *out, &t)?;
-                out.write_all(b"\n")?;
-                report.triggers += 1;
-            }
-            Ok(())
-        };
+    let emit = |triggers: Vec<Trigger>, out: &mut dyn Write, report: &mut Report| -> std::io::Result<()> {
+        for t in triggers {
+            serde_json::to_writer(&mut *out, &t)?;
+            out.write_all(b"\n")?;
+            report.triggers += 1;
+        }
+        Ok(())
+    };
     for (i, line) in input.split(b'\n').enumerate() {
         let line = line?;
         if line.iter().all(u8::is_ascii_whitespace) {

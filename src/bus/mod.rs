@@ -29,9 +29,7 @@ mod pull;
 mod read;
 mod setup;
 
-pub use dead::{
-    DeadLetter, DeadMessage, DeliveryDeadLetter, REDRIVE_TOKEN, headers as dead_headers,
-};
+pub use dead::{DeadLetter, DeadMessage, DeliveryDeadLetter, REDRIVE_TOKEN, headers as dead_headers};
 pub use publish::PubAckInfo;
 pub use pull::Puller;
 pub use read::{EventMessage, EventsFrom, StreamState};
@@ -373,9 +371,7 @@ fn is_tls_failure(err: &async_nats::ConnectError) -> bool {
             return true;
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io
-                .get_ref()
-                .is_some_and(|inner| inner.is::<rustls::Error>())
+            && io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
         {
             return true;
         }

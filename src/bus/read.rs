@@ -208,13 +208,7 @@ impl Bus {
     pub async fn event_messages_from(
         &self,
         from: EventsFrom,
-    ) -> Result<
-        (
-            u64,
-            impl Stream<Item = Result<EventMessage, BusError>> + Send + Unpin + 'static,
-        ),
-        BusError,
-    > {
+    ) -> Result<(u64, impl Stream<Item = Result<EventMessage, BusError>> + Send + Unpin + 'static), BusError> {
         use async_nats::jetstream::consumer::{AckPolicy, pull};
         let name = self.stream_name(StreamKind::Events).to_string();
         let read_error = |e: BoxedDisplay| BusError::Read {
@@ -226,10 +220,8 @@ impl Bus {
                 start_sequence: seq.max(1),
             },
             EventsFrom::Time(t) => DeliverPolicy::ByStartTime {
-                start_time: async_nats::datetime::from_nanos(
-                    i128::from(t.timestamp_micros()) * 1000,
-                )
-                .map_err(&read_error)?,
+                start_time: async_nats::datetime::from_nanos(i128::from(t.timestamp_micros()) * 1000)
+                    .map_err(&read_error)?,
             },
         };
         let stream = self

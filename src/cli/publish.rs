@@ -32,9 +32,7 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
                 let ack = bus
                     .publish_event(event.provider(), event.event_id(), bytes::Bytes::from(line))
                     .await
-                    .with_context(|| {
-                        format!("line {}: publishing event {}", i + 1, event.event_id())
-                    })?;
+                    .with_context(|| format!("line {}: publishing event {}", i + 1, event.event_id()))?;
                 if ack.duplicate {
                     duplicates += 1;
                 } else {
@@ -48,9 +46,5 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     println!("published={published} duplicates={duplicates} invalid={invalid}");
-    Ok(if invalid > 0 {
-        ExitCode::from(3)
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if invalid > 0 { ExitCode::from(3) } else { ExitCode::SUCCESS })
 }

@@ -17,11 +17,7 @@ pub struct Args {
     no_migrate: bool,
 }
 
-pub async fn run(
-    config: Config,
-    args: Args,
-    metrics: Option<PrometheusHandle>,
-) -> anyhow::Result<ExitCode> {
+pub async fn run(config: Config, args: Args, metrics: Option<PrometheusHandle>) -> anyhow::Result<ExitCode> {
     let options = RunOptions {
         no_migrate: args.no_migrate,
         fault: fault_from_env()?,

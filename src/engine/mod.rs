@@ -46,12 +46,7 @@ impl Clock {
     /// never moves back, and never past `wall + max_lead`: an event dated further ahead (a
     /// producer bug, milliseconds read as seconds) still merges, but cannot make every other
     /// group's timers due.
-    pub fn advance(
-        self,
-        t: DateTime<Utc>,
-        wall: DateTime<Utc>,
-        max_lead: std::time::Duration,
-    ) -> Clock {
+    pub fn advance(self, t: DateTime<Utc>, wall: DateTime<Utc>, max_lead: std::time::Duration) -> Clock {
         Clock {
             event: self.event.max(t.min(lead_bound(wall, max_lead))),
             wall,
@@ -224,12 +219,7 @@ impl Engine {
     }
 
     /// Fires the group's timers that are due at `clock`.
-    pub fn fire_due(
-        &self,
-        g: &mut GroupCtx<'_>,
-        ledger: &mut Ledger,
-        clock: Clock,
-    ) -> Vec<Trigger> {
+    pub fn fire_due(&self, g: &mut GroupCtx<'_>, ledger: &mut Ledger, clock: Clock) -> Vec<Trigger> {
         let mut out = Vec::new();
         for rule in self.rules.rules() {
             let due = g
@@ -267,10 +257,7 @@ impl Engine {
             .filter(|(_, r)| rule.matches_run(&r.workflow, r.branch.as_deref()))
             .collect();
         let moved_past = rule.only_head_commit
-            && g.state
-                .pr_head
-                .as_deref()
-                .is_some_and(|head| head != g.commit_sha);
+            && g.state.pr_head.as_deref().is_some_and(|head| head != g.commit_sha);
         let holds = !relevant.is_empty()
             && !moved_past
             && (!rule.require_pr || g.pr_number.is_some())
@@ -292,10 +279,7 @@ impl Engine {
             .collect();
 
         let st = g.state.rules.entry(rule.name.clone()).or_default();
-        if rule.refire_on_rerun
-            && st.fired
-            && st.rerun_since_fire(relevant.iter().map(|(id, r)| (*id, r.attempt)))
-        {
+        if rule.refire_on_rerun && st.fired && st.rerun_since_fire(relevant.iter().map(|(id, r)| (*id, r.attempt))) {
             st.episode += 1;
             st.fired = false;
             st.due = None;
@@ -324,15 +308,10 @@ impl Engine {
         }
         st.fired = true;
         st.fired_max_attempt = relevant.iter().map(|(_, r)| r.attempt).max().unwrap_or(0);
-        st.fired_attempts = relevant
-            .iter()
-            .map(|(id, r)| ((*id).clone(), r.attempt))
-            .collect();
+        st.fired_attempts = relevant.iter().map(|(id, r)| ((*id).clone(), r.attempt)).collect();
         st.due = None;
         let episode = st.episode;
-        let pr = g
-            .pr_number
-            .map_or_else(|| "-".to_string(), |p| p.to_string());
+        let pr = g.pr_number.map_or_else(|| "-".to_string(), |p| p.to_string());
         let id = trigger_id(&[
             rule.kind.as_str(),
             &rule.name,
@@ -437,12 +416,7 @@ impl Engine {
 /// If the rule's per-repository cooldown is running, the due time at which it ends.
 /// Otherwise records that the rule fires now and returns `None`. Cooldowns are measured on
 /// the wall clock (event time in `simulate`, where the two are the same).
-fn cooldown_deferral(
-    rule: &Rule,
-    repo: &RepoRef,
-    ledger: &mut Ledger,
-    clock: Clock,
-) -> Option<Due> {
+fn cooldown_deferral(rule: &Rule, repo: &RepoRef, ledger: &mut Ledger, clock: Clock) -> Option<Due> {
     if rule.cooldown.is_zero() {
         return None;
     }
@@ -500,3 +474,4 @@ fn trigger_repository(repo: &RepoRef) -> TriggerRepository {
         internal_id: repo.internal_id,
     }
 }
+

@@ -74,11 +74,7 @@ pub struct Filter {
 
 impl Filter {
     /// Compiles `patterns` (at least one); an error names `key`.
-    pub fn compile(
-        key: &str,
-        patterns: &[String],
-        case_insensitive: bool,
-    ) -> Result<Filter, RulesError> {
+    pub fn compile(key: &str, patterns: &[String], case_insensitive: bool) -> Result<Filter, RulesError> {
         if patterns.is_empty() {
             return Err(RulesError {
                 key: key.into(),
@@ -236,10 +232,7 @@ impl RuleSet {
                     }
                 }
             } else if c.threshold.is_some() {
-                return Err(err(
-                    "threshold",
-                    "does not apply to kind all_completed_with_failure",
-                ));
+                return Err(err("threshold", "does not apply to kind all_completed_with_failure"));
             }
             let name = match &c.name {
                 Some(n) if n.trim().is_empty() => return Err(err("name", "must not be empty")),
@@ -258,10 +251,7 @@ impl RuleSet {
             }
             let failure_conclusions: HashSet<Conclusion> = match &c.failure_conclusions {
                 Some(v) if v.is_empty() => {
-                    return Err(err(
-                        "failure_conclusions",
-                        "must list at least one conclusion",
-                    ));
+                    return Err(err("failure_conclusions", "must list at least one conclusion"));
                 }
                 Some(v) => v.iter().copied().collect(),
                 None => DEFAULT_FAILURE_CONCLUSIONS.into_iter().collect(),

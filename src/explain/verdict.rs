@@ -1014,16 +1014,10 @@ mod tests {
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["cause"].as_str(), Some("not_head"));
         // Without the option, or when the commit is the head, the rule judges the runs.
-        assert_eq!(
-            one(&g, &rules(ACWF), &[], &Shared::default()).verdict,
-            Verdict::NotJudged
-        );
+        assert_eq!(one(&g, &rules(ACWF), &[], &Shared::default()).verdict, Verdict::NotJudged);
         g.state.pr_head = Some("abc".into());
         let set = rules(&format!("{ACWF}only_head_commit = true\n"));
-        assert_eq!(
-            one(&g, &set, &[], &Shared::default()).verdict,
-            Verdict::NotJudged
-        );
+        assert_eq!(one(&g, &set, &[], &Shared::default()).verdict, Verdict::NotJudged);
     }
 
     #[test]

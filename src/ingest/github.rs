@@ -295,10 +295,7 @@ fn pull_request(delivery: &str, body: &[u8]) -> Result<Normalized, NormalizeErro
     let p: PullRequestPayload = serde_json::from_slice(body).map_err(NormalizeError::Json)?;
     if !PULL_REQUEST_ACTIONS.contains(&p.action.as_str()) {
         return Ok(Normalized::Ignored {
-            kind: format!(
-                "pull_request.{}",
-                p.action.chars().take(32).collect::<String>()
-            ),
+            kind: format!("pull_request.{}", p.action.chars().take(32).collect::<String>()),
         });
     }
     let head = p.pull_request.head;
@@ -324,19 +321,17 @@ fn pull_request(delivery: &str, body: &[u8]) -> Result<Normalized, NormalizeErro
             metadata.insert("head_repository".into(), f.clone().into());
         }
     }
-    Ok(Normalized::PullRequest(
-        crate::pull_request::PullRequestLink {
-            schema: crate::pull_request::PULL_REQUEST_SCHEMA.to_string(),
-            event_id: delivery.to_string(),
-            provider: Provider::Github,
-            repository: p.repository.into_repository(),
-            commit_sha: head.sha,
-            pr_number: p.number,
-            branch,
-            updated_at: p.pull_request.updated_at,
-            metadata: serde_json::Value::Object(metadata),
-        },
-    ))
+    Ok(Normalized::PullRequest(crate::pull_request::PullRequestLink {
+        schema: crate::pull_request::PULL_REQUEST_SCHEMA.to_string(),
+        event_id: delivery.to_string(),
+        provider: Provider::Github,
+        repository: p.repository.into_repository(),
+        commit_sha: head.sha,
+        pr_number: p.number,
+        branch,
+        updated_at: p.pull_request.updated_at,
+        metadata: serde_json::Value::Object(metadata),
+    }))
 }
 
 /// One event per pull request: with none or one the event id is the delivery id, with

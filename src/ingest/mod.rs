@@ -395,15 +395,7 @@ async fn publish_link(
     {
         Ok(ack) => {
             let (published, duplicates) = if ack.duplicate { (0, 1) } else { (1, 0) };
-            count(
-                provider,
-                event,
-                if published > 0 {
-                    "published"
-                } else {
-                    "duplicate"
-                },
-            );
+            count(provider, event, if published > 0 { "published" } else { "duplicate" });
             answer(
                 StatusCode::OK,
                 json!({"status": "published", "published": published, "duplicates": duplicates, "event_ids": [link.event_id]}),

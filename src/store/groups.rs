@@ -11,9 +11,7 @@ use uuid::Uuid;
 
 use super::association;
 use super::{Store, StoreError};
-use crate::engine::{
-    Clock, CooldownKey, GroupCtx, GroupState, Ledger, RepoRef, RunState, StreakKey, StreakState,
-};
+use crate::engine::{Clock, CooldownKey, GroupCtx, GroupState, Ledger, RepoRef, RunState, StreakKey, StreakState};
 use crate::event::{Event, RejectCode, Rejection};
 use crate::pull_request::Input;
 use crate::trigger::{self, Trigger};
@@ -84,11 +82,7 @@ impl Store {
 
     /// As [`Store::record`], for messages of either input schema (runs and pull request
     /// heads).
-    pub async fn record_inputs(
-        &self,
-        inputs: &[Input],
-        clock: Clock,
-    ) -> Result<BatchOutcome, StoreError> {
+    pub async fn record_inputs(&self, inputs: &[Input], clock: Clock) -> Result<BatchOutcome, StoreError> {
         self.record_and_mark(inputs, clock, &[]).await
     }
 
@@ -168,8 +162,7 @@ impl Store {
                 }
             }
         }
-        let by_id: HashMap<i64, RepoRef> =
-            repos.iter().map(|r| (r.internal_id, r.clone())).collect();
+        let by_id: HashMap<i64, RepoRef> = repos.iter().map(|r| (r.internal_id, r.clone())).collect();
         let (mut slots, corrupt) = lock_groups(tx, &keys, &by_id).await?;
         pr_less_wanted.retain(|(r, s)| !keys.contains(&(*r, 0, s.clone())));
         let pr_less_stored = association::load_pr_less_runs(tx, &pr_less_wanted).await?;
@@ -253,15 +246,7 @@ impl Store {
                         .unwrap_or_default();
                     for n in known {
                         let target = (r.internal_id, pr_key(Some(n)), sha.clone());
-                        decided.extend(self.absorb_into(
-                            &mut slots,
-                            &corrupt,
-                            &target,
-                            &heads,
-                            [(&run.0, &run.1)],
-                            clock,
-                            &mut ledger,
-                        ));
+                        decided.extend(self.absorb_into(&mut slots, &corrupt, &target, &heads, [(&run.0, &run.1)], clock, &mut ledger));
                     }
                     continue;
                 }
@@ -277,30 +262,15 @@ impl Store {
                 }
             }
             if let Some(n) = i.pr_number()
-                && pulls
-                    .entry((r.internal_id, sha.clone()))
-                    .or_default()
-                    .insert(n)
+                && pulls.entry((r.internal_id, sha.clone())).or_default().insert(n)
             {
                 pulls_learnt.push((r.internal_id, sha.clone(), n));
-                let pr_less: BTreeMap<String, RunState> =
-                    match slots.get(&(r.internal_id, 0, sha.clone())) {
-                        Some(s) => s.state.runs.clone(),
-                        None => pr_less_stored
-                            .get(&(r.internal_id, sha.clone()))
-                            .cloned()
-                            .unwrap_or_default(),
-                    };
+                let pr_less: BTreeMap<String, RunState> = match slots.get(&(r.internal_id, 0, sha.clone())) {
+                    Some(s) => s.state.runs.clone(),
+                    None => pr_less_stored.get(&(r.internal_id, sha.clone())).cloned().unwrap_or_default(),
+                };
                 let target = (r.internal_id, pr_key(Some(n)), sha.clone());
-                decided.extend(self.absorb_into(
-                    &mut slots,
-                    &corrupt,
-                    &target,
-                    &heads,
-                    pr_less.iter(),
-                    clock,
-                    &mut ledger,
-                ));
+                decided.extend(self.absorb_into(&mut slots, &corrupt, &target, &heads, pr_less.iter(), clock, &mut ledger));
             }
         }
         association::insert_pulls(tx, &pulls_learnt).await?;
@@ -337,10 +307,7 @@ impl Store {
         set_head(slot, heads);
         let (fired, left_out) = self.engine.absorb(&mut slot.ctx(), ledger, runs, clock);
         if left_out > 0 {
-            warn!(
-                group = slot.id,
-                left_out, "runs of the commit not merged into a full pull request group"
-            );
+            warn!(group = slot.id, left_out, "runs of the commit not merged into a full pull request group");
         }
         fired.into_iter().map(|t| (slot.id, t)).collect()
     }
@@ -348,20 +315,11 @@ impl Store {
     /// Fires settle / cooldown timers that are due (by wall clock, or by the caller's event
     /// clock), claiming groups with `FOR UPDATE SKIP LOCKED` so replicas share the work.
     /// Returns the triggers decided (already in the outbox, claimed by the caller).
-    pub async fn fire_due_timers(
-        &self,
-        event_clock: DateTime<Utc>,
-        limit: i64,
-    ) -> Result<Vec<Trigger>, StoreError> {
-        self.with_retry("timers", || self.fire_due_tx(event_clock, limit))
-            .await
+    pub async fn fire_due_timers(&self, event_clock: DateTime<Utc>, limit: i64) -> Result<Vec<Trigger>, StoreError> {
+        self.with_retry("timers", || self.fire_due_tx(event_clock, limit)).await
     }
 
-    async fn fire_due_tx(
-        &self,
-        event_clock: DateTime<Utc>,
-        limit: i64,
-    ) -> Result<Vec<Trigger>, StoreError> {
+    async fn fire_due_tx(&self, event_clock: DateTime<Utc>, limit: i64) -> Result<Vec<Trigger>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let triggers = self.fire_due_in(&mut tx, event_clock, limit).await?;
         tx.commit().await?;
@@ -381,10 +339,10 @@ impl Store {
         // epoch nothing is due by event time.
         let event_clock = event_clock.max(DateTime::UNIX_EPOCH);
         let rows = sqlx::query(super::sql::TIMERS_DUE)
-            .bind(event_clock)
-            .bind(limit)
-            .fetch_all(&mut **tx)
-            .await?;
+        .bind(event_clock)
+        .bind(limit)
+        .fetch_all(&mut **tx)
+        .await?;
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -407,12 +365,10 @@ impl Store {
         if !corrupt.is_empty() {
             // Its timers cannot be evaluated: drop them, so the sweep does not stop at this
             // row on every pass. Its next event is dead-lettered as `corrupt_state`.
-            sqlx::query(
-                "UPDATE groups SET due_event_at = NULL, due_wall_at = NULL WHERE id = ANY($1)",
-            )
-            .bind(&corrupt)
-            .execute(&mut **tx)
-            .await?;
+            sqlx::query("UPDATE groups SET due_event_at = NULL, due_wall_at = NULL WHERE id = ANY($1)")
+                .bind(&corrupt)
+                .execute(&mut **tx)
+                .await?;
         }
         let cooldown_keys: BTreeSet<CooldownKey> = repos
             .values()
@@ -509,10 +465,7 @@ impl CorruptRow {
     fn rejection(&self) -> Rejection {
         Rejection::new(
             RejectCode::CorruptState,
-            format!(
-                "{} (row {}): stored state cannot be decoded: {}",
-                self.label, self.id, self.detail
-            ),
+            format!("{} (row {}): stored state cannot be decoded: {}", self.label, self.id, self.detail),
         )
     }
 }
@@ -532,10 +485,7 @@ fn slot_from_row(
         Err(sqlx::Error::ColumnDecode { source, .. }) => {
             return Ok(Err(CorruptRow {
                 id,
-                label: format!(
-                    "group repository={repo_id} pr={} commit={commit_sha}",
-                    pr.unwrap_or(0)
-                ),
+                label: format!("group repository={repo_id} pr={} commit={commit_sha}", pr.unwrap_or(0)),
                 detail: source.to_string(),
             }));
         }
@@ -594,14 +544,7 @@ async fn lock_groups(
     for row in &rows {
         match slot_from_row(row, repos)? {
             Ok(slot) => {
-                out.insert(
-                    (
-                        slot.repo.internal_id,
-                        pr_key(slot.pr_number),
-                        slot.commit_sha.clone(),
-                    ),
-                    slot,
-                );
+                out.insert((slot.repo.internal_id, pr_key(slot.pr_number), slot.commit_sha.clone()), slot);
             }
             Err(c) => {
                 let key: GroupKey = (
@@ -773,8 +716,7 @@ async fn write_ledger(
     before: &Ledger,
     after: &Ledger,
 ) -> Result<(), StoreError> {
-    let (mut r, mut ru, mut b, mut w, mut st) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut r, mut ru, mut b, mut w, mut st) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (k, s) in &after.streaks {
         if before.streaks.get(k) != Some(s) {
             r.push(k.repository_id);

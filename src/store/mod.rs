@@ -71,9 +71,7 @@ impl StoreError {
                 let code = code.as_deref().unwrap_or("");
                 // 08: connection exception, 40: transaction rollback, 53: insufficient
                 // resources, 57: operator intervention (shutdown, cancel), 58: system error.
-                ["08", "40", "53", "57", "58"]
-                    .iter()
-                    .any(|c| code.starts_with(c))
+                ["08", "40", "53", "57", "58"].iter().any(|c| code.starts_with(c))
             }
             StoreError::Db(sqlx::Error::RowNotFound | sqlx::Error::ColumnNotFound(_)) => false,
             StoreError::Db(_) => true,
@@ -91,14 +89,10 @@ const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Connects a pool. The URL's password is never logged.
 pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, StoreError> {
-    let options: PgConnectOptions =
-        config
-            .url
-            .parse()
-            .map_err(|e: sqlx::Error| StoreError::Url {
-                url: redact_url(&config.url),
-                message: e.to_string(),
-            })?;
+    let options: PgConnectOptions = config.url.parse().map_err(|e: sqlx::Error| StoreError::Url {
+        url: redact_url(&config.url),
+        message: e.to_string(),
+    })?;
     let options = options
         .application_name("runwatch")
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
@@ -164,9 +158,7 @@ pub async fn check_schema(pool: &PgPool) -> Result<(), StoreError> {
             .fetch_all(pool)
             .await
             .map_err(|e| match &e {
-                sqlx::Error::Database(d) if d.code().as_deref() == Some("42501") => {
-                    StoreError::SchemaUnreadable
-                }
+                sqlx::Error::Database(d) if d.code().as_deref() == Some("42501") => StoreError::SchemaUnreadable,
                 _ => StoreError::Db(e),
             })?
     } else {
@@ -193,10 +185,7 @@ async fn migrate_on(pool: &PgPool) -> Result<(), StoreError> {
         .execute(&mut conn)
         .await
     {
-        Ok(_) => MIGRATOR
-            .run_direct(&mut conn)
-            .await
-            .map_err(StoreError::from),
+        Ok(_) => MIGRATOR.run_direct(&mut conn).await.map_err(StoreError::from),
         Err(e) => Err(e.into()),
     };
     // Closing ends the session, and with it any advisory lock a failed run kept.

@@ -52,11 +52,7 @@ pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
     let (max, linger) = (c.batch_size, c.linger);
     let mut pipeline = Pipeline::default();
     loop {
-        let idle = if pipeline.marks_due() {
-            MARK_WITHIN
-        } else {
-            Duration::from_secs(1)
-        };
+        let idle = if pipeline.marks_due() { MARK_WITHIN } else { Duration::from_secs(1) };
         let batch = tokio::select! {
             b = puller.next_batch(max, linger, idle) => b,
             _ = stop.cancelled() => break,
@@ -68,9 +64,7 @@ pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
         metrics::histogram!("runwatch_batch_size").record(batch.len() as f64);
         process(&ctx, &mut pipeline, batch).await;
         match ctx.options.fault {
-            Some(Fault::ConsumeExit) => {
-                return Err("fault injection: the consume task gave up".into());
-            }
+            Some(Fault::ConsumeExit) => return Err("fault injection: the consume task gave up".into()),
             Some(Fault::ConsumePanic) => panic!("fault injection: the consume task panicked"),
             _ => {}
         }
@@ -84,10 +78,7 @@ pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
     // after ack_wait, so another replica takes them now.
     let left = puller.take_received();
     if !left.is_empty() {
-        info!(
-            count = left.len(),
-            "shutdown: handing back prefetched messages"
-        );
+        info!(count = left.len(), "shutdown: handing back prefetched messages");
     }
     for msg in left {
         disposition::hand_back(&msg).await;
@@ -111,20 +102,13 @@ impl Pipeline {
 
     /// Marks that could not be written: the next transaction tries again.
     fn give_back(&self, ids: Vec<Uuid>) {
-        self.sent
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(ids);
+        self.sent.lock().unwrap_or_else(PoisonError::into_inner).extend(ids);
     }
 
     /// Whether triggers are waiting to be marked, or a batch being finished may add some.
     fn marks_due(&self) -> bool {
         self.finishing.as_ref().is_some_and(|h| !h.is_finished())
-            || !self
-                .sent
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .is_empty()
+            || !self.sent.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
     }
 
     /// Marks the waiting triggers sent in a statement of their own.
@@ -171,15 +155,9 @@ async fn process(ctx: &Ctx, pipeline: &mut Pipeline, batch: Vec<Message>) {
         match decode_input(&msg.payload, &limits) {
             Ok(input) => valid.push((msg, input)),
             Err(rejection) => {
-                disposition::dead_letter(
-                    &ctx.bus,
-                    &ctx.config,
-                    &msg,
-                    rejection.code.as_str(),
-                    &rejection.detail,
-                )
-                .instrument(info_span!("poison", seq))
-                .await;
+                disposition::dead_letter(&ctx.bus, &ctx.config, &msg, rejection.code.as_str(), &rejection.detail)
+                    .instrument(info_span!("poison", seq))
+                    .await;
             }
         }
     }
@@ -189,11 +167,7 @@ async fn process(ctx: &Ctx, pipeline: &mut Pipeline, batch: Vec<Message>) {
 }
 
 /// Records a batch of valid events; splits it on a non-transient failure.
-fn decide<'a>(
-    ctx: &'a Ctx,
-    pipeline: &'a mut Pipeline,
-    batch: Vec<(Message, Input)>,
-) -> BoxFuture<'a, ()> {
+fn decide<'a>(ctx: &'a Ctx, pipeline: &'a mut Pipeline, batch: Vec<(Message, Input)>) -> BoxFuture<'a, ()> {
     Box::pin(async move {
         let events: Vec<Input> = batch.iter().map(|(_, e)| e.clone()).collect();
         let clock = Clock {
@@ -206,9 +180,7 @@ fn decide<'a>(
             Ok(outcome) => {
                 let recorded = started.elapsed();
                 ctx.clock.advance(outcome.clock.event);
-                if ctx.options.fault == Some(Fault::CrashAfterCommit)
-                    && !outcome.triggers.is_empty()
-                {
+                if ctx.options.fault == Some(Fault::CrashAfterCommit) && !outcome.triggers.is_empty() {
                     error!("fault injection: exiting after commit, before publish");
                     std::process::exit(86);
                 }
@@ -262,10 +234,7 @@ async fn finish(
 ) {
     let delivered = delivery::publish_unmarked(&ctx.store, &ctx.bus, &triggers).await;
     if !delivered.sent.is_empty() {
-        marks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(delivered.sent);
+        marks.lock().unwrap_or_else(PoisonError::into_inner).extend(delivered.sent);
     }
     for ((msg, event), result) in batch.into_iter().zip(outcomes) {
         let (seq, _) = msg_info(&msg);

@@ -33,10 +33,7 @@ pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
 
 /// One relay pass over at most `outbox.relay_batch` rows. Returns how many were claimed.
 pub async fn once(ctx: &Ctx) -> Result<usize, StoreError> {
-    let pending = ctx
-        .store
-        .claim_unsent(ctx.config.outbox.relay_batch)
-        .await?;
+    let pending = ctx.store.claim_unsent(ctx.config.outbox.relay_batch).await?;
     if pending.is_empty() {
         return Ok(0);
     }
@@ -53,10 +50,7 @@ pub async fn once(ctx: &Ctx) -> Result<usize, StoreError> {
         }
     }
     if !triggers.is_empty() {
-        info!(
-            count = triggers.len(),
-            "outbox relay publishing unsent triggers"
-        );
+        info!(count = triggers.len(), "outbox relay publishing unsent triggers");
         metrics::counter!("runwatch_relay_triggers_total").increment(triggers.len() as u64);
         delivery::publish(&ctx.store, &ctx.bus, &triggers).await;
     }

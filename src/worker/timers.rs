@@ -17,9 +17,7 @@ pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return Ok(()),
         }
-        let swept =
-            delivery::sweep_timers(batch, || ctx.store.fire_due_timers(ctx.clock.get(), batch))
-                .await;
+        let swept = delivery::sweep_timers(batch, || ctx.store.fire_due_timers(ctx.clock.get(), batch)).await;
         match swept {
             Ok(triggers) => {
                 delivery::publish(&ctx.store, &ctx.bus, &triggers).await;
