@@ -69,6 +69,93 @@ pub fn subject(prefix: &str, provider: Provider) -> String {
     format!("{prefix}.{}", provider.as_str())
 }
 
+/// The CloudEvents `specversion` runwatch speaks.
+pub const CLOUDEVENTS_SPECVERSION: &str = "1.0";
+
+/// The CloudEvents context attributes of a trigger (spec 1.0), the same on NATS and in
+/// `runwatch deliver`: `id` = the trigger id, `type` = [`TRIGGER_SCHEMA`], `source` =
+/// `runwatch/<provider>`, `subject` = `owner/name#<pr>@<sha>` (`owner/name@<sha>` without a
+/// pull request), `time` = `fired_at` in RFC 3339 (UTC, `Z`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CloudEventAttributes {
+    pub id: String,
+    pub type_: &'static str,
+    pub source: String,
+    pub subject: String,
+    pub time: String,
+}
+
+impl CloudEventAttributes {
+    /// The attributes of `t`.
+    pub fn of(t: &Trigger) -> CloudEventAttributes {
+        let repo = format!("{}/{}", t.repository.owner, t.repository.name);
+        let subject = match t.pr_number {
+            Some(pr) => format!("{repo}#{pr}@{}", t.commit_sha),
+            None => format!("{repo}@{}", t.commit_sha),
+        };
+        CloudEventAttributes {
+            id: t.trigger_id.to_string(),
+            type_: TRIGGER_SCHEMA,
+            source: format!("runwatch/{}", t.provider.as_str()),
+            subject,
+            time: t
+                .fired_at
+                .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true),
+        }
+    }
+
+    /// The binary-mode headers (`ce-<attribute>`, lowercase), `specversion` first, each
+    /// value percent-encoded as the CloudEvents HTTP binding says (space, `"`, `%`, controls
+    /// and every non-ASCII byte of its UTF-8), so every value is printable ASCII (NATS and
+    /// HTTP headers). `content-type` is the caller's.
+    pub fn headers(&self) -> [(&'static str, String); 6] {
+        [
+            ("ce-specversion", CLOUDEVENTS_SPECVERSION.to_string()),
+            ("ce-id", header_value(&self.id)),
+            ("ce-type", header_value(self.type_)),
+            ("ce-source", header_value(&self.source)),
+            ("ce-subject", header_value(&self.subject)),
+            ("ce-time", header_value(&self.time)),
+        ]
+    }
+
+    /// The structured-mode envelope (`application/cloudevents+json`) around `data`, which
+    /// must be one JSON value (its bytes are kept as they are).
+    pub fn structured(&self, data: &[u8]) -> Vec<u8> {
+        let attributes = serde_json::json!({
+            "specversion": CLOUDEVENTS_SPECVERSION,
+            "id": self.id,
+            "type": self.type_,
+            "source": self.source,
+            "subject": self.subject,
+            "time": self.time,
+            "datacontenttype": "application/json",
+        })
+        .to_string();
+        // `{...attributes,"data":<data>}`: the attributes object without its closing brace.
+        let mut out = Vec::with_capacity(attributes.len() + data.len() + 9);
+        out.extend_from_slice(
+            attributes
+                .strip_suffix('}')
+                .unwrap_or(&attributes)
+                .as_bytes(),
+        );
+        out.extend_from_slice(b",\"data\":");
+        out.extend_from_slice(data);
+        out.push(b'}');
+        out
+    }
+}
+
+/// The bytes a CloudEvents header value percent-encodes (HTTP binding, 3.1.3.2): controls,
+/// space, `"` and `%`; `percent_encoding` encodes every non-ASCII byte as well.
+const CE_HEADER_ENCODE: &percent_encoding::AsciiSet =
+    &percent_encoding::CONTROLS.add(b' ').add(b'"').add(b'%');
+
+fn header_value(value: &str) -> String {
+    percent_encoding::utf8_percent_encode(value, CE_HEADER_ENCODE).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -78,5 +165,22 @@ mod tests {
         assert_eq!(trigger_id(&["a", "b"]), trigger_id(&["a", "b"]));
         assert_ne!(trigger_id(&["a", "b"]), trigger_id(&["ab", ""]));
         assert_eq!(trigger_id(&["a"]).get_version_num(), 5);
+    }
+
+    #[test]
+    fn cloudevent_headers_are_printable_ascii() {
+        assert_eq!(header_value("acme/app#7@abc"), "acme/app#7@abc");
+        assert_eq!(header_value("a b\"%\u{e9}\n"), "a%20b%22%25%C3%A9%0A");
+        let out = CloudEventAttributes {
+            id: "i".into(),
+            type_: TRIGGER_SCHEMA,
+            source: "runwatch/github".into(),
+            subject: "s".into(),
+            time: "t".into(),
+        }
+        .structured(br#"{"x":1}"#);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["data"]["x"], 1);
+        assert_eq!(v["specversion"], "1.0");
     }
 }

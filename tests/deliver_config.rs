@@ -179,6 +179,121 @@ fn unreadable_secret_file_names_the_target_and_shows_no_secret() {
     );
 }
 
+/// A Standard Webhooks key of 32 bytes, as `whsec_<base64>` (hand-written: no key crate).
+const WHSEC: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSwMTIzNDU2Nzg=";
+
+#[test]
+fn signature_and_cloudevents_keys_are_checked_without_showing_a_secret() {
+    let dir = tempfile::tempdir().expect("dir");
+    let bad_file = dir.path().join("whsec");
+    std::fs::write(&bad_file, "whsec_not*base64-Hd7\n").expect("write");
+    let with = |secret: &str, extra: &str| {
+        format!(
+            "[[deliver.targets]]\nname = \"t1\"\nurl = \"http://127.0.0.1:9/x\"\nsecret = \"{secret}\"\n{extra}\n"
+        )
+    };
+    let nine = [WHSEC; 9].join(" ");
+    let cases: Vec<(String, &str, &str)> = vec![
+        (target("signature = \"hmac\""), "signature", SECRET),
+        (target("cloudevents = \"json\""), "cloudevents", SECRET),
+        // An explicit Standard Webhooks target needs whsec_ secrets...
+        (
+            target("signature = \"standard-webhooks\""),
+            "`deliver.targets[0].secret`",
+            SECRET,
+        ),
+        // ...and a secret at all.
+        (
+            "[[deliver.targets]]\nname = \"x\"\nurl = \"http://h/\"\nsignature = \"standard-webhooks\"\n".into(),
+            "`deliver.targets[0].signature`",
+            "",
+        ),
+        (with("whsec_!!notbase64-Qz", ""), "`deliver.targets[0].secret`", "notbase64-Qz"),
+        // 5 bytes: under the 24 the specification asks for.
+        (with("whsec_c2hvcnQ=", ""), "24 to 64 bytes", "c2hvcnQ"),
+        (
+            with(&format!("{WHSEC} plain-Vb3"), ""),
+            "`deliver.targets[0].secret`",
+            "plain-Vb3",
+        ),
+        (with(&nine, ""), "at most 8", "MfKQ9r8"),
+        (
+            format!(
+                "[[deliver.targets]]\nname = \"x\"\nurl = \"http://h/\"\nsecret_file = \"{}\"\n",
+                bad_file.display()
+            ),
+            "`deliver.targets[0].secret_file`",
+            "base64-Hd7",
+        ),
+        (
+            with(WHSEC, "headers = { \"webhook-signature\" = \"v1,x\" }"),
+            "`deliver.targets[0].headers`",
+            "MfKQ9r8",
+        ),
+        (
+            with(WHSEC, "cloudevents = \"binary\"\nheaders = { \"ce-type\" = \"x\" }"),
+            "`deliver.targets[0].headers`",
+            "MfKQ9r8",
+        ),
+    ];
+    for (config, key, secret) in cases {
+        let out = deliver(&config, &[], &[]);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{config}\n{stderr}");
+        assert!(
+            stderr.contains(key),
+            "{config}: expected {key} in\n{stderr}"
+        );
+        assert!(
+            secret.is_empty() || !stderr.contains(secret),
+            "the secret is shown:\n{stderr}"
+        );
+        assert!(
+            !stderr.contains("connect"),
+            "{config}: it tried to connect:\n{stderr}"
+        );
+    }
+    // The same keys, well formed, pass the check (through the library: the binary would
+    // go on to connect).
+    use runwatch::deliver::config::{CloudEventsMode, SignatureScheme};
+    for (body, scheme, mode) in [
+        (
+            format!("secret = \"{WHSEC}\"\ncloudevents = \"structured\""),
+            Some(SignatureScheme::StandardWebhooks),
+            CloudEventsMode::Structured,
+        ),
+        (
+            format!("secret = \"{WHSEC}\\n{WHSEC}\"\nsignature = \"standard-webhooks\""),
+            Some(SignatureScheme::StandardWebhooks),
+            CloudEventsMode::Off,
+        ),
+        (
+            format!(
+                "secret = \"{WHSEC}\"\nsignature = \"runwatch\"\nheaders = {{ \"ce-type\" = \"x\" }}"
+            ),
+            Some(SignatureScheme::Runwatch),
+            CloudEventsMode::Off,
+        ),
+        (
+            format!("secret = \"{SECRET}\"\ncloudevents = \"binary\""),
+            Some(SignatureScheme::Runwatch),
+            CloudEventsMode::Binary,
+        ),
+        (
+            "cloudevents = \"binary\"".to_string(),
+            None,
+            CloudEventsMode::Binary,
+        ),
+    ] {
+        let toml_text = format!("name = \"t1\"\nurl = \"http://127.0.0.1:9/x\"\n{body}\n");
+        let config: runwatch::deliver::TargetConfig = toml::from_str(&toml_text).expect("toml");
+        let built = runwatch::deliver::target::build(&[config], true)
+            .unwrap_or_else(|e| panic!("{toml_text}: {e}"));
+        assert_eq!(built[0].signing.scheme(), scheme, "{toml_text}");
+        assert_eq!(built[0].cloudevents, mode, "{toml_text}");
+    }
+}
+
 #[test]
 fn quick_start_options_are_checked() {
     let out = deliver("", &["--url", "ftp://h/"], &[]);
@@ -274,5 +389,10 @@ fn shipped_templates_render_a_real_trigger() {
         "{root}/examples/deliver/deliver.toml"
     ))))
     .expect("examples/deliver/deliver.toml is valid");
-    assert_eq!(config.deliver.targets.len(), 3);
+    assert_eq!(config.deliver.targets.len(), 4);
+    let built = runwatch::deliver::target::build(&config.deliver.targets, false).expect("targets");
+    assert_eq!(
+        built[3].cloudevents,
+        runwatch::deliver::config::CloudEventsMode::Binary
+    );
 }

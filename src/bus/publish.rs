@@ -6,7 +6,7 @@ use bytes::Bytes;
 
 use super::{Bus, BusError};
 use crate::event::Provider;
-use crate::trigger::{self, Trigger};
+use crate::trigger::{self, CloudEventAttributes, Trigger};
 
 /// Triggers sent before their PubAcks are awaited.
 const PIPELINE_CHUNK: usize = 256;
@@ -72,7 +72,9 @@ impl Bus {
 
     /// Publishes many triggers with pipelined PubAcks (all are sent, then all acks are
     /// awaited), each to `trigger::subject(triggers_subject_prefix, provider)` with
-    /// `Nats-Msg-Id: <trigger_id>` and the trigger as JSON. Returns one result per trigger,
+    /// `Nats-Msg-Id: <trigger_id>`, the CloudEvents binary-mode headers (`ce-specversion`,
+    /// `ce-id`, `ce-type`, `ce-source`, `ce-subject`, `ce-time`, `content-type`; see
+    /// [`CloudEventAttributes`]) and the trigger as JSON. Returns one result per trigger,
     /// in order, so the caller marks sent exactly those that were acknowledged.
     pub async fn publish_triggers(&self, triggers: &[Trigger]) -> Vec<Result<(), BusError>> {
         let mut results = Vec::with_capacity(triggers.len());
@@ -107,9 +109,14 @@ impl Bus {
             what: format!("trigger {}", t.trigger_id),
             source,
         })?;
-        let message = PublishMessage::build()
+        let mut message = PublishMessage::build()
             .payload(Bytes::from(body))
-            .message_id(t.trigger_id.to_string());
+            .message_id(t.trigger_id.to_string())
+            .header("content-type", "application/json");
+        // CloudEvents binary mode beside Nats-Msg-Id (values percent-encoded: ASCII only).
+        for (name, value) in CloudEventAttributes::of(t).headers() {
+            message = message.header(name, value.as_str());
+        }
         match self.js.send_publish(subject.clone(), message).await {
             Ok(ack) => Ok((subject, ack)),
             Err(e) => Err(self.publish_error(subject, e)),

@@ -15,8 +15,8 @@ pub struct Args {
     /// configured [[deliver.targets]].
     #[arg(long, value_name = "URL")]
     url: Option<String>,
-    /// With --url: a file holding the secret that signs each body
-    /// (Runwatch-Signature-256).
+    /// With --url: a file holding the secret that signs each request (Standard Webhooks
+    /// when it holds `whsec_` secrets, else Runwatch-Signature-256).
     #[arg(long, value_name = "FILE", requires = "url")]
     secret_file: Option<PathBuf>,
 }

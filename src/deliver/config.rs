@@ -38,6 +38,31 @@ pub enum StartFrom {
     All,
 }
 
+/// How a target signs its requests (`signature`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub enum SignatureScheme {
+    /// Standard Webhooks: `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64>`
+    /// with `whsec_` secrets, one signature per secret (rotation).
+    #[serde(rename = "standard-webhooks")]
+    StandardWebhooks,
+    /// `Runwatch-Signature-256: sha256=<hex HMAC-SHA256 of the body>` (GitHub's scheme).
+    #[serde(rename = "runwatch")]
+    Runwatch,
+}
+
+/// Whether and how a target's requests are CloudEvents (`cloudevents`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CloudEventsMode {
+    /// Plain JSON (the trigger or the template's output).
+    #[default]
+    Off,
+    /// `ce-*` headers, the body unchanged (`Content-Type: application/json`).
+    Binary,
+    /// One `application/cloudevents+json` envelope, the body as its `data`.
+    Structured,
+}
+
 /// One `[[deliver.targets]]` entry as written.
 #[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -51,12 +76,21 @@ pub struct TargetConfig {
     /// A file holding the URL (read at start-up), instead of `url`.
     #[serde(default)]
     pub url_file: Option<PathBuf>,
-    /// HMAC-SHA256 key of `Runwatch-Signature-256`.
+    /// The signing key: one secret for `signature = "runwatch"`, or one to
+    /// [`super::target::MAX_SECRETS`] whitespace-separated `whsec_<base64>` secrets for
+    /// Standard Webhooks (several during a rotation: one signature each).
     #[serde(default)]
     pub secret: Option<Secret>,
     /// A file holding the secret (read at start-up).
     #[serde(default)]
     pub secret_file: Option<PathBuf>,
+    /// The signature scheme; unset: Standard Webhooks when the secret is in the `whsec_`
+    /// form, else `runwatch` (so an existing secret keeps its receivers working).
+    #[serde(default)]
+    pub signature: Option<SignatureScheme>,
+    /// CloudEvents HTTP binding of the requests.
+    #[serde(default)]
+    pub cloudevents: CloudEventsMode,
     /// Glob patterns over the trigger's rule name or kind.
     #[serde(default)]
     pub rules: Option<Vec<String>>,
@@ -111,6 +145,8 @@ impl TargetConfig {
             url_file: None,
             secret: None,
             secret_file,
+            signature: None,
+            cloudevents: CloudEventsMode::Off,
             rules: None,
             repositories: None,
             providers: None,
@@ -135,6 +171,8 @@ impl std::fmt::Debug for TargetConfig {
             .field("url_file", &self.url_file)
             .field("secret", &self.secret)
             .field("secret_file", &self.secret_file)
+            .field("signature", &self.signature)
+            .field("cloudevents", &self.cloudevents)
             .field("rules", &self.rules)
             .field("repositories", &self.repositories)
             .field("providers", &self.providers)

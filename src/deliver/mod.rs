@@ -22,6 +22,7 @@
 
 pub mod config;
 pub mod request;
+pub mod signing;
 pub mod target;
 pub mod template;
 
@@ -386,7 +387,7 @@ async fn deliver_one(ctx: &TargetCtx, msg: Message) {
         };
         metrics::counter!("runwatch_deliver_attempts_total", "target" => name.to_string()).increment(1);
         let started = Instant::now();
-        let outcome = request::send(&ctx.target, &ctx.client, body, &trigger_id, attempt).await;
+        let outcome = request::send(&ctx.target, &ctx.client, body, &trigger, attempt).await;
         metrics::histogram!("runwatch_deliver_seconds", "target" => name.to_string()).record(started.elapsed().as_secs_f64());
         match outcome {
             Outcome::Delivered { status } => {

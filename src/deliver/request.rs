@@ -1,9 +1,12 @@
 //! One delivery attempt: the signed `POST`, and what its answer means.
 //!
 //! Headers: `Content-Type: application/json`, `Runwatch-Trigger-Id` (the idempotency
-//! key), `Runwatch-Delivery-Attempt` (JetStream's delivery count), with a secret
-//! `Runwatch-Signature-256: sha256=<hex HMAC-SHA256 of the raw body>` (GitHub's
-//! `X-Hub-Signature-256` scheme), and the target's own headers. Redirects are not
+//! key), `Runwatch-Delivery-Attempt` (JetStream's delivery count), with a secret either
+//! the Standard Webhooks headers (`webhook-id`, `webhook-timestamp`, `webhook-signature`;
+//! see [`super::signing`]) or `Runwatch-Signature-256: sha256=<hex HMAC-SHA256 of the raw
+//! body>` (GitHub's `X-Hub-Signature-256` scheme), with `cloudevents = "binary"` the
+//! `ce-*` headers, with `"structured"` an `application/cloudevents+json` envelope around
+//! the body (the signature covers the bytes sent), and the target's own headers. Redirects are not
 //! followed: a 3xx is refused like a 4xx, since re-sending a signed body elsewhere is a
 //! decision for whoever configures the URL.
 //!
@@ -21,14 +24,20 @@ use reqwest::StatusCode;
 use reqwest::header::{CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
 use sha2::Sha256;
 
+use super::config::CloudEventsMode;
+use super::signing::{Signing, standard_webhooks_signature};
 use super::target::Target;
 use crate::secret::Secret;
+use crate::trigger::{CloudEventAttributes, Trigger};
 
 /// Header names runwatch sends.
 pub mod headers {
     pub const TRIGGER_ID: &str = "Runwatch-Trigger-Id";
     pub const ATTEMPT: &str = "Runwatch-Delivery-Attempt";
     pub const SIGNATURE: &str = "Runwatch-Signature-256";
+    pub const WEBHOOK_ID: &str = "webhook-id";
+    pub const WEBHOOK_TIMESTAMP: &str = "webhook-timestamp";
+    pub const WEBHOOK_SIGNATURE: &str = "webhook-signature";
 }
 
 /// The longest response excerpt kept (bytes, cut on a character boundary).
@@ -75,25 +84,79 @@ impl Outcome {
     }
 }
 
-/// Sends `body` for `trigger_id` as attempt `attempt`.
+/// The headers and body of one attempt at `trigger` with `body` (the trigger's JSON or the
+/// template's output): the CloudEvents mode's headers or envelope, then the signature over
+/// the bytes actually sent, signed at `now` (Standard Webhooks' timestamp).
+pub fn prepare(
+    target: &Target,
+    body: Bytes,
+    trigger: &Trigger,
+    attempt: u64,
+    now: SystemTime,
+) -> (HeaderMap, Bytes) {
+    let trigger_id = trigger.trigger_id.to_string();
+    let mut h: HeaderMap = target.headers.clone();
+    let body = match target.cloudevents {
+        CloudEventsMode::Off => {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            body
+        }
+        CloudEventsMode::Binary => {
+            h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            for (name, value) in CloudEventAttributes::of(trigger).headers() {
+                // Percent-encoded: always a valid header value.
+                if let Ok(v) = HeaderValue::from_str(&value) {
+                    h.insert(name, v);
+                }
+            }
+            body
+        }
+        CloudEventsMode::Structured => {
+            h.insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("application/cloudevents+json"),
+            );
+            Bytes::from(CloudEventAttributes::of(trigger).structured(&body))
+        }
+    };
+    if let Ok(v) = HeaderValue::from_str(&trigger_id) {
+        h.insert(headers::TRIGGER_ID, v);
+    }
+    h.insert(headers::ATTEMPT, HeaderValue::from(attempt));
+    match &target.signing {
+        Signing::None => {}
+        Signing::Runwatch(secret) => {
+            if let Ok(v) = HeaderValue::from_str(&signature(secret, &body)) {
+                h.insert(headers::SIGNATURE, v);
+            }
+        }
+        Signing::StandardWebhooks(keys) => {
+            let timestamp = now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs());
+            let sig = standard_webhooks_signature(keys, &trigger_id, timestamp, &body);
+            if let (Ok(id), Ok(sig)) = (
+                HeaderValue::from_str(&trigger_id),
+                HeaderValue::from_str(&sig),
+            ) {
+                h.insert(headers::WEBHOOK_ID, id);
+                h.insert(headers::WEBHOOK_TIMESTAMP, HeaderValue::from(timestamp));
+                h.insert(headers::WEBHOOK_SIGNATURE, sig);
+            }
+        }
+    }
+    (h, body)
+}
+
+/// Sends `body` for `trigger` as attempt `attempt`.
 pub async fn send(
     target: &Target,
     client: &reqwest::Client,
     body: Bytes,
-    trigger_id: &str,
+    trigger: &Trigger,
     attempt: u64,
 ) -> Outcome {
-    let mut h: HeaderMap = target.headers.clone();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    if let Ok(v) = HeaderValue::from_str(trigger_id) {
-        h.insert(headers::TRIGGER_ID, v);
-    }
-    h.insert(headers::ATTEMPT, HeaderValue::from(attempt));
-    if let Some(secret) = &target.secret
-        && let Ok(v) = HeaderValue::from_str(&signature(secret, &body))
-    {
-        h.insert(headers::SIGNATURE, v);
-    }
+    let (h, body) = prepare(target, body, trigger, attempt, SystemTime::now());
     let sent = client
         .post(target.url.clone())
         .headers(h)

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
 
-use super::config::{StartFrom, TargetConfig};
+use super::config::{CloudEventsMode, StartFrom, TargetConfig};
+use super::signing::{self, Signing};
 use super::template::BodyTemplate;
 use crate::config::{ConfigError, Number, TARGET_RANGES};
 use crate::engine::rules::Filter;
@@ -19,7 +20,7 @@ use crate::trigger::Trigger;
 pub const CONSUMER_PREFIX: &str = "runwatch-deliver-";
 
 /// Headers runwatch sets itself; a target may not set them.
-const RESERVED_HEADERS: [&str; 7] = [
+const RESERVED_HEADERS: [&str; 10] = [
     "content-type",
     "content-length",
     "host",
@@ -27,7 +28,13 @@ const RESERVED_HEADERS: [&str; 7] = [
     "runwatch-trigger-id",
     "runwatch-delivery-attempt",
     "runwatch-signature-256",
+    "webhook-id",
+    "webhook-timestamp",
+    "webhook-signature",
 ];
+
+/// The prefix of the CloudEvents headers, reserved when a target sends CloudEvents.
+const CE_HEADER_PREFIX: &str = "ce-";
 
 /// The User-Agent of every request (a target's `headers` may replace it).
 pub const USER_AGENT: &str = concat!("runwatch/", env!("CARGO_PKG_VERSION"));
@@ -59,7 +66,10 @@ pub struct Target {
     /// `<CONSUMER_PREFIX><name>`.
     pub consumer: String,
     pub url: reqwest::Url,
-    pub secret: Option<Secret>,
+    /// How requests are signed (from `signature` and the secret).
+    pub signing: Signing,
+    /// Whether requests are CloudEvents, and in which mode.
+    pub cloudevents: CloudEventsMode,
     pub filter: TargetFilter,
     pub timeout: Duration,
     pub max_attempts: u32,
@@ -184,6 +194,11 @@ pub fn build(targets: &[TargetConfig], read_files: bool) -> Result<Vec<Target>, 
             repositories: filter("repositories", &t.repositories, true)?,
             providers: filter("providers", &t.providers, true)?,
         };
+        let secret_key = if t.secret_file.is_some() {
+            "secret_file"
+        } else {
+            "secret"
+        };
         let secret = match (&t.secret, &t.secret_file) {
             (Some(_), Some(_)) => {
                 return Err(invalid(
@@ -206,11 +221,28 @@ pub fn build(targets: &[TargetConfig], read_files: bool) -> Result<Vec<Target>, 
             }
             (None, _) => None,
         };
+        let signing = if t.secret_file.is_some() && !read_files {
+            // Checked when `runwatch deliver` reads the file.
+            Signing::None
+        } else {
+            signing::resolve(t.signature, secret.as_ref()).map_err(|m| {
+                let k = if secret.is_some() {
+                    secret_key
+                } else {
+                    "signature"
+                };
+                invalid(key(k), format!("target `{}`: {m}", t.name))
+            })?
+        };
+        drop(secret);
         let mut headers = HeaderMap::new();
         let header_name = |k: &str, name: &str| {
             let parsed = HeaderName::from_bytes(name.as_bytes())
                 .map_err(|_| invalid(key(k), format!("{name:?} is not a valid header name")))?;
-            if RESERVED_HEADERS.contains(&parsed.as_str()) {
+            if RESERVED_HEADERS.contains(&parsed.as_str())
+                || (t.cloudevents != CloudEventsMode::Off
+                    && parsed.as_str().starts_with(CE_HEADER_PREFIX))
+            {
                 return Err(invalid(
                     key(k),
                     format!("{name:?} is set by runwatch and cannot be configured"),
@@ -277,7 +309,8 @@ pub fn build(targets: &[TargetConfig], read_files: bool) -> Result<Vec<Target>, 
             name: t.name.clone(),
             consumer: format!("{CONSUMER_PREFIX}{}", t.name),
             url,
-            secret,
+            signing,
+            cloudevents: t.cloudevents,
             filter,
             timeout: t.timeout,
             max_attempts: t.max_attempts,
