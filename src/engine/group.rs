@@ -65,6 +65,11 @@ pub struct GroupState {
     /// keeps heads per pull request).
     #[serde(skip)]
     pub pr_head: Option<String>,
+    /// The group's pull request's state as last reported (open, draft, closed, merged), set
+    /// by the caller like `pr_head`; `only_open` / `skip_draft` rules read it. Not stored
+    /// with the group (the store keeps it per pull request, next to the head).
+    #[serde(skip)]
+    pub pr_status: Option<super::pull::PullStatus>,
 }
 
 impl GroupState {

@@ -13,6 +13,7 @@
 pub mod association;
 pub mod group;
 pub mod merge;
+pub mod pull;
 pub mod rules;
 pub mod streak;
 
@@ -26,6 +27,7 @@ use crate::trigger::{TRIGGER_SCHEMA, Trigger, TriggerRepository, TriggerRun, tri
 
 pub use group::{Due, EpisodeState, GroupState};
 pub use merge::RunState;
+pub use pull::{PullBlock, PullState, PullStatus};
 pub use rules::{Rule, RuleKind, RuleSet};
 pub use streak::{StreakKey, StreakRun, StreakState};
 
@@ -150,12 +152,6 @@ impl Engine {
             .collect()
     }
 
-    /// Whether any rule reads the pull request's head (`only_head_commit`): the store then
-    /// loads the heads of the batch's pull requests before the engine runs.
-    pub fn reads_heads(&self) -> bool {
-        self.rules.rules().iter().any(|r| r.only_head_commit)
-    }
-
     /// The cooldown rows a decision for this repository may read or write.
     pub fn cooldown_keys(&self, repo: &RepoRef) -> Vec<CooldownKey> {
         self.rules
@@ -218,6 +214,23 @@ impl Engine {
         Ok(out)
     }
 
+    /// Fires the group's due timers and judges the group rules again on its state as it is:
+    /// for a group whose pull request's state changed (closed, merged, reopened, ready for
+    /// review) while its runs did not. A closed pull request's pending timers are dropped;
+    /// a reopened one's group fires if its runs say so.
+    pub fn reconsider(&self, g: &mut GroupCtx<'_>, ledger: &mut Ledger, clock: Clock) -> Vec<Trigger> {
+        let mut out = self.fire_due(g, ledger, clock);
+        if g.state.runs.is_empty() {
+            return out;
+        }
+        for rule in self.rules.rules() {
+            if rule.kind == RuleKind::AllCompletedWithFailure {
+                out.extend(self.evaluate_group(rule, g, ledger, clock, false));
+            }
+        }
+        out
+    }
+
     /// Fires the group's timers that are due at `clock`.
     pub fn fire_due(&self, g: &mut GroupCtx<'_>, ledger: &mut Ledger, clock: Clock) -> Vec<Trigger> {
         let mut out = Vec::new();
@@ -258,8 +271,10 @@ impl Engine {
             .collect();
         let moved_past = rule.only_head_commit
             && g.state.pr_head.as_deref().is_some_and(|head| head != g.commit_sha);
+        let pull_blocked = g.pr_number.is_some() && rule.pull_block(g.state.pr_status.as_ref()).is_some();
         let holds = !relevant.is_empty()
             && !moved_past
+            && !pull_blocked
             && (!rule.require_pr || g.pr_number.is_some())
             && relevant.iter().all(|(_, r)| r.status == Status::Completed)
             && relevant.iter().any(|(_, r)| rule.is_failure(r.conclusion));

@@ -3,8 +3,9 @@
 //! `all_completed_with_failure` is judged as the engine judges it (`engine::Engine`), in
 //! this order: fired in the current episode; repository filtered out; a timer pending
 //! (settle, or a cooldown's end); no run left by the filters; no pull request while the
-//! rule requires one; the pull request moved past the commit (`only_head_commit`); runs not
-//! completed; no failing run. What is left (the condition
+//! rule requires one; the pull request moved past the commit (`only_head_commit`); the pull
+//! request is closed or merged (`only_open`) or a draft (`skip_draft`), as the engine's
+//! `Rule::pull_block` says; runs not completed; no failing run. What is left (the condition
 //! holds, nothing fired, no timer) is a state the rule has not judged yet, e.g. a rule
 //! added since the group's last event.
 //!
@@ -23,7 +24,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::engine::{
-    Due, GroupState, RepoRef, Rule, RuleKind, RuleSet, RunState, StreakKey, StreakState,
+    Due, GroupState, PullBlock, RepoRef, Rule, RuleKind, RuleSet, RunState, StreakKey,
+    StreakState,
 };
 use crate::event::{Conclusion, Provider, Status};
 use crate::trigger::{Trigger, trigger_id};
@@ -157,6 +159,12 @@ pub enum Cause {
     NoRuns,
     /// `only_head_commit`: the pull request has moved past the group's commit.
     NotHead,
+    /// `only_open`: the pull request is closed without merging.
+    Closed,
+    /// `only_open`: the pull request is merged.
+    Merged,
+    /// `skip_draft`: the pull request is a draft.
+    Draft,
     Streak,
 }
 
@@ -637,6 +645,21 @@ fn judge_group(
                 "the pull request has moved past this commit (its head is {head}; the rule has only_head_commit = true)"
             ),
         );
+    }
+    if g.pr_number.is_some()
+        && let Some(block) = rule.pull_block(g.state.pr_status.as_ref())
+    {
+        let cause = match block {
+            PullBlock::Closed => Cause::Closed,
+            PullBlock::Merged => Cause::Merged,
+            PullBlock::Draft => Cause::Draft,
+        };
+        let at = g
+            .state
+            .pr_status
+            .map(|s| format!(" (reported at {})", show_time(s.at)))
+            .unwrap_or_default();
+        return will_not_fire(cause, Vec::new(), Vec::new(), format!("{}{at}", block.words()));
     }
     if runs.iter().any(|(_, r)| r.status != Status::Completed) {
         return waiting(&runs);

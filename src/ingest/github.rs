@@ -21,6 +21,7 @@ use sha2::Sha256;
 use super::config::{GithubOptions, Secret};
 use super::{NormalizeError, Normalized};
 use crate::event::{Conclusion, Event, Provider, Repository, Run, SCHEMA, Status};
+use crate::pull_request::LinkState;
 
 /// Verifies `X-Hub-Signature-256` (`sha256=<hex>`): HMAC-SHA256 of the raw body under any
 /// of `secrets`, compared in constant time. False for a missing or malformed header.
@@ -274,6 +275,14 @@ struct PullRequestPayload {
 struct PullRequestBody {
     head: PullHead,
     updated_at: DateTime<Utc>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    draft: Option<bool>,
+    #[serde(default)]
+    merged: Option<bool>,
+    #[serde(default)]
+    merged_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Deserialize)]
@@ -285,20 +294,26 @@ struct PullHead {
     repo: Option<HeadRepo>,
 }
 
-/// The actions of a `pull_request` delivery that say which commit is the head.
-pub const PULL_REQUEST_ACTIONS: [&str; 4] = ["opened", "reopened", "synchronize", "edited"];
-
-/// A `pull_request` delivery: `opened`, `reopened`, `synchronize` and `edited` become a
-/// `runwatch.pull_request.v1` message (head commit, number, `updated_at`; branch
-/// `<fork owner>:<ref>` for a fork as for `workflow_run`); other actions are ignored.
+/// A `pull_request` delivery, whatever its action (`opened`, `synchronize`, `closed`,
+/// `converted_to_draft`, `ready_for_review`, `labeled`…: every one carries the pull
+/// request as it is), becomes a `runwatch.pull_request.v1` message: head commit, number,
+/// `updated_at`, branch `<fork owner>:<ref>` for a fork as for `workflow_run`, and the
+/// state (`state`, `draft`, `merged`; `state_at` = the pull request's `updated_at`).
 fn pull_request(delivery: &str, body: &[u8]) -> Result<Normalized, NormalizeError> {
     let p: PullRequestPayload = serde_json::from_slice(body).map_err(NormalizeError::Json)?;
-    if !PULL_REQUEST_ACTIONS.contains(&p.action.as_str()) {
-        return Ok(Normalized::Ignored {
-            kind: format!("pull_request.{}", p.action.chars().take(32).collect::<String>()),
-        });
-    }
-    let head = p.pull_request.head;
+    let pr = p.pull_request;
+    let state = match pr.state.as_deref() {
+        None => None,
+        Some("open") => Some(LinkState::Open),
+        Some("closed") => Some(LinkState::Closed),
+        Some(other) => {
+            return Err(NormalizeError::Value {
+                field: "pull_request.state",
+                value: other.chars().take(64).collect(),
+            });
+        }
+    };
+    let head = pr.head;
     let fork = head.repo.as_ref().filter(|h| h.id != p.repository.id);
     let branch = match (fork, head.git_ref) {
         (Some(h), Some(b)) => {
@@ -314,7 +329,7 @@ fn pull_request(delivery: &str, body: &[u8]) -> Result<Normalized, NormalizeErro
     };
     let mut metadata = serde_json::Map::new();
     metadata.insert("github_event".into(), "pull_request".into());
-    metadata.insert("action".into(), p.action.into());
+    metadata.insert("action".into(), p.action.chars().take(64).collect::<String>().into());
     if let Some(h) = fork {
         metadata.insert("fork".into(), true.into());
         if let Some(f) = &h.full_name {
@@ -329,7 +344,12 @@ fn pull_request(delivery: &str, body: &[u8]) -> Result<Normalized, NormalizeErro
         commit_sha: head.sha,
         pr_number: p.number,
         branch,
-        updated_at: p.pull_request.updated_at,
+        updated_at: pr.updated_at,
+        state,
+        draft: pr.draft,
+        // Older payloads lack `merged`; `merged_at` says it too.
+        merged: pr.merged.or(state.map(|_| pr.merged_at.is_some())),
+        state_at: state.map(|_| pr.updated_at),
         metadata: serde_json::Value::Object(metadata),
     }))
 }
