@@ -64,6 +64,10 @@ fn link(sha: &str, pr: u64, t: i64) -> Input {
         pr_number: pr,
         branch: None,
         updated_at: at(t),
+        state: None,
+        draft: None,
+        merged: None,
+        state_at: None,
         metadata: serde_json::Value::Null,
     })
 }

@@ -838,6 +838,7 @@ mod tests {
                     .collect(),
                 rules: BTreeMap::new(),
                 pr_head: None,
+                pr_status: None,
             },
         }
     }

@@ -58,6 +58,28 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(tag))
 }
 
+/// The JSON of a delivery. A webhook with content type `application/x-www-form-urlencoded`
+/// (GitHub's default for repository and organization webhooks created through the API) sends
+/// `payload=<url-encoded JSON>`; `application/json` (and no content type) sends the JSON
+/// itself. The signature is checked over the raw body before this, as GitHub computes it.
+pub fn json_body<'a>(
+    content_type: Option<&str>,
+    body: &'a [u8],
+) -> Result<std::borrow::Cow<'a, [u8]>, NormalizeError> {
+    let form = content_type.is_some_and(|c| {
+        c.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+    });
+    if !form {
+        return Ok(std::borrow::Cow::Borrowed(body));
+    }
+    url::form_urlencoded::parse(body)
+        .find(|(k, _)| k == "payload")
+        .map(|(_, v)| std::borrow::Cow::Owned(v.into_owned().into_bytes()))
+        .ok_or(NormalizeError::Field("payload"))
+}
+
 #[derive(Deserialize)]
 struct Payload {
     action: Option<String>,
@@ -379,6 +401,24 @@ pub(super) fn per_pull_request(base: Event, delivery: &str, mut prs: Vec<u64>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn form_bodies_carry_the_json_in_payload() {
+        let json = r#"{"zen":"a+b & c=d %"}"#;
+        let form: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", json)
+            .finish();
+        let got = json_body(Some("application/x-www-form-urlencoded"), form.as_bytes()).unwrap();
+        assert_eq!(&*got, json.as_bytes());
+        let got = json_body(Some("Application/X-WWW-Form-Urlencoded; charset=utf-8"), form.as_bytes()).unwrap();
+        assert_eq!(&*got, json.as_bytes());
+        assert_eq!(&*json_body(Some("application/json"), json.as_bytes()).unwrap(), json.as_bytes());
+        assert_eq!(&*json_body(None, json.as_bytes()).unwrap(), json.as_bytes());
+        assert!(matches!(
+            json_body(Some("application/x-www-form-urlencoded"), b"other=1"),
+            Err(NormalizeError::Field("payload"))
+        ));
+    }
 
     #[test]
     fn signatures() {

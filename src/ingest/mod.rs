@@ -212,7 +212,9 @@ async fn github_hook(State(s): State<AppState>, headers: HeaderMap, body: Bytes)
         );
     };
     let delivery = header(&headers, "x-github-delivery").unwrap_or("");
-    let normalized = github::normalize(event, delivery, &body, &s.github);
+    // Signed over the raw body above; a form-encoded delivery's JSON is its `payload`.
+    let normalized = github::json_body(header(&headers, "content-type"), &body)
+        .and_then(|json| github::normalize(event, delivery, &json, &s.github));
     finish(&s, "github", event, normalized).await
 }
 
