@@ -110,9 +110,11 @@ impl Simulation {
             let key: GroupKey = (repo.internal_id, event.pr_number, sha.clone());
             let old_due = self.groups.get(&key).and_then(|g| g.state.next_due()).map(|d| d.event);
             let (head, status) = self.pull_of(repo.internal_id, event.pr_number);
+            let in_pull = event.pr_number.is_none() && self.in_pull(repo.internal_id, &sha);
             let group = group_entry(&mut self.groups, &key, &repo);
             group.state.pr_head = head;
             group.state.pr_status = status;
+            group.state.commit_in_pull = in_pull;
             let mut ctx = GroupCtx {
                 repo: &group.repo,
                 pr_number: event.pr_number,
@@ -145,12 +147,22 @@ impl Simulation {
         if let Some(n) = input.pr_number()
             && self.commit_pulls.entry((repo.internal_id, sha.clone())).or_default().insert(n)
         {
-            let pr_less: BTreeMap<String, crate::engine::RunState> = self
+            let pr_less: GroupState = self
                 .groups
                 .get(&(repo.internal_id, None, sha.clone()))
-                .map(|g| g.state.runs.clone())
+                .map(|g| g.state.clone())
                 .unwrap_or_default();
-            out.extend(self.absorb(&repo, n, &sha, pr_less.iter(), clock));
+            let key: GroupKey = (repo.internal_id, Some(n), sha.clone());
+            let group = group_entry(&mut self.groups, &key, &repo);
+            let mut ctx = GroupCtx {
+                repo: &group.repo,
+                pr_number: Some(n),
+                commit_sha: &sha,
+                branch: &mut group.branch,
+                state: &mut group.state,
+            };
+            self.engine.inherit_fired(&mut ctx, &pr_less);
+            out.extend(self.absorb(&repo, n, &sha, pr_less.runs.iter(), clock));
         }
         Ok(out)
     }
@@ -191,6 +203,13 @@ impl Simulation {
         }
     }
 
+    /// Whether the commit is known to belong to a pull request.
+    fn in_pull(&self, repo: i64, sha: &str) -> bool {
+        self.commit_pulls
+            .get(&(repo, sha.to_string()))
+            .is_some_and(|s| !s.is_empty())
+    }
+
     /// The head and the state of a pull request, as the engine reads them.
     fn pull_of(&self, repo: i64, pr: Option<u64>) -> (Option<String>, Option<PullStatus>) {
         let head = pr.and_then(|n| self.heads.get(&(repo, n))).map(|(_, sha)| sha.clone());
@@ -220,6 +239,8 @@ impl Simulation {
             let at = self.clock.map_or(due, |c| c.max(due));
             group.state.pr_head = key.1.and_then(|n| self.heads.get(&(key.0, n))).map(|(_, sha)| sha.clone());
             group.state.pr_status = key.1.and_then(|n| self.statuses.get(&(key.0, n)).copied());
+            group.state.commit_in_pull = key.1.is_none()
+                && self.commit_pulls.get(&(key.0, key.2.clone())).is_some_and(|s| !s.is_empty());
             let mut ctx = GroupCtx {
                 repo: &group.repo,
                 pr_number: key.1,

@@ -70,6 +70,11 @@ pub struct GroupState {
     /// with the group (the store keeps it per pull request, next to the head).
     #[serde(skip)]
     pub pr_status: Option<super::pull::PullStatus>,
+    /// For a group without a pull request: its commit is known to belong to one, so its
+    /// runs are judged in that pull request's group and this group does not fire (a run is
+    /// never announced twice, `require_pr = false`). Set by the caller; not stored.
+    #[serde(skip)]
+    pub commit_in_pull: bool,
 }
 
 impl GroupState {

@@ -272,9 +272,13 @@ impl Engine {
         let moved_past = rule.only_head_commit
             && g.state.pr_head.as_deref().is_some_and(|head| head != g.commit_sha);
         let pull_blocked = g.pr_number.is_some() && rule.pull_block(g.state.pr_status.as_ref()).is_some();
+        // A run without a pull request whose commit belongs to one is judged in that pull
+        // request's group only.
+        let deferred = g.pr_number.is_none() && g.state.commit_in_pull;
         let holds = !relevant.is_empty()
             && !moved_past
             && !pull_blocked
+            && !deferred
             && (!rule.require_pr || g.pr_number.is_some())
             && relevant.iter().all(|(_, r)| r.status == Status::Completed)
             && relevant.iter().any(|(_, r)| rule.is_failure(r.conclusion));

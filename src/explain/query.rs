@@ -220,6 +220,17 @@ async fn explain_in(
                 });
         }
     }
+    if pr.is_none() {
+        // As the worker sets it: a group without a pull request whose commit belongs to one
+        // does not fire.
+        state.commit_in_pull = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM commit_pulls WHERE repository_id = $1 AND commit_sha = $2)",
+        )
+        .bind(repository_id)
+        .bind(row.try_get::<String, _>("commit_sha")?)
+        .fetch_one(&mut **tx)
+        .await?;
+    }
     let group = GroupView {
         id: group_id,
         repo: RepoRef {

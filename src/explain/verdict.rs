@@ -5,7 +5,8 @@
 //! (settle, or a cooldown's end); no run left by the filters; no pull request while the
 //! rule requires one; the pull request moved past the commit (`only_head_commit`); the pull
 //! request is closed or merged (`only_open`) or a draft (`skip_draft`), as the engine's
-//! `Rule::pull_block` says; runs not completed; no failing run. What is left (the condition
+//! `Rule::pull_block` says; a group without a pull request whose commit belongs to one;
+//! runs not completed; no failing run. What is left (the condition
 //! holds, nothing fired, no timer) is a state the rule has not judged yet, e.g. a rule
 //! added since the group's last event.
 //!
@@ -165,6 +166,9 @@ pub enum Cause {
     Merged,
     /// `skip_draft`: the pull request is a draft.
     Draft,
+    /// A group without a pull request whose commit belongs to one: its runs are judged in
+    /// the pull request's group (`require_pr = false`).
+    InPullRequest,
     Streak,
 }
 
@@ -646,6 +650,14 @@ fn judge_group(
             ),
         );
     }
+    if g.pr_number.is_none() && g.state.commit_in_pull {
+        return will_not_fire(
+            Cause::InPullRequest,
+            Vec::new(),
+            Vec::new(),
+            "the commit belongs to a pull request: its runs are judged in the pull request's group".into(),
+        );
+    }
     if g.pr_number.is_some()
         && let Some(block) = rule.pull_block(g.state.pr_status.as_ref())
     {
@@ -839,6 +851,7 @@ mod tests {
                 rules: BTreeMap::new(),
                 pr_head: None,
                 pr_status: None,
+                commit_in_pull: false,
             },
         }
     }

@@ -15,7 +15,7 @@ use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 
 use super::StoreError;
-use crate::engine::{GroupState, PullState, PullStatus, RunState};
+use crate::engine::{GroupState, PullState, PullStatus};
 use crate::pull_request::PullRequestLink;
 
 /// A (repository id, commit) pair.
@@ -86,14 +86,15 @@ pub(super) async fn insert_pulls(
     Ok(())
 }
 
-/// The runs of the commits' groups without a pull request, where such a group exists. Read
+/// The states of the commits' groups without a pull request (their runs, and whether a rule
+/// fired there: [`crate::engine::Engine::inherit_fired`]), where such a group exists. Read
 /// without a row lock: under the commit lock only the timer sweep can write these rows, and
 /// it never changes runs. A row whose state does not decode counts as empty (it is reported
 /// when its own events arrive).
 pub(super) async fn load_pr_less_runs(
     tx: &mut Transaction<'static, Postgres>,
     commits: &BTreeSet<Commit>,
-) -> Result<HashMap<Commit, BTreeMap<String, RunState>>, StoreError> {
+) -> Result<HashMap<Commit, GroupState>, StoreError> {
     let mut out = HashMap::new();
     if commits.is_empty() {
         return Ok(out);
@@ -114,7 +115,7 @@ pub(super) async fn load_pr_less_runs(
         };
         out.insert(
             (row.try_get("repository_id")?, row.try_get("commit_sha")?),
-            state.0.runs,
+            state.0,
         );
     }
     Ok(out)
@@ -166,6 +167,31 @@ impl Pull {
         }
         (new_head, new_status)
     }
+}
+
+/// Which of the commits are known to belong to a pull request (the timer sweep: a group
+/// without a pull request does not fire then).
+pub(super) async fn commits_in_pulls(
+    tx: &mut Transaction<'static, Postgres>,
+    commits: &BTreeSet<Commit>,
+) -> Result<BTreeSet<Commit>, StoreError> {
+    let mut out = BTreeSet::new();
+    if commits.is_empty() {
+        return Ok(out);
+    }
+    let (r, s): (Vec<i64>, Vec<String>) = commits.iter().cloned().unzip();
+    let rows = sqlx::query(
+        "SELECT DISTINCT c.repository_id, c.commit_sha FROM commit_pulls c
+         JOIN UNNEST($1::bigint[], $2::text[]) AS u(r, s) ON c.repository_id = u.r AND c.commit_sha = u.s",
+    )
+    .bind(&r)
+    .bind(&s)
+    .fetch_all(&mut **tx)
+    .await?;
+    for row in rows {
+        out.insert((row.try_get("repository_id")?, row.try_get("commit_sha")?));
+    }
+    Ok(out)
 }
 
 /// The known heads and states of the pull requests (the timer sweep and `explain`; the

@@ -218,6 +218,11 @@ impl Store {
                     return Err(StoreError::Db(sqlx::Error::RowNotFound));
                 };
                 set_head(slot, &heads);
+                if e.pr_number.is_none() {
+                    let in_pull = pulls.get(&(r.internal_id, sha.clone())).is_some_and(|k| !k.is_empty());
+                    slot.state.commit_in_pull = in_pull;
+                    slot.original_state.commit_in_pull = in_pull;
+                }
                 match self.engine.apply(&mut slot.ctx(), &mut ledger, e, clock) {
                     Ok(triggers) => {
                         decided.extend(triggers.into_iter().map(|t| (slot.id, t)));
@@ -268,12 +273,17 @@ impl Store {
                 && pulls.entry((r.internal_id, sha.clone())).or_default().insert(n)
             {
                 pulls_learnt.push((r.internal_id, sha.clone(), n));
-                let pr_less: BTreeMap<String, RunState> = match slots.get(&(r.internal_id, 0, sha.clone())) {
-                    Some(s) => s.state.runs.clone(),
+                let pr_less: GroupState = match slots.get(&(r.internal_id, 0, sha.clone())) {
+                    Some(s) => s.state.clone(),
                     None => pr_less_stored.get(&(r.internal_id, sha.clone())).cloned().unwrap_or_default(),
                 };
                 let target = (r.internal_id, pr_key(Some(n)), sha.clone());
-                decided.extend(self.absorb_into(&mut slots, &corrupt, &target, &heads, pr_less.iter(), clock, &mut ledger));
+                if !corrupt.contains_key(&target)
+                    && let Some(slot) = slots.get_mut(&target)
+                {
+                    self.engine.inherit_fired(&mut slot.ctx(), &pr_less);
+                }
+                decided.extend(self.absorb_into(&mut slots, &corrupt, &target, &heads, pr_less.runs.iter(), clock, &mut ledger));
             }
         }
         association::insert_pulls(tx, &pulls_learnt).await?;
@@ -388,8 +398,19 @@ impl Store {
             .filter_map(|s| s.pr_number.map(|n| (s.repo.internal_id, n)))
             .collect();
         let heads = association::load_heads(tx, &prs).await?;
+        let pr_less: BTreeSet<association::Commit> = slots
+            .iter()
+            .filter(|s| s.pr_number.is_none())
+            .map(|s| (s.repo.internal_id, s.commit_sha.clone()))
+            .collect();
+        let in_pulls = association::commits_in_pulls(tx, &pr_less).await?;
         for slot in &mut slots {
             set_head(slot, &heads);
+            if slot.pr_number.is_none() {
+                let in_pull = in_pulls.contains(&(slot.repo.internal_id, slot.commit_sha.clone()));
+                slot.state.commit_in_pull = in_pull;
+                slot.original_state.commit_in_pull = in_pull;
+            }
         }
         let clock = Clock {
             event: event_clock,
