@@ -122,13 +122,7 @@ impl Input {
 
     /// The repository as the registry resolves it.
     pub fn repo_claim(&self) -> crate::repository::RepoClaim {
-        let r = self.repository();
-        crate::repository::RepoClaim {
-            provider: self.provider(),
-            external_id: r.id.clone(),
-            owner: r.owner.clone(),
-            name: r.name.clone(),
-        }
+        crate::repository::RepoClaim::of(self.provider(), self.repository())
     }
 
     /// Event time: `run.updated_at` or the head's `updated_at`.

@@ -22,6 +22,7 @@ fn repository() -> Repository {
         owner: "acme".into(),
         name: "widgets".into(),
         id: Some("1".into()),
+        host: None,
     }
 }
 

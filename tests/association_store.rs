@@ -21,6 +21,7 @@ fn repository() -> Repository {
         owner: "acme".into(),
         name: "assoc".into(),
         id: Some("77".into()),
+        host: None,
     }
 }
 

@@ -9,7 +9,9 @@
 //! - closed, merged and draft pull requests, and every action's head commit;
 //! - a re-requested check suite supersedes its completed report (GitHub's real pair, same
 //!   `updated_at`);
-//! - `require_pr = false` announces a run once.
+//! - `require_pr = false` announces a run once;
+//! - a Buildkite build of a GitHub repository joins the group of the GitHub runs of its
+//!   pull request and commit.
 
 mod common;
 
@@ -108,10 +110,10 @@ fn body(content_type: &str, json: &Value) -> Vec<u8> {
 }
 
 /// Posts raw bytes with these headers; returns (status, body).
-async fn post(addr: SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
+async fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
     let mut req = format!(
-        "POST /webhooks/github HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
     for (k, v) in headers {
@@ -146,6 +148,7 @@ impl Pipeline {
         std::fs::write(file.path(), rules).unwrap();
         env.config.rules_file = Some(file.path().to_path_buf());
         env.config.ingest.github_secrets = vec![Secret::new(SECRET)];
+        env.config.ingest.buildkite_tokens = vec![Secret::new(SECRET)];
         env.config.ingest.listen = "127.0.0.1:0".parse().unwrap();
         let bus = Bus::connect(&env.config).await.unwrap();
         bus.ensure_streams().await.unwrap();
@@ -163,6 +166,7 @@ impl Pipeline {
         let delivery = format!("delivery-{}", self.n);
         let (code, answer) = post(
             self.addr,
+            "/webhooks/github",
             &[
                 ("Content-Type", content_type),
                 ("X-GitHub-Event", event),
@@ -175,8 +179,8 @@ impl Pipeline {
         assert_eq!(code, 200, "{event} #{} ({content_type}): {answer}", self.n);
     }
 
-    /// Waits until everything is decided; returns the triggers as (pull request, commit).
-    async fn finish(self) -> BTreeSet<(Option<u64>, String)> {
+    /// Waits until everything is decided; returns the triggers published.
+    async fn finish_raw(self) -> Vec<Value> {
         wait_quiet(&self.env.config, &self.bus, Duration::from_secs(90)).await;
         let triggers = all_triggers(&self.bus).await;
         self.worker.shutdown().await;
@@ -184,6 +188,12 @@ impl Pipeline {
         let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
         self.env.cleanup().await;
         triggers
+    }
+
+    /// Waits until everything is decided; returns the triggers as (pull request, commit).
+    async fn finish(self) -> BTreeSet<(Option<u64>, String)> {
+        self.finish_raw()
+            .await
             .iter()
             .map(|t| (t["pr_number"].as_u64(), t["commit_sha"].as_str().unwrap_or("").to_string()))
             .collect()
@@ -213,13 +223,13 @@ async fn form_encoded_deliveries_are_accepted_on_the_same_route() {
     };
     let h = headers(&wrong);
     let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    assert_eq!(post(p.addr, &h, &raw).await.0, 401);
+    assert_eq!(post(p.addr, "/webhooks/github", &h, &raw).await.0, 401);
     // A form without `payload`: 400, and the reason says which field.
     let other = b"zen=hello".to_vec();
     let sig = github::sign(SECRET.as_bytes(), &other);
     let h = headers(&sig);
     let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (code, answer) = post(p.addr, &h, &other).await;
+    let (code, answer) = post(p.addr, "/webhooks/github", &h, &other).await;
     assert_eq!((code, answer.contains("payload")), (400, true), "{answer}");
     // GitHub's ping on a form webhook, then a pull request and its failing run, form-encoded.
     p.send("ping", FORM, &fixture("ping/payload.json")).await;
@@ -318,4 +328,41 @@ async fn require_pr_false_announces_a_run_once() {
     p.send("pull_request", JSON, &pull("synchronize", 3, &b, "2026-03-01T10:03:00Z", "open", false, false)).await;
     let got = p.finish().await;
     assert_eq!(got, BTreeSet::from([(Some(2), a), (None, b)]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_buildkite_build_joins_the_github_group_of_its_commit() {
+    let mut p = Pipeline::start(DEFAULT_RULE).await;
+    // Buildkite's fixture: a failed build of git@github.com:acme-inc/my-pipeline.git, pull
+    // request 42, commit abcd0b7…; Actions runs the same pull request and commit.
+    let bk_path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/buildkite/build.finished.failed.json");
+    let bk: Value = serde_json::from_slice(&std::fs::read(bk_path).unwrap()).unwrap();
+    let sha = bk["build"]["commit"].as_str().unwrap().to_string();
+    let on_repo = |mut v: Value| {
+        v["repository"]["id"] = 5555.into();
+        v["repository"]["name"] = "my-pipeline".into();
+        v["repository"]["full_name"] = "acme-inc/my-pipeline".into();
+        v["repository"]["owner"]["login"] = "acme-inc".into();
+        v["workflow_run"]["head_repository"]["id"] = 5555.into();
+        v
+    };
+    p.send("workflow_run", JSON, &on_repo(workflow_run(901, "test", Some(42), &sha, "queued", None, "2015-05-09T21:05:00Z"))).await;
+    let raw = serde_json::to_vec(&bk).unwrap();
+    let (code, answer) = post(
+        p.addr,
+        "/webhooks/buildkite",
+        &[("X-Buildkite-Event", "build.finished"), ("X-Buildkite-Token", SECRET)],
+        &raw,
+    )
+    .await;
+    assert_eq!(code, 200, "{answer}");
+    p.send("workflow_run", JSON, &on_repo(workflow_run(901, "test", Some(42), &sha, "completed", Some("success"), "2015-05-09T21:08:00Z"))).await;
+    let got = p.finish_raw().await;
+    assert_eq!(got.len(), 1, "one group, one trigger: {got:?}");
+    let t = &got[0];
+    assert_eq!((t["provider"].as_str(), t["pr_number"].as_u64()), (Some("github"), Some(42)));
+    let mut runs: Vec<&str> = t["runs"].as_object().unwrap().keys().map(String::as_str).collect();
+    runs.sort_unstable();
+    assert_eq!(runs, ["901", "buildkite:my-pipeline"]);
+    assert_eq!(t["failed_workflows"], serde_json::json!(["My Pipeline"]));
 }

@@ -539,10 +539,12 @@ async fn buildkite_and_circleci_are_verified_normalized_and_published() {
         assert_eq!(subject, &format!("{prefix}.{}", e.provider));
     }
     let failed = &stored.iter().find(|(_, e)| e.provider.as_str() == "buildkite" && e.run.conclusion.is_some()).unwrap().1;
-    assert_eq!((failed.run.id.as_str(), failed.pr_number, failed.run.attempt), ("my-pipeline", Some(42), 2));
+    assert_eq!((failed.run.id.as_str(), failed.pr_number, failed.run.attempt), ("buildkite:my-pipeline", Some(42), 2));
     assert_eq!((failed.repository.owner.as_str(), failed.repository.name.as_str()), ("acme-inc", "my-pipeline"));
+    // A build of a GitHub repository names it: it joins the GitHub events' groups.
+    assert_eq!(failed.repository.host.map(|h| h.as_str()), Some("github"));
     let cc_failed = &stored.iter().find(|(_, e)| e.event_id == "3888f21b-eaa7-38e3-8f3d-75a63bba8895").unwrap().1;
-    assert_eq!((cc_failed.run.id.as_str(), cc_failed.pr_number), ("build-test-deploy", Some(77)));
+    assert_eq!((cc_failed.run.id.as_str(), cc_failed.pr_number), ("circleci:build-test-deploy", Some(77)));
     assert_eq!(cc_failed.run.conclusion.map(|c| c.as_str()), Some("failure"));
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;

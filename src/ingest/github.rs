@@ -104,6 +104,7 @@ impl Repo {
             owner: self.owner.login,
             name: self.name,
             id: Some(self.id.to_string()),
+            host: None,
         }
     }
 }
