@@ -357,6 +357,27 @@ branches = ["main"]
     }
 
     #[test]
+    fn pull_request_state_options() {
+        let set = RuleSet::default_rules();
+        assert!(set.rules()[0].only_open && !set.rules()[0].skip_draft);
+        let set = RuleSet::from_toml(
+            "[[rules]]\nkind = \"all_completed_with_failure\"\nonly_open = false\nskip_draft = true\n",
+        )
+        .unwrap();
+        assert!(!set.rules()[0].only_open && set.rules()[0].skip_draft);
+        for key in ["only_open", "skip_draft"] {
+            let e = RuleSet::from_toml(&format!("[[rules]]\nkind = \"repeated_failure\"\n{key} = true\n"))
+                .unwrap_err();
+            assert_eq!(e.key, format!("rules[0].{key}"));
+            let e = RuleSet::from_toml(&format!(
+                "[[rules]]\nkind = \"all_completed_with_failure\"\n{key} = \"yes\"\n"
+            ))
+            .unwrap_err();
+            assert!(e.message.contains(key), "{e}");
+        }
+    }
+
+    #[test]
     fn repository_filter_ignores_case_and_globs_cross_slashes() {
         let set = RuleSet::from_toml(
             "[[rules]]\nkind = \"all_completed_with_failure\"\nrepositories = [\"acme/*\"]\nbranches = [\"release/*\"]\n",
