@@ -359,7 +359,7 @@ fn pull_request(delivery: &str, body: &[u8]) -> Result<Normalized, NormalizeErro
             metadata.insert("head_repository".into(), f.clone().into());
         }
     }
-    Ok(Normalized::PullRequest(crate::pull_request::PullRequestLink {
+    Ok(Normalized::PullRequest(Box::new(crate::pull_request::PullRequestLink {
         schema: crate::pull_request::PULL_REQUEST_SCHEMA.to_string(),
         event_id: delivery.to_string(),
         provider: Provider::Github,
@@ -374,7 +374,7 @@ fn pull_request(delivery: &str, body: &[u8]) -> Result<Normalized, NormalizeErro
         merged: pr.merged.or(state.map(|_| pr.merged_at.is_some())),
         state_at: state.map(|_| pr.updated_at),
         metadata: serde_json::Value::Object(metadata),
-    }))
+    })))
 }
 
 /// One event per pull request: with none or one the event id is the delivery id, with

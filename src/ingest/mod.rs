@@ -95,7 +95,7 @@ pub enum Normalized {
     Events(Vec<Event>),
     /// A pull request's head commit (`runwatch.pull_request.v1`), from a GitHub
     /// `pull_request` delivery.
-    PullRequest(crate::pull_request::PullRequestLink),
+    PullRequest(Box<crate::pull_request::PullRequestLink>),
     /// GitHub's `ping`: answered 200, nothing published.
     Ping,
     /// An event type runwatch does not use: accepted (202), counted, not published.
@@ -323,7 +323,7 @@ async fn finish(
             );
         }
         Ok(Normalized::Events(events)) => events,
-        Ok(Normalized::PullRequest(link)) => return publish_link(s, provider, event, link).await,
+        Ok(Normalized::PullRequest(link)) => return publish_link(s, provider, event, *link).await,
         Err(e) => {
             count(provider, event, "bad_request");
             tracing::info!(provider, event, error = %e, "webhook refused");
