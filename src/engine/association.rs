@@ -71,6 +71,7 @@ impl Engine {
                 continue;
             }
             st.fired = true;
+            st.inherited = true;
             st.fired_max_attempt = done.fired_max_attempt;
             st.fired_attempts.clone_from(&done.fired_attempts);
             st.due = None;

@@ -35,6 +35,11 @@ pub struct EpisodeState {
     /// A settle or cooldown timer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due: Option<Due>,
+    /// `fired` was taken over from the commit's group without a pull request, which fired
+    /// before the commit was known to belong to this pull request (`require_pr = false`):
+    /// the trigger is that group's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inherited: bool,
 }
 
 impl EpisodeState {

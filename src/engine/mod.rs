@@ -301,6 +301,7 @@ impl Engine {
         if rule.refire_on_rerun && st.fired && st.rerun_since_fire(relevant.iter().map(|(id, r)| (*id, r.attempt))) {
             st.episode += 1;
             st.fired = false;
+            st.inherited = false;
             st.due = None;
         }
         if st.fired {

@@ -573,6 +573,15 @@ fn judge_group(
     shared: &Shared,
 ) -> (Verdict, String) {
     let st = g.state.rules.get(&rule.name).cloned().unwrap_or_default();
+    if st.fired && st.inherited {
+        return (
+            Verdict::Fired { triggers: Vec::new() },
+            format!(
+                "fired in episode {} in the commit's group without a pull request, before the commit was known to belong to this pull request (its trigger is that group's: explain {} {}/{} - {}); not announced again here",
+                st.episode, g.repo.provider, g.repo.owner, g.repo.name, g.commit_sha
+            ),
+        );
+    }
     if st.fired {
         let mut t = fired_trigger(group_trigger_id(rule, g, st.episode), outbox);
         t.episode = Some(st.episode);
