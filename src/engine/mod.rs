@@ -199,10 +199,14 @@ impl Engine {
         }
         for rule in self.rules.rules() {
             match rule.kind {
-                RuleKind::AllCompletedWithFailure if changed => {
+                // Judged on every event, changed runs or not: what the caller hands over
+                // besides the runs (the pull request's state and head) may have changed
+                // since the last judgment (a pull request reopened, marked ready). On an
+                // unchanged state the judgment is idempotent, so a duplicate still changes
+                // nothing.
+                RuleKind::AllCompletedWithFailure => {
                     out.extend(self.evaluate_group(rule, g, ledger, clock, false));
                 }
-                RuleKind::AllCompletedWithFailure => {}
                 // A streak counts each run by its latest *completed* attempt, which the
                 // group may already have replaced with a newer attempt's `queued`: the
                 // streak is told about every completed event, changed group or not.
