@@ -154,6 +154,12 @@ pub struct Repository {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
+    /// The provider hosting the repository when it is not the event's provider (a
+    /// Buildkite or CircleCI build of a GitHub or GitLab repository): the repository is then
+    /// that provider's `owner/name` (`id`, the CI's own, is not used), so the build joins the
+    /// groups of the host's events of the same commit (`crate::repository::RepoClaim`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host: Option<Provider>,
 }
 
 fn default_attempt() -> u32 {

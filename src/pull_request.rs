@@ -10,6 +10,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use crate::engine::{PullState, PullStatus};
 use crate::event::{self, Event, Limits, Provider, RejectCode, Rejection, Repository};
 
 /// The schema name of a [`PullRequestLink`].
@@ -30,8 +31,48 @@ pub struct PullRequestLink {
     pub branch: Option<String>,
     /// When the provider recorded this head (orders heads for `only_head_commit`).
     pub updated_at: DateTime<Utc>,
+    /// The pull request's state as of `state_at`: `open` or `closed` (GitHub's `state`).
+    /// Absent in messages that say nothing about it (older producers): the state stays what
+    /// it was.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<LinkState>,
+    /// Whether the pull request is a draft.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft: Option<bool>,
+    /// Whether the pull request was merged (with `state: closed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merged: Option<bool>,
+    /// When the provider reported this state (default `updated_at`); the newest wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state_at: Option<DateTime<Utc>>,
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub metadata: serde_json::Value,
+}
+
+/// `state` of a [`PullRequestLink`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkState {
+    Open,
+    Closed,
+}
+
+impl PullRequestLink {
+    /// The pull request's state as the engine reads it, if the message carries one: merged
+    /// when `merged` is true, else `state`; a draft when `draft` is true; at `state_at`, else
+    /// `updated_at`.
+    pub fn status(&self) -> Option<PullStatus> {
+        let state = match (self.state?, self.merged) {
+            (_, Some(true)) => PullState::Merged,
+            (LinkState::Closed, _) => PullState::Closed,
+            (LinkState::Open, _) => PullState::Open,
+        };
+        Some(PullStatus {
+            state,
+            draft: self.draft.unwrap_or(false),
+            at: self.state_at.unwrap_or(self.updated_at),
+        })
+    }
 }
 
 /// One message of the events stream.
@@ -81,13 +122,7 @@ impl Input {
 
     /// The repository as the registry resolves it.
     pub fn repo_claim(&self) -> crate::repository::RepoClaim {
-        let r = self.repository();
-        crate::repository::RepoClaim {
-            provider: self.provider(),
-            external_id: r.id.clone(),
-            owner: r.owner.clone(),
-            name: r.name.clone(),
-        }
+        crate::repository::RepoClaim::of(self.provider(), self.repository())
     }
 
     /// Event time: `run.updated_at` or the head's `updated_at`.
@@ -169,6 +204,24 @@ fn validate(link: PullRequestLink, limits: &Limits) -> Result<PullRequestLink, R
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_state_is_optional_and_merged_wins() {
+        let Ok(Input::PullRequest(p)) = decode_input(LINK.as_bytes(), &Limits::default()) else {
+            panic!("not a link")
+        };
+        assert_eq!(p.status(), None);
+        let merged = LINK.replace(
+            "\"pr_number\":5",
+            "\"pr_number\":5,\"state\":\"closed\",\"merged\":true,\"draft\":false,\"state_at\":\"2026-01-02T00:00:00Z\"",
+        );
+        let Ok(Input::PullRequest(p)) = decode_input(merged.as_bytes(), &Limits::default()) else {
+            panic!("not a link")
+        };
+        let s = p.status().unwrap();
+        assert_eq!((s.state, s.draft), (PullState::Merged, false));
+        assert_eq!(s.at.to_rfc3339(), "2026-01-02T00:00:00+00:00");
+    }
+
     const LINK: &str = r#"{"schema":"runwatch.pull_request.v1","event_id":"p1","provider":"github",
       "repository":{"owner":"o","name":"r","id":"7"},"commit_sha":"abc","pr_number":5,
       "branch":"forker:fix","updated_at":"2026-01-01T00:00:00Z"}"#;
@@ -211,6 +264,10 @@ mod tests {
         );
         assert_eq!(
             code(&LINK.replace("\"o\"", "\"o\\u001b\"")),
+            RejectCode::Invalid
+        );
+        assert_eq!(
+            code(&LINK.replace("\"pr_number\":5", "\"pr_number\":5,\"state\":\"gone\"")),
             RejectCode::Invalid
         );
         assert_eq!(

@@ -7,7 +7,7 @@
 use std::collections::HashMap;
 
 use crate::engine::RepoRef;
-use crate::event::{Event, Provider};
+use crate::event::{Event, Provider, Repository};
 
 /// What an event says about its repository, normalized.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -20,11 +20,25 @@ pub struct RepoClaim {
 
 impl RepoClaim {
     pub fn from_event(e: &Event) -> RepoClaim {
-        RepoClaim {
-            provider: e.provider,
-            external_id: e.repository.id.clone(),
-            owner: e.repository.owner.clone(),
-            name: e.repository.name.clone(),
+        RepoClaim::of(e.provider, &e.repository)
+    }
+
+    /// The repository an event of `provider` names: the host's repository by name when
+    /// `repository.host` is another provider, else `provider`'s, by id when given.
+    pub fn of(provider: Provider, r: &Repository) -> RepoClaim {
+        match r.host.filter(|h| *h != provider) {
+            Some(host) => RepoClaim {
+                provider: host,
+                external_id: None,
+                owner: r.owner.clone(),
+                name: r.name.clone(),
+            },
+            None => RepoClaim {
+                provider,
+                external_id: r.id.clone(),
+                owner: r.owner.clone(),
+                name: r.name.clone(),
+            },
         }
     }
 

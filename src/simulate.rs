@@ -13,7 +13,7 @@ use std::io::{BufRead, Write};
 
 use chrono::{DateTime, Utc};
 
-use crate::engine::{Clock, Engine, GroupCtx, GroupState, Ledger, RepoRef};
+use crate::engine::{Clock, Engine, GroupCtx, GroupState, Ledger, PullStatus, RepoRef};
 use crate::event::Limits;
 use crate::pull_request::{Input, decode_input};
 use crate::repository::MemoryRegistry;
@@ -50,6 +50,8 @@ pub struct Simulation {
     commit_pulls: HashMap<(i64, String), BTreeSet<u64>>,
     /// Each pull request's head: (repository, pull request) → (updated_at, commit).
     heads: HashMap<(i64, u64), (DateTime<Utc>, String)>,
+    /// Each pull request's state, the newest reported.
+    statuses: HashMap<(i64, u64), PullStatus>,
 }
 
 impl Simulation {
@@ -64,6 +66,7 @@ impl Simulation {
             timers: BTreeSet::new(),
             commit_pulls: HashMap::new(),
             heads: HashMap::new(),
+            statuses: HashMap::new(),
         }
     }
 
@@ -79,13 +82,39 @@ impl Simulation {
         let sha = input.commit_sha().to_string();
         if let Input::PullRequest(p) = &input {
             self.learn_head(repo.internal_id, p.pr_number, p.updated_at, &sha);
+            let k = (repo.internal_id, p.pr_number);
+            if let Some(st) = p.status().filter(|s| s.supersedes(self.statuses.get(&k))) {
+                self.statuses.insert(k, st);
+                // Closed, merged, reopened, ready for review: the head commit's group is
+                // judged again (as the worker does).
+                let key: GroupKey = (repo.internal_id, Some(p.pr_number), sha.clone());
+                if self.groups.contains_key(&key) {
+                    let old_due = self.groups.get(&key).and_then(|g| g.state.next_due()).map(|d| d.event);
+                    let (head, status) = self.pull_of(repo.internal_id, Some(p.pr_number));
+                    let group = group_entry(&mut self.groups, &key, &repo);
+                    group.state.pr_head = head;
+                    group.state.pr_status = status;
+                    let mut ctx = GroupCtx {
+                        repo: &group.repo,
+                        pr_number: Some(p.pr_number),
+                        commit_sha: &sha,
+                        branch: &mut group.branch,
+                        state: &mut group.state,
+                    };
+                    out.extend(self.engine.reconsider(&mut ctx, &mut self.ledger, clock));
+                    self.reindex(&key, old_due);
+                }
+            }
         }
         if let Input::Run(event) = &input {
             let key: GroupKey = (repo.internal_id, event.pr_number, sha.clone());
             let old_due = self.groups.get(&key).and_then(|g| g.state.next_due()).map(|d| d.event);
-            let head = self.head_of(repo.internal_id, event.pr_number);
+            let (head, status) = self.pull_of(repo.internal_id, event.pr_number);
+            let in_pull = event.pr_number.is_none() && self.in_pull(repo.internal_id, &sha);
             let group = group_entry(&mut self.groups, &key, &repo);
             group.state.pr_head = head;
+            group.state.pr_status = status;
+            group.state.commit_in_pull = in_pull;
             let mut ctx = GroupCtx {
                 repo: &group.repo,
                 pr_number: event.pr_number,
@@ -118,12 +147,22 @@ impl Simulation {
         if let Some(n) = input.pr_number()
             && self.commit_pulls.entry((repo.internal_id, sha.clone())).or_default().insert(n)
         {
-            let pr_less: BTreeMap<String, crate::engine::RunState> = self
+            let pr_less: GroupState = self
                 .groups
                 .get(&(repo.internal_id, None, sha.clone()))
-                .map(|g| g.state.runs.clone())
+                .map(|g| g.state.clone())
                 .unwrap_or_default();
-            out.extend(self.absorb(&repo, n, &sha, pr_less.iter(), clock));
+            let key: GroupKey = (repo.internal_id, Some(n), sha.clone());
+            let group = group_entry(&mut self.groups, &key, &repo);
+            let mut ctx = GroupCtx {
+                repo: &group.repo,
+                pr_number: Some(n),
+                commit_sha: &sha,
+                branch: &mut group.branch,
+                state: &mut group.state,
+            };
+            self.engine.inherit_fired(&mut ctx, &pr_less);
+            out.extend(self.absorb(&repo, n, &sha, pr_less.runs.iter(), clock));
         }
         Ok(out)
     }
@@ -139,9 +178,10 @@ impl Simulation {
     ) -> Vec<Trigger> {
         let key: GroupKey = (repo.internal_id, Some(n), sha.to_string());
         let old_due = self.groups.get(&key).and_then(|g| g.state.next_due()).map(|d| d.event);
-        let head = self.head_of(repo.internal_id, Some(n));
+        let (head, status) = self.pull_of(repo.internal_id, Some(n));
         let group = group_entry(&mut self.groups, &key, repo);
         group.state.pr_head = head;
+        group.state.pr_status = status;
         let mut ctx = GroupCtx {
             repo: &group.repo,
             pr_number: Some(n),
@@ -163,8 +203,17 @@ impl Simulation {
         }
     }
 
-    fn head_of(&self, repo: i64, pr: Option<u64>) -> Option<String> {
-        pr.and_then(|n| self.heads.get(&(repo, n))).map(|(_, sha)| sha.clone())
+    /// Whether the commit is known to belong to a pull request.
+    fn in_pull(&self, repo: i64, sha: &str) -> bool {
+        self.commit_pulls
+            .get(&(repo, sha.to_string()))
+            .is_some_and(|s| !s.is_empty())
+    }
+
+    /// The head and the state of a pull request, as the engine reads them.
+    fn pull_of(&self, repo: i64, pr: Option<u64>) -> (Option<String>, Option<PullStatus>) {
+        let head = pr.and_then(|n| self.heads.get(&(repo, n))).map(|(_, sha)| sha.clone());
+        (head, pr.and_then(|n| self.statuses.get(&(repo, n)).copied()))
     }
 
     /// Every group's runs, by (repository internal id, pull request, commit): what the
@@ -189,6 +238,9 @@ impl Simulation {
             };
             let at = self.clock.map_or(due, |c| c.max(due));
             group.state.pr_head = key.1.and_then(|n| self.heads.get(&(key.0, n))).map(|(_, sha)| sha.clone());
+            group.state.pr_status = key.1.and_then(|n| self.statuses.get(&(key.0, n)).copied());
+            group.state.commit_in_pull = key.1.is_none()
+                && self.commit_pulls.get(&(key.0, key.2.clone())).is_some_and(|s| !s.is_empty());
             let mut ctx = GroupCtx {
                 repo: &group.repo,
                 pr_number: key.1,

@@ -22,6 +22,7 @@ fn repository() -> Repository {
         owner: "acme".into(),
         name: "widgets".into(),
         id: Some("1".into()),
+        host: None,
     }
 }
 
@@ -90,6 +91,10 @@ fn lines_of(runs: &[RunSpec], links: &[u64]) -> Vec<Vec<u8>> {
             pr_number: *pr,
             branch: Some("forker:feature".into()),
             updated_at: DateTime::from_timestamp(1_700_000_500, 0).unwrap(),
+            state: None,
+            draft: None,
+            merged: None,
+            state_at: None,
             metadata: serde_json::Value::Null,
         };
         out.push(serde_json::to_vec(&link).unwrap());
@@ -207,6 +212,10 @@ proptest! {
             pr_number: 1,
             branch: None,
             updated_at: DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+            state: None,
+            draft: None,
+            merged: None,
+            state_at: None,
             metadata: serde_json::Value::Null,
         })
         .unwrap();

@@ -21,6 +21,7 @@ fn repository() -> Repository {
         owner: "acme".into(),
         name: "assoc".into(),
         id: Some("77".into()),
+        host: None,
     }
 }
 
@@ -64,6 +65,10 @@ fn link(sha: &str, pr: u64, t: i64) -> Input {
         pr_number: pr,
         branch: None,
         updated_at: at(t),
+        state: None,
+        draft: None,
+        merged: None,
+        state_at: None,
         metadata: serde_json::Value::Null,
     })
 }

@@ -81,6 +81,7 @@ fn events_of(runs: &[RunSpec]) -> Vec<Event> {
                         owner: "acme".into(),
                         name: repo.clone(),
                         id: None,
+                        host: None,
                     },
                     commit_sha: sha.clone(),
                     branch: Some("feature".into()),

@@ -6,7 +6,8 @@
 //!   the trigger id `explain` reconstructs is one the engine emitted;
 //! - `settle_due` / `cooldown` exactly when the rule has a pending timer;
 //! - `waiting` only when a run the rule considers is not completed;
-//! - never `not_judged` (the engine judges every state it writes);
+//! - never `not_judged` (the engine judges every state it writes), also with pull requests
+//!   closed, merged or drafts (`only_open`, `skip_draft`) as the store hands them over;
 //! - a streak `explain` calls fired has a trigger id the engine emitted.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -14,7 +15,9 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use chrono::{DateTime, Duration, Utc};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
-use runwatch::engine::{Clock, Engine, GroupCtx, GroupState, Ledger, RepoRef, RuleKind, RuleSet};
+use runwatch::engine::{
+    Clock, Engine, GroupCtx, GroupState, Ledger, PullState, PullStatus, RepoRef, RuleKind, RuleSet,
+};
 use runwatch::event::{Limits, Status, decode};
 use runwatch::explain::verdict::{self, GroupView, OutboxRow, Shared, Verdict};
 use runwatch::repository::{MemoryRegistry, RepoClaim};
@@ -31,6 +34,7 @@ kind = "all_completed_with_failure"
 name = "s"
 settle = "5m"
 refire_on_rerun = true
+skip_draft = true
 repositories = ["acme/one"]
 
 [[rules]]
@@ -79,12 +83,15 @@ fn event(rng: &mut StdRng, n: u64, at: DateTime<Utc>) -> String {
 fn verdicts_agree_with_the_engine() {
     let rules = RuleSet::from_toml(RULES).unwrap();
     let mut seen = HashMap::<&'static str, usize>::new();
+    let mut causes = std::collections::BTreeSet::<String>::new();
     for seed in 0..300u64 {
         let mut rng = StdRng::seed_from_u64(seed);
         let engine = Engine::new(rules.clone(), Limits::default());
         let mut registry = MemoryRegistry::default();
         let mut ledger = Ledger::default();
         let mut groups: BTreeMap<Key, Group> = BTreeMap::new();
+        // Each pull request's state as the store would hand it to the engine.
+        let mut statuses: HashMap<(i64, u64), PullStatus> = HashMap::new();
         let mut emitted: Vec<(i64, Trigger)> = Vec::new();
         let start: DateTime<Utc> = "2026-03-01T10:00:00Z".parse().unwrap();
         let mut now = start;
@@ -100,6 +107,14 @@ fn verdicts_agree_with_the_engine() {
                 state: GroupState::default(),
                 id: next_id,
             });
+            if let Some(pr) = e.pr_number {
+                if rng.random_bool(0.2) {
+                    let state = [PullState::Open, PullState::Open, PullState::Closed, PullState::Merged]
+                        [rng.random_range(0..4usize)];
+                    statuses.insert((repo.internal_id, pr), PullStatus { state, draft: rng.random_bool(0.3), at: now });
+                }
+                g.state.pr_status = statuses.get(&(repo.internal_id, pr)).copied();
+            }
             let mut ctx = GroupCtx {
                 repo: &g.repo,
                 pr_number: e.pr_number,
@@ -206,7 +221,9 @@ fn verdicts_agree_with_the_engine() {
                             assert_ne!(g.state.runs[&r.run_id].status, Status::Completed, "{ctx}");
                         }
                     }
-                    Verdict::WillNotFire { streaks, .. } => {
+                    Verdict::WillNotFire { streaks, cause, .. } => {
+                        let name = serde_json::to_value(cause).unwrap();
+                        causes.insert(name.as_str().unwrap_or("").to_string());
                         for s in streaks.iter().filter(|s| s.fired) {
                             let id = s.trigger_id.expect("a fired streak has an id");
                             assert!(ids.contains(&id), "{ctx}: streak id {id} not emitted");
@@ -218,6 +235,8 @@ fn verdicts_agree_with_the_engine() {
             }
         }
     }
+    // The pull request's state was a reason.
+    assert!(causes.contains("closed") && causes.contains("merged") && causes.contains("draft"), "{causes:?}");
     // Every verdict kind occurred (the generator reaches them all).
     for kind in [
         "fired",

@@ -17,7 +17,7 @@ fn event(i: usize) -> Event {
         schema: SCHEMA.into(),
         event_id: format!("race-{i}"),
         provider: Provider::Github,
-        repository: Repository { owner: "acme".into(), name: "race".into(), id: Some("42".into()) },
+        repository: Repository { owner: "acme".into(), name: "race".into(), id: Some("42".into()), host: None },
         commit_sha: "abc123".into(),
         branch: Some("feature".into()),
         pr_number: Some(9),

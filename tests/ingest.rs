@@ -539,10 +539,12 @@ async fn buildkite_and_circleci_are_verified_normalized_and_published() {
         assert_eq!(subject, &format!("{prefix}.{}", e.provider));
     }
     let failed = &stored.iter().find(|(_, e)| e.provider.as_str() == "buildkite" && e.run.conclusion.is_some()).unwrap().1;
-    assert_eq!((failed.run.id.as_str(), failed.pr_number, failed.run.attempt), ("my-pipeline", Some(42), 2));
+    assert_eq!((failed.run.id.as_str(), failed.pr_number, failed.run.attempt), ("buildkite:my-pipeline", Some(42), 2));
     assert_eq!((failed.repository.owner.as_str(), failed.repository.name.as_str()), ("acme-inc", "my-pipeline"));
+    // A build of a GitHub repository names it: it joins the GitHub events' groups.
+    assert_eq!(failed.repository.host.map(|h| h.as_str()), Some("github"));
     let cc_failed = &stored.iter().find(|(_, e)| e.event_id == "3888f21b-eaa7-38e3-8f3d-75a63bba8895").unwrap().1;
-    assert_eq!((cc_failed.run.id.as_str(), cc_failed.pr_number), ("build-test-deploy", Some(77)));
+    assert_eq!((cc_failed.run.id.as_str(), cc_failed.pr_number), ("circleci:build-test-deploy", Some(77)));
     assert_eq!(cc_failed.run.conclusion.map(|c| c.as_str()), Some("failure"));
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
@@ -564,16 +566,17 @@ async fn pull_request_deliveries_publish_the_head_commit() {
     let (name, body) = &fixture_files("pull_request")[0];
     let r = github(addr, "pull_request", "bad", "wrong-secret", body).await;
     assert_eq!(r.status, 401, "{name}: {}", r.body);
+    // Every action is published (each carries the head and the state).
     for (name, r) in post_all(addr, "pull_request", SECRET_NEW).await {
-        let want = if name.starts_with("closed") { 202 } else { 200 };
-        assert_eq!(r.status, want, "pull_request/{name}: {}", r.body);
+        assert_eq!(r.status, 200, "pull_request/{name}: {}", r.body);
     }
     // The stream holds runwatch.pull_request.v1 messages the worker decodes.
     let state = bus.stream_state(StreamKind::Events).await.unwrap();
-    assert_eq!(state.messages, 3, "opened, reopened, synchronize");
+    assert_eq!(state.messages, 4, "closed, opened, reopened, synchronize");
     let (_, mut messages) = bus.event_messages_from(EventsFrom::Sequence(1)).await.unwrap();
     let prefix = &config.streams.events_subject_prefix;
-    for _ in 0..3 {
+    let mut states = Vec::new();
+    for _ in 0..4 {
         let m = tokio::time::timeout(Duration::from_secs(5), messages.next()).await.unwrap().unwrap().unwrap();
         assert_eq!(m.subject.as_str(), format!("{prefix}.github"));
         let Input::PullRequest(link) = decode_input(&m.payload, &config.limits).unwrap() else {
@@ -581,7 +584,10 @@ async fn pull_request_deliveries_publish_the_head_commit() {
         };
         assert_eq!((link.pr_number, link.commit_sha.as_str()), (2, "ec26c3e57ca3a959ca5aad62de7213c562f8c821"));
         assert_eq!(link.branch.as_deref(), Some("changes"));
+        states.push(link.status().map(|s| s.state.as_str()));
     }
+    // closed.payload.json is a pull request closed without merging.
+    assert_eq!(states, [Some("closed"), Some("open"), Some("open"), Some("open")]);
     // A fork's head branch is qualified by the fork's owner.
     let opened = &fixture_files("pull_request").into_iter().find(|(n, _)| n.starts_with("opened")).unwrap().1;
     let mut v: serde_json::Value = serde_json::from_slice(opened).unwrap();

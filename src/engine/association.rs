@@ -52,4 +52,29 @@ impl Engine {
         }
         (out, left_out)
     }
+
+    /// When a commit is first known to belong to a pull request and its group without a
+    /// pull request (`from`) has already fired a rule, the pull request's group (`g`)
+    /// takes that over: the rule counts as fired there with the same runs' attempts, so the
+    /// runs are not announced a second time (`require_pr = false`); a re-run after it still
+    /// opens a new episode with `refire_on_rerun`. Call before [`Engine::absorb`].
+    pub fn inherit_fired(&self, g: &mut GroupCtx<'_>, from: &super::GroupState) {
+        for rule in self.rules.rules() {
+            if rule.kind != RuleKind::AllCompletedWithFailure {
+                continue;
+            }
+            let Some(done) = from.rules.get(&rule.name).filter(|s| s.fired) else {
+                continue;
+            };
+            let st = g.state.rules.entry(rule.name.clone()).or_default();
+            if st.fired {
+                continue;
+            }
+            st.fired = true;
+            st.inherited = true;
+            st.fired_max_attempt = done.fired_max_attempt;
+            st.fired_attempts.clone_from(&done.fired_attempts);
+            st.due = None;
+        }
+    }
 }

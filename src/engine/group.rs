@@ -35,6 +35,11 @@ pub struct EpisodeState {
     /// A settle or cooldown timer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub due: Option<Due>,
+    /// `fired` was taken over from the commit's group without a pull request, which fired
+    /// before the commit was known to belong to this pull request (`require_pr = false`):
+    /// the trigger is that group's.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub inherited: bool,
 }
 
 impl EpisodeState {
@@ -65,6 +70,16 @@ pub struct GroupState {
     /// keeps heads per pull request).
     #[serde(skip)]
     pub pr_head: Option<String>,
+    /// The group's pull request's state as last reported (open, draft, closed, merged), set
+    /// by the caller like `pr_head`; `only_open` / `skip_draft` rules read it. Not stored
+    /// with the group (the store keeps it per pull request, next to the head).
+    #[serde(skip)]
+    pub pr_status: Option<super::pull::PullStatus>,
+    /// For a group without a pull request: its commit is known to belong to one, so its
+    /// runs are judged in that pull request's group and this group does not fire (a run is
+    /// never announced twice, `require_pr = false`). Set by the caller; not stored.
+    #[serde(skip)]
+    pub commit_in_pull: bool,
 }
 
 impl GroupState {

@@ -13,6 +13,7 @@
 pub mod association;
 pub mod group;
 pub mod merge;
+pub mod pull;
 pub mod rules;
 pub mod streak;
 
@@ -26,6 +27,7 @@ use crate::trigger::{TRIGGER_SCHEMA, Trigger, TriggerRepository, TriggerRun, tri
 
 pub use group::{Due, EpisodeState, GroupState};
 pub use merge::RunState;
+pub use pull::{PullBlock, PullState, PullStatus};
 pub use rules::{Rule, RuleKind, RuleSet};
 pub use streak::{StreakKey, StreakRun, StreakState};
 
@@ -150,12 +152,6 @@ impl Engine {
             .collect()
     }
 
-    /// Whether any rule reads the pull request's head (`only_head_commit`): the store then
-    /// loads the heads of the batch's pull requests before the engine runs.
-    pub fn reads_heads(&self) -> bool {
-        self.rules.rules().iter().any(|r| r.only_head_commit)
-    }
-
     /// The cooldown rows a decision for this repository may read or write.
     pub fn cooldown_keys(&self, repo: &RepoRef) -> Vec<CooldownKey> {
         self.rules
@@ -203,10 +199,14 @@ impl Engine {
         }
         for rule in self.rules.rules() {
             match rule.kind {
-                RuleKind::AllCompletedWithFailure if changed => {
+                // Judged on every event, changed runs or not: what the caller hands over
+                // besides the runs (the pull request's state and head) may have changed
+                // since the last judgment (a pull request reopened, marked ready). On an
+                // unchanged state the judgment is idempotent, so a duplicate still changes
+                // nothing.
+                RuleKind::AllCompletedWithFailure => {
                     out.extend(self.evaluate_group(rule, g, ledger, clock, false));
                 }
-                RuleKind::AllCompletedWithFailure => {}
                 // A streak counts each run by its latest *completed* attempt, which the
                 // group may already have replaced with a newer attempt's `queued`: the
                 // streak is told about every completed event, changed group or not.
@@ -216,6 +216,23 @@ impl Engine {
             }
         }
         Ok(out)
+    }
+
+    /// Fires the group's due timers and judges the group rules again on its state as it is:
+    /// for a group whose pull request's state changed (closed, merged, reopened, ready for
+    /// review) while its runs did not. A closed pull request's pending timers are dropped;
+    /// a reopened one's group fires if its runs say so.
+    pub fn reconsider(&self, g: &mut GroupCtx<'_>, ledger: &mut Ledger, clock: Clock) -> Vec<Trigger> {
+        let mut out = self.fire_due(g, ledger, clock);
+        if g.state.runs.is_empty() {
+            return out;
+        }
+        for rule in self.rules.rules() {
+            if rule.kind == RuleKind::AllCompletedWithFailure {
+                out.extend(self.evaluate_group(rule, g, ledger, clock, false));
+            }
+        }
+        out
     }
 
     /// Fires the group's timers that are due at `clock`.
@@ -258,8 +275,14 @@ impl Engine {
             .collect();
         let moved_past = rule.only_head_commit
             && g.state.pr_head.as_deref().is_some_and(|head| head != g.commit_sha);
+        let pull_blocked = g.pr_number.is_some() && rule.pull_block(g.state.pr_status.as_ref()).is_some();
+        // A run without a pull request whose commit belongs to one is judged in that pull
+        // request's group only.
+        let deferred = g.pr_number.is_none() && g.state.commit_in_pull;
         let holds = !relevant.is_empty()
             && !moved_past
+            && !pull_blocked
+            && !deferred
             && (!rule.require_pr || g.pr_number.is_some())
             && relevant.iter().all(|(_, r)| r.status == Status::Completed)
             && relevant.iter().any(|(_, r)| rule.is_failure(r.conclusion));
@@ -282,6 +305,7 @@ impl Engine {
         if rule.refire_on_rerun && st.fired && st.rerun_since_fire(relevant.iter().map(|(id, r)| (*id, r.attempt))) {
             st.episode += 1;
             st.fired = false;
+            st.inherited = false;
             st.due = None;
         }
         if st.fired {

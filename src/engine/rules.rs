@@ -46,6 +46,14 @@ pub struct RuleConfig {
     /// commit). Default false.
     #[serde(default)]
     pub only_head_commit: Option<bool>,
+    /// `all_completed_with_failure`: do not fire for a pull request known to be closed or
+    /// merged. Default true.
+    #[serde(default)]
+    pub only_open: Option<bool>,
+    /// `all_completed_with_failure`: do not fire for a pull request known to be a draft.
+    /// Default false.
+    #[serde(default)]
+    pub skip_draft: Option<bool>,
     #[serde(default)]
     pub threshold: Option<u32>,
     #[serde(default)]
@@ -130,6 +138,8 @@ pub struct Rule {
     pub settle: Duration,
     pub refire_on_rerun: bool,
     pub only_head_commit: bool,
+    pub only_open: bool,
+    pub skip_draft: bool,
     pub threshold: u32,
     pub repositories: Filter,
     pub branches: Filter,
@@ -190,6 +200,8 @@ impl RuleSet {
             settle: None,
             refire_on_rerun: None,
             only_head_commit: None,
+            only_open: None,
+            skip_draft: None,
             threshold: None,
             repositories: None,
             branches: None,
@@ -235,6 +247,8 @@ impl RuleSet {
                     ("settle", c.settle.is_some()),
                     ("refire_on_rerun", c.refire_on_rerun.is_some()),
                     ("only_head_commit", c.only_head_commit.is_some()),
+                    ("only_open", c.only_open.is_some()),
+                    ("skip_draft", c.skip_draft.is_some()),
                 ] {
                     if set {
                         return Err(err(field, "does not apply to kind repeated_failure"));
@@ -315,6 +329,8 @@ impl RuleSet {
                 settle: c.settle.unwrap_or_default(),
                 refire_on_rerun: c.refire_on_rerun.unwrap_or(false),
                 only_head_commit: c.only_head_commit.unwrap_or(false),
+                only_open: c.only_open.unwrap_or(true),
+                skip_draft: c.skip_draft.unwrap_or(false),
                 threshold,
                 repositories,
                 branches,
@@ -434,6 +450,27 @@ branches = ["main"]
         let e = RuleSet::from_toml("[[rules]]\nkind = \"repeated_failure\"\nworkflows = [\"[\"]\n")
             .unwrap_err();
         assert_eq!(e.key, "rules[0].workflows");
+    }
+
+    #[test]
+    fn pull_request_state_options() {
+        let set = RuleSet::default_rules();
+        assert!(set.rules()[0].only_open && !set.rules()[0].skip_draft);
+        let set = RuleSet::from_toml(
+            "[[rules]]\nkind = \"all_completed_with_failure\"\nonly_open = false\nskip_draft = true\n",
+        )
+        .unwrap();
+        assert!(!set.rules()[0].only_open && set.rules()[0].skip_draft);
+        for key in ["only_open", "skip_draft"] {
+            let e = RuleSet::from_toml(&format!("[[rules]]\nkind = \"repeated_failure\"\n{key} = true\n"))
+                .unwrap_err();
+            assert_eq!(e.key, format!("rules[0].{key}"));
+            let e = RuleSet::from_toml(&format!(
+                "[[rules]]\nkind = \"all_completed_with_failure\"\n{key} = \"yes\"\n"
+            ))
+            .unwrap_err();
+            assert!(e.message.contains(key), "{e}");
+        }
     }
 
     #[test]

@@ -195,12 +195,40 @@ async fn explain_in(
     let mut state = state;
     if let Some(pr) = pr {
         // As the worker sets it before the engine runs (`only_head_commit`).
-        state.pr_head = sqlx::query_scalar(
-            "SELECT head_sha FROM pull_heads WHERE repository_id = $1 AND pr_number = $2",
+        // And the pull request's state (`only_open`, `skip_draft`).
+        let row = sqlx::query(
+            "SELECT head_sha, pr_state, pr_draft, state_at FROM pull_heads
+             WHERE repository_id = $1 AND pr_number = $2",
         )
         .bind(repository_id)
         .bind(pr)
         .fetch_optional(&mut **tx)
+        .await?;
+        if let Some(row) = row {
+            state.pr_head = row.try_get("head_sha")?;
+            let st: Option<String> = row.try_get("pr_state")?;
+            let draft: Option<bool> = row.try_get("pr_draft")?;
+            let at: Option<DateTime<Utc>> = row.try_get("state_at")?;
+            state.pr_status = st
+                .as_deref()
+                .and_then(crate::engine::PullState::parse)
+                .zip(at)
+                .map(|(state, at)| crate::engine::PullStatus {
+                    state,
+                    draft: draft.unwrap_or(false),
+                    at,
+                });
+        }
+    }
+    if pr.is_none() {
+        // As the worker sets it: a group without a pull request whose commit belongs to one
+        // does not fire.
+        state.commit_in_pull = sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM commit_pulls WHERE repository_id = $1 AND commit_sha = $2)",
+        )
+        .bind(repository_id)
+        .bind(row.try_get::<String, _>("commit_sha")?)
+        .fetch_one(&mut **tx)
         .await?;
     }
     let group = GroupView {

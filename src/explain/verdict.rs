@@ -3,8 +3,10 @@
 //! `all_completed_with_failure` is judged as the engine judges it (`engine::Engine`), in
 //! this order: fired in the current episode; repository filtered out; a timer pending
 //! (settle, or a cooldown's end); no run left by the filters; no pull request while the
-//! rule requires one; the pull request moved past the commit (`only_head_commit`); runs not
-//! completed; no failing run. What is left (the condition
+//! rule requires one; the pull request moved past the commit (`only_head_commit`); the pull
+//! request is closed or merged (`only_open`) or a draft (`skip_draft`), as the engine's
+//! `Rule::pull_block` says; a group without a pull request whose commit belongs to one;
+//! runs not completed; no failing run. What is left (the condition
 //! holds, nothing fired, no timer) is a state the rule has not judged yet, e.g. a rule
 //! added since the group's last event.
 //!
@@ -23,7 +25,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::engine::{
-    Due, GroupState, RepoRef, Rule, RuleKind, RuleSet, RunState, StreakKey, StreakState,
+    Due, GroupState, PullBlock, RepoRef, Rule, RuleKind, RuleSet, RunState, StreakKey,
+    StreakState,
 };
 use crate::event::{Conclusion, Provider, Status};
 use crate::trigger::{Trigger, trigger_id};
@@ -157,6 +160,15 @@ pub enum Cause {
     NoRuns,
     /// `only_head_commit`: the pull request has moved past the group's commit.
     NotHead,
+    /// `only_open`: the pull request is closed without merging.
+    Closed,
+    /// `only_open`: the pull request is merged.
+    Merged,
+    /// `skip_draft`: the pull request is a draft.
+    Draft,
+    /// A group without a pull request whose commit belongs to one: its runs are judged in
+    /// the pull request's group (`require_pr = false`).
+    InPullRequest,
     Streak,
 }
 
@@ -561,6 +573,15 @@ fn judge_group(
     shared: &Shared,
 ) -> (Verdict, String) {
     let st = g.state.rules.get(&rule.name).cloned().unwrap_or_default();
+    if st.fired && st.inherited {
+        return (
+            Verdict::Fired { triggers: Vec::new() },
+            format!(
+                "fired in episode {} in the commit's group without a pull request, before the commit was known to belong to this pull request (its trigger is that group's: explain {} {}/{} - {}); not announced again here",
+                st.episode, g.repo.provider, g.repo.owner, g.repo.name, g.commit_sha
+            ),
+        );
+    }
     if st.fired {
         let mut t = fired_trigger(group_trigger_id(rule, g, st.episode), outbox);
         t.episode = Some(st.episode);
@@ -637,6 +658,29 @@ fn judge_group(
                 "the pull request has moved past this commit (its head is {head}; the rule has only_head_commit = true)"
             ),
         );
+    }
+    if g.pr_number.is_none() && g.state.commit_in_pull {
+        return will_not_fire(
+            Cause::InPullRequest,
+            Vec::new(),
+            Vec::new(),
+            "the commit belongs to a pull request: its runs are judged in the pull request's group".into(),
+        );
+    }
+    if g.pr_number.is_some()
+        && let Some(block) = rule.pull_block(g.state.pr_status.as_ref())
+    {
+        let cause = match block {
+            PullBlock::Closed => Cause::Closed,
+            PullBlock::Merged => Cause::Merged,
+            PullBlock::Draft => Cause::Draft,
+        };
+        let at = g
+            .state
+            .pr_status
+            .map(|s| format!(" (reported at {})", show_time(s.at)))
+            .unwrap_or_default();
+        return will_not_fire(cause, Vec::new(), Vec::new(), format!("{}{at}", block.words()));
     }
     if runs.iter().any(|(_, r)| r.status != Status::Completed) {
         return waiting(&runs);
@@ -815,6 +859,8 @@ mod tests {
                     .collect(),
                 rules: BTreeMap::new(),
                 pr_head: None,
+                pr_status: None,
+                commit_in_pull: false,
             },
         }
     }

@@ -154,6 +154,60 @@ pub fn owner_and_name(url: &str) -> Option<(String, String)> {
     Some((owner.to_string(), name.to_string()))
 }
 
+/// The GitHub or GitLab repository a repository URL names (`git@github.com:acme/app.git`,
+/// `https://gitlab.com/group/sub/app`, `ssh://git@github.com/acme/app.git`): the host's
+/// provider and the repository's owner and name as that provider spells them (GitLab: the
+/// namespace path, subgroups included). `None` for another host.
+pub fn hosted_repository(url: &str) -> Option<(Provider, String, String)> {
+    let u = url.trim();
+    let rest = u.split_once("://").map_or(u, |(_, r)| r);
+    let rest = rest.split_once('@').map_or(rest, |(_, r)| r);
+    let (host, path) = rest.split_once([':', '/'])?;
+    let provider = match host.to_ascii_lowercase().as_str() {
+        "github.com" | "www.github.com" => Provider::Github,
+        "gitlab.com" | "www.gitlab.com" => Provider::Gitlab,
+        _ => return None,
+    };
+    let path = path.trim_matches('/');
+    let path = path.strip_suffix(".git").unwrap_or(path);
+    let (owner, name) = path.rsplit_once('/')?;
+    if owner.is_empty() || name.is_empty() || (provider == Provider::Github && owner.contains('/')) {
+        return None;
+    }
+    Some((provider, owner.to_string(), name.to_string()))
+}
+
+/// The repository of a build of `url`, and its run id: on GitHub or GitLab, the host's
+/// repository with a run id qualified by the CI (`<ci>:<id>`, so it never meets a host
+/// run's id in the shared group); else `fallback` as given.
+pub(super) fn repository_and_run(
+    url: Option<&str>,
+    fallback: (String, String, Option<String>),
+    ci: &str,
+    run_id: String,
+) -> (Repository, String) {
+    match url.and_then(hosted_repository) {
+        Some((host, owner, name)) => (
+            Repository {
+                owner,
+                name,
+                id: fallback.2,
+                host: Some(host),
+            },
+            format!("{ci}:{run_id}"),
+        ),
+        None => (
+            Repository {
+                owner: fallback.0,
+                name: fallback.1,
+                id: fallback.2,
+                host: None,
+            },
+            run_id,
+        ),
+    }
+}
+
 /// Normalizes one delivery. `event_name` is `X-Buildkite-Event` (or the body's `event`):
 /// `ping` answers [`Normalized::Ping`], `build.*` becomes an event, anything else is
 /// [`Normalized::Ignored`].
@@ -206,20 +260,18 @@ pub fn normalize(event_name: &str, body: &[u8]) -> Result<Normalized, NormalizeE
     if let Some(e) = p.event {
         metadata.insert("buildkite_event".into(), e.into());
     }
+    let (repository, run_id) =
+        repository_and_run(pipeline.repository.as_deref(), (owner, name, None), "buildkite", slug.clone());
     Ok(Normalized::Events(vec![Event {
         schema: SCHEMA.to_string(),
         event_id: gitlab::body_event_id(body).replacen("gitlab-body-", "buildkite-", 1),
         provider: Provider::Buildkite,
-        repository: Repository {
-            owner,
-            name,
-            id: None,
-        },
+        repository,
         commit_sha: b.commit,
         branch: nonempty(b.branch),
         pr_number: pr_number.filter(|n| *n > 0),
         run: Run {
-            id: slug.clone(),
+            id: run_id,
             attempt: b.number.max(1),
             workflow: nonempty(pipeline.name).unwrap_or(slug),
             status,
@@ -276,6 +328,18 @@ mod tests {
         assert_eq!(owner_and_name("https://github.com/acme/app.git"), want);
         assert_eq!(owner_and_name("https://github.com/acme/app/"), want);
         assert_eq!(owner_and_name("git@github.com:app.git"), None);
+        let gh = Some((Provider::Github, "acme".to_string(), "app".to_string()));
+        assert_eq!(hosted_repository("git@github.com:acme/app.git"), gh);
+        assert_eq!(hosted_repository("https://github.com/acme/app"), gh);
+        assert_eq!(hosted_repository("ssh://git@github.com/acme/app.git"), gh);
+        assert_eq!(hosted_repository("https://GitHub.com/acme/app/"), gh);
+        assert_eq!(
+            hosted_repository("https://gitlab.com/group/sub/app.git"),
+            Some((Provider::Gitlab, "group/sub".to_string(), "app".to_string()))
+        );
+        assert_eq!(hosted_repository("git@git.example.com:acme/app.git"), None);
+        assert_eq!(hosted_repository("https://github.com/a/b/c"), None);
+        assert_eq!(hosted_repository("github.com"), None);
     }
 
     #[test]

@@ -24,7 +24,7 @@ use serde::Deserialize;
 
 use super::config::Secret;
 use super::{NormalizeError, Normalized, buildkite, hmac_matches, report_attempt};
-use crate::event::{Conclusion, Event, Provider, Repository, Run, SCHEMA, Status};
+use crate::event::{Conclusion, Event, Provider, Run, SCHEMA, Status};
 
 /// The `circleci-event-type` CircleCI sends for a finished workflow.
 pub const WORKFLOW_COMPLETED: &str = "workflow-completed";
@@ -155,20 +155,22 @@ pub fn normalize(event_name: &str, body: &[u8]) -> Result<Normalized, NormalizeE
         metadata.insert("fork".into(), true.into());
         metadata.insert("head_repository".into(), origin.into());
     }
+    let (repository, run_id) = buildkite::repository_and_run(
+        p.pipeline.vcs.target_repository_url.as_deref(),
+        (owner, name, p.project.id.filter(|i| !i.trim().is_empty())),
+        "circleci",
+        w.name.clone(),
+    );
     Ok(Normalized::Events(vec![Event {
         schema: SCHEMA.to_string(),
         event_id: p.id,
         provider: Provider::Circleci,
-        repository: Repository {
-            owner,
-            name,
-            id: p.project.id.filter(|i| !i.trim().is_empty()),
-        },
+        repository,
         commit_sha: p.pipeline.vcs.revision,
         branch,
         pr_number,
         run: Run {
-            id: w.name.clone(),
+            id: run_id,
             attempt: report_attempt(updated_at),
             workflow: w.name,
             status: Status::Completed,

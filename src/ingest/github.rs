@@ -21,6 +21,7 @@ use sha2::Sha256;
 use super::config::{GithubOptions, Secret};
 use super::{NormalizeError, Normalized};
 use crate::event::{Conclusion, Event, Provider, Repository, Run, SCHEMA, Status};
+use crate::pull_request::LinkState;
 
 /// Verifies `X-Hub-Signature-256` (`sha256=<hex>`): HMAC-SHA256 of the raw body under any
 /// of `secrets`, compared in constant time. False for a missing or malformed header.
@@ -57,6 +58,28 @@ pub fn sign(secret: &[u8], body: &[u8]) -> String {
     format!("sha256={}", hex::encode(tag))
 }
 
+/// The JSON of a delivery. A webhook with content type `application/x-www-form-urlencoded`
+/// (GitHub's default for repository and organization webhooks created through the API) sends
+/// `payload=<url-encoded JSON>`; `application/json` (and no content type) sends the JSON
+/// itself. The signature is checked over the raw body before this, as GitHub computes it.
+pub fn json_body<'a>(
+    content_type: Option<&str>,
+    body: &'a [u8],
+) -> Result<std::borrow::Cow<'a, [u8]>, NormalizeError> {
+    let form = content_type.is_some_and(|c| {
+        c.split(';')
+            .next()
+            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+    });
+    if !form {
+        return Ok(std::borrow::Cow::Borrowed(body));
+    }
+    url::form_urlencoded::parse(body)
+        .find(|(k, _)| k == "payload")
+        .map(|(_, v)| std::borrow::Cow::Owned(v.into_owned().into_bytes()))
+        .ok_or(NormalizeError::Field("payload"))
+}
+
 #[derive(Deserialize)]
 struct Payload {
     action: Option<String>,
@@ -81,6 +104,7 @@ impl Repo {
             owner: self.owner.login,
             name: self.name,
             id: Some(self.id.to_string()),
+            host: None,
         }
     }
 }
@@ -274,6 +298,14 @@ struct PullRequestPayload {
 struct PullRequestBody {
     head: PullHead,
     updated_at: DateTime<Utc>,
+    #[serde(default)]
+    state: Option<String>,
+    #[serde(default)]
+    draft: Option<bool>,
+    #[serde(default)]
+    merged: Option<bool>,
+    #[serde(default)]
+    merged_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Deserialize)]
@@ -285,20 +317,26 @@ struct PullHead {
     repo: Option<HeadRepo>,
 }
 
-/// The actions of a `pull_request` delivery that say which commit is the head.
-pub const PULL_REQUEST_ACTIONS: [&str; 4] = ["opened", "reopened", "synchronize", "edited"];
-
-/// A `pull_request` delivery: `opened`, `reopened`, `synchronize` and `edited` become a
-/// `runwatch.pull_request.v1` message (head commit, number, `updated_at`; branch
-/// `<fork owner>:<ref>` for a fork as for `workflow_run`); other actions are ignored.
+/// A `pull_request` delivery, whatever its action (`opened`, `synchronize`, `closed`,
+/// `converted_to_draft`, `ready_for_review`, `labeled`…: every one carries the pull
+/// request as it is), becomes a `runwatch.pull_request.v1` message: head commit, number,
+/// `updated_at`, branch `<fork owner>:<ref>` for a fork as for `workflow_run`, and the
+/// state (`state`, `draft`, `merged`; `state_at` = the pull request's `updated_at`).
 fn pull_request(delivery: &str, body: &[u8]) -> Result<Normalized, NormalizeError> {
     let p: PullRequestPayload = serde_json::from_slice(body).map_err(NormalizeError::Json)?;
-    if !PULL_REQUEST_ACTIONS.contains(&p.action.as_str()) {
-        return Ok(Normalized::Ignored {
-            kind: format!("pull_request.{}", p.action.chars().take(32).collect::<String>()),
-        });
-    }
-    let head = p.pull_request.head;
+    let pr = p.pull_request;
+    let state = match pr.state.as_deref() {
+        None => None,
+        Some("open") => Some(LinkState::Open),
+        Some("closed") => Some(LinkState::Closed),
+        Some(other) => {
+            return Err(NormalizeError::Value {
+                field: "pull_request.state",
+                value: other.chars().take(64).collect(),
+            });
+        }
+    };
+    let head = pr.head;
     let fork = head.repo.as_ref().filter(|h| h.id != p.repository.id);
     let branch = match (fork, head.git_ref) {
         (Some(h), Some(b)) => {
@@ -314,14 +352,14 @@ fn pull_request(delivery: &str, body: &[u8]) -> Result<Normalized, NormalizeErro
     };
     let mut metadata = serde_json::Map::new();
     metadata.insert("github_event".into(), "pull_request".into());
-    metadata.insert("action".into(), p.action.into());
+    metadata.insert("action".into(), p.action.chars().take(64).collect::<String>().into());
     if let Some(h) = fork {
         metadata.insert("fork".into(), true.into());
         if let Some(f) = &h.full_name {
             metadata.insert("head_repository".into(), f.clone().into());
         }
     }
-    Ok(Normalized::PullRequest(crate::pull_request::PullRequestLink {
+    Ok(Normalized::PullRequest(Box::new(crate::pull_request::PullRequestLink {
         schema: crate::pull_request::PULL_REQUEST_SCHEMA.to_string(),
         event_id: delivery.to_string(),
         provider: Provider::Github,
@@ -329,9 +367,14 @@ fn pull_request(delivery: &str, body: &[u8]) -> Result<Normalized, NormalizeErro
         commit_sha: head.sha,
         pr_number: p.number,
         branch,
-        updated_at: p.pull_request.updated_at,
+        updated_at: pr.updated_at,
+        state,
+        draft: pr.draft,
+        // Older payloads lack `merged`; `merged_at` says it too.
+        merged: pr.merged.or(state.map(|_| pr.merged_at.is_some())),
+        state_at: state.map(|_| pr.updated_at),
         metadata: serde_json::Value::Object(metadata),
-    }))
+    })))
 }
 
 /// One event per pull request: with none or one the event id is the delivery id, with
@@ -359,6 +402,24 @@ pub(super) fn per_pull_request(base: Event, delivery: &str, mut prs: Vec<u64>) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn form_bodies_carry_the_json_in_payload() {
+        let json = r#"{"zen":"a+b & c=d %"}"#;
+        let form: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("payload", json)
+            .finish();
+        let got = json_body(Some("application/x-www-form-urlencoded"), form.as_bytes()).unwrap();
+        assert_eq!(&*got, json.as_bytes());
+        let got = json_body(Some("Application/X-WWW-Form-Urlencoded; charset=utf-8"), form.as_bytes()).unwrap();
+        assert_eq!(&*got, json.as_bytes());
+        assert_eq!(&*json_body(Some("application/json"), json.as_bytes()).unwrap(), json.as_bytes());
+        assert_eq!(&*json_body(None, json.as_bytes()).unwrap(), json.as_bytes());
+        assert!(matches!(
+            json_body(Some("application/x-www-form-urlencoded"), b"other=1"),
+            Err(NormalizeError::Field("payload"))
+        ));
+    }
 
     #[test]
     fn signatures() {

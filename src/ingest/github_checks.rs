@@ -21,7 +21,9 @@
 //! Attempt: none of these carries a re-run counter (a re-requested suite keeps its id; a
 //! re-run Jenkins job posts a new status for the same context), so the attempt is
 //! [`super::report_attempt`] of `updated_at`: the latest report of a run wins the merge, and
-//! a report after a trigger counts as a re-run for `refire_on_rerun`.
+//! a report after a trigger counts as a re-run for `refire_on_rerun`. A `rerequested`
+//! suite or check run is `queued` at one attempt more ([`rerequest_attempt`]): GitHub sends
+//! it with the `updated_at` of the report it re-requests, and it must supersede that report.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -106,6 +108,8 @@ struct CheckRun {
 
 #[derive(Deserialize)]
 struct RunPayload {
+    #[serde(default)]
+    action: Option<String>,
     check_run: CheckRun,
     repository: Repo,
 }
@@ -187,6 +191,15 @@ fn state(
     Ok((status, conclusion))
 }
 
+/// The attempt of a `rerequested` suite or check run dated `t`: one more than the report at
+/// `t` it re-requests (GitHub gives both the same `updated_at`), so it supersedes it
+/// whatever the order; the re-run's own reports, dated later, supersede it in turn. (A
+/// re-run reported done within the same second as its re-request ties with it and stays
+/// `queued` until its next report.)
+pub(super) fn rerequest_attempt(t: DateTime<Utc>) -> u32 {
+    report_attempt(t).saturating_add(1)
+}
+
 fn ignored(kind: &str) -> Result<Normalized, NormalizeError> {
     Ok(Normalized::Ignored {
         kind: kind.to_string(),
@@ -208,6 +221,7 @@ pub(super) fn check_suite(
         return ignored("check_suite");
     }
     // `requested` / `rerequested` deliveries may carry the suite's previous status.
+    let rerequested = p.action.as_deref() == Some("rerequested");
     let (status, conclusion) = match p.action.as_deref() {
         Some("requested" | "rerequested") => (Status::Queued, None),
         _ => state(
@@ -238,7 +252,11 @@ pub(super) fn check_suite(
         s.head_branch,
         Run {
             id: s.id.to_string(),
-            attempt: report_attempt(updated_at),
+            attempt: if rerequested {
+                rerequest_attempt(updated_at)
+            } else {
+                report_attempt(updated_at)
+            },
             workflow: app_name(s.app.as_ref()),
             status,
             conclusion,
@@ -267,13 +285,19 @@ pub(super) fn check_run(
     if c.name.trim().is_empty() {
         return Err(NormalizeError::Field("check_run.name"));
     }
-    let (status, conclusion) = state(
-        "check_run.status",
-        "check_run.conclusion",
-        c.status.as_deref(),
-        None,
-        c.conclusion.as_deref(),
-    )?;
+    // A `rerequested` delivery carries the check run it re-requests, completed.
+    let rerequested = p.action.as_deref() == Some("rerequested");
+    let (status, conclusion) = if rerequested {
+        (Status::Queued, None)
+    } else {
+        state(
+            "check_run.status",
+            "check_run.conclusion",
+            c.status.as_deref(),
+            None,
+            c.conclusion.as_deref(),
+        )?
+    };
     let updated_at = c
         .completed_at
         .or(c.started_at)
@@ -295,7 +319,11 @@ pub(super) fn check_run(
         c.check_suite.head_branch,
         Run {
             id: format!("{}/{}", c.check_suite.id, c.name),
-            attempt: report_attempt(updated_at),
+            attempt: if rerequested {
+                rerequest_attempt(updated_at)
+            } else {
+                report_attempt(updated_at)
+            },
             workflow: format!("{} / {}", app_name(app), c.name),
             status,
             conclusion,
@@ -430,13 +458,31 @@ mod tests {
             &fixture("check_suite/completed.payload.json"),
             &opts,
         ));
-        let mut v: serde_json::Value =
-            serde_json::from_slice(&fixture("check_suite/rerequested.payload.json")).unwrap();
-        v["check_suite"]["updated_at"] = "2019-05-15T15:30:00Z".into();
-        let again = events(check_suite("d2", &serde_json::to_vec(&v).unwrap(), &opts));
+        // The real pair: the re-request carries the completed suite's `updated_at`.
+        let again = events(check_suite("d2", &fixture("check_suite/rerequested.payload.json"), &opts));
+        assert_eq!(again[0].run.updated_at, done[0].run.updated_at);
         assert_eq!(again[0].run.id, done[0].run.id);
         assert_eq!(again[0].run.status, Status::Queued);
         assert!(again[0].run.attempt > done[0].run.attempt);
+        // The re-run's completion a second later supersedes the re-request.
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&fixture("check_suite/completed.payload.json")).unwrap();
+        v["check_suite"]["updated_at"] = "2019-05-15T15:21:15Z".into();
+        let rerun = events(check_suite("d3", &serde_json::to_vec(&v).unwrap(), &opts));
+        assert!(rerun[0].run.attempt >= again[0].run.attempt);
+        assert_eq!(rerun[0].run.status, Status::Completed);
+        // A re-requested check run is queued at one attempt more than the run it re-requests.
+        let run_mode = GithubOptions {
+            checks: CheckGranularity::Run,
+            ..GithubOptions::default()
+        };
+        let done = events(check_run("r1", &fixture("check_run/completed.payload.json"), &run_mode));
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&fixture("check_run/completed.payload.json")).unwrap();
+        v["action"] = "rerequested".into();
+        let again = events(check_run("r2", &serde_json::to_vec(&v).unwrap(), &run_mode));
+        assert_eq!((again[0].run.status, again[0].run.conclusion), (Status::Queued, None));
+        assert_eq!(again[0].run.attempt, done[0].run.attempt + 1);
     }
 
     #[test]

@@ -197,6 +197,7 @@ pub fn normalize(
             owner: owner.to_string(),
             name: name.to_string(),
             id: Some(p.project.id.to_string()),
+            host: None,
         },
         commit_sha: a.sha,
         branch,

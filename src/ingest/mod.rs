@@ -98,7 +98,7 @@ pub enum Normalized {
     Events(Vec<Event>),
     /// A pull request's head commit (`runwatch.pull_request.v1`), from a GitHub
     /// `pull_request` delivery.
-    PullRequest(crate::pull_request::PullRequestLink),
+    PullRequest(Box<crate::pull_request::PullRequestLink>),
     /// GitHub's `ping`: answered 200, nothing published.
     Ping,
     /// An event type runwatch does not use: accepted (202), counted, not published.
@@ -274,7 +274,9 @@ async fn github_hook(State(s): State<AppState>, headers: HeaderMap, body: Bytes)
         );
     };
     let delivery = header(&headers, "x-github-delivery").unwrap_or("");
-    let normalized = github::normalize(event, delivery, &body, &s.github);
+    // Signed over the raw body above; a form-encoded delivery's JSON is its `payload`.
+    let normalized = github::json_body(header(&headers, "content-type"), &body)
+        .and_then(|json| github::normalize(event, delivery, &json, &s.github));
     finish(&s, "github", event, normalized).await
 }
 
@@ -383,7 +385,7 @@ async fn finish(
             );
         }
         Ok(Normalized::Events(events)) => events,
-        Ok(Normalized::PullRequest(link)) => return publish_link(s, provider, event, link).await,
+        Ok(Normalized::PullRequest(link)) => return publish_link(s, provider, event, *link).await,
         Err(e) => {
             count(provider, event, "bad_request");
             tracing::info!(provider, event, error = %e, "webhook refused");

@@ -15,7 +15,8 @@ use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 
 use super::StoreError;
-use crate::engine::{GroupState, RunState};
+use crate::engine::{GroupState, PullState, PullStatus};
+use crate::pull_request::PullRequestLink;
 
 /// A (repository id, commit) pair.
 pub(super) type Commit = (i64, String);
@@ -85,14 +86,15 @@ pub(super) async fn insert_pulls(
     Ok(())
 }
 
-/// The runs of the commits' groups without a pull request, where such a group exists. Read
+/// The states of the commits' groups without a pull request (their runs, and whether a rule
+/// fired there: [`crate::engine::Engine::inherit_fired`]), where such a group exists. Read
 /// without a row lock: under the commit lock only the timer sweep can write these rows, and
 /// it never changes runs. A row whose state does not decode counts as empty (it is reported
 /// when its own events arrive).
 pub(super) async fn load_pr_less_runs(
     tx: &mut Transaction<'static, Postgres>,
     commits: &BTreeSet<Commit>,
-) -> Result<HashMap<Commit, BTreeMap<String, RunState>>, StoreError> {
+) -> Result<HashMap<Commit, GroupState>, StoreError> {
     let mut out = HashMap::new();
     if commits.is_empty() {
         return Ok(out);
@@ -113,7 +115,7 @@ pub(super) async fn load_pr_less_runs(
         };
         out.insert(
             (row.try_get("repository_id")?, row.try_get("commit_sha")?),
-            state.0.runs,
+            state.0,
         );
     }
     Ok(out)
@@ -122,11 +124,82 @@ pub(super) async fn load_pr_less_runs(
 /// A pull request's head: (when reported, commit). The latest by this order wins.
 pub(super) type Head = (DateTime<Utc>, String);
 
-/// The known heads of the pull requests.
+/// What runwatch knows of a pull request: its head and its state (each the newest by its
+/// own order).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(super) struct Pull {
+    pub(super) head: Option<Head>,
+    pub(super) status: Option<PullStatus>,
+}
+
+impl Pull {
+    /// Reads the head and state columns of a `pull_heads` row (or of
+    /// `runwatch_lock_groups_pulls`); `None` when the row has none.
+    pub(super) fn from_row(row: &sqlx::postgres::PgRow) -> Result<Option<Pull>, StoreError> {
+        let sha: Option<String> = row.try_get("head_sha")?;
+        let at: Option<DateTime<Utc>> = row.try_get("head_at")?;
+        let state: Option<String> = row.try_get("pr_state")?;
+        let draft: Option<bool> = row.try_get("pr_draft")?;
+        let state_at: Option<DateTime<Utc>> = row.try_get("state_at")?;
+        let status = match (state.as_deref().and_then(PullState::parse), state_at) {
+            (Some(state), Some(at)) => Some(PullStatus {
+                state,
+                draft: draft.unwrap_or(false),
+                at,
+            }),
+            _ => None,
+        };
+        let head = at.zip(sha);
+        Ok((head.is_some() || status.is_some()).then_some(Pull { head, status }))
+    }
+
+    /// Takes what `link` says where it is newer; returns whether (head, state) changed.
+    pub(super) fn learn(&mut self, link: &PullRequestLink) -> (bool, bool) {
+        let head = (link.updated_at, link.commit_sha.clone());
+        let new_head = newer_head(self.head.as_ref(), &head);
+        if new_head {
+            self.head = Some(head);
+        }
+        let status = link.status().filter(|s| s.supersedes(self.status.as_ref()));
+        let new_status = status.is_some();
+        if status.is_some() {
+            self.status = status;
+        }
+        (new_head, new_status)
+    }
+}
+
+/// Which of the commits are known to belong to a pull request (the timer sweep: a group
+/// without a pull request does not fire then).
+pub(super) async fn commits_in_pulls(
+    tx: &mut Transaction<'static, Postgres>,
+    commits: &BTreeSet<Commit>,
+) -> Result<BTreeSet<Commit>, StoreError> {
+    let mut out = BTreeSet::new();
+    if commits.is_empty() {
+        return Ok(out);
+    }
+    let (r, s): (Vec<i64>, Vec<String>) = commits.iter().cloned().unzip();
+    let rows = sqlx::query(
+        "SELECT DISTINCT c.repository_id, c.commit_sha FROM commit_pulls c
+         JOIN UNNEST($1::bigint[], $2::text[]) AS u(r, s) ON c.repository_id = u.r AND c.commit_sha = u.s",
+    )
+    .bind(&r)
+    .bind(&s)
+    .fetch_all(&mut **tx)
+    .await?;
+    for row in rows {
+        out.insert((row.try_get("repository_id")?, row.try_get("commit_sha")?));
+    }
+    Ok(out)
+}
+
+/// The known heads and states of the pull requests (the timer sweep and `explain`; the
+/// record transaction reads them with the groups' rows).
 pub(super) async fn load_heads(
     tx: &mut Transaction<'static, Postgres>,
     prs: &BTreeSet<(i64, u64)>,
-) -> Result<BTreeMap<(i64, u64), Head>, StoreError> {
+) -> Result<BTreeMap<(i64, u64), Pull>, StoreError> {
     let mut out = BTreeMap::new();
     if prs.is_empty() {
         return Ok(out);
@@ -137,7 +210,8 @@ pub(super) async fn load_heads(
         .map(|(_, p)| i64::try_from(*p).unwrap_or(i64::MAX))
         .collect();
     let rows = sqlx::query(
-        "SELECT h.repository_id, h.pr_number, h.head_sha, h.head_at FROM pull_heads h
+        "SELECT h.repository_id, h.pr_number, h.head_sha, h.head_at, h.pr_state, h.pr_draft, h.state_at
+         FROM pull_heads h
          JOIN UNNEST($1::bigint[], $2::bigint[]) AS u(r, p) ON h.repository_id = u.r AND h.pr_number = u.p",
     )
     .bind(&r)
@@ -147,42 +221,64 @@ pub(super) async fn load_heads(
     for row in rows {
         let pr: i64 = row.try_get("pr_number")?;
         let Ok(pr) = u64::try_from(pr) else { continue };
-        out.insert(
-            (row.try_get("repository_id")?, pr),
-            (row.try_get("head_at")?, row.try_get("head_sha")?),
-        );
+        if let Some(pull) = Pull::from_row(&row)? {
+            out.insert((row.try_get("repository_id")?, pr), pull);
+        }
     }
     Ok(out)
 }
 
-/// Writes heads, each only over an older one (by `(head_at, head_sha)`), so concurrent
-/// writers converge on the latest whatever their order.
+/// Writes heads and states, each only over an older one (the head by `(head_at, head_sha)`,
+/// the state by [`PullStatus::supersedes`]'s order), so concurrent writers converge on the
+/// newest whatever their order.
 pub(super) async fn write_heads(
     tx: &mut Transaction<'static, Postgres>,
-    heads: &BTreeMap<(i64, u64), Head>,
+    pulls: &BTreeMap<(i64, u64), Pull>,
 ) -> Result<(), StoreError> {
-    if heads.is_empty() {
-        return Ok(());
-    }
     let (mut r, mut p, mut s, mut at) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    for ((repo, pr), (t, sha)) in heads {
+    let (mut st, mut dr, mut st_at) = (Vec::new(), Vec::new(), Vec::new());
+    for ((repo, pr), pull) in pulls {
+        // Every message carries a head: a learnt pull request always has one.
+        let Some((t, sha)) = &pull.head else { continue };
         r.push(*repo);
         p.push(i64::try_from(*pr).unwrap_or(i64::MAX));
         s.push(sha.clone());
         at.push(*t);
+        st.push(pull.status.map(|x| x.state.as_str()));
+        dr.push(pull.status.map(|x| x.draft));
+        st_at.push(pull.status.map(|x| x.at));
+    }
+    if r.is_empty() {
+        return Ok(());
     }
     sqlx::query(
-        "INSERT INTO pull_heads (repository_id, pr_number, head_sha, head_at)
-         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[])
-         ON CONFLICT (repository_id, pr_number) DO UPDATE
-           SET head_sha = EXCLUDED.head_sha, head_at = EXCLUDED.head_at, updated_at = now()
-           WHERE (pull_heads.head_at, pull_heads.head_sha COLLATE \"C\")
-                 < (EXCLUDED.head_at, EXCLUDED.head_sha COLLATE \"C\")",
+        "INSERT INTO pull_heads (repository_id, pr_number, head_sha, head_at, pr_state, pr_draft, state_at)
+         SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[],
+                              $5::text[], $6::boolean[], $7::timestamptz[])
+         ON CONFLICT (repository_id, pr_number) DO UPDATE SET
+           (head_sha, head_at) = (
+             SELECT CASE WHEN newer THEN EXCLUDED.head_sha ELSE pull_heads.head_sha END,
+                    CASE WHEN newer THEN EXCLUDED.head_at ELSE pull_heads.head_at END
+             FROM (SELECT (pull_heads.head_at, pull_heads.head_sha COLLATE \"C\")
+                          < (EXCLUDED.head_at, EXCLUDED.head_sha COLLATE \"C\") AS newer) n),
+           (pr_state, pr_draft, state_at) = (
+             SELECT CASE WHEN newer THEN EXCLUDED.pr_state ELSE pull_heads.pr_state END,
+                    CASE WHEN newer THEN EXCLUDED.pr_draft ELSE pull_heads.pr_draft END,
+                    CASE WHEN newer THEN EXCLUDED.state_at ELSE pull_heads.state_at END
+             FROM (SELECT EXCLUDED.state_at IS NOT NULL AND (pull_heads.state_at IS NULL OR
+                     (pull_heads.state_at, array_position(ARRAY['open','closed','merged'], pull_heads.pr_state),
+                      pull_heads.pr_draft)
+                   < (EXCLUDED.state_at, array_position(ARRAY['open','closed','merged'], EXCLUDED.pr_state),
+                      EXCLUDED.pr_draft)) AS newer) n),
+           updated_at = now()",
     )
     .bind(&r)
     .bind(&p)
     .bind(&s)
     .bind(&at)
+    .bind(&st)
+    .bind(&dr)
+    .bind(&st_at)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -138,7 +138,6 @@ impl Store {
             .collect();
         let mut pulls = association::lock_commits_load_pulls(tx, &commits).await?;
         let mut keys: BTreeSet<GroupKey> = BTreeSet::new();
-        let mut prs = BTreeSet::new();
         let mut pr_less_wanted: BTreeSet<association::Commit> = BTreeSet::new();
         for (i, r) in inputs.iter().zip(repos) {
             let sha = i.commit_sha().to_string();
@@ -148,13 +147,11 @@ impl Store {
                 if e.pr_number.is_none() {
                     for n in known.into_iter().flatten() {
                         keys.insert((r.internal_id, pr_key(Some(*n)), sha.clone()));
-                        prs.insert((r.internal_id, *n));
                     }
                 }
             }
             if let Some(n) = i.pr_number() {
                 keys.insert((r.internal_id, pr_key(Some(n)), sha.clone()));
-                prs.insert((r.internal_id, n));
                 if !known.is_some_and(|k| k.contains(&n)) {
                     // A new association: the commit's runs without a pull request join
                     // (read below; the group is not created when it does not exist).
@@ -163,16 +160,10 @@ impl Store {
             }
         }
         let by_id: HashMap<i64, RepoRef> = repos.iter().map(|r| (r.internal_id, r.clone())).collect();
-        let (mut slots, corrupt) = lock_groups(tx, &keys, &by_id).await?;
+        // The groups' rows come with their pull request's head and state.
+        let (mut slots, corrupt, mut heads) = lock_groups(tx, &keys, &by_id).await?;
         pr_less_wanted.retain(|(r, s)| !keys.contains(&(*r, 0, s.clone())));
         let pr_less_stored = association::load_pr_less_runs(tx, &pr_less_wanted).await?;
-        // Only `only_head_commit` rules read a head: without one, no round trip for them. A
-        // pull request message still writes its head (write_heads keeps the newest).
-        let mut heads = if self.engine.reads_heads() {
-            association::load_heads(tx, &prs).await?
-        } else {
-            BTreeMap::new()
-        };
         let mut heads_learnt = BTreeMap::new();
         let mut pulls_learnt = Vec::new();
 
@@ -227,6 +218,11 @@ impl Store {
                     return Err(StoreError::Db(sqlx::Error::RowNotFound));
                 };
                 set_head(slot, &heads);
+                if e.pr_number.is_none() {
+                    let in_pull = pulls.get(&(r.internal_id, sha.clone())).is_some_and(|k| !k.is_empty());
+                    slot.state.commit_in_pull = in_pull;
+                    slot.original_state.commit_in_pull = in_pull;
+                }
                 match self.engine.apply(&mut slot.ctx(), &mut ledger, e, clock) {
                     Ok(triggers) => {
                         decided.extend(triggers.into_iter().map(|t| (slot.id, t)));
@@ -254,23 +250,40 @@ impl Store {
                 outcomes.push(EventOutcome::Applied);
             }
             if let Input::PullRequest(p) = i {
-                let head = (p.updated_at, p.commit_sha.clone());
                 let k = (r.internal_id, p.pr_number);
-                if association::newer_head(heads.get(&k), &head) {
-                    heads.insert(k, head.clone());
-                    heads_learnt.insert(k, head);
+                let pull = heads.entry(k).or_default();
+                let (new_head, new_status) = pull.learn(p);
+                if new_head || new_status {
+                    heads_learnt.insert(k, pull.clone());
+                }
+                if new_status {
+                    // Closed, merged, reopened, ready for review: the head commit's group
+                    // is judged again on its runs as they are.
+                    let target = (r.internal_id, pr_key(Some(p.pr_number)), sha.clone());
+                    if !corrupt.contains_key(&target)
+                        && let Some(slot) = slots.get_mut(&target)
+                    {
+                        set_head(slot, &heads);
+                        let fired = self.engine.reconsider(&mut slot.ctx(), &mut ledger, clock);
+                        decided.extend(fired.into_iter().map(|t| (slot.id, t)));
+                    }
                 }
             }
             if let Some(n) = i.pr_number()
                 && pulls.entry((r.internal_id, sha.clone())).or_default().insert(n)
             {
                 pulls_learnt.push((r.internal_id, sha.clone(), n));
-                let pr_less: BTreeMap<String, RunState> = match slots.get(&(r.internal_id, 0, sha.clone())) {
-                    Some(s) => s.state.runs.clone(),
+                let pr_less: GroupState = match slots.get(&(r.internal_id, 0, sha.clone())) {
+                    Some(s) => s.state.clone(),
                     None => pr_less_stored.get(&(r.internal_id, sha.clone())).cloned().unwrap_or_default(),
                 };
                 let target = (r.internal_id, pr_key(Some(n)), sha.clone());
-                decided.extend(self.absorb_into(&mut slots, &corrupt, &target, &heads, pr_less.iter(), clock, &mut ledger));
+                if !corrupt.contains_key(&target)
+                    && let Some(slot) = slots.get_mut(&target)
+                {
+                    self.engine.inherit_fired(&mut slot.ctx(), &pr_less);
+                }
+                decided.extend(self.absorb_into(&mut slots, &corrupt, &target, &heads, pr_less.runs.iter(), clock, &mut ledger));
             }
         }
         association::insert_pulls(tx, &pulls_learnt).await?;
@@ -293,7 +306,7 @@ impl Store {
         slots: &mut BTreeMap<GroupKey, Slot>,
         corrupt: &BTreeMap<GroupKey, CorruptRow>,
         key: &GroupKey,
-        heads: &BTreeMap<(i64, u64), association::Head>,
+        heads: &BTreeMap<(i64, u64), association::Pull>,
         runs: impl IntoIterator<Item = (&'r String, &'r RunState)>,
         clock: Clock,
         ledger: &mut Ledger,
@@ -381,8 +394,19 @@ impl Store {
             .filter_map(|s| s.pr_number.map(|n| (s.repo.internal_id, n)))
             .collect();
         let heads = association::load_heads(tx, &prs).await?;
+        let pr_less: BTreeSet<association::Commit> = slots
+            .iter()
+            .filter(|s| s.pr_number.is_none())
+            .map(|s| (s.repo.internal_id, s.commit_sha.clone()))
+            .collect();
+        let in_pulls = association::commits_in_pulls(tx, &pr_less).await?;
         for slot in &mut slots {
             set_head(slot, &heads);
+            if slot.pr_number.is_none() {
+                let in_pull = in_pulls.contains(&(slot.repo.internal_id, slot.commit_sha.clone()));
+                slot.state.commit_in_pull = in_pull;
+                slot.original_state.commit_in_pull = in_pull;
+            }
         }
         let clock = Clock {
             event: event_clock,
@@ -507,22 +531,33 @@ fn slot_from_row(
     }))
 }
 
-/// Gives the engine the head of the slot's pull request (not stored with the group).
-fn set_head(slot: &mut Slot, heads: &BTreeMap<(i64, u64), association::Head>) {
-    let head = slot
-        .pr_number
-        .and_then(|n| heads.get(&(slot.repo.internal_id, n)))
-        .map(|(_, sha)| sha.clone());
+/// Gives the engine the head and the state of the slot's pull request (not stored with the
+/// group).
+fn set_head(slot: &mut Slot, heads: &BTreeMap<(i64, u64), association::Pull>) {
+    let pull = slot.pr_number.and_then(|n| heads.get(&(slot.repo.internal_id, n)));
+    let head = pull.and_then(|p| p.head.as_ref()).map(|(_, sha)| sha.clone());
+    let status = pull.and_then(|p| p.status);
     slot.state.pr_head.clone_from(&head);
     slot.original_state.pr_head = head;
+    slot.state.pr_status = status;
+    slot.original_state.pr_status = status;
 }
 
-/// Inserts the absent groups, then locks all of them in key order (one round trip).
+/// The groups of a batch, locked; the rows that cannot be decoded; the pull requests' heads
+/// and states.
+type Locked = (
+    BTreeMap<GroupKey, Slot>,
+    BTreeMap<GroupKey, CorruptRow>,
+    BTreeMap<(i64, u64), association::Pull>,
+);
+
+/// Inserts the absent groups, then locks all of them in key order and reads their pull
+/// requests' heads and states (one round trip).
 async fn lock_groups(
     tx: &mut Transaction<'static, Postgres>,
     keys: &BTreeSet<GroupKey>,
     repos: &HashMap<i64, RepoRef>,
-) -> Result<(BTreeMap<GroupKey, Slot>, BTreeMap<GroupKey, CorruptRow>), StoreError> {
+) -> Result<Locked, StoreError> {
     let mut rid = Vec::with_capacity(keys.len());
     let mut pr = Vec::with_capacity(keys.len());
     let mut sha = Vec::with_capacity(keys.len());
@@ -531,9 +566,10 @@ async fn lock_groups(
         pr.push(*p);
         sha.push(s.clone());
     }
-    // runwatch_lock_groups (migrations/20261126000002): INSERT … ON CONFLICT DO NOTHING,
-    // then SELECT … ORDER BY key FOR UPDATE, as two statements in one round trip.
-    let rows = sqlx::query("SELECT * FROM runwatch_lock_groups($1, $2, $3)")
+    // runwatch_lock_groups_pulls (migrations/20261203230001): INSERT … ON CONFLICT DO
+    // NOTHING, then SELECT … LEFT JOIN pull_heads … ORDER BY key FOR UPDATE, as two
+    // statements in one round trip.
+    let rows = sqlx::query("SELECT * FROM runwatch_lock_groups_pulls($1, $2, $3)")
         .bind(&rid)
         .bind(&pr)
         .bind(&sha)
@@ -541,7 +577,14 @@ async fn lock_groups(
         .await?;
     let mut out = BTreeMap::new();
     let mut corrupt = BTreeMap::new();
+    let mut pulls = BTreeMap::new();
     for row in &rows {
+        let pr: Option<i64> = row.try_get("pr_number")?;
+        if let Some(pr) = pr.and_then(|p| u64::try_from(p).ok())
+            && let Some(pull) = association::Pull::from_row(row)?
+        {
+            pulls.insert((row.try_get("repository_id")?, pr), pull);
+        }
         match slot_from_row(row, repos)? {
             Ok(slot) => {
                 out.insert((slot.repo.internal_id, pr_key(slot.pr_number), slot.commit_sha.clone()), slot);
@@ -557,7 +600,7 @@ async fn lock_groups(
             }
         }
     }
-    Ok((out, corrupt))
+    Ok((out, corrupt, pulls))
 }
 
 /// Inserts the absent streak and cooldown rows, then locks them in key order.
