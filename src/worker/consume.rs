@@ -2,9 +2,12 @@
 //! events in one transaction, then publish the triggers decided and acknowledge the inputs
 //! while the next batch's transaction runs.
 //!
-//! A batch whose transaction fails for a reason the same input will always cause is split
-//! in halves, so one bad event cannot hold back the others; a transient failure naks every
-//! event of the batch with backoff. Once a decision is committed its inputs are acked,
+//! A batch whose transaction fails for a reason of the database's (down, blocked, refusing:
+//! every [`crate::store::ErrorKind`] but `Input`) is held and its transaction run again
+//! with backoff, spending none of its deliveries ([`super::hold`]). A batch that fails for
+//! its inputs' own sake is split in halves, so one bad event cannot hold back the others;
+//! an event that fails alone is nak'd with backoff and dead-lettered after
+//! `consumer.max_deliver` deliveries. Once a decision is committed its inputs are acked,
 //! whether or not its triggers could be published: an unsent trigger is the relay's.
 //!
 //! The triggers a finished batch published are marked sent by the next batch's record
@@ -21,8 +24,10 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::disposition::{self, msg_info};
+use super::hold::Hold;
 use super::supervisor::TaskResult;
 use super::{Ctx, Fault};
+use crate::bus::Puller;
 use crate::delivery;
 use crate::engine::Clock;
 use crate::pull_request::{Input, decode_input};
@@ -62,7 +67,7 @@ pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
             continue;
         }
         metrics::histogram!("runwatch_batch_size").record(batch.len() as f64);
-        process(&ctx, &mut pipeline, batch).await;
+        process(&ctx, &mut pipeline, &puller, &stop, batch).await;
         match ctx.options.fault {
             Some(Fault::ConsumeExit) => return Err("fault injection: the consume task gave up".into()),
             Some(Fault::ConsumePanic) => panic!("fault injection: the consume task panicked"),
@@ -144,7 +149,7 @@ impl Pipeline {
 }
 
 /// Decodes a pulled batch, dead-letters the poison, decides the rest.
-async fn process(ctx: &Ctx, pipeline: &mut Pipeline, batch: Vec<Message>) {
+async fn process(ctx: &Ctx, pipeline: &mut Pipeline, puller: &Puller, stop: &CancellationToken, batch: Vec<Message>) {
     let limits = ctx.config.limits;
     let mut valid = Vec::with_capacity(batch.len());
     for msg in batch {
@@ -162,21 +167,59 @@ async fn process(ctx: &Ctx, pipeline: &mut Pipeline, batch: Vec<Message>) {
         }
     }
     if !valid.is_empty() {
-        decide(ctx, pipeline, valid).await;
+        decide(ctx, pipeline, puller, stop, valid).await;
     }
 }
 
-/// Records a batch of valid events; splits it on a non-transient failure.
-fn decide<'a>(ctx: &'a Ctx, pipeline: &'a mut Pipeline, batch: Vec<(Message, Input)>) -> BoxFuture<'a, ()> {
+/// Records a batch of valid events: holds it while the database refuses it, splits it
+/// when it fails for its inputs' own sake.
+fn decide<'a>(
+    ctx: &'a Ctx,
+    pipeline: &'a mut Pipeline,
+    puller: &'a Puller,
+    stop: &'a CancellationToken,
+    batch: Vec<(Message, Input)>,
+) -> BoxFuture<'a, ()> {
     Box::pin(async move {
         let events: Vec<Input> = batch.iter().map(|(_, e)| e.clone()).collect();
-        let clock = Clock {
-            event: ctx.clock.get(),
-            wall: Utc::now(),
+        let health = ctx.store.health();
+        let mut hold: Option<Hold> = None;
+        let (started, result) = loop {
+            let clock = Clock {
+                event: ctx.clock.get(),
+                wall: Utc::now(),
+            };
+            let started = Instant::now();
+            let sent = pipeline.take_sent();
+            match ctx.store.record_and_mark(&events, clock, &sent).await {
+                Err(e) if e.is_transient() => {
+                    pipeline.give_back(sent);
+                    health.failed("record", &e);
+                    debug!(error = %e, size = batch.len(), "recording failed; holding the batch");
+                    let waited = hold
+                        .get_or_insert_with(|| Hold::new(&ctx.config))
+                        .wait(batch.iter().map(|(m, _)| m), puller, stop)
+                        .await;
+                    if !waited {
+                        info!(size = batch.len(), "shutdown while the database refuses: handing the held batch back");
+                        for (msg, _) in &batch {
+                            disposition::hand_back(msg).await;
+                        }
+                        return;
+                    }
+                }
+                result => {
+                    // Committed, or refused for the inputs' own sake: the database answers.
+                    health.succeeded("record");
+                    if let Err(e) = &result {
+                        pipeline.give_back(sent);
+                        metrics::counter!("runwatch_database_errors_total", "kind" => e.kind().label()).increment(1);
+                    }
+                    break (started, result);
+                }
+            }
         };
-        let started = Instant::now();
-        let sent = pipeline.take_sent();
-        match ctx.store.record_and_mark(&events, clock, &sent).await {
+        match result {
             Ok(outcome) => {
                 let recorded = started.elapsed();
                 ctx.clock.advance(outcome.clock.event);
@@ -197,17 +240,15 @@ fn decide<'a>(ctx: &'a Ctx, pipeline: &'a mut Pipeline, batch: Vec<(Message, Inp
                     "batch decided"
                 );
             }
-            Err(e) if !e.is_transient() && batch.len() > 1 => {
-                pipeline.give_back(sent);
-                warn!(error = %e, size = batch.len(), "batch failed; splitting it");
+            Err(e) if batch.len() > 1 => {
+                warn!(error = %e, size = batch.len(), "batch refused for its inputs' sake; splitting it");
                 let mut first = batch;
                 let second = first.split_off(first.len() / 2);
-                decide(ctx, pipeline, first).await;
-                decide(ctx, pipeline, second).await;
+                decide(ctx, pipeline, puller, stop, first).await;
+                decide(ctx, pipeline, puller, stop, second).await;
             }
             Err(e) => {
-                pipeline.give_back(sent);
-                warn!(error = %e, size = batch.len(), "recording failed; will retry");
+                warn!(error = %e, sqlstate = e.sqlstate().unwrap_or_default(), "event refused for its own sake; will retry");
                 let reason = e.to_string();
                 for (msg, event) in &batch {
                     let (seq, _) = msg_info(msg);
