@@ -172,6 +172,27 @@ impl StoreError {
     }
 }
 
+/// The operations whose failures make an episode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Op {
+    /// The consume task's record transaction.
+    Record,
+    /// The timer sweep.
+    Timers,
+    /// The outbox relay.
+    Relay,
+}
+
+impl Op {
+    pub fn label(self) -> &'static str {
+        match self {
+            Op::Record => "record",
+            Op::Timers => "timers",
+            Op::Relay => "relay",
+        }
+    }
+}
+
 /// One operation's episode of failures.
 #[derive(Debug)]
 struct Episode {
@@ -184,7 +205,7 @@ struct Episode {
 /// Whether the database currently refuses this process (see the module documentation).
 #[derive(Debug, Default)]
 pub struct Health {
-    failing: Mutex<BTreeMap<&'static str, Episode>>,
+    failing: Mutex<BTreeMap<Op, Episode>>,
 }
 
 impl Health {
@@ -199,16 +220,16 @@ impl Health {
 
     /// `op` failed with `e`, which is not the input's fault: starts or continues its
     /// episode. Logs when the episode starts and at most every [`LOG_EVERY`].
-    pub fn failed(&self, op: &'static str, e: &StoreError) {
+    pub fn failed(&self, op: Op, e: &StoreError) {
         let kind = e.kind();
         metrics::counter!("runwatch_database_errors_total", "kind" => kind.label()).increment(1);
         let reason = e.readiness_reason();
         let sqlstate = e.sqlstate().unwrap_or_default();
         let now = Instant::now();
         let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
-        match failing.get_mut(op) {
+        match failing.get_mut(&op) {
             None => {
-                tracing::warn!(op, kind = kind.label(), sqlstate, error = %e,
+                tracing::warn!(op = op.label(), kind = kind.label(), sqlstate, error = %e,
                     "database refuses the worker: retrying with backoff, readiness off (inputs keep their deliveries)");
                 failing.insert(op, Episode { reason, since: now, logged: now, failures: 1 });
             }
@@ -217,7 +238,7 @@ impl Health {
                 ep.reason = reason;
                 if now.duration_since(ep.logged) >= LOG_EVERY {
                     ep.logged = now;
-                    tracing::warn!(op, kind = kind.label(), sqlstate, error = %e, failures = ep.failures,
+                    tracing::warn!(op = op.label(), kind = kind.label(), sqlstate, error = %e, failures = ep.failures,
                         for_s = now.duration_since(ep.since).as_secs(), "database still refuses the worker");
                 }
             }
@@ -226,10 +247,10 @@ impl Health {
     }
 
     /// `op` succeeded (or the database answered it): ends its episode, if any.
-    pub fn succeeded(&self, op: &'static str) {
+    pub fn succeeded(&self, op: Op) {
         let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(ep) = failing.remove(op) {
-            tracing::info!(op, failures = ep.failures, after_s = ep.since.elapsed().as_secs_f64(),
+        if let Some(ep) = failing.remove(&op) {
+            tracing::info!(op = op.label(), failures = ep.failures, after_s = ep.since.elapsed().as_secs_f64(),
                 "database answers the worker again");
             if failing.is_empty() {
                 metrics::gauge!("runwatch_database_unavailable").set(0.0);
@@ -243,7 +264,7 @@ impl Health {
         failing
             .iter()
             .next()
-            .map(|(op, ep)| format!("{} (op {op}, for {}s)", ep.reason, ep.since.elapsed().as_secs()))
+            .map(|(op, ep)| format!("{} (op {}, for {}s)", ep.reason, op.label(), ep.since.elapsed().as_secs()))
     }
 }
 
@@ -291,15 +312,15 @@ mod tests {
     fn an_episode_lasts_until_its_operation_succeeds() {
         let h = Health::default();
         assert_eq!(h.unavailable(), None);
-        h.failed("record", &StoreError::Db(sqlx::Error::PoolTimedOut));
-        h.failed("timers", &StoreError::Db(sqlx::Error::PoolTimedOut));
+        h.failed(Op::Record, &StoreError::Db(sqlx::Error::PoolTimedOut));
+        h.failed(Op::Timers, &StoreError::Db(sqlx::Error::PoolTimedOut));
         let why = h.unavailable().unwrap();
         assert!(why.starts_with("database: unavailable (pool timeout"), "{why}");
-        h.succeeded("record");
+        h.succeeded(Op::Record);
         assert!(h.unavailable().is_some(), "timers still failing");
-        h.succeeded("relay");
+        h.succeeded(Op::Relay);
         assert!(h.unavailable().is_some(), "another operation's success ends nothing");
-        h.succeeded("timers");
+        h.succeeded(Op::Timers);
         assert_eq!(h.unavailable(), None);
     }
 }

@@ -24,7 +24,7 @@ use crate::config::{DatabaseConfig, redact_url};
 use crate::engine::Engine;
 
 pub use groups::{BatchOutcome, EventOutcome};
-pub use health::{ErrorKind, Health};
+pub use health::{ErrorKind, Health, Op};
 pub use outbox::Pending;
 pub use repositories::RepoCache;
 
@@ -176,11 +176,12 @@ async fn migrate_on(pool: &PgPool) -> Result<(), StoreError> {
     let timeout_ms = MIGRATION_LOCK_TIMEOUT.as_millis();
     // No statement_timeout for the migrations themselves (DDL on a large table may take
     // long); the lock wait stays bounded.
-    let set = format!("SET lock_timeout = {timeout_ms}; SET statement_timeout = 0");
-    let result = match sqlx::raw_sql(&set)
-        .execute(&mut conn)
-        .await
-    {
+    let set = format!("SET lock_timeout = {timeout_ms}");
+    let mut set_timeouts = sqlx::query(&set).execute(&mut conn).await;
+    if set_timeouts.is_ok() {
+        set_timeouts = sqlx::query("SET statement_timeout = 0").execute(&mut conn).await;
+    }
+    let result = match set_timeouts {
         Ok(_) => MIGRATOR.run_direct(&mut conn).await.map_err(StoreError::from),
         Err(e) => Err(e.into()),
     };

@@ -27,6 +27,7 @@ use super::disposition::{self, msg_info};
 use super::hold::Hold;
 use super::supervisor::TaskResult;
 use super::{Ctx, Fault};
+use crate::store::Op;
 use crate::bus::Puller;
 use crate::delivery;
 use crate::engine::Clock;
@@ -182,8 +183,8 @@ fn decide<'a>(
 ) -> BoxFuture<'a, ()> {
     Box::pin(async move {
         let events: Vec<Input> = batch.iter().map(|(_, e)| e.clone()).collect();
-        let health = ctx.store.health();
-        let mut hold: Option<Hold> = None;
+        let mut hold = Hold::new(&ctx.config);
+        let mut in_hand: Option<Vec<Message>> = None;
         let (started, result) = loop {
             let clock = Clock {
                 event: ctx.clock.get(),
@@ -191,15 +192,14 @@ fn decide<'a>(
             };
             let started = Instant::now();
             let sent = pipeline.take_sent();
-            match ctx.store.record_and_mark(&events, clock, &sent).await {
+            let recorded = ctx.store.record_and_mark(&events, clock, &sent).await;
+            match recorded {
                 Err(e) if e.is_transient() => {
                     pipeline.give_back(sent);
-                    health.failed("record", &e);
+                    ctx.store.health().failed(Op::Record, &e);
                     debug!(error = %e, size = batch.len(), "recording failed; holding the batch");
-                    let waited = hold
-                        .get_or_insert_with(|| Hold::new(&ctx.config))
-                        .wait(batch.iter().map(|(m, _)| m), puller, stop)
-                        .await;
+                    let msgs = in_hand.get_or_insert_with(|| Hold::in_hand(&batch, puller));
+                    let waited = hold.wait(msgs, stop).await;
                     if !waited {
                         info!(size = batch.len(), "shutdown while the database refuses: handing the held batch back");
                         for (msg, _) in &batch {
@@ -210,7 +210,7 @@ fn decide<'a>(
                 }
                 result => {
                     // Committed, or refused for the inputs' own sake: the database answers.
-                    health.succeeded("record");
+                    ctx.store.health().succeeded(Op::Record);
                     if let Err(e) = &result {
                         pipeline.give_back(sent);
                         metrics::counter!("runwatch_database_errors_total", "kind" => e.kind().label()).increment(1);
@@ -248,8 +248,9 @@ fn decide<'a>(
                 decide(ctx, pipeline, puller, stop, second).await;
             }
             Err(e) => {
-                warn!(error = %e, sqlstate = e.sqlstate().unwrap_or_default(), "event refused for its own sake; will retry");
-                let reason = e.to_string();
+                let sqlstate = e.sqlstate().unwrap_or_default();
+                warn!(error = %e, sqlstate, "event refused for its own sake; will retry");
+                let reason = if sqlstate.is_empty() { e.to_string() } else { format!("SQLSTATE {sqlstate}: {e}") };
                 for (msg, event) in &batch {
                     let (seq, _) = msg_info(msg);
                     let span = info_span!("event", seq, group = %group_label(event));

@@ -12,14 +12,15 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{AckKind, Message};
+use async_nats::jetstream::Message;
 use backon::BackoffBuilder;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::debug;
 
+use super::disposition;
 use crate::bus::Puller;
 use crate::config::Config;
+use crate::pull_request::Input;
 
 /// The waits of one held batch.
 pub(super) struct Hold {
@@ -47,27 +48,25 @@ impl Hold {
         }
     }
 
-    /// Waits for the next attempt, keeping `held` and what `puller` buffered in progress.
+    /// The messages to keep in progress: the held batch and what the puller buffered
+    /// (nothing is pulled while a batch is held, so that stays the same).
+    pub(super) fn in_hand(held: &[(Message, Input)], puller: &Puller) -> Vec<Message> {
+        held.iter().map(|(m, _)| m.clone()).chain(puller.buffered().iter().cloned()).collect()
+    }
+
+    /// Waits for the next attempt, keeping `msgs` (see [`Hold::in_hand`]) in progress.
     /// False when `stop` was cancelled meanwhile (the caller hands the batch back).
-    pub(super) async fn wait<'m>(
-        &mut self,
-        held: impl Iterator<Item = &'m Message> + Clone,
-        puller: &'m Puller,
-        stop: &CancellationToken,
-    ) -> bool {
+    pub(super) async fn wait(&mut self, msgs: &[Message], stop: &CancellationToken) -> bool {
         let delay = self.delays.next().unwrap_or(self.max_delay);
         let until = Instant::now() + delay;
         loop {
             if self.last_progress.elapsed() >= self.progress_every {
                 self.last_progress = Instant::now();
-                for msg in held.clone().chain(puller.buffered().iter()) {
-                    if let Err(e) = msg.ack_with(AckKind::Progress).await {
-                        debug!(error = %e, "progress ack failed");
-                    }
+                for msg in msgs {
+                    disposition::in_progress(msg).await;
                 }
             }
-            let now = Instant::now();
-            if now >= until {
+            if Instant::now() >= until {
                 return !stop.is_cancelled();
             }
             let next = until.min(self.last_progress + self.progress_every);

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::Ctx;
+use crate::store::Op;
 use super::supervisor::TaskResult;
 use crate::delivery;
 use crate::store::StoreError;
@@ -20,9 +21,9 @@ pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
             _ = stop.cancelled() => return Ok(()),
         }
         match once(&ctx).await {
-            Ok(_) => ctx.store.health().succeeded("relay"),
+            Ok(_) => ctx.store.health().succeeded(Op::Relay),
             // Logged once per episode, and reported on /readyz, by the store's health.
-            Err(e) if e.is_transient() => ctx.store.health().failed("relay", &e),
+            Err(e) if e.is_transient() => ctx.store.health().failed(Op::Relay, &e),
             Err(e) => warn!(error = %e, "outbox relay failed; will retry"),
         }
         if let Ok(n) = ctx.store.unsent_count().await {

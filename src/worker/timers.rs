@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::Ctx;
+use crate::store::Op;
 use super::supervisor::TaskResult;
 use crate::delivery;
 
@@ -21,11 +22,11 @@ pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
         let swept = delivery::sweep_timers(batch, || ctx.store.fire_due_timers(ctx.clock.get(), batch)).await;
         match swept {
             Ok(triggers) => {
-                ctx.store.health().succeeded("timers");
+                ctx.store.health().succeeded(Op::Timers);
                 delivery::publish(&ctx.store, &ctx.bus, &triggers).await;
             }
             // Logged once per episode, and reported on /readyz, by the store's health.
-            Err(e) if e.is_transient() => ctx.store.health().failed("timers", &e),
+            Err(e) if e.is_transient() => ctx.store.health().failed(Op::Timers, &e),
             Err(e) => warn!(error = %e, "timer sweep failed; will retry"),
         }
     }
