@@ -116,7 +116,7 @@ pub const METRICS: &[(&str, MetricKind, Unit, &str)] = &[
     ("runwatch_corrupt_rows_total", MetricKind::Counter, Unit::Count,
         "Group or streak rows whose stored state could not be decoded, set aside (op=record: its events dead-lettered as corrupt_state; op=timers: its timers dropped)."),
     ("runwatch_database_errors_total", MetricKind::Counter, Unit::Count,
-        "Failed database attempts of the worker by kind: connection, conflict, lock_timeout, statement_timeout, permission, read_only, resources, shutdown, pool_timeout, io, schema, other (held and retried without spending deliveries); input (the event's own values: split, retried with its deliveries, then dead-lettered)."),
+        "Failed database attempts of the worker by op (record, timers, relay) and kind: connection, conflict, lock_timeout, statement_timeout, permission, read_only, resources, shutdown, pool_timeout, io, schema, other (held and retried without spending deliveries); input (the event's own values: split, retried with its deliveries, then dead-lettered)."),
     ("runwatch_outbox_set_aside_total", MetricKind::Counter, Unit::Count,
         "Outbox rows set aside by the relay because their payload is not a trigger (never claimed again)."),
     ("runwatch_batch_size", MetricKind::Histogram, Unit::Count,

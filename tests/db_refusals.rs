@@ -152,7 +152,7 @@ async fn while_refused(
     readiness: &[&str],
 ) -> f64 {
     let since = Instant::now();
-    let series = format!("runwatch_database_errors_total{{kind=\"{kind}\"}}");
+    let series = format!("runwatch_database_errors_total{{op=\"record\",kind=\"{kind}\"}}");
     eventually(
         Duration::from_secs(60),
         &format!("{attempts} failed attempts ({kind})"),
@@ -376,7 +376,7 @@ async fn an_event_the_database_refuses_for_its_own_values_is_dead_lettered_with_
     assert_eq!(status, 200, "{body}");
     let m = app.metrics().await;
     assert!(
-        value(&m, "runwatch_database_errors_total{kind=\"input\"}") >= 3.0,
+        value(&m, "runwatch_database_errors_total{op=\"record\",kind=\"input\"}") >= 3.0,
         "{m}"
     );
     assert_eq!(value(&m, "runwatch_database_unavailable"), 0.0, "{m}");

@@ -209,12 +209,12 @@ pub struct Health {
 }
 
 impl Health {
-    /// Sets the gauge and the error counters to 0, so dashboards see series before the
-    /// first failure. A no-op without a recorder.
+    /// Sets the gauge to 0 and the record operation's error counters to 0, so dashboards
+    /// see series before the first failure. A no-op without a recorder.
     pub fn register_metrics() {
         metrics::gauge!("runwatch_database_unavailable").set(0.0);
         for k in ErrorKind::ALL {
-            metrics::counter!("runwatch_database_errors_total", "kind" => k.label()).increment(0);
+            count(Op::Record, k).increment(0);
         }
     }
 
@@ -222,7 +222,7 @@ impl Health {
     /// episode. Logs when the episode starts and at most every [`LOG_EVERY`].
     pub fn failed(&self, op: Op, e: &StoreError) {
         let kind = e.kind();
-        metrics::counter!("runwatch_database_errors_total", "kind" => kind.label()).increment(1);
+        count(op, kind).increment(1);
         let reason = e.readiness_reason();
         let sqlstate = e.sqlstate().unwrap_or_default();
         let now = Instant::now();
@@ -266,6 +266,11 @@ impl Health {
             .next()
             .map(|(op, ep)| format!("{} (op {}, for {}s)", ep.reason, op.label(), ep.since.elapsed().as_secs()))
     }
+}
+
+/// `runwatch_database_errors_total{op, kind}`: 3 × 13 series at most.
+pub fn count(op: Op, kind: ErrorKind) -> metrics::Counter {
+    metrics::counter!("runwatch_database_errors_total", "op" => op.label(), "kind" => kind.label())
 }
 
 #[cfg(test)]

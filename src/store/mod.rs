@@ -24,7 +24,7 @@ use crate::config::{DatabaseConfig, redact_url};
 use crate::engine::Engine;
 
 pub use groups::{BatchOutcome, EventOutcome};
-pub use health::{ErrorKind, Health, Op};
+pub use health::{ErrorKind, Health, Op, count as count_database_error};
 pub use outbox::Pending;
 pub use repositories::RepoCache;
 

@@ -213,7 +213,7 @@ fn decide<'a>(
                     ctx.store.health().succeeded(Op::Record);
                     if let Err(e) = &result {
                         pipeline.give_back(sent);
-                        metrics::counter!("runwatch_database_errors_total", "kind" => e.kind().label()).increment(1);
+                        crate::store::count_database_error(Op::Record, e.kind()).increment(1);
                     }
                     break (started, result);
                 }
