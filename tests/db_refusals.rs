@@ -376,7 +376,10 @@ async fn an_event_the_database_refuses_for_its_own_values_is_dead_lettered_with_
     assert_eq!(status, 200, "{body}");
     let m = app.metrics().await;
     assert!(
-        value(&m, "runwatch_database_errors_total{op=\"record\",kind=\"input\"}") >= 3.0,
+        value(
+            &m,
+            "runwatch_database_errors_total{op=\"record\",kind=\"input\"}"
+        ) >= 3.0,
         "{m}"
     );
     assert_eq!(value(&m, "runwatch_database_unavailable"), 0.0, "{m}");

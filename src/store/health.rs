@@ -131,15 +131,17 @@ impl StoreError {
     pub fn kind(&self) -> ErrorKind {
         match self {
             StoreError::Db(e) => match e {
-                sqlx::Error::Database(d) => ErrorKind::of_sqlstate(d.code().as_deref().unwrap_or("")),
+                sqlx::Error::Database(d) => {
+                    ErrorKind::of_sqlstate(d.code().as_deref().unwrap_or(""))
+                }
                 sqlx::Error::PoolTimedOut => ErrorKind::PoolTimeout,
                 sqlx::Error::PoolClosed => ErrorKind::Shutdown,
                 sqlx::Error::Io(_) => ErrorKind::Io,
                 sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => ErrorKind::Connection,
                 sqlx::Error::Encode(_) => ErrorKind::Input,
-                sqlx::Error::RowNotFound | sqlx::Error::ColumnNotFound(_) | sqlx::Error::TypeNotFound { .. } => {
-                    ErrorKind::Schema
-                }
+                sqlx::Error::RowNotFound
+                | sqlx::Error::ColumnNotFound(_)
+                | sqlx::Error::TypeNotFound { .. } => ErrorKind::Schema,
                 _ => ErrorKind::Other,
             },
             StoreError::State { .. } | StoreError::Encode(_) => ErrorKind::Input,
@@ -166,7 +168,10 @@ impl StoreError {
         };
         let label = kind.label().replace('_', " ");
         match self.sqlstate() {
-            Some(code) => format!("database: {} ({label}, SQLSTATE {code}: {detail})", kind.state()),
+            Some(code) => format!(
+                "database: {} ({label}, SQLSTATE {code}: {detail})",
+                kind.state()
+            ),
             None => format!("database: {} ({label}: {detail})", kind.state()),
         }
     }
@@ -231,7 +236,15 @@ impl Health {
             None => {
                 tracing::warn!(op = op.label(), kind = kind.label(), sqlstate, error = %e,
                     "database refuses the worker: retrying with backoff, readiness off (inputs keep their deliveries)");
-                failing.insert(op, Episode { reason, since: now, logged: now, failures: 1 });
+                failing.insert(
+                    op,
+                    Episode {
+                        reason,
+                        since: now,
+                        logged: now,
+                        failures: 1,
+                    },
+                );
             }
             Some(ep) => {
                 ep.failures = ep.failures.saturating_add(1);
@@ -250,8 +263,12 @@ impl Health {
     pub fn succeeded(&self, op: Op) {
         let mut failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(ep) = failing.remove(&op) {
-            tracing::info!(op = op.label(), failures = ep.failures, after_s = ep.since.elapsed().as_secs_f64(),
-                "database answers the worker again");
+            tracing::info!(
+                op = op.label(),
+                failures = ep.failures,
+                after_s = ep.since.elapsed().as_secs_f64(),
+                "database answers the worker again"
+            );
             if failing.is_empty() {
                 metrics::gauge!("runwatch_database_unavailable").set(0.0);
             }
@@ -261,10 +278,14 @@ impl Health {
     /// The reason readiness is off, while an episode lasts: `<op>: <reason>`.
     pub fn unavailable(&self) -> Option<String> {
         let failing = self.failing.lock().unwrap_or_else(PoisonError::into_inner);
-        failing
-            .iter()
-            .next()
-            .map(|(op, ep)| format!("{} (op {}, for {}s)", ep.reason, op.label(), ep.since.elapsed().as_secs()))
+        failing.iter().next().map(|(op, ep)| {
+            format!(
+                "{} (op {}, for {}s)",
+                ep.reason,
+                op.label(),
+                ep.since.elapsed().as_secs()
+            )
+        })
     }
 }
 
@@ -303,13 +324,20 @@ mod tests {
         ] {
             assert_eq!(ErrorKind::of_sqlstate(code), kind, "{code}");
         }
-        assert_eq!(StoreError::Db(sqlx::Error::PoolTimedOut).kind(), ErrorKind::PoolTimeout);
-        assert_eq!(StoreError::Db(sqlx::Error::PoolClosed).kind(), ErrorKind::Shutdown);
+        assert_eq!(
+            StoreError::Db(sqlx::Error::PoolTimedOut).kind(),
+            ErrorKind::PoolTimeout
+        );
+        assert_eq!(
+            StoreError::Db(sqlx::Error::PoolClosed).kind(),
+            ErrorKind::Shutdown
+        );
         let io = std::io::Error::new(std::io::ErrorKind::ConnectionReset, "reset");
         assert_eq!(StoreError::Db(sqlx::Error::Io(io)).kind(), ErrorKind::Io);
         let bad = serde_json::from_str::<u8>("x").unwrap_err();
         assert_eq!(StoreError::Encode(bad).kind(), ErrorKind::Input);
-        let labels: std::collections::BTreeSet<_> = ErrorKind::ALL.iter().map(|k| k.label()).collect();
+        let labels: std::collections::BTreeSet<_> =
+            ErrorKind::ALL.iter().map(|k| k.label()).collect();
         assert_eq!(labels.len(), ErrorKind::ALL.len(), "labels are distinct");
     }
 
@@ -320,11 +348,17 @@ mod tests {
         h.failed(Op::Record, &StoreError::Db(sqlx::Error::PoolTimedOut));
         h.failed(Op::Timers, &StoreError::Db(sqlx::Error::PoolTimedOut));
         let why = h.unavailable().unwrap();
-        assert!(why.starts_with("database: unavailable (pool timeout"), "{why}");
+        assert!(
+            why.starts_with("database: unavailable (pool timeout"),
+            "{why}"
+        );
         h.succeeded(Op::Record);
         assert!(h.unavailable().is_some(), "timers still failing");
         h.succeeded(Op::Relay);
-        assert!(h.unavailable().is_some(), "another operation's success ends nothing");
+        assert!(
+            h.unavailable().is_some(),
+            "another operation's success ends nothing"
+        );
         h.succeeded(Op::Timers);
         assert_eq!(h.unavailable(), None);
     }

@@ -51,7 +51,10 @@ impl Hold {
     /// The messages to keep in progress: the held batch and what the puller buffered
     /// (nothing is pulled while a batch is held, so that stays the same).
     pub(super) fn in_hand(held: &[(Message, Input)], puller: &Puller) -> Vec<Message> {
-        held.iter().map(|(m, _)| m.clone()).chain(puller.buffered().iter().cloned()).collect()
+        held.iter()
+            .map(|(m, _)| m.clone())
+            .chain(puller.buffered().iter().cloned())
+            .collect()
     }
 
     /// Waits for the next attempt, keeping `msgs` (see [`Hold::in_hand`]) in progress.
