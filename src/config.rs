@@ -47,6 +47,13 @@ pub struct DatabaseConfig {
     #[serde(with = "humantime_serde")]
     pub acquire_timeout: Duration,
     pub create_if_missing: bool,
+    /// `lock_timeout` of every connection: a statement waiting longer for a lock fails
+    /// (SQLSTATE 55P03) instead of blocking the worker silently.
+    #[serde(with = "humantime_serde")]
+    pub lock_timeout: Duration,
+    /// `statement_timeout` of every connection (SQLSTATE 57014 when it strikes).
+    #[serde(with = "humantime_serde")]
+    pub statement_timeout: Duration,
 }
 
 impl std::fmt::Debug for DatabaseConfig {
@@ -55,6 +62,8 @@ impl std::fmt::Debug for DatabaseConfig {
             .field("url", &redact_url(&self.url))
             .field("max_connections", &self.max_connections)
             .field("acquire_timeout", &self.acquire_timeout)
+            .field("lock_timeout", &self.lock_timeout)
+            .field("statement_timeout", &self.statement_timeout)
             .finish()
     }
 }
@@ -654,6 +663,8 @@ fn size(v: usize) -> Number {
 pub const RANGES: &[KeyRange] = &[
     KeyRange { key: "database.max_connections", bounds: int(1, 1000), get: |c| n(c.database.max_connections) },
     KeyRange { key: "database.acquire_timeout", bounds: dur(millis(10), secs(10 * MINUTE)), get: |c| Number::Duration(c.database.acquire_timeout) },
+    KeyRange { key: "database.lock_timeout", bounds: dur(millis(10), secs(10 * MINUTE)), get: |c| Number::Duration(c.database.lock_timeout) },
+    KeyRange { key: "database.statement_timeout", bounds: dur(millis(100), secs(HOUR)), get: |c| Number::Duration(c.database.statement_timeout) },
     KeyRange { key: "nats.connect_timeout", bounds: dur(millis(100), secs(10 * MINUTE)), get: |c| Number::Duration(c.nats.connect_timeout) },
     KeyRange { key: "nats.request_timeout", bounds: dur(millis(100), secs(10 * MINUTE)), get: |c| Number::Duration(c.nats.request_timeout) },
     KeyRange { key: "streams.duplicate_window", bounds: dur(secs(10), secs(DAY)), get: |c| Number::Duration(c.streams.duplicate_window) },
@@ -922,6 +933,12 @@ impl Config {
         if self.consumer.heartbeat >= self.consumer.ack_wait {
             return invalid("consumer.heartbeat", "must be below consumer.ack_wait");
         }
+        if self.database.lock_timeout > self.database.statement_timeout {
+            return invalid(
+                "database.lock_timeout",
+                "must not exceed database.statement_timeout (a lock wait counts toward the statement's time)",
+            );
+        }
         if self.retry.min_delay > self.retry.max_delay {
             return invalid("retry.min_delay", "must not exceed retry.max_delay");
         }
@@ -1106,6 +1123,9 @@ mod tests {
     /// (heartbeat < ack_wait, lease < duplicate_window <= every max_age, batch_size <=
     /// max_ack_pending, min_delay <= max_delay), so each bound is tested alone.
     const ROOMY: &str = r#"
+        [database]
+        lock_timeout = "10ms"
+        statement_timeout = "1h"
         [consumer]
         heartbeat = "100ms"
         ack_wait = "1h"
@@ -1185,6 +1205,23 @@ mod tests {
                 assert!(text.contains(&r.bounds.text()), "{} = {v}: {text}", r.key);
             }
         }
+    }
+
+    #[test]
+    fn a_lock_timeout_above_the_statement_timeout_is_refused_naming_the_key() {
+        let err = Figment::new()
+            .merge(Toml::string(DEFAULT_TOML))
+            .merge(Toml::string("[database]\nlock_timeout = \"31s\"\nstatement_timeout = \"30s\"\n"))
+            .extract::<Config>()
+            .map_err(ConfigError::from)
+            .and_then(|c| c.validate())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`database.lock_timeout`"), "{err}");
+        assert!(err.contains("database.statement_timeout"), "{err}");
+        let c: Config = Figment::new().merge(Toml::string(DEFAULT_TOML)).extract().unwrap();
+        assert_eq!(c.database.lock_timeout, Duration::from_secs(5));
+        assert_eq!(c.database.statement_timeout, Duration::from_secs(30));
     }
 
     #[test]

@@ -28,7 +28,9 @@ pub struct Readiness {
 
 impl Readiness {
     /// Ready when not shutting down, NATS is connected and the database (if any) answers
-    /// within 1 s.
+    /// within 1 s and is not refusing the process's own work (an episode of
+    /// [`crate::store::Health`]: a permission, a lock or statement timeout, a read-only
+    /// database... until the operation that failed succeeds again).
     pub async fn check(&self) -> Result<(), String> {
         if self.shutting_down.load(Ordering::Relaxed) {
             return Err("shutting down".into());
@@ -39,6 +41,9 @@ impl Readiness {
         let Some(store) = &self.store else {
             return Ok(());
         };
+        if let Some(reason) = store.health().unavailable() {
+            return Err(reason);
+        }
         match tokio::time::timeout(Duration::from_secs(1), store.ping()).await {
             Ok(Ok(())) => Ok(()),
             Ok(Err(e)) => Err(format!("database: {e}")),

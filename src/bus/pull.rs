@@ -168,6 +168,12 @@ impl Puller {
         std::mem::take(&mut self.pending)
     }
 
+    /// Messages already received but not yet handed out (see [`Puller::take_received`]),
+    /// for the caller to keep in progress while it holds back (`AckKind::Progress`).
+    pub fn buffered(&self) -> &[jetstream::Message] {
+        &self.pending
+    }
+
     /// Whether a pull subscription is currently open (false while recovering).
     pub fn is_pulling(&self) -> bool {
         self.stream.is_some()

@@ -9,6 +9,7 @@
 
 mod association;
 mod groups;
+mod health;
 mod outbox;
 mod purge;
 mod repositories;
@@ -24,6 +25,7 @@ use crate::config::{DatabaseConfig, redact_url};
 use crate::engine::Engine;
 
 pub use groups::{BatchOutcome, EventOutcome};
+pub use health::{ErrorKind, Health, Op, count as count_database_error};
 pub use outbox::Pending;
 pub use repositories::RepoCache;
 
@@ -62,25 +64,10 @@ impl StoreError {
             if matches!(e.code().as_deref(), Some("40001") | Some("40P01")))
     }
 
-    /// Whether retrying later may succeed (connection trouble, conflicts, timeouts), as
-    /// opposed to an error that the same input will always cause.
+    /// Whether retrying later may succeed: every error but the input's own (see
+    /// [`ErrorKind`]). The database refusing, blocking or missing is never the input's fault.
     pub fn is_transient(&self) -> bool {
-        match self {
-            StoreError::Db(sqlx::Error::Database(e)) => {
-                let code = e.code();
-                let code = code.as_deref().unwrap_or("");
-                // 08: connection exception, 40: transaction rollback, 53: insufficient
-                // resources, 57: operator intervention (shutdown, cancel), 58: system error.
-                ["08", "40", "53", "57", "58"].iter().any(|c| code.starts_with(c))
-            }
-            StoreError::Db(sqlx::Error::RowNotFound | sqlx::Error::ColumnNotFound(_)) => false,
-            StoreError::Db(_) => true,
-            StoreError::Migrate(_) | StoreError::Url { .. } => true,
-            StoreError::State { .. }
-            | StoreError::Encode(_)
-            | StoreError::SchemaBehind { .. }
-            | StoreError::SchemaUnreadable => false,
-        }
+        self.kind() != ErrorKind::Input
     }
 }
 
@@ -93,7 +80,14 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, StoreError> {
         url: redact_url(&config.url),
         message: e.to_string(),
     })?;
+    // Every session gets the configured lock and statement timeouts (startup options, so
+    // no round trip): a blocked statement fails (55P03 / 57014) and is reported, never a
+    // silent hang.
     let options = options
+        .options([
+            ("lock_timeout", config.lock_timeout.as_millis().to_string()),
+            ("statement_timeout", config.statement_timeout.as_millis().to_string()),
+        ])
         .application_name("runwatch")
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
     let pool = PgPoolOptions::new()
@@ -181,10 +175,14 @@ pub async fn check_schema(pool: &PgPool) -> Result<(), StoreError> {
 async fn migrate_on(pool: &PgPool) -> Result<(), StoreError> {
     let mut conn = pool.acquire().await?.detach();
     let timeout_ms = MIGRATION_LOCK_TIMEOUT.as_millis();
-    let result = match sqlx::query(&format!("SET lock_timeout = {timeout_ms}"))
-        .execute(&mut conn)
-        .await
-    {
+    // No statement_timeout for the migrations themselves (DDL on a large table may take
+    // long); the lock wait stays bounded.
+    let set = format!("SET lock_timeout = {timeout_ms}");
+    let mut set_timeouts = sqlx::query(&set).execute(&mut conn).await;
+    if set_timeouts.is_ok() {
+        set_timeouts = sqlx::query("SET statement_timeout = 0").execute(&mut conn).await;
+    }
+    let result = match set_timeouts {
         Ok(_) => MIGRATOR.run_direct(&mut conn).await.map_err(StoreError::from),
         Err(e) => Err(e.into()),
     };
@@ -221,6 +219,7 @@ pub struct Store {
     pool: PgPool,
     engine: Arc<Engine>,
     repos: Arc<RepoCache>,
+    health: Arc<Health>,
     transaction_attempts: u32,
     lease: Duration,
     triggers_subject_prefix: String,
@@ -232,6 +231,7 @@ impl Store {
             pool,
             engine,
             repos: Arc::new(RepoCache::default()),
+            health: Arc::new(Health::default()),
             transaction_attempts: options.transaction_attempts.max(1),
             lease: options.lease,
             triggers_subject_prefix: options.triggers_subject_prefix,
@@ -240,6 +240,11 @@ impl Store {
 
     pub fn pool(&self) -> &PgPool {
         &self.pool
+    }
+
+    /// Whether the database currently refuses this process (shared by its clones).
+    pub fn health(&self) -> &Health {
+        &self.health
     }
 
     pub fn engine(&self) -> &Engine {

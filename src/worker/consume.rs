@@ -2,9 +2,12 @@
 //! events in one transaction, then publish the triggers decided and acknowledge the inputs
 //! while the next batch's transaction runs.
 //!
-//! A batch whose transaction fails for a reason the same input will always cause is split
-//! in halves, so one bad event cannot hold back the others; a transient failure naks every
-//! event of the batch with backoff. Once a decision is committed its inputs are acked,
+//! A batch whose transaction fails for a reason of the database's (down, blocked, refusing:
+//! every [`crate::store::ErrorKind`] but `Input`) is held and its transaction run again
+//! with backoff, spending none of its deliveries ([`super::hold`]). A batch that fails for
+//! its inputs' own sake is split in halves, so one bad event cannot hold back the others;
+//! an event that fails alone is nak'd with backoff and dead-lettered after
+//! `consumer.max_deliver` deliveries. Once a decision is committed its inputs are acked,
 //! whether or not its triggers could be published: an unsent trigger is the relay's.
 //!
 //! The triggers a finished batch published are marked sent by the next batch's record
@@ -21,8 +24,11 @@ use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::disposition::{self, msg_info};
+use super::hold::Hold;
 use super::supervisor::TaskResult;
 use super::{Ctx, Fault};
+use crate::store::Op;
+use crate::bus::Puller;
 use crate::delivery;
 use crate::engine::Clock;
 use crate::pull_request::{Input, decode_input};
@@ -62,7 +68,7 @@ pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
             continue;
         }
         metrics::histogram!("runwatch_batch_size").record(batch.len() as f64);
-        process(&ctx, &mut pipeline, batch).await;
+        process(&ctx, &mut pipeline, &puller, &stop, batch).await;
         match ctx.options.fault {
             Some(Fault::ConsumeExit) => return Err("fault injection: the consume task gave up".into()),
             Some(Fault::ConsumePanic) => panic!("fault injection: the consume task panicked"),
@@ -144,7 +150,7 @@ impl Pipeline {
 }
 
 /// Decodes a pulled batch, dead-letters the poison, decides the rest.
-async fn process(ctx: &Ctx, pipeline: &mut Pipeline, batch: Vec<Message>) {
+async fn process(ctx: &Ctx, pipeline: &mut Pipeline, puller: &Puller, stop: &CancellationToken, batch: Vec<Message>) {
     let limits = ctx.config.limits;
     let mut valid = Vec::with_capacity(batch.len());
     for msg in batch {
@@ -162,21 +168,58 @@ async fn process(ctx: &Ctx, pipeline: &mut Pipeline, batch: Vec<Message>) {
         }
     }
     if !valid.is_empty() {
-        decide(ctx, pipeline, valid).await;
+        decide(ctx, pipeline, puller, stop, valid).await;
     }
 }
 
-/// Records a batch of valid events; splits it on a non-transient failure.
-fn decide<'a>(ctx: &'a Ctx, pipeline: &'a mut Pipeline, batch: Vec<(Message, Input)>) -> BoxFuture<'a, ()> {
+/// Records a batch of valid events: holds it while the database refuses it, splits it
+/// when it fails for its inputs' own sake.
+fn decide<'a>(
+    ctx: &'a Ctx,
+    pipeline: &'a mut Pipeline,
+    puller: &'a Puller,
+    stop: &'a CancellationToken,
+    batch: Vec<(Message, Input)>,
+) -> BoxFuture<'a, ()> {
     Box::pin(async move {
         let events: Vec<Input> = batch.iter().map(|(_, e)| e.clone()).collect();
-        let clock = Clock {
-            event: ctx.clock.get(),
-            wall: Utc::now(),
+        let mut hold = Hold::new(&ctx.config);
+        let mut in_hand: Option<Vec<Message>> = None;
+        let (started, result) = loop {
+            let clock = Clock {
+                event: ctx.clock.get(),
+                wall: Utc::now(),
+            };
+            let started = Instant::now();
+            let sent = pipeline.take_sent();
+            let recorded = ctx.store.record_and_mark(&events, clock, &sent).await;
+            match recorded {
+                Err(e) if e.is_transient() => {
+                    pipeline.give_back(sent);
+                    ctx.store.health().failed(Op::Record, &e);
+                    debug!(error = %e, size = batch.len(), "recording failed; holding the batch");
+                    let msgs = in_hand.get_or_insert_with(|| Hold::in_hand(&batch, puller));
+                    let waited = hold.wait(msgs, stop).await;
+                    if !waited {
+                        info!(size = batch.len(), "shutdown while the database refuses: handing the held batch back");
+                        for (msg, _) in &batch {
+                            disposition::hand_back(msg).await;
+                        }
+                        return;
+                    }
+                }
+                result => {
+                    // Committed, or refused for the inputs' own sake: the database answers.
+                    ctx.store.health().succeeded(Op::Record);
+                    if let Err(e) = &result {
+                        pipeline.give_back(sent);
+                        crate::store::count_database_error(Op::Record, e.kind()).increment(1);
+                    }
+                    break (started, result);
+                }
+            }
         };
-        let started = Instant::now();
-        let sent = pipeline.take_sent();
-        match ctx.store.record_and_mark(&events, clock, &sent).await {
+        match result {
             Ok(outcome) => {
                 let recorded = started.elapsed();
                 ctx.clock.advance(outcome.clock.event);
@@ -197,18 +240,17 @@ fn decide<'a>(ctx: &'a Ctx, pipeline: &'a mut Pipeline, batch: Vec<(Message, Inp
                     "batch decided"
                 );
             }
-            Err(e) if !e.is_transient() && batch.len() > 1 => {
-                pipeline.give_back(sent);
-                warn!(error = %e, size = batch.len(), "batch failed; splitting it");
+            Err(e) if batch.len() > 1 => {
+                warn!(error = %e, size = batch.len(), "batch refused for its inputs' sake; splitting it");
                 let mut first = batch;
                 let second = first.split_off(first.len() / 2);
-                decide(ctx, pipeline, first).await;
-                decide(ctx, pipeline, second).await;
+                decide(ctx, pipeline, puller, stop, first).await;
+                decide(ctx, pipeline, puller, stop, second).await;
             }
             Err(e) => {
-                pipeline.give_back(sent);
-                warn!(error = %e, size = batch.len(), "recording failed; will retry");
-                let reason = e.to_string();
+                let sqlstate = e.sqlstate().unwrap_or_default();
+                warn!(error = %e, sqlstate, "event refused for its own sake; will retry");
+                let reason = if sqlstate.is_empty() { e.to_string() } else { format!("SQLSTATE {sqlstate}: {e}") };
                 for (msg, event) in &batch {
                     let (seq, _) = msg_info(msg);
                     let span = info_span!("event", seq, group = %group_label(event));

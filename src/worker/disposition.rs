@@ -65,6 +65,11 @@ pub async fn dead_letter(bus: &Bus, config: &Config, msg: &Message, reason: &str
     }
 }
 
+/// Tells JetStream the message is still being worked on (its `ack_wait` starts again).
+pub async fn in_progress(msg: &Message) {
+    ack(msg, AckKind::Progress).await;
+}
+
 /// Hands a message back at once (prefetched, never decided: shutting down).
 pub async fn hand_back(msg: &Message) {
     ack(msg, AckKind::Nak(None)).await;

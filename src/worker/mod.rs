@@ -14,6 +14,7 @@
 
 mod consume;
 mod disposition;
+mod hold;
 mod purge;
 mod relay;
 mod supervisor;
@@ -160,6 +161,7 @@ pub async fn run(
         }
     };
     crate::telemetry::register_worker_metrics();
+    crate::store::Health::register_metrics();
     let endpoints = Endpoints::serve(&config, Some(store.clone()), bus.client(), metrics).await?;
     let (bound, http_task, http_stop, not_ready) =
         (endpoints.bound, endpoints.server, endpoints.stop, endpoints.not_ready);

@@ -7,6 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::Ctx;
+use crate::store::Op;
 use super::supervisor::TaskResult;
 use crate::delivery;
 use crate::store::StoreError;
@@ -19,8 +20,11 @@ pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return Ok(()),
         }
-        if let Err(e) = once(&ctx).await {
-            warn!(error = %e, "outbox relay failed; will retry");
+        match once(&ctx).await {
+            Ok(_) => ctx.store.health().succeeded(Op::Relay),
+            // Logged once per episode, and reported on /readyz, by the store's health.
+            Err(e) if e.is_transient() => ctx.store.health().failed(Op::Relay, &e),
+            Err(e) => warn!(error = %e, "outbox relay failed; will retry"),
         }
         if let Ok(n) = ctx.store.unsent_count().await {
             metrics::gauge!("runwatch_outbox_backlog").set(n as f64);
