@@ -441,6 +441,9 @@ pub struct StreamsConfig {
 pub struct ConsumerConfig {
     pub durable: String,
     pub batch_size: usize,
+    /// Record transactions of one batch in flight at once, on disjoint repositories
+    /// (`worker::lanes`).
+    pub lanes: usize,
     #[serde(with = "humantime_serde")]
     pub linger: Duration,
     #[serde(with = "humantime_serde")]
@@ -676,6 +679,7 @@ pub const RANGES: &[KeyRange] = &[
     KeyRange { key: "streams.dead_max_age", bounds: dur(secs(HOUR), secs(3650 * DAY)), get: |c| Number::Duration(c.streams.dead_max_age) },
     KeyRange { key: "streams.dead_max_bytes", bounds: int_or_off(MIB, 64 * TIB), get: |c| n(c.streams.dead_max_bytes) },
     KeyRange { key: "consumer.batch_size", bounds: int(1, 4096), get: |c| size(c.consumer.batch_size) },
+    KeyRange { key: "consumer.lanes", bounds: int(1, 64), get: |c| size(c.consumer.lanes) },
     KeyRange { key: "consumer.linger", bounds: dur(secs(0), secs(10)), get: |c| Number::Duration(c.consumer.linger) },
     KeyRange { key: "consumer.ack_wait", bounds: dur(secs(1), secs(HOUR)), get: |c| Number::Duration(c.consumer.ack_wait) },
     KeyRange { key: "consumer.max_deliver", bounds: int(1, 1000), get: |c| n(c.consumer.max_deliver) },

@@ -1,6 +1,7 @@
 //! The consume task: pull a batch, decode it (poison is dead-lettered), decide the valid
-//! events in one transaction, then publish the triggers decided and acknowledge the inputs
-//! while the next batch's transaction runs.
+//! events in one transaction per lane (by repository, `consumer.lanes` side by side:
+//! [`super::lanes`]), then publish the triggers decided and acknowledge the inputs while the
+//! next batch's transactions run.
 //!
 //! A batch whose transaction fails for a reason of the database's (down, blocked, refusing:
 //! every [`crate::store::ErrorKind`] but `Input`) is held and its transaction run again
@@ -25,6 +26,7 @@ use tracing::{Instrument, debug, error, info, info_span, warn};
 
 use super::disposition::{self, msg_info};
 use super::hold::Hold;
+use super::lanes;
 use super::supervisor::TaskResult;
 use super::{Ctx, Fault};
 use crate::store::Op;
@@ -172,25 +174,82 @@ async fn process(ctx: &Ctx, pipeline: &mut Pipeline, puller: &Puller, stop: &Can
     }
 }
 
-/// Records a batch of valid events: holds it while the database refuses it, splits it
-/// when it fails for its inputs' own sake.
-fn decide<'a>(
+/// A part of a batch whose decision is committed.
+struct Decided {
+    batch: Vec<(Message, Input)>,
+    outcomes: Vec<EventOutcome>,
+    triggers: Vec<Trigger>,
+}
+
+/// Records a batch of valid events in its lanes ([`lanes`]: by repository, side by side),
+/// then hands what they committed to be finished (published and acked) while the next
+/// batch is decided.
+async fn decide(
+    ctx: &Ctx,
+    pipeline: &mut Pipeline,
+    puller: &Puller,
+    stop: &CancellationToken,
+    batch: Vec<(Message, Input)>,
+) {
+    let started = Instant::now();
+    let size = batch.len();
+    let parts = lanes::split(batch, ctx.config.consumer.lanes, |(_, input)| input);
+    let lanes_used = parts.len();
+    let shared: &Pipeline = pipeline;
+    let decided: Vec<Decided> = futures::future::join_all(
+        parts.into_iter().map(|lane| record(ctx, shared, puller, stop, lane)),
+    )
+    .await
+    .into_iter()
+    .flatten()
+    .collect();
+    if decided.is_empty() {
+        return;
+    }
+    let recorded = started.elapsed();
+    let (mut batch, mut outcomes, mut triggers) = (Vec::with_capacity(size), Vec::with_capacity(size), Vec::new());
+    for d in decided {
+        batch.extend(d.batch);
+        outcomes.extend(d.outcomes);
+        triggers.extend(d.triggers);
+    }
+    if ctx.options.fault == Some(Fault::CrashAfterCommit) && !triggers.is_empty() {
+        error!("fault injection: exiting after commit, before publish");
+        std::process::exit(86);
+    }
+    let finisher = ctx.clone();
+    let marks = pipeline.sent.clone();
+    let finish = tokio::spawn(async move {
+        finish(&finisher, batch, outcomes, triggers, &marks).await;
+    });
+    pipeline.hand_over(finish).await;
+    debug!(
+        size,
+        lanes = lanes_used,
+        record_ms = recorded.as_secs_f64() * 1e3,
+        previous_finish_ms = (started.elapsed() - recorded).as_secs_f64() * 1e3,
+        "batch decided"
+    );
+}
+
+/// Records one lane of a batch: holds it while the database refuses it, splits it when it
+/// fails for its inputs' own sake. Returns what was committed, in the lane's order.
+fn record<'a>(
     ctx: &'a Ctx,
-    pipeline: &'a mut Pipeline,
+    pipeline: &'a Pipeline,
     puller: &'a Puller,
     stop: &'a CancellationToken,
     batch: Vec<(Message, Input)>,
-) -> BoxFuture<'a, ()> {
+) -> BoxFuture<'a, Vec<Decided>> {
     Box::pin(async move {
         let events: Vec<Input> = batch.iter().map(|(_, e)| e.clone()).collect();
         let mut hold = Hold::new(&ctx.config);
         let mut in_hand: Option<Vec<Message>> = None;
-        let (started, result) = loop {
+        let result = loop {
             let clock = Clock {
                 event: ctx.clock.get(),
                 wall: Utc::now(),
             };
-            let started = Instant::now();
             let sent = pipeline.take_sent();
             let recorded = ctx.store.record_and_mark(&events, clock, &sent).await;
             match recorded {
@@ -205,7 +264,7 @@ fn decide<'a>(
                         for (msg, _) in &batch {
                             disposition::hand_back(msg).await;
                         }
-                        return;
+                        return Vec::new();
                     }
                 }
                 result => {
@@ -215,37 +274,26 @@ fn decide<'a>(
                         pipeline.give_back(sent);
                         crate::store::count_database_error(Op::Record, e.kind()).increment(1);
                     }
-                    break (started, result);
+                    break result;
                 }
             }
         };
         match result {
             Ok(outcome) => {
-                let recorded = started.elapsed();
                 ctx.clock.advance(outcome.clock.event);
-                if ctx.options.fault == Some(Fault::CrashAfterCommit) && !outcome.triggers.is_empty() {
-                    error!("fault injection: exiting after commit, before publish");
-                    std::process::exit(86);
-                }
-                let finisher = ctx.clone();
-                let marks = pipeline.sent.clone();
-                let finish = tokio::spawn(async move {
-                    finish(&finisher, batch, outcome.outcomes, outcome.triggers, &marks).await;
-                });
-                pipeline.hand_over(finish).await;
-                debug!(
-                    size = events.len(),
-                    record_ms = recorded.as_secs_f64() * 1e3,
-                    previous_finish_ms = (started.elapsed() - recorded).as_secs_f64() * 1e3,
-                    "batch decided"
-                );
+                vec![Decided {
+                    batch,
+                    outcomes: outcome.outcomes,
+                    triggers: outcome.triggers,
+                }]
             }
             Err(e) if batch.len() > 1 => {
                 warn!(error = %e, size = batch.len(), "batch refused for its inputs' sake; splitting it");
                 let mut first = batch;
                 let second = first.split_off(first.len() / 2);
-                decide(ctx, pipeline, puller, stop, first).await;
-                decide(ctx, pipeline, puller, stop, second).await;
+                let mut decided = record(ctx, pipeline, puller, stop, first).await;
+                decided.extend(record(ctx, pipeline, puller, stop, second).await);
+                decided
             }
             Err(e) => {
                 let sqlstate = e.sqlstate().unwrap_or_default();
@@ -258,6 +306,7 @@ fn decide<'a>(
                         .instrument(span)
                         .await;
                 }
+                Vec::new()
             }
         }
     })

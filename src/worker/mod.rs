@@ -15,6 +15,7 @@
 mod consume;
 mod disposition;
 mod hold;
+pub mod lanes;
 mod purge;
 mod relay;
 mod supervisor;
