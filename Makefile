@@ -48,12 +48,16 @@ ANCHOR_ENV = RUNWATCH_STREAMS__EVENTS=RUNWATCH_TEST_ANCHOR_EVENTS \
 	RUNWATCH_STREAMS__TRIGGERS_SUBJECT_PREFIX=runwatch-test-anchor.triggers \
 	RUNWATCH_STREAMS__DEAD_SUBJECT_PREFIX=runwatch-test-anchor.dead
 
+# The tests that kill or break a worker on purpose need the binary's test-only fault
+# injection (a cargo feature; release builds leave it out).
+TEST_FEATURES ?= --features fault-injection
+
 test: services deny
-	$(CARGO) build --all-targets
+	$(CARGO) build --all-targets $(TEST_FEATURES)
 	$(ANCHOR_ENV) $(TARGET_DIR)/debug/runwatch publish /dev/null >/dev/null
 	eval "$$(scripts/find-binaries.sh)"; export NATS_SERVER_BIN PG_BIN_DIR; \
 	export "$(HOST_TRIPLE_VAR)=$(CURDIR)/scripts/test-runner.sh"; \
-	$(CARGO) test --all-targets -- --test-threads=$(TEST_THREADS)
+	$(CARGO) test --all-targets $(TEST_FEATURES) -- --test-threads=$(TEST_THREADS)
 	@if [ -f "$(CHECK_SCENARIOS)" ]; then \
 		echo "python3 $(CHECK_SCENARIOS) $(TARGET_DIR)/debug/runwatch $(SHARED)/scenarios"; \
 		python3 "$(CHECK_SCENARIOS)" $(TARGET_DIR)/debug/runwatch "$(SHARED)/scenarios"; \

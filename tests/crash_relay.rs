@@ -16,6 +16,7 @@ const EVENTS: &str = r#"{"schema":"runwatch.workflow_run.v1","event_id":"c1","pr
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "fault-injection"), ignore = "needs the fault-injection feature (make test enables it)")]
 async fn relay_publishes_a_trigger_whose_worker_crashed_after_commit() {
     let env = TestEnv::new().await;
     let bus = Bus::connect(&env.config).await.unwrap();

@@ -28,6 +28,7 @@ fn failing(id: &str, provider: &str, pr: u64, sha: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[cfg_attr(not(feature = "fault-injection"), ignore = "needs the fault-injection feature (make test enables it)")]
 async fn a_dead_consume_task_turns_readiness_off_and_ends_the_process_non_zero() {
     let w = World::new().await;
     let bus = &w.bus;

@@ -26,7 +26,9 @@ pub async fn run(config: Config, args: Args, metrics: Option<PrometheusHandle>) 
     Ok(ExitCode::SUCCESS)
 }
 
-/// Test-only faults (`RUNWATCH_CRASH_AFTER_COMMIT=1`, `RUNWATCH_FAULT=consume_exit|consume_panic`).
+/// Test-only faults (`RUNWATCH_CRASH_AFTER_COMMIT=1`, `RUNWATCH_FAULT=consume_exit|consume_panic`),
+/// in a build with the `fault-injection` feature (`make test`).
+#[cfg(feature = "fault-injection")]
 fn fault_from_env() -> anyhow::Result<Option<Fault>> {
     if std::env::var("RUNWATCH_CRASH_AFTER_COMMIT").is_ok_and(|v| v == "1") {
         return Ok(Some(Fault::CrashAfterCommit));
@@ -37,4 +39,15 @@ fn fault_from_env() -> anyhow::Result<Option<Fault>> {
         Ok("consume_panic") => Ok(Some(Fault::ConsumePanic)),
         Ok(other) => bail!("RUNWATCH_FAULT={other:?}: expected consume_exit or consume_panic"),
     }
+}
+
+/// Without the `fault-injection` feature the test-only variables are refused, not ignored.
+#[cfg(not(feature = "fault-injection"))]
+fn fault_from_env() -> anyhow::Result<Option<Fault>> {
+    for var in ["RUNWATCH_CRASH_AFTER_COMMIT", "RUNWATCH_FAULT"] {
+        if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
+            bail!("{var} is set, but this build has no fault injection (a test-only cargo feature, `fault-injection`)");
+        }
+    }
+    Ok(None)
 }

@@ -28,7 +28,9 @@ use super::disposition::{self, msg_info};
 use super::hold::Hold;
 use super::lanes;
 use super::supervisor::TaskResult;
-use super::{Ctx, Fault};
+use super::Ctx;
+#[cfg(feature = "fault-injection")]
+use super::Fault;
 use crate::store::Op;
 use crate::bus::Puller;
 use crate::delivery;
@@ -71,10 +73,13 @@ pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
         }
         metrics::histogram!("runwatch_batch_size").record(batch.len() as f64);
         process(&ctx, &mut pipeline, &puller, &stop, batch).await;
-        match ctx.options.fault {
-            Some(Fault::ConsumeExit) => return Err("fault injection: the consume task gave up".into()),
-            Some(Fault::ConsumePanic) => panic!("fault injection: the consume task panicked"),
-            _ => {}
+        #[cfg(feature = "fault-injection")]
+        {
+            match ctx.options.fault {
+                Some(Fault::ConsumeExit) => return Err("fault injection: the consume task gave up".into()),
+                Some(Fault::ConsumePanic) => panic!("fault injection: the consume task panicked"),
+                _ => {}
+            }
         }
         if stop.is_cancelled() {
             break;
@@ -213,6 +218,7 @@ async fn decide(
         outcomes.extend(d.outcomes);
         triggers.extend(d.triggers);
     }
+    #[cfg(feature = "fault-injection")]
     if ctx.options.fault == Some(Fault::CrashAfterCommit) && !triggers.is_empty() {
         error!("fault injection: exiting after commit, before publish");
         std::process::exit(86);

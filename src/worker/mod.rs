@@ -131,6 +131,8 @@ struct Shared {
     store: Store,
     bus: Bus,
     clock: EventClock,
+    // Read only by the fault injection of the tests (`fault-injection` feature).
+    #[cfg_attr(not(feature = "fault-injection"), allow(dead_code))]
     options: RunOptions,
 }
 
