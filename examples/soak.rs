@@ -109,9 +109,18 @@ impl Names {
             ("RUNWATCH_STREAMS__EVENTS".into(), self.events.clone()),
             ("RUNWATCH_STREAMS__TRIGGERS".into(), self.triggers.clone()),
             ("RUNWATCH_STREAMS__DEAD".into(), self.dead.clone()),
-            ("RUNWATCH_STREAMS__EVENTS_SUBJECT_PREFIX".into(), format!("{}.events", self.prefix)),
-            ("RUNWATCH_STREAMS__TRIGGERS_SUBJECT_PREFIX".into(), format!("{}.triggers", self.prefix)),
-            ("RUNWATCH_STREAMS__DEAD_SUBJECT_PREFIX".into(), format!("{}.dead", self.prefix)),
+            (
+                "RUNWATCH_STREAMS__EVENTS_SUBJECT_PREFIX".into(),
+                format!("{}.events", self.prefix),
+            ),
+            (
+                "RUNWATCH_STREAMS__TRIGGERS_SUBJECT_PREFIX".into(),
+                format!("{}.triggers", self.prefix),
+            ),
+            (
+                "RUNWATCH_STREAMS__DEAD_SUBJECT_PREFIX".into(),
+                format!("{}.dead", self.prefix),
+            ),
             ("RUNWATCH_CONSUMER__DURABLE".into(), self.durable.clone()),
             ("RUNWATCH_HTTP__LISTEN".into(), format!("127.0.0.1:{port}")),
             ("RUNWATCH_LOG__LEVEL".into(), "warn".into()),
@@ -123,7 +132,9 @@ impl Names {
         for s in [&self.events, &self.triggers, &self.dead] {
             let _ = js.delete_stream(s).await;
         }
-        if let Ok(mut admin) = sqlx::PgConnection::connect(&with_database(&database_url(), "postgres")).await {
+        if let Ok(mut admin) =
+            sqlx::PgConnection::connect(&with_database(&database_url(), "postgres")).await
+        {
             let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.db))
                 .execute(&mut admin)
                 .await;
@@ -160,7 +171,11 @@ fn event(i: u64, fail_share: f64, tag: &str) -> (String, Bytes) {
         "updated_at": Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
     });
     if completed {
-        run["conclusion"] = serde_json::json!(if failing && r == 0 { "failure" } else { "success" });
+        run["conclusion"] = serde_json::json!(if failing && r == 0 {
+            "failure"
+        } else {
+            "success"
+        });
     }
     let id = format!("soak-{tag}-{i}");
     let repo = g % 50;
@@ -190,7 +205,11 @@ fn median_slope_mib_per_hour(points: &[(f64, f64)]) -> f64 {
     }
     slopes.sort_by(f64::total_cmp);
     let mid = slopes.len() / 2;
-    let m = if slopes.len() % 2 == 0 { (slopes[mid - 1] + slopes[mid]) / 2.0 } else { slopes[mid] };
+    let m = if slopes.len() % 2 == 0 {
+        (slopes[mid - 1] + slopes[mid]) / 2.0
+    } else {
+        slopes[mid]
+    };
     m * 3600.0 / 1024.0
 }
 
@@ -219,7 +238,8 @@ fn free_port() -> Result<u16> {
 async fn scrape(port: u16) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     if let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
-        let req = format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
+        let req =
+            format!("GET /metrics HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
         if s.write_all(req.as_bytes()).await.is_ok() {
             let mut sink = Vec::new();
             let _ = s.read_to_end(&mut sink).await;
@@ -258,14 +278,20 @@ async fn soak(opts: &Opts, bin: &PathBuf, names: &Names, js: &jetstream::Context
     let started = Instant::now();
     loop {
         if js
-            .get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(&names.durable, &names.events)
+            .get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(
+                &names.durable,
+                &names.events,
+            )
             .await
             .is_ok()
         {
             break;
         }
         if started.elapsed() > Duration::from_secs(60) {
-            bail!("the worker did not create its consumer within 60s (log: {})", log.display());
+            bail!(
+                "the worker did not create its consumer within 60s (log: {})",
+                log.display()
+            );
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -275,7 +301,11 @@ async fn soak(opts: &Opts, bin: &PathBuf, names: &Names, js: &jetstream::Context
         opts.minutes,
         opts.warmup,
         opts.sample,
-        if opts.scrape > 0.0 { format!("/metrics read every {} s", opts.scrape) } else { "/metrics never read".into() },
+        if opts.scrape > 0.0 {
+            format!("/metrics read every {} s", opts.scrape)
+        } else {
+            "/metrics never read".into()
+        },
         log.display()
     );
 
@@ -294,10 +324,15 @@ async fn soak(opts: &Opts, bin: &PathBuf, names: &Names, js: &jetstream::Context
             let mut i = 0u64;
             while t0.elapsed() < total {
                 if i.is_multiple_of(16) {
-                    tokio::time::sleep_until((t0 + Duration::from_secs_f64(i as f64 / rate)).into()).await;
+                    tokio::time::sleep_until(
+                        (t0 + Duration::from_secs_f64(i as f64 / rate)).into(),
+                    )
+                    .await;
                 }
                 let (id, payload) = event(i, fail_share, &tag);
-                let msg = PublishMessage::build().payload(payload).message_id(id.as_str());
+                let msg = PublishMessage::build()
+                    .payload(payload)
+                    .message_id(id.as_str());
                 acks.push_back(js.send_publish(subject.clone(), msg).await?);
                 while acks.len() > 4096 {
                     if let Some(a) = acks.pop_front() {
@@ -333,10 +368,17 @@ async fn soak(opts: &Opts, bin: &PathBuf, names: &Names, js: &jetstream::Context
             if let Some(kib) = rss_kib(pid) {
                 samples.push((now.as_secs_f64(), kib as f64));
                 let pending = match js
-                    .get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(&names.durable, &names.events)
+                    .get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(
+                        &names.durable,
+                        &names.events,
+                    )
                     .await
                 {
-                    Ok(mut c) => c.info().await.map(|i| i.num_pending + i.num_ack_pending as u64).unwrap_or(0),
+                    Ok(mut c) => c
+                        .info()
+                        .await
+                        .map(|i| i.num_pending + i.num_ack_pending as u64)
+                        .unwrap_or(0),
                     Err(_) => 0,
                 };
                 println!(
@@ -357,10 +399,16 @@ async fn soak(opts: &Opts, bin: &PathBuf, names: &Names, js: &jetstream::Context
         Err(e) => bail!("the publisher panicked: {e}"),
     };
     if let Some(status) = worker_died {
-        bail!("the worker exited during the soak: {status} (log: {})", log.display());
+        bail!(
+            "the worker exited during the soak: {status} (log: {})",
+            log.display()
+        );
     }
     let mut c = js
-        .get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(&names.durable, &names.events)
+        .get_consumer_from_stream::<jetstream::consumer::pull::Config, _, _>(
+            &names.durable,
+            &names.events,
+        )
         .await?;
     let info = c.info().await?;
     let pending = info.num_pending + info.num_ack_pending as u64;
@@ -373,14 +421,27 @@ async fn soak(opts: &Opts, bin: &PathBuf, names: &Names, js: &jetstream::Context
         stored.push(n);
     }
     let (triggers, dead) = (stored[0], stored[1]);
-    let _ = tokio::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status().await;
-    if tokio::time::timeout(Duration::from_secs(30), worker.wait()).await.is_err() {
+    let _ = tokio::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status()
+        .await;
+    if tokio::time::timeout(Duration::from_secs(30), worker.wait())
+        .await
+        .is_err()
+    {
         let _ = worker.kill().await;
     }
 
-    let warm: Vec<(f64, f64)> = samples.iter().copied().filter(|p| p.0 >= opts.warmup).collect();
+    let warm: Vec<(f64, f64)> = samples
+        .iter()
+        .copied()
+        .filter(|p| p.0 >= opts.warmup)
+        .collect();
     if warm.len() < 10 {
-        bail!("only {} samples after warm-up: run longer or sample more often", warm.len());
+        bail!(
+            "only {} samples after warm-up: run longer or sample more often",
+            warm.len()
+        );
     }
     let mib = |kib: f64| kib / 1024.0;
     let first = warm.first().map_or(0.0, |p| p.1);
@@ -389,7 +450,11 @@ async fn soak(opts: &Opts, bin: &PathBuf, names: &Names, js: &jetstream::Context
     let min = warm.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
     let growth = median_slope_mib_per_hour(&warm);
     let least_squares = slope_mib_per_hour(&warm);
-    let per_event = if opts.rate > 0.0 { growth * 1024.0 * 1024.0 / (opts.rate * 3600.0) } else { 0.0 };
+    let per_event = if opts.rate > 0.0 {
+        growth * 1024.0 * 1024.0 / (opts.rate * 3600.0)
+    } else {
+        0.0
+    };
     println!(
         "soak: events={sent} rate={:.0}/s after_warmup: samples={} rss_first={:.1}MiB rss_last={:.1}MiB rss_min={:.1}MiB rss_max={:.1}MiB growth={:.2}MiB/h ({:.3} bytes/event; least squares {:.2}MiB/h) pending_at_end={pending} triggers={triggers} dead_letters={dead}",
         opts.rate,
@@ -404,11 +469,17 @@ async fn soak(opts: &Opts, bin: &PathBuf, names: &Names, js: &jetstream::Context
     );
     let mut ok = true;
     if growth > opts.max_growth_mib_per_hour {
-        println!("FAIL: RSS grows {growth:.2} MiB/h after warm-up, above {} MiB/h", opts.max_growth_mib_per_hour);
+        println!(
+            "FAIL: RSS grows {growth:.2} MiB/h after warm-up, above {} MiB/h",
+            opts.max_growth_mib_per_hour
+        );
         ok = false;
     }
     if pending > opts.max_pending {
-        println!("FAIL: the worker fell behind: {pending} messages unacknowledged at the end (max {})", opts.max_pending);
+        println!(
+            "FAIL: the worker fell behind: {pending} messages unacknowledged at the end (max {})",
+            opts.max_pending
+        );
         ok = false;
     }
     if dead > 0 {
@@ -416,7 +487,10 @@ async fn soak(opts: &Opts, bin: &PathBuf, names: &Names, js: &jetstream::Context
         ok = false;
     }
     if ok {
-        println!("PASS: growth {growth:.2} MiB/h <= {} MiB/h", opts.max_growth_mib_per_hour);
+        println!(
+            "PASS: growth {growth:.2} MiB/h <= {} MiB/h",
+            opts.max_growth_mib_per_hour
+        );
     }
     Ok(ok)
 }
@@ -436,12 +510,21 @@ async fn main() -> Result<ExitCode> {
             .context("locate the runwatch binary")?,
     };
     if !bin.exists() {
-        bail!("{} does not exist: build it (cargo build --release --bin runwatch) or give --bin", bin.display());
+        bail!(
+            "{} does not exist: build it (cargo build --release --bin runwatch) or give --bin",
+            bin.display()
+        );
     }
-    let client = async_nats::connect(nats_url()).await.context("connect to NATS")?;
+    let client = async_nats::connect(nats_url())
+        .await
+        .context("connect to NATS")?;
     let js = jetstream::new(client);
     let names = Names::new();
     let out = soak(&opts, &bin, &names, &js).await;
     names.remove(&js).await;
-    Ok(if out? { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+    Ok(if out? {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
 }

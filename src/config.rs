@@ -79,7 +79,11 @@ const SECRET_QUERY_KEYS: [&str; 2] = ["password", "sslpassword"];
 pub fn redact_url(raw: &str) -> String {
     // NATS takes a comma-separated list of servers.
     if raw.contains(',') {
-        return raw.split(',').map(redact_one_url).collect::<Vec<_>>().join(",");
+        return raw
+            .split(',')
+            .map(redact_one_url)
+            .collect::<Vec<_>>()
+            .join(",");
     }
     redact_one_url(raw)
 }
@@ -87,7 +91,10 @@ pub fn redact_url(raw: &str) -> String {
 fn redact_one_url(raw: &str) -> String {
     let Ok(mut url) = url::Url::parse(raw) else {
         // `host:port` without a scheme (NATS accepts it) has nowhere to hold a password.
-        if raw.chars().all(|c| c.is_ascii_alphanumeric() || ".-_:[]".contains(c)) {
+        if raw
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || ".-_:[]".contains(c))
+        {
             return raw.to_string();
         }
         return "<not a valid URL; not shown>".to_string();
@@ -101,7 +108,11 @@ fn redact_one_url(raw: &str) -> String {
         let pairs: Vec<(String, String)> = url
             .query_pairs()
             .map(|(k, v)| {
-                let v = if hides(&k) { "***".to_string() } else { v.into_owned() };
+                let v = if hides(&k) {
+                    "***".to_string()
+                } else {
+                    v.into_owned()
+                };
                 (k.into_owned(), v)
             })
             .collect();
@@ -204,7 +215,11 @@ pub fn split_nats_url(raw: &str) -> Result<(String, Option<UrlCredentials>), Con
             parts.push(part.to_string());
             continue;
         }
-        let with_scheme = if part.contains("://") { part.to_string() } else { format!("nats://{part}") };
+        let with_scheme = if part.contains("://") {
+            part.to_string()
+        } else {
+            format!("nats://{part}")
+        };
         let mut url = url::Url::parse(&with_scheme)
             .map_err(|_| invalid("is not a valid URL (value not shown: it has credentials)"))?;
         let decode = |s: &str| {
@@ -215,12 +230,17 @@ pub fn split_nats_url(raw: &str) -> Result<(String, Option<UrlCredentials>), Con
         };
         let user = decode(url.username())?;
         let creds = match url.password() {
-            Some(p) => UrlCredentials::UserPassword { user, password: Secret::new(decode(p)?) },
+            Some(p) => UrlCredentials::UserPassword {
+                user,
+                password: Secret::new(decode(p)?),
+            },
             None => UrlCredentials::Token(Secret::new(user)),
         };
         match &found {
             Some(f) if *f != creds => {
-                return Err(invalid("the servers of the list carry different credentials"));
+                return Err(invalid(
+                    "the servers of the list carry different credentials",
+                ));
             }
             _ => found = Some(creds),
         }
@@ -268,12 +288,10 @@ fn inline_or_file(
             });
         }
         (Some(s), None) => s.clone(),
-        (None, Some(path)) => {
-            Secret::from_file(path).map_err(|e| ConfigError::Invalid {
-                key: format!("{section}.{key}_file"),
-                message: format!("cannot read {}: {e}", path.display()),
-            })?
-        }
+        (None, Some(path)) => Secret::from_file(path).map_err(|e| ConfigError::Invalid {
+            key: format!("{section}.{key}_file"),
+            message: format!("cannot read {}: {e}", path.display()),
+        })?,
         (None, None) => return Ok(None),
     };
     if secret.is_empty() {
@@ -300,7 +318,12 @@ impl NatsConfig {
             self.password.as_ref(),
             self.password_file.as_deref(),
         )?;
-        let token = inline_or_file("nats", "token", self.token.as_ref(), self.token_file.as_deref())?;
+        let token = inline_or_file(
+            "nats",
+            "token",
+            self.token.as_ref(),
+            self.token_file.as_deref(),
+        )?;
         let seed = inline_or_file(
             "nats",
             "nkey_seed",
@@ -329,13 +352,20 @@ impl NatsConfig {
         if given.len() > 1 {
             return Err(ConfigError::Invalid {
                 key: given[1].into(),
-                message: format!("only one NATS authentication method may be given, found {}", given.join(", ")),
+                message: format!(
+                    "only one NATS authentication method may be given, found {}",
+                    given.join(", ")
+                ),
             });
         }
         if let Some(seed) = &seed
             && !(seed.expose().starts_with("SU") && seed.expose().len() == 58)
         {
-            let key = if self.nkey_seed_file.is_some() { "nats.nkey_seed_file" } else { "nats.nkey_seed" };
+            let key = if self.nkey_seed_file.is_some() {
+                "nats.nkey_seed_file"
+            } else {
+                "nats.nkey_seed"
+            };
             return Err(ConfigError::Invalid {
                 key: key.into(),
                 message: "is not a user nkey seed (58 characters starting with SU)".into(),
@@ -555,7 +585,11 @@ pub enum Bounds {
     /// A number in `min..=max`.
     Float { min: f64, max: f64 },
     /// A duration in `min..=max`, or `0s` when `off`.
-    Duration { min: Duration, max: Duration, off: bool },
+    Duration {
+        min: Duration,
+        max: Duration,
+        off: bool,
+    },
 }
 
 /// A value of a numeric key, as [`Bounds`] checks it.
@@ -582,20 +616,33 @@ pub fn short_duration(d: Duration) -> String {
     if !d.subsec_nanos().is_multiple_of(1_000_000) {
         return format!("{}ns", d.as_nanos());
     }
-    for (unit, size) in [("d", 86_400_000u128), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
+    for (unit, size) in [
+        ("d", 86_400_000u128),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
         if ms != 0 && ms.is_multiple_of(size) {
             return format!("{}{unit}", ms / size);
         }
     }
-    if ms == 0 { "0s".into() } else { format!("{ms}ms") }
+    if ms == 0 {
+        "0s".into()
+    } else {
+        format!("{ms}ms")
+    }
 }
 
 impl Bounds {
     /// Whether `v` is within the bounds.
     pub fn contains(&self, v: Number) -> bool {
         match (*self, v) {
-            (Bounds::Int { min, max, off }, Number::Int(v)) => (off && v == 0) || (min..=max).contains(&v),
-            (Bounds::Float { min, max }, Number::Float(v)) => v.is_finite() && (min..=max).contains(&v),
+            (Bounds::Int { min, max, off }, Number::Int(v)) => {
+                (off && v == 0) || (min..=max).contains(&v)
+            }
+            (Bounds::Float { min, max }, Number::Float(v)) => {
+                v.is_finite() && (min..=max).contains(&v)
+            }
             (Bounds::Duration { min, max, off }, Number::Duration(v)) => {
                 (off && v.is_zero()) || (min..=max).contains(&v)
             }
@@ -607,7 +654,9 @@ impl Bounds {
     /// `1ms..=1h`, `0s or 1m..=30d`.
     pub fn text(&self) -> String {
         match *self {
-            Bounds::Int { min, max, off } => format!("{}{min}..={max}", if off { "0 or " } else { "" }),
+            Bounds::Int { min, max, off } => {
+                format!("{}{min}..={max}", if off { "0 or " } else { "" })
+            }
             Bounds::Float { min, max } => format!("{min:?}..={max:?}"),
             Bounds::Duration { min, max, off } => format!(
                 "{}{}..={}",
@@ -643,14 +692,26 @@ const MIB: i128 = 1 << 20;
 const TIB: i128 = 1 << 40;
 
 const fn int(min: i128, max: i128) -> Bounds {
-    Bounds::Int { min, max, off: false }
+    Bounds::Int {
+        min,
+        max,
+        off: false,
+    }
 }
 /// `min..=max`, or `0` for "no bound".
 const fn int_or_off(min: i128, max: i128) -> Bounds {
-    Bounds::Int { min, max, off: true }
+    Bounds::Int {
+        min,
+        max,
+        off: true,
+    }
 }
 const fn dur(min: Duration, max: Duration) -> Bounds {
-    Bounds::Duration { min, max, off: false }
+    Bounds::Duration {
+        min,
+        max,
+        off: false,
+    }
 }
 fn n<T: Into<i128>>(v: T) -> Number {
     Number::Int(v.into())
@@ -664,54 +725,253 @@ fn size(v: usize) -> Number {
 /// The upper ends keep every sum and product on these values far from overflow (a settle
 /// or cooldown of at most 365 days added to any time an event can carry, for instance).
 pub const RANGES: &[KeyRange] = &[
-    KeyRange { key: "database.max_connections", bounds: int(1, 1000), get: |c| n(c.database.max_connections) },
-    KeyRange { key: "database.acquire_timeout", bounds: dur(millis(10), secs(10 * MINUTE)), get: |c| Number::Duration(c.database.acquire_timeout) },
-    KeyRange { key: "database.lock_timeout", bounds: dur(millis(10), secs(10 * MINUTE)), get: |c| Number::Duration(c.database.lock_timeout) },
-    KeyRange { key: "database.statement_timeout", bounds: dur(millis(100), secs(HOUR)), get: |c| Number::Duration(c.database.statement_timeout) },
-    KeyRange { key: "nats.connect_timeout", bounds: dur(millis(100), secs(10 * MINUTE)), get: |c| Number::Duration(c.nats.connect_timeout) },
-    KeyRange { key: "nats.request_timeout", bounds: dur(millis(100), secs(10 * MINUTE)), get: |c| Number::Duration(c.nats.request_timeout) },
-    KeyRange { key: "streams.duplicate_window", bounds: dur(secs(10), secs(DAY)), get: |c| Number::Duration(c.streams.duplicate_window) },
-    KeyRange { key: "streams.replicas", bounds: int(1, 5), get: |c| size(c.streams.replicas) },
-    KeyRange { key: "streams.events_max_age", bounds: dur(secs(HOUR), secs(3650 * DAY)), get: |c| Number::Duration(c.streams.events_max_age) },
-    KeyRange { key: "streams.events_max_bytes", bounds: int_or_off(MIB, 64 * TIB), get: |c| n(c.streams.events_max_bytes) },
-    KeyRange { key: "streams.triggers_max_age", bounds: dur(secs(HOUR), secs(3650 * DAY)), get: |c| Number::Duration(c.streams.triggers_max_age) },
-    KeyRange { key: "streams.triggers_max_bytes", bounds: int_or_off(MIB, 64 * TIB), get: |c| n(c.streams.triggers_max_bytes) },
-    KeyRange { key: "streams.dead_max_age", bounds: dur(secs(HOUR), secs(3650 * DAY)), get: |c| Number::Duration(c.streams.dead_max_age) },
-    KeyRange { key: "streams.dead_max_bytes", bounds: int_or_off(MIB, 64 * TIB), get: |c| n(c.streams.dead_max_bytes) },
-    KeyRange { key: "consumer.batch_size", bounds: int(1, 4096), get: |c| size(c.consumer.batch_size) },
-    KeyRange { key: "consumer.lanes", bounds: int(1, 64), get: |c| size(c.consumer.lanes) },
-    KeyRange { key: "consumer.linger", bounds: dur(secs(0), secs(10)), get: |c| Number::Duration(c.consumer.linger) },
-    KeyRange { key: "consumer.ack_wait", bounds: dur(secs(1), secs(HOUR)), get: |c| Number::Duration(c.consumer.ack_wait) },
-    KeyRange { key: "consumer.max_deliver", bounds: int(1, 1000), get: |c| n(c.consumer.max_deliver) },
-    KeyRange { key: "consumer.max_ack_pending", bounds: int(1, 1_000_000), get: |c| n(c.consumer.max_ack_pending) },
-    KeyRange { key: "consumer.heartbeat", bounds: dur(millis(100), secs(MINUTE)), get: |c| Number::Duration(c.consumer.heartbeat) },
-    KeyRange { key: "retry.min_delay", bounds: dur(millis(1), secs(HOUR)), get: |c| Number::Duration(c.retry.min_delay) },
-    KeyRange { key: "retry.max_delay", bounds: dur(millis(1), secs(HOUR)), get: |c| Number::Duration(c.retry.max_delay) },
-    KeyRange { key: "retry.factor", bounds: Bounds::Float { min: 1.0, max: 10.0 }, get: |c| Number::Float(f64::from(c.retry.factor)) },
-    KeyRange { key: "retry.transaction_attempts", bounds: int(1, 100), get: |c| n(c.retry.transaction_attempts) },
-    KeyRange { key: "outbox.relay_interval", bounds: dur(millis(10), secs(HOUR)), get: |c| Number::Duration(c.outbox.relay_interval) },
-    KeyRange { key: "outbox.lease", bounds: dur(secs(1), secs(30 * MINUTE)), get: |c| Number::Duration(c.outbox.lease) },
-    KeyRange { key: "outbox.relay_batch", bounds: int(1, 10_000), get: |c| n(c.outbox.relay_batch) },
-    KeyRange { key: "timers.interval", bounds: dur(millis(10), secs(HOUR)), get: |c| Number::Duration(c.timers.interval) },
-    KeyRange { key: "timers.batch", bounds: int(1, 10_000), get: |c| n(c.timers.batch) },
-    KeyRange { key: "purge.interval", bounds: Bounds::Duration { min: secs(1), max: secs(30 * DAY), off: true }, get: |c| Number::Duration(c.purge.interval) },
-    KeyRange { key: "purge.older_than", bounds: PURGE_OLDER_THAN, get: |c| Number::Duration(c.purge.older_than) },
-    KeyRange { key: "purge.batch", bounds: int(1, 100_000), get: |c| n(c.purge.batch) },
-    KeyRange { key: "shutdown.timeout", bounds: dur(secs(1), secs(HOUR)), get: |c| Number::Duration(c.shutdown.timeout) },
-    KeyRange { key: "limits.max_message_bytes", bounds: int(1024, 64 * MIB), get: |c| size(c.limits.max_message_bytes) },
-    KeyRange { key: "limits.max_metadata_bytes", bounds: int(16, 64 * MIB), get: |c| size(c.limits.max_metadata_bytes) },
-    KeyRange { key: "limits.max_string_bytes", bounds: int(64, MIB), get: |c| size(c.limits.max_string_bytes) },
-    KeyRange { key: "limits.max_runs_per_group", bounds: int(1, 100_000), get: |c| size(c.limits.max_runs_per_group) },
-    KeyRange { key: "limits.max_clock_skew", bounds: dur(secs(1), secs(DAY)), get: |c| Number::Duration(c.limits.max_clock_skew) },
-    KeyRange { key: "ingest.max_body_bytes", bounds: int(1024, 64 * MIB), get: |c| size(c.ingest.max_body_bytes) },
-    KeyRange { key: "ingest.header_read_timeout", bounds: dur(millis(100), secs(5 * MINUTE)), get: |c| Number::Duration(c.ingest.header_read_timeout) },
-    KeyRange { key: "ingest.body_read_timeout", bounds: dur(millis(100), secs(10 * MINUTE)), get: |c| Number::Duration(c.ingest.body_read_timeout) },
-    KeyRange { key: "ingest.max_connections", bounds: int(1, 65_536), get: |c| size(c.ingest.max_connections) },
-    KeyRange { key: "ingest.max_requests_in_flight", bounds: int(1, 65_536), get: |c| size(c.ingest.max_requests_in_flight) },
-    KeyRange { key: "ingest.max_buffered_bytes", bounds: int(1024, 1024 * MIB), get: |c| size(c.ingest.max_buffered_bytes) },
-    KeyRange { key: "deliver.min_delay", bounds: dur(millis(10), secs(HOUR)), get: |c| Number::Duration(c.deliver.min_delay) },
-    KeyRange { key: "deliver.max_delay", bounds: dur(millis(10), secs(HOUR)), get: |c| Number::Duration(c.deliver.max_delay) },
-    KeyRange { key: "deliver.retry_after_max", bounds: dur(secs(1), secs(DAY)), get: |c| Number::Duration(c.deliver.retry_after_max) },
+    KeyRange {
+        key: "database.max_connections",
+        bounds: int(1, 1000),
+        get: |c| n(c.database.max_connections),
+    },
+    KeyRange {
+        key: "database.acquire_timeout",
+        bounds: dur(millis(10), secs(10 * MINUTE)),
+        get: |c| Number::Duration(c.database.acquire_timeout),
+    },
+    KeyRange {
+        key: "database.lock_timeout",
+        bounds: dur(millis(10), secs(10 * MINUTE)),
+        get: |c| Number::Duration(c.database.lock_timeout),
+    },
+    KeyRange {
+        key: "database.statement_timeout",
+        bounds: dur(millis(100), secs(HOUR)),
+        get: |c| Number::Duration(c.database.statement_timeout),
+    },
+    KeyRange {
+        key: "nats.connect_timeout",
+        bounds: dur(millis(100), secs(10 * MINUTE)),
+        get: |c| Number::Duration(c.nats.connect_timeout),
+    },
+    KeyRange {
+        key: "nats.request_timeout",
+        bounds: dur(millis(100), secs(10 * MINUTE)),
+        get: |c| Number::Duration(c.nats.request_timeout),
+    },
+    KeyRange {
+        key: "streams.duplicate_window",
+        bounds: dur(secs(10), secs(DAY)),
+        get: |c| Number::Duration(c.streams.duplicate_window),
+    },
+    KeyRange {
+        key: "streams.replicas",
+        bounds: int(1, 5),
+        get: |c| size(c.streams.replicas),
+    },
+    KeyRange {
+        key: "streams.events_max_age",
+        bounds: dur(secs(HOUR), secs(3650 * DAY)),
+        get: |c| Number::Duration(c.streams.events_max_age),
+    },
+    KeyRange {
+        key: "streams.events_max_bytes",
+        bounds: int_or_off(MIB, 64 * TIB),
+        get: |c| n(c.streams.events_max_bytes),
+    },
+    KeyRange {
+        key: "streams.triggers_max_age",
+        bounds: dur(secs(HOUR), secs(3650 * DAY)),
+        get: |c| Number::Duration(c.streams.triggers_max_age),
+    },
+    KeyRange {
+        key: "streams.triggers_max_bytes",
+        bounds: int_or_off(MIB, 64 * TIB),
+        get: |c| n(c.streams.triggers_max_bytes),
+    },
+    KeyRange {
+        key: "streams.dead_max_age",
+        bounds: dur(secs(HOUR), secs(3650 * DAY)),
+        get: |c| Number::Duration(c.streams.dead_max_age),
+    },
+    KeyRange {
+        key: "streams.dead_max_bytes",
+        bounds: int_or_off(MIB, 64 * TIB),
+        get: |c| n(c.streams.dead_max_bytes),
+    },
+    KeyRange {
+        key: "consumer.batch_size",
+        bounds: int(1, 4096),
+        get: |c| size(c.consumer.batch_size),
+    },
+    KeyRange {
+        key: "consumer.lanes",
+        bounds: int(1, 64),
+        get: |c| size(c.consumer.lanes),
+    },
+    KeyRange {
+        key: "consumer.linger",
+        bounds: dur(secs(0), secs(10)),
+        get: |c| Number::Duration(c.consumer.linger),
+    },
+    KeyRange {
+        key: "consumer.ack_wait",
+        bounds: dur(secs(1), secs(HOUR)),
+        get: |c| Number::Duration(c.consumer.ack_wait),
+    },
+    KeyRange {
+        key: "consumer.max_deliver",
+        bounds: int(1, 1000),
+        get: |c| n(c.consumer.max_deliver),
+    },
+    KeyRange {
+        key: "consumer.max_ack_pending",
+        bounds: int(1, 1_000_000),
+        get: |c| n(c.consumer.max_ack_pending),
+    },
+    KeyRange {
+        key: "consumer.heartbeat",
+        bounds: dur(millis(100), secs(MINUTE)),
+        get: |c| Number::Duration(c.consumer.heartbeat),
+    },
+    KeyRange {
+        key: "retry.min_delay",
+        bounds: dur(millis(1), secs(HOUR)),
+        get: |c| Number::Duration(c.retry.min_delay),
+    },
+    KeyRange {
+        key: "retry.max_delay",
+        bounds: dur(millis(1), secs(HOUR)),
+        get: |c| Number::Duration(c.retry.max_delay),
+    },
+    KeyRange {
+        key: "retry.factor",
+        bounds: Bounds::Float {
+            min: 1.0,
+            max: 10.0,
+        },
+        get: |c| Number::Float(f64::from(c.retry.factor)),
+    },
+    KeyRange {
+        key: "retry.transaction_attempts",
+        bounds: int(1, 100),
+        get: |c| n(c.retry.transaction_attempts),
+    },
+    KeyRange {
+        key: "outbox.relay_interval",
+        bounds: dur(millis(10), secs(HOUR)),
+        get: |c| Number::Duration(c.outbox.relay_interval),
+    },
+    KeyRange {
+        key: "outbox.lease",
+        bounds: dur(secs(1), secs(30 * MINUTE)),
+        get: |c| Number::Duration(c.outbox.lease),
+    },
+    KeyRange {
+        key: "outbox.relay_batch",
+        bounds: int(1, 10_000),
+        get: |c| n(c.outbox.relay_batch),
+    },
+    KeyRange {
+        key: "timers.interval",
+        bounds: dur(millis(10), secs(HOUR)),
+        get: |c| Number::Duration(c.timers.interval),
+    },
+    KeyRange {
+        key: "timers.batch",
+        bounds: int(1, 10_000),
+        get: |c| n(c.timers.batch),
+    },
+    KeyRange {
+        key: "purge.interval",
+        bounds: Bounds::Duration {
+            min: secs(1),
+            max: secs(30 * DAY),
+            off: true,
+        },
+        get: |c| Number::Duration(c.purge.interval),
+    },
+    KeyRange {
+        key: "purge.older_than",
+        bounds: PURGE_OLDER_THAN,
+        get: |c| Number::Duration(c.purge.older_than),
+    },
+    KeyRange {
+        key: "purge.batch",
+        bounds: int(1, 100_000),
+        get: |c| n(c.purge.batch),
+    },
+    KeyRange {
+        key: "shutdown.timeout",
+        bounds: dur(secs(1), secs(HOUR)),
+        get: |c| Number::Duration(c.shutdown.timeout),
+    },
+    KeyRange {
+        key: "limits.max_message_bytes",
+        bounds: int(1024, 64 * MIB),
+        get: |c| size(c.limits.max_message_bytes),
+    },
+    KeyRange {
+        key: "limits.max_metadata_bytes",
+        bounds: int(16, 64 * MIB),
+        get: |c| size(c.limits.max_metadata_bytes),
+    },
+    KeyRange {
+        key: "limits.max_string_bytes",
+        bounds: int(64, MIB),
+        get: |c| size(c.limits.max_string_bytes),
+    },
+    KeyRange {
+        key: "limits.max_runs_per_group",
+        bounds: int(1, 100_000),
+        get: |c| size(c.limits.max_runs_per_group),
+    },
+    KeyRange {
+        key: "limits.max_clock_skew",
+        bounds: dur(secs(1), secs(DAY)),
+        get: |c| Number::Duration(c.limits.max_clock_skew),
+    },
+    KeyRange {
+        key: "ingest.max_body_bytes",
+        bounds: int(1024, 64 * MIB),
+        get: |c| size(c.ingest.max_body_bytes),
+    },
+    KeyRange {
+        key: "ingest.header_read_timeout",
+        bounds: dur(millis(100), secs(5 * MINUTE)),
+        get: |c| Number::Duration(c.ingest.header_read_timeout),
+    },
+    KeyRange {
+        key: "ingest.body_read_timeout",
+        bounds: dur(millis(100), secs(10 * MINUTE)),
+        get: |c| Number::Duration(c.ingest.body_read_timeout),
+    },
+    KeyRange {
+        key: "ingest.max_connections",
+        bounds: int(1, 65_536),
+        get: |c| size(c.ingest.max_connections),
+    },
+    KeyRange {
+        key: "ingest.max_requests_in_flight",
+        bounds: int(1, 65_536),
+        get: |c| size(c.ingest.max_requests_in_flight),
+    },
+    KeyRange {
+        key: "ingest.max_buffered_bytes",
+        bounds: int(1024, 1024 * MIB),
+        get: |c| size(c.ingest.max_buffered_bytes),
+    },
+    KeyRange {
+        key: "deliver.min_delay",
+        bounds: dur(millis(10), secs(HOUR)),
+        get: |c| Number::Duration(c.deliver.min_delay),
+    },
+    KeyRange {
+        key: "deliver.max_delay",
+        bounds: dur(millis(10), secs(HOUR)),
+        get: |c| Number::Duration(c.deliver.max_delay),
+    },
+    KeyRange {
+        key: "deliver.retry_after_max",
+        bounds: dur(secs(1), secs(DAY)),
+        get: |c| Number::Duration(c.deliver.retry_after_max),
+    },
 ];
 
 /// The numeric keys of a delivery target, checked per target as
@@ -878,7 +1138,11 @@ impl Config {
             }
             fig = fig.merge(Toml::string(&read_toml_file(path)?));
         }
-        let raw: Vec<&str> = RAW_STRING_KEYS.iter().chain(&RAW_SECRET_LIST_KEYS).copied().collect();
+        let raw: Vec<&str> = RAW_STRING_KEYS
+            .iter()
+            .chain(&RAW_SECRET_LIST_KEYS)
+            .copied()
+            .collect();
         fig = fig
             // Only RUNWATCH_<SECTION>__<KEY> and RUNWATCH_RULES_FILE are configuration;
             // other RUNWATCH_* variables (fault injection, tests) are not. Secrets and URLs
@@ -920,7 +1184,10 @@ impl Config {
         if !self.database.url.starts_with("postgres://")
             && !self.database.url.starts_with("postgresql://")
         {
-            return invalid("database.url", "must start with postgres:// or postgresql://");
+            return invalid(
+                "database.url",
+                "must start with postgres:// or postgresql://",
+            );
         }
         for r in RANGES {
             let v = (r.get)(self);
@@ -963,22 +1230,36 @@ impl Config {
                     .chars()
                     .any(|c| c.is_whitespace() || matches!(c, '.' | '*' | '>' | '/' | '\\'))
             {
-                return invalid(key, "must be a non-empty name without spaces, '.', '*', '>', '/'");
+                return invalid(
+                    key,
+                    "must be a non-empty name without spaces, '.', '*', '>', '/'",
+                );
             }
         }
         for (key, value) in [
-            ("streams.events_subject_prefix", &self.streams.events_subject_prefix),
+            (
+                "streams.events_subject_prefix",
+                &self.streams.events_subject_prefix,
+            ),
             (
                 "streams.triggers_subject_prefix",
                 &self.streams.triggers_subject_prefix,
             ),
-            ("streams.dead_subject_prefix", &self.streams.dead_subject_prefix),
+            (
+                "streams.dead_subject_prefix",
+                &self.streams.dead_subject_prefix,
+            ),
         ] {
             if value.is_empty()
                 || value.ends_with('.')
-                || value.chars().any(|c| c.is_whitespace() || matches!(c, '*' | '>'))
+                || value
+                    .chars()
+                    .any(|c| c.is_whitespace() || matches!(c, '*' | '>'))
             {
-                return invalid(key, "must be a subject prefix without wildcards or a trailing '.'");
+                return invalid(
+                    key,
+                    "must be a subject prefix without wildcards or a trailing '.'",
+                );
             }
         }
         self.nats.validate_tls()?;
@@ -995,7 +1276,10 @@ impl Config {
             }
         }
         if self.rules.is_some() && self.rules_file.is_some() {
-            return invalid("rules_file", "give either [[rules]] or rules_file, not both");
+            return invalid(
+                "rules_file",
+                "give either [[rules]] or rules_file, not both",
+            );
         }
         self.ingest.validate()?;
         if self.deliver.min_delay > self.deliver.max_delay {
@@ -1094,7 +1378,9 @@ mod tests {
             assert!(!shown.contains("s3cr3t"), "{shown}");
             assert!(shown.contains("***"), "{shown}");
         }
-        assert!(redact_url("postgres://u@h/db?sslmode=disable&password=x").contains("sslmode=disable"));
+        assert!(
+            redact_url("postgres://u@h/db?sslmode=disable&password=x").contains("sslmode=disable")
+        );
         assert!(!redact_url("not a url s3cr3t").contains("s3cr3t"));
     }
 
@@ -1102,25 +1388,45 @@ mod tests {
     fn nats_url_credentials_are_split_off() {
         let (url, creds) = split_nats_url("nats://u:p%40ss@h:4222").unwrap();
         assert_eq!(url, "nats://h:4222");
-        assert_eq!(creds, Some(UrlCredentials::UserPassword { user: "u".into(), password: Secret::new("p@ss") }));
+        assert_eq!(
+            creds,
+            Some(UrlCredentials::UserPassword {
+                user: "u".into(),
+                password: Secret::new("p@ss")
+            })
+        );
         let (url, creds) = split_nats_url("tok123@h1:4222, tls://tok123@h2:4222").unwrap();
         assert_eq!(url, "nats://h1:4222,tls://h2:4222");
         assert_eq!(creds, Some(UrlCredentials::Token(Secret::new("tok123"))));
         let (url, creds) = split_nats_url("nats://h1:4222,h2:4222").unwrap();
         assert_eq!((url.as_str(), creds), ("nats://h1:4222,h2:4222", None));
-        let err = split_nats_url("nats://u:a1@h1,nats://u:b2@h2").unwrap_err().to_string();
-        assert!(err.contains("`nats.url`") && !err.contains("a1") && !err.contains("b2"), "{err}");
+        let err = split_nats_url("nats://u:a1@h1,nats://u:b2@h2")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`nats.url`") && !err.contains("a1") && !err.contains("b2"),
+            "{err}"
+        );
         // With another method too: one method only.
-        let mut c: Config = Figment::new().merge(Toml::string(DEFAULT_TOML)).extract().unwrap();
+        let mut c: Config = Figment::new()
+            .merge(Toml::string(DEFAULT_TOML))
+            .extract()
+            .unwrap();
         c.nats.url = "nats://u:pw-9@h:4222".into();
         assert_eq!(
             c.nats.auth().unwrap(),
-            NatsAuth::UserPassword { user: "u".into(), password: Secret::new("pw-9") }
+            NatsAuth::UserPassword {
+                user: "u".into(),
+                password: Secret::new("pw-9")
+            }
         );
         c.nats.token = Some(Secret::new("t"));
         let err = c.nats.auth().unwrap_err().to_string();
         assert!(err.contains("only one") && !err.contains("pw-9"), "{err}");
-        assert_eq!(redact_url("nats://u:pw-9@h1:4222,h2:4222"), "nats://u:***@h1:4222,h2:4222");
+        assert_eq!(
+            redact_url("nats://u:pw-9@h1:4222,h2:4222"),
+            "nats://u:***@h1:4222,h2:4222"
+        );
     }
 
     /// Settings under which each key's extremes are compatible with the cross-key rules
@@ -1171,7 +1477,10 @@ mod tests {
                 if off {
                     inside.push("0".into());
                 }
-                let outside = [min - 1, max + 1].into_iter().filter(|v| !(off && *v == 0)).map(|v| v.to_string());
+                let outside = [min - 1, max + 1]
+                    .into_iter()
+                    .filter(|v| !(off && *v == 0))
+                    .map(|v| v.to_string());
                 (inside, outside.collect())
             }
             Bounds::Float { min, max } => (
@@ -1203,9 +1512,15 @@ mod tests {
                 }
             }
             for v in outside {
-                let err = with_key(r.key, &v).err().unwrap_or_else(|| panic!("{} = {v} accepted", r.key));
+                let err = with_key(r.key, &v)
+                    .err()
+                    .unwrap_or_else(|| panic!("{} = {v} accepted", r.key));
                 let text = err.to_string();
-                assert!(text.contains(&format!("`{}`", r.key)), "{} = {v}: {text}", r.key);
+                assert!(
+                    text.contains(&format!("`{}`", r.key)),
+                    "{} = {v}: {text}",
+                    r.key
+                );
                 assert!(text.contains(&r.bounds.text()), "{} = {v}: {text}", r.key);
             }
         }
@@ -1215,7 +1530,9 @@ mod tests {
     fn a_lock_timeout_above_the_statement_timeout_is_refused_naming_the_key() {
         let err = Figment::new()
             .merge(Toml::string(DEFAULT_TOML))
-            .merge(Toml::string("[database]\nlock_timeout = \"31s\"\nstatement_timeout = \"30s\"\n"))
+            .merge(Toml::string(
+                "[database]\nlock_timeout = \"31s\"\nstatement_timeout = \"30s\"\n",
+            ))
             .extract::<Config>()
             .map_err(ConfigError::from)
             .and_then(|c| c.validate())
@@ -1223,7 +1540,10 @@ mod tests {
             .to_string();
         assert!(err.contains("`database.lock_timeout`"), "{err}");
         assert!(err.contains("database.statement_timeout"), "{err}");
-        let c: Config = Figment::new().merge(Toml::string(DEFAULT_TOML)).extract().unwrap();
+        let c: Config = Figment::new()
+            .merge(Toml::string(DEFAULT_TOML))
+            .extract()
+            .unwrap();
         assert_eq!(c.database.lock_timeout, Duration::from_secs(5));
         assert_eq!(c.database.statement_timeout, Duration::from_secs(30));
     }
@@ -1236,7 +1556,9 @@ mod tests {
         for (section, v) in &table {
             let Some(t) = v.as_table() else { continue };
             for (k, v) in t {
-                let is_duration = v.as_str().is_some_and(|s| humantime::parse_duration(s).is_ok());
+                let is_duration = v
+                    .as_str()
+                    .is_some_and(|s| humantime::parse_duration(s).is_ok());
                 if v.is_integer() || v.is_float() || is_duration {
                     numeric.push(format!("{section}.{k}"));
                 }
@@ -1244,7 +1566,10 @@ mod tests {
         }
         assert!(numeric.len() > 30, "{numeric:?}");
         for key in numeric {
-            assert!(RANGES.iter().any(|r| r.key == key), "{key} has no range in RANGES");
+            assert!(
+                RANGES.iter().any(|r| r.key == key),
+                "{key} has no range in RANGES"
+            );
         }
     }
 
@@ -1264,12 +1589,24 @@ mod tests {
             rules(ok).unwrap();
         }
         for (bad, key) in [
-            ("kind = \"all_completed_with_failure\"\nsettle = \"500000y\"", "rules[0].settle"),
-            ("kind = \"all_completed_with_failure\"\ncooldown = \"366d\"", "rules[0].cooldown"),
-            ("kind = \"repeated_failure\"\nthreshold = 1001", "rules[0].threshold"),
+            (
+                "kind = \"all_completed_with_failure\"\nsettle = \"500000y\"",
+                "rules[0].settle",
+            ),
+            (
+                "kind = \"all_completed_with_failure\"\ncooldown = \"366d\"",
+                "rules[0].cooldown",
+            ),
+            (
+                "kind = \"repeated_failure\"\nthreshold = 1001",
+                "rules[0].threshold",
+            ),
         ] {
             let e = rules(bad).unwrap_err().to_string();
-            assert!(e.contains(&format!("`{key}`")) && e.contains("out of range"), "{e}");
+            assert!(
+                e.contains(&format!("`{key}`")) && e.contains("out of range"),
+                "{e}"
+            );
         }
     }
 
@@ -1284,8 +1621,13 @@ mod tests {
             c.validate()
         };
         with("[ingest]\nmax_body_bytes = 2048\nmax_buffered_bytes = 2048\n").unwrap();
-        let e = with("[ingest]\nmax_body_bytes = 2048\nmax_buffered_bytes = 2047\n").unwrap_err().to_string();
-        assert!(e.contains("`ingest.max_buffered_bytes`") && e.contains("ingest.max_body_bytes (2048)"), "{e}");
+        let e = with("[ingest]\nmax_body_bytes = 2048\nmax_buffered_bytes = 2047\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`ingest.max_buffered_bytes`") && e.contains("ingest.max_body_bytes (2048)"),
+            "{e}"
+        );
     }
 
     /// The README's configuration table shows each key's range exactly as the code checks
@@ -1298,22 +1640,41 @@ mod tests {
             .filter(|l| l.starts_with("| `"))
             .map(|l| l.split(" | ").collect())
             .collect();
-        let header = readme.lines().find(|l| l.starts_with("| key | default |")).expect("configuration table");
+        let header = readme
+            .lines()
+            .find(|l| l.starts_with("| key | default |"))
+            .expect("configuration table");
         assert!(header.contains("| range |"), "{header}");
-        let mut keys: Vec<(String, String)> = RANGES.iter().map(|r| (r.key.to_string(), r.bounds.text())).collect();
-        keys.extend(RULE_RANGES.iter().map(|(k, b)| (format!("rules[].{k}"), b.text())));
-        keys.extend(TARGET_RANGES.iter().map(|(k, b)| (format!("deliver.targets[].{k}"), b.text())));
+        let mut keys: Vec<(String, String)> = RANGES
+            .iter()
+            .map(|r| (r.key.to_string(), r.bounds.text()))
+            .collect();
+        keys.extend(
+            RULE_RANGES
+                .iter()
+                .map(|(k, b)| (format!("rules[].{k}"), b.text())),
+        );
+        keys.extend(
+            TARGET_RANGES
+                .iter()
+                .map(|(k, b)| (format!("deliver.targets[].{k}"), b.text())),
+        );
         for (key, range) in keys {
             let (section, field) = key.split_once('.').unwrap();
             // A row names the key in full, or its section in full and the field after it.
             let row = rows.iter().find(|cells| {
                 let first = cells[0];
                 first.contains(&format!("`{key}`"))
-                    || (first.contains(&format!("`{section}.")) && first.contains(&format!("`{field}`")))
+                    || (first.contains(&format!("`{section}."))
+                        && first.contains(&format!("`{field}`")))
             });
             let row = row.unwrap_or_else(|| panic!("no README configuration row names {key}"));
             assert!(row.len() >= 4, "{row:?}");
-            assert!(row[2].contains(&range), "{key}: README says {:?}, the code {range}", row[2]);
+            assert!(
+                row[2].contains(&range),
+                "{key}: README says {:?}, the code {range}",
+                row[2]
+            );
         }
     }
 }

@@ -22,11 +22,7 @@ pub enum DeadError {
 
 /// Writes one line per stored dead letter: its sequence, reason, original subject and
 /// sequence, deliveries, detail and a payload excerpt. Returns how many.
-pub async fn dead_list(
-    bus: &Bus,
-    excerpt: usize,
-    out: &mut dyn Write,
-) -> Result<usize, DeadError> {
+pub async fn dead_list(bus: &Bus, excerpt: usize, out: &mut dyn Write) -> Result<usize, DeadError> {
     let dead = bus.read_all_dead().await?;
     for d in &dead {
         writeln!(out, "{}", dead_line(d, excerpt)?)?;
@@ -48,7 +44,9 @@ pub fn dead_line(d: &DeadMessage, excerpt: usize) -> Result<String, DeadError> {
         serde_json::to_string(&d.excerpt(excerpt))?,
     );
     if let Some(target) = &d.target {
-        let status = d.http_status.map_or_else(|| "-".to_string(), |s| s.to_string());
+        let status = d
+            .http_status
+            .map_or_else(|| "-".to_string(), |s| s.to_string());
         line.push_str(&format!(
             " target={target} http_status={status} response={}",
             serde_json::to_string(d.response.as_deref().unwrap_or(""))?

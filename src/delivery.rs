@@ -62,7 +62,10 @@ pub async fn publish_unmarked(store: &Store, bus: &Bus, triggers: &[Trigger]) ->
             Err(e) => {
                 warn!(error = %e, "trigger publish failed; the outbox relay will retry");
                 out.failed.push(t.trigger_id);
-                if let Err(e) = store.record_publish_error(t.trigger_id, &e.to_string()).await {
+                if let Err(e) = store
+                    .record_publish_error(t.trigger_id, &e.to_string())
+                    .await
+                {
                     warn!(error = %e, "recording the publish error failed");
                 }
             }

@@ -355,7 +355,10 @@ fn validate(mut event: Event, limits: &Limits) -> Result<Event, Rejection> {
     ])?;
     check_time("run.updated_at", event.run.updated_at)?;
     if event.run.attempt == 0 {
-        return Err(Rejection::new(RejectCode::Invalid, "run.attempt must be at least 1"));
+        return Err(Rejection::new(
+            RejectCode::Invalid,
+            "run.attempt must be at least 1",
+        ));
     }
     if let Some(pr) = event.pr_number {
         check_pr_number(pr)?;
@@ -487,7 +490,10 @@ pub(crate) fn check_time(field: &str, t: DateTime<Utc>) -> Result<(), Rejection>
 /// into one group.
 pub(crate) fn check_pr_number(pr: u64) -> Result<(), Rejection> {
     if pr == 0 {
-        return Err(Rejection::new(RejectCode::Invalid, "pr_number must be at least 1"));
+        return Err(Rejection::new(
+            RejectCode::Invalid,
+            "pr_number must be at least 1",
+        ));
     }
     if pr > MAX_PR_NUMBER {
         return Err(Rejection::new(
@@ -499,12 +505,18 @@ pub(crate) fn check_pr_number(pr: u64) -> Result<(), Rejection> {
 }
 
 /// Absent, or an object of at most `limits.max_metadata_bytes`.
-pub(crate) fn check_metadata(metadata: &serde_json::Value, limits: &Limits) -> Result<(), Rejection> {
+pub(crate) fn check_metadata(
+    metadata: &serde_json::Value,
+    limits: &Limits,
+) -> Result<(), Rejection> {
     if metadata.is_null() {
         return Ok(());
     }
     if !metadata.is_object() {
-        return Err(Rejection::new(RejectCode::Invalid, "metadata must be an object"));
+        return Err(Rejection::new(
+            RejectCode::Invalid,
+            "metadata must be an object",
+        ));
     }
     let size = serde_json::to_vec(metadata).map_or(usize::MAX, |v| v.len());
     if size > limits.max_metadata_bytes {
@@ -557,13 +569,31 @@ mod tests {
     fn rejections_have_reasons() {
         assert_eq!(code("not json"), RejectCode::NotJson);
         assert_eq!(code("[1,2]"), RejectCode::NotJson);
-        assert_eq!(code(&GOOD.replace("workflow_run.v1", "v0")), RejectCode::Schema);
-        assert_eq!(code(&GOOD.replace("\"pr_number\":2", "\"pr_number\":\"2\"")), RejectCode::Invalid);
-        assert_eq!(code(&GOOD.replace("\"conclusion\":\"failure\",", "")), RejectCode::Invalid);
-        assert_eq!(code(&GOOD.replace("github", "sourceforge")), RejectCode::Invalid);
-        assert_eq!(code(&GOOD.replace("\"event_id\":\"e1\",", "")), RejectCode::Invalid);
+        assert_eq!(
+            code(&GOOD.replace("workflow_run.v1", "v0")),
+            RejectCode::Schema
+        );
+        assert_eq!(
+            code(&GOOD.replace("\"pr_number\":2", "\"pr_number\":\"2\"")),
+            RejectCode::Invalid
+        );
+        assert_eq!(
+            code(&GOOD.replace("\"conclusion\":\"failure\",", "")),
+            RejectCode::Invalid
+        );
+        assert_eq!(
+            code(&GOOD.replace("github", "sourceforge")),
+            RejectCode::Invalid
+        );
+        assert_eq!(
+            code(&GOOD.replace("\"event_id\":\"e1\",", "")),
+            RejectCode::Invalid
+        );
         let long = "x".repeat(2000);
-        assert_eq!(code(&GOOD.replace("feature/x", &long)), RejectCode::Oversize);
+        assert_eq!(
+            code(&GOOD.replace("feature/x", &long)),
+            RejectCode::Oversize
+        );
         let big = format!("{{\"pad\":\"{}\"}}", "x".repeat(70_000));
         assert_eq!(code(&big), RejectCode::Oversize);
     }

@@ -88,7 +88,11 @@ struct History {
 }
 
 impl History {
-    async fn open(config: &Config, bus: &Bus, options: ReplayOptions) -> Result<Option<History>, ReplayError> {
+    async fn open(
+        config: &Config,
+        bus: &Bus,
+        options: ReplayOptions,
+    ) -> Result<Option<History>, ReplayError> {
         let state = bus.stream_state(StreamKind::Events).await?;
         let last = state.last_sequence;
         if state.messages == 0 || matches!(options.from, EventsFrom::Sequence(s) if s > last) {
@@ -103,7 +107,9 @@ impl History {
         } else {
             ProgressBar::hidden()
         };
-        if let Ok(style) = ProgressStyle::with_template("replay {bar:40} {pos}/{len} events, {per_sec}, eta {eta}") {
+        if let Ok(style) =
+            ProgressStyle::with_template("replay {bar:40} {pos}/{len} events, {per_sec}, eta {eta}")
+        {
             bar.set_style(style);
         }
         Ok(Some(History {
@@ -177,7 +183,12 @@ impl History {
 const QUIET_CHECK: Duration = Duration::from_millis(500);
 
 /// Replays into the database behind `store`, publishing what is decided.
-pub async fn replay(config: &Config, store: &Store, bus: &Bus, options: ReplayOptions) -> Result<ReplayReport, ReplayError> {
+pub async fn replay(
+    config: &Config,
+    store: &Store,
+    bus: &Bus,
+    options: ReplayOptions,
+) -> Result<ReplayReport, ReplayError> {
     let mut report = ReplayReport::default();
     let Some(mut history) = History::open(config, bus, options).await? else {
         return Ok(report);
@@ -211,7 +222,15 @@ async fn apply(
     if batch.is_empty() {
         return Ok(clock);
     }
-    let outcome = store.record_inputs(batch, Clock { event: clock, wall: Utc::now() }).await?;
+    let outcome = store
+        .record_inputs(
+            batch,
+            Clock {
+                event: clock,
+                wall: Utc::now(),
+            },
+        )
+        .await?;
     batch.clear();
     for o in &outcome.outcomes {
         match o {
@@ -222,7 +241,9 @@ async fn apply(
     let batch_limit = config.timers.batch;
     let clock = outcome.clock.event;
     let mut decided = outcome.triggers;
-    decided.extend(delivery::sweep_timers(batch_limit, || store.fire_due_timers(clock, batch_limit)).await?);
+    decided.extend(
+        delivery::sweep_timers(batch_limit, || store.fire_due_timers(clock, batch_limit)).await?,
+    );
     let delivered = delivery::publish(store, bus, &decided).await;
     report.published += delivered.sent.len() as u64;
     report.publish_failed += delivered.failed.len() as u64;
@@ -249,7 +270,9 @@ pub async fn dry_run(
                     emit(out, &fired)?;
                     report.triggers.extend(fired);
                 }
-                Err(_) if decode_input(&msg.payload, &config.limits).is_err() => report.invalid += 1,
+                Err(_) if decode_input(&msg.payload, &config.limits).is_err() => {
+                    report.invalid += 1
+                }
                 Err(_) => report.rejected += 1,
             }
         }

@@ -16,10 +16,10 @@
 use std::fmt;
 use std::path::Path;
 
+use secrecy::zeroize::Zeroize;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
-use secrecy::zeroize::Zeroize;
 
 /// What a secret prints as.
 pub const REDACTED: &str = "[REDACTED]";
@@ -159,12 +159,20 @@ mod tests {
     fn deserializes_any_scalar_as_its_text_and_reads_files() {
         let s: Secret = serde_json::from_str("\"tok\"").unwrap();
         assert_eq!(s.expose(), "tok");
-        for (json, text) in [("123456", "123456"), ("true", "true"), ("-7", "-7"), ("1e3", "1000")] {
+        for (json, text) in [
+            ("123456", "123456"),
+            ("true", "true"),
+            ("-7", "-7"),
+            ("1e3", "1000"),
+        ] {
             let s: Secret = serde_json::from_str(json).unwrap();
             assert_eq!(s.expose(), text);
         }
         for json in ["[98765]", "{\"a\":98765}"] {
-            let e = serde_json::from_str::<Secret>(json).err().unwrap().to_string();
+            let e = serde_json::from_str::<Secret>(json)
+                .err()
+                .unwrap()
+                .to_string();
             assert!(!e.contains("98765") && e.contains("value not shown"), "{e}");
         }
         let dir = tempfile::tempdir().unwrap();

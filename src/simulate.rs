@@ -89,7 +89,11 @@ impl Simulation {
                 // judged again (as the worker does).
                 let key: GroupKey = (repo.internal_id, Some(p.pr_number), sha.clone());
                 if self.groups.contains_key(&key) {
-                    let old_due = self.groups.get(&key).and_then(|g| g.state.next_due()).map(|d| d.event);
+                    let old_due = self
+                        .groups
+                        .get(&key)
+                        .and_then(|g| g.state.next_due())
+                        .map(|d| d.event);
                     let (head, status) = self.pull_of(repo.internal_id, Some(p.pr_number));
                     let group = group_entry(&mut self.groups, &key, &repo);
                     group.state.pr_head = head;
@@ -108,7 +112,11 @@ impl Simulation {
         }
         if let Input::Run(event) = &input {
             let key: GroupKey = (repo.internal_id, event.pr_number, sha.clone());
-            let old_due = self.groups.get(&key).and_then(|g| g.state.next_due()).map(|d| d.event);
+            let old_due = self
+                .groups
+                .get(&key)
+                .and_then(|g| g.state.next_due())
+                .map(|d| d.event);
             let (head, status) = self.pull_of(repo.internal_id, event.pr_number);
             let in_pull = event.pr_number.is_none() && self.in_pull(repo.internal_id, &sha);
             let group = group_entry(&mut self.groups, &key, &repo);
@@ -130,14 +138,23 @@ impl Simulation {
             self.reindex(&key, old_due);
             if event.pr_number.is_none() {
                 // Also in every pull request the commit is known to belong to.
-                let run = (event.run.id.clone(), crate::engine::RunState::from_event(event));
+                let run = (
+                    event.run.id.clone(),
+                    crate::engine::RunState::from_event(event),
+                );
                 let prs: Vec<u64> = self
                     .commit_pulls
                     .get(&(repo.internal_id, sha.clone()))
                     .map(|s| s.iter().copied().collect())
                     .unwrap_or_default();
                 for n in prs {
-                    out.extend(self.absorb(&repo, n, &sha, std::iter::once((&run.0, &run.1)), clock));
+                    out.extend(self.absorb(
+                        &repo,
+                        n,
+                        &sha,
+                        std::iter::once((&run.0, &run.1)),
+                        clock,
+                    ));
                 }
                 return Ok(out);
             }
@@ -145,7 +162,11 @@ impl Simulation {
         // A pull request carried by the input: learn the association; the first time, the
         // runs the commit had without a pull request join the pull request's group.
         if let Some(n) = input.pr_number()
-            && self.commit_pulls.entry((repo.internal_id, sha.clone())).or_default().insert(n)
+            && self
+                .commit_pulls
+                .entry((repo.internal_id, sha.clone()))
+                .or_default()
+                .insert(n)
         {
             let pr_less: GroupState = self
                 .groups
@@ -177,7 +198,11 @@ impl Simulation {
         clock: Clock,
     ) -> Vec<Trigger> {
         let key: GroupKey = (repo.internal_id, Some(n), sha.to_string());
-        let old_due = self.groups.get(&key).and_then(|g| g.state.next_due()).map(|d| d.event);
+        let old_due = self
+            .groups
+            .get(&key)
+            .and_then(|g| g.state.next_due())
+            .map(|d| d.event);
         let (head, status) = self.pull_of(repo.internal_id, Some(n));
         let group = group_entry(&mut self.groups, &key, repo);
         group.state.pr_head = head;
@@ -197,7 +222,10 @@ impl Simulation {
     /// Records a pull request's head if it is the latest seen (by `updated_at`, then commit).
     fn learn_head(&mut self, repo: i64, n: u64, at: DateTime<Utc>, sha: &str) {
         let candidate = (at, sha.to_string());
-        let e = self.heads.entry((repo, n)).or_insert_with(|| candidate.clone());
+        let e = self
+            .heads
+            .entry((repo, n))
+            .or_insert_with(|| candidate.clone());
         if candidate > *e {
             *e = candidate;
         }
@@ -212,13 +240,20 @@ impl Simulation {
 
     /// The head and the state of a pull request, as the engine reads them.
     fn pull_of(&self, repo: i64, pr: Option<u64>) -> (Option<String>, Option<PullStatus>) {
-        let head = pr.and_then(|n| self.heads.get(&(repo, n))).map(|(_, sha)| sha.clone());
-        (head, pr.and_then(|n| self.statuses.get(&(repo, n)).copied()))
+        let head = pr
+            .and_then(|n| self.heads.get(&(repo, n)))
+            .map(|(_, sha)| sha.clone());
+        (
+            head,
+            pr.and_then(|n| self.statuses.get(&(repo, n)).copied()),
+        )
     }
 
     /// Every group's runs, by (repository internal id, pull request, commit): what the
     /// property tests compare.
-    pub fn group_runs(&self) -> BTreeMap<(i64, Option<u64>, String), BTreeMap<String, crate::engine::RunState>> {
+    pub fn group_runs(
+        &self,
+    ) -> BTreeMap<(i64, Option<u64>, String), BTreeMap<String, crate::engine::RunState>> {
         self.groups
             .iter()
             .map(|(k, g)| (k.clone(), g.state.runs.clone()))
@@ -237,10 +272,16 @@ impl Simulation {
                 continue;
             };
             let at = self.clock.map_or(due, |c| c.max(due));
-            group.state.pr_head = key.1.and_then(|n| self.heads.get(&(key.0, n))).map(|(_, sha)| sha.clone());
+            group.state.pr_head = key
+                .1
+                .and_then(|n| self.heads.get(&(key.0, n)))
+                .map(|(_, sha)| sha.clone());
             group.state.pr_status = key.1.and_then(|n| self.statuses.get(&(key.0, n)).copied());
             group.state.commit_in_pull = key.1.is_none()
-                && self.commit_pulls.get(&(key.0, key.2.clone())).is_some_and(|s| !s.is_empty());
+                && self
+                    .commit_pulls
+                    .get(&(key.0, key.2.clone()))
+                    .is_some_and(|s| !s.is_empty());
             let mut ctx = GroupCtx {
                 repo: &group.repo,
                 pr_number: key.1,
@@ -248,7 +289,10 @@ impl Simulation {
                 branch: &mut group.branch,
                 state: &mut group.state,
             };
-            out.extend(self.engine.fire_due(&mut ctx, &mut self.ledger, Clock::event_time(at)));
+            out.extend(
+                self.engine
+                    .fire_due(&mut ctx, &mut self.ledger, Clock::event_time(at)),
+            );
             if let Some(next) = group.state.next_due() {
                 self.timers.insert((next.event, key));
             }
@@ -266,7 +310,11 @@ impl Simulation {
     }
 }
 
-fn group_entry<'a>(groups: &'a mut HashMap<GroupKey, SimGroup>, key: &GroupKey, repo: &RepoRef) -> &'a mut SimGroup {
+fn group_entry<'a>(
+    groups: &'a mut HashMap<GroupKey, SimGroup>,
+    key: &GroupKey,
+    repo: &RepoRef,
+) -> &'a mut SimGroup {
     let group = groups.entry(key.clone()).or_insert_with(|| SimGroup {
         repo: repo.clone(),
         branch: None,
@@ -286,14 +334,15 @@ pub fn run(
 ) -> std::io::Result<Report> {
     let mut sim = Simulation::new(engine, limits);
     let mut report = Report::default();
-    let emit = |triggers: Vec<Trigger>, out: &mut dyn Write, report: &mut Report| -> std::io::Result<()> {
-        for t in triggers {
-            serde_json::to_writer(&mut *out, &t)?;
-            out.write_all(b"\n")?;
-            report.triggers += 1;
-        }
-        Ok(())
-    };
+    let emit =
+        |triggers: Vec<Trigger>, out: &mut dyn Write, report: &mut Report| -> std::io::Result<()> {
+            for t in triggers {
+                serde_json::to_writer(&mut *out, &t)?;
+                out.write_all(b"\n")?;
+                report.triggers += 1;
+            }
+            Ok(())
+        };
     let mut lines = crate::input::BoundedLines::new(input, limits.max_message_bytes);
     while let Some((number, line)) = lines.next_line()? {
         if line.iter().all(u8::is_ascii_whitespace) {

@@ -68,7 +68,11 @@ pub async fn open_bus(config: &Config) -> Result<Bus, StartupError> {
 /// Everything the worker needs: the store (migrated unless `no_migrate`, then checked), the
 /// bus and its durable consumer.
 pub async fn open_worker(config: &Config, no_migrate: bool) -> Result<(Store, Bus), StartupError> {
-    let schema = if no_migrate { Schema::Check } else { Schema::Migrate };
+    let schema = if no_migrate {
+        Schema::Check
+    } else {
+        Schema::Migrate
+    };
     let store = open_store(config, schema).await?;
     let bus = open_bus(config).await?;
     bus.ensure_consumer().await?;

@@ -251,7 +251,10 @@ fn builder() -> Result<PrometheusBuilder, TelemetryError> {
             DECISION_BUCKETS,
         )
         .map_err(err)?
-        .set_buckets_for_metric(Matcher::Full("runwatch_deliver_seconds".into()), DELIVER_BUCKETS)
+        .set_buckets_for_metric(
+            Matcher::Full("runwatch_deliver_seconds".into()),
+            DELIVER_BUCKETS,
+        )
         .map_err(err)?
         .set_buckets_for_metric(Matcher::Full("runwatch_batch_size".into()), SIZE_BUCKETS)
         .map_err(err)

@@ -55,7 +55,10 @@ async fn a_bad_config_names_the_key_before_connecting() {
 /// `touched_on` current.
 async fn age_groups(pool: &sqlx::PgPool) {
     let mut tx = pool.begin().await.unwrap();
-    sqlx::query("SET LOCAL session_replication_role = replica").execute(&mut *tx).await.unwrap();
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     sqlx::query(
         "UPDATE groups SET updated_at = now() - interval '40 days',
                            touched_on = ((now() - interval '40 days') AT TIME ZONE 'UTC')::date",
@@ -80,7 +83,11 @@ async fn simulate_reports_malformed_lines_with_exit_3() {
     assert_eq!(out.status.code(), Some(3));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("line 8: not_json"), "{err}");
-    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1, "the demo trigger still printed");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).lines().count(),
+        1,
+        "the demo trigger still printed"
+    );
 }
 
 /// Numbers that cannot be stored faithfully are refused by the binary, naming the field,
@@ -125,11 +132,22 @@ async fn numbers_that_cannot_be_stored_are_refused_by_the_binary() {
 async fn publish_run_tail_repo_id_purge_and_sigterm() {
     let env = TestEnv::new().await;
     let out = run(&env, &["migrate"]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let out = run(&env, &["publish", &demo()]).await;
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "published=6 duplicates=1 invalid=0");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "published=6 duplicates=1 invalid=0"
+    );
 
     let mut worker = tokio::process::Command::new(BIN)
         .args(["run", "--no-migrate"])
@@ -139,7 +157,19 @@ async fn publish_run_tail_repo_id_purge_and_sigterm() {
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let out = run(&env, &["triggers", "tail", "--from-start", "--count", "1", "--timeout", "30s"]).await;
+    let out = run(
+        &env,
+        &[
+            "triggers",
+            "tail",
+            "--from-start",
+            "--count",
+            "1",
+            "--timeout",
+            "30s",
+        ],
+    )
+    .await;
     assert!(out.status.success());
     let line = String::from_utf8_lossy(&out.stdout).to_string();
     let t: serde_json::Value = serde_json::from_str(line.trim()).expect("one trigger line");
@@ -150,7 +180,10 @@ async fn publish_run_tail_repo_id_purge_and_sigterm() {
     let pid = worker.id().unwrap() as i32;
     let started = Instant::now();
     assert_eq!(send_sigterm(pid), 0);
-    let status = tokio::time::timeout(Duration::from_secs(15), worker.wait()).await.expect("exits in time").unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(15), worker.wait())
+        .await
+        .expect("exits in time")
+        .unwrap();
     assert!(status.success(), "exit status {status:?}");
     assert!(started.elapsed() < Duration::from_secs(12));
 
@@ -164,18 +197,38 @@ async fn publish_run_tail_repo_id_purge_and_sigterm() {
     // its group.
     let out = run(&env, &["purge", "--older-than", "30d"]).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "0");
-    let pool = runwatch::store::connect(&env.config.database).await.unwrap();
+    let pool = runwatch::store::connect(&env.config.database)
+        .await
+        .unwrap();
     age_groups(&pool).await;
-    sqlx::query("UPDATE outbox SET sent_at = NULL").execute(&pool).await.unwrap();
+    sqlx::query("UPDATE outbox SET sent_at = NULL")
+        .execute(&pool)
+        .await
+        .unwrap();
     let out = run(&env, &["purge", "--older-than", "30d"]).await;
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1", "the push build's group only");
-    sqlx::query("UPDATE outbox SET sent_at = now()").execute(&pool).await.unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "1",
+        "the push build's group only"
+    );
+    sqlx::query("UPDATE outbox SET sent_at = now()")
+        .execute(&pool)
+        .await
+        .unwrap();
     age_groups(&pool).await;
     let out = run(&env, &["purge", "--older-than", "30d"]).await;
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "1");
-    let left: i64 = sqlx::query("SELECT count(*) AS n FROM groups").fetch_one(&pool).await.unwrap().get("n");
+    let left: i64 = sqlx::query("SELECT count(*) AS n FROM groups")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get("n");
     assert_eq!(left, 0);
-    let repo: i64 = sqlx::query("SELECT id FROM repositories").fetch_one(&pool).await.unwrap().get("id");
+    let repo: i64 = sqlx::query("SELECT id FROM repositories")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get("id");
     assert_eq!(repo, id);
     pool.close().await;
     env.cleanup().await;

@@ -56,10 +56,17 @@ impl Server {
             .expect("start nats-server");
         let deadline = Instant::now() + Duration::from_secs(15);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "nats-server did not listen on {port}");
+            assert!(
+                Instant::now() < deadline,
+                "nats-server did not listen on {port}"
+            );
             std::thread::sleep(Duration::from_millis(30));
         }
-        Server { port, child, _dir: dir }
+        Server {
+            port,
+            child,
+            _dir: dir,
+        }
     }
 
     fn url(&self) -> String {
@@ -86,12 +93,30 @@ fn runwatch(args: &[&str], env: &[(&str, &str)]) -> Output {
     cmd.args(args)
         .env_remove("DATABASE_URL")
         .env_remove("NATS_URL")
-        .env("RUNWATCH_STREAMS__EVENTS", format!("RWH_{}_EV", suffix.to_uppercase()))
-        .env("RUNWATCH_STREAMS__TRIGGERS", format!("RWH_{}_TR", suffix.to_uppercase()))
-        .env("RUNWATCH_STREAMS__DEAD", format!("RWH_{}_DL", suffix.to_uppercase()))
-        .env("RUNWATCH_STREAMS__EVENTS_SUBJECT_PREFIX", format!("rwh.{suffix}.ev"))
-        .env("RUNWATCH_STREAMS__TRIGGERS_SUBJECT_PREFIX", format!("rwh.{suffix}.tr"))
-        .env("RUNWATCH_STREAMS__DEAD_SUBJECT_PREFIX", format!("rwh.{suffix}.dl"))
+        .env(
+            "RUNWATCH_STREAMS__EVENTS",
+            format!("RWH_{}_EV", suffix.to_uppercase()),
+        )
+        .env(
+            "RUNWATCH_STREAMS__TRIGGERS",
+            format!("RWH_{}_TR", suffix.to_uppercase()),
+        )
+        .env(
+            "RUNWATCH_STREAMS__DEAD",
+            format!("RWH_{}_DL", suffix.to_uppercase()),
+        )
+        .env(
+            "RUNWATCH_STREAMS__EVENTS_SUBJECT_PREFIX",
+            format!("rwh.{suffix}.ev"),
+        )
+        .env(
+            "RUNWATCH_STREAMS__TRIGGERS_SUBJECT_PREFIX",
+            format!("rwh.{suffix}.tr"),
+        )
+        .env(
+            "RUNWATCH_STREAMS__DEAD_SUBJECT_PREFIX",
+            format!("rwh.{suffix}.dl"),
+        )
         .env("RUNWATCH_NATS__CONNECT_TIMEOUT", "2s")
         .env_remove("RUST_LOG")
         .stdin(Stdio::null());
@@ -122,7 +147,10 @@ fn nats_password_of_any_shape_authenticates_and_is_never_shown() {
         .enumerate()
         .map(|(i, p)| format!("{{ user: \"u{i}\", password: {} }}", quoted(p)))
         .collect();
-    let server = Server::start(&format!("authorization {{ users: [ {} ] }}", users.join(", ")));
+    let server = Server::start(&format!(
+        "authorization {{ users: [ {} ] }}",
+        users.join(", ")
+    ));
     for (i, password) in HOSTILE.iter().enumerate() {
         let user = format!("u{i}");
         let out = runwatch(
@@ -135,28 +163,50 @@ fn nats_password_of_any_shape_authenticates_and_is_never_shown() {
             ],
         );
         let all = never_shown(&out, password);
-        assert_eq!(out.status.code(), Some(0), "password {password:?} from the environment:\n{all}");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "password {password:?} from the environment:\n{all}"
+        );
     }
     // A TOML file with an unquoted number and boolean: their text is the password.
     let dir = tempfile::tempdir().unwrap();
     for (i, literal) in [(0, "918273645"), (1, "true")] {
         let file = dir.path().join(format!("c{i}.toml"));
-        std::fs::write(&file, format!("[nats]\nuser = \"u{i}\"\npassword = {literal}\n")).unwrap();
+        std::fs::write(
+            &file,
+            format!("[nats]\nuser = \"u{i}\"\npassword = {literal}\n"),
+        )
+        .unwrap();
         let out = runwatch(
             &["--config", file.to_str().unwrap(), "publish", "-"],
-            &[("NATS_URL", &server.url()), ("RUST_LOG", log_level(literal))],
+            &[
+                ("NATS_URL", &server.url()),
+                ("RUST_LOG", log_level(literal)),
+            ],
         );
         let all = never_shown(&out, literal);
-        assert_eq!(out.status.code(), Some(0), "password = {literal} in a file:\n{all}");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "password = {literal} in a file:\n{all}"
+        );
     }
     // In the URL (percent-encoded where needed): handed to the client as options, so
     // its debug log of the server URL cannot show it.
     for (i, password) in HOSTILE.iter().enumerate() {
         let encoded = password.replace('[', "%5B").replace(']', "%5D");
         let url = format!("nats://u{i}:{encoded}@127.0.0.1:{}", server.port);
-        let out = runwatch(&["publish", "-"], &[("NATS_URL", &url), ("RUST_LOG", log_level(password))]);
+        let out = runwatch(
+            &["publish", "-"],
+            &[("NATS_URL", &url), ("RUST_LOG", log_level(password))],
+        );
         let all = never_shown(&out, password);
-        assert_eq!(out.status.code(), Some(0), "password {password:?} in NATS_URL:\n{all}");
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "password {password:?} in NATS_URL:\n{all}"
+        );
     }
     // A wrong one: refused, exit 2, still not shown.
     let out = runwatch(
@@ -179,7 +229,10 @@ fn a_broken_config_file_does_not_quote_its_lines() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("broken.toml");
     std::fs::write(&file, "[nats]\nuser = \"u\"\npassword = \"pw-Broken-77\n").unwrap();
-    let out = runwatch(&["--config", file.to_str().unwrap(), "simulate", "/dev/null"], &[]);
+    let out = runwatch(
+        &["--config", file.to_str().unwrap(), "simulate", "/dev/null"],
+        &[],
+    );
     let all = never_shown(&out, "pw-Broken-77");
     assert_eq!(out.status.code(), Some(2), "{all}");
     assert!(all.contains("line 3"), "{all}");
@@ -192,7 +245,11 @@ fn nats_token_of_any_shape_authenticates_and_is_never_shown() {
         let server = Server::start(&format!("authorization {{ token: {} }}", quoted(token)));
         let out = runwatch(
             &["publish", "-"],
-            &[("NATS_URL", &server.url()), ("RUNWATCH_NATS__TOKEN", token), ("RUST_LOG", log_level(token))],
+            &[
+                ("NATS_URL", &server.url()),
+                ("RUNWATCH_NATS__TOKEN", token),
+                ("RUST_LOG", log_level(token)),
+            ],
         );
         let all = never_shown(&out, token);
         assert_eq!(out.status.code(), Some(0), "token {token:?}:\n{all}");
@@ -206,11 +263,18 @@ fn nats_nkey_seed_of_any_shape_is_checked_and_never_shown() {
     for seed in HOSTILE {
         let out = runwatch(
             &["publish", "-"],
-            &[("NATS_URL", "nats://127.0.0.1:1"), ("RUNWATCH_NATS__NKEY_SEED", seed), ("RUST_LOG", log_level(seed))],
+            &[
+                ("NATS_URL", "nats://127.0.0.1:1"),
+                ("RUNWATCH_NATS__NKEY_SEED", seed),
+                ("RUST_LOG", log_level(seed)),
+            ],
         );
         let all = never_shown(&out, seed);
         assert_eq!(out.status.code(), Some(2), "{all}");
-        assert!(all.contains("`nats.nkey_seed`: is not a user nkey seed"), "{all}");
+        assert!(
+            all.contains("`nats.nkey_seed`: is not a user nkey seed"),
+            "{all}"
+        );
     }
 }
 
@@ -228,13 +292,22 @@ fn database_url_passwords_are_never_shown() {
     .enumerate()
     {
         // Migrate creates the database (logging its URL at info) and applies migrations.
-        let out = runwatch(&["migrate"], &[("DATABASE_URL", url), ("RUST_LOG", "debug")]);
+        let out = runwatch(
+            &["migrate"],
+            &[("DATABASE_URL", url), ("RUST_LOG", "debug")],
+        );
         let all = never_shown(&out, "918273645");
         assert_eq!(out.status.code(), Some(0), "{i}: {all}");
-        assert!(all.contains("password=***"), "the redacted URL is logged: {all}");
+        assert!(
+            all.contains("password=***"),
+            "the redacted URL is logged: {all}"
+        );
         // The same URL through RUNWATCH_DATABASE__URL, to a server that is not there.
         let down = url.replace("5432", "1");
-        let out = runwatch(&["migrate"], &[("RUNWATCH_DATABASE__URL", &down), ("RUST_LOG", "debug")]);
+        let out = runwatch(
+            &["migrate"],
+            &[("RUNWATCH_DATABASE__URL", &down), ("RUST_LOG", "debug")],
+        );
         let all = never_shown(&out, "918273645");
         assert_eq!(out.status.code(), Some(2), "{i}: {all}");
     }
@@ -269,12 +342,30 @@ impl Ingest {
             .env("NATS_URL", nats_common::nats_url())
             .env("RUNWATCH_INGEST__LISTEN", &addr)
             .env("RUNWATCH_HTTP__LISTEN", "127.0.0.1:0")
-            .env("RUNWATCH_STREAMS__EVENTS", format!("RWH_{}_EV", suffix.to_uppercase()))
-            .env("RUNWATCH_STREAMS__TRIGGERS", format!("RWH_{}_TR", suffix.to_uppercase()))
-            .env("RUNWATCH_STREAMS__DEAD", format!("RWH_{}_DL", suffix.to_uppercase()))
-            .env("RUNWATCH_STREAMS__EVENTS_SUBJECT_PREFIX", format!("rwh.{suffix}.ev"))
-            .env("RUNWATCH_STREAMS__TRIGGERS_SUBJECT_PREFIX", format!("rwh.{suffix}.tr"))
-            .env("RUNWATCH_STREAMS__DEAD_SUBJECT_PREFIX", format!("rwh.{suffix}.dl"))
+            .env(
+                "RUNWATCH_STREAMS__EVENTS",
+                format!("RWH_{}_EV", suffix.to_uppercase()),
+            )
+            .env(
+                "RUNWATCH_STREAMS__TRIGGERS",
+                format!("RWH_{}_TR", suffix.to_uppercase()),
+            )
+            .env(
+                "RUNWATCH_STREAMS__DEAD",
+                format!("RWH_{}_DL", suffix.to_uppercase()),
+            )
+            .env(
+                "RUNWATCH_STREAMS__EVENTS_SUBJECT_PREFIX",
+                format!("rwh.{suffix}.ev"),
+            )
+            .env(
+                "RUNWATCH_STREAMS__TRIGGERS_SUBJECT_PREFIX",
+                format!("rwh.{suffix}.tr"),
+            )
+            .env(
+                "RUNWATCH_STREAMS__DEAD_SUBJECT_PREFIX",
+                format!("rwh.{suffix}.dl"),
+            )
             .env_remove("RUST_LOG")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -292,7 +383,13 @@ impl Ingest {
             assert!(Instant::now() < deadline, "runwatch ingest did not listen");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Ingest { child, addr, stderr, suffix, _dir: dir }
+        Ingest {
+            child,
+            addr,
+            stderr,
+            suffix,
+            _dir: dir,
+        }
     }
 
     /// POSTs `body` to `path` and returns the status code.
@@ -311,7 +408,10 @@ impl Ingest {
         s.write_all(body).unwrap();
         let mut raw = String::new();
         let _ = s.read_to_string(&mut raw);
-        raw.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+        raw.split_whitespace()
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0)
     }
 
     /// Stops the server and returns what it wrote on stderr.
@@ -333,7 +433,10 @@ impl Drop for Ingest {
 /// Deletes the streams a test made on the shared NATS server.
 fn delete_streams(suffix: &str) {
     let up = suffix.to_uppercase();
-    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     rt.block_on(async {
         if let Ok(client) = async_nats::connect(nats_common::nats_url()).await {
             let js = async_nats::jetstream::new(client);
@@ -350,22 +453,36 @@ fn delete_streams(suffix: &str) {
 fn ingest_github_secret_of_any_shape_verifies_and_is_never_shown() {
     let body = br#"{"zen":"Keep it logically awesome.","hook_id":1}"#;
     for secret in HOSTILE {
-        let ingest = Ingest::start(&[("RUNWATCH_INGEST__GITHUB_SECRETS", secret), ("RUST_LOG", log_level(secret))]);
+        let ingest = Ingest::start(&[
+            ("RUNWATCH_INGEST__GITHUB_SECRETS", secret),
+            ("RUST_LOG", log_level(secret)),
+        ]);
         let sig = runwatch::ingest::github::sign(secret.as_bytes(), body);
         let ok = ingest.post(
             "/webhooks/github",
-            &[("X-GitHub-Event", "ping"), ("X-GitHub-Delivery", "d1"), ("X-Hub-Signature-256", &sig)],
+            &[
+                ("X-GitHub-Event", "ping"),
+                ("X-GitHub-Delivery", "d1"),
+                ("X-Hub-Signature-256", &sig),
+            ],
             body,
         );
         let bad_sig = runwatch::ingest::github::sign(b"someone else", body);
         let bad = ingest.post(
             "/webhooks/github",
-            &[("X-GitHub-Event", "ping"), ("X-GitHub-Delivery", "d2"), ("X-Hub-Signature-256", &bad_sig)],
+            &[
+                ("X-GitHub-Event", "ping"),
+                ("X-GitHub-Delivery", "d2"),
+                ("X-Hub-Signature-256", &bad_sig),
+            ],
             body,
         );
         let log = ingest.stop();
         assert_eq!((ok, bad), (200, 401), "secret {secret:?}:\n{log}");
-        assert!(!log.contains(secret), "secret {secret:?} in the log:\n{log}");
+        assert!(
+            !log.contains(secret),
+            "secret {secret:?} in the log:\n{log}"
+        );
     }
 }
 
@@ -374,20 +491,47 @@ fn ingest_github_secret_of_any_shape_verifies_and_is_never_shown() {
 #[test]
 fn ingest_gitlab_token_of_any_shape_verifies_and_is_never_shown() {
     for token in HOSTILE {
-        let ingest = Ingest::start(&[("RUNWATCH_INGEST__GITLAB_TOKENS", token), ("RUST_LOG", log_level(token))]);
-        let ok = ingest.post("/webhooks/gitlab", &[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", token)], b"{}");
-        let bad = ingest.post("/webhooks/gitlab", &[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", "nope")], b"{}");
+        let ingest = Ingest::start(&[
+            ("RUNWATCH_INGEST__GITLAB_TOKENS", token),
+            ("RUST_LOG", log_level(token)),
+        ]);
+        let ok = ingest.post(
+            "/webhooks/gitlab",
+            &[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", token)],
+            b"{}",
+        );
+        let bad = ingest.post(
+            "/webhooks/gitlab",
+            &[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", "nope")],
+            b"{}",
+        );
         let log = ingest.stop();
         assert_eq!((ok, bad), (202, 401), "token {token:?}:\n{log}");
         assert!(!log.contains(token), "token {token:?} in the log:\n{log}");
     }
     // A list from the environment: both tokens verify.
-    let ingest = Ingest::start(&[("RUNWATCH_INGEST__GITLAB_TOKENS", r#"["tok-a-1", "tok-b-2"]"#), ("RUST_LOG", "debug")]);
+    let ingest = Ingest::start(&[
+        (
+            "RUNWATCH_INGEST__GITLAB_TOKENS",
+            r#"["tok-a-1", "tok-b-2"]"#,
+        ),
+        ("RUST_LOG", "debug"),
+    ]);
     for t in ["tok-a-1", "tok-b-2"] {
-        assert_eq!(ingest.post("/webhooks/gitlab", &[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", t)], b"{}"), 202);
+        assert_eq!(
+            ingest.post(
+                "/webhooks/gitlab",
+                &[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", t)],
+                b"{}"
+            ),
+            202
+        );
     }
     let log = ingest.stop();
-    assert!(!log.contains("tok-a-1") && !log.contains("tok-b-2"), "{log}");
+    assert!(
+        !log.contains("tok-a-1") && !log.contains("tok-b-2"),
+        "{log}"
+    );
 }
 
 /// Out-of-range values: exit status 2 naming the key, before anything connects (the
@@ -405,10 +549,22 @@ fn out_of_range_values_exit_2_naming_the_key_before_connecting() {
         ("RUNWATCH_TIMERS__BATCH", "0", "timers.batch"),
         ("RUNWATCH_OUTBOX__RELAY_BATCH", "0", "outbox.relay_batch"),
         ("RUNWATCH_CONSUMER__BATCH_SIZE", "0", "consumer.batch_size"),
-        ("RUNWATCH_CONSUMER__BATCH_SIZE", "100000", "consumer.batch_size"),
-        ("RUNWATCH_LIMITS__MAX_CLOCK_SKEW", "500000y", "limits.max_clock_skew"),
+        (
+            "RUNWATCH_CONSUMER__BATCH_SIZE",
+            "100000",
+            "consumer.batch_size",
+        ),
+        (
+            "RUNWATCH_LIMITS__MAX_CLOCK_SKEW",
+            "500000y",
+            "limits.max_clock_skew",
+        ),
         ("RUNWATCH_PURGE__OLDER_THAN", "500000y", "purge.older_than"),
-        ("RUNWATCH_STREAMS__EVENTS_MAX_AGE", "1s", "streams.events_max_age"),
+        (
+            "RUNWATCH_STREAMS__EVENTS_MAX_AGE",
+            "1s",
+            "streams.events_max_age",
+        ),
         ("RUNWATCH_RETRY__FACTOR", "1000", "retry.factor"),
     ];
     for (var, value, key) in cases {
@@ -418,8 +574,15 @@ fn out_of_range_values_exit_2_naming_the_key_before_connecting() {
         let out = runwatch(&["run", "--no-migrate"], &env);
         let all = never_shown(&out, "no secret here");
         assert_eq!(out.status.code(), Some(2), "{var}={value}: {all}");
-        assert!(all.contains(&format!("`{key}`")) && all.contains("out of range"), "{var}={value}: {all}");
-        assert!(started.elapsed() < Duration::from_secs(5), "{var}={value} took {:?}", started.elapsed());
+        assert!(
+            all.contains(&format!("`{key}`")) && all.contains("out of range"),
+            "{var}={value}: {all}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "{var}={value} took {:?}",
+            started.elapsed()
+        );
     }
     // Rules: a settle or cooldown that overflows chrono, in [[rules]] and in a rules file.
     for (body, key) in [
@@ -427,15 +590,29 @@ fn out_of_range_values_exit_2_naming_the_key_before_connecting() {
         ("cooldown = \"100000000y\"", "rules[0].cooldown"),
     ] {
         let rules = dir.path().join("rules.toml");
-        std::fs::write(&rules, format!("[[rules]]\nkind = \"all_completed_with_failure\"\n{body}\n")).unwrap();
+        std::fs::write(
+            &rules,
+            format!("[[rules]]\nkind = \"all_completed_with_failure\"\n{body}\n"),
+        )
+        .unwrap();
         let demo = format!("{}/examples/demo.jsonl", env!("CARGO_MANIFEST_DIR"));
-        let out = runwatch(&["simulate", "--rules", rules.to_str().unwrap(), &demo], &[]);
+        let out = runwatch(
+            &["simulate", "--rules", rules.to_str().unwrap(), &demo],
+            &[],
+        );
         let all = never_shown(&out, "no secret here");
         assert_eq!(out.status.code(), Some(2), "{body}: {all}");
         assert!(all.contains(&format!("`{key}`")), "{body}: {all}");
         let config = dir.path().join("config.toml");
-        std::fs::write(&config, format!("[[rules]]\nkind = \"all_completed_with_failure\"\n{body}\n")).unwrap();
-        let out = runwatch(&["--config", config.to_str().unwrap(), "simulate", &demo], &[]);
+        std::fs::write(
+            &config,
+            format!("[[rules]]\nkind = \"all_completed_with_failure\"\n{body}\n"),
+        )
+        .unwrap();
+        let out = runwatch(
+            &["--config", config.to_str().unwrap(), "simulate", &demo],
+            &[],
+        );
         let all = never_shown(&out, "no secret here");
         assert_eq!(out.status.code(), Some(2), "{body}: {all}");
         assert!(all.contains(&format!("`{key}`")), "{body}: {all}");
@@ -455,7 +632,10 @@ fn runwatch_config_names_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("c.toml");
     std::fs::write(&file, "[timers]\nbatch = 0\n").unwrap();
-    let out = runwatch(&["simulate", "/dev/null"], &[("RUNWATCH_CONFIG", file.to_str().unwrap())]);
+    let out = runwatch(
+        &["simulate", "/dev/null"],
+        &[("RUNWATCH_CONFIG", file.to_str().unwrap())],
+    );
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("`timers.batch`"));
 }
@@ -471,7 +651,16 @@ async fn streams_carry_the_configured_limits() {
     bus.ensure_streams().await.expect("streams");
     let info = |name: String| {
         let js = bus.jetstream().clone();
-        async move { js.get_stream(&name).await.expect("stream").info().await.expect("info").config.clone() }
+        async move {
+            js.get_stream(&name)
+                .await
+                .expect("stream")
+                .info()
+                .await
+                .expect("info")
+                .config
+                .clone()
+        }
     };
     let day = Duration::from_secs(86_400);
     for (name, age) in [
@@ -480,7 +669,11 @@ async fn streams_carry_the_configured_limits() {
         (config.streams.dead.clone(), 30 * day),
     ] {
         let c = info(name.clone()).await;
-        assert_eq!((c.max_age, c.max_bytes), (age, -1), "{name}: bounded by age, no size bound");
+        assert_eq!(
+            (c.max_age, c.max_bytes),
+            (age, -1),
+            "{name}: bounded by age, no size bound"
+        );
     }
     config.streams.events_max_age = Duration::from_secs(3600);
     config.streams.events_max_bytes = 8 << 20;
@@ -489,7 +682,10 @@ async fn streams_carry_the_configured_limits() {
     let bus = runwatch::bus::Bus::connect(&config).await.expect("connect");
     bus.ensure_streams().await.expect("streams updated");
     let c = info(config.streams.events.clone()).await;
-    assert_eq!((c.max_age, c.max_bytes), (Duration::from_secs(3600), 8 << 20));
+    assert_eq!(
+        (c.max_age, c.max_bytes),
+        (Duration::from_secs(3600), 8 << 20)
+    );
     let c = info(config.streams.dead.clone()).await;
     assert_eq!((c.max_age, c.max_bytes), (30 * day, 2 << 20));
     let c = info(config.streams.triggers.clone()).await;

@@ -16,7 +16,10 @@ const EVENTS: &str = r#"{"schema":"runwatch.workflow_run.v1","event_id":"c1","pr
 "#;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(not(feature = "fault-injection"), ignore = "needs the fault-injection feature (make test enables it)")]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the fault-injection feature (make test enables it)"
+)]
 async fn relay_publishes_a_trigger_whose_worker_crashed_after_commit() {
     let env = TestEnv::new().await;
     let bus = Bus::connect(&env.config).await.unwrap();
@@ -30,19 +33,42 @@ async fn relay_publishes_a_trigger_whose_worker_crashed_after_commit() {
         .env("RUST_LOG", "warn")
         .kill_on_drop(true)
         .output();
-    let out = tokio::time::timeout(Duration::from_secs(60), out).await.expect("crashed in time").unwrap();
-    assert_eq!(out.status.code(), Some(86), "the injected crash happened; stderr: {}", String::from_utf8_lossy(&out.stderr));
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("crashed in time")
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(86),
+        "the injected crash happened; stderr: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
-    let pool = runwatch::store::connect(&env.config.database).await.unwrap();
+    let pool = runwatch::store::connect(&env.config.database)
+        .await
+        .unwrap();
     let unsent: i64 = sqlx::query("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL")
-        .fetch_one(&pool).await.unwrap().get("n");
-    assert_eq!(unsent, 1, "the decision committed, the trigger was not published");
-    assert!(all_triggers(&bus).await.is_empty(), "nothing published before the crash");
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get("n");
+    assert_eq!(
+        unsent, 1,
+        "the decision committed, the trigger was not published"
+    );
+    assert!(
+        all_triggers(&bus).await.is_empty(),
+        "nothing published before the crash"
+    );
 
     let worker = start_worker(&env.config);
     wait_quiet(&env.config, &bus, Duration::from_secs(60)).await;
     let triggers = all_triggers(&bus).await;
-    let attempts: i32 = sqlx::query("SELECT attempts FROM outbox").fetch_one(&pool).await.unwrap().get("attempts");
+    let attempts: i32 = sqlx::query("SELECT attempts FROM outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get("attempts");
     worker.shutdown().await;
     pool.close().await;
     env.cleanup().await;

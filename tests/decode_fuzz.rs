@@ -44,7 +44,10 @@ fn check(bytes: &[u8], limits: &Limits) -> Result<Event, RejectCode> {
             assert!(!event.event_id.chars().any(char::is_control));
             // Identifiers are printed one per line: no control character gets in.
             for s in strings.into_iter().take(8).flatten() {
-                assert!(!s.chars().any(char::is_control), "accepted a control character in {s:?}");
+                assert!(
+                    !s.chars().any(char::is_control),
+                    "accepted a control character in {s:?}"
+                );
             }
             // Every accepted time is one Postgres stores and RFC 3339 writes in four digits.
             let year = chrono::Datelike::year(&event.run.updated_at);
@@ -378,9 +381,16 @@ fn numbers_that_cannot_be_stored_faithfully_are_invalid() {
     for raw in ["9223372036854775808", "18446744073709551615"] {
         let err = decode(&with("/pr_number", raw), &Limits::default()).unwrap_err();
         assert_eq!(err.code, RejectCode::Invalid, "{raw}: {err}");
-        assert!(err.detail.contains("pr_number") && err.detail.contains(raw), "{err}");
+        assert!(
+            err.detail.contains("pr_number") && err.detail.contains(raw),
+            "{err}"
+        );
     }
-    let max = decode(&with("/pr_number", "9223372036854775807"), &Limits::default()).unwrap();
+    let max = decode(
+        &with("/pr_number", "9223372036854775807"),
+        &Limits::default(),
+    )
+    .unwrap();
     assert_eq!(max.pr_number, Some(i64::MAX as u64));
     let err = decode(&with("/run/attempt", "4294967296"), &Limits::default()).unwrap_err();
     assert_eq!(err.code, RejectCode::Invalid);

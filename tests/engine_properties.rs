@@ -45,7 +45,10 @@ impl RunSpec {
 }
 
 fn is_failure(c: Conclusion) -> bool {
-    matches!(c, Conclusion::Failure | Conclusion::TimedOut | Conclusion::StartupFailure)
+    matches!(
+        c,
+        Conclusion::Failure | Conclusion::TimedOut | Conclusion::StartupFailure
+    )
 }
 
 /// When run `i`'s `attempt` reaches `phase` (0 queued, 1 in progress, 2 completed): later
@@ -56,7 +59,11 @@ fn time_of(i: usize, attempt: u32, phase: usize) -> i64 {
 
 fn group_of(g: usize) -> (String, Option<u64>, String) {
     let repo = format!("repo{}", g % 2);
-    let pr = if g % 5 == 4 { None } else { Some((g / 2) as u64 + 1) };
+    let pr = if g % 5 == 4 {
+        None
+    } else {
+        Some((g / 2) as u64 + 1)
+    };
     (repo, pr, format!("{:040x}", g))
 }
 
@@ -89,7 +96,9 @@ fn events_of(runs: &[RunSpec]) -> Vec<Event> {
                     run: Run {
                         id: format!("run-{i}"),
                         attempt,
-                        workflow: r.workflow.map_or_else(|| format!("wf-{i}"), |w| format!("shared-{w}")),
+                        workflow: r
+                            .workflow
+                            .map_or_else(|| format!("wf-{i}"), |w| format!("shared-{w}")),
                         status,
                         conclusion: (status == Status::Completed).then(|| r.conclusion(attempt)),
                         url: None,
@@ -104,26 +113,33 @@ fn events_of(runs: &[RunSpec]) -> Vec<Event> {
 }
 
 fn run_spec(max_attempts: u32) -> impl Strategy<Value = RunSpec> {
-    (0usize..6, 1..=max_attempts, prop::collection::vec(0usize..6, 3)).prop_map(
-        |(group, attempts, conclusions)| RunSpec {
+    (
+        0usize..6,
+        1..=max_attempts,
+        prop::collection::vec(0usize..6, 3),
+    )
+        .prop_map(|(group, attempts, conclusions)| RunSpec {
             group,
             attempts,
             conclusions,
             workflow: None,
-        },
-    )
+        })
 }
 
 /// Runs of a few groups that share two workflow names, so they form streaks.
 fn streak_spec(max_attempts: u32) -> impl Strategy<Value = RunSpec> {
-    (0usize..6, 1..=max_attempts, prop::collection::vec(0usize..6, 3), 0usize..2).prop_map(
-        |(group, attempts, conclusions, w)| RunSpec {
+    (
+        0usize..6,
+        1..=max_attempts,
+        prop::collection::vec(0usize..6, 3),
+        0usize..2,
+    )
+        .prop_map(|(group, attempts, conclusions, w)| RunSpec {
             group,
             attempts,
             conclusions,
             workflow: Some(w),
-        },
-    )
+        })
 }
 
 /// Copies of some events that keep the event id (and attempt, phase and time) but carry
@@ -147,11 +163,7 @@ fn collisions(events: &[Event], picks: &[(usize, usize)]) -> Vec<Event> {
 }
 
 /// A permutation plus duplicates of a trace.
-fn shuffled_with_duplicates(
-    events: Vec<Event>,
-    order: Vec<usize>,
-    dups: Vec<usize>,
-) -> Vec<Event> {
+fn shuffled_with_duplicates(events: Vec<Event>, order: Vec<usize>, dups: Vec<usize>) -> Vec<Event> {
     let mut keyed: Vec<(usize, Event)> = events.iter().cloned().enumerate().collect();
     for (k, d) in dups.iter().enumerate() {
         if !events.is_empty() {
@@ -198,7 +210,12 @@ fn merged(events: &[Event]) -> BTreeMap<Key, BTreeMap<String, RunState>> {
             state,
         };
         engine
-            .apply(&mut ctx, &mut ledger, e, Clock::event_time(e.run.updated_at))
+            .apply(
+                &mut ctx,
+                &mut ledger,
+                e,
+                Clock::event_time(e.run.updated_at),
+            )
             .unwrap();
         // The merge never regresses a run.
         if let Some(before) = before {
@@ -219,9 +236,18 @@ fn simulate(events: &[Event], rules: RuleSet) -> Vec<runwatch::trigger::Trigger>
     out
 }
 
-fn projection(t: &[runwatch::trigger::Trigger]) -> BTreeSet<(uuid::Uuid, Option<u64>, String, Vec<String>)> {
+fn projection(
+    t: &[runwatch::trigger::Trigger],
+) -> BTreeSet<(uuid::Uuid, Option<u64>, String, Vec<String>)> {
     t.iter()
-        .map(|t| (t.trigger_id, t.pr_number, t.commit_sha.clone(), t.failed_workflows.clone()))
+        .map(|t| {
+            (
+                t.trigger_id,
+                t.pr_number,
+                t.commit_sha.clone(),
+                t.failed_workflows.clone(),
+            )
+        })
         .collect()
 }
 

@@ -333,7 +333,10 @@ async fn scalar_time(pool: &sqlx::PgPool, sql: &str, bind: &str) -> DateTime<Utc
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(not(feature = "fault-injection"), ignore = "needs the fault-injection feature (make test enables it)")]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the fault-injection feature (make test enables it)"
+)]
 async fn explain_and_groups_list_on_live_states() {
     let world = World::new().await;
     let (env, bus, pool) = (&world.env, &world.bus, world.pool.clone());

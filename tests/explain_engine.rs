@@ -109,9 +109,20 @@ fn verdicts_agree_with_the_engine() {
             });
             if let Some(pr) = e.pr_number {
                 if rng.random_bool(0.2) {
-                    let state = [PullState::Open, PullState::Open, PullState::Closed, PullState::Merged]
-                        [rng.random_range(0..4usize)];
-                    statuses.insert((repo.internal_id, pr), PullStatus { state, draft: rng.random_bool(0.3), at: now });
+                    let state = [
+                        PullState::Open,
+                        PullState::Open,
+                        PullState::Closed,
+                        PullState::Merged,
+                    ][rng.random_range(0..4usize)];
+                    statuses.insert(
+                        (repo.internal_id, pr),
+                        PullStatus {
+                            state,
+                            draft: rng.random_bool(0.3),
+                            at: now,
+                        },
+                    );
                 }
                 g.state.pr_status = statuses.get(&(repo.internal_id, pr)).copied();
             }
@@ -236,7 +247,10 @@ fn verdicts_agree_with_the_engine() {
         }
     }
     // The pull request's state was a reason.
-    assert!(causes.contains("closed") && causes.contains("merged") && causes.contains("draft"), "{causes:?}");
+    assert!(
+        causes.contains("closed") && causes.contains("merged") && causes.contains("draft"),
+        "{causes:?}"
+    );
     // Every verdict kind occurred (the generator reaches them all).
     for kind in [
         "fired",

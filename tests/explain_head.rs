@@ -11,7 +11,8 @@ use common::app::{World, eventually};
 use common::live::{all_triggers, publish_in_order};
 use serde_json::Value;
 
-const RULES: &str = "[[rules]]\nkind = \"all_completed_with_failure\"\nname = \"head\"\nonly_head_commit = true\n";
+const RULES: &str =
+    "[[rules]]\nkind = \"all_completed_with_failure\"\nname = \"head\"\nonly_head_commit = true\n";
 const OLD: &str = "6666666666666666666666666666666666666666";
 const HEAD: &str = "7777777777777777777777777777777777777777";
 
@@ -25,11 +26,15 @@ async fn explain_says_the_pull_request_moved_past_the_commit() {
     )
     .await;
     let bus = &world.bus;
-    eventually(Duration::from_secs(60), "the head's trigger", || async move {
-        let pending = bus.consumer_pending().await.ok()?;
-        let triggers = all_triggers(bus).await;
-        (pending == 0 && triggers.len() == 1).then_some(triggers)
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the head's trigger",
+        || async move {
+            let pending = bus.consumer_pending().await.ok()?;
+            let triggers = all_triggers(bus).await;
+            (pending == 0 && triggers.len() == 1).then_some(triggers)
+        },
+    )
     .await;
     app.stop();
 
@@ -63,6 +68,10 @@ async fn explain_says_the_pull_request_moved_past_the_commit() {
         "{json}"
     );
     let json: Value = serde_json::from_str(&explain(HEAD, true)).expect("one JSON object");
-    assert_eq!(json["rules"][0]["verdict"].as_str(), Some("fired"), "{json}");
+    assert_eq!(
+        json["rules"][0]["verdict"].as_str(),
+        Some("fired"),
+        "{json}"
+    );
     world.cleanup().await;
 }

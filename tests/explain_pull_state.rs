@@ -20,11 +20,15 @@ async fn live(rules: &str, events: &str, want: usize) -> World {
     let mut app = world.spawn(rules, &[]);
     publish_in_order(&world.bus, events).await;
     let bus = &world.bus;
-    eventually(Duration::from_secs(60), "the scenario's triggers", || async move {
-        let pending = bus.consumer_pending().await.ok()?;
-        let triggers = all_triggers(bus).await;
-        (pending == 0 && triggers.len() == want).then_some(triggers)
-    })
+    eventually(
+        Duration::from_secs(60),
+        "the scenario's triggers",
+        || async move {
+            let pending = bus.consumer_pending().await.ok()?;
+            let triggers = all_triggers(bus).await;
+            (pending == 0 && triggers.len() == want).then_some(triggers)
+        },
+    )
     .await;
     app.stop();
     world
@@ -41,7 +45,12 @@ fn explain(world: &World, pr: &str, sha: &str) -> (String, Value) {
             c.arg("--json");
         }
         let out = c.output().expect("run runwatch explain");
-        assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).expect("utf-8")
     };
     let json: Value = serde_json::from_str(&run(true)).expect("one JSON object");
@@ -67,7 +76,11 @@ async fn explain_says_the_pull_request_is_merged_or_closed() {
             )),
             "{text}"
         );
-        assert_eq!((rule["verdict"].as_str(), rule["cause"].as_str()), (Some("will_not_fire"), Some(cause)), "{rule}");
+        assert_eq!(
+            (rule["verdict"].as_str(), rule["cause"].as_str()),
+            (Some("will_not_fire"), Some(cause)),
+            "{rule}"
+        );
     }
     let (_, rule) = explain(&world, "42", "4040404040404040404040404040404040404040");
     assert_eq!(rule["verdict"].as_str(), Some("fired"), "{rule}");
@@ -83,7 +96,10 @@ async fn explain_says_a_run_without_a_pull_request_is_judged_in_its_pull_request
     )
     .await;
     let (text, rule) = explain(&world, "-", "5050505050505050505050505050505050505050");
-    assert!(text.contains("will not fire: the commit belongs to a pull request"), "{text}");
+    assert!(
+        text.contains("will not fire: the commit belongs to a pull request"),
+        "{text}"
+    );
     assert_eq!(
         (rule["verdict"].as_str(), rule["cause"].as_str()),
         (Some("will_not_fire"), Some("in_pull_request")),
@@ -93,7 +109,10 @@ async fn explain_says_a_run_without_a_pull_request_is_judged_in_its_pull_request
     assert_eq!(rule["verdict"].as_str(), Some("fired"), "{rule}");
     // Pull request 51's group took over the firing of the commit's group without one.
     let (text, rule) = explain(&world, "51", "5151515151515151515151515151515151515151");
-    assert!(text.contains("in the commit's group without a pull request"), "{text}");
+    assert!(
+        text.contains("in the commit's group without a pull request"),
+        "{text}"
+    );
     assert_eq!(rule["verdict"].as_str(), Some("fired"), "{rule}");
     world.cleanup().await;
 }

@@ -17,7 +17,12 @@ fn event(i: usize) -> Event {
         schema: SCHEMA.into(),
         event_id: format!("race-{i}"),
         provider: Provider::Github,
-        repository: Repository { owner: "acme".into(), name: "race".into(), id: Some("42".into()), host: None },
+        repository: Repository {
+            owner: "acme".into(),
+            name: "race".into(),
+            id: Some("42".into()),
+            host: None,
+        },
         commit_sha: "abc123".into(),
         branch: Some("feature".into()),
         pr_number: Some(9),
@@ -26,7 +31,11 @@ fn event(i: usize) -> Event {
             attempt: 1,
             workflow: format!("wf-{i}"),
             status: Status::Completed,
-            conclusion: Some(if i.is_multiple_of(3) { Conclusion::Failure } else { Conclusion::Success }),
+            conclusion: Some(if i.is_multiple_of(3) {
+                Conclusion::Failure
+            } else {
+                Conclusion::Success
+            }),
             url: None,
             updated_at: DateTime::<Utc>::from_timestamp(1_700_000_000 + i as i64, 0).unwrap(),
         },
@@ -38,7 +47,9 @@ fn event(i: usize) -> Event {
 async fn fifty_concurrent_first_events_make_one_group_and_one_trigger() {
     let mut env = TestEnv::new().await;
     env.config.database.max_connections = 50;
-    let pool = runwatch::store::connect(&env.config.database).await.unwrap();
+    let pool = runwatch::store::connect(&env.config.database)
+        .await
+        .unwrap();
     let engine = Arc::new(Engine::new(RuleSet::default_rules(), env.config.limits));
     let store = Store::new(pool.clone(), engine, StoreOptions::from_config(&env.config));
     let barrier = Arc::new(tokio::sync::Barrier::new(50));
@@ -49,7 +60,10 @@ async fn fifty_concurrent_first_events_make_one_group_and_one_trigger() {
         tasks.push(tokio::spawn(async move {
             let e = event(i);
             barrier.wait().await;
-            let clock = Clock { event: e.run.updated_at, wall: Utc::now() };
+            let clock = Clock {
+                event: e.run.updated_at,
+                wall: Utc::now(),
+            };
             store.record(&[e], clock).await.unwrap().triggers.len()
         }));
     }
@@ -57,10 +71,22 @@ async fn fifty_concurrent_first_events_make_one_group_and_one_trigger() {
     for t in tasks {
         fired += t.await.unwrap();
     }
-    let groups: i64 = sqlx::query("SELECT count(*) AS n FROM groups").fetch_one(&pool).await.unwrap().get("n");
-    let outbox: i64 = sqlx::query("SELECT count(*) AS n FROM outbox").fetch_one(&pool).await.unwrap().get("n");
-    let runs: i64 = sqlx::query("SELECT count(*) AS n FROM groups, jsonb_object_keys(state->'runs')")
-        .fetch_one(&pool).await.unwrap().get("n");
+    let groups: i64 = sqlx::query("SELECT count(*) AS n FROM groups")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get("n");
+    let outbox: i64 = sqlx::query("SELECT count(*) AS n FROM outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get("n");
+    let runs: i64 =
+        sqlx::query("SELECT count(*) AS n FROM groups, jsonb_object_keys(state->'runs')")
+            .fetch_one(&pool)
+            .await
+            .unwrap()
+            .get("n");
     pool.close().await;
     env.cleanup().await;
     assert_eq!(groups, 1, "one group row");

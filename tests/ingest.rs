@@ -84,7 +84,10 @@ struct Reply {
 /// A minimal HTTP/1.1 client (one request per connection).
 async fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Reply {
     let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut req = format!("POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
+        body.len()
+    );
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -100,7 +103,10 @@ async fn post(addr: SocketAddr, path: &str, headers: &[(&str, &str)], body: &[u8
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or_else(|| panic!("no status line in {text:?}"));
-    let body = text.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     Reply { status, body }
 }
 
@@ -109,7 +115,11 @@ async fn github(addr: SocketAddr, event: &str, delivery: &str, secret: &str, bod
     post(
         addr,
         "/webhooks/github",
-        &[("X-GitHub-Event", event), ("X-GitHub-Delivery", delivery), ("X-Hub-Signature-256", &sig)],
+        &[
+            ("X-GitHub-Event", event),
+            ("X-GitHub-Delivery", delivery),
+            ("X-Hub-Signature-256", &sig),
+        ],
         body,
     )
     .await
@@ -120,11 +130,17 @@ async fn stored_events(bus: &Bus) -> Vec<(String, Event)> {
     if state.messages == 0 {
         return Vec::new();
     }
-    let (_, mut messages) = bus.event_messages_from(EventsFrom::Sequence(1)).await.unwrap();
+    let (_, mut messages) = bus
+        .event_messages_from(EventsFrom::Sequence(1))
+        .await
+        .unwrap();
     let mut out = Vec::new();
     while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await {
         let m = m.unwrap();
-        out.push((m.subject.clone(), serde_json::from_slice(&m.payload).unwrap()));
+        out.push((
+            m.subject.clone(),
+            serde_json::from_slice(&m.payload).unwrap(),
+        ));
         if m.sequence >= state.last_sequence {
             break;
         }
@@ -142,11 +158,15 @@ async fn webhooks_are_verified_normalized_and_published_after_the_puback() {
     let bus = Bus::connect(&config).await.unwrap();
     bus.ensure_streams().await.unwrap();
     let stop = CancellationToken::new();
-    let (addr, server) = ingest::serve(&config, bus.clone(), None, stop.clone()).await.unwrap();
+    let (addr, server) = ingest::serve(&config, bus.clone(), None, stop.clone())
+        .await
+        .unwrap();
 
     // /healthz answers.
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
     let mut raw = String::new();
     s.read_to_string(&mut raw).await.unwrap();
     assert!(raw.starts_with("HTTP/1.1 200"), "{raw}");
@@ -172,15 +192,40 @@ async fn webhooks_are_verified_normalized_and_published_after_the_puback() {
     let sig = github::sign(SECRET_NEW.as_bytes(), body);
     let mut tampered = body.clone();
     tampered[10] ^= 1;
-    let r = post(addr, "/webhooks/github",
-        &[("X-GitHub-Event", "workflow_run"), ("X-GitHub-Delivery", "bad-2"), ("X-Hub-Signature-256", &sig)],
-        &tampered).await;
+    let r = post(
+        addr,
+        "/webhooks/github",
+        &[
+            ("X-GitHub-Event", "workflow_run"),
+            ("X-GitHub-Delivery", "bad-2"),
+            ("X-Hub-Signature-256", &sig),
+        ],
+        &tampered,
+    )
+    .await;
     assert_eq!(r.status, 401);
-    let r = post(addr, "/webhooks/github", &[("X-GitHub-Event", "workflow_run"), ("X-GitHub-Delivery", "bad-3")], body).await;
+    let r = post(
+        addr,
+        "/webhooks/github",
+        &[
+            ("X-GitHub-Event", "workflow_run"),
+            ("X-GitHub-Delivery", "bad-3"),
+        ],
+        body,
+    )
+    .await;
     assert_eq!(r.status, 401);
-    let r = post(addr, "/webhooks/github",
-        &[("X-GitHub-Event", "workflow_run"), ("X-GitHub-Delivery", "bad-4"), ("X-Hub-Signature-256", "sha256=nothex")],
-        body).await;
+    let r = post(
+        addr,
+        "/webhooks/github",
+        &[
+            ("X-GitHub-Event", "workflow_run"),
+            ("X-GitHub-Delivery", "bad-4"),
+            ("X-Hub-Signature-256", "sha256=nothex"),
+        ],
+        body,
+    )
+    .await;
     assert_eq!(r.status, 401);
     assert!(!r.body.contains(SECRET_NEW) && !r.body.contains(SECRET_OLD));
 
@@ -196,7 +241,14 @@ async fn webhooks_are_verified_normalized_and_published_after_the_puback() {
         }
     }
     // Bad bodies: 400 with a reason.
-    let r = github(addr, "workflow_run", "bad-5", SECRET_OLD, b"{\"action\":\"completed\"}").await;
+    let r = github(
+        addr,
+        "workflow_run",
+        "bad-5",
+        SECRET_OLD,
+        b"{\"action\":\"completed\"}",
+    )
+    .await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("missing field"), "{}", r.body);
     let r = github(addr, "workflow_run", "bad-6", SECRET_OLD, b"not json").await;
@@ -208,14 +260,24 @@ async fn webhooks_are_verified_normalized_and_published_after_the_puback() {
     let big = vec![b' '; config.ingest.max_body_bytes + 1];
     let r = github(addr, "workflow_run", "big", SECRET_OLD, &big).await;
     assert_eq!(r.status, 413, "{}", r.body);
-    assert_eq!(bus.stream_state(StreamKind::Events).await.unwrap().messages, before, "nothing more was published");
+    assert_eq!(
+        bus.stream_state(StreamKind::Events).await.unwrap().messages,
+        before,
+        "nothing more was published"
+    );
 
     // Several pull requests: one event each, ids <delivery>:<number>.
-    let with_prs = runs.iter().find(|(n, _)| n.contains("with-pull-requests")).unwrap();
+    let with_prs = runs
+        .iter()
+        .find(|(n, _)| n.contains("with-pull-requests"))
+        .unwrap();
     let mut v: serde_json::Value = serde_json::from_slice(&with_prs.1).unwrap();
     let mut second = v["workflow_run"]["pull_requests"][0].clone();
     second["number"] = 5.into();
-    v["workflow_run"]["pull_requests"].as_array_mut().unwrap().push(second);
+    v["workflow_run"]["pull_requests"]
+        .as_array_mut()
+        .unwrap()
+        .push(second);
     let body = serde_json::to_vec(&v).unwrap();
     let r = github(addr, "workflow_run", "multi", SECRET_NEW, &body).await;
     assert_eq!(r.status, 200, "{}", r.body);
@@ -223,13 +285,39 @@ async fn webhooks_are_verified_normalized_and_published_after_the_puback() {
 
     // GitLab: the token, then the pipeline hook.
     let gl = GITLAB_PIPELINE.as_bytes();
-    let r = post(addr, "/webhooks/gitlab", &[("X-Gitlab-Event", "Pipeline Hook"), ("X-Gitlab-Token", "nope")], gl).await;
+    let r = post(
+        addr,
+        "/webhooks/gitlab",
+        &[
+            ("X-Gitlab-Event", "Pipeline Hook"),
+            ("X-Gitlab-Token", "nope"),
+        ],
+        gl,
+    )
+    .await;
     assert_eq!(r.status, 401);
-    let r = post(addr, "/webhooks/gitlab",
-        &[("X-Gitlab-Event", "Pipeline Hook"), ("X-Gitlab-Token", GITLAB_TOKEN), ("X-Gitlab-Event-UUID", "gl-uuid-1")],
-        gl).await;
+    let r = post(
+        addr,
+        "/webhooks/gitlab",
+        &[
+            ("X-Gitlab-Event", "Pipeline Hook"),
+            ("X-Gitlab-Token", GITLAB_TOKEN),
+            ("X-Gitlab-Event-UUID", "gl-uuid-1"),
+        ],
+        gl,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let r = post(addr, "/webhooks/gitlab", &[("X-Gitlab-Event", "Push Hook"), ("X-Gitlab-Token", GITLAB_TOKEN)], b"{}").await;
+    let r = post(
+        addr,
+        "/webhooks/gitlab",
+        &[
+            ("X-Gitlab-Event", "Push Hook"),
+            ("X-Gitlab-Token", GITLAB_TOKEN),
+        ],
+        b"{}",
+    )
+    .await;
     assert_eq!(r.status, 202, "{}", r.body);
 
     // What landed in the stream: exactly the normalized events, on the provider subjects.
@@ -237,38 +325,73 @@ async fn webhooks_are_verified_normalized_and_published_after_the_puback() {
     let prefix = &config.streams.events_subject_prefix;
     let mut want = Vec::new();
     for (name, body) in &runs {
-        let ingest::Normalized::Events(e) = github::normalize("workflow_run", &format!("d-{name}"), body, &config.ingest.github).unwrap() else {
+        let ingest::Normalized::Events(e) = github::normalize(
+            "workflow_run",
+            &format!("d-{name}"),
+            body,
+            &config.ingest.github,
+        )
+        .unwrap() else {
             panic!("{name} is not a run")
         };
         want.extend(e);
     }
     let got_ids: Vec<&str> = stored.iter().map(|(_, e)| e.event_id.as_str()).collect();
     let mut want_ids: Vec<String> = want.iter().map(|e| e.event_id.clone()).collect();
-    want_ids.extend(["multi:2".to_string(), "multi:5".to_string(), "gl-uuid-1".to_string()]);
+    want_ids.extend([
+        "multi:2".to_string(),
+        "multi:5".to_string(),
+        "gl-uuid-1".to_string(),
+    ]);
     assert_eq!(got_ids, want_ids);
     for (w, (subject, got)) in want.iter().zip(&stored) {
         assert_eq!(subject, &format!("{prefix}.github"));
         assert_eq!(w, got);
     }
-    let with_pr = stored.iter().find(|(_, e)| e.event_id.contains("with-pull-requests")).unwrap();
+    let with_pr = stored
+        .iter()
+        .find(|(_, e)| e.event_id.contains("with-pull-requests"))
+        .unwrap();
     assert_eq!(with_pr.1.pr_number, Some(2));
     assert_eq!(with_pr.1.repository.id.as_deref(), Some("300029405"));
-    assert_eq!(with_pr.1.run.workflow, "test", "the empty run name falls back to the workflow's");
-    let requested = stored.iter().find(|(_, e)| e.event_id == "d-requested.payload.json").unwrap();
+    assert_eq!(
+        with_pr.1.run.workflow, "test",
+        "the empty run name falls back to the workflow's"
+    );
+    let requested = stored
+        .iter()
+        .find(|(_, e)| e.event_id == "d-requested.payload.json")
+        .unwrap();
     assert_eq!(requested.1.run.status, Status::Queued);
-    let multi: Vec<_> = stored.iter().filter(|(_, e)| e.event_id.starts_with("multi:")).map(|(_, e)| e.pr_number).collect();
+    let multi: Vec<_> = stored
+        .iter()
+        .filter(|(_, e)| e.event_id.starts_with("multi:"))
+        .map(|(_, e)| e.pr_number)
+        .collect();
     assert_eq!(multi, vec![Some(2), Some(5)]);
     let (subject, gl_event) = stored.last().unwrap();
     assert_eq!(subject, &format!("{prefix}.gitlab"));
     assert_eq!(gl_event.run.id, "31");
     assert_eq!(gl_event.pr_number, Some(1));
-    assert_eq!(gl_event.commit_sha, "bcbb5ec396a2c0f828686f14fac9b80b780504f2");
-    assert_eq!((gl_event.repository.owner.as_str(), gl_event.repository.name.as_str()), ("gitlab-org", "gitlab-test"));
+    assert_eq!(
+        gl_event.commit_sha,
+        "bcbb5ec396a2c0f828686f14fac9b80b780504f2"
+    );
+    assert_eq!(
+        (
+            gl_event.repository.owner.as_str(),
+            gl_event.repository.name.as_str()
+        ),
+        ("gitlab-org", "gitlab-test")
+    );
     assert_eq!(gl_event.run.status, Status::Completed);
     assert_eq!(gl_event.run.conclusion.map(|c| c.as_str()), Some("failure"));
 
     // JetStream cannot store (the stream is gone): 503, so the sender redelivers.
-    bus.jetstream().delete_stream(&config.streams.events).await.unwrap();
+    bus.jetstream()
+        .delete_stream(&config.streams.events)
+        .await
+        .unwrap();
     let r = github(addr, "workflow_run", "after-loss", SECRET_OLD, &runs[0].1).await;
     assert_eq!(r.status, 503, "{}", r.body);
 
@@ -430,12 +553,19 @@ async fn other_ci_reports_are_verified_normalized_and_published() {
 }
 
 fn provider_fixtures(dir: &str) -> Vec<(String, Vec<u8>)> {
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(dir);
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(dir);
     let mut out: Vec<(String, Vec<u8>)> = std::fs::read_dir(&root)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
-        .map(|p| (p.file_name().unwrap().to_string_lossy().to_string(), std::fs::read(&p).unwrap()))
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().to_string(),
+                std::fs::read(&p).unwrap(),
+            )
+        })
         .collect();
     out.sort();
     assert!(!out.is_empty(), "no fixtures in {dir}");
@@ -455,16 +585,30 @@ async fn buildkite_and_circleci_are_verified_normalized_and_published() {
     let bus = Bus::connect(&config).await.unwrap();
     bus.ensure_streams().await.unwrap();
     let stop = CancellationToken::new();
-    let (addr, server) = ingest::serve(&config, bus.clone(), None, stop.clone()).await.unwrap();
+    let (addr, server) = ingest::serve(&config, bus.clone(), None, stop.clone())
+        .await
+        .unwrap();
     let now = chrono::Utc::now().timestamp();
 
     // Buildkite: bad token, bad signature, stale signature, no credentials at all: 401.
     let bk = provider_fixtures("buildkite");
     let (_, body) = &bk[0];
     for headers in [
-        vec![("X-Buildkite-Event", "build.finished".to_string()), ("X-Buildkite-Token", "nope".to_string())],
-        vec![("X-Buildkite-Event", "build.finished".to_string()), ("X-Buildkite-Signature", buildkite::sign(b"nope", now, body))],
-        vec![("X-Buildkite-Event", "build.finished".to_string()), ("X-Buildkite-Signature", buildkite::sign(BK_TOKEN.as_bytes(), now - 3600, body))],
+        vec![
+            ("X-Buildkite-Event", "build.finished".to_string()),
+            ("X-Buildkite-Token", "nope".to_string()),
+        ],
+        vec![
+            ("X-Buildkite-Event", "build.finished".to_string()),
+            ("X-Buildkite-Signature", buildkite::sign(b"nope", now, body)),
+        ],
+        vec![
+            ("X-Buildkite-Event", "build.finished".to_string()),
+            (
+                "X-Buildkite-Signature",
+                buildkite::sign(BK_TOKEN.as_bytes(), now - 3600, body),
+            ),
+        ],
         vec![("X-Buildkite-Event", "build.finished".to_string())],
     ] {
         let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
@@ -488,7 +632,10 @@ async fn buildkite_and_circleci_are_verified_normalized_and_published() {
         let r = post(addr, "/webhooks/circleci", &h, b).await;
         assert_eq!(r.status, 401, "{sig:?}: {}", r.body);
     }
-    assert_eq!(bus.stream_state(StreamKind::Events).await.unwrap().messages, 0);
+    assert_eq!(
+        bus.stream_state(StreamKind::Events).await.unwrap().messages,
+        0
+    );
 
     // Good deliveries: Buildkite alternately by token and by signature.
     let mut want = Vec::new();
@@ -498,54 +645,150 @@ async fn buildkite_and_circleci_are_verified_normalized_and_published() {
         let auth = if i % 2 == 0 {
             ("X-Buildkite-Token", BK_TOKEN.to_string())
         } else {
-            ("X-Buildkite-Signature", buildkite::sign(BK_TOKEN.as_bytes(), now, body))
+            (
+                "X-Buildkite-Signature",
+                buildkite::sign(BK_TOKEN.as_bytes(), now, body),
+            )
         };
-        let r = post(addr, "/webhooks/buildkite", &[("X-Buildkite-Event", &event), (auth.0, &auth.1)], body).await;
+        let r = post(
+            addr,
+            "/webhooks/buildkite",
+            &[("X-Buildkite-Event", &event), (auth.0, &auth.1)],
+            body,
+        )
+        .await;
         assert_eq!(r.status, 200, "{name}: {}", r.body);
-        let ingest::Normalized::Events(e) = buildkite::normalize(&event, body).unwrap() else { panic!("{name}") };
+        let ingest::Normalized::Events(e) = buildkite::normalize(&event, body).unwrap() else {
+            panic!("{name}")
+        };
         want.extend(e);
     }
     for (name, body) in &cc {
         let sig = circleci::sign(CC_SECRET.as_bytes(), body);
-        let r = post(addr, "/webhooks/circleci", &[("circleci-event-type", "workflow-completed"), ("circleci-signature", &sig)], body).await;
+        let r = post(
+            addr,
+            "/webhooks/circleci",
+            &[
+                ("circleci-event-type", "workflow-completed"),
+                ("circleci-signature", &sig),
+            ],
+            body,
+        )
+        .await;
         assert_eq!(r.status, 200, "{name}: {}", r.body);
-        let ingest::Normalized::Events(e) = circleci::normalize("workflow-completed", body).unwrap() else { panic!("{name}") };
+        let ingest::Normalized::Events(e) =
+            circleci::normalize("workflow-completed", body).unwrap()
+        else {
+            panic!("{name}")
+        };
         want.extend(e);
     }
     // The event name from the body when the header is absent; other kinds: 202; ping: 200.
-    let r = post(addr, "/webhooks/buildkite", &[("X-Buildkite-Token", BK_TOKEN)], &bk[0].1).await;
+    let r = post(
+        addr,
+        "/webhooks/buildkite",
+        &[("X-Buildkite-Token", BK_TOKEN)],
+        &bk[0].1,
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(r.body.contains("\"duplicates\":1"), "a redelivery deduplicates: {}", r.body);
-    let r = post(addr, "/webhooks/buildkite", &[("X-Buildkite-Event", "job.finished"), ("X-Buildkite-Token", BK_TOKEN)], b"{}").await;
+    assert!(
+        r.body.contains("\"duplicates\":1"),
+        "a redelivery deduplicates: {}",
+        r.body
+    );
+    let r = post(
+        addr,
+        "/webhooks/buildkite",
+        &[
+            ("X-Buildkite-Event", "job.finished"),
+            ("X-Buildkite-Token", BK_TOKEN),
+        ],
+        b"{}",
+    )
+    .await;
     assert_eq!(r.status, 202, "{}", r.body);
-    let r = post(addr, "/webhooks/buildkite", &[("X-Buildkite-Event", "ping"), ("X-Buildkite-Token", BK_TOKEN)], b"{\"event\":\"ping\"}").await;
+    let r = post(
+        addr,
+        "/webhooks/buildkite",
+        &[
+            ("X-Buildkite-Event", "ping"),
+            ("X-Buildkite-Token", BK_TOKEN),
+        ],
+        b"{\"event\":\"ping\"}",
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
     let job = b"{\"type\":\"job-completed\"}";
     let sig = circleci::sign(CC_SECRET.as_bytes(), job);
-    let r = post(addr, "/webhooks/circleci", &[("circleci-event-type", "job-completed"), ("circleci-signature", &sig)], job).await;
+    let r = post(
+        addr,
+        "/webhooks/circleci",
+        &[
+            ("circleci-event-type", "job-completed"),
+            ("circleci-signature", &sig),
+        ],
+        job,
+    )
+    .await;
     assert_eq!(r.status, 202, "{}", r.body);
     // A bad state is a 400 with the reason.
     let mut v: serde_json::Value = serde_json::from_slice(&bk[0].1).unwrap();
     v["build"]["state"] = "sideways".into();
     let bad = serde_json::to_vec(&v).unwrap();
-    let r = post(addr, "/webhooks/buildkite", &[("X-Buildkite-Event", "build.finished"), ("X-Buildkite-Token", BK_TOKEN)], &bad).await;
+    let r = post(
+        addr,
+        "/webhooks/buildkite",
+        &[
+            ("X-Buildkite-Event", "build.finished"),
+            ("X-Buildkite-Token", BK_TOKEN),
+        ],
+        &bad,
+    )
+    .await;
     assert_eq!(r.status, 400, "{}", r.body);
     assert!(r.body.contains("sideways"), "{}", r.body);
 
     let stored = stored_events(&bus).await;
     let prefix = &config.streams.events_subject_prefix;
-    assert_eq!(stored.iter().map(|(_, e)| e).collect::<Vec<_>>(), want.iter().collect::<Vec<_>>());
+    assert_eq!(
+        stored.iter().map(|(_, e)| e).collect::<Vec<_>>(),
+        want.iter().collect::<Vec<_>>()
+    );
     for (subject, e) in &stored {
         assert_eq!(subject, &format!("{prefix}.{}", e.provider));
     }
-    let failed = &stored.iter().find(|(_, e)| e.provider.as_str() == "buildkite" && e.run.conclusion.is_some()).unwrap().1;
-    assert_eq!((failed.run.id.as_str(), failed.pr_number, failed.run.attempt), ("buildkite:my-pipeline", Some(42), 2));
-    assert_eq!((failed.repository.owner.as_str(), failed.repository.name.as_str()), ("acme-inc", "my-pipeline"));
+    let failed = &stored
+        .iter()
+        .find(|(_, e)| e.provider.as_str() == "buildkite" && e.run.conclusion.is_some())
+        .unwrap()
+        .1;
+    assert_eq!(
+        (failed.run.id.as_str(), failed.pr_number, failed.run.attempt),
+        ("buildkite:my-pipeline", Some(42), 2)
+    );
+    assert_eq!(
+        (
+            failed.repository.owner.as_str(),
+            failed.repository.name.as_str()
+        ),
+        ("acme-inc", "my-pipeline")
+    );
     // A build of a GitHub repository names it: it joins the GitHub events' groups.
     assert_eq!(failed.repository.host.map(|h| h.as_str()), Some("github"));
-    let cc_failed = &stored.iter().find(|(_, e)| e.event_id == "3888f21b-eaa7-38e3-8f3d-75a63bba8895").unwrap().1;
-    assert_eq!((cc_failed.run.id.as_str(), cc_failed.pr_number), ("circleci:build-test-deploy", Some(77)));
-    assert_eq!(cc_failed.run.conclusion.map(|c| c.as_str()), Some("failure"));
+    let cc_failed = &stored
+        .iter()
+        .find(|(_, e)| e.event_id == "3888f21b-eaa7-38e3-8f3d-75a63bba8895")
+        .unwrap()
+        .1;
+    assert_eq!(
+        (cc_failed.run.id.as_str(), cc_failed.pr_number),
+        ("circleci:build-test-deploy", Some(77))
+    );
+    assert_eq!(
+        cc_failed.run.conclusion.map(|c| c.as_str()),
+        Some("failure")
+    );
     stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(5), server).await;
     env.cleanup().await;
@@ -561,7 +804,9 @@ async fn pull_request_deliveries_publish_the_head_commit() {
     let bus = Bus::connect(&config).await.unwrap();
     bus.ensure_streams().await.unwrap();
     let stop = CancellationToken::new();
-    let (addr, server) = ingest::serve(&config, bus.clone(), None, stop.clone()).await.unwrap();
+    let (addr, server) = ingest::serve(&config, bus.clone(), None, stop.clone())
+        .await
+        .unwrap();
 
     let (name, body) = &fixture_files("pull_request")[0];
     let r = github(addr, "pull_request", "bad", "wrong-secret", body).await;
@@ -573,30 +818,63 @@ async fn pull_request_deliveries_publish_the_head_commit() {
     // The stream holds runwatch.pull_request.v1 messages the worker decodes.
     let state = bus.stream_state(StreamKind::Events).await.unwrap();
     assert_eq!(state.messages, 4, "closed, opened, reopened, synchronize");
-    let (_, mut messages) = bus.event_messages_from(EventsFrom::Sequence(1)).await.unwrap();
+    let (_, mut messages) = bus
+        .event_messages_from(EventsFrom::Sequence(1))
+        .await
+        .unwrap();
     let prefix = &config.streams.events_subject_prefix;
     let mut states = Vec::new();
     for _ in 0..4 {
-        let m = tokio::time::timeout(Duration::from_secs(5), messages.next()).await.unwrap().unwrap().unwrap();
+        let m = tokio::time::timeout(Duration::from_secs(5), messages.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         assert_eq!(m.subject.as_str(), format!("{prefix}.github"));
         let Input::PullRequest(link) = decode_input(&m.payload, &config.limits).unwrap() else {
-            panic!("not a pull request head: {:?}", String::from_utf8_lossy(&m.payload))
+            panic!(
+                "not a pull request head: {:?}",
+                String::from_utf8_lossy(&m.payload)
+            )
         };
-        assert_eq!((link.pr_number, link.commit_sha.as_str()), (2, "ec26c3e57ca3a959ca5aad62de7213c562f8c821"));
+        assert_eq!(
+            (link.pr_number, link.commit_sha.as_str()),
+            (2, "ec26c3e57ca3a959ca5aad62de7213c562f8c821")
+        );
         assert_eq!(link.branch.as_deref(), Some("changes"));
         states.push(link.status().map(|s| s.state.as_str()));
     }
     // closed.payload.json is a pull request closed without merging.
-    assert_eq!(states, [Some("closed"), Some("open"), Some("open"), Some("open")]);
+    assert_eq!(
+        states,
+        [Some("closed"), Some("open"), Some("open"), Some("open")]
+    );
     // A fork's head branch is qualified by the fork's owner.
-    let opened = &fixture_files("pull_request").into_iter().find(|(n, _)| n.starts_with("opened")).unwrap().1;
+    let opened = &fixture_files("pull_request")
+        .into_iter()
+        .find(|(n, _)| n.starts_with("opened"))
+        .unwrap()
+        .1;
     let mut v: serde_json::Value = serde_json::from_slice(opened).unwrap();
     v["pull_request"]["head"]["repo"]["id"] = 99.into();
     v["pull_request"]["head"]["repo"]["owner"]["login"] = "forker".into();
-    let r = github(addr, "pull_request", "fork-1", SECRET_NEW, &serde_json::to_vec(&v).unwrap()).await;
+    let r = github(
+        addr,
+        "pull_request",
+        "fork-1",
+        SECRET_NEW,
+        &serde_json::to_vec(&v).unwrap(),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.body);
-    let m = tokio::time::timeout(Duration::from_secs(5), messages.next()).await.unwrap().unwrap().unwrap();
-    let Input::PullRequest(link) = decode_input(&m.payload, &config.limits).unwrap() else { panic!() };
+    let m = tokio::time::timeout(Duration::from_secs(5), messages.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let Input::PullRequest(link) = decode_input(&m.payload, &config.limits).unwrap() else {
+        panic!()
+    };
     assert_eq!(link.branch.as_deref(), Some("forker:changes"));
     assert_eq!(link.metadata["fork"], true);
     stop.cancel();

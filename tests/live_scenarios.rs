@@ -44,7 +44,10 @@ async fn run_one(s: &Scenario) -> Result<(), String> {
     if got == s.expected {
         Ok(())
     } else {
-        Err(format!("{}:\n  expected {:?}\n  got      {:?}", s.name, s.expected, got))
+        Err(format!(
+            "{}:\n  expected {:?}\n  got      {:?}",
+            s.name, s.expected, got
+        ))
     }
 }
 

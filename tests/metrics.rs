@@ -172,7 +172,10 @@ async fn metrics_health_and_readiness_of_a_live_worker() {
 
     // Every metric is described (HELP) and typed (TYPE) on /metrics.
     for (name, kind, _, help) in METRICS {
-        if *name == "runwatch_webhooks_total" || name.starts_with("runwatch_ingest_") || name.starts_with("runwatch_deliver_") {
+        if *name == "runwatch_webhooks_total"
+            || name.starts_with("runwatch_ingest_")
+            || name.starts_with("runwatch_deliver_")
+        {
             continue; // recorded by `runwatch ingest` and `runwatch deliver`, not by the worker
         }
         let ty = match kind {

@@ -494,7 +494,10 @@ fn debug_and_errors_never_show_secrets() {
         config.nats.nkey_seed = None;
         // Credentials in the URL are a method of their own: one method only.
         let err = config.nats.auth().unwrap_err().to_string();
-        assert!(err.contains("nats.url") && err.contains("only one"), "{err}");
+        assert!(
+            err.contains("nats.url") && err.contains("only one"),
+            "{err}"
+        );
         config.nats.url = "nats://127.0.0.1:4222".into();
         format!("{err} {:?}", config.nats.auth().unwrap())
     };

@@ -19,12 +19,28 @@ async fn poison_is_dead_lettered_with_its_reason_and_the_worker_carries_on() {
     bus.ensure_streams().await.unwrap();
     let poison: Vec<(&str, Vec<u8>, &str)> = vec![
         ("p1", b"this is not json".to_vec(), "not_json"),
-        ("p2", GOOD.replace("\"pr_number\":1", "\"pr_number\":\"one\"").into_bytes(), "invalid"),
-        ("p3", GOOD.replace("workflow_run.v1", "workflow_run.v0").into_bytes(), "schema"),
-        ("p4", format!("{{\"pad\":\"{}\"}}", "x".repeat(70_000)).into_bytes(), "oversize"),
+        (
+            "p2",
+            GOOD.replace("\"pr_number\":1", "\"pr_number\":\"one\"")
+                .into_bytes(),
+            "invalid",
+        ),
+        (
+            "p3",
+            GOOD.replace("workflow_run.v1", "workflow_run.v0")
+                .into_bytes(),
+            "schema",
+        ),
+        (
+            "p4",
+            format!("{{\"pad\":\"{}\"}}", "x".repeat(70_000)).into_bytes(),
+            "oversize",
+        ),
     ];
     for (id, body, _) in &poison {
-        bus.publish_event(Provider::Github, id, bytes::Bytes::from(body.clone())).await.unwrap();
+        bus.publish_event(Provider::Github, id, bytes::Bytes::from(body.clone()))
+            .await
+            .unwrap();
     }
     publish_in_order(&bus, GOOD).await;
     let worker = start_worker(&env.config);
@@ -40,7 +56,11 @@ async fn poison_is_dead_lettered_with_its_reason_and_the_worker_carries_on() {
     env.cleanup().await;
 
     assert_eq!(triggers.len(), 1, "the good event still fired");
-    assert_eq!(dead.len(), poison.len(), "every poison message dead-lettered once");
+    assert_eq!(
+        dead.len(),
+        poison.len(),
+        "every poison message dead-lettered once"
+    );
     let mut reasons: Vec<String> = dead.iter().map(|d| d.reason.clone()).collect();
     reasons.sort();
     let mut want: Vec<String> = poison.iter().map(|p| p.2.to_string()).collect();

@@ -32,26 +32,46 @@ fn event(id: &str, sha: &str, status: &str, at: i64) -> runwatch::event::Event {
 async fn purge_by_touched_day_and_exact_update_time_and_updates_are_hot() {
     let env = TestEnv::new().await;
     let pool = store::connect(&env.config.database).await.expect("pool");
-    let engine = Arc::new(Engine::new(env.config.rule_set().expect("rules"), env.config.limits));
+    let engine = Arc::new(Engine::new(
+        env.config.rule_set().expect("rules"),
+        env.config.limits,
+    ));
     let store = Store::new(pool.clone(), engine, StoreOptions::from_config(&env.config));
     let clock = |at: i64| Clock {
         event: DateTime::from_timestamp(at, 0).expect("time"),
         wall: Utc::now(),
     };
-    for (i, sha) in ["old-null", "new-null", "old-day", "fresh"].iter().enumerate() {
+    for (i, sha) in ["old-null", "new-null", "old-day", "fresh"]
+        .iter()
+        .enumerate()
+    {
         let at = 1_700_000_000 + i as i64;
-        store.record(&[event(&format!("{sha}-q"), sha, "queued", at)], clock(at)).await.expect("record");
+        store
+            .record(&[event(&format!("{sha}-q"), sha, "queued", at)], clock(at))
+            .await
+            .expect("record");
     }
     // Updates of existing groups (queued -> completed), each in a transaction of its own:
     // HOT, no index written. (A new group is inserted and updated in one transaction.)
-    for (i, sha) in ["old-null", "new-null", "old-day", "fresh"].iter().enumerate() {
+    for (i, sha) in ["old-null", "new-null", "old-day", "fresh"]
+        .iter()
+        .enumerate()
+    {
         let at = 1_700_000_100 + i as i64;
-        store.record(&[event(&format!("{sha}-c"), sha, "completed", at)], clock(at)).await.expect("record");
+        store
+            .record(
+                &[event(&format!("{sha}-c"), sha, "completed", at)],
+                clock(at),
+            )
+            .await
+            .expect("record");
     }
     let (mut updates, mut hot) = (0i64, 0i64);
     for _ in 0..100 {
         // Statistics reach pg_stat_user_tables shortly after the transactions end.
-        let _ = sqlx::query("SELECT pg_stat_clear_snapshot()").execute(&pool).await;
+        let _ = sqlx::query("SELECT pg_stat_clear_snapshot()")
+            .execute(&pool)
+            .await;
         (updates, hot) = sqlx::query_as(
             "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'groups'",
         )
@@ -67,11 +87,18 @@ async fn purge_by_touched_day_and_exact_update_time_and_updates_are_hot() {
 
     // As rows written before the migration look, or aged (the trigger bypassed).
     let mut tx = pool.begin().await.expect("tx");
-    sqlx::query("SET LOCAL session_replication_role = replica").execute(&mut *tx).await.expect("replica");
+    sqlx::query("SET LOCAL session_replication_role = replica")
+        .execute(&mut *tx)
+        .await
+        .expect("replica");
     for (sha, touched, updated) in [
         ("old-null", "NULL", "now() - interval '40 days'"),
         ("new-null", "NULL", "now() - interval '1 day'"),
-        ("old-day", "((now() - interval '40 days') AT TIME ZONE 'UTC')::date", "now() - interval '40 days'"),
+        (
+            "old-day",
+            "((now() - interval '40 days') AT TIME ZONE 'UTC')::date",
+            "now() - interval '40 days'",
+        ),
     ] {
         sqlx::query(&format!(
             "UPDATE groups SET touched_on = {touched}, updated_at = {updated} WHERE commit_sha = $1"
@@ -83,7 +110,13 @@ async fn purge_by_touched_day_and_exact_update_time_and_updates_are_hot() {
     }
     tx.commit().await.expect("commit");
 
-    assert_eq!(store.purge(Duration::from_secs(30 * 86_400), 1).await.expect("purge"), 2);
+    assert_eq!(
+        store
+            .purge(Duration::from_secs(30 * 86_400), 1)
+            .await
+            .expect("purge"),
+        2
+    );
     let mut left: Vec<String> = sqlx::query_scalar("SELECT commit_sha FROM groups")
         .fetch_all(&pool)
         .await
@@ -91,7 +124,13 @@ async fn purge_by_touched_day_and_exact_update_time_and_updates_are_hot() {
     left.sort();
     assert_eq!(left, ["fresh", "new-null"]);
     // A purge by a shorter age takes the recent row whose day is unknown, not today's row.
-    assert_eq!(store.purge(Duration::from_secs(3600), 10).await.expect("purge"), 1);
+    assert_eq!(
+        store
+            .purge(Duration::from_secs(3600), 10)
+            .await
+            .expect("purge"),
+        1
+    );
     let left: Vec<String> = sqlx::query_scalar("SELECT commit_sha FROM groups")
         .fetch_all(&pool)
         .await
@@ -100,13 +139,14 @@ async fn purge_by_touched_day_and_exact_update_time_and_updates_are_hot() {
 
     // Another writer that leaves updated_at alone still has it (and touched_on) kept by
     // the trigger.
-    sqlx::query(
-        "UPDATE groups SET updated_at = now() - interval '40 days', touched_on = NULL",
-    )
-    .execute(&pool)
-    .await
-    .expect("backdate (sets updated_at itself: no trigger)");
-    sqlx::query("UPDATE groups SET branch = 'elsewhere'").execute(&pool).await.expect("update");
+    sqlx::query("UPDATE groups SET updated_at = now() - interval '40 days', touched_on = NULL")
+        .execute(&pool)
+        .await
+        .expect("backdate (sets updated_at itself: no trigger)");
+    sqlx::query("UPDATE groups SET branch = 'elsewhere'")
+        .execute(&pool)
+        .await
+        .expect("update");
     let (recent, today): (bool, bool) = sqlx::query_as(
         "SELECT updated_at > now() - interval '1 minute',
                 touched_on = (now() AT TIME ZONE 'UTC')::date FROM groups",
@@ -114,7 +154,10 @@ async fn purge_by_touched_day_and_exact_update_time_and_updates_are_hot() {
     .fetch_one(&pool)
     .await
     .expect("group");
-    assert!(recent && today, "the trigger keeps updated_at and touched_on");
+    assert!(
+        recent && today,
+        "the trigger keeps updated_at and touched_on"
+    );
     pool.close().await;
     env.cleanup().await;
 }

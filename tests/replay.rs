@@ -23,8 +23,14 @@ fn events() -> String {
     let mut lines = Vec::new();
     let mut n = 0;
     for (pr, conclusion) in [(1, "failure"), (2, "success"), (3, "timed_out")] {
-        for (run, wf, c) in [(pr * 10, "lint", "success"), (pr * 10 + 1, "test", conclusion)] {
-            for (status, concl) in [("in_progress", "null".to_string()), ("completed", format!("\"{c}\""))] {
+        for (run, wf, c) in [
+            (pr * 10, "lint", "success"),
+            (pr * 10 + 1, "test", conclusion),
+        ] {
+            for (status, concl) in [
+                ("in_progress", "null".to_string()),
+                ("completed", format!("\"{c}\"")),
+            ] {
                 n += 1;
                 lines.push(format!(
                     r#"{{"schema":"runwatch.workflow_run.v1","event_id":"e{n}","provider":"github","repository":{{"owner":"acme","name":"app","id":"42"}},"commit_sha":"c{pr}","branch":"b{pr}","pr_number":{pr},"run":{{"id":"{run}","attempt":1,"workflow":"{wf}","status":"{status}","conclusion":{concl},"updated_at":"2026-03-01T10:{n:02}:00Z"}}}}"#
@@ -51,11 +57,17 @@ async fn count(store: &Store, table: &str) -> i64 {
 }
 
 fn ids(triggers: &[serde_json::Value]) -> BTreeSet<String> {
-    triggers.iter().map(|t| t["trigger_id"].as_str().unwrap().to_string()).collect()
+    triggers
+        .iter()
+        .map(|t| t["trigger_id"].as_str().unwrap().to_string())
+        .collect()
 }
 
 fn opts(from: EventsFrom) -> ReplayOptions {
-    ReplayOptions { from, progress: false }
+    ReplayOptions {
+        from,
+        progress: false,
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,59 +84,119 @@ async fn replay_is_idempotent_reproduces_trigger_ids_and_dry_run_writes_nothing(
     let bus = Bus::connect(&config).await.unwrap();
     bus.ensure_streams().await.unwrap();
     let published = publish_in_order(&bus, &events()).await;
-    bus.publish_event(runwatch::event::Provider::Github, "junk", bytes::Bytes::from_static(b"not json"))
-        .await
-        .unwrap();
+    bus.publish_event(
+        runwatch::event::Provider::Github,
+        "junk",
+        bytes::Bytes::from_static(b"not json"),
+    )
+    .await
+    .unwrap();
     let worker = start_worker(&env.config);
     wait_quiet(&env.config, &bus, Duration::from_secs(60)).await;
     worker.shutdown().await;
     let original = all_triggers(&bus).await;
     assert_eq!(original.len(), 2, "PRs 1 and 3 fired: {original:?}");
     let original_ids = ids(&original);
-    let stream_before = bus.stream_state(StreamKind::Triggers).await.unwrap().messages;
+    let stream_before = bus
+        .stream_state(StreamKind::Triggers)
+        .await
+        .unwrap()
+        .messages;
 
     // 1. Into the same database: nothing new is decided or published.
     let same = open_store(&config).await;
     let outbox_before = count(&same, "outbox").await;
-    let r = replay(&config, &same, &bus, opts(EventsFrom::Sequence(1))).await.unwrap();
+    let r = replay(&config, &same, &bus, opts(EventsFrom::Sequence(1)))
+        .await
+        .unwrap();
     assert_eq!(r.read, published as u64 + 1);
     assert_eq!(r.invalid, 1);
     assert_eq!(r.applied, published as u64);
     assert!(r.triggers.is_empty(), "{:?}", r.triggers);
     assert_eq!(r.published, 0);
     assert_eq!(count(&same, "outbox").await, outbox_before);
-    assert_eq!(bus.stream_state(StreamKind::Triggers).await.unwrap().messages, stream_before);
+    assert_eq!(
+        bus.stream_state(StreamKind::Triggers)
+            .await
+            .unwrap()
+            .messages,
+        stream_before
+    );
 
     // 2. Dry run: from an empty state, prints the same trigger ids, writes nothing.
     let empty = open_store(&fresh_config).await;
     let mut out = Vec::new();
     let engine = Engine::new(config.rule_set().unwrap(), config.limits);
-    let r = dry_run(&fresh_config, engine, &bus, opts(EventsFrom::Sequence(1)), &mut out).await.unwrap();
+    let r = dry_run(
+        &fresh_config,
+        engine,
+        &bus,
+        opts(EventsFrom::Sequence(1)),
+        &mut out,
+    )
+    .await
+    .unwrap();
     let printed: Vec<serde_json::Value> = String::from_utf8(out)
         .unwrap()
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
         .collect();
-    assert_eq!(ids(&printed), original_ids, "the dry run prints what would fire");
+    assert_eq!(
+        ids(&printed),
+        original_ids,
+        "the dry run prints what would fire"
+    );
     assert_eq!(r.published, 0);
-    assert_eq!(count(&empty, "outbox").await, 0, "a dry run writes no outbox row");
-    assert_eq!(count(&empty, "groups").await, 0, "a dry run writes no group");
-    assert_eq!(bus.stream_state(StreamKind::Triggers).await.unwrap().messages, stream_before);
+    assert_eq!(
+        count(&empty, "outbox").await,
+        0,
+        "a dry run writes no outbox row"
+    );
+    assert_eq!(
+        count(&empty, "groups").await,
+        0,
+        "a dry run writes no group"
+    );
+    assert_eq!(
+        bus.stream_state(StreamKind::Triggers)
+            .await
+            .unwrap()
+            .messages,
+        stream_before
+    );
 
     // 3. Into the empty database for real: the same trigger ids are decided and published
     //    (JetStream's dedupe keeps the stream as it was), and marked sent.
     let since = chrono::Utc::now() - chrono::Duration::hours(1);
-    let r = replay(&fresh_config, &empty, &bus, opts(EventsFrom::Time(since))).await.unwrap();
-    let replayed: BTreeSet<String> = r.triggers.iter().map(|t| t.trigger_id.to_string()).collect();
+    let r = replay(&fresh_config, &empty, &bus, opts(EventsFrom::Time(since)))
+        .await
+        .unwrap();
+    let replayed: BTreeSet<String> = r
+        .triggers
+        .iter()
+        .map(|t| t.trigger_id.to_string())
+        .collect();
     assert_eq!(replayed, original_ids);
     assert_eq!(r.published, 2);
     assert_eq!(count(&empty, "outbox").await, 2);
     assert_eq!(empty.unsent_count().await.unwrap(), 0);
-    assert_eq!(bus.stream_state(StreamKind::Triggers).await.unwrap().messages, stream_before);
+    assert_eq!(
+        bus.stream_state(StreamKind::Triggers)
+            .await
+            .unwrap()
+            .messages,
+        stream_before
+    );
 
     // 4. A start past the end reads nothing.
-    let last = bus.stream_state(StreamKind::Events).await.unwrap().last_sequence;
-    let r = replay(&config, &same, &bus, opts(EventsFrom::Sequence(last + 1))).await.unwrap();
+    let last = bus
+        .stream_state(StreamKind::Events)
+        .await
+        .unwrap()
+        .last_sequence;
+    let r = replay(&config, &same, &bus, opts(EventsFrom::Sequence(last + 1)))
+        .await
+        .unwrap();
     assert_eq!(r.read, 0);
 
     same.pool().close().await;

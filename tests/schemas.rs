@@ -395,14 +395,32 @@ fn shape_invalid() -> Vec<(String, String)> {
             "run.updated_at year 0000",
             with(&g, "/run/updated_at", json!("0000-06-01T00:00:00Z")),
         ),
-        ("repository.owner with ESC", with(&g, "/repository/owner", json!("octo\u{1b}[31m"))),
-        ("repository.name with LF", with(&g, "/repository/name", json!("repo\nINFO forged"))),
-        ("repository.id with CR", with(&g, "/repository/id", json!("1\r"))),
-        ("commit_sha with TAB", with(&g, "/commit_sha", json!("abc\tdef"))),
-        ("branch with C1 (NEL)", with(&g, "/branch", json!("main\u{85}"))),
+        (
+            "repository.owner with ESC",
+            with(&g, "/repository/owner", json!("octo\u{1b}[31m")),
+        ),
+        (
+            "repository.name with LF",
+            with(&g, "/repository/name", json!("repo\nINFO forged")),
+        ),
+        (
+            "repository.id with CR",
+            with(&g, "/repository/id", json!("1\r")),
+        ),
+        (
+            "commit_sha with TAB",
+            with(&g, "/commit_sha", json!("abc\tdef")),
+        ),
+        (
+            "branch with C1 (NEL)",
+            with(&g, "/branch", json!("main\u{85}")),
+        ),
         ("branch with DEL", with(&g, "/branch", json!("main\u{7f}"))),
         ("run.id with LF", with(&g, "/run/id", json!("1\n2"))),
-        ("run.workflow with ESC", with(&g, "/run/workflow", json!("\u{1b}]0;x\u{7}test"))),
+        (
+            "run.workflow with ESC",
+            with(&g, "/run/workflow", json!("\u{1b}]0;x\u{7}test")),
+        ),
         ("metadata an array", with(&g, "/metadata", json!([1]))),
         ("metadata a string", with(&g, "/metadata", json!("{}"))),
         ("metadata a number", with(&g, "/metadata", json!(0))),
@@ -419,7 +437,10 @@ fn shape_invalid() -> Vec<(String, String)> {
         "pr_number i64::MAX + 1".into(),
         with(&g, "/pr_number", json!(i64::MAX as u64 + 1)).to_string(),
     ));
-    out.push(("pr_number u64::MAX".into(), with(&g, "/pr_number", json!(u64::MAX)).to_string()));
+    out.push((
+        "pr_number u64::MAX".into(),
+        with(&g, "/pr_number", json!(u64::MAX)).to_string(),
+    ));
     // Past u64, which serde_json's Value would turn into a float before we could write it.
     let text = g.to_string();
     out.push((
@@ -513,7 +534,11 @@ fn what_decode_accepts_the_schema_accepts() {
         ),
         (
             "updated_at at the end of year 9999".into(),
-            with(&g, "/run/updated_at", json!("9999-12-31T23:59:59.999999999Z")),
+            with(
+                &g,
+                "/run/updated_at",
+                json!("9999-12-31T23:59:59.999999999Z"),
+            ),
         ),
         (
             "run.url with a tab (free text, not an identifier)".into(),
@@ -554,7 +579,15 @@ fn what_decode_accepts_the_schema_accepts() {
             with(&g, "/run/conclusion", json!(conclusion)),
         ));
     }
-    for provider in ["github", "gitlab", "bitbucket", "azure_devops", "generic", "buildkite", "circleci"] {
+    for provider in [
+        "github",
+        "gitlab",
+        "bitbucket",
+        "azure_devops",
+        "generic",
+        "buildkite",
+        "circleci",
+    ] {
         cases.push((
             format!("provider {provider}"),
             with(&g, "/provider", json!(provider)),

@@ -28,7 +28,10 @@ fn failing(id: &str, provider: &str, pr: u64, sha: &str) -> String {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[cfg_attr(not(feature = "fault-injection"), ignore = "needs the fault-injection feature (make test enables it)")]
+#[cfg_attr(
+    not(feature = "fault-injection"),
+    ignore = "needs the fault-injection feature (make test enables it)"
+)]
 async fn a_dead_consume_task_turns_readiness_off_and_ends_the_process_non_zero() {
     let w = World::new().await;
     let bus = &w.bus;
@@ -49,17 +52,30 @@ async fn a_dead_consume_task_turns_readiness_off_and_ends_the_process_non_zero()
         if let Some(code) = app.proc.exited() {
             break code;
         }
-        assert!(started.elapsed() < Duration::from_secs(30), "the process did not exit");
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the process did not exit"
+        );
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     assert_ne!(code, Some(0), "exit status");
     // TestEnv's shutdown.timeout is 10s; the event took a moment to arrive.
-    assert!(started.elapsed() < Duration::from_secs(15), "exited after {:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "exited after {:?}",
+        started.elapsed()
+    );
     let log = app.log_text();
     assert!(log.contains("a task ended unexpectedly"), "{log}");
     // The process's last words name the task and why.
-    assert!(log.contains("task `consume` ended unexpectedly: panicked: fault injection"), "{log}");
-    assert!(saw_503, "/readyz never answered 503 before the exit; log:\n{log}");
+    assert!(
+        log.contains("task `consume` ended unexpectedly: panicked: fault injection"),
+        "{log}"
+    );
+    assert!(
+        saw_503,
+        "/readyz never answered 503 before the exit; log:\n{log}"
+    );
     w.cleanup().await;
 }
 
@@ -85,12 +101,18 @@ async fn a_failed_trigger_publish_acks_the_batch_and_the_relay_delivers_it_later
     // One batch: a GitHub group and a GitLab group fire.
     publish_lines(
         bus,
-        &[failing("p1", "github", 1, &"b".repeat(40)), failing("p2", "gitlab", 2, &"c".repeat(40))],
+        &[
+            failing("p1", "github", 1, &"b".repeat(40)),
+            failing("p2", "gitlab", 2, &"c".repeat(40)),
+        ],
     )
     .await;
     let pool = &w.pool;
     eventually(Duration::from_secs(30), "both decided", || async {
-        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox").fetch_one(pool).await.unwrap();
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM outbox")
+            .fetch_one(pool)
+            .await
+            .unwrap();
         (n == 2).then_some(())
     })
     .await;
@@ -107,10 +129,14 @@ async fn a_failed_trigger_publish_acks_the_batch_and_the_relay_delivers_it_later
             .await
             .unwrap()
             .clone();
-        (info.num_pending == 0 && info.num_ack_pending == 0 && info.delivered.stream_sequence == 2).then_some(())
+        (info.num_pending == 0 && info.num_ack_pending == 0 && info.delivered.stream_sequence == 2)
+            .then_some(())
     })
     .await;
-    assert!(bus.read_all_dead().await.unwrap().is_empty(), "nothing dead-lettered");
+    assert!(
+        bus.read_all_dead().await.unwrap().is_empty(),
+        "nothing dead-lettered"
+    );
     let unsent: Vec<(String, Option<String>)> =
         sqlx::query_as("SELECT subject, last_error FROM outbox WHERE sent_at IS NULL")
             .fetch_all(pool)
@@ -119,7 +145,11 @@ async fn a_failed_trigger_publish_acks_the_batch_and_the_relay_delivers_it_later
     assert_eq!(unsent.len(), 1, "{unsent:?}");
     assert_eq!(unsent[0].0, format!("{prefix}.gitlab"));
     assert!(unsent[0].1.is_some(), "the publish error is recorded");
-    assert_eq!(all_triggers(bus).await.len(), 1, "the GitHub trigger went out");
+    assert_eq!(
+        all_triggers(bus).await.len(),
+        1,
+        "the GitHub trigger went out"
+    );
 
     // NATS takes GitLab triggers again: the relay delivers the one left behind.
     cfg.subjects = all_subjects;
@@ -161,15 +191,17 @@ async fn an_outbox_row_that_is_not_a_trigger_is_set_aside_and_the_relay_goes_on(
         (all_triggers(bus).await.len() == 1).then_some(())
     })
     .await;
-    let attempts: i32 = sqlx::query_scalar("SELECT attempts FROM outbox WHERE set_aside_at IS NOT NULL")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let attempts: i32 =
+        sqlx::query_scalar("SELECT attempts FROM outbox WHERE set_aside_at IS NOT NULL")
+            .fetch_one(pool)
+            .await
+            .unwrap();
     tokio::time::sleep(Duration::from_secs(3)).await; // past TestEnv's 2s lease
-    let again: i32 = sqlx::query_scalar("SELECT attempts FROM outbox WHERE set_aside_at IS NOT NULL")
-        .fetch_one(pool)
-        .await
-        .unwrap();
+    let again: i32 =
+        sqlx::query_scalar("SELECT attempts FROM outbox WHERE set_aside_at IS NOT NULL")
+            .fetch_one(pool)
+            .await
+            .unwrap();
     assert_eq!(attempts, again, "a row set aside is never claimed again");
     let m = app.metrics().await;
     assert!(m.contains("runwatch_outbox_set_aside_total 1"), "{m}");
@@ -183,7 +215,9 @@ async fn a_dry_run_replay_never_touches_the_database_nor_blocks_a_live_worker() 
     let w = World::new().await;
     let (bus, env) = (&w.bus, &w.env);
     // History: 200 groups, each with a failing run.
-    let history: Vec<String> = (0..200).map(|i| failing(&format!("h{i}"), "github", i + 1, &format!("{i:040x}"))).collect();
+    let history: Vec<String> = (0..200)
+        .map(|i| failing(&format!("h{i}"), "github", i + 1, &format!("{i:040x}")))
+        .collect();
     publish_lines(bus, &history).await;
     let mut app = w.spawn(DEFAULT_RULES, &[]);
     eventually(Duration::from_secs(60), "history decided", || async {
@@ -194,9 +228,16 @@ async fn a_dry_run_replay_never_touches_the_database_nor_blocks_a_live_worker() 
     // A dry run with other rules, while the live worker decides new events of the same
     // groups. Its database URL leads nowhere: it must not need one.
     let rules = w.dir.path().join("what-if.toml");
-    std::fs::write(&rules, "[[rules]]\nkind = \"repeated_failure\"\nthreshold = 2\nbranches = [\"*\"]\n").unwrap();
+    std::fs::write(
+        &rules,
+        "[[rules]]\nkind = \"repeated_failure\"\nthreshold = 2\nbranches = [\"*\"]\n",
+    )
+    .unwrap();
     let mut vars = env.env_vars();
-    vars.push(("DATABASE_URL".into(), "postgres://nobody@127.0.0.1:1/nothing".into()));
+    vars.push((
+        "DATABASE_URL".into(),
+        "postgres://nobody@127.0.0.1:1/nothing".into(),
+    ));
     let dry = tokio::process::Command::new(env!("CARGO_BIN_EXE_runwatch"))
         .args(["replay", "--from-seq", "1", "--dry-run", "--rules"])
         .arg(&rules)
@@ -238,7 +279,10 @@ async fn a_dry_run_replay_never_touches_the_database_nor_blocks_a_live_worker() 
     assert_eq!(printed.len(), 1, "{printed:?}");
     assert_eq!(printed[0]["rule"], "repeated_failure");
     assert!(stderr.contains("would_fire=1"), "{stderr}");
-    assert!(worst < Duration::from_secs(5), "a live decision took {worst:?}");
+    assert!(
+        worst < Duration::from_secs(5),
+        "a live decision took {worst:?}"
+    );
     eprintln!("worst live decision during the dry run: {worst:?}");
     app.stop();
     let _ = Provider::Github;
@@ -249,11 +293,12 @@ async fn a_dry_run_replay_never_touches_the_database_nor_blocks_a_live_worker() 
 async fn run_no_migrate_refuses_a_schema_that_is_behind() {
     let w = World::new().await;
     let (env, pool) = (&w.env, &w.pool);
-    let (version, description): (i64, String) =
-        sqlx::query_as("SELECT version, description FROM _sqlx_migrations ORDER BY version DESC LIMIT 1")
-            .fetch_one(pool)
-            .await
-            .unwrap();
+    let (version, description): (i64, String) = sqlx::query_as(
+        "SELECT version, description FROM _sqlx_migrations ORDER BY version DESC LIMIT 1",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
     sqlx::query("DELETE FROM _sqlx_migrations WHERE version = $1")
         .bind(version)
         .execute(pool)
@@ -268,6 +313,9 @@ async fn run_no_migrate_refuses_a_schema_that_is_behind() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("schema is behind"), "{stderr}");
-    assert!(stderr.contains(&format!("{version} ({description})")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{version} ({description})")),
+        "{stderr}"
+    );
     w.cleanup().await;
 }

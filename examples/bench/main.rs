@@ -238,9 +238,18 @@ async fn size_phase(bench: &Bench, main: &PhaseResult) -> Result<Option<PhaseRes
         prefill: o.size_prefill,
         ..Phase::new("size", o.batch_size)
     };
-    let r = scaled(bench, (o.half_load_events, o.fail_share), o.seed + 1, &phase).await?;
+    let r = scaled(
+        bench,
+        (o.half_load_events, o.fail_share),
+        o.seed + 1,
+        &phase,
+    )
+    .await?;
     describe(
-        &format!("half load on {} pre-filled groups (paced at {rate:.0} events/s)", o.size_prefill),
+        &format!(
+            "half load on {} pre-filled groups (paced at {rate:.0} events/s)",
+            o.size_prefill
+        ),
         &r,
     );
     Ok(Some(r))

@@ -169,7 +169,10 @@ pub fn summary(f: &Figures<'_>) -> String {
     let size = format!(
         " prefill_groups={} prefill_ratio={:.2} p99_half_load_prefill_ms={:.1} prefill_p99_ratio={:.2} bytes_per_group={:.0}",
         prefilled.map_or(0, |p| p.groups),
-        ratio(f.size.map_or(0.0, |r| r.events_per_s), f.half.map_or(0.0, |r| r.events_per_s)),
+        ratio(
+            f.size.map_or(0.0, |r| r.events_per_s),
+            f.half.map_or(0.0, |r| r.events_per_s)
+        ),
         pct(f.size, 99.0),
         ratio(pct(f.half, 99.0), pct(f.size, 99.0)),
         prefilled.map_or(f64::NAN, |p| p.bytes_per_group),

@@ -30,7 +30,9 @@ mod read;
 mod setup;
 mod time;
 
-pub use dead::{DeadLetter, DeadMessage, DeliveryDeadLetter, REDRIVE_TOKEN, headers as dead_headers};
+pub use dead::{
+    DeadLetter, DeadMessage, DeliveryDeadLetter, REDRIVE_TOKEN, headers as dead_headers,
+};
 pub use publish::PubAckInfo;
 pub use pull::Puller;
 pub use read::{EventMessage, EventsFrom, StreamState};
@@ -373,7 +375,9 @@ fn is_tls_failure(err: &async_nats::ConnectError) -> bool {
             return true;
         }
         if let Some(io) = e.downcast_ref::<std::io::Error>()
-            && io.get_ref().is_some_and(|inner| inner.is::<rustls::Error>())
+            && io
+                .get_ref()
+                .is_some_and(|inner| inner.is::<rustls::Error>())
         {
             return true;
         }

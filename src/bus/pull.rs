@@ -140,7 +140,10 @@ impl Puller {
 
     /// Takes one item of the pull subscription: a message goes to `pending` (true); an
     /// error or the end of the subscription tears the pull down for a rebuild (false).
-    fn accept<E: std::fmt::Display>(&mut self, item: Option<Result<jetstream::Message, E>>) -> bool {
+    fn accept<E: std::fmt::Display>(
+        &mut self,
+        item: Option<Result<jetstream::Message, E>>,
+    ) -> bool {
         match item {
             Some(Ok(message)) => {
                 if self.delays.take().is_some() {

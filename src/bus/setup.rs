@@ -43,7 +43,10 @@ impl Bus {
         let subject = format!("{}.>", self.subject_prefix(kind));
         let (max_age, max_bytes) = match kind {
             StreamKind::Events => (self.streams.events_max_age, self.streams.events_max_bytes),
-            StreamKind::Triggers => (self.streams.triggers_max_age, self.streams.triggers_max_bytes),
+            StreamKind::Triggers => (
+                self.streams.triggers_max_age,
+                self.streams.triggers_max_bytes,
+            ),
             StreamKind::Dead => (self.streams.dead_max_age, self.streams.dead_max_bytes),
         };
         let wanted = Wanted {
@@ -205,7 +208,11 @@ impl Bus {
         from_start: bool,
     ) -> Result<PullConsumer, BusError> {
         let stream = self.streams.triggers.clone();
-        let mut deliver_policy = if from_start { DeliverPolicy::All } else { DeliverPolicy::New };
+        let mut deliver_policy = if from_start {
+            DeliverPolicy::All
+        } else {
+            DeliverPolicy::New
+        };
         if let Ok(s) = self.js.get_stream_no_info(&stream).await
             && let Ok(mut existing) = s.get_consumer::<consumer::pull::Config>(name).await
             && let Ok(info) = existing.info().await

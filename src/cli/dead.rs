@@ -21,7 +21,12 @@ pub enum Command {
     /// Nats-Msg-Id `redrive-<dead stream>-<seq>`), then delete them from the dead stream.
     Redrive {
         /// The dead letter's sequence (as `dead list` shows it).
-        #[arg(long, value_name = "N", required_unless_present = "all", conflicts_with = "all")]
+        #[arg(
+            long,
+            value_name = "N",
+            required_unless_present = "all",
+            conflicts_with = "all"
+        )]
         seq: Option<u64>,
         /// Every dead letter.
         #[arg(long)]
@@ -51,7 +56,11 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<ExitCode> 
                 eprintln!("refused dead_seq={dead}: {why}");
             }
             eprintln!("redriven={} refused={}", r.redriven.len(), r.refused.len());
-            Ok(if r.refused.is_empty() { ExitCode::SUCCESS } else { ExitCode::from(3) })
+            Ok(if r.refused.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
         }
     }
 }

@@ -12,7 +12,8 @@ pub fn open_input(path: &Path) -> anyhow::Result<Box<dyn BufRead>> {
     if path.as_os_str() == "-" {
         Ok(Box::new(BufReader::new(std::io::stdin())))
     } else {
-        let f = std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        let f =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
         Ok(Box::new(BufReader::new(f)))
     }
 }

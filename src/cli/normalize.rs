@@ -34,7 +34,12 @@ pub struct Args {
 }
 
 pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
-    let (source, name) = match (args.github_event, args.gitlab_event, args.buildkite_event, args.circleci_event) {
+    let (source, name) = match (
+        args.github_event,
+        args.gitlab_event,
+        args.buildkite_event,
+        args.circleci_event,
+    ) {
         (Some(n), ..) => (Source::Github, n),
         (_, Some(n), ..) => (Source::Gitlab, n),
         (_, _, Some(n), _) => (Source::Buildkite, n),
@@ -55,7 +60,9 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         }
         Normalized::PullRequest(link) => println!("{}", serde_json::to_string(&link)?),
         Normalized::Ping => eprintln!("ping: answered 200, nothing published"),
-        Normalized::Ignored { kind } => eprintln!("{kind}: accepted (202) and counted, not published"),
+        Normalized::Ignored { kind } => {
+            eprintln!("{kind}: accepted (202) and counted, not published")
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -62,5 +62,9 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         }
     }
     println!("published={published} duplicates={duplicates} invalid={invalid}");
-    Ok(if invalid > 0 { ExitCode::from(3) } else { ExitCode::SUCCESS })
+    Ok(if invalid > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -14,7 +14,11 @@ pub struct Args {
 }
 
 pub async fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
-    crate::config::check_duration("--older-than", &crate::config::PURGE_OLDER_THAN, args.older_than)?;
+    crate::config::check_duration(
+        "--older-than",
+        &crate::config::PURGE_OLDER_THAN,
+        args.older_than,
+    )?;
     let store = startup::open_store(config, Schema::Check).await?;
     let n = store.purge(args.older_than, config.purge.batch).await?;
     println!("{n}");

@@ -24,7 +24,10 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         None => {
-            eprintln!("runwatch: repository {provider}:{} is unknown", args.repository);
+            eprintln!(
+                "runwatch: repository {provider}:{} is unknown",
+                args.repository
+            );
             Ok(ExitCode::from(1))
         }
     }

@@ -17,7 +17,11 @@ pub struct Args {
     no_migrate: bool,
 }
 
-pub async fn run(config: Config, args: Args, metrics: Option<PrometheusHandle>) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    config: Config,
+    args: Args,
+    metrics: Option<PrometheusHandle>,
+) -> anyhow::Result<ExitCode> {
     let options = RunOptions {
         no_migrate: args.no_migrate,
         fault: fault_from_env()?,
@@ -46,7 +50,9 @@ fn fault_from_env() -> anyhow::Result<Option<Fault>> {
 fn fault_from_env() -> anyhow::Result<Option<Fault>> {
     for var in ["RUNWATCH_CRASH_AFTER_COMMIT", "RUNWATCH_FAULT"] {
         if std::env::var_os(var).is_some_and(|v| !v.is_empty()) {
-            bail!("{var} is set, but this build has no fault injection (a test-only cargo feature, `fault-injection`)");
+            bail!(
+                "{var} is set, but this build has no fault injection (a test-only cargo feature, `fault-injection`)"
+            );
         }
     }
     Ok(None)

@@ -30,5 +30,9 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         std::io::stdout().lock(),
         std::io::stderr().lock(),
     )?;
-    Ok(if report.rejected > 0 { ExitCode::from(3) } else { ExitCode::SUCCESS })
+    Ok(if report.rejected > 0 {
+        ExitCode::from(3)
+    } else {
+        ExitCode::SUCCESS
+    })
 }

@@ -26,7 +26,11 @@ pub enum Command {
 }
 
 pub async fn run(config: &Config, command: Command) -> anyhow::Result<ExitCode> {
-    let Command::Tail { from_start, count, timeout } = command;
+    let Command::Tail {
+        from_start,
+        count,
+        timeout,
+    } = command;
     let bus = startup::open_bus(config).await?;
     let mut messages = Box::pin(bus.trigger_messages(from_start).await?);
     let mut seen = 0u64;

@@ -48,8 +48,18 @@ impl RunState {
     /// content as the last tie-break. `Equal` only for identical states, so two events that
     /// share an id but differ converge to the same winner in every order.
     pub fn order(&self, other: &RunState) -> Ordering {
-        (self.attempt, self.status, self.updated_at, self.event_id.as_str())
-            .cmp(&(other.attempt, other.status, other.updated_at, other.event_id.as_str()))
+        (
+            self.attempt,
+            self.status,
+            self.updated_at,
+            self.event_id.as_str(),
+        )
+            .cmp(&(
+                other.attempt,
+                other.status,
+                other.updated_at,
+                other.event_id.as_str(),
+            ))
             .then_with(|| self.content_key().cmp(&other.content_key()))
     }
 

@@ -48,7 +48,12 @@ impl Clock {
     /// never moves back, and never past `wall + max_lead`: an event dated further ahead (a
     /// producer bug, milliseconds read as seconds) still merges, but cannot make every other
     /// group's timers due.
-    pub fn advance(self, t: DateTime<Utc>, wall: DateTime<Utc>, max_lead: std::time::Duration) -> Clock {
+    pub fn advance(
+        self,
+        t: DateTime<Utc>,
+        wall: DateTime<Utc>,
+        max_lead: std::time::Duration,
+    ) -> Clock {
         Clock {
             event: self.event.max(t.min(lead_bound(wall, max_lead))),
             wall,
@@ -222,7 +227,12 @@ impl Engine {
     /// for a group whose pull request's state changed (closed, merged, reopened, ready for
     /// review) while its runs did not. A closed pull request's pending timers are dropped;
     /// a reopened one's group fires if its runs say so.
-    pub fn reconsider(&self, g: &mut GroupCtx<'_>, ledger: &mut Ledger, clock: Clock) -> Vec<Trigger> {
+    pub fn reconsider(
+        &self,
+        g: &mut GroupCtx<'_>,
+        ledger: &mut Ledger,
+        clock: Clock,
+    ) -> Vec<Trigger> {
         let mut out = self.fire_due(g, ledger, clock);
         if g.state.runs.is_empty() {
             return out;
@@ -236,7 +246,12 @@ impl Engine {
     }
 
     /// Fires the group's timers that are due at `clock`.
-    pub fn fire_due(&self, g: &mut GroupCtx<'_>, ledger: &mut Ledger, clock: Clock) -> Vec<Trigger> {
+    pub fn fire_due(
+        &self,
+        g: &mut GroupCtx<'_>,
+        ledger: &mut Ledger,
+        clock: Clock,
+    ) -> Vec<Trigger> {
         let mut out = Vec::new();
         for rule in self.rules.rules() {
             let due = g
@@ -274,8 +289,12 @@ impl Engine {
             .filter(|(_, r)| rule.matches_run(&r.workflow, r.branch.as_deref()))
             .collect();
         let moved_past = rule.only_head_commit
-            && g.state.pr_head.as_deref().is_some_and(|head| head != g.commit_sha);
-        let pull_blocked = g.pr_number.is_some() && rule.pull_block(g.state.pr_status.as_ref()).is_some();
+            && g.state
+                .pr_head
+                .as_deref()
+                .is_some_and(|head| head != g.commit_sha);
+        let pull_blocked =
+            g.pr_number.is_some() && rule.pull_block(g.state.pr_status.as_ref()).is_some();
         // A run without a pull request whose commit belongs to one is judged in that pull
         // request's group only.
         let deferred = g.pr_number.is_none() && g.state.commit_in_pull;
@@ -302,7 +321,10 @@ impl Engine {
             .collect();
 
         let st = g.state.rules.entry(rule.name.clone()).or_default();
-        if rule.refire_on_rerun && st.fired && st.rerun_since_fire(relevant.iter().map(|(id, r)| (*id, r.attempt))) {
+        if rule.refire_on_rerun
+            && st.fired
+            && st.rerun_since_fire(relevant.iter().map(|(id, r)| (*id, r.attempt)))
+        {
             st.episode += 1;
             st.fired = false;
             st.inherited = false;
@@ -332,10 +354,15 @@ impl Engine {
         }
         st.fired = true;
         st.fired_max_attempt = relevant.iter().map(|(_, r)| r.attempt).max().unwrap_or(0);
-        st.fired_attempts = relevant.iter().map(|(id, r)| ((*id).clone(), r.attempt)).collect();
+        st.fired_attempts = relevant
+            .iter()
+            .map(|(id, r)| ((*id).clone(), r.attempt))
+            .collect();
         st.due = None;
         let episode = st.episode;
-        let pr = g.pr_number.map_or_else(|| "-".to_string(), |p| p.to_string());
+        let pr = g
+            .pr_number
+            .map_or_else(|| "-".to_string(), |p| p.to_string());
         let id = trigger_id(&[
             rule.kind.as_str(),
             &rule.name,
@@ -440,7 +467,12 @@ impl Engine {
 /// If the rule's per-repository cooldown is running, the due time at which it ends.
 /// Otherwise records that the rule fires now and returns `None`. Cooldowns are measured on
 /// the wall clock (event time in `simulate`, where the two are the same).
-fn cooldown_deferral(rule: &Rule, repo: &RepoRef, ledger: &mut Ledger, clock: Clock) -> Option<Due> {
+fn cooldown_deferral(
+    rule: &Rule,
+    repo: &RepoRef,
+    ledger: &mut Ledger,
+    clock: Clock,
+) -> Option<Due> {
     if rule.cooldown.is_zero() {
         return None;
     }
@@ -498,4 +530,3 @@ fn trigger_repository(repo: &RepoRef) -> TriggerRepository {
         internal_id: repo.internal_id,
     }
 }
-

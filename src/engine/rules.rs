@@ -82,7 +82,11 @@ pub struct Filter {
 
 impl Filter {
     /// Compiles `patterns` (at least one); an error names `key`.
-    pub fn compile(key: &str, patterns: &[String], case_insensitive: bool) -> Result<Filter, RulesError> {
+    pub fn compile(
+        key: &str,
+        patterns: &[String],
+        case_insensitive: bool,
+    ) -> Result<Filter, RulesError> {
         if patterns.is_empty() {
             return Err(RulesError {
                 key: key.into(),
@@ -255,7 +259,10 @@ impl RuleSet {
                     }
                 }
             } else if c.threshold.is_some() {
-                return Err(err("threshold", "does not apply to kind all_completed_with_failure"));
+                return Err(err(
+                    "threshold",
+                    "does not apply to kind all_completed_with_failure",
+                ));
             }
             let name = match &c.name {
                 Some(n) if n.trim().is_empty() => return Err(err("name", "must not be empty")),
@@ -280,7 +287,10 @@ impl RuleSet {
             }
             let failure_conclusions: HashSet<Conclusion> = match &c.failure_conclusions {
                 Some(v) if v.is_empty() => {
-                    return Err(err("failure_conclusions", "must list at least one conclusion"));
+                    return Err(err(
+                        "failure_conclusions",
+                        "must list at least one conclusion",
+                    ));
                 }
                 Some(v) => v.iter().copied().collect(),
                 None => DEFAULT_FAILURE_CONCLUSIONS.into_iter().collect(),
@@ -462,8 +472,10 @@ branches = ["main"]
         .unwrap();
         assert!(!set.rules()[0].only_open && set.rules()[0].skip_draft);
         for key in ["only_open", "skip_draft"] {
-            let e = RuleSet::from_toml(&format!("[[rules]]\nkind = \"repeated_failure\"\n{key} = true\n"))
-                .unwrap_err();
+            let e = RuleSet::from_toml(&format!(
+                "[[rules]]\nkind = \"repeated_failure\"\n{key} = true\n"
+            ))
+            .unwrap_err();
             assert_eq!(e.key, format!("rules[0].{key}"));
             let e = RuleSet::from_toml(&format!(
                 "[[rules]]\nkind = \"all_completed_with_failure\"\n{key} = \"yes\"\n"

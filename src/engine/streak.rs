@@ -91,7 +91,9 @@ impl StreakState {
                 return false;
             }
             self.window.remove(i);
-        } else if self.window.len() >= threshold && self.window.first().is_some_and(|f| pos <= f.pos()) {
+        } else if self.window.len() >= threshold
+            && self.window.first().is_some_and(|f| pos <= f.pos())
+        {
             // Older than every run of a full window: it is not among the newest, but a
             // success there still bounds where the current streak starts.
             return !failed && self.note_break(pos);
@@ -124,7 +126,8 @@ impl StreakState {
     /// fired through and the newest run: inside the window (all failures) or before it
     /// (`last_break`).
     pub fn should_fire(&self, threshold: usize) -> bool {
-        if threshold == 0 || self.window.len() < threshold || !self.window.iter().all(|f| f.failed) {
+        if threshold == 0 || self.window.len() < threshold || !self.window.iter().all(|f| f.failed)
+        {
             return false;
         }
         let Some(through) = &self.fired_through else {
@@ -164,7 +167,11 @@ mod tests {
             attempt: 1,
             workflow: "nightly".into(),
             status: Status::Completed,
-            conclusion: Some(if failed { Conclusion::Failure } else { Conclusion::Success }),
+            conclusion: Some(if failed {
+                Conclusion::Failure
+            } else {
+                Conclusion::Success
+            }),
             url: None,
             updated_at: DateTime::from_timestamp(secs, 0).unwrap(),
             event_id: format!("e{id}"),
@@ -199,16 +206,46 @@ mod tests {
         let mut s = StreakState::default();
         let n = feed(
             &mut s,
-            &[("1", 1, true), ("2", 2, true), ("3", 3, false), ("4", 4, true), ("5", 5, true), ("6", 6, true), ("7", 7, true)],
+            &[
+                ("1", 1, true),
+                ("2", 2, true),
+                ("3", 3, false),
+                ("4", 4, true),
+                ("5", 5, true),
+                ("6", 6, true),
+                ("7", 7, true),
+            ],
         );
         assert_eq!(n, 1);
-        assert_eq!(feed(&mut s, &[("8", 8, false), ("9", 9, true), ("10", 10, true), ("11", 11, true)]), 1);
+        assert_eq!(
+            feed(
+                &mut s,
+                &[
+                    ("8", 8, false),
+                    ("9", 9, true),
+                    ("10", 10, true),
+                    ("11", 11, true)
+                ]
+            ),
+            1
+        );
     }
 
     #[test]
     fn late_old_success_inside_a_fired_streak_does_not_refire() {
         let mut s = StreakState::default();
-        assert_eq!(feed(&mut s, &[("1", 1, true), ("2", 2, true), ("3", 3, true), ("4", 4, true)]), 1);
+        assert_eq!(
+            feed(
+                &mut s,
+                &[
+                    ("1", 1, true),
+                    ("2", 2, true),
+                    ("3", 3, true),
+                    ("4", 4, true)
+                ]
+            ),
+            1
+        );
         assert_eq!(feed(&mut s, &[("0", 2, false), ("5", 5, true)]), 0);
     }
 

@@ -25,8 +25,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::engine::{
-    Due, GroupState, PullBlock, RepoRef, Rule, RuleKind, RuleSet, RunState, StreakKey,
-    StreakState,
+    Due, GroupState, PullBlock, RepoRef, Rule, RuleKind, RuleSet, RunState, StreakKey, StreakState,
 };
 use crate::event::{Conclusion, Provider, Status};
 use crate::trigger::{Trigger, trigger_id};
@@ -575,7 +574,9 @@ fn judge_group(
     let st = g.state.rules.get(&rule.name).cloned().unwrap_or_default();
     if st.fired && st.inherited {
         return (
-            Verdict::Fired { triggers: Vec::new() },
+            Verdict::Fired {
+                triggers: Vec::new(),
+            },
             format!(
                 "fired in episode {} in the commit's group without a pull request, before the commit was known to belong to this pull request (its trigger is that group's: explain {} {}/{} - {}); not announced again here",
                 st.episode, g.repo.provider, g.repo.owner, g.repo.name, g.commit_sha
@@ -664,7 +665,8 @@ fn judge_group(
             Cause::InPullRequest,
             Vec::new(),
             Vec::new(),
-            "the commit belongs to a pull request: its runs are judged in the pull request's group".into(),
+            "the commit belongs to a pull request: its runs are judged in the pull request's group"
+                .into(),
         );
     }
     if g.pr_number.is_some()
@@ -680,7 +682,12 @@ fn judge_group(
             .pr_status
             .map(|s| format!(" (reported at {})", show_time(s.at)))
             .unwrap_or_default();
-        return will_not_fire(cause, Vec::new(), Vec::new(), format!("{}{at}", block.words()));
+        return will_not_fire(
+            cause,
+            Vec::new(),
+            Vec::new(),
+            format!("{}{at}", block.words()),
+        );
     }
     if runs.iter().any(|(_, r)| r.status != Status::Completed) {
         return waiting(&runs);
@@ -1060,10 +1067,16 @@ mod tests {
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["cause"].as_str(), Some("not_head"));
         // Without the option, or when the commit is the head, the rule judges the runs.
-        assert_eq!(one(&g, &rules(ACWF), &[], &Shared::default()).verdict, Verdict::NotJudged);
+        assert_eq!(
+            one(&g, &rules(ACWF), &[], &Shared::default()).verdict,
+            Verdict::NotJudged
+        );
         g.state.pr_head = Some("abc".into());
         let set = rules(&format!("{ACWF}only_head_commit = true\n"));
-        assert_eq!(one(&g, &set, &[], &Shared::default()).verdict, Verdict::NotJudged);
+        assert_eq!(
+            one(&g, &set, &[], &Shared::default()).verdict,
+            Verdict::NotJudged
+        );
     }
 
     #[test]

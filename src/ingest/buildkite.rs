@@ -171,7 +171,8 @@ pub fn hosted_repository(url: &str) -> Option<(Provider, String, String)> {
     let path = path.trim_matches('/');
     let path = path.strip_suffix(".git").unwrap_or(path);
     let (owner, name) = path.rsplit_once('/')?;
-    if owner.is_empty() || name.is_empty() || (provider == Provider::Github && owner.contains('/')) {
+    if owner.is_empty() || name.is_empty() || (provider == Provider::Github && owner.contains('/'))
+    {
         return None;
     }
     Some((provider, owner.to_string(), name.to_string()))
@@ -260,8 +261,12 @@ pub fn normalize(event_name: &str, body: &[u8]) -> Result<Normalized, NormalizeE
     if let Some(e) = p.event {
         metadata.insert("buildkite_event".into(), e.into());
     }
-    let (repository, run_id) =
-        repository_and_run(pipeline.repository.as_deref(), (owner, name, None), "buildkite", slug.clone());
+    let (repository, run_id) = repository_and_run(
+        pipeline.repository.as_deref(),
+        (owner, name, None),
+        "buildkite",
+        slug.clone(),
+    );
     Ok(Normalized::Events(vec![Event {
         schema: SCHEMA.to_string(),
         event_id: gitlab::body_event_id(body).replacen("gitlab-body-", "buildkite-", 1),

@@ -292,11 +292,19 @@ mod tests {
             ("s = [987654321, true]", vec!["987654321", "true"]),
             ("s = true", vec!["true"]),
         ] {
-            let got: Vec<String> = fig(text).unwrap().s.iter().map(|s| s.expose().to_string()).collect();
+            let got: Vec<String> = fig(text)
+                .unwrap()
+                .s
+                .iter()
+                .map(|s| s.expose().to_string())
+                .collect();
             assert_eq!(got, want, "{text}");
         }
         let err = fig("s = [[987654321]]").err().unwrap();
-        assert!(!err.contains("987654321") && err.contains("value not shown"), "{err}");
+        assert!(
+            !err.contains("987654321") && err.contains("value not shown"),
+            "{err}"
+        );
     }
 
     #[test]

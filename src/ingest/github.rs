@@ -67,9 +67,10 @@ pub fn json_body<'a>(
     body: &'a [u8],
 ) -> Result<std::borrow::Cow<'a, [u8]>, NormalizeError> {
     let form = content_type.is_some_and(|c| {
-        c.split(';')
-            .next()
-            .is_some_and(|m| m.trim().eq_ignore_ascii_case("application/x-www-form-urlencoded"))
+        c.split(';').next().is_some_and(|m| {
+            m.trim()
+                .eq_ignore_ascii_case("application/x-www-form-urlencoded")
+        })
     });
     if !form {
         return Ok(std::borrow::Cow::Borrowed(body));
@@ -352,29 +353,34 @@ fn pull_request(delivery: &str, body: &[u8]) -> Result<Normalized, NormalizeErro
     };
     let mut metadata = serde_json::Map::new();
     metadata.insert("github_event".into(), "pull_request".into());
-    metadata.insert("action".into(), p.action.chars().take(64).collect::<String>().into());
+    metadata.insert(
+        "action".into(),
+        p.action.chars().take(64).collect::<String>().into(),
+    );
     if let Some(h) = fork {
         metadata.insert("fork".into(), true.into());
         if let Some(f) = &h.full_name {
             metadata.insert("head_repository".into(), f.clone().into());
         }
     }
-    Ok(Normalized::PullRequest(Box::new(crate::pull_request::PullRequestLink {
-        schema: crate::pull_request::PULL_REQUEST_SCHEMA.to_string(),
-        event_id: delivery.to_string(),
-        provider: Provider::Github,
-        repository: p.repository.into_repository(),
-        commit_sha: head.sha,
-        pr_number: p.number,
-        branch,
-        updated_at: pr.updated_at,
-        state,
-        draft: pr.draft,
-        // Older payloads lack `merged`; `merged_at` says it too.
-        merged: pr.merged.or(state.map(|_| pr.merged_at.is_some())),
-        state_at: state.map(|_| pr.updated_at),
-        metadata: serde_json::Value::Object(metadata),
-    })))
+    Ok(Normalized::PullRequest(Box::new(
+        crate::pull_request::PullRequestLink {
+            schema: crate::pull_request::PULL_REQUEST_SCHEMA.to_string(),
+            event_id: delivery.to_string(),
+            provider: Provider::Github,
+            repository: p.repository.into_repository(),
+            commit_sha: head.sha,
+            pr_number: p.number,
+            branch,
+            updated_at: pr.updated_at,
+            state,
+            draft: pr.draft,
+            // Older payloads lack `merged`; `merged_at` says it too.
+            merged: pr.merged.or(state.map(|_| pr.merged_at.is_some())),
+            state_at: state.map(|_| pr.updated_at),
+            metadata: serde_json::Value::Object(metadata),
+        },
+    )))
 }
 
 /// One event per pull request: with none or one the event id is the delivery id, with
@@ -411,9 +417,16 @@ mod tests {
             .finish();
         let got = json_body(Some("application/x-www-form-urlencoded"), form.as_bytes()).unwrap();
         assert_eq!(&*got, json.as_bytes());
-        let got = json_body(Some("Application/X-WWW-Form-Urlencoded; charset=utf-8"), form.as_bytes()).unwrap();
+        let got = json_body(
+            Some("Application/X-WWW-Form-Urlencoded; charset=utf-8"),
+            form.as_bytes(),
+        )
+        .unwrap();
         assert_eq!(&*got, json.as_bytes());
-        assert_eq!(&*json_body(Some("application/json"), json.as_bytes()).unwrap(), json.as_bytes());
+        assert_eq!(
+            &*json_body(Some("application/json"), json.as_bytes()).unwrap(),
+            json.as_bytes()
+        );
         assert_eq!(&*json_body(None, json.as_bytes()).unwrap(), json.as_bytes());
         assert!(matches!(
             json_body(Some("application/x-www-form-urlencoded"), b"other=1"),

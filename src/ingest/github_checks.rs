@@ -459,7 +459,11 @@ mod tests {
             &opts,
         ));
         // The real pair: the re-request carries the completed suite's `updated_at`.
-        let again = events(check_suite("d2", &fixture("check_suite/rerequested.payload.json"), &opts));
+        let again = events(check_suite(
+            "d2",
+            &fixture("check_suite/rerequested.payload.json"),
+            &opts,
+        ));
         assert_eq!(again[0].run.updated_at, done[0].run.updated_at);
         assert_eq!(again[0].run.id, done[0].run.id);
         assert_eq!(again[0].run.status, Status::Queued);
@@ -476,12 +480,19 @@ mod tests {
             checks: CheckGranularity::Run,
             ..GithubOptions::default()
         };
-        let done = events(check_run("r1", &fixture("check_run/completed.payload.json"), &run_mode));
+        let done = events(check_run(
+            "r1",
+            &fixture("check_run/completed.payload.json"),
+            &run_mode,
+        ));
         let mut v: serde_json::Value =
             serde_json::from_slice(&fixture("check_run/completed.payload.json")).unwrap();
         v["action"] = "rerequested".into();
         let again = events(check_run("r2", &serde_json::to_vec(&v).unwrap(), &run_mode));
-        assert_eq!((again[0].run.status, again[0].run.conclusion), (Status::Queued, None));
+        assert_eq!(
+            (again[0].run.status, again[0].run.conclusion),
+            (Status::Queued, None)
+        );
         assert_eq!(again[0].run.attempt, done[0].run.attempt + 1);
     }
 

@@ -459,7 +459,15 @@ async fn publish_link(
     {
         Ok(ack) => {
             let (published, duplicates) = if ack.duplicate { (0, 1) } else { (1, 0) };
-            count(provider, event, if published > 0 { "published" } else { "duplicate" });
+            count(
+                provider,
+                event,
+                if published > 0 {
+                    "published"
+                } else {
+                    "duplicate"
+                },
+            );
             answer(
                 StatusCode::OK,
                 json!({"status": "published", "published": published, "duplicates": duplicates, "event_ids": [link.event_id]}),
@@ -676,7 +684,10 @@ mod tests {
             "workflow-completed"
         );
         assert_eq!(event_label("github", "-"), "-");
-        assert_eq!(event_label("github", "pull_request.labeled"), "pull_request");
+        assert_eq!(
+            event_label("github", "pull_request.labeled"),
+            "pull_request"
+        );
         // A name of another provider, an unknown name, a long one: `other`.
         assert_eq!(event_label("github", "Pipeline Hook"), "other");
         assert_eq!(event_label("github", "made_up_1"), "other");

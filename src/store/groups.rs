@@ -11,7 +11,9 @@ use uuid::Uuid;
 
 use super::association;
 use super::{Store, StoreError};
-use crate::engine::{Clock, CooldownKey, GroupCtx, GroupState, Ledger, RepoRef, RunState, StreakKey, StreakState};
+use crate::engine::{
+    Clock, CooldownKey, GroupCtx, GroupState, Ledger, RepoRef, RunState, StreakKey, StreakState,
+};
 use crate::event::{Event, RejectCode, Rejection};
 use crate::pull_request::Input;
 use crate::trigger::{self, Trigger};
@@ -82,7 +84,11 @@ impl Store {
 
     /// As [`Store::record`], for messages of either input schema (runs and pull request
     /// heads).
-    pub async fn record_inputs(&self, inputs: &[Input], clock: Clock) -> Result<BatchOutcome, StoreError> {
+    pub async fn record_inputs(
+        &self,
+        inputs: &[Input],
+        clock: Clock,
+    ) -> Result<BatchOutcome, StoreError> {
         self.record_and_mark(inputs, clock, &[]).await
     }
 
@@ -159,7 +165,8 @@ impl Store {
                 }
             }
         }
-        let by_id: HashMap<i64, RepoRef> = repos.iter().map(|r| (r.internal_id, r.clone())).collect();
+        let by_id: HashMap<i64, RepoRef> =
+            repos.iter().map(|r| (r.internal_id, r.clone())).collect();
         // The groups' rows come with their pull request's head and state.
         let (mut slots, corrupt, mut heads) = lock_groups(tx, &keys, &by_id).await?;
         pr_less_wanted.retain(|(r, s)| !keys.contains(&(*r, 0, s.clone())));
@@ -219,7 +226,9 @@ impl Store {
                 };
                 set_head(slot, &heads);
                 if e.pr_number.is_none() {
-                    let in_pull = pulls.get(&(r.internal_id, sha.clone())).is_some_and(|k| !k.is_empty());
+                    let in_pull = pulls
+                        .get(&(r.internal_id, sha.clone()))
+                        .is_some_and(|k| !k.is_empty());
                     slot.state.commit_in_pull = in_pull;
                     slot.original_state.commit_in_pull = in_pull;
                 }
@@ -242,7 +251,15 @@ impl Store {
                         .unwrap_or_default();
                     for n in known {
                         let target = (r.internal_id, pr_key(Some(n)), sha.clone());
-                        decided.extend(self.absorb_into(&mut slots, &corrupt, &target, &heads, [(&run.0, &run.1)], clock, &mut ledger));
+                        decided.extend(self.absorb_into(
+                            &mut slots,
+                            &corrupt,
+                            &target,
+                            &heads,
+                            [(&run.0, &run.1)],
+                            clock,
+                            &mut ledger,
+                        ));
                     }
                     continue;
                 }
@@ -270,12 +287,18 @@ impl Store {
                 }
             }
             if let Some(n) = i.pr_number()
-                && pulls.entry((r.internal_id, sha.clone())).or_default().insert(n)
+                && pulls
+                    .entry((r.internal_id, sha.clone()))
+                    .or_default()
+                    .insert(n)
             {
                 pulls_learnt.push((r.internal_id, sha.clone(), n));
                 let pr_less: GroupState = match slots.get(&(r.internal_id, 0, sha.clone())) {
                     Some(s) => s.state.clone(),
-                    None => pr_less_stored.get(&(r.internal_id, sha.clone())).cloned().unwrap_or_default(),
+                    None => pr_less_stored
+                        .get(&(r.internal_id, sha.clone()))
+                        .cloned()
+                        .unwrap_or_default(),
                 };
                 let target = (r.internal_id, pr_key(Some(n)), sha.clone());
                 if !corrupt.contains_key(&target)
@@ -283,7 +306,15 @@ impl Store {
                 {
                     self.engine.inherit_fired(&mut slot.ctx(), &pr_less);
                 }
-                decided.extend(self.absorb_into(&mut slots, &corrupt, &target, &heads, pr_less.runs.iter(), clock, &mut ledger));
+                decided.extend(self.absorb_into(
+                    &mut slots,
+                    &corrupt,
+                    &target,
+                    &heads,
+                    pr_less.runs.iter(),
+                    clock,
+                    &mut ledger,
+                ));
             }
         }
         association::insert_pulls(tx, &pulls_learnt).await?;
@@ -320,7 +351,10 @@ impl Store {
         set_head(slot, heads);
         let (fired, left_out) = self.engine.absorb(&mut slot.ctx(), ledger, runs, clock);
         if left_out > 0 {
-            warn!(group = slot.id, left_out, "runs of the commit not merged into a full pull request group");
+            warn!(
+                group = slot.id,
+                left_out, "runs of the commit not merged into a full pull request group"
+            );
         }
         fired.into_iter().map(|t| (slot.id, t)).collect()
     }
@@ -328,11 +362,20 @@ impl Store {
     /// Fires settle / cooldown timers that are due (by wall clock, or by the caller's event
     /// clock), claiming groups with `FOR UPDATE SKIP LOCKED` so replicas share the work.
     /// Returns the triggers decided (already in the outbox, claimed by the caller).
-    pub async fn fire_due_timers(&self, event_clock: DateTime<Utc>, limit: i64) -> Result<Vec<Trigger>, StoreError> {
-        self.with_retry("timers", || self.fire_due_tx(event_clock, limit)).await
+    pub async fn fire_due_timers(
+        &self,
+        event_clock: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Trigger>, StoreError> {
+        self.with_retry("timers", || self.fire_due_tx(event_clock, limit))
+            .await
     }
 
-    async fn fire_due_tx(&self, event_clock: DateTime<Utc>, limit: i64) -> Result<Vec<Trigger>, StoreError> {
+    async fn fire_due_tx(
+        &self,
+        event_clock: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<Trigger>, StoreError> {
         let mut tx = self.pool.begin().await?;
         let triggers = self.fire_due_in(&mut tx, event_clock, limit).await?;
         tx.commit().await?;
@@ -352,10 +395,10 @@ impl Store {
         // epoch nothing is due by event time.
         let event_clock = event_clock.max(DateTime::UNIX_EPOCH);
         let rows = sqlx::query(super::sql::TIMERS_DUE)
-        .bind(event_clock)
-        .bind(limit)
-        .fetch_all(&mut **tx)
-        .await?;
+            .bind(event_clock)
+            .bind(limit)
+            .fetch_all(&mut **tx)
+            .await?;
         if rows.is_empty() {
             return Ok(Vec::new());
         }
@@ -378,10 +421,12 @@ impl Store {
         if !corrupt.is_empty() {
             // Its timers cannot be evaluated: drop them, so the sweep does not stop at this
             // row on every pass. Its next event is dead-lettered as `corrupt_state`.
-            sqlx::query("UPDATE groups SET due_event_at = NULL, due_wall_at = NULL WHERE id = ANY($1)")
-                .bind(&corrupt)
-                .execute(&mut **tx)
-                .await?;
+            sqlx::query(
+                "UPDATE groups SET due_event_at = NULL, due_wall_at = NULL WHERE id = ANY($1)",
+            )
+            .bind(&corrupt)
+            .execute(&mut **tx)
+            .await?;
         }
         let cooldown_keys: BTreeSet<CooldownKey> = repos
             .values()
@@ -489,7 +534,10 @@ impl CorruptRow {
     fn rejection(&self) -> Rejection {
         Rejection::new(
             RejectCode::CorruptState,
-            format!("{} (row {}): stored state cannot be decoded: {}", self.label, self.id, self.detail),
+            format!(
+                "{} (row {}): stored state cannot be decoded: {}",
+                self.label, self.id, self.detail
+            ),
         )
     }
 }
@@ -509,7 +557,10 @@ fn slot_from_row(
         Err(sqlx::Error::ColumnDecode { source, .. }) => {
             return Ok(Err(CorruptRow {
                 id,
-                label: format!("group repository={repo_id} pr={} commit={commit_sha}", pr.unwrap_or(0)),
+                label: format!(
+                    "group repository={repo_id} pr={} commit={commit_sha}",
+                    pr.unwrap_or(0)
+                ),
                 detail: source.to_string(),
             }));
         }
@@ -534,8 +585,12 @@ fn slot_from_row(
 /// Gives the engine the head and the state of the slot's pull request (not stored with the
 /// group).
 fn set_head(slot: &mut Slot, heads: &BTreeMap<(i64, u64), association::Pull>) {
-    let pull = slot.pr_number.and_then(|n| heads.get(&(slot.repo.internal_id, n)));
-    let head = pull.and_then(|p| p.head.as_ref()).map(|(_, sha)| sha.clone());
+    let pull = slot
+        .pr_number
+        .and_then(|n| heads.get(&(slot.repo.internal_id, n)));
+    let head = pull
+        .and_then(|p| p.head.as_ref())
+        .map(|(_, sha)| sha.clone());
     let status = pull.and_then(|p| p.status);
     slot.state.pr_head.clone_from(&head);
     slot.original_state.pr_head = head;
@@ -587,7 +642,14 @@ async fn lock_groups(
         }
         match slot_from_row(row, repos)? {
             Ok(slot) => {
-                out.insert((slot.repo.internal_id, pr_key(slot.pr_number), slot.commit_sha.clone()), slot);
+                out.insert(
+                    (
+                        slot.repo.internal_id,
+                        pr_key(slot.pr_number),
+                        slot.commit_sha.clone(),
+                    ),
+                    slot,
+                );
             }
             Err(c) => {
                 let key: GroupKey = (
@@ -759,7 +821,8 @@ async fn write_ledger(
     before: &Ledger,
     after: &Ledger,
 ) -> Result<(), StoreError> {
-    let (mut r, mut ru, mut b, mut w, mut st) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut r, mut ru, mut b, mut w, mut st) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for (k, s) in &after.streaks {
         if before.streaks.get(k) != Some(s) {
             r.push(k.repository_id);

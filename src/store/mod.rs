@@ -76,17 +76,24 @@ const PING_IF_IDLE_FOR: Duration = Duration::from_secs(1);
 
 /// Connects a pool. The URL's password is never logged.
 pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, StoreError> {
-    let options: PgConnectOptions = config.url.parse().map_err(|e: sqlx::Error| StoreError::Url {
-        url: redact_url(&config.url),
-        message: e.to_string(),
-    })?;
+    let options: PgConnectOptions =
+        config
+            .url
+            .parse()
+            .map_err(|e: sqlx::Error| StoreError::Url {
+                url: redact_url(&config.url),
+                message: e.to_string(),
+            })?;
     // Every session gets the configured lock and statement timeouts (startup options, so
     // no round trip): a blocked statement fails (55P03 / 57014) and is reported, never a
     // silent hang.
     let options = options
         .options([
             ("lock_timeout", config.lock_timeout.as_millis().to_string()),
-            ("statement_timeout", config.statement_timeout.as_millis().to_string()),
+            (
+                "statement_timeout",
+                config.statement_timeout.as_millis().to_string(),
+            ),
         ])
         .application_name("runwatch")
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
@@ -152,7 +159,9 @@ pub async fn check_schema(pool: &PgPool) -> Result<(), StoreError> {
             .fetch_all(pool)
             .await
             .map_err(|e| match &e {
-                sqlx::Error::Database(d) if d.code().as_deref() == Some("42501") => StoreError::SchemaUnreadable,
+                sqlx::Error::Database(d) if d.code().as_deref() == Some("42501") => {
+                    StoreError::SchemaUnreadable
+                }
                 _ => StoreError::Db(e),
             })?
     } else {
@@ -180,10 +189,15 @@ async fn migrate_on(pool: &PgPool) -> Result<(), StoreError> {
     let set = format!("SET lock_timeout = {timeout_ms}");
     let mut set_timeouts = sqlx::query(&set).execute(&mut conn).await;
     if set_timeouts.is_ok() {
-        set_timeouts = sqlx::query("SET statement_timeout = 0").execute(&mut conn).await;
+        set_timeouts = sqlx::query("SET statement_timeout = 0")
+            .execute(&mut conn)
+            .await;
     }
     let result = match set_timeouts {
-        Ok(_) => MIGRATOR.run_direct(&mut conn).await.map_err(StoreError::from),
+        Ok(_) => MIGRATOR
+            .run_direct(&mut conn)
+            .await
+            .map_err(StoreError::from),
         Err(e) => Err(e.into()),
     };
     // Closing ends the session, and with it any advisory lock a failed run kept.

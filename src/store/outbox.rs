@@ -21,10 +21,10 @@ impl Store {
     /// claim disjoint rows, and no lock is held while publishing.
     pub async fn claim_unsent(&self, limit: i64) -> Result<Vec<Pending>, StoreError> {
         let rows = sqlx::query(super::sql::RELAY_CLAIM)
-        .bind(limit)
-        .bind(self.lease.as_secs_f64())
-        .fetch_all(&self.pool)
-        .await?;
+            .bind(limit)
+            .bind(self.lease.as_secs_f64())
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter()
             .map(|r| {
                 Ok(Pending {
@@ -77,9 +77,11 @@ impl Store {
     /// Unsent triggers the relay will publish (the outbox backlog), for metrics and tests;
     /// rows set aside are not counted.
     pub async fn unsent_count(&self) -> Result<i64, StoreError> {
-        let row = sqlx::query("SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL AND set_aside_at IS NULL")
-            .fetch_one(&self.pool)
-            .await?;
+        let row = sqlx::query(
+            "SELECT count(*) AS n FROM outbox WHERE sent_at IS NULL AND set_aside_at IS NULL",
+        )
+        .fetch_one(&self.pool)
+        .await?;
         Ok(row.try_get("n")?)
     }
 }

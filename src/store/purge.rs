@@ -13,11 +13,11 @@ impl Store {
         let mut groups = 0u64;
         loop {
             let done = sqlx::query(super::sql::PURGE_GROUPS)
-            .bind(secs)
-            .bind(batch)
-            .execute(&self.pool)
-            .await?
-            .rows_affected();
+                .bind(secs)
+                .bind(batch)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
             groups += done;
             if done < batch as u64 {
                 break;

@@ -98,7 +98,11 @@ impl Store {
     }
 
     /// The seed's `get_repo_id`: the internal id of `owner/name` (case-insensitive).
-    pub async fn repo_id(&self, provider: Provider, owner_name: &str) -> Result<Option<i64>, StoreError> {
+    pub async fn repo_id(
+        &self,
+        provider: Provider,
+        owner_name: &str,
+    ) -> Result<Option<i64>, StoreError> {
         let Some((owner, name)) = owner_name.split_once('/') else {
             return Ok(None);
         };
@@ -118,7 +122,11 @@ impl Store {
     }
 }
 
-async fn find_by_id(pool: &PgPool, claim: &RepoClaim, id: &str) -> Result<Option<RepoRef>, StoreError> {
+async fn find_by_id(
+    pool: &PgPool,
+    claim: &RepoClaim,
+    id: &str,
+) -> Result<Option<RepoRef>, StoreError> {
     let row = sqlx::query(
         "SELECT id, stable_key, provider, owner, name, external_id FROM repositories
          WHERE provider = $1 AND external_id = $2",
@@ -172,7 +180,9 @@ async fn resolve(pool: &PgPool, claim: &RepoClaim) -> Result<RepoRef, StoreError
                                 external_id: Some(id.clone()),
                                 ..r
                             }),
-                            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("23505") => {
+                            Err(sqlx::Error::Database(e))
+                                if e.code().as_deref() == Some("23505") =>
+                            {
                                 continue;
                             }
                             Err(e) => return Err(e.into()),

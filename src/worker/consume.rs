@@ -24,18 +24,18 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
+use super::Ctx;
+#[cfg(feature = "fault-injection")]
+use super::Fault;
 use super::disposition::{self, msg_info};
 use super::hold::Hold;
 use super::lanes;
 use super::supervisor::TaskResult;
-use super::Ctx;
-#[cfg(feature = "fault-injection")]
-use super::Fault;
-use crate::store::Op;
 use crate::bus::Puller;
 use crate::delivery;
 use crate::engine::Clock;
 use crate::pull_request::{Input, decode_input};
+use crate::store::Op;
 use crate::store::{EventOutcome, Store};
 use crate::trigger::Trigger;
 use uuid::Uuid;
@@ -62,7 +62,11 @@ pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
     let (max, linger) = (c.batch_size, c.linger);
     let mut pipeline = Pipeline::default();
     loop {
-        let idle = if pipeline.marks_due() { MARK_WITHIN } else { Duration::from_secs(1) };
+        let idle = if pipeline.marks_due() {
+            MARK_WITHIN
+        } else {
+            Duration::from_secs(1)
+        };
         let batch = tokio::select! {
             b = puller.next_batch(max, linger, idle) => b,
             _ = stop.cancelled() => break,
@@ -76,7 +80,9 @@ pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
         #[cfg(feature = "fault-injection")]
         {
             match ctx.options.fault {
-                Some(Fault::ConsumeExit) => return Err("fault injection: the consume task gave up".into()),
+                Some(Fault::ConsumeExit) => {
+                    return Err("fault injection: the consume task gave up".into());
+                }
                 Some(Fault::ConsumePanic) => panic!("fault injection: the consume task panicked"),
                 _ => {}
             }
@@ -91,7 +97,10 @@ pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
     // after ack_wait, so another replica takes them now.
     let left = puller.take_received();
     if !left.is_empty() {
-        info!(count = left.len(), "shutdown: handing back prefetched messages");
+        info!(
+            count = left.len(),
+            "shutdown: handing back prefetched messages"
+        );
     }
     for msg in left {
         disposition::hand_back(&msg).await;
@@ -115,13 +124,20 @@ impl Pipeline {
 
     /// Marks that could not be written: the next transaction tries again.
     fn give_back(&self, ids: Vec<Uuid>) {
-        self.sent.lock().unwrap_or_else(PoisonError::into_inner).extend(ids);
+        self.sent
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(ids);
     }
 
     /// Whether triggers are waiting to be marked, or a batch being finished may add some.
     fn marks_due(&self) -> bool {
         self.finishing.as_ref().is_some_and(|h| !h.is_finished())
-            || !self.sent.lock().unwrap_or_else(PoisonError::into_inner).is_empty()
+            || !self
+                .sent
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .is_empty()
     }
 
     /// Marks the waiting triggers sent in a statement of their own.
@@ -157,7 +173,13 @@ impl Pipeline {
 }
 
 /// Decodes a pulled batch, dead-letters the poison, decides the rest.
-async fn process(ctx: &Ctx, pipeline: &mut Pipeline, puller: &Puller, stop: &CancellationToken, batch: Vec<Message>) {
+async fn process(
+    ctx: &Ctx,
+    pipeline: &mut Pipeline,
+    puller: &Puller,
+    stop: &CancellationToken,
+    batch: Vec<Message>,
+) {
     let limits = ctx.config.limits;
     let mut valid = Vec::with_capacity(batch.len());
     for msg in batch {
@@ -168,9 +190,15 @@ async fn process(ctx: &Ctx, pipeline: &mut Pipeline, puller: &Puller, stop: &Can
         match decode_input(&msg.payload, &limits) {
             Ok(input) => valid.push((msg, input)),
             Err(rejection) => {
-                disposition::dead_letter(&ctx.bus, &ctx.config, &msg, rejection.code.as_str(), &rejection.detail)
-                    .instrument(info_span!("poison", seq))
-                    .await;
+                disposition::dead_letter(
+                    &ctx.bus,
+                    &ctx.config,
+                    &msg,
+                    rejection.code.as_str(),
+                    &rejection.detail,
+                )
+                .instrument(info_span!("poison", seq))
+                .await;
             }
         }
     }
@@ -202,7 +230,9 @@ async fn decide(
     let lanes_used = parts.len();
     let shared: &Pipeline = pipeline;
     let decided: Vec<Decided> = futures::future::join_all(
-        parts.into_iter().map(|lane| record(ctx, shared, puller, stop, lane)),
+        parts
+            .into_iter()
+            .map(|lane| record(ctx, shared, puller, stop, lane)),
     )
     .await
     .into_iter()
@@ -212,7 +242,11 @@ async fn decide(
         return;
     }
     let recorded = started.elapsed();
-    let (mut batch, mut outcomes, mut triggers) = (Vec::with_capacity(size), Vec::with_capacity(size), Vec::new());
+    let (mut batch, mut outcomes, mut triggers) = (
+        Vec::with_capacity(size),
+        Vec::with_capacity(size),
+        Vec::new(),
+    );
     for d in decided {
         batch.extend(d.batch);
         outcomes.extend(d.outcomes);
@@ -266,7 +300,10 @@ fn record<'a>(
                     let msgs = in_hand.get_or_insert_with(|| Hold::in_hand(&batch, puller));
                     let waited = hold.wait(msgs, stop).await;
                     if !waited {
-                        info!(size = batch.len(), "shutdown while the database refuses: handing the held batch back");
+                        info!(
+                            size = batch.len(),
+                            "shutdown while the database refuses: handing the held batch back"
+                        );
                         for (msg, _) in &batch {
                             disposition::hand_back(msg).await;
                         }
@@ -304,7 +341,11 @@ fn record<'a>(
             Err(e) => {
                 let sqlstate = e.sqlstate().unwrap_or_default();
                 warn!(error = %e, sqlstate, "event refused for its own sake; will retry");
-                let reason = if sqlstate.is_empty() { e.to_string() } else { format!("SQLSTATE {sqlstate}: {e}") };
+                let reason = if sqlstate.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("SQLSTATE {sqlstate}: {e}")
+                };
                 for (msg, event) in &batch {
                     let (seq, _) = msg_info(msg);
                     let span = info_span!("event", seq, group = %group_label(event));
@@ -331,7 +372,10 @@ async fn finish(
 ) {
     let delivered = delivery::publish_unmarked(&ctx.store, &ctx.bus, &triggers).await;
     if !delivered.sent.is_empty() {
-        marks.lock().unwrap_or_else(PoisonError::into_inner).extend(delivered.sent);
+        marks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(delivered.sent);
     }
     for ((msg, event), result) in batch.into_iter().zip(outcomes) {
         let (seq, _) = msg_info(&msg);

@@ -54,7 +54,8 @@ pub async fn dead_letter(bus: &Bus, config: &Config, msg: &Message, reason: &str
     match bus.dead_letter(&letter).await {
         Ok(()) => {
             warn!(reason, detail, seq, "input dead-lettered");
-            metrics::counter!("runwatch_dead_letters_total", "reason" => reason.to_string()).increment(1);
+            metrics::counter!("runwatch_dead_letters_total", "reason" => reason.to_string())
+                .increment(1);
             metrics::counter!("runwatch_events_total", "outcome" => "dead_lettered").increment(1);
             ack(msg, AckKind::Term).await;
         }
@@ -81,7 +82,9 @@ pub async fn hand_back(msg: &Message) {
 fn record_decision_latency(msg: &Message) {
     if let Ok(info) = msg.info() {
         let arrived = std::time::SystemTime::from(info.published);
-        let waited = std::time::SystemTime::now().duration_since(arrived).unwrap_or_default();
+        let waited = std::time::SystemTime::now()
+            .duration_since(arrived)
+            .unwrap_or_default();
         metrics::histogram!("runwatch_decision_seconds").record(waited.as_secs_f64());
     }
 }

@@ -73,14 +73,21 @@ mod tests {
             })
             .collect();
         let lanes = split(batch, 4, |i| i);
-        assert!(lanes.len() > 1, "seven repositories spread over several lanes");
+        assert!(
+            lanes.len() > 1,
+            "seven repositories spread over several lanes"
+        );
         let mut seen = std::collections::BTreeMap::new();
         for (n, lane) in lanes.iter().enumerate() {
             let mut last = -1i64;
             for i in lane {
                 let r = i.repository();
                 let key = format!("{}/{}", r.owner.to_lowercase(), r.name);
-                assert_eq!(*seen.entry(key).or_insert(n), n, "one repository, one lane (owner case ignored)");
+                assert_eq!(
+                    *seen.entry(key).or_insert(n),
+                    n,
+                    "one repository, one lane (owner case ignored)"
+                );
                 let Input::Run(e) = i else { panic!("a run") };
                 let k: i64 = e.event_id[1..].parse().expect("number");
                 assert!(k > last, "a lane keeps the batch's order");

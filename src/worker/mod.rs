@@ -81,7 +81,12 @@ impl Endpoints {
         let (bound, server) = http::serve(addr, ready, metrics, stop.clone())
             .await
             .map_err(|source| WorkerError::Http { addr, source })?;
-        Ok(Endpoints { bound, server, stop, not_ready })
+        Ok(Endpoints {
+            bound,
+            server,
+            stop,
+            not_ready,
+        })
     }
 }
 
@@ -117,7 +122,8 @@ impl EventClock {
     }
 
     fn get(&self) -> DateTime<Utc> {
-        DateTime::from_timestamp_micros(self.0.load(Ordering::Relaxed)).unwrap_or(DateTime::<Utc>::MIN_UTC)
+        DateTime::from_timestamp_micros(self.0.load(Ordering::Relaxed))
+            .unwrap_or(DateTime::<Utc>::MIN_UTC)
     }
 
     fn advance(&self, t: DateTime<Utc>) {
@@ -166,8 +172,12 @@ pub async fn run(
     crate::telemetry::register_worker_metrics();
     crate::store::Health::register_metrics();
     let endpoints = Endpoints::serve(&config, Some(store.clone()), bus.client(), metrics).await?;
-    let (bound, http_task, http_stop, not_ready) =
-        (endpoints.bound, endpoints.server, endpoints.stop, endpoints.not_ready);
+    let (bound, http_task, http_stop, not_ready) = (
+        endpoints.bound,
+        endpoints.server,
+        endpoints.stop,
+        endpoints.not_ready,
+    );
     info!(http = %bound, events = %config.streams.events, consumer = %config.consumer.durable, "runwatch worker started");
 
     let timeout = config.shutdown.timeout;
@@ -197,5 +207,7 @@ pub async fn run(
         }
         ctx.store.pool().close().await;
     };
-    Ok(tasks.shut_down(ended, timeout, server, cleanup, "runwatch worker").await?)
+    Ok(tasks
+        .shut_down(ended, timeout, server, cleanup, "runwatch worker")
+        .await?)
 }

@@ -7,9 +7,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::Ctx;
-use crate::store::Op;
 use super::supervisor::TaskResult;
 use crate::delivery;
+use crate::store::Op;
 use crate::store::StoreError;
 use crate::trigger::Trigger;
 
@@ -37,7 +37,10 @@ pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
 
 /// One relay pass over at most `outbox.relay_batch` rows. Returns how many were claimed.
 pub async fn once(ctx: &Ctx) -> Result<usize, StoreError> {
-    let pending = ctx.store.claim_unsent(ctx.config.outbox.relay_batch).await?;
+    let pending = ctx
+        .store
+        .claim_unsent(ctx.config.outbox.relay_batch)
+        .await?;
     if pending.is_empty() {
         return Ok(0);
     }
@@ -54,7 +57,10 @@ pub async fn once(ctx: &Ctx) -> Result<usize, StoreError> {
         }
     }
     if !triggers.is_empty() {
-        info!(count = triggers.len(), "outbox relay publishing unsent triggers");
+        info!(
+            count = triggers.len(),
+            "outbox relay publishing unsent triggers"
+        );
         metrics::counter!("runwatch_relay_triggers_total").increment(triggers.len() as u64);
         delivery::publish(&ctx.store, &ctx.bus, &triggers).await;
     }

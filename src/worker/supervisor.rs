@@ -72,7 +72,9 @@ impl Supervisor {
         };
         self.not_ready.store(true, Ordering::Relaxed);
         match &ended {
-            Some(e) => error!(task = e.task, reason = %e.reason, "a task ended unexpectedly: readiness off, stopping"),
+            Some(e) => {
+                error!(task = e.task, reason = %e.reason, "a task ended unexpectedly: readiness off, stopping")
+            }
             None => info!("shutting down: no more pulls; finishing in-flight work"),
         }
         self.stop.cancel();
@@ -93,7 +95,10 @@ impl Supervisor {
             }
         };
         if tokio::time::timeout(within, all).await.is_err() {
-            warn!(?within, "tasks still running at the shutdown deadline: aborting them");
+            warn!(
+                ?within,
+                "tasks still running at the shutdown deadline: aborting them"
+            );
             self.tasks.abort_all();
         }
     }
@@ -154,7 +159,10 @@ impl Supervisor {
             cleanup.await;
         };
         if tokio::time::timeout(timeout, graceful).await.is_err() {
-            warn!(?timeout, "shutdown timed out; unacked messages will be redelivered");
+            warn!(
+                ?timeout,
+                "shutdown timed out; unacked messages will be redelivered"
+            );
         }
         server.close(ended.is_some(), timeout).await;
         match ended {

@@ -7,9 +7,9 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::Ctx;
-use crate::store::Op;
 use super::supervisor::TaskResult;
 use crate::delivery;
+use crate::store::Op;
 
 pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
     let t = &ctx.config.timers;
@@ -19,7 +19,9 @@ pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return Ok(()),
         }
-        let swept = delivery::sweep_timers(batch, || ctx.store.fire_due_timers(ctx.clock.get(), batch)).await;
+        let swept =
+            delivery::sweep_timers(batch, || ctx.store.fire_due_timers(ctx.clock.get(), batch))
+                .await;
         match swept {
             Ok(triggers) => {
                 ctx.store.health().succeeded(Op::Timers);
