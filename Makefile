@@ -53,6 +53,8 @@ ANCHOR_ENV = RUNWATCH_STREAMS__EVENTS=RUNWATCH_TEST_ANCHOR_EVENTS \
 TEST_FEATURES ?= --features fault-injection
 
 test: services deny
+	$(CARGO) fmt --check
+	$(CARGO) clippy --all-targets $(TEST_FEATURES) -- -D warnings
 	$(CARGO) build --all-targets $(TEST_FEATURES)
 	$(ANCHOR_ENV) $(TARGET_DIR)/debug/runwatch publish /dev/null >/dev/null
 	eval "$$(scripts/find-binaries.sh)"; export NATS_SERVER_BIN PG_BIN_DIR; \
@@ -102,4 +104,4 @@ fmt:
 	$(CARGO) fmt --all
 
 clippy:
-	$(CARGO) clippy --all-targets -- -D warnings
+	$(CARGO) clippy --all-targets $(TEST_FEATURES) -- -D warnings
