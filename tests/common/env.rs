@@ -51,6 +51,8 @@ impl TestEnv {
         config.database.max_connections = 5;
         config.nats.url = nats_url();
         super::services::name_uniquely(&mut config, &unique("t"));
+        // Two lanes (the default is one), so every test of the real binary runs the lanes.
+        config.consumer.lanes = 2;
         config.consumer.ack_wait = Duration::from_secs(10);
         config.consumer.heartbeat = Duration::from_secs(2);
         config.retry.min_delay = Duration::from_millis(50);
@@ -102,6 +104,10 @@ impl TestEnv {
             (
                 "RUNWATCH_CONSUMER__DURABLE".into(),
                 c.consumer.durable.clone(),
+            ),
+            (
+                "RUNWATCH_CONSUMER__LANES".into(),
+                c.consumer.lanes.to_string(),
             ),
             ("RUNWATCH_HTTP__LISTEN".into(), "127.0.0.1:0".into()),
             (
