@@ -86,7 +86,11 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, StoreError> {
             })?;
     // Every session gets the configured lock and statement timeouts (startup options, so
     // no round trip): a blocked statement fails (55P03 / 57014) and is reported, never a
-    // silent hang.
+    // silent hang. And custom plans only: a prepared statement (and every statement of the
+    // PL/pgSQL functions) is otherwise planned once generically, and that plan is kept
+    // until the table's statistics change; one made while `groups` was small (a hash join
+    // over a sequential scan) then read the whole table on every decision as it grew, until
+    // the worker fell behind (`tests/size.rs`). A custom plan sees the table's current size.
     let options = options
         .options([
             ("lock_timeout", config.lock_timeout.as_millis().to_string()),
@@ -94,6 +98,7 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, StoreError> {
                 "statement_timeout",
                 config.statement_timeout.as_millis().to_string(),
             ),
+            ("plan_cache_mode", "force_custom_plan".to_string()),
         ])
         .application_name("runwatch")
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));
