@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::env::TestEnv;
 use sqlx::Row;
+use tokio::io::AsyncBufReadExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_runwatch");
 
@@ -253,11 +254,24 @@ async fn sigterm_while_services_are_unreachable_exits_promptly() {
         .env("NATS_URL", "nats://127.0.0.1:1")
         .env("RUNWATCH_HTTP__LISTEN", "127.0.0.1:0")
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // SIGTERM once the worker is in its connect-retry loop (it says so on stderr).
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("NATS connect failed; retrying") {
+                return;
+            }
+        }
+        panic!("runwatch exited before retrying its NATS connection");
+    })
+    .await
+    .expect("a NATS connect retry within 30 s");
+    // Keep reading stderr so the child never blocks on a full pipe.
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     assert_eq!(send_sigterm(child.id().unwrap() as i32), 0);
     let status = tokio::time::timeout(Duration::from_secs(5), child.wait())
         .await

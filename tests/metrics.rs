@@ -320,8 +320,9 @@ async fn metrics_health_and_readiness_of_a_live_worker() {
         start <= now + 1.0 && start > now - 3600.0,
         "start time {start} (now {now})"
     );
-    // A counter of whole seconds (metrics counters are integers): 0 for a short test.
-    assert!(value(&s, "process_cpu_seconds_total") >= 0.0);
+    // A counter of whole seconds (metrics counters are integers), 0 for a short test: only
+    // its presence can be checked (`value` panics when the series is missing).
+    let _ = value(&s, "process_cpu_seconds_total");
     assert!(value(&s, "process_threads") >= 2.0);
 }
 
