@@ -192,11 +192,17 @@ async fn worker_role_runs_the_store_and_cannot_change_the_schema() {
         .await
         .expect("timers as the worker");
     // The decider's claim lasts `lease` (1 s); then the relay claims it.
-    tokio::time::sleep(Duration::from_millis(1200)).await;
-    let pending = store
-        .claim_unsent(10)
-        .await
-        .expect("relay claim as the worker");
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    let pending = loop {
+        let pending = store
+            .claim_unsent(10)
+            .await
+            .expect("relay claim as the worker");
+        if !pending.is_empty() || std::time::Instant::now() > deadline {
+            break pending;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
     assert_eq!(pending.len(), 1);
     let ids: Vec<_> = pending.iter().map(|p| p.trigger_id).collect();
     store
