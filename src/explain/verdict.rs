@@ -1,7 +1,8 @@
 //! The verdict of every rule on one group, from stored state only (pure, no I/O).
 //!
 //! `all_completed_with_failure` is judged as the engine judges it (`engine::Engine`), in
-//! this order: fired in the current episode; repository filtered out; a timer pending
+//! this order: decided over a trigger budget in the current episode (as the engine recorded
+//! it: which budget, used of limit, window); fired in the current episode; repository filtered out; a timer pending
 //! (settle, or a cooldown's end); no run left by the filters; no pull request while the
 //! rule requires one; the pull request moved past the commit (`only_head_commit`); the pull
 //! request is closed or merged (`only_open`) or a draft (`skip_draft`), as the engine's
@@ -25,7 +26,7 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::engine::{
-    Due, GroupState, PullBlock, RepoRef, Rule, RuleKind, RuleSet, RunState, StreakKey, StreakState,
+    BudgetScope, Due, GroupState, PullBlock, RepoRef, Rule, RuleKind, RuleSet, RunState, StreakKey, StreakState,
 };
 use crate::event::{Conclusion, Provider, Status};
 use crate::trigger::{Trigger, trigger_id};
@@ -119,6 +120,15 @@ pub enum Verdict {
     Fired { triggers: Vec<FiredTrigger> },
     /// Runs the rule considers have not completed.
     Waiting { runs: Vec<PendingRun> },
+    /// The rule decided to fire in its current episode, but the trigger would have exceeded
+    /// a budget (`max_triggers_per_*`): recorded, not published.
+    OverBudget {
+        budget: BudgetScope,
+        used: u32,
+        limit: u32,
+        window_seconds: u64,
+        at: DateTime<Utc>,
+    },
     /// The condition held; the settle timer judges it again when due.
     SettleDue { due: Due },
     /// The condition held during the repository's cooldown; judged again when it ends.
@@ -141,6 +151,7 @@ impl Verdict {
     pub fn name(&self) -> &'static str {
         match self {
             Verdict::Fired { .. } => "fired",
+            Verdict::OverBudget { .. } => "over_budget",
             Verdict::Waiting { .. } => "waiting",
             Verdict::SettleDue { .. } => "settle_due",
             Verdict::Cooldown { .. } => "cooldown",
@@ -321,7 +332,12 @@ pub fn trigger_ids_to_load(g: &GroupView, rules: &RuleSet, shared: &Shared) -> V
     for rule in rules.rules() {
         match rule.kind {
             RuleKind::AllCompletedWithFailure => {
-                if let Some(st) = g.state.rules.get(&rule.name).filter(|s| s.fired) {
+                if let Some(st) = g
+                    .state
+                    .rules
+                    .get(&rule.name)
+                    .filter(|s| s.fired && s.over_budget.is_none())
+                {
                     ids.push(group_trigger_id(rule, g, st.episode));
                 }
             }
@@ -572,6 +588,31 @@ fn judge_group(
     shared: &Shared,
 ) -> (Verdict, String) {
     let st = g.state.rules.get(&rule.name).cloned().unwrap_or_default();
+    if let Some(o) = st.over_budget.as_ref().filter(|_| st.fired) {
+        let window = humantime::format_duration(std::time::Duration::from_secs(o.window_seconds));
+        let again = if rule.refire_on_rerun {
+            "a re-run opens a new episode, judged again"
+        } else {
+            "not judged again for this commit"
+        };
+        return (
+            Verdict::OverBudget {
+                budget: o.scope,
+                used: o.used,
+                limit: o.limit,
+                window_seconds: o.window_seconds,
+                at: o.at,
+            },
+            format!(
+                "over budget: {} of {} triggers for {} within {window} (decided at {} in episode {}, not published; {again})",
+                o.used,
+                o.limit,
+                o.scope.words(),
+                show_time(o.at),
+                st.episode
+            ),
+        );
+    }
     if st.fired && st.inherited {
         return (
             Verdict::Fired {
