@@ -1594,6 +1594,8 @@ mod tests {
         for ok in [
             "kind = \"all_completed_with_failure\"\nsettle = \"365d\"\ncooldown = \"365d\"",
             "kind = \"repeated_failure\"\nthreshold = 1000",
+            "kind = \"all_completed_with_failure\"\nmax_triggers_per_pull_request = 1000\nmax_triggers_per_repository = 1\nbudget_window = \"365d\"",
+            "kind = \"all_completed_with_failure\"\nmax_triggers_per_repository = 1000\nbudget_window = \"1s\"",
         ] {
             rules(ok).unwrap();
         }
@@ -1609,6 +1611,22 @@ mod tests {
             (
                 "kind = \"repeated_failure\"\nthreshold = 1001",
                 "rules[0].threshold",
+            ),
+            (
+                "kind = \"all_completed_with_failure\"\nmax_triggers_per_pull_request = 1001",
+                "rules[0].max_triggers_per_pull_request",
+            ),
+            (
+                "kind = \"all_completed_with_failure\"\nmax_triggers_per_repository = 99999999999",
+                "rules[0].max_triggers_per_repository",
+            ),
+            (
+                "kind = \"all_completed_with_failure\"\nmax_triggers_per_repository = 5\nbudget_window = \"366d\"",
+                "rules[0].budget_window",
+            ),
+            (
+                "kind = \"all_completed_with_failure\"\nmax_triggers_per_repository = 5\nbudget_window = \"500ms\"",
+                "rules[0].budget_window",
             ),
         ] {
             let e = rules(bad).unwrap_err().to_string();

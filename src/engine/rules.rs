@@ -629,6 +629,49 @@ branches = ["main"]
     }
 
     #[test]
+    fn budgets_are_positive_and_apply_to_group_rules_only() {
+        let acwf = "[[rules]]\nkind = \"all_completed_with_failure\"\n";
+        let set = RuleSet::from_toml(&format!(
+            "{acwf}max_triggers_per_pull_request = 3\nmax_triggers_per_repository = 20\n"
+        ))
+        .unwrap();
+        let r = &set.rules()[0];
+        assert_eq!(r.max_triggers_per_pull_request, Some(3));
+        assert_eq!(r.max_triggers_per_repository, Some(20));
+        assert_eq!(r.budget_window, DEFAULT_BUDGET_WINDOW);
+        assert!(set.uses_budgets());
+        assert!(!RuleSet::default_rules().uses_budgets());
+        for key in ["max_triggers_per_pull_request", "max_triggers_per_repository"] {
+            for bad in ["0", "-1", "-9223372036854775808"] {
+                let e = RuleSet::from_toml(&format!("{acwf}{key} = {bad}\n")).unwrap_err();
+                assert_eq!(e.key, format!("rules[0].{key}"), "{bad}");
+                assert!(e.message.contains("at least 1"), "{e}");
+            }
+            let e = RuleSet::from_toml(&format!("{acwf}{key} = \"3\"\n")).unwrap_err();
+            assert!(e.to_string().contains(key), "{e}");
+            let e = RuleSet::from_toml(&format!(
+                "[[rules]]\nkind = \"repeated_failure\"\n{key} = 3\n"
+            ))
+            .unwrap_err();
+            assert_eq!(e.key, format!("rules[0].{key}"));
+        }
+        // Beyond u32: saturated, for the range check to refuse (config::RULE_RANGES).
+        let set =
+            RuleSet::from_toml(&format!("{acwf}max_triggers_per_repository = 99999999999\n"))
+                .unwrap();
+        assert_eq!(set.rules()[0].max_triggers_per_repository, Some(u32::MAX));
+        // A window without a budget, or of no length, is refused.
+        let e = RuleSet::from_toml(&format!("{acwf}budget_window = \"1h\"\n")).unwrap_err();
+        assert_eq!(e.key, "rules[0].budget_window");
+        assert!(e.message.contains("no effect"), "{e}");
+        let e = RuleSet::from_toml(&format!(
+            "{acwf}max_triggers_per_pull_request = 1\nbudget_window = \"0s\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "rules[0].budget_window");
+    }
+
+    #[test]
     fn passing_conclusions_are_not_failures() {
         for c in ["success", "neutral", "skipped"] {
             let e = RuleSet::from_toml(&format!(
