@@ -8,8 +8,19 @@ use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 use tracing::{error, warn};
 
-use super::StoreError;
+use super::{Store, StoreError};
 use crate::engine::{BudgetKey, BudgetState, Engine, Ledger, OverBudget};
+
+impl Store {
+    /// Registers `runwatch_triggers_over_budget_total` at zero for every rule with a
+    /// budget, so a dashboard sees 0 rather than no series. A no-op without a recorder.
+    pub fn register_budget_metrics(&self) {
+        for rule in self.engine.rules().rules().iter().filter(|r| r.has_budget()) {
+            metrics::counter!("runwatch_triggers_over_budget_total", "rule" => rule.name.clone())
+                .increment(0);
+        }
+    }
+}
 
 /// Attempts at locking a budget row that the purge deletes meanwhile (it only deletes rows
 /// that count nothing, so the row inserted again is the same).
