@@ -118,6 +118,21 @@ pub struct OverBudget {
     pub at: DateTime<Utc>,
 }
 
+/// A window in words: `24h`, `7d`, `90m`, `45s` (the largest unit that divides it; days
+/// only from two days on, so a day reads `24h`).
+pub fn window_words(seconds: u64) -> String {
+    const DAY: u64 = 86_400;
+    if seconds >= 2 * DAY && seconds % DAY == 0 {
+        format!("{}d", seconds / DAY)
+    } else if seconds >= 3600 && seconds % 3600 == 0 {
+        format!("{}h", seconds / 3600)
+    } else if seconds >= 60 && seconds % 60 == 0 {
+        format!("{}m", seconds / 60)
+    } else {
+        format!("{seconds}s")
+    }
+}
+
 /// The rule's budgets for a group: (scope, key, limit), the pull request's first.
 pub(crate) fn budgets_of(
     rule: &Rule,
@@ -220,6 +235,21 @@ mod tests {
 
     fn t(s: i64) -> DateTime<Utc> {
         DateTime::<Utc>::UNIX_EPOCH + chrono::Duration::seconds(s)
+    }
+
+    #[test]
+    fn windows_in_words() {
+        for (s, w) in [
+            (86_400, "24h"),
+            (7 * 86_400, "7d"),
+            (5400, "90m"),
+            (45, "45s"),
+            (3600, "1h"),
+            (90_000, "25h"),
+            (61, "61s"),
+        ] {
+            assert_eq!(window_words(s), w);
+        }
     }
 
     #[test]

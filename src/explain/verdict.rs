@@ -589,7 +589,7 @@ fn judge_group(
 ) -> (Verdict, String) {
     let st = g.state.rules.get(&rule.name).cloned().unwrap_or_default();
     if let Some(o) = st.over_budget.as_ref().filter(|_| st.fired) {
-        let window = humantime::format_duration(std::time::Duration::from_secs(o.window_seconds));
+        let window = crate::engine::budget::window_words(o.window_seconds);
         let again = if rule.refire_on_rerun {
             "a re-run opens a new episode, judged again"
         } else {
@@ -986,6 +986,54 @@ mod tests {
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["verdict"], "fired");
         assert_eq!(json["triggers"][0]["delivery"], "missing");
+    }
+
+    #[test]
+    fn over_budget_says_which_budget_from_the_recorded_decision() {
+        let set = rules(&format!("{ACWF}max_triggers_per_pull_request = 3\n"));
+        let mut g = fired_group(&set);
+        let over = crate::engine::OverBudget {
+            scope: BudgetScope::PullRequest,
+            used: 3,
+            limit: 3,
+            window_seconds: 86_400,
+            at: t("2026-03-01T10:00:01Z"),
+        };
+        if let Some(st) = g.state.rules.get_mut(&set.rules()[0].name) {
+            st.over_budget = Some(over.clone());
+        }
+        let e = one(&g, &set, &[], &Shared::default());
+        assert_eq!(
+            e.reason,
+            "over budget: 3 of 3 triggers for this pull request within 24h (decided at 2026-03-01T10:00:01Z in episode 0, not published; not judged again for this commit)"
+        );
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["verdict"], "over_budget");
+        assert_eq!(json["budget"], "pull_request");
+        assert_eq!((json["used"].as_u64(), json["limit"].as_u64()), (Some(3), Some(3)));
+        // Its trigger id is not looked up: it was never published.
+        assert!(trigger_ids_to_load(&g, &set, &Shared::default()).is_empty());
+        // The words come from the recorded decision, not from the rule as configured now;
+        // with refire_on_rerun, a re-run is judged again.
+        let set = rules(&format!(
+            "{ACWF}max_triggers_per_repository = 10\nrefire_on_rerun = true\n"
+        ));
+        if let Some(st) = g.state.rules.get_mut(&set.rules()[0].name) {
+            st.over_budget = Some(crate::engine::OverBudget {
+                scope: BudgetScope::Repository,
+                used: 5,
+                limit: 5,
+                window_seconds: 7 * 86_400,
+                ..over
+            });
+        }
+        let e = one(&g, &set, &[], &Shared::default());
+        assert!(
+            e.reason.starts_with("over budget: 5 of 5 triggers for this repository within 7d")
+                && e.reason.ends_with("a re-run opens a new episode, judged again)"),
+            "{}",
+            e.reason
+        );
     }
 
     #[test]

@@ -152,7 +152,7 @@ pub(super) fn report_over_budget(notes: &[OverBudgetNote]) {
             budget = n.over.scope.as_str(),
             used = n.over.used,
             limit = n.over.limit,
-            window = %humantime::format_duration(std::time::Duration::from_secs(n.over.window_seconds)),
+            window = %crate::engine::budget::window_words(n.over.window_seconds),
             "over budget: trigger decided and not published"
         );
     }
