@@ -374,3 +374,100 @@ fn a_window_frees_room_as_it_slides() {
         ]
     );
 }
+
+fn failing(id: &str, sha: &str, run: &str, attempt: u32, minute: i64) -> Event {
+    Event {
+        schema: SCHEMA.into(),
+        event_id: id.into(),
+        provider: Provider::Github,
+        repository: Repository {
+            owner: "acme".into(),
+            name: "repo0".into(),
+            id: None,
+            host: None,
+        },
+        commit_sha: sha.into(),
+        branch: None,
+        pr_number: Some(7),
+        run: Run {
+            id: run.into(),
+            attempt,
+            workflow: "test".into(),
+            status: Status::Completed,
+            conclusion: Some(Conclusion::Failure),
+            url: None,
+            updated_at: DateTime::from_timestamp(T0 + minute * 60, 0).unwrap(),
+        },
+        metadata: serde_json::Value::Null,
+    }
+}
+
+/// An episode decided over budget is final without `refire_on_rerun`; with it, a re-run
+/// opens the next episode, judged again by the normal rules (budget included).
+#[test]
+fn a_rerun_after_an_over_budget_decision_is_judged_again_with_refire_on_rerun() {
+    let at = |m: i64| DateTime::from_timestamp(T0 + m * 60, 0).unwrap();
+    let (a, b) = ("a".repeat(40), "b".repeat(40));
+    let trace = [
+        failing("1", &a, "ra", 1, 0),
+        failing("2", &b, "rb", 1, 10),
+        // Commit b's run re-run at minute 30 (budget still full) and at minute 70 (room).
+        failing("3", &b, "rb", 2, 30),
+        failing("4", &b, "rb", 3, 70),
+    ];
+    let budget = "max_triggers_per_pull_request = 1\nbudget_window = \"1h\"\n";
+    let engine = Engine::new(rules(budget, true), Limits::default());
+    assert_eq!(
+        decisions(&engine, &trace),
+        vec![
+            Decision::Published(at(0), 1),
+            Decision::Withheld(at(10), 1, 1),
+            Decision::Withheld(at(30), 1, 1),
+            Decision::Published(at(70), 1),
+        ]
+    );
+    let engine = Engine::new(rules(budget, false), Limits::default());
+    assert_eq!(
+        decisions(&engine, &trace),
+        vec![
+            Decision::Published(at(0), 1),
+            Decision::Withheld(at(10), 1, 1)
+        ]
+    );
+    // The re-run's trigger is episode 2 of commit b.
+    let out = simulate(&trace, rules(budget, true));
+    assert_eq!(out.len(), 2);
+    assert_eq!((out[1].commit_sha.as_str(), out[1].episode), (b.as_str(), 2));
+}
+
+/// A cooldown defers before a budget is judged: the deferred group is judged again when
+/// the cooldown ends, against the budget as it is then, and an over-budget decision does
+/// not start a cooldown.
+#[test]
+fn a_cooldown_defers_before_the_budget_is_judged() {
+    let (a, b, c) = ("a".repeat(40), "b".repeat(40), "c".repeat(40));
+    let rules = rules(
+        "cooldown = \"20m\"\nmax_triggers_per_pull_request = 1\nbudget_window = \"30m\"\n",
+        false,
+    );
+    // a fires at 0; b at 10 is in the cooldown (until 20) and over budget (until 30): it
+    // waits for the cooldown, then is over budget at 20. c at 31: the budget has room and
+    // no cooldown runs (b's over-budget decision did not start one): it fires at once.
+    let trace = [
+        failing("1", &a, "ra", 1, 0),
+        failing("2", &b, "rb", 1, 10),
+        failing("3", &c, "rc", 1, 31),
+    ];
+    let out = simulate(&trace, rules);
+    let fired: Vec<(&str, DateTime<Utc>)> = out
+        .iter()
+        .map(|t| (t.commit_sha.as_str(), t.fired_at))
+        .collect();
+    assert_eq!(
+        fired,
+        vec![
+            (a.as_str(), DateTime::from_timestamp(T0, 0).unwrap()),
+            (c.as_str(), DateTime::from_timestamp(T0 + 31 * 60, 0).unwrap()),
+        ]
+    );
+}
