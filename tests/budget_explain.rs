@@ -105,9 +105,8 @@ async fn over_budget_is_logged_once_explained_and_listed() {
     let said = String::from_utf8_lossy(&out.stdout);
     assert_eq!(out.status.code(), Some(0), "{said}");
     assert!(
-        said.contains(
-            "over budget: 1 of 1 triggers for this pull request within 24h (decided at "
-        ) && said.contains("in episode 0, not published; not judged again for this commit)"),
+        said.contains("over budget: 1 of 1 triggers for this pull request within 24h (decided at ")
+            && said.contains("in episode 0, not published; not judged again for this commit)"),
         "{said}"
     );
     let out = runwatch(
@@ -119,7 +118,10 @@ async fn over_budget_is_logged_once_explained_and_listed() {
     let rule = &json["rules"][0];
     assert_eq!(rule["verdict"], "over_budget", "{json}");
     assert_eq!(rule["budget"], "pull_request");
-    assert_eq!((rule["used"].as_u64(), rule["limit"].as_u64()), (Some(1), Some(1)));
+    assert_eq!(
+        (rule["used"].as_u64(), rule["limit"].as_u64()),
+        (Some(1), Some(1))
+    );
     let out = runwatch(&env, &rules, &["explain", "github", "acme/app", "5", &a]);
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("fired in episode 0"),
@@ -149,9 +151,21 @@ async fn over_budget_is_logged_once_explained_and_listed() {
 fn hostile_budget_values_are_refused_naming_the_key() {
     let acwf = "[[rules]]\nkind = \"all_completed_with_failure\"\n";
     let cases = [
-        ("max_triggers_per_pull_request = 0", "max_triggers_per_pull_request", "at least 1"),
-        ("max_triggers_per_pull_request = -3", "max_triggers_per_pull_request", "at least 1"),
-        ("max_triggers_per_repository = 1001", "max_triggers_per_repository", "out of range"),
+        (
+            "max_triggers_per_pull_request = 0",
+            "max_triggers_per_pull_request",
+            "at least 1",
+        ),
+        (
+            "max_triggers_per_pull_request = -3",
+            "max_triggers_per_pull_request",
+            "at least 1",
+        ),
+        (
+            "max_triggers_per_repository = 1001",
+            "max_triggers_per_repository",
+            "out of range",
+        ),
         (
             "max_triggers_per_repository = 9223372036854775807",
             "max_triggers_per_repository",
@@ -167,7 +181,11 @@ fn hostile_budget_values_are_refused_naming_the_key() {
             "budget_window",
             "out of range",
         ),
-        ("budget_window = \"1h\"", "budget_window", "no effect without"),
+        (
+            "budget_window = \"1h\"",
+            "budget_window",
+            "no effect without",
+        ),
     ];
     let dir = tempfile::tempdir().unwrap();
     for (body, key, says) in cases {

@@ -437,7 +437,10 @@ fn a_rerun_after_an_over_budget_decision_is_judged_again_with_refire_on_rerun() 
     // The re-run's trigger is episode 2 of commit b.
     let out = simulate(&trace, rules(budget, true));
     assert_eq!(out.len(), 2);
-    assert_eq!((out[1].commit_sha.as_str(), out[1].episode), (b.as_str(), 2));
+    assert_eq!(
+        (out[1].commit_sha.as_str(), out[1].episode),
+        (b.as_str(), 2)
+    );
 }
 
 /// A cooldown defers before a budget is judged: the deferred group is judged again when
@@ -467,7 +470,10 @@ fn a_cooldown_defers_before_the_budget_is_judged() {
         fired,
         vec![
             (a.as_str(), DateTime::from_timestamp(T0, 0).unwrap()),
-            (c.as_str(), DateTime::from_timestamp(T0 + 31 * 60, 0).unwrap()),
+            (
+                c.as_str(),
+                DateTime::from_timestamp(T0 + 31 * 60, 0).unwrap()
+            ),
         ]
     );
 }

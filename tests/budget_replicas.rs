@@ -49,7 +49,11 @@ fn commits() -> Vec<(String, u64, String)> {
     }
     for pr in 1..=MANY_PRS {
         for c in 0..MANY_COMMITS {
-            out.push(("many".to_string(), pr, format!("{:040x}", 1000 * pr as usize + c)));
+            out.push((
+                "many".to_string(),
+                pr,
+                format!("{:040x}", 1000 * pr as usize + c),
+            ));
         }
     }
     out
@@ -76,8 +80,22 @@ async fn three_replicas_never_publish_past_a_budget() {
     let commits = commits();
     let mut lines = Vec::new();
     for (i, (repo, pr, sha)) in commits.iter().enumerate() {
-        lines.push(event(&format!("q{i}"), repo, *pr, sha, &format!("r{i}"), false));
-        lines.push(event(&format!("c{i}"), repo, *pr, sha, &format!("r{i}"), true));
+        lines.push(event(
+            &format!("q{i}"),
+            repo,
+            *pr,
+            sha,
+            &format!("r{i}"),
+            false,
+        ));
+        lines.push(event(
+            &format!("c{i}"),
+            repo,
+            *pr,
+            sha,
+            &format!("r{i}"),
+            true,
+        ));
     }
     let workers: Vec<_> = (0..3).map(|_| start_worker(&env.config)).collect();
     publish_lines(&bus, &lines).await;
@@ -120,10 +138,17 @@ async fn three_replicas_never_publish_past_a_budget() {
         assert_eq!(t["budget"]["repository"]["limit"], PER_REPO, "{t}");
     }
     let loop_n = per_pr.get(&("loop".into(), 1)).map_or(0, Vec::len);
-    assert_eq!(loop_n, PER_PR as usize, "the looping pull request: {per_pr:?}");
+    assert_eq!(
+        loop_n, PER_PR as usize,
+        "the looping pull request: {per_pr:?}"
+    );
     let mut used = per_pr[&("loop".to_string(), 1)].clone();
     used.sort_unstable();
-    assert_eq!(used, (1..=PER_PR).collect::<Vec<_>>(), "trigger 1, 2, 3 of 3");
+    assert_eq!(
+        used,
+        (1..=PER_PR).collect::<Vec<_>>(),
+        "trigger 1, 2, 3 of 3"
+    );
     let many: usize = per_pr
         .iter()
         .filter(|((r, _), _)| r == "many")

@@ -51,9 +51,13 @@ async fn budget_rows_are_written_only_for_budgets_and_purged_when_they_count_not
     let env = TestEnv::new().await;
 
     // Without a budget: no row.
-    let (plain, pool) = store_with(&env, "[[rules]]\nkind = \"all_completed_with_failure\"\n").await;
+    let (plain, pool) =
+        store_with(&env, "[[rules]]\nkind = \"all_completed_with_failure\"\n").await;
     let out = plain
-        .record(&[event("p-q", 9, "queued"), event("p-c", 9, "completed")], now())
+        .record(
+            &[event("p-q", 9, "queued"), event("p-c", 9, "completed")],
+            now(),
+        )
         .await
         .expect("record");
     assert_eq!(out.triggers.len(), 1);
@@ -117,7 +121,10 @@ async fn budget_rows_are_written_only_for_budgets_and_purged_when_they_count_not
         let exp: DateTime<Utc> = r.get("expires_at");
         if pr != 2 {
             // The newest trigger plus the window.
-            assert!(exp >= before + hour - chrono::Duration::seconds(1) && exp <= after + hour, "{pr}: {exp}");
+            assert!(
+                exp >= before + hour - chrono::Duration::seconds(1) && exp <= after + hour,
+                "{pr}: {exp}"
+            );
         }
     }
 
@@ -149,7 +156,10 @@ async fn budget_rows_are_written_only_for_budgets_and_purged_when_they_count_not
     let out = store.record(&[again], now()).await.expect("record");
     assert_eq!(out.triggers.len(), 1);
     let b = out.triggers[0].budget.clone().unwrap();
-    assert_eq!((b.pull_request.unwrap().used, b.repository.unwrap().used), (1, 3));
+    assert_eq!(
+        (b.pull_request.unwrap().used, b.repository.unwrap().used),
+        (1, 3)
+    );
 
     pool.close().await;
     env.cleanup().await;

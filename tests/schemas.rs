@@ -177,11 +177,19 @@ fn the_trigger_schema_rejects_malformed_triggers() {
         ),
         (
             "budget of another scope",
-            with(&budgeted, "/budget/organization", json!({"used": 1, "limit": 1, "window_seconds": 1})),
+            with(
+                &budgeted,
+                "/budget/organization",
+                json!({"used": 1, "limit": 1, "window_seconds": 1}),
+            ),
         ),
         (
             "budget on repeated_failure",
-            with(&streak, "/budget", json!({"repository": {"used": 1, "limit": 1, "window_seconds": 60}})),
+            with(
+                &streak,
+                "/budget",
+                json!({"repository": {"used": 1, "limit": 1, "window_seconds": 60}}),
+            ),
         ),
     ];
     for (what, t) in bad {

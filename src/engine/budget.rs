@@ -44,7 +44,9 @@ pub struct BudgetState {
 impl BudgetState {
     /// Triggers within the window ending at `now`: fired after `now - window`.
     fn used(&self, now: DateTime<Utc>, window: chrono::Duration) -> usize {
-        let start = now.checked_sub_signed(window).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let start = now
+            .checked_sub_signed(window)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         self.fired.iter().filter(|e| e.at > start).count()
     }
 
@@ -58,9 +60,14 @@ impl BudgetState {
         if self.holds(id) {
             return;
         }
-        let start = now.checked_sub_signed(window).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let start = now
+            .checked_sub_signed(window)
+            .unwrap_or(DateTime::<Utc>::MIN_UTC);
         self.fired.retain(|e| e.at > start);
-        self.fired.push(BudgetEntry { at: now, trigger_id: id });
+        self.fired.push(BudgetEntry {
+            at: now,
+            trigger_id: id,
+        });
         self.fired.sort_by_key(|e| e.at);
         let keep = usize::try_from(limit).unwrap_or(usize::MAX);
         if self.fired.len() > keep {
@@ -122,11 +129,11 @@ pub struct OverBudget {
 /// only from two days on, so a day reads `24h`).
 pub fn window_words(seconds: u64) -> String {
     const DAY: u64 = 86_400;
-    if seconds >= 2 * DAY && seconds % DAY == 0 {
+    if seconds >= 2 * DAY && seconds.is_multiple_of(DAY) {
         format!("{}d", seconds / DAY)
-    } else if seconds >= 3600 && seconds % 3600 == 0 {
+    } else if seconds >= 3600 && seconds.is_multiple_of(3600) {
         format!("{}h", seconds / 3600)
-    } else if seconds >= 60 && seconds % 60 == 0 {
+    } else if seconds >= 60 && seconds.is_multiple_of(60) {
         format!("{}m", seconds / 60)
     } else {
         format!("{seconds}s")
@@ -274,6 +281,9 @@ mod tests {
         // Writing drops what left the window.
         s.record(Uuid::from_u128(9), t(135), w, 3);
         assert_eq!(s.fired.len(), 2);
-        assert_eq!(s.expires_at(std::time::Duration::from_secs(100)), Some(t(235)));
+        assert_eq!(
+            s.expires_at(std::time::Duration::from_secs(100)),
+            Some(t(235))
+        );
     }
 }

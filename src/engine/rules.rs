@@ -354,7 +354,9 @@ impl RuleSet {
                     None => Ok(None),
                     Some(n) if n < 1 => Err(err(
                         field,
-                        &format!("{n} is not a budget: it must be at least 1 (leave the key out for no cap)"),
+                        &format!(
+                            "{n} is not a budget: it must be at least 1 (leave the key out for no cap)"
+                        ),
                     )),
                     // Above u32: refused by the range check (`config::RULE_RANGES`), which
                     // sees the saturated value.
@@ -641,7 +643,10 @@ branches = ["main"]
         assert_eq!(r.budget_window, DEFAULT_BUDGET_WINDOW);
         assert!(set.uses_budgets());
         assert!(!RuleSet::default_rules().uses_budgets());
-        for key in ["max_triggers_per_pull_request", "max_triggers_per_repository"] {
+        for key in [
+            "max_triggers_per_pull_request",
+            "max_triggers_per_repository",
+        ] {
             for bad in ["0", "-1", "-9223372036854775808"] {
                 let e = RuleSet::from_toml(&format!("{acwf}{key} = {bad}\n")).unwrap_err();
                 assert_eq!(e.key, format!("rules[0].{key}"), "{bad}");
@@ -656,9 +661,10 @@ branches = ["main"]
             assert_eq!(e.key, format!("rules[0].{key}"));
         }
         // Beyond u32: saturated, for the range check to refuse (config::RULE_RANGES).
-        let set =
-            RuleSet::from_toml(&format!("{acwf}max_triggers_per_repository = 99999999999\n"))
-                .unwrap();
+        let set = RuleSet::from_toml(&format!(
+            "{acwf}max_triggers_per_repository = 99999999999\n"
+        ))
+        .unwrap();
         assert_eq!(set.rules()[0].max_triggers_per_repository, Some(u32::MAX));
         // A window without a budget, or of no length, is refused.
         let e = RuleSet::from_toml(&format!("{acwf}budget_window = \"1h\"\n")).unwrap_err();

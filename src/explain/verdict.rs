@@ -26,7 +26,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::engine::{
-    BudgetScope, Due, GroupState, PullBlock, RepoRef, Rule, RuleKind, RuleSet, RunState, StreakKey, StreakState,
+    BudgetScope, Due, GroupState, PullBlock, RepoRef, Rule, RuleKind, RuleSet, RunState, StreakKey,
+    StreakState,
 };
 use crate::event::{Conclusion, Provider, Status};
 use crate::trigger::{Trigger, trigger_id};
@@ -1010,7 +1011,10 @@ mod tests {
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["verdict"], "over_budget");
         assert_eq!(json["budget"], "pull_request");
-        assert_eq!((json["used"].as_u64(), json["limit"].as_u64()), (Some(3), Some(3)));
+        assert_eq!(
+            (json["used"].as_u64(), json["limit"].as_u64()),
+            (Some(3), Some(3))
+        );
         // Its trigger id is not looked up: it was never published.
         assert!(trigger_ids_to_load(&g, &set, &Shared::default()).is_empty());
         // The words come from the recorded decision, not from the rule as configured now;
@@ -1029,8 +1033,10 @@ mod tests {
         }
         let e = one(&g, &set, &[], &Shared::default());
         assert!(
-            e.reason.starts_with("over budget: 5 of 5 triggers for this repository within 7d")
-                && e.reason.ends_with("a re-run opens a new episode, judged again)"),
+            e.reason
+                .starts_with("over budget: 5 of 5 triggers for this repository within 7d")
+                && e.reason
+                    .ends_with("a re-run opens a new episode, judged again)"),
             "{}",
             e.reason
         );

@@ -15,7 +15,13 @@ impl Store {
     /// Registers `runwatch_triggers_over_budget_total` at zero for every rule with a
     /// budget, so a dashboard sees 0 rather than no series. A no-op without a recorder.
     pub fn register_budget_metrics(&self) {
-        for rule in self.engine.rules().rules().iter().filter(|r| r.has_budget()) {
+        for rule in self
+            .engine
+            .rules()
+            .rules()
+            .iter()
+            .filter(|r| r.has_budget())
+        {
             metrics::counter!("runwatch_triggers_over_budget_total", "rule" => rule.name.clone())
                 .increment(0);
         }
@@ -62,8 +68,7 @@ pub(super) async fn lock_budgets(
                 Err(sqlx::Error::ColumnDecode { source, .. }) => {
                     // A budget row is a bounded record of recent triggers: one that cannot
                     // be read counts nothing and is overwritten by the next trigger.
-                    metrics::counter!("runwatch_corrupt_rows_total", "op" => "record")
-                        .increment(1);
+                    metrics::counter!("runwatch_corrupt_rows_total", "op" => "record").increment(1);
                     error!(repository = key.repository_id, rule = %key.rule, pr = key.pr_number,
                         detail = %source, "trigger budget row cannot be decoded: counted as empty");
                     BudgetState::default()
@@ -185,4 +190,3 @@ pub(super) fn new_over_budget(
         })
         .collect()
 }
-
