@@ -212,6 +212,35 @@ fn hostile_budget_values_are_refused_naming_the_key() {
             );
         }
     }
+    // Not an integer of TOML's range, not an integer, not a duration: refused by the
+    // parser, whose message shows the line with the key.
+    for (body, key) in [
+        (
+            "max_triggers_per_pull_request = 100000000000000000000",
+            "max_triggers_per_pull_request",
+        ),
+        (
+            "max_triggers_per_repository = 2.5",
+            "max_triggers_per_repository",
+        ),
+        (
+            "max_triggers_per_repository = 2\nbudget_window = \"-1h\"",
+            "budget_window",
+        ),
+    ] {
+        let rules = dir.path().join("parse.toml");
+        std::fs::write(&rules, format!("{acwf}{body}\n")).unwrap();
+        let out = Command::new(BIN)
+            .args(["simulate", "--rules", rules.to_str().unwrap(), "/dev/null"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{body}: {err}");
+        assert!(
+            err.contains(key) && err.contains("TOML parse error"),
+            "{body}: {err}"
+        );
+    }
     // A repeated_failure rule has no budget.
     let rules = dir.path().join("streak.toml");
     std::fs::write(
