@@ -992,22 +992,31 @@ pub const RULE_RANGES: &[(&str, Bounds)] = &[
     ("settle", dur(secs(0), secs(365 * DAY))),
     ("cooldown", dur(secs(0), secs(365 * DAY))),
     ("threshold", int(1, 1000)),
+    ("max_triggers_per_pull_request", int(1, 1000)),
+    ("max_triggers_per_repository", int(1, 1000)),
+    ("budget_window", dur(secs(1), secs(365 * DAY))),
 ];
 
-/// The value of a rule's numeric key (see [`RULE_RANGES`]).
-fn rule_number(rule: &crate::engine::rules::Rule, key: &str) -> Number {
-    match key {
+/// The value of a rule's numeric key (see [`RULE_RANGES`]); `None` for a budget the rule
+/// does not set.
+fn rule_number(rule: &crate::engine::rules::Rule, key: &str) -> Option<Number> {
+    Some(match key {
         "settle" => Number::Duration(rule.settle),
         "cooldown" => Number::Duration(rule.cooldown),
+        "max_triggers_per_pull_request" => n(rule.max_triggers_per_pull_request?),
+        "max_triggers_per_repository" => n(rule.max_triggers_per_repository?),
+        "budget_window" => Number::Duration(rule.budget_window),
         _ => n(rule.threshold),
-    }
+    })
 }
 
 /// Checks every rule of `set` against [`RULE_RANGES`].
 pub fn check_rule_ranges(set: &RuleSet) -> Result<(), ConfigError> {
     for (i, rule) in set.rules().iter().enumerate() {
         for (key, bounds) in RULE_RANGES {
-            let v = rule_number(rule, key);
+            let Some(v) = rule_number(rule, key) else {
+                continue;
+            };
             if !bounds.contains(v) {
                 return Err(out_of_range(&format!("rules[{i}].{key}"), bounds, v));
             }
@@ -1585,6 +1594,8 @@ mod tests {
         for ok in [
             "kind = \"all_completed_with_failure\"\nsettle = \"365d\"\ncooldown = \"365d\"",
             "kind = \"repeated_failure\"\nthreshold = 1000",
+            "kind = \"all_completed_with_failure\"\nmax_triggers_per_pull_request = 1000\nmax_triggers_per_repository = 1\nbudget_window = \"365d\"",
+            "kind = \"all_completed_with_failure\"\nmax_triggers_per_repository = 1000\nbudget_window = \"1s\"",
         ] {
             rules(ok).unwrap();
         }
@@ -1600,6 +1611,22 @@ mod tests {
             (
                 "kind = \"repeated_failure\"\nthreshold = 1001",
                 "rules[0].threshold",
+            ),
+            (
+                "kind = \"all_completed_with_failure\"\nmax_triggers_per_pull_request = 1001",
+                "rules[0].max_triggers_per_pull_request",
+            ),
+            (
+                "kind = \"all_completed_with_failure\"\nmax_triggers_per_repository = 99999999999",
+                "rules[0].max_triggers_per_repository",
+            ),
+            (
+                "kind = \"all_completed_with_failure\"\nmax_triggers_per_repository = 5\nbudget_window = \"366d\"",
+                "rules[0].budget_window",
+            ),
+            (
+                "kind = \"all_completed_with_failure\"\nmax_triggers_per_repository = 5\nbudget_window = \"500ms\"",
+                "rules[0].budget_window",
             ),
         ] {
             let e = rules(bad).unwrap_err().to_string();

@@ -122,6 +122,8 @@ pub const METRICS: &[(&str, MetricKind, Unit, &str)] = &[
         "Inbound events by outcome: applied (decided and acked), retried (naked for redelivery), dead_lettered."),
     ("runwatch_triggers_total", MetricKind::Counter, Unit::Count,
         "Triggers published to the outbound stream (PubAck received), by rule kind."),
+    ("runwatch_triggers_over_budget_total", MetricKind::Counter, Unit::Count,
+        "Decisions over a rule's trigger budget (max_triggers_per_pull_request / max_triggers_per_repository): recorded in the group, not published, by rule name."),
     ("runwatch_dead_letters_total", MetricKind::Counter, Unit::Count,
         "Inputs published to the dead-letter stream, by reason."),
     ("runwatch_redeliveries_total", MetricKind::Counter, Unit::Count,

@@ -57,6 +57,29 @@ pub struct Trigger {
     pub runs: BTreeMap<String, TriggerRun>,
     pub failed_workflows: Vec<String>,
     pub fired_at: DateTime<Utc>,
+    /// For a rule with `max_triggers_per_pull_request` / `max_triggers_per_repository`:
+    /// how much of each budget this trigger used, itself included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<TriggerBudget>,
+}
+
+/// A trigger's place in its rule's budgets (docs/design.md "Budgets"); a budget the rule
+/// does not have is absent.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerBudget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<BudgetUse>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub repository: Option<BudgetUse>,
+}
+
+/// One budget: `used` triggers (this one included) of `limit` within the last
+/// `window_seconds`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetUse {
+    pub used: u32,
+    pub limit: u32,
+    pub window_seconds: u64,
 }
 
 /// A deterministic id from the parts that identify a decision.

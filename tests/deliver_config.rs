@@ -371,6 +371,29 @@ fn shipped_templates_render_a_real_trigger() {
     assert_eq!(payload["pr_number"], 12);
     assert_eq!(payload["failed_workflows"], serde_json::json!(["test"]));
 
+    assert_eq!(payload["budget"], serde_json::Value::Null);
+    // A trigger of a rule with a budget says where it stands.
+    let mut budgeted = trigger.clone();
+    budgeted["budget"] = serde_json::json!({
+        "pull_request": {"used": 2, "limit": 3, "window_seconds": 86400}
+    });
+    let dispatch = render("github-dispatch.json.j2", &budgeted);
+    assert_eq!(dispatch["client_payload"]["budget"], budgeted["budget"]);
+    let slack = render("slack.json.j2", &budgeted);
+    assert!(
+        slack["blocks"][0]["text"]["text"]
+            .as_str()
+            .expect("text")
+            .ends_with("\nBudget: trigger 2 of 3 for this pull request"),
+        "{slack}"
+    );
+    assert!(
+        !render("slack.json.j2", &trigger)["blocks"][0]["text"]["text"]
+            .as_str()
+            .expect("text")
+            .contains("Budget"),
+    );
+
     // A push build (no pull request) renders too.
     let mut push = trigger.clone();
     push["pr_number"] = serde_json::Value::Null;

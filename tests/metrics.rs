@@ -91,6 +91,15 @@ async fn metrics_health_and_readiness_of_a_live_worker() {
     let mut env = TestEnv::new().await;
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
     env.config.http.listen = addr;
+    // The default rule with a budget it never reaches: its over-budget counter is
+    // registered at zero and stays there.
+    env.config.rules = Some(vec![
+        serde_json::from_value(serde_json::json!({
+            "kind": "all_completed_with_failure",
+            "max_triggers_per_repository": 1000
+        }))
+        .expect("rule"),
+    ]);
 
     let bus = Bus::connect(&env.config).await.expect("connect");
     bus.ensure_streams().await.expect("streams");
@@ -227,6 +236,16 @@ async fn metrics_health_and_readiness_of_a_live_worker() {
         ),
         failing.len() as f64
     );
+    assert_eq!(
+        value(
+            &s,
+            r#"runwatch_triggers_over_budget_total{rule="all_completed_with_failure"}"#
+        ),
+        0.0
+    );
+    for t in &triggers {
+        assert_eq!(t["budget"]["repository"]["limit"], 1000, "{t}");
+    }
 
     // No faults: nothing redelivered, relayed, purged or in conflict.
     assert_eq!(value(&s, "runwatch_redeliveries_total"), 0.0);

@@ -111,6 +111,13 @@ fn the_trigger_schema_rejects_malformed_triggers() {
     streak["rule"] = json!("repeated_failure");
     streak["workflow"] = json!("test");
     assert_valid_trigger(&streak, "a repeated_failure example");
+    let budgeted = with(
+        &good,
+        "/budget",
+        json!({"pull_request": {"used": 2, "limit": 3, "window_seconds": 86400},
+               "repository": {"used": 7, "limit": 20, "window_seconds": 86400}}),
+    );
+    assert_valid_trigger(&budgeted, "a trigger with its budgets");
 
     let bad: Vec<(&str, Value)> = vec![
         (
@@ -158,6 +165,31 @@ fn the_trigger_schema_rejects_malformed_triggers() {
         (
             "repeated_failure episode",
             with(&streak, "/episode", json!(1)),
+        ),
+        ("budget empty", with(&good, "/budget", json!({}))),
+        (
+            "budget used 0",
+            with(&budgeted, "/budget/pull_request/used", json!(0)),
+        ),
+        (
+            "budget without limit",
+            without(&budgeted, "/budget/repository/limit"),
+        ),
+        (
+            "budget of another scope",
+            with(
+                &budgeted,
+                "/budget/organization",
+                json!({"used": 1, "limit": 1, "window_seconds": 1}),
+            ),
+        ),
+        (
+            "budget on repeated_failure",
+            with(
+                &streak,
+                "/budget",
+                json!({"repository": {"used": 1, "limit": 1, "window_seconds": 60}}),
+            ),
         ),
     ];
     for (what, t) in bad {

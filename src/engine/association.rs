@@ -63,7 +63,13 @@ impl Engine {
             if rule.kind != RuleKind::AllCompletedWithFailure {
                 continue;
             }
-            let Some(done) = from.rules.get(&rule.name).filter(|s| s.fired) else {
+            // A decision over budget was not published: the pull request's group judges
+            // the runs itself.
+            let Some(done) = from
+                .rules
+                .get(&rule.name)
+                .filter(|s| s.fired && s.over_budget.is_none())
+            else {
                 continue;
             };
             let st = g.state.rules.entry(rule.name.clone()).or_default();

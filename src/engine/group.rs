@@ -40,6 +40,10 @@ pub struct EpisodeState {
     /// the trigger is that group's.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub inherited: bool,
+    /// The episode's decision was over a trigger budget: taken (`fired` is set, so it is
+    /// not judged again in this episode) but not published (docs/design.md "Budgets").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub over_budget: Option<super::budget::OverBudget>,
 }
 
 impl EpisodeState {

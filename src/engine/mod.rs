@@ -8,9 +8,10 @@
 //!
 //! State that spans groups (failure streaks, per-repository cooldowns) lives in a
 //! [`Ledger`] that the caller loads (and locks) for the keys [`Engine::streak_keys`] and
-//! [`Engine::cooldown_keys`] name.
+//! [`Engine::cooldown_keys`] name, and the trigger budgets [`Engine::budget_keys`] names.
 
 pub mod association;
+pub mod budget;
 pub mod group;
 pub mod merge;
 pub mod pull;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::{Event, Limits, Provider, RejectCode, Rejection, Status};
 use crate::trigger::{TRIGGER_SCHEMA, Trigger, TriggerRepository, TriggerRun, trigger_id};
 
+pub use budget::{BudgetKey, BudgetScope, BudgetState, OverBudget};
 pub use group::{Due, EpisodeState, GroupState};
 pub use merge::RunState;
 pub use pull::{PullBlock, PullState, PullStatus};
@@ -113,6 +115,8 @@ pub struct CooldownKey {
 pub struct Ledger {
     pub streaks: BTreeMap<StreakKey, StreakState>,
     pub cooldowns: BTreeMap<CooldownKey, DateTime<Utc>>,
+    /// Trigger budgets (rules with `max_triggers_per_*`).
+    pub budgets: BTreeMap<BudgetKey, BudgetState>,
 }
 
 /// The rule engine.
@@ -167,6 +171,22 @@ impl Engine {
                 repository_id: repo.internal_id,
                 rule: r.name.clone(),
             })
+            .collect()
+    }
+
+    /// The budget rows a decision for the group of (`repo`, `pr_number`) may read or write:
+    /// none unless a rule has a budget.
+    pub fn budget_keys(&self, repo: &RepoRef, pr_number: Option<u64>) -> Vec<BudgetKey> {
+        self.rules
+            .rules()
+            .iter()
+            .filter(|r| {
+                r.kind == RuleKind::AllCompletedWithFailure
+                    && r.has_budget()
+                    && r.matches_repository(&repo.owner, &repo.name)
+            })
+            .flat_map(|r| budget::budgets_of(r, repo, pr_number))
+            .map(|(_, key, _)| key)
             .collect()
     }
 
@@ -329,6 +349,7 @@ impl Engine {
             st.fired = false;
             st.inherited = false;
             st.due = None;
+            st.over_budget = None;
         }
         if st.fired {
             st.due = None;
@@ -348,17 +369,6 @@ impl Engine {
             // Deferred by a cooldown: wait for its timer.
             return None;
         }
-        if let Some(due) = cooldown_deferral(rule, g.repo, ledger, clock) {
-            st.due = Some(due);
-            return None;
-        }
-        st.fired = true;
-        st.fired_max_attempt = relevant.iter().map(|(_, r)| r.attempt).max().unwrap_or(0);
-        st.fired_attempts = relevant
-            .iter()
-            .map(|(id, r)| ((*id).clone(), r.attempt))
-            .collect();
-        st.due = None;
         let episode = st.episode;
         let pr = g
             .pr_number
@@ -371,6 +381,39 @@ impl Engine {
             g.commit_sha,
             &episode.to_string(),
         ]);
+        // Over budget: decided, recorded, not published. A running cooldown still defers
+        // first (the budget may have room when it ends); the cooldown is not spent.
+        let over = rule
+            .has_budget()
+            .then(|| budget::over(rule, g.repo, g.pr_number, ledger, clock.wall, id))
+            .flatten();
+        if let Some(over) = over {
+            if let Some(due) = cooldown_pending(rule, g.repo, ledger, clock) {
+                st.due = Some(due);
+                return None;
+            }
+            st.fired = true;
+            st.fired_max_attempt = relevant.iter().map(|(_, r)| r.attempt).max().unwrap_or(0);
+            st.fired_attempts = relevant
+                .iter()
+                .map(|(id, r)| ((*id).clone(), r.attempt))
+                .collect();
+            st.due = None;
+            st.over_budget = Some(over);
+            return None;
+        }
+        if let Some(due) = cooldown_deferral(rule, g.repo, ledger, clock) {
+            st.due = Some(due);
+            return None;
+        }
+        st.fired = true;
+        st.fired_max_attempt = relevant.iter().map(|(_, r)| r.attempt).max().unwrap_or(0);
+        st.fired_attempts = relevant
+            .iter()
+            .map(|(id, r)| ((*id).clone(), r.attempt))
+            .collect();
+        st.due = None;
+        let budget = budget::record(rule, g.repo, g.pr_number, ledger, clock.wall, id);
         Some(Trigger {
             schema: TRIGGER_SCHEMA.to_string(),
             trigger_id: id,
@@ -386,6 +429,7 @@ impl Engine {
             runs,
             failed_workflows,
             fired_at: clock.wall,
+            budget,
         })
     }
 
@@ -460,8 +504,26 @@ impl Engine {
             runs,
             failed_workflows: vec![key.workflow],
             fired_at: clock.wall,
+            budget: None,
         })
     }
+}
+
+/// If the rule's per-repository cooldown is running, the due time at which it ends (reads
+/// only; [`cooldown_deferral`] also records a firing).
+fn cooldown_pending(rule: &Rule, repo: &RepoRef, ledger: &Ledger, clock: Clock) -> Option<Due> {
+    if rule.cooldown.is_zero() {
+        return None;
+    }
+    let key = CooldownKey {
+        repository_id: repo.internal_id,
+        rule: rule.name.clone(),
+    };
+    let ends = plus(*ledger.cooldowns.get(&key)?, to_chrono(rule.cooldown));
+    (ends > clock.wall).then(|| Due {
+        event: plus(clock.event, ends - clock.wall),
+        wall: ends,
+    })
 }
 
 /// If the rule's per-repository cooldown is running, the due time at which it ends.

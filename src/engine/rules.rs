@@ -64,6 +64,17 @@ pub struct RuleConfig {
     pub workflows: Option<Vec<String>>,
     #[serde(default, with = "humantime_serde")]
     pub cooldown: Option<Duration>,
+    /// `all_completed_with_failure`: at most this many triggers for one pull request
+    /// within `budget_window` (docs/design.md "Budgets"). Default: no cap.
+    #[serde(default)]
+    pub max_triggers_per_pull_request: Option<i64>,
+    /// `all_completed_with_failure`: at most this many triggers for one repository within
+    /// `budget_window`. Default: no cap.
+    #[serde(default)]
+    pub max_triggers_per_repository: Option<i64>,
+    /// The sliding window of the two budgets above (wall clock). Default 24h.
+    #[serde(default, with = "humantime_serde")]
+    pub budget_window: Option<Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -149,7 +160,15 @@ pub struct Rule {
     pub branches: Filter,
     pub workflows: Filter,
     pub cooldown: Duration,
+    /// Budgets (`all_completed_with_failure` only; `None`: no cap).
+    pub max_triggers_per_pull_request: Option<u32>,
+    pub max_triggers_per_repository: Option<u32>,
+    /// The budgets' window (default 24h, meaningful with a budget).
+    pub budget_window: Duration,
 }
+
+/// `budget_window` when not given.
+pub const DEFAULT_BUDGET_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
 
 pub const DEFAULT_FAILURE_CONCLUSIONS: [Conclusion; 3] = [
     Conclusion::Failure,
@@ -178,6 +197,11 @@ impl Rule {
     /// Whether a run with this workflow and branch exists for the rule.
     pub fn matches_run(&self, workflow: &str, branch: Option<&str>) -> bool {
         self.workflows.matches(workflow) && self.branches.matches(branch.unwrap_or(""))
+    }
+
+    /// Whether the rule caps its triggers (`max_triggers_per_*`).
+    pub fn has_budget(&self) -> bool {
+        self.max_triggers_per_pull_request.is_some() || self.max_triggers_per_repository.is_some()
     }
 }
 
@@ -211,6 +235,9 @@ impl RuleSet {
             branches: None,
             workflows: None,
             cooldown: None,
+            max_triggers_per_pull_request: None,
+            max_triggers_per_repository: None,
+            budget_window: None,
         };
         match RuleSet::compile(&[config]) {
             Ok(set) => set,
@@ -253,6 +280,15 @@ impl RuleSet {
                     ("only_head_commit", c.only_head_commit.is_some()),
                     ("only_open", c.only_open.is_some()),
                     ("skip_draft", c.skip_draft.is_some()),
+                    (
+                        "max_triggers_per_pull_request",
+                        c.max_triggers_per_pull_request.is_some(),
+                    ),
+                    (
+                        "max_triggers_per_repository",
+                        c.max_triggers_per_repository.is_some(),
+                    ),
+                    ("budget_window", c.budget_window.is_some()),
                 ] {
                     if set {
                         return Err(err(field, "does not apply to kind repeated_failure"));
@@ -313,6 +349,38 @@ impl RuleSet {
             if threshold == 0 {
                 return Err(err("threshold", "must be at least 1"));
             }
+            let cap = |field: &str, v: Option<i64>| -> Result<Option<u32>, RulesError> {
+                match v {
+                    None => Ok(None),
+                    Some(n) if n < 1 => Err(err(
+                        field,
+                        &format!(
+                            "{n} is not a budget: it must be at least 1 (leave the key out for no cap)"
+                        ),
+                    )),
+                    // Above u32: refused by the range check (`config::RULE_RANGES`), which
+                    // sees the saturated value.
+                    Some(n) => Ok(Some(u32::try_from(n).unwrap_or(u32::MAX))),
+                }
+            };
+            let max_triggers_per_pull_request = cap(
+                "max_triggers_per_pull_request",
+                c.max_triggers_per_pull_request,
+            )?;
+            let max_triggers_per_repository =
+                cap("max_triggers_per_repository", c.max_triggers_per_repository)?;
+            if c.budget_window.is_some()
+                && max_triggers_per_pull_request.is_none()
+                && max_triggers_per_repository.is_none()
+            {
+                return Err(err(
+                    "budget_window",
+                    "has no effect without max_triggers_per_pull_request or max_triggers_per_repository",
+                ));
+            }
+            if c.budget_window.is_some_and(|w| w.is_zero()) {
+                return Err(err("budget_window", "must be longer than 0s"));
+            }
             let filter = |field: &str, p: &Option<Vec<String>>, ci: bool| match p {
                 Some(p) => Filter::compile(&key(field), p, ci),
                 None => Ok(Filter::any()),
@@ -346,6 +414,9 @@ impl RuleSet {
                 branches,
                 workflows,
                 cooldown: c.cooldown.unwrap_or_default(),
+                max_triggers_per_pull_request,
+                max_triggers_per_repository,
+                budget_window: c.budget_window.unwrap_or(DEFAULT_BUDGET_WINDOW),
             });
         }
         Ok(RuleSet { rules })
@@ -362,6 +433,11 @@ impl RuleSet {
     /// Rules whose per-repository cooldown is set (their state must be loaded and locked).
     pub fn uses_cooldowns(&self) -> bool {
         self.rules.iter().any(|r| !r.cooldown.is_zero())
+    }
+
+    /// Rules with a trigger budget (their budget rows must be loaded and locked).
+    pub fn uses_budgets(&self) -> bool {
+        self.rules.iter().any(Rule::has_budget)
     }
 }
 
@@ -382,6 +458,7 @@ struct Meaning {
     branches: Vec<String>,
     workflows: Vec<String>,
     cooldown: Duration,
+    budgets: (Option<i64>, Option<i64>, Duration),
 }
 
 impl Meaning {
@@ -414,6 +491,11 @@ impl Meaning {
             branches: patterns(&c.branches, false),
             workflows: patterns(&c.workflows, false),
             cooldown: c.cooldown.unwrap_or_default(),
+            budgets: (
+                c.max_triggers_per_pull_request,
+                c.max_triggers_per_repository,
+                c.budget_window.unwrap_or(DEFAULT_BUDGET_WINDOW),
+            ),
         }
     }
 }
@@ -546,6 +628,53 @@ branches = ["main"]
         ] {
             RuleSet::from_toml(&format!("[[rules]]\n{first}\n[[rules]]\n{second}\n")).unwrap();
         }
+    }
+
+    #[test]
+    fn budgets_are_positive_and_apply_to_group_rules_only() {
+        let acwf = "[[rules]]\nkind = \"all_completed_with_failure\"\n";
+        let set = RuleSet::from_toml(&format!(
+            "{acwf}max_triggers_per_pull_request = 3\nmax_triggers_per_repository = 20\n"
+        ))
+        .unwrap();
+        let r = &set.rules()[0];
+        assert_eq!(r.max_triggers_per_pull_request, Some(3));
+        assert_eq!(r.max_triggers_per_repository, Some(20));
+        assert_eq!(r.budget_window, DEFAULT_BUDGET_WINDOW);
+        assert!(set.uses_budgets());
+        assert!(!RuleSet::default_rules().uses_budgets());
+        for key in [
+            "max_triggers_per_pull_request",
+            "max_triggers_per_repository",
+        ] {
+            for bad in ["0", "-1", "-9223372036854775808"] {
+                let e = RuleSet::from_toml(&format!("{acwf}{key} = {bad}\n")).unwrap_err();
+                assert_eq!(e.key, format!("rules[0].{key}"), "{bad}");
+                assert!(e.message.contains("at least 1"), "{e}");
+            }
+            let e = RuleSet::from_toml(&format!("{acwf}{key} = \"3\"\n")).unwrap_err();
+            assert!(e.to_string().contains(key), "{e}");
+            let e = RuleSet::from_toml(&format!(
+                "[[rules]]\nkind = \"repeated_failure\"\n{key} = 3\n"
+            ))
+            .unwrap_err();
+            assert_eq!(e.key, format!("rules[0].{key}"));
+        }
+        // Beyond u32: saturated, for the range check to refuse (config::RULE_RANGES).
+        let set = RuleSet::from_toml(&format!(
+            "{acwf}max_triggers_per_repository = 99999999999\n"
+        ))
+        .unwrap();
+        assert_eq!(set.rules()[0].max_triggers_per_repository, Some(u32::MAX));
+        // A window without a budget, or of no length, is refused.
+        let e = RuleSet::from_toml(&format!("{acwf}budget_window = \"1h\"\n")).unwrap_err();
+        assert_eq!(e.key, "rules[0].budget_window");
+        assert!(e.message.contains("no effect"), "{e}");
+        let e = RuleSet::from_toml(&format!(
+            "{acwf}max_triggers_per_pull_request = 1\nbudget_window = \"0s\"\n"
+        ))
+        .unwrap_err();
+        assert_eq!(e.key, "rules[0].budget_window");
     }
 
     #[test]

@@ -26,6 +26,9 @@ pub enum GroupStateFilter {
     PendingTimer,
     /// A trigger of the group is in the outbox, or a rule fired in its current episode.
     Fired,
+    /// A rule's decision in its current episode was over a trigger budget (not published),
+    /// and no trigger of the group is in the outbox.
+    OverBudget,
     /// Some run has not completed.
     Waiting,
     /// Every run completed, nothing fired, no timer.
@@ -37,6 +40,7 @@ impl GroupStateFilter {
         match self {
             GroupStateFilter::PendingTimer => "pending-timer",
             GroupStateFilter::Fired => "fired",
+            GroupStateFilter::OverBudget => "over-budget",
             GroupStateFilter::Waiting => "waiting",
             GroupStateFilter::Idle => "idle",
         }
@@ -46,6 +50,7 @@ impl GroupStateFilter {
         match s {
             "pending-timer" => GroupStateFilter::PendingTimer,
             "fired" => GroupStateFilter::Fired,
+            "over-budget" => GroupStateFilter::OverBudget,
             "waiting" => GroupStateFilter::Waiting,
             _ => GroupStateFilter::Idle,
         }
@@ -105,8 +110,9 @@ pub async fn list_groups(
                   (SELECT count(*) FROM jsonb_object_keys(
                       CASE WHEN jsonb_typeof(g.state->'runs') = 'object' THEN g.state->'runs' ELSE '{}'::jsonb END)) AS runs,
                   CASE WHEN g.due_wall_at IS NOT NULL OR g.due_event_at IS NOT NULL THEN 'pending-timer'
-                       WHEN g.id IN (SELECT o.group_id FROM outbox o WHERE o.group_id IS NOT NULL)
-                            OR jsonb_path_exists(g.state, '$.rules.* ? (@.fired == true)') THEN 'fired'
+                       WHEN g.id IN (SELECT o.group_id FROM outbox o WHERE o.group_id IS NOT NULL) THEN 'fired'
+                       WHEN jsonb_path_exists(g.state, '$.rules.* ? (exists(@.over_budget))') THEN 'over-budget'
+                       WHEN jsonb_path_exists(g.state, '$.rules.* ? (@.fired == true)') THEN 'fired'
                        WHEN jsonb_path_exists(g.state, '$.runs.* ? (@.status != \"completed\")') THEN 'waiting'
                        ELSE 'idle' END AS state
            FROM groups g JOIN repositories r ON r.id = g.repository_id

@@ -1,7 +1,8 @@
 //! The verdict of every rule on one group, from stored state only (pure, no I/O).
 //!
 //! `all_completed_with_failure` is judged as the engine judges it (`engine::Engine`), in
-//! this order: fired in the current episode; repository filtered out; a timer pending
+//! this order: decided over a trigger budget in the current episode (as the engine recorded
+//! it: which budget, used of limit, window); fired in the current episode; repository filtered out; a timer pending
 //! (settle, or a cooldown's end); no run left by the filters; no pull request while the
 //! rule requires one; the pull request moved past the commit (`only_head_commit`); the pull
 //! request is closed or merged (`only_open`) or a draft (`skip_draft`), as the engine's
@@ -25,7 +26,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::engine::{
-    Due, GroupState, PullBlock, RepoRef, Rule, RuleKind, RuleSet, RunState, StreakKey, StreakState,
+    BudgetScope, Due, GroupState, PullBlock, RepoRef, Rule, RuleKind, RuleSet, RunState, StreakKey,
+    StreakState,
 };
 use crate::event::{Conclusion, Provider, Status};
 use crate::trigger::{Trigger, trigger_id};
@@ -119,6 +121,15 @@ pub enum Verdict {
     Fired { triggers: Vec<FiredTrigger> },
     /// Runs the rule considers have not completed.
     Waiting { runs: Vec<PendingRun> },
+    /// The rule decided to fire in its current episode, but the trigger would have exceeded
+    /// a budget (`max_triggers_per_*`): recorded, not published.
+    OverBudget {
+        budget: BudgetScope,
+        used: u32,
+        limit: u32,
+        window_seconds: u64,
+        at: DateTime<Utc>,
+    },
     /// The condition held; the settle timer judges it again when due.
     SettleDue { due: Due },
     /// The condition held during the repository's cooldown; judged again when it ends.
@@ -141,6 +152,7 @@ impl Verdict {
     pub fn name(&self) -> &'static str {
         match self {
             Verdict::Fired { .. } => "fired",
+            Verdict::OverBudget { .. } => "over_budget",
             Verdict::Waiting { .. } => "waiting",
             Verdict::SettleDue { .. } => "settle_due",
             Verdict::Cooldown { .. } => "cooldown",
@@ -321,7 +333,12 @@ pub fn trigger_ids_to_load(g: &GroupView, rules: &RuleSet, shared: &Shared) -> V
     for rule in rules.rules() {
         match rule.kind {
             RuleKind::AllCompletedWithFailure => {
-                if let Some(st) = g.state.rules.get(&rule.name).filter(|s| s.fired) {
+                if let Some(st) = g
+                    .state
+                    .rules
+                    .get(&rule.name)
+                    .filter(|s| s.fired && s.over_budget.is_none())
+                {
                     ids.push(group_trigger_id(rule, g, st.episode));
                 }
             }
@@ -572,6 +589,31 @@ fn judge_group(
     shared: &Shared,
 ) -> (Verdict, String) {
     let st = g.state.rules.get(&rule.name).cloned().unwrap_or_default();
+    if let Some(o) = st.over_budget.as_ref().filter(|_| st.fired) {
+        let window = crate::engine::budget::window_words(o.window_seconds);
+        let again = if rule.refire_on_rerun {
+            "a re-run opens a new episode, judged again"
+        } else {
+            "not judged again for this commit"
+        };
+        return (
+            Verdict::OverBudget {
+                budget: o.scope,
+                used: o.used,
+                limit: o.limit,
+                window_seconds: o.window_seconds,
+                at: o.at,
+            },
+            format!(
+                "over budget: {} of {} triggers for {} within {window} (decided at {} in episode {}, not published; {again})",
+                o.used,
+                o.limit,
+                o.scope.words(),
+                show_time(o.at),
+                st.episode
+            ),
+        );
+    }
     if st.fired && st.inherited {
         return (
             Verdict::Fired {
@@ -945,6 +987,59 @@ mod tests {
         let json = serde_json::to_value(&e).unwrap();
         assert_eq!(json["verdict"], "fired");
         assert_eq!(json["triggers"][0]["delivery"], "missing");
+    }
+
+    #[test]
+    fn over_budget_says_which_budget_from_the_recorded_decision() {
+        let set = rules(&format!("{ACWF}max_triggers_per_pull_request = 3\n"));
+        let mut g = fired_group(&set);
+        let over = crate::engine::OverBudget {
+            scope: BudgetScope::PullRequest,
+            used: 3,
+            limit: 3,
+            window_seconds: 86_400,
+            at: t("2026-03-01T10:00:01Z"),
+        };
+        if let Some(st) = g.state.rules.get_mut(&set.rules()[0].name) {
+            st.over_budget = Some(over.clone());
+        }
+        let e = one(&g, &set, &[], &Shared::default());
+        assert_eq!(
+            e.reason,
+            "over budget: 3 of 3 triggers for this pull request within 24h (decided at 2026-03-01T10:00:01Z in episode 0, not published; not judged again for this commit)"
+        );
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["verdict"], "over_budget");
+        assert_eq!(json["budget"], "pull_request");
+        assert_eq!(
+            (json["used"].as_u64(), json["limit"].as_u64()),
+            (Some(3), Some(3))
+        );
+        // Its trigger id is not looked up: it was never published.
+        assert!(trigger_ids_to_load(&g, &set, &Shared::default()).is_empty());
+        // The words come from the recorded decision, not from the rule as configured now;
+        // with refire_on_rerun, a re-run is judged again.
+        let set = rules(&format!(
+            "{ACWF}max_triggers_per_repository = 10\nrefire_on_rerun = true\n"
+        ));
+        if let Some(st) = g.state.rules.get_mut(&set.rules()[0].name) {
+            st.over_budget = Some(crate::engine::OverBudget {
+                scope: BudgetScope::Repository,
+                used: 5,
+                limit: 5,
+                window_seconds: 7 * 86_400,
+                ..over
+            });
+        }
+        let e = one(&g, &set, &[], &Shared::default());
+        assert!(
+            e.reason
+                .starts_with("over budget: 5 of 5 triggers for this repository within 7d")
+                && e.reason
+                    .ends_with("a re-run opens a new episode, judged again)"),
+            "{}",
+            e.reason
+        );
     }
 
     #[test]

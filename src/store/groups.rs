@@ -10,6 +10,7 @@ use tracing::{error, warn};
 use uuid::Uuid;
 
 use super::association;
+use super::budgets::{self, OverBudgetNote};
 use super::{Store, StoreError};
 use crate::engine::{
     Clock, CooldownKey, GroupCtx, GroupState, Ledger, RepoRef, RunState, StreakKey, StreakState,
@@ -122,8 +123,9 @@ impl Store {
         sent: &[Uuid],
     ) -> Result<BatchOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let out = self.record_in(&mut tx, inputs, repos, clock, sent).await?;
+        let (out, over_budget) = self.record_in(&mut tx, inputs, repos, clock, sent).await?;
         tx.commit().await?;
+        budgets::report_over_budget(&over_budget);
         Ok(out)
     }
 
@@ -135,7 +137,7 @@ impl Store {
         repos: &[RepoRef],
         clock: Clock,
         sent: &[Uuid],
-    ) -> Result<BatchOutcome, StoreError> {
+    ) -> Result<(BatchOutcome, Vec<OverBudgetNote>), StoreError> {
         // The batch's commits first (association.rs), then their known pull requests.
         let commits: BTreeSet<association::Commit> = inputs
             .iter()
@@ -185,6 +187,16 @@ impl Store {
             .flat_map(|r| self.engine.cooldown_keys(r))
             .collect();
         let (mut ledger, corrupt_streaks) = lock_ledger(tx, &streak_keys, &cooldown_keys).await?;
+        let budget_keys: BTreeSet<_> = keys
+            .iter()
+            .filter_map(|(r, pr, _)| {
+                let repo = by_id.get(r)?;
+                let pr = u64::try_from(*pr).ok().filter(|p| *p > 0);
+                Some(self.engine.budget_keys(repo, pr))
+            })
+            .flatten()
+            .collect();
+        budgets::lock_budgets(tx, &budget_keys, &mut ledger).await?;
         let original_ledger = ledger.clone();
 
         let wall = Utc::now();
@@ -321,12 +333,29 @@ impl Store {
         association::write_heads(tx, &heads_learnt).await?;
         write_groups(tx, slots.values(), sent).await?;
         write_ledger(tx, &original_ledger, &ledger).await?;
+        budgets::write_budgets(tx, &self.engine, &original_ledger, &ledger).await?;
+        let over_budget = slots
+            .values()
+            .flat_map(|s| {
+                budgets::new_over_budget(
+                    s.id,
+                    &s.repo,
+                    s.pr_number,
+                    &s.commit_sha,
+                    &s.original_state,
+                    &s.state,
+                )
+            })
+            .collect();
         let triggers = self.insert_outbox(tx, decided).await?;
-        Ok(BatchOutcome {
-            outcomes,
-            triggers,
-            clock,
-        })
+        Ok((
+            BatchOutcome {
+                outcomes,
+                triggers,
+                clock,
+            },
+            over_budget,
+        ))
     }
 
     /// Merges runs of a commit into one of its pull requests' groups (locked by
@@ -377,8 +406,9 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Trigger>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let triggers = self.fire_due_in(&mut tx, event_clock, limit).await?;
+        let (triggers, over_budget) = self.fire_due_in(&mut tx, event_clock, limit).await?;
         tx.commit().await?;
+        budgets::report_over_budget(&over_budget);
         Ok(triggers)
     }
 
@@ -388,7 +418,7 @@ impl Store {
         tx: &mut Transaction<'static, Postgres>,
         event_clock: DateTime<Utc>,
         limit: i64,
-    ) -> Result<Vec<Trigger>, StoreError> {
+    ) -> Result<(Vec<Trigger>, Vec<OverBudgetNote>), StoreError> {
         // A worker that has applied no event yet has the clock at `DateTime::MIN_UTC`, which
         // Postgres rejects ("timestamp out of range"): the whole sweep failed, so a replica
         // restarted with nothing left to consume never fired a wall-clock timer. Before the
@@ -400,7 +430,7 @@ impl Store {
             .fetch_all(&mut **tx)
             .await?;
         if rows.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), Vec::new()));
         }
         let repo_ids: Vec<i64> = rows
             .iter()
@@ -433,6 +463,11 @@ impl Store {
             .flat_map(|r| self.engine.cooldown_keys(r))
             .collect();
         let (mut ledger, _) = lock_ledger(tx, &BTreeSet::new(), &cooldown_keys).await?;
+        let budget_keys: BTreeSet<_> = slots
+            .iter()
+            .flat_map(|s| self.engine.budget_keys(&s.repo, s.pr_number))
+            .collect();
+        budgets::lock_budgets(tx, &budget_keys, &mut ledger).await?;
         let original_ledger = ledger.clone();
         let prs: BTreeSet<(i64, u64)> = slots
             .iter()
@@ -458,15 +493,25 @@ impl Store {
             wall: Utc::now(),
         };
         let mut decided = Vec::new();
+        let mut over_budget = Vec::new();
         for slot in &mut slots {
             let fired = self.engine.fire_due(&mut slot.ctx(), &mut ledger, clock);
             decided.extend(fired.into_iter().map(|t| (slot.id, t)));
+            over_budget.extend(budgets::new_over_budget(
+                slot.id,
+                &slot.repo,
+                slot.pr_number,
+                &slot.commit_sha,
+                &slot.original_state,
+                &slot.state,
+            ));
             // The timer was due: even when nothing fired the due columns must move on.
             slot.original_state = GroupState::default();
         }
         write_groups(tx, slots.iter(), &[]).await?;
         write_ledger(tx, &original_ledger, &ledger).await?;
-        self.insert_outbox(tx, decided).await
+        budgets::write_budgets(tx, &self.engine, &original_ledger, &ledger).await?;
+        Ok((self.insert_outbox(tx, decided).await?, over_budget))
     }
 
     /// Writes decided triggers to the outbox, claimed for `lease`; returns those that were

@@ -8,6 +8,7 @@
 //! while the locks are held. Serialization failures and deadlocks retry the transaction.
 
 mod association;
+mod budgets;
 mod groups;
 mod health;
 mod outbox;

@@ -171,6 +171,7 @@ pub async fn run(
     };
     crate::telemetry::register_worker_metrics();
     crate::store::Health::register_metrics();
+    store.register_budget_metrics();
     let endpoints = Endpoints::serve(&config, Some(store.clone()), bus.client(), metrics).await?;
     let (bound, http_task, http_stop, not_ready) = (
         endpoints.bound,

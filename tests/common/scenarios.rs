@@ -104,6 +104,10 @@ pub fn project_value(t: &serde_json::Value) -> String {
     if t["rule"] == "repeated_failure" {
         p["branch"] = t["branch"].clone();
     }
+    // A rule with a trigger budget: the trigger's place in it (deterministic in both runners).
+    if !t["budget"].is_null() {
+        p["budget"] = t["budget"].clone();
+    }
     canonical(&p)
 }
 
