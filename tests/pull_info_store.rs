@@ -10,6 +10,7 @@ mod common;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
+use common::app::eventually;
 use common::env::TestEnv;
 use runwatch::engine::{Clock, Engine, PullAuthor, PullInfo, RuleSet};
 use runwatch::event::{Conclusion, Event, Provider, Repository, Run, SCHEMA, Status};
@@ -59,7 +60,7 @@ fn report(sha: &str, pr: u64, n: usize) -> PullRequestLink {
         (5, "b", Some("main"), false),
         (5, "b", None, false),
         (5, "a", Some("zzz"), false),
-        (5, "b", Some("main"), true),
+        (5, "a", Some("main"), true),
         (4, "z", Some("main"), false),
     ][n];
     PullRequestLink {
@@ -197,11 +198,29 @@ async fn every_order_and_concurrent_writers_keep_the_newest_report() {
     assert_eq!(payload["pull_request"]["author"], "Alice", "{payload}");
 
     // Concurrent writers: each report on another head commit (other commit locks, other
-    // group rows), all at once, many rounds.
-    for round in 0..10u64 {
+    // group rows), all in flight at once. The test holds the pull request's row, so each
+    // transaction reads it as it was (an older report) and then waits to write it: the
+    // upserts run one after the other on a row another report already changed, and the
+    // order in SQL alone decides.
+    for round in 0..6u64 {
         let pr = 1000 + round;
+        let old = format!("{:0>40}", round).replace('0', "d");
+        let mut first = report(&old, pr, 4);
+        first.updated_at = at(0);
+        store
+            .record_inputs(&[Input::PullRequest(first)], clock(0))
+            .await
+            .unwrap();
+        let mut hold = pool.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM pull_heads WHERE pr_number = $1 FOR UPDATE")
+            .bind(pr as i64)
+            .execute(&mut *hold)
+            .await
+            .unwrap();
         let mut tasks = Vec::new();
-        for n in 0..REPORTS {
+        // Another order each round.
+        for k in 0..REPORTS {
+            let n = (k + round as usize) % REPORTS;
             let store = store.clone();
             let sha = format!("{:0>40}", format!("{round}{n}")).replace('0', "c");
             tasks.push(tokio::spawn(async move {
@@ -209,12 +228,28 @@ async fn every_order_and_concurrent_writers_keep_the_newest_report() {
                 store.record_inputs(&[input], clock(5)).await.unwrap();
             }));
         }
+        let p = &pool;
+        eventually(
+            std::time::Duration::from_secs(30),
+            "every writer waiting on the row",
+            || async move {
+                let waiting: i64 = sqlx::query(
+                    "SELECT count(*) AS n FROM pg_stat_activity
+                     WHERE datname = current_database() AND wait_event_type = 'Lock'",
+                )
+                .fetch_one(p)
+                .await
+                .ok()?
+                .get("n");
+                (waiting >= REPORTS as i64).then_some(())
+            },
+        )
+        .await;
+        hold.commit().await.unwrap();
         for t in tasks {
             t.await.unwrap();
         }
-        let got = stored(&pool, pr as i64).await;
-        // The head branch is the reports' (one for all); the newest report wins.
-        assert_eq!(got, newest(pr), "round {round}");
+        assert_eq!(stored(&pool, pr as i64).await, newest(pr), "round {round}");
     }
     pool.close().await;
     env.cleanup().await;
