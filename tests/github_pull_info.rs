@@ -227,6 +227,9 @@ async fn the_trigger_carries_the_pull_request() {
     assert_eq!(p.post("pull_request", &bad).await.0, 400);
     let got = p.finish().await;
     assert_eq!(got.len(), 2, "{got:?}");
+    for t in &got {
+        common::schemas::assert_valid_trigger(t, "a trigger with its pull request");
+    }
     let two = got.iter().find(|t| t["pr_number"] == 2).expect("pr 2 fired");
     assert_eq!(
         two["pull_request"],
@@ -255,6 +258,7 @@ async fn a_huge_title_with_controls_is_cut_and_made_printable() {
     p.send("workflow_run", &failing_run(31, 3, &b)).await;
     let got = p.finish().await;
     assert_eq!(got.len(), 1, "{got:?}");
+    common::schemas::assert_valid_trigger(&got[0], "a trigger with a cut title");
     let pr = &got[0]["pull_request"];
     let title = pr["title"].as_str().expect("a title");
     assert!(title.len() <= 1024 && title.len() > 1000, "{}", title.len());

@@ -17,6 +17,8 @@ use runwatch::event::{Conclusion, Event, Limits, Provider, Repository, Run, SCHE
 use runwatch::pull_request::{LinkAuthor, PULL_REQUEST_SCHEMA, PullRequestLink};
 use runwatch::simulate::Simulation;
 
+mod common;
+
 fn repository() -> Repository {
     Repository {
         owner: "acme".into(),
@@ -237,5 +239,36 @@ proptest! {
                 prop_assert_eq!(a.as_str(), AUTHORS[pulls[(pr.unwrap_or(1) - 1) as usize].author].0);
             }
         }
+    }
+}
+
+/// The pull request schema describes the new fields as the decoder reads them.
+#[test]
+fn the_pull_request_schema_takes_what_the_decoder_takes() {
+    let (_, reports) = lines_of(&[PullSpec {
+        author: 2,
+        runs: vec![true],
+        reports: vec![(0, 0)],
+    }]);
+    let mut v: serde_json::Value = serde_json::from_slice(&reports[0]).unwrap();
+    v["url"] = "https://example.com/pull/1".into();
+    let schema = common::schemas::pull_request_schema();
+    assert_eq!(common::schemas::errors(schema, &v), "");
+    assert!(runwatch::pull_request::decode_input(&serde_json::to_vec(&v).unwrap(), &Limits::default()).is_ok());
+    for (field, bad) in [
+        ("author", serde_json::json!("octo")),
+        ("author", serde_json::json!({"login": ""})),
+        ("author", serde_json::json!({"login": "a", "admin": true})),
+        ("author", serde_json::json!({"login": "a", "bot": "yes"})),
+        ("base_branch", serde_json::json!("a\nb")),
+        ("title", serde_json::json!(5)),
+    ] {
+        let mut w = v.clone();
+        w[field] = bad.clone();
+        assert_ne!(common::schemas::errors(schema, &w), "", "{field}: {bad}");
+        assert!(
+            runwatch::pull_request::decode_input(&serde_json::to_vec(&w).unwrap(), &Limits::default()).is_err(),
+            "{field}: {bad}"
+        );
     }
 }
