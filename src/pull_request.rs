@@ -313,7 +313,8 @@ mod tests {
                 .unwrap_err()
                 .code
         };
-        let with = |extra: &str| LINK.replace("\"pr_number\":5", &format!("\"pr_number\":5,{extra}"));
+        let with =
+            |extra: &str| LINK.replace("\"pr_number\":5", &format!("\"pr_number\":5,{extra}"));
         let Ok(Input::PullRequest(p)) = decode_input(LINK.as_bytes(), &Limits::default()) else {
             panic!("not a link")
         };

@@ -378,13 +378,21 @@ fn shipped_templates_render_a_real_trigger() {
         "author_is_bot": false, "base_branch": "main", "state": "open"
     });
     let dispatch = render("github-dispatch.json.j2", &known);
-    assert_eq!(dispatch["client_payload"]["pull_request"], known["pull_request"]);
+    assert_eq!(
+        dispatch["client_payload"]["pull_request"],
+        known["pull_request"]
+    );
     let slack = render("slack.json.j2", &known);
     let text = slack["blocks"][0]["text"]["text"].as_str().expect("text");
     assert!(text.contains("\nFix the \"parser\" by octocat\n"), "{text}");
     assert!(!slack["text"].as_str().expect("text").contains("octocat"));
     let plain = render("slack.json.j2", &trigger);
-    assert!(!plain["blocks"][0]["text"]["text"].as_str().expect("text").contains(" by "));
+    assert!(
+        !plain["blocks"][0]["text"]["text"]
+            .as_str()
+            .expect("text")
+            .contains(" by ")
+    );
 
     // A push build (no pull request) renders too.
     let mut push = trigger.clone();

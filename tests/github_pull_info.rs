@@ -217,10 +217,14 @@ async fn the_trigger_carries_the_pull_request() {
     // Pull request 3: its run arrives first.
     p.send("workflow_run", &failing_run(31, 3, &b)).await;
     let first = p.triggers(2).await;
-    let three = first.iter().find(|t| t["pr_number"] == 3).expect("pr 3 fired");
+    let three = first
+        .iter()
+        .find(|t| t["pr_number"] == 3)
+        .expect("pr 3 fired");
     // Fired before its pull_request delivery: nothing known of it yet.
     assert!(three.get("pull_request").is_none(), "{three}");
-    p.send("pull_request", &pull(3, &b, "octo", false, "Later")).await;
+    p.send("pull_request", &pull(3, &b, "octo", false, "Later"))
+        .await;
     // A delivery whose title is not a string is refused, as any malformed body.
     let mut bad = pull(4, &b, "x", false, "t");
     bad["pull_request"]["title"] = 5.into();
@@ -230,7 +234,10 @@ async fn the_trigger_carries_the_pull_request() {
     for t in &got {
         common::schemas::assert_valid_trigger(t, "a trigger with its pull request");
     }
-    let two = got.iter().find(|t| t["pr_number"] == 2).expect("pr 2 fired");
+    let two = got
+        .iter()
+        .find(|t| t["pr_number"] == 2)
+        .expect("pr 2 fired");
     assert_eq!(
         two["pull_request"],
         serde_json::json!({
@@ -253,8 +260,11 @@ async fn a_huge_title_with_controls_is_cut_and_made_printable() {
     let mut p = Pipeline::start("[[rules]]\nkind = \"all_completed_with_failure\"\n").await;
     let b = sha('b');
     let hostile = format!("Fix\u{1b}[31m\nit {}", "é".repeat(5000));
-    p.send("pull_request", &pull(3, &b, "renovate[bot]", false, &hostile))
-        .await;
+    p.send(
+        "pull_request",
+        &pull(3, &b, "renovate[bot]", false, &hostile),
+    )
+    .await;
     p.send("workflow_run", &failing_run(31, 3, &b)).await;
     let got = p.finish().await;
     assert_eq!(got.len(), 1, "{got:?}");
@@ -287,8 +297,11 @@ async fn authors_exclude_authors_and_skip_bots() {
     let mut p = Pipeline::start(AUTHOR_RULES).await;
     let (c, d, e) = (sha('c'), sha('d'), sha('e'));
     // A bot's pull request: neither rule fires ("mine" does not list it, "humans" skips bots).
-    p.send("pull_request", &pull(3, &c, "dependabot[bot]", true, "Bump x"))
-        .await;
+    p.send(
+        "pull_request",
+        &pull(3, &c, "dependabot[bot]", true, "Bump x"),
+    )
+    .await;
     p.send("workflow_run", &failing_run(31, 3, &c)).await;
     // An excluded author: "humans" skips it, "mine" does not list it.
     p.send("pull_request", &pull(4, &d, "Mallory-2", false, "Hmm"))
@@ -307,8 +320,11 @@ async fn authors_exclude_authors_and_skip_bots() {
         "{waiting}"
     );
     // ...and fires when the pull_request delivery makes it known (logins ignore case).
-    p.send("pull_request", &pull(5, &e, "alice", false, "Fix the build"))
-        .await;
+    p.send(
+        "pull_request",
+        &pull(5, &e, "alice", false, "Fix the build"),
+    )
+    .await;
     let both = p.triggers(2).await;
     let mine = both
         .iter()

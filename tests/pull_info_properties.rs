@@ -139,9 +139,12 @@ exclude_authors = ["mallory"]
 skip_bots = true
 "#;
 
+/// (trigger id, pull request, the author the trigger names).
+type Fired = BTreeSet<(uuid::Uuid, Option<u64>, Option<String>)>;
+
 struct Outcome {
     /// Per rule: (trigger id, pull request, author the trigger names).
-    triggers: BTreeMap<String, BTreeSet<(uuid::Uuid, Option<u64>, Option<String>)>>,
+    triggers: BTreeMap<String, Fired>,
     infos: BTreeMap<u64, Option<PullInfo>>,
 }
 
@@ -254,7 +257,10 @@ fn the_pull_request_schema_takes_what_the_decoder_takes() {
     v["url"] = "https://example.com/pull/1".into();
     let schema = common::schemas::pull_request_schema();
     assert_eq!(common::schemas::errors(schema, &v), "");
-    assert!(runwatch::pull_request::decode_input(&serde_json::to_vec(&v).unwrap(), &Limits::default()).is_ok());
+    assert!(
+        runwatch::pull_request::decode_input(&serde_json::to_vec(&v).unwrap(), &Limits::default())
+            .is_ok()
+    );
     for (field, bad) in [
         ("author", serde_json::json!("octo")),
         ("author", serde_json::json!({"login": ""})),
@@ -267,7 +273,11 @@ fn the_pull_request_schema_takes_what_the_decoder_takes() {
         w[field] = bad.clone();
         assert_ne!(common::schemas::errors(schema, &w), "", "{field}: {bad}");
         assert!(
-            runwatch::pull_request::decode_input(&serde_json::to_vec(&w).unwrap(), &Limits::default()).is_err(),
+            runwatch::pull_request::decode_input(
+                &serde_json::to_vec(&w).unwrap(),
+                &Limits::default()
+            )
+            .is_err(),
             "{field}: {bad}"
         );
     }

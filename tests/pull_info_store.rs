@@ -175,7 +175,11 @@ async fn every_order_and_concurrent_writers_keep_the_newest_report() {
             let input = Input::PullRequest(report(&sha, pr, *n));
             store.record_inputs(&[input], clock(5)).await.unwrap();
         }
-        assert_eq!(stored(&pool, pr as i64).await, newest(pr), "order {order:?}");
+        assert_eq!(
+            stored(&pool, pr as i64).await,
+            newest(pr),
+            "order {order:?}"
+        );
     }
     // Fired once per pull request, after the author became known.
     let fired: i64 = sqlx::query("SELECT count(DISTINCT group_id) AS n FROM outbox")

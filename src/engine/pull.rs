@@ -190,7 +190,11 @@ impl Rule {
             }
         }
         let a = author?;
-        if self.exclude_authors.as_ref().is_some_and(|f| f.matches(&a.login)) {
+        if self
+            .exclude_authors
+            .as_ref()
+            .is_some_and(|f| f.matches(&a.login))
+        {
             return Some(AuthorBlock::Excluded(a.login.clone()));
         }
         if self.skip_bots && a.bot {

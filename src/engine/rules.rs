@@ -549,10 +549,9 @@ branches = ["main"]
             ("exclude_authors = [\"a\"]", "exclude_authors"),
             ("skip_bots = true", "skip_bots"),
         ] {
-            let e = RuleSet::from_toml(&format!(
-                "[[rules]]\nkind = \"repeated_failure\"\n{line}\n"
-            ))
-            .unwrap_err();
+            let e =
+                RuleSet::from_toml(&format!("[[rules]]\nkind = \"repeated_failure\"\n{line}\n"))
+                    .unwrap_err();
             assert_eq!(e.key, format!("rules[0].{key}"));
         }
         for (line, key) in [

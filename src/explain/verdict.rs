@@ -25,7 +25,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::engine::{
-    AuthorBlock, Due, GroupState, PullBlock, RepoRef, Rule, RuleKind, RuleSet, RunState, StreakKey, StreakState,
+    AuthorBlock, Due, GroupState, PullBlock, RepoRef, Rule, RuleKind, RuleSet, RunState, StreakKey,
+    StreakState,
 };
 use crate::event::{Conclusion, Provider, Status};
 use crate::trigger::{Trigger, trigger_id};
