@@ -191,6 +191,47 @@ impl Pipeline {
         String::from_utf8(out.stdout).expect("utf-8")
     }
 
+    /// What `runwatch::simulate` fires for the messages of the events stream, in stream
+    /// order, under `rules`: (rule name, pull request, the trigger's `pull_request`).
+    async fn simulated(&self, rules: &str) -> Vec<(String, Option<u64>, Value)> {
+        use futures::StreamExt;
+        use runwatch::bus::{EventsFrom, StreamKind};
+        let state = self.bus.stream_state(StreamKind::Events).await.unwrap();
+        let (_, mut messages) = self
+            .bus
+            .event_messages_from(EventsFrom::Sequence(1))
+            .await
+            .unwrap();
+        let limits = runwatch::event::Limits::default();
+        let engine = runwatch::engine::Engine::new(
+            runwatch::engine::RuleSet::from_toml(rules).unwrap(),
+            limits,
+        );
+        let mut sim = runwatch::simulate::Simulation::new(engine, limits);
+        let mut triggers = Vec::new();
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await
+        {
+            let m = m.unwrap();
+            triggers.extend(sim.feed_line(&m.payload).unwrap());
+            if m.sequence >= state.last_sequence {
+                break;
+            }
+        }
+        triggers.extend(sim.fire_timers_until(None));
+        let mut out: Vec<_> = triggers
+            .iter()
+            .map(|t| {
+                (
+                    t.rule_name.clone(),
+                    t.pr_number,
+                    serde_json::to_value(&t.pull_request).unwrap(),
+                )
+            })
+            .collect();
+        out.sort_by_key(|(r, pr, _)| (r.clone(), *pr));
+        out
+    }
+
     /// Waits until everything is decided; returns every trigger published.
     async fn finish(self) -> Vec<Value> {
         wait_quiet(&self.env.config, &self.bus, Duration::from_secs(90)).await;
@@ -347,7 +388,22 @@ async fn authors_exclude_authors_and_skip_bots() {
         excluded.contains("the author Mallory-2 is excluded (exclude_authors)"),
         "{excluded}"
     );
+    let simulated = p.simulated(AUTHOR_RULES).await;
     let got = p.finish().await;
+    // simulate, over the same messages in stream order, fires the same triggers with the
+    // same pull request.
+    let mut live: Vec<(String, Option<u64>, Value)> = got
+        .iter()
+        .map(|t| {
+            (
+                t["rule_name"].as_str().unwrap_or("").to_string(),
+                t["pr_number"].as_u64(),
+                t.get("pull_request").cloned().unwrap_or(Value::Null),
+            )
+        })
+        .collect();
+    live.sort_by_key(|(r, pr, _)| (r.clone(), *pr));
+    assert_eq!(live, simulated);
     let mut fired: Vec<(String, u64)> = got
         .iter()
         .map(|t| {
