@@ -270,6 +270,18 @@ async fn the_trigger_carries_the_pull_request() {
     let mut bad = pull(4, &b, "x", false, "t");
     bad["pull_request"]["title"] = 5.into();
     assert_eq!(p.post("pull_request", &bad).await.0, 400);
+    // A login with a control character, or a base branch over the string limit, is refused
+    // like any identifier, naming the field.
+    let (code, answer) = p
+        .post("pull_request", &pull(4, &b, "a\u{1b}b", false, "t"))
+        .await;
+    assert_eq!(code, 400, "{answer}");
+    assert!(answer.contains("author.login"), "{answer}");
+    let mut long = pull(4, &b, "x", false, "t");
+    long["pull_request"]["base"]["ref"] = "b".repeat(2000).into();
+    let (code, answer) = p.post("pull_request", &long).await;
+    assert_eq!(code, 400, "{answer}");
+    assert!(answer.contains("base_branch"), "{answer}");
     let got = p.finish().await;
     assert_eq!(got.len(), 2, "{got:?}");
     for t in &got {
