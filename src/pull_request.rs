@@ -4,13 +4,17 @@
 //! without one (commit statuses, a fork's workflow runs, push builds) count in the pull
 //! request's group, whichever arrives first (docs/design.md "Pull requests of a commit").
 //!
+//! It also carries what the pull request is (title, author, base branch, url: docs/design.md
+//! "The pull request in the trigger").
+//!
 //! [`decode_input`] reads either schema from the events stream; the size limit, the string
-//! limits and the rejection codes are those of [`crate::event::decode`].
+//! limits and the rejection codes are those of [`crate::event::decode`], except that the
+//! title, which its author writes freely, is made fit instead of refused ([`fit_title`]).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{PullState, PullStatus};
+use crate::engine::{PullAuthor, PullInfo, PullState, PullStatus};
 use crate::event::{self, Event, Limits, Provider, RejectCode, Rejection, Repository};
 
 /// The schema name of a [`PullRequestLink`].
@@ -45,10 +49,48 @@ pub struct PullRequestLink {
     /// When the provider reported this state (default `updated_at`); the newest wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state_at: Option<DateTime<Utc>>,
+    /// The pull request's title: control characters become spaces, and a title longer
+    /// than the string limit is cut on a character boundary ([`fit_title`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// Who opened the pull request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<LinkAuthor>,
+    /// The branch the pull request merges into.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_branch: Option<String>,
+    /// The pull request's page (GitHub `html_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub metadata: serde_json::Value,
 }
 
+/// `author` of a [`PullRequestLink`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkAuthor {
+    pub login: String,
+    /// Whether the account is a bot (GitHub: `user.type` is `Bot`, or the login ends in
+    /// `[bot]`). Default false.
+    #[serde(default)]
+    pub bot: bool,
+}
+
+/// `title` made fit to keep and print: every control character (C0, DEL, C1) becomes a
+/// space, then the text is cut to at most `max_bytes` bytes on a character boundary; an
+/// empty title is no title. Idempotent.
+pub fn fit_title(title: &str, max_bytes: usize) -> Option<String> {
+    let mut out = String::with_capacity(title.len().min(max_bytes));
+    for c in title.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if out.len().saturating_add(c.len_utf8()) > max_bytes {
+            break;
+        }
+        out.push(c);
+    }
+    (!out.is_empty()).then_some(out)
+}
 /// `state` of a [`PullRequestLink`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -70,6 +112,30 @@ impl PullRequestLink {
         Some(PullStatus {
             state,
             draft: self.draft.unwrap_or(false),
+            at: self.state_at.unwrap_or(self.updated_at),
+        })
+    }
+
+    /// What the message says the pull request is, if it says anything of it (a title, an
+    /// author, a base branch or a url), at `state_at`, else `updated_at`. The head branch is
+    /// the message's `branch`.
+    pub fn info(&self) -> Option<PullInfo> {
+        if self.title.is_none()
+            && self.author.is_none()
+            && self.base_branch.is_none()
+            && self.url.is_none()
+        {
+            return None;
+        }
+        Some(PullInfo {
+            title: self.title.clone(),
+            author: self.author.as_ref().map(|a| PullAuthor {
+                login: a.login.clone(),
+                bot: a.bot,
+            }),
+            head_branch: self.branch.clone(),
+            base_branch: self.base_branch.clone(),
+            url: self.url.clone(),
             at: self.state_at.unwrap_or(self.updated_at),
         })
     }
@@ -168,7 +234,19 @@ pub fn decode_input(bytes: &[u8], limits: &Limits) -> Result<Input, Rejection> {
     validate(link, limits).map(Input::PullRequest)
 }
 
-fn validate(link: PullRequestLink, limits: &Limits) -> Result<PullRequestLink, Rejection> {
+fn validate(mut link: PullRequestLink, limits: &Limits) -> Result<PullRequestLink, Rejection> {
+    link.title = link
+        .title
+        .as_deref()
+        .and_then(|t| fit_title(t, limits.max_string_bytes));
+    // An empty base branch or url says nothing (the order of reports needs "" and absent
+    // to be one).
+    link.base_branch = link.base_branch.filter(|b| !b.is_empty());
+    link.url = link.url.filter(|u| !u.is_empty());
+    if let Some(a) = &link.author {
+        event::check_required(&[("author.login", &a.login)])?;
+    }
+    let login = link.author.as_ref().map(|a| &a.login);
     event::check_required(&[
         ("event_id", &link.event_id),
         ("repository.owner", &link.repository.owner),
@@ -183,6 +261,9 @@ fn validate(link: PullRequestLink, limits: &Limits) -> Result<PullRequestLink, R
             ("repository.id", link.repository.id.as_ref()),
             ("commit_sha", Some(&link.commit_sha)),
             ("branch", link.branch.as_ref()),
+            ("author.login", login),
+            ("base_branch", link.base_branch.as_ref()),
+            ("url", link.url.as_ref()),
         ],
         limits,
     )?;
@@ -193,6 +274,9 @@ fn validate(link: PullRequestLink, limits: &Limits) -> Result<PullRequestLink, R
         ("repository.id", link.repository.id.as_ref()),
         ("commit_sha", Some(&link.commit_sha)),
         ("branch", link.branch.as_ref()),
+        ("author.login", login),
+        ("base_branch", link.base_branch.as_ref()),
+        ("url", link.url.as_ref()),
     ])?;
     event::check_time("updated_at", link.updated_at)?;
     event::check_pr_number(link.pr_number)?;
@@ -220,6 +304,73 @@ mod tests {
         let s = p.status().unwrap();
         assert_eq!((s.state, s.draft), (PullState::Merged, false));
         assert_eq!(s.at.to_rfc3339(), "2026-01-02T00:00:00+00:00");
+    }
+
+    #[test]
+    fn what_the_pull_request_is() {
+        let code = |s: &str| {
+            decode_input(s.as_bytes(), &Limits::default())
+                .unwrap_err()
+                .code
+        };
+        let with =
+            |extra: &str| LINK.replace("\"pr_number\":5", &format!("\"pr_number\":5,{extra}"));
+        let Ok(Input::PullRequest(p)) = decode_input(LINK.as_bytes(), &Limits::default()) else {
+            panic!("not a link")
+        };
+        assert_eq!(p.info(), None);
+        let full = with(
+            r#""title":"Fix\u001b[31m it\n","author":{"login":"octo","bot":false},"base_branch":"main","url":"https://x/pull/5""#,
+        );
+        let Ok(Input::PullRequest(p)) = decode_input(full.as_bytes(), &Limits::default()) else {
+            panic!("not a link")
+        };
+        let info = p.info().unwrap();
+        assert_eq!(info.title.as_deref(), Some("Fix [31m it "));
+        assert_eq!(info.author.as_ref().map(|a| a.login.as_str()), Some("octo"));
+        assert_eq!(info.head_branch.as_deref(), Some("forker:fix"));
+        assert_eq!(info.base_branch.as_deref(), Some("main"));
+        // A huge title is cut on a character boundary, not refused; re-decoding keeps it.
+        let huge = with(&format!("\"title\":\"{}\"", "é".repeat(3000)));
+        let Ok(Input::PullRequest(p)) = decode_input(huge.as_bytes(), &Limits::default()) else {
+            panic!("not a link")
+        };
+        let t = p.title.clone().unwrap();
+        assert_eq!((t.len(), t.chars().count()), (1024, 512));
+        let again = decode_input(&serde_json::to_vec(&p).unwrap(), &Limits::default());
+        assert_eq!(again, Ok(Input::PullRequest(p)));
+        // Empty strings say nothing.
+        let Ok(Input::PullRequest(p)) = decode_input(
+            with(r#""title":"","base_branch":"","url":"""#).as_bytes(),
+            &Limits::default(),
+        ) else {
+            panic!("not a link")
+        };
+        assert_eq!(p.info(), None);
+        // Identifiers are refused as the run schema refuses them.
+        for bad in [
+            r#""author":{"login":""}"#,
+            r#""author":{"login":"a\nb"}"#,
+            r#""author":"octo""#,
+            r#""author":{"login":"a","bot":"yes"}"#,
+            r#""author":{"login":"a","admin":true}"#,
+            r#""title":5"#,
+            r#""base_branch":"m\u001bain""#,
+            r#""url":["u"]"#,
+        ] {
+            assert_eq!(code(&with(bad)), RejectCode::Invalid, "{bad}");
+        }
+        assert_eq!(
+            code(&with(&format!("\"base_branch\":\"{}\"", "b".repeat(2000)))),
+            RejectCode::Oversize
+        );
+        assert_eq!(
+            code(&with(&format!("\"url\":\"{}\"", "u".repeat(2000)))),
+            RejectCode::Oversize
+        );
+        assert_eq!(fit_title("\u{0}", 10).as_deref(), Some(" "));
+        assert_eq!(fit_title("ab", 0), None);
+        assert_eq!(fit_title("aé", 2).as_deref(), Some("a"));
     }
 
     const LINK: &str = r#"{"schema":"runwatch.pull_request.v1","event_id":"p1","provider":"github",

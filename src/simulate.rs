@@ -13,7 +13,7 @@ use std::io::{BufRead, Write};
 
 use chrono::{DateTime, Utc};
 
-use crate::engine::{Clock, Engine, GroupCtx, GroupState, Ledger, PullStatus, RepoRef};
+use crate::engine::{Clock, Engine, GroupCtx, GroupState, Ledger, PullInfo, PullStatus, RepoRef};
 use crate::event::Limits;
 use crate::pull_request::{Input, decode_input};
 use crate::repository::MemoryRegistry;
@@ -52,6 +52,8 @@ pub struct Simulation {
     heads: HashMap<(i64, u64), (DateTime<Utc>, String)>,
     /// Each pull request's state, the newest reported.
     statuses: HashMap<(i64, u64), PullStatus>,
+    /// Each pull request's title, author, branches and url, the newest reported.
+    infos: HashMap<(i64, u64), PullInfo>,
 }
 
 impl Simulation {
@@ -67,6 +69,7 @@ impl Simulation {
             commit_pulls: HashMap::new(),
             heads: HashMap::new(),
             statuses: HashMap::new(),
+            infos: HashMap::new(),
         }
     }
 
@@ -83,10 +86,18 @@ impl Simulation {
         if let Input::PullRequest(p) = &input {
             self.learn_head(repo.internal_id, p.pr_number, p.updated_at, &sha);
             let k = (repo.internal_id, p.pr_number);
-            if let Some(st) = p.status().filter(|s| s.supersedes(self.statuses.get(&k))) {
+            let status = p.status().filter(|s| s.supersedes(self.statuses.get(&k)));
+            let info = p.info().filter(|i| i.supersedes(self.infos.get(&k)));
+            let changed = status.is_some() || info.is_some();
+            if let Some(st) = status {
                 self.statuses.insert(k, st);
-                // Closed, merged, reopened, ready for review: the head commit's group is
-                // judged again (as the worker does).
+            }
+            if let Some(i) = info {
+                self.infos.insert(k, i);
+            }
+            if changed {
+                // Closed, merged, reopened, ready for review, its author known: the head
+                // commit's group is judged again (as the worker does).
                 let key: GroupKey = (repo.internal_id, Some(p.pr_number), sha.clone());
                 if self.groups.contains_key(&key) {
                     let old_due = self
@@ -94,10 +105,11 @@ impl Simulation {
                         .get(&key)
                         .and_then(|g| g.state.next_due())
                         .map(|d| d.event);
-                    let (head, status) = self.pull_of(repo.internal_id, Some(p.pr_number));
+                    let (head, status, info) = self.pull_of(repo.internal_id, Some(p.pr_number));
                     let group = group_entry(&mut self.groups, &key, &repo);
                     group.state.pr_head = head;
                     group.state.pr_status = status;
+                    group.state.pr_info = info;
                     let mut ctx = GroupCtx {
                         repo: &group.repo,
                         pr_number: Some(p.pr_number),
@@ -117,11 +129,12 @@ impl Simulation {
                 .get(&key)
                 .and_then(|g| g.state.next_due())
                 .map(|d| d.event);
-            let (head, status) = self.pull_of(repo.internal_id, event.pr_number);
+            let (head, status, info) = self.pull_of(repo.internal_id, event.pr_number);
             let in_pull = event.pr_number.is_none() && self.in_pull(repo.internal_id, &sha);
             let group = group_entry(&mut self.groups, &key, &repo);
             group.state.pr_head = head;
             group.state.pr_status = status;
+            group.state.pr_info = info;
             group.state.commit_in_pull = in_pull;
             let mut ctx = GroupCtx {
                 repo: &group.repo,
@@ -203,10 +216,11 @@ impl Simulation {
             .get(&key)
             .and_then(|g| g.state.next_due())
             .map(|d| d.event);
-        let (head, status) = self.pull_of(repo.internal_id, Some(n));
+        let (head, status, info) = self.pull_of(repo.internal_id, Some(n));
         let group = group_entry(&mut self.groups, &key, repo);
         group.state.pr_head = head;
         group.state.pr_status = status;
+        group.state.pr_info = info;
         let mut ctx = GroupCtx {
             repo: &group.repo,
             pr_number: Some(n),
@@ -238,15 +252,26 @@ impl Simulation {
             .is_some_and(|s| !s.is_empty())
     }
 
-    /// The head and the state of a pull request, as the engine reads them.
-    fn pull_of(&self, repo: i64, pr: Option<u64>) -> (Option<String>, Option<PullStatus>) {
+    /// The head, the state and the info of a pull request, as the engine reads them.
+    fn pull_of(
+        &self,
+        repo: i64,
+        pr: Option<u64>,
+    ) -> (Option<String>, Option<PullStatus>, Option<PullInfo>) {
         let head = pr
             .and_then(|n| self.heads.get(&(repo, n)))
             .map(|(_, sha)| sha.clone());
         (
             head,
             pr.and_then(|n| self.statuses.get(&(repo, n)).copied()),
+            pr.and_then(|n| self.infos.get(&(repo, n)).cloned()),
         )
+    }
+
+    /// What the simulation knows of a pull request (title, author, branches, url): what
+    /// the property tests compare with the worker's.
+    pub fn pull_info(&self, repository_internal_id: i64, pr: u64) -> Option<PullInfo> {
+        self.infos.get(&(repository_internal_id, pr)).cloned()
     }
 
     /// Every group's runs, by (repository internal id, pull request, commit): what the
@@ -277,6 +302,7 @@ impl Simulation {
                 .and_then(|n| self.heads.get(&(key.0, n)))
                 .map(|(_, sha)| sha.clone());
             group.state.pr_status = key.1.and_then(|n| self.statuses.get(&(key.0, n)).copied());
+            group.state.pr_info = key.1.and_then(|n| self.infos.get(&(key.0, n)).cloned());
             group.state.commit_in_pull = key.1.is_none()
                 && self
                     .commit_pulls

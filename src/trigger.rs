@@ -61,6 +61,11 @@ pub struct Trigger {
     /// how much of each budget this trigger used, itself included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub budget: Option<TriggerBudget>,
+    /// What runwatch knew of the pull request when the rule fired (docs/design.md "The
+    /// pull request in the trigger"); absent without a pull request or before any
+    /// `pull_request` delivery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pull_request: Option<TriggerPullRequest>,
 }
 
 /// A trigger's place in its rule's budgets (docs/design.md "Budgets"); a budget the rule
@@ -80,6 +85,32 @@ pub struct BudgetUse {
     pub used: u32,
     pub limit: u32,
     pub window_seconds: u64,
+}
+
+/// The pull request of a trigger, as the newest `runwatch.pull_request.v1` messages said:
+/// each field absent when no message said it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerPullRequest {
+    pub number: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    /// The author's login.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author_is_bot: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub head_branch: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_branch: Option<String>,
+    /// The pull request's page (GitHub `html_url`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub draft: Option<bool>,
+    /// `open`, `closed` or `merged`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<crate::engine::PullState>,
 }
 
 /// A deterministic id from the parts that identify a decision.

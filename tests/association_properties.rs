@@ -95,6 +95,10 @@ fn lines_of(runs: &[RunSpec], links: &[u64]) -> Vec<Vec<u8>> {
             draft: None,
             merged: None,
             state_at: None,
+            title: None,
+            author: None,
+            base_branch: None,
+            url: None,
             metadata: serde_json::Value::Null,
         };
         out.push(serde_json::to_vec(&link).unwrap());
@@ -216,6 +220,10 @@ proptest! {
             draft: None,
             merged: None,
             state_at: None,
+            title: None,
+            author: None,
+            base_branch: None,
+            url: None,
             metadata: serde_json::Value::Null,
         })
         .unwrap();

@@ -69,6 +69,10 @@ fn link(sha: &str, pr: u64, t: i64) -> Input {
         draft: None,
         merged: None,
         state_at: None,
+        title: None,
+        author: None,
+        base_branch: None,
+        url: None,
         metadata: serde_json::Value::Null,
     })
 }

@@ -264,6 +264,7 @@ fn trigger(i: usize, owner: &str, name: &str) -> Trigger {
         failed_workflows: vec!["test".into()],
         fired_at: now,
         budget: None,
+        pull_request: None,
     }
 }
 

@@ -370,6 +370,29 @@ fn shipped_templates_render_a_real_trigger() {
     assert_eq!(payload["repository"], "octo-org/octo-repo");
     assert_eq!(payload["pr_number"], 12);
     assert_eq!(payload["failed_workflows"], serde_json::json!(["test"]));
+    assert_eq!(payload["pull_request"], serde_json::Value::Null);
+    // With what runwatch knows of the pull request (runwatch.trigger.v1 `pull_request`).
+    let mut known = trigger.clone();
+    known["pull_request"] = serde_json::json!({
+        "number": 12, "title": "Fix the \"parser\"", "author": "octocat",
+        "author_is_bot": false, "base_branch": "main", "state": "open"
+    });
+    let dispatch = render("github-dispatch.json.j2", &known);
+    assert_eq!(
+        dispatch["client_payload"]["pull_request"],
+        known["pull_request"]
+    );
+    let slack = render("slack.json.j2", &known);
+    let text = slack["blocks"][0]["text"]["text"].as_str().expect("text");
+    assert!(text.contains("\nFix the \"parser\" by octocat\n"), "{text}");
+    assert!(!slack["text"].as_str().expect("text").contains("octocat"));
+    let plain = render("slack.json.j2", &trigger);
+    assert!(
+        !plain["blocks"][0]["text"]["text"]
+            .as_str()
+            .expect("text")
+            .contains(" by ")
+    );
 
     assert_eq!(payload["budget"], serde_json::Value::Null);
     // A trigger of a rule with a budget says where it stands.

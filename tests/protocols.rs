@@ -175,6 +175,7 @@ fn trigger(i: u32, owner: &str, pr: Option<u64>) -> Trigger {
         failed_workflows: vec!["test".into()],
         fired_at: now,
         budget: None,
+        pull_request: None,
     }
 }
 

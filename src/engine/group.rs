@@ -79,6 +79,12 @@ pub struct GroupState {
     /// with the group (the store keeps it per pull request, next to the head).
     #[serde(skip)]
     pub pr_status: Option<super::pull::PullStatus>,
+    /// The group's pull request's title, author, branches and url as last reported, set by
+    /// the caller like `pr_head`; the trigger carries them and `authors`,
+    /// `exclude_authors`, `skip_bots` read the author. Not stored with the group (the store
+    /// keeps it per pull request, next to the head).
+    #[serde(skip)]
+    pub pr_info: Option<super::pull::PullInfo>,
     /// For a group without a pull request: its commit is known to belong to one, so its
     /// runs are judged in that pull request's group and this group does not fire (a run is
     /// never announced twice, `require_pr = false`). Set by the caller; not stored.

@@ -24,12 +24,14 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, Limits, Provider, RejectCode, Rejection, Status};
-use crate::trigger::{TRIGGER_SCHEMA, Trigger, TriggerRepository, TriggerRun, trigger_id};
+use crate::trigger::{
+    TRIGGER_SCHEMA, Trigger, TriggerPullRequest, TriggerRepository, TriggerRun, trigger_id,
+};
 
 pub use budget::{BudgetKey, BudgetScope, BudgetState, OverBudget};
 pub use group::{Due, EpisodeState, GroupState};
 pub use merge::RunState;
-pub use pull::{PullBlock, PullState, PullStatus};
+pub use pull::{AuthorBlock, PullAuthor, PullBlock, PullInfo, PullState, PullStatus};
 pub use rules::{Rule, RuleKind, RuleSet};
 pub use streak::{StreakKey, StreakRun, StreakState};
 
@@ -315,12 +317,14 @@ impl Engine {
                 .is_some_and(|head| head != g.commit_sha);
         let pull_blocked =
             g.pr_number.is_some() && rule.pull_block(g.state.pr_status.as_ref()).is_some();
+        let author_blocked = rule.author_block(g.state.pr_info.as_ref()).is_some();
         // A run without a pull request whose commit belongs to one is judged in that pull
         // request's group only.
         let deferred = g.pr_number.is_none() && g.state.commit_in_pull;
         let holds = !relevant.is_empty()
             && !moved_past
             && !pull_blocked
+            && !author_blocked
             && !deferred
             && (!rule.require_pr || g.pr_number.is_some())
             && relevant.iter().all(|(_, r)| r.status == Status::Completed)
@@ -430,6 +434,7 @@ impl Engine {
             failed_workflows,
             fired_at: clock.wall,
             budget,
+            pull_request: trigger_pull_request(g.pr_number, g.state),
         })
     }
 
@@ -505,6 +510,7 @@ impl Engine {
             failed_workflows: vec![key.workflow],
             fired_at: clock.wall,
             budget: None,
+            pull_request: trigger_pull_request(event.pr_number, g.state),
         })
     }
 }
@@ -582,6 +588,29 @@ fn trigger_run(r: &RunState) -> TriggerRun {
         url: r.url.clone(),
         updated_at: r.updated_at,
     }
+}
+
+/// What the group knows of its pull request, for the trigger: `None` without a pull
+/// request or before any `pull_request` delivery said anything about it.
+fn trigger_pull_request(pr: Option<u64>, state: &GroupState) -> Option<TriggerPullRequest> {
+    let number = pr?;
+    let info = state.pr_info.as_ref();
+    let status = state.pr_status.as_ref();
+    if info.is_none() && status.is_none() {
+        return None;
+    }
+    let author = info.and_then(|i| i.author.as_ref());
+    Some(TriggerPullRequest {
+        number,
+        title: info.and_then(|i| i.title.clone()),
+        author: author.map(|a| a.login.clone()),
+        author_is_bot: author.map(|a| a.bot),
+        head_branch: info.and_then(|i| i.head_branch.clone()),
+        base_branch: info.and_then(|i| i.base_branch.clone()),
+        url: info.and_then(|i| i.url.clone()),
+        draft: status.map(|s| s.draft),
+        state: status.map(|s| s.state),
+    })
 }
 
 fn trigger_repository(repo: &RepoRef) -> TriggerRepository {

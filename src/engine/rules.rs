@@ -54,6 +54,19 @@ pub struct RuleConfig {
     /// Default false.
     #[serde(default)]
     pub skip_draft: Option<bool>,
+    /// `all_completed_with_failure`: fire only for pull requests whose author's login
+    /// matches one of these globs (case-insensitive); while the author is unknown (no
+    /// `pull_request` delivery yet) the rule waits. Default: every author.
+    #[serde(default)]
+    pub authors: Option<Vec<String>>,
+    /// `all_completed_with_failure`: do not fire for pull requests whose author's login
+    /// matches one of these globs (case-insensitive). An unknown author is not excluded.
+    #[serde(default)]
+    pub exclude_authors: Option<Vec<String>>,
+    /// `all_completed_with_failure`: do not fire for pull requests opened by a bot. An
+    /// unknown author is not a bot. Default false.
+    #[serde(default)]
+    pub skip_bots: Option<bool>,
     #[serde(default)]
     pub threshold: Option<u32>,
     #[serde(default)]
@@ -155,6 +168,10 @@ pub struct Rule {
     pub only_head_commit: bool,
     pub only_open: bool,
     pub skip_draft: bool,
+    /// `authors`: `None` when the rule does not list any.
+    pub authors: Option<Filter>,
+    pub exclude_authors: Option<Filter>,
+    pub skip_bots: bool,
     pub threshold: u32,
     pub repositories: Filter,
     pub branches: Filter,
@@ -230,6 +247,9 @@ impl RuleSet {
             only_head_commit: None,
             only_open: None,
             skip_draft: None,
+            authors: None,
+            exclude_authors: None,
+            skip_bots: None,
             threshold: None,
             repositories: None,
             branches: None,
@@ -289,6 +309,9 @@ impl RuleSet {
                         c.max_triggers_per_repository.is_some(),
                     ),
                     ("budget_window", c.budget_window.is_some()),
+                    ("authors", c.authors.is_some()),
+                    ("exclude_authors", c.exclude_authors.is_some()),
+                    ("skip_bots", c.skip_bots.is_some()),
                 ] {
                     if set {
                         return Err(err(field, "does not apply to kind repeated_failure"));
@@ -388,6 +411,17 @@ impl RuleSet {
             let repositories = filter("repositories", &c.repositories, true)?;
             let branches = filter("branches", &c.branches, false)?;
             let workflows = filter("workflows", &c.workflows, false)?;
+            // Logins are case-insensitive on GitHub (and GitLab): so are these globs.
+            let authors = c
+                .authors
+                .as_ref()
+                .map(|p| Filter::compile(&key("authors"), p, true))
+                .transpose()?;
+            let exclude_authors = c
+                .exclude_authors
+                .as_ref()
+                .map(|p| Filter::compile(&key("exclude_authors"), p, true))
+                .transpose()?;
             if let Some(j) = meanings.iter().position(|m| *m == meaning) {
                 return Err(RulesError {
                     key: format!("rules[{i}]"),
@@ -409,6 +443,9 @@ impl RuleSet {
                 only_head_commit: c.only_head_commit.unwrap_or(false),
                 only_open: c.only_open.unwrap_or(true),
                 skip_draft: c.skip_draft.unwrap_or(false),
+                authors,
+                exclude_authors,
+                skip_bots: c.skip_bots.unwrap_or(false),
                 threshold,
                 repositories,
                 branches,
@@ -453,6 +490,9 @@ struct Meaning {
     settle: Duration,
     refire_on_rerun: bool,
     only_head_commit: bool,
+    authors: Option<Vec<String>>,
+    exclude_authors: Option<Vec<String>>,
+    skip_bots: bool,
     threshold: u32,
     repositories: Vec<String>,
     branches: Vec<String>,
@@ -486,6 +526,12 @@ impl Meaning {
             settle: c.settle.unwrap_or_default(),
             refire_on_rerun: c.refire_on_rerun.unwrap_or(false),
             only_head_commit: c.only_head_commit.unwrap_or(false),
+            authors: c.authors.as_ref().map(|_| patterns(&c.authors, true)),
+            exclude_authors: c
+                .exclude_authors
+                .as_ref()
+                .map(|_| patterns(&c.exclude_authors, true)),
+            skip_bots: c.skip_bots.unwrap_or(false),
             threshold: c.threshold.unwrap_or(3),
             repositories: patterns(&c.repositories, true),
             branches: patterns(&c.branches, false),
@@ -565,6 +611,60 @@ branches = ["main"]
             .unwrap_err();
             assert!(e.message.contains(key), "{e}");
         }
+    }
+
+    #[test]
+    fn author_options() {
+        let set = RuleSet::from_toml(
+            "[[rules]]\nkind = \"all_completed_with_failure\"\nauthors = [\"dependabot*\"]\n\
+             exclude_authors = [\"Mallory\"]\nskip_bots = true\n",
+        )
+        .unwrap();
+        let r = &set.rules()[0];
+        assert!(r.authors.as_ref().unwrap().matches("Dependabot[bot]"));
+        assert!(r.exclude_authors.as_ref().unwrap().matches("mallory"));
+        assert!(r.skip_bots);
+        let d = RuleSet::default_rules();
+        assert!(d.rules()[0].authors.is_none() && !d.rules()[0].skip_bots);
+        for (line, key) in [
+            ("authors = [\"a\"]", "authors"),
+            ("exclude_authors = [\"a\"]", "exclude_authors"),
+            ("skip_bots = true", "skip_bots"),
+        ] {
+            let e =
+                RuleSet::from_toml(&format!("[[rules]]\nkind = \"repeated_failure\"\n{line}\n"))
+                    .unwrap_err();
+            assert_eq!(e.key, format!("rules[0].{key}"));
+        }
+        for (line, key) in [
+            ("authors = []", "authors"),
+            ("exclude_authors = []", "exclude_authors"),
+            ("authors = [\"[\"]", "authors"),
+            ("exclude_authors = [\"{a\"]", "exclude_authors"),
+        ] {
+            let e = RuleSet::from_toml(&format!(
+                "[[rules]]\nkind = \"all_completed_with_failure\"\n{line}\n"
+            ))
+            .unwrap_err();
+            assert_eq!(e.key, format!("rules[0].{key}"), "{line}");
+        }
+        for (line, key) in [
+            ("authors = \"alice\"", "authors"),
+            ("skip_bots = \"yes\"", "skip_bots"),
+            ("exclude_authors = [1]", "exclude_authors"),
+        ] {
+            let e = RuleSet::from_toml(&format!(
+                "[[rules]]\nkind = \"all_completed_with_failure\"\n{line}\n"
+            ))
+            .unwrap_err();
+            assert!(e.message.contains(key), "{line}: {e}");
+        }
+        // Two rules that differ only in their authors are two rules.
+        RuleSet::from_toml(
+            "[[rules]]\nkind = \"all_completed_with_failure\"\nauthors = [\"a\"]\n\
+             [[rules]]\nkind = \"all_completed_with_failure\"\nauthors = [\"b\"]\n",
+        )
+        .unwrap();
     }
 
     #[test]

@@ -203,7 +203,8 @@ async fn explain_in(
         // As the worker sets it before the engine runs (`only_head_commit`).
         // And the pull request's state (`only_open`, `skip_draft`).
         let row = sqlx::query(
-            "SELECT head_sha, pr_state, pr_draft, state_at FROM pull_heads
+            "SELECT head_sha, pr_state, pr_draft, state_at, pr_title, pr_author, pr_author_bot,
+                    pr_head_branch, pr_base_branch, pr_url, info_at FROM pull_heads
              WHERE repository_id = $1 AND pr_number = $2",
         )
         .bind(repository_id)
@@ -224,6 +225,23 @@ async fn explain_in(
                     draft: draft.unwrap_or(false),
                     at,
                 });
+            // And what it is (`authors`, `exclude_authors`, `skip_bots`).
+            let info_at: Option<DateTime<Utc>> = row.try_get("info_at")?;
+            if let Some(at) = info_at {
+                let login: Option<String> = row.try_get("pr_author")?;
+                let bot: Option<bool> = row.try_get("pr_author_bot")?;
+                state.pr_info = Some(crate::engine::PullInfo {
+                    title: row.try_get("pr_title")?,
+                    author: login.map(|login| crate::engine::PullAuthor {
+                        login,
+                        bot: bot.unwrap_or(false),
+                    }),
+                    head_branch: row.try_get("pr_head_branch")?,
+                    base_branch: row.try_get("pr_base_branch")?,
+                    url: row.try_get("pr_url")?,
+                    at,
+                });
+            }
         }
     }
     if pr.is_none() {

@@ -26,7 +26,8 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::engine::{
-    BudgetScope, Due, GroupState, PullBlock, RepoRef, Rule, RuleKind, RuleSet, RunState, StreakKey,
+    AuthorBlock, BudgetScope, Due, GroupState, PullBlock, RepoRef, Rule, RuleKind, RuleSet, RunState,
+    StreakKey,
     StreakState,
 };
 use crate::event::{Conclusion, Provider, Status};
@@ -177,6 +178,12 @@ pub enum Cause {
     Merged,
     /// `skip_draft`: the pull request is a draft.
     Draft,
+    /// `authors`: the pull request's author is not known yet.
+    AuthorUnknown,
+    /// `authors` / `exclude_authors`: the author is not one the rule fires for.
+    Author,
+    /// `skip_bots`: the author is a bot.
+    Bot,
     /// A group without a pull request whose commit belongs to one: its runs are judged in
     /// the pull request's group (`require_pr = false`).
     InPullRequest,
@@ -731,6 +738,14 @@ fn judge_group(
             format!("{}{at}", block.words()),
         );
     }
+    if let Some(block) = rule.author_block(g.state.pr_info.as_ref()) {
+        let cause = match block {
+            AuthorBlock::Unknown => Cause::AuthorUnknown,
+            AuthorBlock::NotListed(_) | AuthorBlock::Excluded(_) => Cause::Author,
+            AuthorBlock::Bot(_) => Cause::Bot,
+        };
+        return will_not_fire(cause, Vec::new(), Vec::new(), block.words());
+    }
     if runs.iter().any(|(_, r)| r.status != Status::Completed) {
         return waiting(&runs);
     }
@@ -909,6 +924,7 @@ mod tests {
                 rules: BTreeMap::new(),
                 pr_head: None,
                 pr_status: None,
+                pr_info: None,
                 commit_in_pull: false,
             },
         }

@@ -307,6 +307,27 @@ struct PullRequestBody {
     merged: Option<bool>,
     #[serde(default)]
     merged_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    user: Option<PullUser>,
+    #[serde(default)]
+    base: Option<PullBase>,
+    #[serde(default)]
+    html_url: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PullUser {
+    login: String,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct PullBase {
+    #[serde(default, rename = "ref")]
+    git_ref: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -322,7 +343,10 @@ struct PullHead {
 /// `converted_to_draft`, `ready_for_review`, `labeled`…: every one carries the pull
 /// request as it is), becomes a `runwatch.pull_request.v1` message: head commit, number,
 /// `updated_at`, branch `<fork owner>:<ref>` for a fork as for `workflow_run`, and the
-/// state (`state`, `draft`, `merged`; `state_at` = the pull request's `updated_at`).
+/// state (`state`, `draft`, `merged`; `state_at` = the pull request's `updated_at`), the
+/// title (fitted: [`crate::pull_request::fit_title`]), the author (`user.login`; a bot when
+/// `user.type` is `Bot` or the login ends in `[bot]`), the base branch (`base.ref`) and the
+/// page (`html_url`). A field of the wrong type refuses the delivery as any malformed body.
 fn pull_request(delivery: &str, body: &[u8]) -> Result<Normalized, NormalizeError> {
     let p: PullRequestPayload = serde_json::from_slice(body).map_err(NormalizeError::Json)?;
     let pr = p.pull_request;
@@ -378,10 +402,24 @@ fn pull_request(delivery: &str, body: &[u8]) -> Result<Normalized, NormalizeErro
             // Older payloads lack `merged`; `merged_at` says it too.
             merged: pr.merged.or(state.map(|_| pr.merged_at.is_some())),
             state_at: state.map(|_| pr.updated_at),
+            title: pr
+                .title
+                .as_deref()
+                .and_then(|t| crate::pull_request::fit_title(t, MAX_TITLE_BYTES)),
+            author: pr.user.map(|u| crate::pull_request::LinkAuthor {
+                bot: u.kind.as_deref() == Some("Bot") || u.login.ends_with("[bot]"),
+                login: u.login,
+            }),
+            base_branch: pr.base.and_then(|b| b.git_ref).filter(|b| !b.is_empty()),
+            url: pr.html_url.filter(|u| !u.is_empty()),
             metadata: serde_json::Value::Object(metadata),
         },
     )))
 }
+
+/// The longest title a `pull_request` delivery passes on (the default string limit: the
+/// worker cuts it further if its limit is lower).
+const MAX_TITLE_BYTES: usize = 1024;
 
 /// One event per pull request: with none or one the event id is the delivery id, with
 /// several it is `<delivery>:<number>` for each.

@@ -15,7 +15,7 @@ use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 
 use super::StoreError;
-use crate::engine::{GroupState, PullState, PullStatus};
+use crate::engine::{GroupState, PullAuthor, PullInfo, PullState, PullStatus};
 use crate::pull_request::PullRequestLink;
 
 /// A (repository id, commit) pair.
@@ -124,12 +124,21 @@ pub(super) async fn load_pr_less_runs(
 /// A pull request's head: (when reported, commit). The latest by this order wins.
 pub(super) type Head = (DateTime<Utc>, String);
 
-/// What runwatch knows of a pull request: its head and its state (each the newest by its
-/// own order).
+/// What runwatch knows of a pull request: its head, its state and what it is (title,
+/// author, branches, url), each the newest by its own order.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(super) struct Pull {
     pub(super) head: Option<Head>,
     pub(super) status: Option<PullStatus>,
+    pub(super) info: Option<PullInfo>,
+}
+
+/// What [`Pull::learn`] changed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(super) struct Learnt {
+    pub(super) head: bool,
+    pub(super) status: bool,
+    pub(super) info: bool,
 }
 
 impl Pull {
@@ -150,11 +159,36 @@ impl Pull {
             _ => None,
         };
         let head = at.zip(sha);
-        Ok((head.is_some() || status.is_some()).then_some(Pull { head, status }))
+        let info_at: Option<DateTime<Utc>> = row.try_get("info_at")?;
+        let info = match info_at {
+            Some(at) => {
+                let login: Option<String> = row.try_get("pr_author")?;
+                let bot: Option<bool> = row.try_get("pr_author_bot")?;
+                Some(PullInfo {
+                    title: row.try_get("pr_title")?,
+                    author: login.map(|login| PullAuthor {
+                        login,
+                        bot: bot.unwrap_or(false),
+                    }),
+                    head_branch: row.try_get("pr_head_branch")?,
+                    base_branch: row.try_get("pr_base_branch")?,
+                    url: row.try_get("pr_url")?,
+                    at,
+                })
+            }
+            None => None,
+        };
+        Ok(
+            (head.is_some() || status.is_some() || info.is_some()).then_some(Pull {
+                head,
+                status,
+                info,
+            }),
+        )
     }
 
-    /// Takes what `link` says where it is newer; returns whether (head, state) changed.
-    pub(super) fn learn(&mut self, link: &PullRequestLink) -> (bool, bool) {
+    /// Takes what `link` says where it is newer; returns what changed.
+    pub(super) fn learn(&mut self, link: &PullRequestLink) -> Learnt {
         let head = (link.updated_at, link.commit_sha.clone());
         let new_head = newer_head(self.head.as_ref(), &head);
         if new_head {
@@ -165,7 +199,16 @@ impl Pull {
         if status.is_some() {
             self.status = status;
         }
-        (new_head, new_status)
+        let info = link.info().filter(|i| i.supersedes(self.info.as_ref()));
+        let new_info = info.is_some();
+        if info.is_some() {
+            self.info = info;
+        }
+        Learnt {
+            head: new_head,
+            status: new_status,
+            info: new_info,
+        }
     }
 }
 
@@ -210,7 +253,9 @@ pub(super) async fn load_heads(
         .map(|(_, p)| i64::try_from(*p).unwrap_or(i64::MAX))
         .collect();
     let rows = sqlx::query(
-        "SELECT h.repository_id, h.pr_number, h.head_sha, h.head_at, h.pr_state, h.pr_draft, h.state_at
+        "SELECT h.repository_id, h.pr_number, h.head_sha, h.head_at, h.pr_state, h.pr_draft, h.state_at,
+                h.pr_title, h.pr_author, h.pr_author_bot, h.pr_head_branch, h.pr_base_branch,
+                h.pr_url, h.info_at
          FROM pull_heads h
          JOIN UNNEST($1::bigint[], $2::bigint[]) AS u(r, p) ON h.repository_id = u.r AND h.pr_number = u.p",
     )
@@ -228,15 +273,18 @@ pub(super) async fn load_heads(
     Ok(out)
 }
 
-/// Writes heads and states, each only over an older one (the head by `(head_at, head_sha)`,
-/// the state by [`PullStatus::supersedes`]'s order), so concurrent writers converge on the
-/// newest whatever their order.
+/// Writes heads, states and infos, each only over an older one (the head by
+/// `(head_at, head_sha)`, the state by [`PullStatus::supersedes`]'s order, the info by
+/// [`PullInfo::supersedes`]'s), so concurrent writers converge on the newest whatever their
+/// order.
 pub(super) async fn write_heads(
     tx: &mut Transaction<'static, Postgres>,
     pulls: &BTreeMap<(i64, u64), Pull>,
 ) -> Result<(), StoreError> {
     let (mut r, mut p, mut s, mut at) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut st, mut dr, mut st_at) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut title, mut login, mut bot, mut hb) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut bb, mut url, mut info_at) = (Vec::new(), Vec::new(), Vec::new());
     for ((repo, pr), pull) in pulls {
         // Every message carries a head: a learnt pull request always has one.
         let Some((t, sha)) = &pull.head else { continue };
@@ -247,14 +295,27 @@ pub(super) async fn write_heads(
         st.push(pull.status.map(|x| x.state.as_str()));
         dr.push(pull.status.map(|x| x.draft));
         st_at.push(pull.status.map(|x| x.at));
+        let info = pull.info.as_ref();
+        let author = info.and_then(|i| i.author.as_ref());
+        title.push(info.and_then(|i| i.title.clone()));
+        login.push(author.map(|a| a.login.clone()));
+        bot.push(author.map(|a| a.bot));
+        hb.push(info.and_then(|i| i.head_branch.clone()));
+        bb.push(info.and_then(|i| i.base_branch.clone()));
+        url.push(info.and_then(|i| i.url.clone()));
+        info_at.push(info.map(|i| i.at));
     }
     if r.is_empty() {
         return Ok(());
     }
     sqlx::query(
-        "INSERT INTO pull_heads (repository_id, pr_number, head_sha, head_at, pr_state, pr_draft, state_at)
+        "INSERT INTO pull_heads (repository_id, pr_number, head_sha, head_at, pr_state, pr_draft, state_at,
+                                 pr_title, pr_author, pr_author_bot, pr_head_branch, pr_base_branch,
+                                 pr_url, info_at)
          SELECT * FROM UNNEST($1::bigint[], $2::bigint[], $3::text[], $4::timestamptz[],
-                              $5::text[], $6::boolean[], $7::timestamptz[])
+                              $5::text[], $6::boolean[], $7::timestamptz[],
+                              $8::text[], $9::text[], $10::boolean[], $11::text[], $12::text[],
+                              $13::text[], $14::timestamptz[])
          ON CONFLICT (repository_id, pr_number) DO UPDATE SET
            (head_sha, head_at) = (
              SELECT CASE WHEN newer THEN EXCLUDED.head_sha ELSE pull_heads.head_sha END,
@@ -270,6 +331,27 @@ pub(super) async fn write_heads(
                       pull_heads.pr_draft)
                    < (EXCLUDED.state_at, array_position(ARRAY['open','closed','merged'], EXCLUDED.pr_state),
                       EXCLUDED.pr_draft)) AS newer) n),
+           (pr_title, pr_author, pr_author_bot, pr_head_branch, pr_base_branch, pr_url, info_at) = (
+             SELECT CASE WHEN newer THEN EXCLUDED.pr_title ELSE pull_heads.pr_title END,
+                    CASE WHEN newer THEN EXCLUDED.pr_author ELSE pull_heads.pr_author END,
+                    CASE WHEN newer THEN EXCLUDED.pr_author_bot ELSE pull_heads.pr_author_bot END,
+                    CASE WHEN newer THEN EXCLUDED.pr_head_branch ELSE pull_heads.pr_head_branch END,
+                    CASE WHEN newer THEN EXCLUDED.pr_base_branch ELSE pull_heads.pr_base_branch END,
+                    CASE WHEN newer THEN EXCLUDED.pr_url ELSE pull_heads.pr_url END,
+                    CASE WHEN newer THEN EXCLUDED.info_at ELSE pull_heads.info_at END
+             FROM (SELECT EXCLUDED.info_at IS NOT NULL AND (pull_heads.info_at IS NULL OR
+                     (pull_heads.info_at, COALESCE(pull_heads.pr_title, '') COLLATE \"C\",
+                      COALESCE(pull_heads.pr_author, '') COLLATE \"C\",
+                      COALESCE(pull_heads.pr_author_bot, false),
+                      COALESCE(pull_heads.pr_head_branch, '') COLLATE \"C\",
+                      COALESCE(pull_heads.pr_base_branch, '') COLLATE \"C\",
+                      COALESCE(pull_heads.pr_url, '') COLLATE \"C\")
+                   < (EXCLUDED.info_at, COALESCE(EXCLUDED.pr_title, '') COLLATE \"C\",
+                      COALESCE(EXCLUDED.pr_author, '') COLLATE \"C\",
+                      COALESCE(EXCLUDED.pr_author_bot, false),
+                      COALESCE(EXCLUDED.pr_head_branch, '') COLLATE \"C\",
+                      COALESCE(EXCLUDED.pr_base_branch, '') COLLATE \"C\",
+                      COALESCE(EXCLUDED.pr_url, '') COLLATE \"C\")) AS newer) n),
            updated_at = now()",
     )
     .bind(&r)
@@ -279,6 +361,13 @@ pub(super) async fn write_heads(
     .bind(&st)
     .bind(&dr)
     .bind(&st_at)
+    .bind(&title)
+    .bind(&login)
+    .bind(&bot)
+    .bind(&hb)
+    .bind(&bb)
+    .bind(&url)
+    .bind(&info_at)
     .execute(&mut **tx)
     .await?;
     Ok(())

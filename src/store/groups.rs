@@ -281,13 +281,14 @@ impl Store {
             if let Input::PullRequest(p) = i {
                 let k = (r.internal_id, p.pr_number);
                 let pull = heads.entry(k).or_default();
-                let (new_head, new_status) = pull.learn(p);
-                if new_head || new_status {
+                let learnt = pull.learn(p);
+                if learnt.head || learnt.status || learnt.info {
                     heads_learnt.insert(k, pull.clone());
                 }
-                if new_status {
-                    // Closed, merged, reopened, ready for review: the head commit's group
-                    // is judged again on its runs as they are.
+                if learnt.status || learnt.info {
+                    // Closed, merged, reopened, ready for review, its author known (for
+                    // `authors`): the head commit's group is judged again on its runs as
+                    // they are.
                     let target = (r.internal_id, pr_key(Some(p.pr_number)), sha.clone());
                     if !corrupt.contains_key(&target)
                         && let Some(slot) = slots.get_mut(&target)
@@ -637,10 +638,13 @@ fn set_head(slot: &mut Slot, heads: &BTreeMap<(i64, u64), association::Pull>) {
         .and_then(|p| p.head.as_ref())
         .map(|(_, sha)| sha.clone());
     let status = pull.and_then(|p| p.status);
+    let info = pull.and_then(|p| p.info.clone());
     slot.state.pr_head.clone_from(&head);
     slot.original_state.pr_head = head;
     slot.state.pr_status = status;
     slot.original_state.pr_status = status;
+    slot.state.pr_info.clone_from(&info);
+    slot.original_state.pr_info = info;
 }
 
 /// The groups of a batch, locked; the rows that cannot be decoded; the pull requests' heads

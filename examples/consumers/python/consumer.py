@@ -165,7 +165,9 @@ async def run(args):
                     repo = trigger["repository"]
                     print(f"handled {trigger_id} {trigger.get('rule')} "
                           f"{repo['owner']}/{repo['name']} pr={trigger.get('pr_number')} "
-                          f"failed={','.join(trigger.get('failed_workflows', []))}", flush=True)
+                          f"failed={','.join(trigger.get('failed_workflows', []))} "
+                          f"author={(trigger.get('pull_request') or {}).get('author', '-')}",
+                          flush=True)
                     handled += 1
                     if args.crash_after is not None and handled >= args.crash_after:
                         os._exit(3)  # committed, not acked: JetStream will redeliver it

@@ -79,6 +79,16 @@ struct Trigger {
     pr_number: Option<u64>,
     #[serde(default)]
     failed_workflows: Vec<String>,
+    /// What runwatch knew of the pull request (title, author, branches, url, draft, state);
+    /// absent before any `pull_request` delivery.
+    #[serde(default)]
+    pull_request: Option<PullRequest>,
+}
+
+#[derive(Deserialize)]
+struct PullRequest {
+    #[serde(default)]
+    author: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -221,7 +231,7 @@ async fn main() -> Result<()> {
             if record(&mut db, &trigger, &body, seq)? {
                 writeln!(
                     out,
-                    "handled {} {} {}/{} pr={} failed={}",
+                    "handled {} {} {}/{} pr={} failed={} author={}",
                     trigger.trigger_id,
                     trigger.rule,
                     trigger.repository.owner,
@@ -229,7 +239,12 @@ async fn main() -> Result<()> {
                     trigger
                         .pr_number
                         .map_or("None".to_string(), |n| n.to_string()),
-                    trigger.failed_workflows.join(",")
+                    trigger.failed_workflows.join(","),
+                    trigger
+                        .pull_request
+                        .as_ref()
+                        .and_then(|p| p.author.as_deref())
+                        .unwrap_or("-")
                 )?;
                 out.flush()?;
                 handled += 1;
