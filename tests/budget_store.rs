@@ -164,3 +164,60 @@ async fn budget_rows_are_written_only_for_budgets_and_purged_when_they_count_not
     pool.close().await;
     env.cleanup().await;
 }
+
+/// The timer sweep decides against the same rows: two groups of one pull request whose
+/// settle timers come due in two sweeps, with a budget of one: the first sweep publishes,
+/// the second reads the stored budget and records its group over budget.
+#[tokio::test]
+async fn the_timer_sweep_keeps_the_budget() {
+    let env = TestEnv::new().await;
+    let (store, pool) = store_with(
+        &env,
+        "[[rules]]\nkind = \"all_completed_with_failure\"\nsettle = \"1h\"\n\
+         max_triggers_per_pull_request = 1\n",
+    )
+    .await;
+    let base = now();
+    for (i, sha) in ["a", "b"].iter().enumerate() {
+        let mut events = Vec::new();
+        for status in ["queued", "completed"] {
+            let mut e = event(&format!("{sha}-{status}"), 4, status);
+            e.commit_sha = sha.repeat(40);
+            e.run.id = format!("run-{i}");
+            events.push(e);
+        }
+        // b's condition holds 30 minutes (event time) after a's.
+        let clock = Clock {
+            event: base.event + chrono::Duration::minutes(30 * i as i64),
+            wall: Utc::now(),
+        };
+        let out = store.record(&events, clock).await.expect("record");
+        assert!(out.triggers.is_empty(), "settle defers");
+    }
+    let sweep =
+        |minutes: i64| store.fire_due_timers(base.event + chrono::Duration::minutes(minutes), 100);
+    let fired = sweep(61).await.expect("sweep");
+    assert_eq!(fired.len(), 1, "{fired:?}");
+    assert_eq!(fired[0].commit_sha, "a".repeat(40));
+    let b = fired[0].budget.clone().unwrap().pull_request.unwrap();
+    assert_eq!((b.used, b.limit), (1, 1));
+    let fired = sweep(120).await.expect("sweep");
+    assert!(fired.is_empty(), "b is over budget: {fired:?}");
+    let over: Vec<String> = sqlx::query_scalar(
+        "SELECT commit_sha FROM groups
+         WHERE state->'rules'->'all_completed_with_failure' ? 'over_budget'",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert_eq!(over, vec!["b".repeat(40)]);
+    let timers: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM groups WHERE due_wall_at IS NOT NULL OR due_event_at IS NOT NULL",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert_eq!(timers, 0, "both timers done");
+    pool.close().await;
+    env.cleanup().await;
+}
