@@ -992,6 +992,8 @@ pub const RULE_RANGES: &[(&str, Bounds)] = &[
     ("settle", dur(secs(0), secs(365 * DAY))),
     ("cooldown", dur(secs(0), secs(365 * DAY))),
     ("threshold", int(1, 1000)),
+    ("flaky_window", dur(secs(MINUTE), secs(365 * DAY))),
+    ("flaky_threshold", int(1, 1000)),
 ];
 
 /// The value of a rule's numeric key (see [`RULE_RANGES`]).
@@ -999,6 +1001,8 @@ fn rule_number(rule: &crate::engine::rules::Rule, key: &str) -> Number {
     match key {
         "settle" => Number::Duration(rule.settle),
         "cooldown" => Number::Duration(rule.cooldown),
+        "flaky_window" => Number::Duration(rule.flaky_window),
+        "flaky_threshold" => n(rule.flaky_threshold),
         _ => n(rule.threshold),
     }
 }
@@ -1585,6 +1589,8 @@ mod tests {
         for ok in [
             "kind = \"all_completed_with_failure\"\nsettle = \"365d\"\ncooldown = \"365d\"",
             "kind = \"repeated_failure\"\nthreshold = 1000",
+            "kind = \"all_completed_with_failure\"\nflaky_window = \"1m\"\nflaky_threshold = 1000",
+            "kind = \"all_completed_with_failure\"\nflaky_window = \"365d\"\nflaky_threshold = 1",
         ] {
             rules(ok).unwrap();
         }
@@ -1600,6 +1606,14 @@ mod tests {
             (
                 "kind = \"repeated_failure\"\nthreshold = 1001",
                 "rules[0].threshold",
+            ),
+            (
+                "kind = \"all_completed_with_failure\"\nflaky_window = \"59s\"",
+                "rules[0].flaky_window",
+            ),
+            (
+                "kind = \"all_completed_with_failure\"\nflaky_window = \"366d\"",
+                "rules[0].flaky_window",
             ),
         ] {
             let e = rules(bad).unwrap_err().to_string();

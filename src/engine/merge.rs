@@ -6,12 +6,18 @@
 //! content (workflow, conclusion, url, branch). The order is total over everything a run
 //! state holds, so the merge is commutative, associative and idempotent: any order and any
 //! number of copies of the same events end in the same state.
+//!
+//! Besides the newest attempt's state, a run remembers the lowest attempt that failed and
+//! the highest that passed (for flips, `flaky.rs`), taken from every attempt merged, by min
+//! and max: commutative, associative and idempotent too.
 
 use std::cmp::Ordering;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::flaky::Flip;
+use super::rules::{DEFAULT_FAILURE_CONCLUSIONS, PASSING_CONCLUSIONS};
 use crate::event::{Conclusion, Event, Status};
 
 /// What a group remembers of one run.
@@ -28,6 +34,14 @@ pub struct RunState {
     pub event_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
+    /// The lowest attempt of the run that completed with `failure`, `timed_out` or
+    /// `startup_failure`, of every attempt merged (not only the one kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_attempt: Option<u32>,
+    /// The highest attempt of the run that completed passing (`success`, `neutral`,
+    /// `skipped`), and its `updated_at`, of every attempt merged.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passed: Option<Flip>,
 }
 
 impl RunState {
@@ -41,11 +55,55 @@ impl RunState {
             updated_at: e.run.updated_at,
             event_id: e.event_id.clone(),
             branch: e.branch.clone(),
+            failed_attempt: None,
+            passed: None,
+        }
+        .with_own_attempt()
+    }
+
+    /// Sets `failed_attempt` / `passed` from the state's own attempt, if it completed with a
+    /// failing or passing conclusion.
+    pub fn with_own_attempt(mut self) -> RunState {
+        if self.status == Status::Completed
+            && let Some(c) = self.conclusion
+        {
+            if DEFAULT_FAILURE_CONCLUSIONS.contains(&c) {
+                self.failed_attempt = Some(self.attempt);
+            } else if PASSING_CONCLUSIONS.contains(&c) {
+                self.passed = Some(Flip {
+                    attempt: self.attempt,
+                    at: self.updated_at,
+                });
+            }
+        }
+        self
+    }
+
+    /// The run's flip: its highest passing attempt, when a lower attempt failed.
+    pub fn flip(&self) -> Option<Flip> {
+        match (self.failed_attempt, self.passed) {
+            (Some(f), Some(p)) if f < p.attempt => Some(p),
+            _ => None,
         }
     }
 
+    /// Takes `other`'s attempt history into this state's (min of the failed attempts, max
+    /// of the passing ones). Returns true when it changed.
+    fn absorb_history(&mut self, other: &RunState) -> bool {
+        let failed = match (self.failed_attempt, other.failed_attempt) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let passed = self.passed.max(other.passed);
+        let changed = failed != self.failed_attempt || passed != self.passed;
+        self.failed_attempt = failed;
+        self.passed = passed;
+        changed
+    }
+
     /// The merge order: (attempt, phase, updated_at, event_id), then the rest of the
-    /// content as the last tie-break. `Equal` only for identical states, so two events that
+    /// content as the last tie-break. `Equal` only for identical states (but for the attempt history, which the merge takes
+    /// from both), so two events that
     /// share an id but differ converge to the same winner in every order.
     pub fn order(&self, other: &RunState) -> Ordering {
         (
@@ -74,11 +132,21 @@ impl RunState {
     }
 }
 
-/// Merges `incoming` into `slot`; returns true when the slot changed.
-pub fn merge_into(slot: &mut Option<RunState>, incoming: RunState) -> bool {
+/// Merges `incoming` into `slot`; returns true when the kept attempt's state changed (the
+/// attempt history, `failed_attempt` and `passed`, is merged in either way: see
+/// [`RunState::flip`]).
+pub fn merge_into(slot: &mut Option<RunState>, mut incoming: RunState) -> bool {
     match slot {
-        Some(current) if incoming.order(current) != Ordering::Greater => false,
-        _ => {
+        Some(current) if incoming.order(current) != Ordering::Greater => {
+            current.absorb_history(&incoming);
+            false
+        }
+        Some(current) => {
+            incoming.absorb_history(current);
+            *current = incoming;
+            true
+        }
+        None => {
             *slot = Some(incoming);
             true
         }
@@ -99,7 +167,10 @@ mod tests {
             updated_at: DateTime::from_timestamp(secs, 0).unwrap(),
             event_id: id.into(),
             branch: None,
+            failed_attempt: None,
+            passed: None,
         }
+        .with_own_attempt()
     }
 
     #[test]

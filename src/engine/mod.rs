@@ -11,6 +11,7 @@
 //! [`Engine::cooldown_keys`] name.
 
 pub mod association;
+pub mod flaky;
 pub mod group;
 pub mod merge;
 pub mod pull;
@@ -25,6 +26,7 @@ use serde::{Deserialize, Serialize};
 use crate::event::{Event, Limits, Provider, RejectCode, Rejection, Status};
 use crate::trigger::{TRIGGER_SCHEMA, Trigger, TriggerRepository, TriggerRun, trigger_id};
 
+pub use flaky::{FlakySkip, Flip, FlipKey, Flips};
 pub use group::{Due, EpisodeState, GroupState};
 pub use merge::RunState;
 pub use pull::{PullBlock, PullState, PullStatus};
@@ -113,6 +115,12 @@ pub struct CooldownKey {
 pub struct Ledger {
     pub streaks: BTreeMap<StreakKey, StreakState>,
     pub cooldowns: BTreeMap<CooldownKey, DateTime<Utc>>,
+    /// Flips per (repository, workflow) (`flaky.rs`): the caller loads, for the workflows
+    /// of the groups it hands over, the newest [`flaky::MAX_FLIPS_COUNTED`] dated after its
+    /// event clock minus [`RuleSet::longest_flaky_window`]; the engine adds the flips it
+    /// finds, which the caller writes (no lock: a flip is only ever added or moved to a
+    /// greater attempt, see [`flaky::record`]).
+    pub flips: BTreeMap<FlipKey, Flips>,
 }
 
 /// The rule engine.
@@ -195,8 +203,10 @@ impl Engine {
         let mut out = self.fire_due(g, ledger, clock);
         let incoming = RunState::from_event(event);
         let mut slot = g.state.runs.remove(&event.run.id);
+        let flip_before = slot.as_ref().and_then(RunState::flip);
         let changed = merge::merge_into(&mut slot, incoming);
         if let Some(s) = slot {
+            self.note_flip(g.repo, ledger, &event.run.id, &s, flip_before, clock);
             g.state.runs.insert(event.run.id.clone(), s);
         }
         if changed && event.branch.is_some() {
@@ -270,6 +280,32 @@ impl Engine {
         out
     }
 
+    /// Records the run's flip in the ledger when the merge made one (or moved it to a later
+    /// passing attempt). The flip is dated no later than the event clock (an event dated
+    /// ahead of it cannot make a workflow flaky for longer than its window).
+    fn note_flip(
+        &self,
+        repo: &RepoRef,
+        ledger: &mut Ledger,
+        run_id: &str,
+        run: &RunState,
+        before: Option<Flip>,
+        clock: Clock,
+    ) -> bool {
+        let Some(mut flip) = run.flip() else {
+            return false;
+        };
+        if before == Some(flip) || !self.rules.counts_flips() {
+            return false;
+        }
+        flip.at = flip.at.min(clock.event);
+        let key = FlipKey {
+            repository_id: repo.internal_id,
+            workflow: run.workflow.clone(),
+        };
+        flaky::record(ledger.flips.entry(key).or_default(), run_id, flip)
+    }
+
     /// `all_completed_with_failure` on one group.
     fn evaluate_group(
         &self,
@@ -315,6 +351,17 @@ impl Engine {
             w.dedup();
             w
         };
+        let known_flaky = rule.known_flaky(
+            &failed_workflows,
+            |w| {
+                ledger.flips.get(&FlipKey {
+                    repository_id: g.repo.internal_id,
+                    workflow: w.to_string(),
+                })
+            },
+            clock.event,
+        );
+        let holds = holds && rule.flaky_skip(&failed_workflows, &known_flaky).is_none();
         let runs: BTreeMap<String, TriggerRun> = relevant
             .iter()
             .map(|(id, r)| ((*id).clone(), trigger_run(r)))
@@ -386,6 +433,7 @@ impl Engine {
             runs,
             failed_workflows,
             fired_at: clock.wall,
+            known_flaky,
         })
     }
 
@@ -460,6 +508,7 @@ impl Engine {
             runs,
             failed_workflows: vec![key.workflow],
             fired_at: clock.wall,
+            known_flaky: Vec::new(),
         })
     }
 }

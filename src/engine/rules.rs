@@ -64,6 +64,18 @@ pub struct RuleConfig {
     pub workflows: Option<Vec<String>>,
     #[serde(default, with = "humantime_serde")]
     pub cooldown: Option<Duration>,
+    /// `all_completed_with_failure`: how far back flips count (docs/design.md "Flaky
+    /// workflows"). Default 7 days.
+    #[serde(default, with = "humantime_serde")]
+    pub flaky_window: Option<Duration>,
+    /// `all_completed_with_failure`: flips within the window that make a workflow known
+    /// flaky. Default 2.
+    #[serde(default)]
+    pub flaky_threshold: Option<u32>,
+    /// `all_completed_with_failure`: do not fire when every failed workflow is known flaky.
+    /// Default false.
+    #[serde(default)]
+    pub skip_flaky: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -149,7 +161,16 @@ pub struct Rule {
     pub branches: Filter,
     pub workflows: Filter,
     pub cooldown: Duration,
+    pub flaky_window: Duration,
+    pub flaky_threshold: u32,
+    pub skip_flaky: bool,
 }
+
+/// `flaky_window`'s default: 7 days.
+pub const DEFAULT_FLAKY_WINDOW: Duration = Duration::from_secs(7 * 86_400);
+
+/// `flaky_threshold`'s default: two flips (one can be a runner's bad day).
+pub const DEFAULT_FLAKY_THRESHOLD: u32 = 2;
 
 pub const DEFAULT_FAILURE_CONCLUSIONS: [Conclusion; 3] = [
     Conclusion::Failure,
@@ -211,6 +232,9 @@ impl RuleSet {
             branches: None,
             workflows: None,
             cooldown: None,
+            flaky_window: None,
+            flaky_threshold: None,
+            skip_flaky: None,
         };
         match RuleSet::compile(&[config]) {
             Ok(set) => set,
@@ -253,6 +277,9 @@ impl RuleSet {
                     ("only_head_commit", c.only_head_commit.is_some()),
                     ("only_open", c.only_open.is_some()),
                     ("skip_draft", c.skip_draft.is_some()),
+                    ("flaky_window", c.flaky_window.is_some()),
+                    ("flaky_threshold", c.flaky_threshold.is_some()),
+                    ("skip_flaky", c.skip_flaky.is_some()),
                 ] {
                     if set {
                         return Err(err(field, "does not apply to kind repeated_failure"));
@@ -313,6 +340,20 @@ impl RuleSet {
             if threshold == 0 {
                 return Err(err("threshold", "must be at least 1"));
             }
+            let flaky_window = c.flaky_window.unwrap_or(DEFAULT_FLAKY_WINDOW);
+            if flaky_window.is_zero() {
+                return Err(err("flaky_window", "must be longer than 0s"));
+            }
+            let flaky_threshold = c.flaky_threshold.unwrap_or(DEFAULT_FLAKY_THRESHOLD);
+            if flaky_threshold == 0 || flaky_threshold > super::flaky::MAX_FLIPS_COUNTED {
+                return Err(err(
+                    "flaky_threshold",
+                    &format!(
+                        "must be between 1 and {} (flips are counted up to that)",
+                        super::flaky::MAX_FLIPS_COUNTED
+                    ),
+                ));
+            }
             let filter = |field: &str, p: &Option<Vec<String>>, ci: bool| match p {
                 Some(p) => Filter::compile(&key(field), p, ci),
                 None => Ok(Filter::any()),
@@ -346,6 +387,9 @@ impl RuleSet {
                 branches,
                 workflows,
                 cooldown: c.cooldown.unwrap_or_default(),
+                flaky_window,
+                flaky_threshold,
+                skip_flaky: c.skip_flaky.unwrap_or(false),
             });
         }
         Ok(RuleSet { rules })
@@ -362,6 +406,23 @@ impl RuleSet {
     /// Rules whose per-repository cooldown is set (their state must be loaded and locked).
     pub fn uses_cooldowns(&self) -> bool {
         self.rules.iter().any(|r| !r.cooldown.is_zero())
+    }
+
+    /// Whether the rules count flips (`all_completed_with_failure` does, for `known_flaky`
+    /// and `skip_flaky`): the engine records flips and the caller loads them.
+    pub fn counts_flips(&self) -> bool {
+        self.has_kind(RuleKind::AllCompletedWithFailure)
+    }
+
+    /// The longest `flaky_window` of the rules that count flips (zero when none does): the
+    /// caller loads flips dated after its event clock minus this, and purge keeps them.
+    pub fn longest_flaky_window(&self) -> Duration {
+        self.rules
+            .iter()
+            .filter(|r| r.kind == RuleKind::AllCompletedWithFailure)
+            .map(|r| r.flaky_window)
+            .max()
+            .unwrap_or_default()
     }
 }
 
@@ -382,6 +443,9 @@ struct Meaning {
     branches: Vec<String>,
     workflows: Vec<String>,
     cooldown: Duration,
+    /// `skip_flaky`, with its window and threshold when it is on (otherwise they only
+    /// change what a trigger says, not whether it fires).
+    skip_flaky: Option<(Duration, u32)>,
 }
 
 impl Meaning {
@@ -414,6 +478,12 @@ impl Meaning {
             branches: patterns(&c.branches, false),
             workflows: patterns(&c.workflows, false),
             cooldown: c.cooldown.unwrap_or_default(),
+            skip_flaky: c.skip_flaky.unwrap_or(false).then(|| {
+                (
+                    c.flaky_window.unwrap_or(DEFAULT_FLAKY_WINDOW),
+                    c.flaky_threshold.unwrap_or(DEFAULT_FLAKY_THRESHOLD),
+                )
+            }),
         }
     }
 }

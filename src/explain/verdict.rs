@@ -6,9 +6,11 @@
 //! rule requires one; the pull request moved past the commit (`only_head_commit`); the pull
 //! request is closed or merged (`only_open`) or a draft (`skip_draft`), as the engine's
 //! `Rule::pull_block` says; a group without a pull request whose commit belongs to one;
-//! runs not completed; no failing run. What is left (the condition
-//! holds, nothing fired, no timer) is a state the rule has not judged yet, e.g. a rule
-//! added since the group's last event.
+//! runs not completed; no failing run; every failed workflow known flaky (`skip_flaky`, as
+//! the engine's `Rule::flaky_skip` says, counting flips up to the group's newest run's
+//! `updated_at`, the event clock of its last decision at the earliest). What is left (the
+//! condition holds, nothing fired, no timer) is a state the rule has not judged yet, e.g. a
+//! rule added since the group's last event.
 //!
 //! `repeated_failure` fires from the group whose event completes a streak; its verdict is
 //! fired (a trigger of this group), filtered out, waiting (none of the group's runs has
@@ -25,10 +27,11 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::engine::{
-    Due, GroupState, PullBlock, RepoRef, Rule, RuleKind, RuleSet, RunState, StreakKey, StreakState,
+    Due, Flips, GroupState, PullBlock, RepoRef, Rule, RuleKind, RuleSet, RunState, StreakKey,
+    StreakState,
 };
 use crate::event::{Conclusion, Provider, Status};
-use crate::trigger::{Trigger, trigger_id};
+use crate::trigger::{KnownFlaky, Trigger, trigger_id};
 
 /// One group as stored.
 #[derive(Debug, Clone)]
@@ -57,11 +60,13 @@ pub struct OutboxRow {
 }
 
 /// The state shared by groups that the verdicts read: the streaks of the group's runs and
-/// when each rule last fired for the group's repository (cooldowns), by rule name.
+/// when each rule last fired for the group's repository (cooldowns), by rule name; the
+/// flips of the group's workflows in its repository, by workflow.
 #[derive(Debug, Clone, Default)]
 pub struct Shared {
     pub streaks: BTreeMap<StreakKey, StreakState>,
     pub cooldowns: BTreeMap<String, DateTime<Utc>>,
+    pub flips: BTreeMap<String, Flips>,
 }
 
 /// Everything `explain` says about one group.
@@ -132,6 +137,9 @@ pub enum Verdict {
         /// For `streak`: the streaks the group's completed runs belong to.
         #[serde(skip_serializing_if = "Vec::is_empty")]
         streaks: Vec<StreakInfo>,
+        /// For `known_flaky`: the failed workflows and their flips.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        known_flaky: Vec<KnownFlaky>,
     },
     /// The condition holds but the rule has not judged this state.
     NotJudged,
@@ -169,6 +177,8 @@ pub enum Cause {
     /// the pull request's group (`require_pr = false`).
     InPullRequest,
     Streak,
+    /// `skip_flaky`: every failed workflow is known flaky.
+    KnownFlaky,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -512,6 +522,7 @@ fn will_not_fire(
             cause,
             filters,
             streaks,
+            known_flaky: Vec::new(),
         },
         format!("will not fire: {words}"),
     )
@@ -709,6 +720,30 @@ fn judge_group(
             ),
         );
     }
+    let mut failed: Vec<String> = runs
+        .iter()
+        .filter(|(_, r)| rule.is_failure(r.conclusion))
+        .map(|(_, r)| r.workflow.clone())
+        .collect();
+    failed.sort();
+    failed.dedup();
+    let at = runs
+        .iter()
+        .map(|(_, r)| r.updated_at)
+        .max()
+        .unwrap_or(g.updated_at);
+    let known = rule.known_flaky(&failed, |w| shared.flips.get(w), at);
+    if let Some(skip) = rule.flaky_skip(&failed, &known) {
+        return (
+            Verdict::WillNotFire {
+                cause: Cause::KnownFlaky,
+                filters: Vec::new(),
+                streaks: Vec::new(),
+                known_flaky: skip.known.clone(),
+            },
+            format!("will not fire: {}", skip.words()),
+        );
+    }
     (
         Verdict::NotJudged,
         "not judged yet: the condition holds, but the rule has not evaluated this state (was the rule added or changed since the group's last event?); the group's next event decides".into(),
@@ -841,6 +876,8 @@ mod tests {
             updated_at: t(T0),
             event_id: format!("e-{workflow}"),
             branch: Some(branch.into()),
+            failed_attempt: None,
+            passed: None,
         }
     }
 

@@ -21,3 +21,7 @@ pub const PURGE_REST: [&str; 4] = [
     include_str!("sql/purge_commit_pulls.sql"),
     include_str!("sql/purge_pull_heads.sql"),
 ];
+
+/// Purge, flips (`$1` the age in seconds: the longer of `purge.older_than` and the longest
+/// `flaky_window`, `$2` the most rows per statement).
+pub const PURGE_FLIPS: &str = include_str!("sql/purge_flips.sql");

@@ -104,6 +104,9 @@ pub fn project_value(t: &serde_json::Value) -> String {
     if t["rule"] == "repeated_failure" {
         p["branch"] = t["branch"].clone();
     }
+    if let Some(known) = t.get("known_flaky") {
+        p["known_flaky"] = known.clone();
+    }
     canonical(&p)
 }
 
