@@ -260,6 +260,11 @@ impl Simulation {
             .collect()
     }
 
+    /// The flips found so far, per (repository internal id, workflow), by run id.
+    pub fn flips(&self) -> &BTreeMap<crate::engine::FlipKey, crate::engine::Flips> {
+        &self.ledger.flips
+    }
+
     /// Fires pending timers due at or before `until` (all of them when `None`), in due order.
     pub fn fire_timers_until(&mut self, until: Option<DateTime<Utc>>) -> Vec<Trigger> {
         let mut out = Vec::new();
