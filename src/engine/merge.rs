@@ -173,6 +173,15 @@ mod tests {
         .with_own_attempt()
     }
 
+    fn pass(attempt: u32, secs: i64, id: &str) -> RunState {
+        RunState {
+            conclusion: Some(Conclusion::Success),
+            failed_attempt: None,
+            ..rs(attempt, Status::Completed, secs, id)
+        }
+        .with_own_attempt()
+    }
+
     #[test]
     fn late_in_progress_does_not_regress_completed() {
         let mut slot = None;
@@ -208,6 +217,34 @@ mod tests {
             assert_eq!(slot, first);
         }
         assert_ne!(a.order(&b), Ordering::Equal);
+    }
+
+    #[test]
+    fn a_failed_attempt_then_a_passing_one_is_a_flip_in_every_order() {
+        let failed = rs(1, Status::Completed, 10, "a");
+        let passed = pass(2, 20, "b");
+        let queued = rs(3, Status::Queued, 30, "c");
+        let events = [&failed, &passed, &queued];
+        let mut reference = None;
+        for order in [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]] {
+            let mut slot = None;
+            for i in order {
+                merge_into(&mut slot, events[i].clone());
+                // A duplicate changes nothing.
+                let before = slot.clone();
+                merge_into(&mut slot, events[i].clone());
+                assert_eq!(slot, before);
+            }
+            let s = slot.unwrap();
+            assert_eq!(s.attempt, 3, "the newest attempt is kept");
+            assert_eq!(s.flip().map(|f| f.attempt), Some(2));
+            assert_eq!(*reference.get_or_insert_with(|| s.clone()), s);
+        }
+        // A pass before the failure, or a failure alone, is no flip.
+        let mut slot = None;
+        merge_into(&mut slot, pass(1, 10, "a"));
+        merge_into(&mut slot, rs(2, Status::Completed, 20, "b"));
+        assert_eq!(slot.unwrap().flip(), None);
     }
 
     #[test]

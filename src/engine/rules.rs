@@ -556,6 +556,52 @@ branches = ["main"]
     }
 
     #[test]
+    fn flaky_options_default_and_apply_to_group_rules_only() {
+        let default = RuleSet::default_rules();
+        let r = &default.rules()[0];
+        assert_eq!(
+            (r.flaky_window, r.flaky_threshold, r.skip_flaky),
+            (DEFAULT_FLAKY_WINDOW, 2, false)
+        );
+        for (key, value, words) in [
+            ("flaky_window", "\"0s\"", "longer than 0s"),
+            ("flaky_threshold", "0", "between 1 and 1000"),
+            ("flaky_threshold", "1001", "between 1 and 1000"),
+        ] {
+            let e = RuleSet::from_toml(&format!(
+                "[[rules]]\nkind = \"all_completed_with_failure\"\n{key} = {value}\n"
+            ))
+            .unwrap_err();
+            assert_eq!(e.key, format!("rules[0].{key}"));
+            assert!(e.message.contains(words), "{e}");
+            let e = RuleSet::from_toml(&format!(
+                "[[rules]]\nkind = \"repeated_failure\"\n{key} = {value}\n"
+            ))
+            .unwrap_err();
+            assert_eq!(e.key, format!("rules[0].{key}"));
+        }
+        // With skip_flaky, the window and threshold change what fires: two such rules are
+        // two rules; without it they only change what a trigger marks.
+        let acwf = "[[rules]]\nkind = \"all_completed_with_failure\"";
+        RuleSet::from_toml(&format!(
+            "{acwf}\nskip_flaky = true\n{acwf}\nskip_flaky = true\nflaky_window = \"1d\"\n"
+        ))
+        .unwrap();
+        let e = RuleSet::from_toml(&format!("{acwf}\n{acwf}\nflaky_window = \"1d\"\n")).unwrap_err();
+        assert_eq!(e.key, "rules[1]");
+        let set = RuleSet::from_toml(&format!(
+            "{acwf}\nflaky_window = \"3d\"\n{acwf}\nskip_flaky = true\nflaky_window = \"9d\"\n\
+             [[rules]]\nkind = \"repeated_failure\"\n"
+        ))
+        .unwrap();
+        assert_eq!(set.longest_flaky_window(), Duration::from_secs(9 * 86_400));
+        assert!(set.counts_flips());
+        let streaks_only = RuleSet::from_toml("[[rules]]\nkind = \"repeated_failure\"\n").unwrap();
+        assert!(!streaks_only.counts_flips());
+        assert_eq!(streaks_only.longest_flaky_window(), Duration::ZERO);
+    }
+
+    #[test]
     fn repository_filter_ignores_case_and_globs_cross_slashes() {
         let set = RuleSet::from_toml(
             "[[rules]]\nkind = \"all_completed_with_failure\"\nrepositories = [\"acme/*\"]\nbranches = [\"release/*\"]\n",

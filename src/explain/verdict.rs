@@ -1117,6 +1117,56 @@ mod tests {
     }
 
     #[test]
+    fn every_failure_known_flaky_is_named_with_its_counts() {
+        let set = rules(&format!(
+            "{ACWF}skip_flaky = true\nflaky_threshold = 2\nflaky_window = \"1d\"\n"
+        ));
+        let g = group(
+            Some(1),
+            vec![
+                ("1", run("ci", Status::Completed, FAILED, "feat")),
+                ("2", run("lint", Status::Completed, FAILED, "feat")),
+                (
+                    "3",
+                    run("docs", Status::Completed, Some(Conclusion::Success), "feat"),
+                ),
+            ],
+        );
+        let flip = |secs_before: i64| crate::engine::Flip {
+            attempt: 2,
+            at: t(T0) - chrono::Duration::seconds(secs_before),
+        };
+        let mut shared = Shared::default();
+        for (w, ages) in [("ci", vec![60, 120, 3_600]), ("lint", vec![60, 90_000])] {
+            let flips = shared.flips.entry(w.to_string()).or_default();
+            for (i, age) in ages.into_iter().enumerate() {
+                crate::engine::flaky::record(flips, &format!("{w}-{i}"), flip(age));
+            }
+        }
+        // `lint` flipped once within the day (the other is 25 hours old): below the
+        // threshold, so the rule has not judged yet.
+        assert_eq!(one(&g, &set, &[], &shared).verdict, Verdict::NotJudged);
+        crate::engine::flaky::record(shared.flips.entry("lint".into()).or_default(), "lint-9", flip(1));
+        let e = one(&g, &set, &[], &shared);
+        assert_eq!(
+            e.reason,
+            "will not fire: every failure is known flaky: ci (3 flips in 1d), lint (2 flips in 1d) (the rule has skip_flaky = true)"
+        );
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["cause"], "known_flaky");
+        assert_eq!(
+            json["known_flaky"],
+            serde_json::json!([
+                {"workflow": "ci", "flips": 3, "window_seconds": 86400},
+                {"workflow": "lint", "flips": 2, "window_seconds": 86400}
+            ])
+        );
+        // Without skip_flaky the rule is not held back.
+        let marking = rules(&format!("{ACWF}flaky_threshold = 2\nflaky_window = \"1d\"\n"));
+        assert_eq!(one(&g, &marking, &[], &shared).verdict, Verdict::NotJudged);
+    }
+
+    #[test]
     fn a_reopened_episode_is_named() {
         let set = rules(&format!("{ACWF}refire_on_rerun = true\n"));
         let mut g = group(
