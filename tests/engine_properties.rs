@@ -474,7 +474,9 @@ fn expected_flips(runs: &[RunSpec]) -> BTreeMap<(String, String), BTreeMap<Strin
         {
             let (repo, _, _) = group_of(r.group);
             let wf = format!("shared-{}", r.workflow.unwrap());
-            out.entry((repo, wf)).or_default().insert(format!("run-{i}"), p);
+            out.entry((repo, wf))
+                .or_default()
+                .insert(format!("run-{i}"), p);
         }
     }
     out

@@ -245,7 +245,11 @@ async fn the_timer_sweep_counts_flips_recorded_after_the_timer_was_set() {
         }
     };
     // Settle timers set: pull request 4 (`e2e` fails), 5 (`e2e` and `unit` fail).
-    assert!(record(vec![fails("gadgets", 4, "401", "e2e", 0)]).await.is_empty());
+    assert!(
+        record(vec![fails("gadgets", 4, "401", "e2e", 0)])
+            .await
+            .is_empty()
+    );
     assert!(
         record(vec![
             fails("gadgets", 5, "501", "e2e", 10),

@@ -220,17 +220,33 @@ fn flaky_keys_out_of_range_or_misplaced_are_refused_naming_the_key() {
         ("flaky_window = \"500000y\"", "flaky_window", "out of range"),
         ("flaky_window = \"soon\"", "flaky_window", "flaky_window"),
         ("flaky_window = 7", "flaky_window", "flaky_window"),
-        ("flaky_threshold = 0", "flaky_threshold", "between 1 and 1000"),
-        ("flaky_threshold = 1001", "flaky_threshold", "between 1 and 1000"),
+        (
+            "flaky_threshold = 0",
+            "flaky_threshold",
+            "between 1 and 1000",
+        ),
+        (
+            "flaky_threshold = 1001",
+            "flaky_threshold",
+            "between 1 and 1000",
+        ),
         ("flaky_threshold = -1", "flaky_threshold", "flaky_threshold"),
-        ("flaky_threshold = 4294967296", "flaky_threshold", "flaky_threshold"),
+        (
+            "flaky_threshold = 4294967296",
+            "flaky_threshold",
+            "flaky_threshold",
+        ),
         ("skip_flaky = \"yes\"", "skip_flaky", "skip_flaky"),
     ] {
         for err in refused(&format!("[[rules]]\n{ACWF}\n{body}\n")) {
             assert!(err.contains(key) && err.contains(words), "{body}: {err}");
         }
     }
-    for key in ["flaky_window = \"1d\"", "flaky_threshold = 2", "skip_flaky = true"] {
+    for key in [
+        "flaky_window = \"1d\"",
+        "flaky_threshold = 2",
+        "skip_flaky = true",
+    ] {
         let name = key.split(' ').next().unwrap_or_default();
         for err in refused(&format!("[[rules]]\nkind = \"repeated_failure\"\n{key}\n")) {
             assert!(

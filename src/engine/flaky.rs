@@ -98,7 +98,7 @@ impl FlakySkip {
 pub fn short_duration(d: Duration) -> String {
     let s = d.as_secs();
     for (unit, n) in [("d", 86_400), ("h", 3_600), ("m", 60)] {
-        if s > 0 && s % n == 0 {
+        if s > 0 && s.is_multiple_of(n) {
             return format!("{}{unit}", s / n);
         }
     }
@@ -115,9 +115,7 @@ impl Rule {
             .and_then(|w| now.checked_sub_signed(w))
             .unwrap_or(DateTime::<Utc>::MIN_UTC);
         let n = flips.values().filter(|f| f.at > from).count();
-        u32::try_from(n)
-            .unwrap_or(u32::MAX)
-            .min(MAX_FLIPS_COUNTED)
+        u32::try_from(n).unwrap_or(u32::MAX).min(MAX_FLIPS_COUNTED)
     }
 
     /// The workflows of `failed` (sorted, each once) that are known flaky at `now`, with
@@ -144,10 +142,8 @@ impl Rule {
     /// Whether `skip_flaky` keeps the rule from firing: some workflow failed and every
     /// failed workflow is known flaky (`known` as [`Rule::known_flaky`] gives it).
     pub fn flaky_skip(&self, failed: &[String], known: &[KnownFlaky]) -> Option<FlakySkip> {
-        (self.skip_flaky && !failed.is_empty() && known.len() == failed.len()).then(|| {
-            FlakySkip {
-                known: known.to_vec(),
-            }
+        (self.skip_flaky && !failed.is_empty() && known.len() == failed.len()).then(|| FlakySkip {
+            known: known.to_vec(),
         })
     }
 }
@@ -213,15 +209,13 @@ mod tests {
         assert_eq!(rule.flips_within(Some(&flips), at(25)), 0);
         assert_eq!(rule.flips_within(None, at(20)), 0);
         let failed = vec!["ci".to_string(), "lint".to_string()];
-        let known = rule.known_flaky(
-            &failed,
-            |w| (w == "ci").then_some(&flips),
-            at(20),
-        );
+        let known = rule.known_flaky(&failed, |w| (w == "ci").then_some(&flips), at(20));
         assert_eq!(known.len(), 1);
         assert!(rule.flaky_skip(&failed, &known).is_none());
         let known = rule.known_flaky(&failed, |_| Some(&flips), at(20));
-        let skip = rule.flaky_skip(&failed, &known).unwrap_or_else(|| panic!("skip"));
+        let skip = rule
+            .flaky_skip(&failed, &known)
+            .unwrap_or_else(|| panic!("skip"));
         assert_eq!(
             skip.words(),
             "every failure is known flaky: ci (2 flips in 10s), lint (2 flips in 10s) (the rule has skip_flaky = true)"

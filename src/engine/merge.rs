@@ -226,7 +226,14 @@ mod tests {
         let queued = rs(3, Status::Queued, 30, "c");
         let events = [&failed, &passed, &queued];
         let mut reference = None;
-        for order in [[0, 1, 2], [0, 2, 1], [1, 0, 2], [1, 2, 0], [2, 0, 1], [2, 1, 0]] {
+        for order in [
+            [0, 1, 2],
+            [0, 2, 1],
+            [1, 0, 2],
+            [1, 2, 0],
+            [2, 0, 1],
+            [2, 1, 0],
+        ] {
             let mut slot = None;
             for i in order {
                 merge_into(&mut slot, events[i].clone());

@@ -587,7 +587,8 @@ branches = ["main"]
             "{acwf}\nskip_flaky = true\n{acwf}\nskip_flaky = true\nflaky_window = \"1d\"\n"
         ))
         .unwrap();
-        let e = RuleSet::from_toml(&format!("{acwf}\n{acwf}\nflaky_window = \"1d\"\n")).unwrap_err();
+        let e =
+            RuleSet::from_toml(&format!("{acwf}\n{acwf}\nflaky_window = \"1d\"\n")).unwrap_err();
         assert_eq!(e.key, "rules[1]");
         let set = RuleSet::from_toml(&format!(
             "{acwf}\nflaky_window = \"3d\"\n{acwf}\nskip_flaky = true\nflaky_window = \"9d\"\n\

@@ -1146,7 +1146,11 @@ mod tests {
         // `lint` flipped once within the day (the other is 25 hours old): below the
         // threshold, so the rule has not judged yet.
         assert_eq!(one(&g, &set, &[], &shared).verdict, Verdict::NotJudged);
-        crate::engine::flaky::record(shared.flips.entry("lint".into()).or_default(), "lint-9", flip(1));
+        crate::engine::flaky::record(
+            shared.flips.entry("lint".into()).or_default(),
+            "lint-9",
+            flip(1),
+        );
         let e = one(&g, &set, &[], &shared);
         assert_eq!(
             e.reason,
@@ -1162,7 +1166,9 @@ mod tests {
             ])
         );
         // Without skip_flaky the rule is not held back.
-        let marking = rules(&format!("{ACWF}flaky_threshold = 2\nflaky_window = \"1d\"\n"));
+        let marking = rules(&format!(
+            "{ACWF}flaky_threshold = 2\nflaky_window = \"1d\"\n"
+        ));
         assert_eq!(one(&g, &marking, &[], &shared).verdict, Verdict::NotJudged);
     }
 

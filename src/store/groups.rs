@@ -190,7 +190,12 @@ impl Store {
         // events', and those of the runs without a pull request it may absorb.
         let mut flip_keys: BTreeSet<FlipKey> = BTreeSet::new();
         for s in slots.values() {
-            flip_keys.extend(s.state.runs.values().map(|r| flip_key(s.repo.internal_id, r)));
+            flip_keys.extend(
+                s.state
+                    .runs
+                    .values()
+                    .map(|r| flip_key(s.repo.internal_id, r)),
+            );
         }
         for (i, r) in inputs.iter().zip(repos) {
             if let Input::Run(e) = i {
@@ -455,7 +460,12 @@ impl Store {
         let (mut ledger, _) = lock_ledger(tx, &BTreeSet::new(), &cooldown_keys).await?;
         let flip_keys: BTreeSet<FlipKey> = slots
             .iter()
-            .flat_map(|s| s.state.runs.values().map(|r| flip_key(s.repo.internal_id, r)))
+            .flat_map(|s| {
+                s.state
+                    .runs
+                    .values()
+                    .map(|r| flip_key(s.repo.internal_id, r))
+            })
             .collect();
         ledger.flips = self.load_flips(tx, &flip_keys, event_clock).await?;
         let original_ledger = ledger.clone();
