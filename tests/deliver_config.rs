@@ -370,6 +370,19 @@ fn shipped_templates_render_a_real_trigger() {
     assert_eq!(payload["repository"], "octo-org/octo-repo");
     assert_eq!(payload["pr_number"], 12);
     assert_eq!(payload["failed_workflows"], serde_json::json!(["test"]));
+    assert_eq!(payload["known_flaky"], serde_json::json!([]));
+    assert!(!text.contains("Known flaky"), "{text}");
+
+    // A trigger that marks a known flaky workflow says so.
+    let mut flaky = trigger.clone();
+    flaky["known_flaky"] =
+        serde_json::json!([{"workflow": "test", "flips": 3, "window_seconds": 604800}]);
+    let slack = render("slack.json.j2", &flaky);
+    let block = slack["blocks"][0]["text"]["text"].as_str().expect("text");
+    assert!(block.contains("\nKnown flaky: test\n"), "{block}");
+    let dispatch = render("github-dispatch.json.j2", &flaky);
+    assert_eq!(dispatch["client_payload"]["known_flaky"][0]["flips"], 3);
+    assert!(dispatch["client_payload"].as_object().expect("payload").len() <= 10);
 
     // A push build (no pull request) renders too.
     let mut push = trigger.clone();

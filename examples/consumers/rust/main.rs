@@ -69,6 +69,18 @@ fn or_env(value: Option<String>, var: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
+/// ` flaky=ci:3,lint:2` (workflow:flips), or nothing when no failure is known flaky.
+fn flaky_words(known: &[KnownFlaky]) -> String {
+    if known.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = known
+        .iter()
+        .map(|k| format!("{}:{}", k.workflow, k.flips))
+        .collect();
+    format!(" flaky={}", list.join(","))
+}
+
 /// The fields of a `runwatch.trigger.v1` message this consumer reads; the rest is kept as
 /// the raw body.
 #[derive(Deserialize)]
@@ -79,6 +91,15 @@ struct Trigger {
     pr_number: Option<u64>,
     #[serde(default)]
     failed_workflows: Vec<String>,
+    /// The failed workflows that are known flaky, with their flips (absent when none is).
+    #[serde(default)]
+    known_flaky: Vec<KnownFlaky>,
+}
+
+#[derive(Deserialize)]
+struct KnownFlaky {
+    workflow: String,
+    flips: u32,
 }
 
 #[derive(Deserialize)]
@@ -221,7 +242,7 @@ async fn main() -> Result<()> {
             if record(&mut db, &trigger, &body, seq)? {
                 writeln!(
                     out,
-                    "handled {} {} {}/{} pr={} failed={}",
+                    "handled {} {} {}/{} pr={} failed={}{}",
                     trigger.trigger_id,
                     trigger.rule,
                     trigger.repository.owner,
@@ -229,7 +250,8 @@ async fn main() -> Result<()> {
                     trigger
                         .pr_number
                         .map_or("None".to_string(), |n| n.to_string()),
-                    trigger.failed_workflows.join(",")
+                    trigger.failed_workflows.join(","),
+                    flaky_words(&trigger.known_flaky)
                 )?;
                 out.flush()?;
                 handled += 1;
