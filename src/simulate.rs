@@ -7,6 +7,10 @@
 //! `runwatch.pull_request.v1` lines and runs without a pull request follow the commit
 //! association of docs/design.md ("Pull requests of a commit"), in memory, as the worker
 //! does in Postgres.
+//!
+//! Flips (docs/design.md "Flaky workflows") are kept in the in-memory ledger, all of them:
+//! the engine counts each rule's window from there, as the worker does from the newest it
+//! loads per workflow.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, Write};
