@@ -382,7 +382,13 @@ fn shipped_templates_render_a_real_trigger() {
     assert!(block.contains("\nKnown flaky: test\n"), "{block}");
     let dispatch = render("github-dispatch.json.j2", &flaky);
     assert_eq!(dispatch["client_payload"]["known_flaky"][0]["flips"], 3);
-    assert!(dispatch["client_payload"].as_object().expect("payload").len() <= 10);
+    assert!(
+        dispatch["client_payload"]
+            .as_object()
+            .expect("payload")
+            .len()
+            <= 10
+    );
 
     // A push build (no pull request) renders too.
     let mut push = trigger.clone();

@@ -4,8 +4,8 @@
 //! (same run id, so the same commit): attempt `f` completed with a failure (`failure`,
 //! `timed_out` or `startup_failure`) and an attempt `p > f` completed passing (`success`,
 //! `neutral`, `skipped`). A run remembers the lowest attempt that failed and the highest
-//! that passed ([`RunState::failed_attempt`], [`RunState::passed`]), merged by min and max
-//! whichever attempt's state the merge keeps, so whether a run flipped, and when, is the
+//! that passed ([`RunState::lowest_failed`], [`RunState::highest_passed`]), merged by min and
+//! max whichever attempt's state the merge keeps, so whether a run flipped, and when, is the
 //! same in every order of its events.
 //!
 //! Flips are kept per (repository, workflow) in the [`super::Ledger`] (the caller loads the
@@ -13,8 +13,8 @@
 //! adds). A rule counts the flips of a workflow dated after its decision's event clock minus
 //! `flaky_window`; a workflow with at least `flaky_threshold` of them is **known flaky**.
 //!
-//! [`RunState::failed_attempt`]: super::RunState::failed_attempt
-//! [`RunState::passed`]: super::RunState::passed
+//! [`RunState::lowest_failed`]: super::RunState::lowest_failed
+//! [`RunState::highest_passed`]: super::RunState::highest_passed
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -9,7 +9,9 @@
 //!
 //! Besides the newest attempt's state, a run remembers the lowest attempt that failed and
 //! the highest that passed (for flips, `flaky.rs`), taken from every attempt merged, by min
-//! and max: commutative, associative and idempotent too.
+//! and max: commutative, associative and idempotent too. Each is stored only when the kept
+//! attempt does not say it already, so a run that never failed, or whose only failure is
+//! the kept attempt, stores nothing more.
 
 use std::cmp::Ordering;
 
@@ -35,11 +37,13 @@ pub struct RunState {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
     /// The lowest attempt of the run that completed with `failure`, `timed_out` or
-    /// `startup_failure`, of every attempt merged (not only the one kept).
+    /// `startup_failure`, of every attempt merged, when it is not the kept attempt (see
+    /// [`RunState::lowest_failed`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_attempt: Option<u32>,
     /// The highest attempt of the run that completed passing (`success`, `neutral`,
-    /// `skipped`), and its `updated_at`, of every attempt merged.
+    /// `skipped`), and its `updated_at`, of every attempt merged, when it is not the kept
+    /// attempt (see [`RunState::highest_passed`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub passed: Option<Flip>,
 }
@@ -58,47 +62,61 @@ impl RunState {
             failed_attempt: None,
             passed: None,
         }
-        .with_own_attempt()
     }
 
-    /// Sets `failed_attempt` / `passed` from the state's own attempt, if it completed with a
-    /// failing or passing conclusion.
-    pub fn with_own_attempt(mut self) -> RunState {
-        if self.status == Status::Completed
-            && let Some(c) = self.conclusion
-        {
-            if DEFAULT_FAILURE_CONCLUSIONS.contains(&c) {
-                self.failed_attempt = Some(self.attempt);
-            } else if PASSING_CONCLUSIONS.contains(&c) {
-                self.passed = Some(Flip {
-                    attempt: self.attempt,
-                    at: self.updated_at,
-                });
-            }
+    /// The kept attempt, if it completed with a failure (for flips).
+    fn own_failed(&self) -> Option<u32> {
+        (self.status == Status::Completed
+            && self
+                .conclusion
+                .is_some_and(|c| DEFAULT_FAILURE_CONCLUSIONS.contains(&c)))
+        .then_some(self.attempt)
+    }
+
+    /// The kept attempt, if it completed passing.
+    fn own_passed(&self) -> Option<Flip> {
+        (self.status == Status::Completed
+            && self
+                .conclusion
+                .is_some_and(|c| PASSING_CONCLUSIONS.contains(&c)))
+        .then_some(Flip {
+            attempt: self.attempt,
+            at: self.updated_at,
+        })
+    }
+
+    /// The lowest attempt of every attempt merged that completed with a failure.
+    pub fn lowest_failed(&self) -> Option<u32> {
+        match (self.failed_attempt, self.own_failed()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
-        self
+    }
+
+    /// The highest attempt of every attempt merged that completed passing, and its time.
+    pub fn highest_passed(&self) -> Option<Flip> {
+        self.passed.max(self.own_passed())
     }
 
     /// The run's flip: its highest passing attempt, when a lower attempt failed.
     pub fn flip(&self) -> Option<Flip> {
-        match (self.failed_attempt, self.passed) {
+        match (self.lowest_failed(), self.highest_passed()) {
             (Some(f), Some(p)) if f < p.attempt => Some(p),
             _ => None,
         }
     }
 
-    /// Takes `other`'s attempt history into this state's (min of the failed attempts, max
-    /// of the passing ones). Returns true when it changed.
-    fn absorb_history(&mut self, other: &RunState) -> bool {
-        let failed = match (self.failed_attempt, other.failed_attempt) {
+    /// Takes `other`'s attempt history into this state's, keeping only what the kept
+    /// attempt does not say itself (so the stored fields are the same in every order).
+    fn absorb_history(&mut self, other: &RunState) {
+        let failed = match (self.lowest_failed(), other.lowest_failed()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
-        let passed = self.passed.max(other.passed);
-        let changed = failed != self.failed_attempt || passed != self.passed;
-        self.failed_attempt = failed;
-        self.passed = passed;
-        changed
+        let passed = self.highest_passed().max(other.highest_passed());
+        let (own_failed, own_passed) = (self.own_failed(), self.own_passed());
+        self.failed_attempt = failed.filter(|f| Some(*f) != own_failed);
+        self.passed = passed.filter(|p| Some(*p) != own_passed);
     }
 
     /// The merge order: (attempt, phase, updated_at, event_id), then the rest of the
@@ -170,16 +188,13 @@ mod tests {
             failed_attempt: None,
             passed: None,
         }
-        .with_own_attempt()
     }
 
     fn pass(attempt: u32, secs: i64, id: &str) -> RunState {
         RunState {
             conclusion: Some(Conclusion::Success),
-            failed_attempt: None,
             ..rs(attempt, Status::Completed, secs, id)
         }
-        .with_own_attempt()
     }
 
     #[test]
@@ -252,6 +267,28 @@ mod tests {
         merge_into(&mut slot, pass(1, 10, "a"));
         merge_into(&mut slot, rs(2, Status::Completed, 20, "b"));
         assert_eq!(slot.unwrap().flip(), None);
+        // What the kept attempt says is not stored again: a run that never failed, or
+        // whose only failure is the kept attempt, stores nothing more.
+        let mut slot = None;
+        merge_into(&mut slot, pass(1, 10, "a"));
+        assert_eq!(
+            serde_json::to_value(slot.unwrap()).unwrap().get("passed"),
+            None
+        );
+        let mut slot = None;
+        merge_into(&mut slot, failed.clone());
+        assert_eq!(
+            serde_json::to_value(slot.unwrap())
+                .unwrap()
+                .get("failed_attempt"),
+            None
+        );
+        // A failure before the kept attempt is stored.
+        let mut slot = None;
+        merge_into(&mut slot, queued.clone());
+        merge_into(&mut slot, failed.clone());
+        let s = slot.unwrap();
+        assert_eq!((s.failed_attempt, s.passed), (Some(1), None));
     }
 
     #[test]
