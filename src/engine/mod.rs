@@ -6,9 +6,10 @@
 //!   every rule on the new state;
 //! - [`Engine::fire_due`] fires a group's due settle / cooldown timers on their own.
 //!
-//! State that spans groups (failure streaks, per-repository cooldowns) lives in a
+//! State that spans groups (failure streaks, per-repository cooldowns, flips) lives in a
 //! [`Ledger`] that the caller loads (and locks) for the keys [`Engine::streak_keys`] and
-//! [`Engine::cooldown_keys`] name.
+//! [`Engine::cooldown_keys`] name, and the flips of the workflows of the runs for which
+//! [`Engine::may_count_flips`] holds.
 
 pub mod association;
 pub mod flaky;
@@ -176,6 +177,16 @@ impl Engine {
                 rule: r.name.clone(),
             })
             .collect()
+    }
+
+    /// Whether a decision may count the flips of this run's workflow: the run completed
+    /// with a conclusion some `all_completed_with_failure` rule counts as a failure (only
+    /// failed workflows can be known flaky). The caller loads the flips of those workflows.
+    pub fn may_count_flips(&self, run: &RunState) -> bool {
+        run.status == Status::Completed
+            && self.rules.rules().iter().any(|r| {
+                r.kind == RuleKind::AllCompletedWithFailure && r.is_failure(run.conclusion)
+            })
     }
 
     /// Applies one event to its group: fires the group's due timers, merges the run,

@@ -186,27 +186,20 @@ impl Store {
             .flat_map(|r| self.engine.cooldown_keys(r))
             .collect();
         let (mut ledger, corrupt_streaks) = lock_ledger(tx, &streak_keys, &cooldown_keys).await?;
-        // The flips of every workflow a group of the batch may judge: its runs', the
-        // events', and those of the runs without a pull request it may absorb.
+        // The flips of every workflow that may have failed in a group of the batch when it
+        // is judged: a failed run's, stored, in an event, or among the runs without a pull
+        // request the group may absorb (a batch without one reads none).
         let mut flip_keys: BTreeSet<FlipKey> = BTreeSet::new();
         for s in slots.values() {
-            flip_keys.extend(
-                s.state
-                    .runs
-                    .values()
-                    .map(|r| flip_key(s.repo.internal_id, r)),
-            );
+            flip_keys.extend(self.flip_keys(s.repo.internal_id, s.state.runs.values()));
         }
         for (i, r) in inputs.iter().zip(repos) {
             if let Input::Run(e) = i {
-                flip_keys.insert(FlipKey {
-                    repository_id: r.internal_id,
-                    workflow: e.run.workflow.clone(),
-                });
+                flip_keys.extend(self.flip_keys(r.internal_id, [&RunState::from_event(e)]));
             }
         }
         for ((r, _), st) in &pr_less_stored {
-            flip_keys.extend(st.runs.values().map(|run| flip_key(*r, run)));
+            flip_keys.extend(self.flip_keys(*r, st.runs.values()));
         }
         ledger.flips = self.load_flips(tx, &flip_keys, clock.event).await?;
         let original_ledger = ledger.clone();
@@ -460,12 +453,7 @@ impl Store {
         let (mut ledger, _) = lock_ledger(tx, &BTreeSet::new(), &cooldown_keys).await?;
         let flip_keys: BTreeSet<FlipKey> = slots
             .iter()
-            .flat_map(|s| {
-                s.state
-                    .runs
-                    .values()
-                    .map(|r| flip_key(s.repo.internal_id, r))
-            })
+            .flat_map(|s| self.flip_keys(s.repo.internal_id, s.state.runs.values()))
             .collect();
         ledger.flips = self.load_flips(tx, &flip_keys, event_clock).await?;
         let original_ledger = ledger.clone();
@@ -505,7 +493,22 @@ impl Store {
         self.insert_outbox(tx, decided).await
     }
 
-    /// The flips the rules may count for `workflows` (repository id, workflow), in one
+    /// The (repository, workflow) keys whose flips a decision may count, of `runs`.
+    fn flip_keys<'r>(
+        &self,
+        repository_id: i64,
+        runs: impl IntoIterator<Item = &'r RunState>,
+    ) -> Vec<FlipKey> {
+        runs.into_iter()
+            .filter(|r| self.engine.may_count_flips(r))
+            .map(|r| FlipKey {
+                repository_id,
+                workflow: r.workflow.clone(),
+            })
+            .collect()
+    }
+
+    /// The flips the rules may count for `keys` (repository id, workflow), in one
     /// statement: per key, the newest [`flaky::MAX_FLIPS_COUNTED`] dated after `event_clock`
     /// minus the longest `flaky_window` (index `flips_window`). The engine counts within each
     /// rule's window from there, exactly as over every flip (docs/design.md "Flaky
@@ -905,13 +908,6 @@ async fn write_groups<'a>(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-fn flip_key(repository_id: i64, run: &RunState) -> FlipKey {
-    FlipKey {
-        repository_id,
-        workflow: run.workflow.clone(),
-    }
 }
 
 /// 0001-01-01T00:00:00Z: the earliest time an input can carry (and Postgres can hold).
