@@ -995,6 +995,8 @@ pub const RULE_RANGES: &[(&str, Bounds)] = &[
     ("max_triggers_per_pull_request", int(1, 1000)),
     ("max_triggers_per_repository", int(1, 1000)),
     ("budget_window", dur(secs(1), secs(365 * DAY))),
+    ("flaky_window", dur(secs(MINUTE), secs(365 * DAY))),
+    ("flaky_threshold", int(1, 1000)),
 ];
 
 /// The value of a rule's numeric key (see [`RULE_RANGES`]); `None` for a budget the rule
@@ -1006,6 +1008,8 @@ fn rule_number(rule: &crate::engine::rules::Rule, key: &str) -> Option<Number> {
         "max_triggers_per_pull_request" => n(rule.max_triggers_per_pull_request?),
         "max_triggers_per_repository" => n(rule.max_triggers_per_repository?),
         "budget_window" => Number::Duration(rule.budget_window),
+        "flaky_window" => Number::Duration(rule.flaky_window),
+        "flaky_threshold" => n(rule.flaky_threshold),
         _ => n(rule.threshold),
     })
 }
@@ -1596,6 +1600,8 @@ mod tests {
             "kind = \"repeated_failure\"\nthreshold = 1000",
             "kind = \"all_completed_with_failure\"\nmax_triggers_per_pull_request = 1000\nmax_triggers_per_repository = 1\nbudget_window = \"365d\"",
             "kind = \"all_completed_with_failure\"\nmax_triggers_per_repository = 1000\nbudget_window = \"1s\"",
+            "kind = \"all_completed_with_failure\"\nflaky_window = \"1m\"\nflaky_threshold = 1000",
+            "kind = \"all_completed_with_failure\"\nflaky_window = \"365d\"\nflaky_threshold = 1",
         ] {
             rules(ok).unwrap();
         }
@@ -1627,6 +1633,14 @@ mod tests {
             (
                 "kind = \"all_completed_with_failure\"\nmax_triggers_per_repository = 5\nbudget_window = \"500ms\"",
                 "rules[0].budget_window",
+            ),
+            (
+                "kind = \"all_completed_with_failure\"\nflaky_window = \"59s\"",
+                "rules[0].flaky_window",
+            ),
+            (
+                "kind = \"all_completed_with_failure\"\nflaky_window = \"366d\"",
+                "rules[0].flaky_window",
             ),
         ] {
             let e = rules(bad).unwrap_err().to_string();

@@ -7,6 +7,10 @@
 //! `runwatch.pull_request.v1` lines and runs without a pull request follow the commit
 //! association of docs/design.md ("Pull requests of a commit"), in memory, as the worker
 //! does in Postgres.
+//!
+//! Flips (docs/design.md "Flaky workflows") are kept in the in-memory ledger, all of them:
+//! the engine counts each rule's window from there, as the worker does from the newest it
+//! loads per workflow.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, Write};
@@ -283,6 +287,11 @@ impl Simulation {
             .iter()
             .map(|(k, g)| (k.clone(), g.state.runs.clone()))
             .collect()
+    }
+
+    /// The flips found so far, per (repository internal id, workflow), by run id.
+    pub fn flips(&self) -> &BTreeMap<crate::engine::FlipKey, crate::engine::Flips> {
+        &self.ledger.flips
     }
 
     /// Fires pending timers due at or before `until` (all of them when `None`), in due order.

@@ -36,6 +36,18 @@ pub struct TriggerRun {
     pub updated_at: DateTime<Utc>,
 }
 
+/// A failed workflow of the trigger that is known flaky (docs/design.md "Flaky workflows"):
+/// it flipped (a failed attempt followed by a passing attempt of the same run) at least the
+/// rule's `flaky_threshold` times within `flaky_window`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownFlaky {
+    pub workflow: String,
+    /// Flips within the window, at most 1000 (`engine::flaky::MAX_FLIPS_COUNTED`).
+    pub flips: u32,
+    /// The rule's `flaky_window`, in seconds.
+    pub window_seconds: u64,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Trigger {
     pub schema: String,
@@ -66,6 +78,10 @@ pub struct Trigger {
     /// `pull_request` delivery.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pull_request: Option<TriggerPullRequest>,
+    /// `all_completed_with_failure`: the workflows of `failed_workflows` that are known flaky,
+    /// sorted by workflow; absent when none is.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub known_flaky: Vec<KnownFlaky>,
 }
 
 /// A trigger's place in its rule's budgets (docs/design.md "Budgets"); a budget the rule

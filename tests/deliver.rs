@@ -265,6 +265,7 @@ fn trigger(i: usize, owner: &str, name: &str) -> Trigger {
         fired_at: now,
         budget: None,
         pull_request: None,
+        known_flaky: Vec::new(),
     }
 }
 

@@ -369,7 +369,7 @@ fn shipped_templates_render_a_real_trigger() {
     assert_eq!(payload["trigger_id"], trigger["trigger_id"]);
     assert_eq!(payload["repository"], "octo-org/octo-repo");
     assert_eq!(payload["pr_number"], 12);
-    assert_eq!(payload["failed_workflows"], serde_json::json!(["test"]));
+    assert_eq!(payload["failed"]["workflows"], serde_json::json!(["test"]));
     assert_eq!(payload["pull_request"], serde_json::Value::Null);
     // With what runwatch knows of the pull request (runwatch.trigger.v1 `pull_request`).
     let mut known = trigger.clone();
@@ -394,14 +394,18 @@ fn shipped_templates_render_a_real_trigger() {
             .contains(" by ")
     );
 
-    assert_eq!(payload["budget"], serde_json::Value::Null);
+    assert_eq!(payload["rule"]["budget"], serde_json::Value::Null);
+    assert_eq!(payload["rule"]["name"], trigger["rule_name"]);
     // A trigger of a rule with a budget says where it stands.
     let mut budgeted = trigger.clone();
     budgeted["budget"] = serde_json::json!({
         "pull_request": {"used": 2, "limit": 3, "window_seconds": 86400}
     });
     let dispatch = render("github-dispatch.json.j2", &budgeted);
-    assert_eq!(dispatch["client_payload"]["budget"], budgeted["budget"]);
+    assert_eq!(
+        dispatch["client_payload"]["rule"]["budget"],
+        budgeted["budget"]
+    );
     let slack = render("slack.json.j2", &budgeted);
     assert!(
         slack["blocks"][0]["text"]["text"]
@@ -415,6 +419,28 @@ fn shipped_templates_render_a_real_trigger() {
             .as_str()
             .expect("text")
             .contains("Budget"),
+    );
+    assert_eq!(payload["failed"]["known_flaky"], serde_json::json!([]));
+    assert!(!text.contains("Known flaky"), "{text}");
+
+    // A trigger that marks a known flaky workflow says so.
+    let mut flaky = trigger.clone();
+    flaky["known_flaky"] =
+        serde_json::json!([{"workflow": "test", "flips": 3, "window_seconds": 604800}]);
+    let slack = render("slack.json.j2", &flaky);
+    let block = slack["blocks"][0]["text"]["text"].as_str().expect("text");
+    assert!(block.contains("\nKnown flaky: test\n"), "{block}");
+    let dispatch = render("github-dispatch.json.j2", &flaky);
+    assert_eq!(
+        dispatch["client_payload"]["failed"]["known_flaky"][0]["flips"],
+        3
+    );
+    assert!(
+        dispatch["client_payload"]
+            .as_object()
+            .expect("payload")
+            .len()
+            <= 10
     );
 
     // A push build (no pull request) renders too.

@@ -7,7 +7,10 @@
 //! at its final attempt, and a group fires at most once per re-run. For `repeated_failure`,
 //! in every order: a key whose newest `threshold` completed runs (each by its latest
 //! completed attempt) all failed has fired, and every streak trigger lists `threshold` failed
-//! runs; in time order without re-runs it fires exactly once per streak.
+//! runs; in time order without re-runs it fires exactly once per streak. Flips (a failed
+//! attempt followed by a passing attempt of the same run) are the same in every order, and
+//! with `skip_flaky` and a settle that outlasts the trace so are the triggers and what they
+//! mark as known flaky.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -450,6 +453,105 @@ proptest! {
             }
             let fired = triggers.iter().filter(|t| t.repository.name == repo && t.workflow.as_deref() == Some(wf.as_str())).count();
             prop_assert_eq!(fired, streaks, "{}/{}", repo, wf);
+        }
+    }
+}
+
+/// What a trace's flips are, from its specification: per (repository, workflow), the runs
+/// whose lowest failed attempt is below their highest passing one, with that attempt.
+fn expected_flips(runs: &[RunSpec]) -> BTreeMap<(String, String), BTreeMap<String, u32>> {
+    let mut out: BTreeMap<(String, String), BTreeMap<String, u32>> = BTreeMap::new();
+    for (i, r) in runs.iter().enumerate() {
+        let failed = (1..=r.attempts).find(|a| is_failure(r.conclusion(*a)));
+        let passed = (1..=r.attempts).rev().find(|a| {
+            matches!(
+                r.conclusion(*a),
+                Conclusion::Success | Conclusion::Skipped | Conclusion::Neutral
+            )
+        });
+        if let (Some(f), Some(p)) = (failed, passed)
+            && f < p
+        {
+            let (repo, _, _) = group_of(r.group);
+            let wf = format!("shared-{}", r.workflow.unwrap());
+            out.entry((repo, wf))
+                .or_default()
+                .insert(format!("run-{i}"), p);
+        }
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn flips_and_flaky_skips_are_the_same_in_every_order(
+        runs in prop::collection::vec(streak_spec(3), 1..14),
+        order in prop::collection::vec(0usize..10_000, 200),
+        dups in prop::collection::vec(0usize..1000, 0..20),
+    ) {
+        // The settle timers outlast the trace: every decision is taken at the end, on every
+        // flip of the trace (which only grows), so the triggers cannot depend on the order.
+        let rules = RuleSet::from_toml(
+            "[[rules]]\nkind = \"all_completed_with_failure\"\nsettle = \"1d\"\nskip_flaky = true\nflaky_threshold = 1\n",
+        )
+        .unwrap();
+        let events = shuffled_with_duplicates(events_of(&runs), order, dups);
+        let mut sim = Simulation::new(Engine::new(rules, Limits::default()), Limits::default());
+        let mut triggers = Vec::new();
+        for e in &events {
+            triggers.extend(sim.feed_line(&serde_json::to_vec(e).unwrap()).unwrap());
+        }
+        triggers.extend(sim.fire_timers_until(None));
+        // The flips, by (repository name, workflow): simulate numbers repositories itself.
+        let want = expected_flips(&runs);
+        let mut got: BTreeMap<(String, String), BTreeMap<String, u32>> = BTreeMap::new();
+        let names: BTreeMap<i64, String> = triggers
+            .iter()
+            .map(|t| (t.repository.internal_id, t.repository.name.clone()))
+            .collect();
+        for (k, flips) in sim.flips() {
+            for (run, f) in flips {
+                let i: usize = run.trim_start_matches("run-").parse().unwrap();
+                let (repo, _, _) = group_of(runs[i].group);
+                if let Some(name) = names.get(&k.repository_id) {
+                    prop_assert_eq!(name, &repo);
+                }
+                got.entry((repo, k.workflow.clone())).or_default().insert(run.clone(), f.attempt);
+            }
+        }
+        prop_assert_eq!(&got, &want);
+        // Per group: it fires once iff its final state fails with a pull request and some
+        // failed workflow has no flip; the trigger marks the others with their counts.
+        let mut groups: BTreeMap<String, (String, Option<u64>, Vec<&RunSpec>)> = BTreeMap::new();
+        for r in &runs {
+            let (repo, pr, sha) = group_of(r.group);
+            groups.entry(sha).or_insert_with(|| (repo, pr, Vec::new())).2.push(r);
+        }
+        for (sha, (repo, pr, group_runs)) in &groups {
+            let mut failed: Vec<String> = group_runs
+                .iter()
+                .filter(|r| is_failure(r.final_conclusion()))
+                .map(|r| format!("shared-{}", r.workflow.unwrap()))
+                .collect();
+            failed.sort();
+            failed.dedup();
+            let count = |w: &String| want.get(&(repo.clone(), w.clone())).map_or(0, |f| f.len() as u32);
+            let flaky: Vec<(String, u32)> = failed
+                .iter()
+                .filter(|w| count(w) > 0)
+                .map(|w| (w.clone(), count(w)))
+                .collect();
+            let fires = pr.is_some() && !failed.is_empty() && flaky.len() < failed.len();
+            let fired: Vec<_> = triggers.iter().filter(|t| &t.commit_sha == sha).collect();
+            prop_assert_eq!(fired.len(), usize::from(fires), "group {}", sha);
+            if let Some(t) = fired.first() {
+                prop_assert_eq!(&t.failed_workflows, &failed);
+                let marked: Vec<(String, u32)> =
+                    t.known_flaky.iter().map(|k| (k.workflow.clone(), k.flips)).collect();
+                prop_assert_eq!(marked, flaky);
+            }
         }
     }
 }

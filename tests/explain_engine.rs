@@ -190,6 +190,12 @@ fn verdicts_agree_with_the_engine() {
                     .filter(|(k, _)| k.repository_id == g.repo.internal_id)
                     .map(|(k, v)| (k.rule.clone(), *v))
                     .collect(),
+                flips: ledger
+                    .flips
+                    .iter()
+                    .filter(|(k, _)| k.repository_id == g.repo.internal_id)
+                    .map(|(k, v)| (k.workflow.clone(), v.clone()))
+                    .collect(),
             };
             let e = verdict::explain(&view, &rules, &outbox, &shared, now);
             for (rule, x) in rules.rules().iter().zip(&e.rules) {

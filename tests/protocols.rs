@@ -176,6 +176,7 @@ fn trigger(i: u32, owner: &str, pr: Option<u64>) -> Trigger {
         fired_at: now,
         budget: None,
         pull_request: None,
+        known_flaky: Vec::new(),
     }
 }
 

@@ -208,3 +208,70 @@ fn help_lists_every_provider() {
         assert!(providers.iter().all(|p| err.contains(p)), "{err}");
     }
 }
+
+/// The flaky keys (docs/design.md "Flaky workflows"): out of range, of the wrong type, or on
+/// `repeated_failure`, each is refused naming `rules[N].<key>`, in every way rules are given.
+#[test]
+fn flaky_keys_out_of_range_or_misplaced_are_refused_naming_the_key() {
+    for (body, key, words) in [
+        ("flaky_window = \"0s\"", "flaky_window", "0s"),
+        ("flaky_window = \"59s\"", "flaky_window", "out of range"),
+        ("flaky_window = \"366d\"", "flaky_window", "out of range"),
+        ("flaky_window = \"500000y\"", "flaky_window", "out of range"),
+        ("flaky_window = \"soon\"", "flaky_window", "flaky_window"),
+        ("flaky_window = 7", "flaky_window", "flaky_window"),
+        (
+            "flaky_threshold = 0",
+            "flaky_threshold",
+            "between 1 and 1000",
+        ),
+        (
+            "flaky_threshold = 1001",
+            "flaky_threshold",
+            "between 1 and 1000",
+        ),
+        ("flaky_threshold = -1", "flaky_threshold", "flaky_threshold"),
+        (
+            "flaky_threshold = 4294967296",
+            "flaky_threshold",
+            "flaky_threshold",
+        ),
+        ("skip_flaky = \"yes\"", "skip_flaky", "skip_flaky"),
+    ] {
+        for err in refused(&format!("[[rules]]\n{ACWF}\n{body}\n")) {
+            assert!(err.contains(key) && err.contains(words), "{body}: {err}");
+        }
+    }
+    for key in [
+        "flaky_window = \"1d\"",
+        "flaky_threshold = 2",
+        "skip_flaky = true",
+    ] {
+        let name = key.split(' ').next().unwrap_or_default();
+        for err in refused(&format!("[[rules]]\nkind = \"repeated_failure\"\n{key}\n")) {
+            assert!(
+                err.contains(&format!("`rules[0].{name}`"))
+                    && err.contains("does not apply to kind repeated_failure"),
+                "{key}: {err}"
+            );
+        }
+    }
+    // Both ends are accepted.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "[[rules]]\n{ACWF}\nflaky_window = \"1m\"\nflaky_threshold = 1000\nskip_flaky = true\n\
+             [[rules]]\n{ACWF}\nname = \"long\"\nflaky_window = \"365d\"\nflaky_threshold = 1\n"
+        ),
+    )
+    .unwrap();
+    let out = runwatch(&["simulate", "--rules", file.to_str().unwrap(), "/dev/null"]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -26,7 +26,7 @@ const LARGE: i64 = 200_000;
 /// Adds groups `from..=to` over 50 repositories, with the mix a live table has: a few
 /// timers set (in the future: nothing due), one group in 20 with a trigger in the outbox
 /// (one in 1,000 of them unsent but claimed), one commit in four linked to its pull
-/// request, pull request heads.
+/// request, pull request heads, a flip per ten groups.
 async fn grow(pool: &PgPool, from: i64, to: i64) {
     for sql in [
         "INSERT INTO groups (repository_id, pr_number, commit_sha, branch, state, due_event_at, due_wall_at)
@@ -45,6 +45,12 @@ async fn grow(pool: &PgPool, from: i64, to: i64) {
         "INSERT INTO pull_heads (repository_id, pr_number, head_sha, head_at)
          SELECT repository_id, pr_number, commit_sha, now() FROM groups
          WHERE pr_number BETWEEN $1 AND $2 AND pr_number % 4 = 0",
+        // One flip of `ci` (the decisions' workflow) per ten groups, within the window.
+        "INSERT INTO flips (repository_id, workflow, run_id, attempt, flipped_at)
+         SELECT r.id, 'ci', i::text, 2, now() - make_interval(days => (i % 5)::int)
+         FROM generate_series($1::bigint, $2::bigint) AS i
+         JOIN repositories r ON r.external_id = (i % 50)::text
+         WHERE i % 10 = 0",
     ] {
         sqlx::query(sql).bind(from).bind(to).execute(pool).await.expect(sql);
     }
@@ -94,6 +100,7 @@ fn sweeps() -> Vec<(&'static str, &'static str, (f64, i64))> {
     {
         out.push((name, statement, (30.0 * day, 1000)));
     }
+    out.push(("purge flips", sql::PURGE_FLIPS, (30.0 * day, 1000)));
     out
 }
 
@@ -110,7 +117,7 @@ async fn counts(env: &TestEnv) -> Vec<(String, i64, i64)> {
     let pool = store::connect(&env.config.database).await.expect("pool");
     let counts = sqlx::query_as(
         "SELECT relname::text, seq_scan, COALESCE(idx_scan, 0) FROM pg_stat_user_tables
-         WHERE relname IN ('groups', 'commit_pulls', 'pull_heads', 'outbox', 'streaks', 'cooldowns')
+         WHERE relname IN ('groups', 'commit_pulls', 'pull_heads', 'outbox', 'streaks', 'cooldowns', 'flips')
          ORDER BY relname",
     )
     .fetch_all(&pool)
@@ -138,7 +145,7 @@ async fn seq_scans(env: &TestEnv) -> Vec<(String, i64, i64)> {
     }
     let counts = sqlx::query_as(
         "SELECT relname::text, seq_scan, COALESCE(idx_scan, 0) FROM pg_stat_user_tables
-         WHERE relname IN ('groups', 'commit_pulls', 'pull_heads', 'outbox', 'streaks', 'cooldowns')
+         WHERE relname IN ('groups', 'commit_pulls', 'pull_heads', 'outbox', 'streaks', 'cooldowns', 'flips')
          ORDER BY relname",
     )
     .fetch_all(&pool)
@@ -261,6 +268,7 @@ async fn sweeps_and_decisions_cost_the_same_at_two_hundred_thousand_groups_with_
         "pull_heads",
         "streaks",
         "repositories",
+        "flips",
     ] {
         sqlx::query(&format!(
             "ALTER TABLE {table} SET (autovacuum_enabled = false)"
@@ -379,6 +387,7 @@ async fn a_connection_that_started_on_an_empty_table_scans_no_table_once_it_has_
         "pull_heads",
         "streaks",
         "repositories",
+        "flips",
     ] {
         sqlx::query(&format!(
             "ALTER TABLE {table} SET (autovacuum_enabled = false)"

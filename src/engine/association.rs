@@ -34,8 +34,10 @@ impl Engine {
                 continue;
             }
             let mut slot = g.state.runs.remove(id);
+            let flip_before = slot.as_ref().and_then(RunState::flip);
             let this = merge::merge_into(&mut slot, run.clone());
             if let Some(s) = slot {
+                changed |= self.note_flip(g.repo, ledger, id, &s, flip_before, clock);
                 g.state.runs.insert(id.clone(), s);
             }
             if this && g.branch.is_none() && run.branch.is_some() {

@@ -6,12 +6,20 @@
 //! content (workflow, conclusion, url, branch). The order is total over everything a run
 //! state holds, so the merge is commutative, associative and idempotent: any order and any
 //! number of copies of the same events end in the same state.
+//!
+//! Besides the newest attempt's state, a run remembers the lowest attempt that failed and
+//! the highest that passed (for flips, `flaky.rs`), taken from every attempt merged, by min
+//! and max: commutative, associative and idempotent too. Each is stored only when the kept
+//! attempt does not say it already, so a run that never failed, or whose only failure is
+//! the kept attempt, stores nothing more.
 
 use std::cmp::Ordering;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+use super::flaky::Flip;
+use super::rules::{DEFAULT_FAILURE_CONCLUSIONS, PASSING_CONCLUSIONS};
 use crate::event::{Conclusion, Event, Status};
 
 /// What a group remembers of one run.
@@ -28,6 +36,16 @@ pub struct RunState {
     pub event_id: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub branch: Option<String>,
+    /// The lowest attempt of the run that completed with `failure`, `timed_out` or
+    /// `startup_failure`, of every attempt merged, when it is not the kept attempt (see
+    /// [`RunState::lowest_failed`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_attempt: Option<u32>,
+    /// The highest attempt of the run that completed passing (`success`, `neutral`,
+    /// `skipped`), and its `updated_at`, of every attempt merged, when it is not the kept
+    /// attempt (see [`RunState::highest_passed`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub passed: Option<Flip>,
 }
 
 impl RunState {
@@ -41,11 +59,69 @@ impl RunState {
             updated_at: e.run.updated_at,
             event_id: e.event_id.clone(),
             branch: e.branch.clone(),
+            failed_attempt: None,
+            passed: None,
         }
     }
 
+    /// The kept attempt, if it completed with a failure (for flips).
+    fn own_failed(&self) -> Option<u32> {
+        (self.status == Status::Completed
+            && self
+                .conclusion
+                .is_some_and(|c| DEFAULT_FAILURE_CONCLUSIONS.contains(&c)))
+        .then_some(self.attempt)
+    }
+
+    /// The kept attempt, if it completed passing.
+    fn own_passed(&self) -> Option<Flip> {
+        (self.status == Status::Completed
+            && self
+                .conclusion
+                .is_some_and(|c| PASSING_CONCLUSIONS.contains(&c)))
+        .then_some(Flip {
+            attempt: self.attempt,
+            at: self.updated_at,
+        })
+    }
+
+    /// The lowest attempt of every attempt merged that completed with a failure.
+    pub fn lowest_failed(&self) -> Option<u32> {
+        match (self.failed_attempt, self.own_failed()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The highest attempt of every attempt merged that completed passing, and its time.
+    pub fn highest_passed(&self) -> Option<Flip> {
+        self.passed.max(self.own_passed())
+    }
+
+    /// The run's flip: its highest passing attempt, when a lower attempt failed.
+    pub fn flip(&self) -> Option<Flip> {
+        match (self.lowest_failed(), self.highest_passed()) {
+            (Some(f), Some(p)) if f < p.attempt => Some(p),
+            _ => None,
+        }
+    }
+
+    /// Takes `other`'s attempt history into this state's, keeping only what the kept
+    /// attempt does not say itself (so the stored fields are the same in every order).
+    fn absorb_history(&mut self, other: &RunState) {
+        let failed = match (self.lowest_failed(), other.lowest_failed()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let passed = self.highest_passed().max(other.highest_passed());
+        let (own_failed, own_passed) = (self.own_failed(), self.own_passed());
+        self.failed_attempt = failed.filter(|f| Some(*f) != own_failed);
+        self.passed = passed.filter(|p| Some(*p) != own_passed);
+    }
+
     /// The merge order: (attempt, phase, updated_at, event_id), then the rest of the
-    /// content as the last tie-break. `Equal` only for identical states, so two events that
+    /// content as the last tie-break. `Equal` only for identical states (but for the attempt history, which the merge takes
+    /// from both), so two events that
     /// share an id but differ converge to the same winner in every order.
     pub fn order(&self, other: &RunState) -> Ordering {
         (
@@ -74,11 +150,21 @@ impl RunState {
     }
 }
 
-/// Merges `incoming` into `slot`; returns true when the slot changed.
-pub fn merge_into(slot: &mut Option<RunState>, incoming: RunState) -> bool {
+/// Merges `incoming` into `slot`; returns true when the kept attempt's state changed (the
+/// attempt history, `failed_attempt` and `passed`, is merged in either way: see
+/// [`RunState::flip`]).
+pub fn merge_into(slot: &mut Option<RunState>, mut incoming: RunState) -> bool {
     match slot {
-        Some(current) if incoming.order(current) != Ordering::Greater => false,
-        _ => {
+        Some(current) if incoming.order(current) != Ordering::Greater => {
+            current.absorb_history(&incoming);
+            false
+        }
+        Some(current) => {
+            incoming.absorb_history(current);
+            *current = incoming;
+            true
+        }
+        None => {
             *slot = Some(incoming);
             true
         }
@@ -99,6 +185,15 @@ mod tests {
             updated_at: DateTime::from_timestamp(secs, 0).unwrap(),
             event_id: id.into(),
             branch: None,
+            failed_attempt: None,
+            passed: None,
+        }
+    }
+
+    fn pass(attempt: u32, secs: i64, id: &str) -> RunState {
+        RunState {
+            conclusion: Some(Conclusion::Success),
+            ..rs(attempt, Status::Completed, secs, id)
         }
     }
 
@@ -137,6 +232,63 @@ mod tests {
             assert_eq!(slot, first);
         }
         assert_ne!(a.order(&b), Ordering::Equal);
+    }
+
+    #[test]
+    fn a_failed_attempt_then_a_passing_one_is_a_flip_in_every_order() {
+        let failed = rs(1, Status::Completed, 10, "a");
+        let passed = pass(2, 20, "b");
+        let queued = rs(3, Status::Queued, 30, "c");
+        let events = [&failed, &passed, &queued];
+        let mut reference = None;
+        for order in [
+            [0, 1, 2],
+            [0, 2, 1],
+            [1, 0, 2],
+            [1, 2, 0],
+            [2, 0, 1],
+            [2, 1, 0],
+        ] {
+            let mut slot = None;
+            for i in order {
+                merge_into(&mut slot, events[i].clone());
+                // A duplicate changes nothing.
+                let before = slot.clone();
+                merge_into(&mut slot, events[i].clone());
+                assert_eq!(slot, before);
+            }
+            let s = slot.unwrap();
+            assert_eq!(s.attempt, 3, "the newest attempt is kept");
+            assert_eq!(s.flip().map(|f| f.attempt), Some(2));
+            assert_eq!(*reference.get_or_insert_with(|| s.clone()), s);
+        }
+        // A pass before the failure, or a failure alone, is no flip.
+        let mut slot = None;
+        merge_into(&mut slot, pass(1, 10, "a"));
+        merge_into(&mut slot, rs(2, Status::Completed, 20, "b"));
+        assert_eq!(slot.unwrap().flip(), None);
+        // What the kept attempt says is not stored again: a run that never failed, or
+        // whose only failure is the kept attempt, stores nothing more.
+        let mut slot = None;
+        merge_into(&mut slot, pass(1, 10, "a"));
+        assert_eq!(
+            serde_json::to_value(slot.unwrap()).unwrap().get("passed"),
+            None
+        );
+        let mut slot = None;
+        merge_into(&mut slot, failed.clone());
+        assert_eq!(
+            serde_json::to_value(slot.unwrap())
+                .unwrap()
+                .get("failed_attempt"),
+            None
+        );
+        // A failure before the kept attempt is stored.
+        let mut slot = None;
+        merge_into(&mut slot, queued.clone());
+        merge_into(&mut slot, failed.clone());
+        let s = slot.unwrap();
+        assert_eq!((s.failed_attempt, s.passed), (Some(1), None));
     }
 
     #[test]

@@ -6,12 +6,14 @@
 //!   every rule on the new state;
 //! - [`Engine::fire_due`] fires a group's due settle / cooldown timers on their own.
 //!
-//! State that spans groups (failure streaks, per-repository cooldowns) lives in a
+//! State that spans groups (failure streaks, per-repository cooldowns, flips) lives in a
 //! [`Ledger`] that the caller loads (and locks) for the keys [`Engine::streak_keys`] and
-//! [`Engine::cooldown_keys`] name, and the trigger budgets [`Engine::budget_keys`] names.
+//! [`Engine::cooldown_keys`] name, the trigger budgets [`Engine::budget_keys`] names, and the
+//! flips of the workflows of the runs for which [`Engine::may_count_flips`] holds.
 
 pub mod association;
 pub mod budget;
+pub mod flaky;
 pub mod group;
 pub mod merge;
 pub mod pull;
@@ -29,6 +31,7 @@ use crate::trigger::{
 };
 
 pub use budget::{BudgetKey, BudgetScope, BudgetState, OverBudget};
+pub use flaky::{FlakySkip, Flip, FlipKey, Flips};
 pub use group::{Due, EpisodeState, GroupState};
 pub use merge::RunState;
 pub use pull::{AuthorBlock, PullAuthor, PullBlock, PullInfo, PullState, PullStatus};
@@ -119,6 +122,12 @@ pub struct Ledger {
     pub cooldowns: BTreeMap<CooldownKey, DateTime<Utc>>,
     /// Trigger budgets (rules with `max_triggers_per_*`).
     pub budgets: BTreeMap<BudgetKey, BudgetState>,
+    /// Flips per (repository, workflow) (`flaky.rs`): the caller loads, for the workflows
+    /// of the groups it hands over, the newest [`flaky::MAX_FLIPS_COUNTED`] dated after its
+    /// event clock minus [`RuleSet::longest_flaky_window`]; the engine adds the flips it
+    /// finds, which the caller writes (no lock: a flip is only ever added or moved to a
+    /// greater attempt, see [`flaky::record`]).
+    pub flips: BTreeMap<FlipKey, Flips>,
 }
 
 /// The rule engine.
@@ -192,6 +201,16 @@ impl Engine {
             .collect()
     }
 
+    /// Whether a decision may count the flips of this run's workflow: the run completed
+    /// with a conclusion some `all_completed_with_failure` rule counts as a failure (only
+    /// failed workflows can be known flaky). The caller loads the flips of those workflows.
+    pub fn may_count_flips(&self, run: &RunState) -> bool {
+        run.status == Status::Completed
+            && self.rules.rules().iter().any(|r| {
+                r.kind == RuleKind::AllCompletedWithFailure && r.is_failure(run.conclusion)
+            })
+    }
+
     /// Applies one event to its group: fires the group's due timers, merges the run,
     /// evaluates the rules. Returns the triggers to publish, or a rejection (the group
     /// would exceed `limits.max_runs_per_group`), in which case nothing changed.
@@ -217,8 +236,10 @@ impl Engine {
         let mut out = self.fire_due(g, ledger, clock);
         let incoming = RunState::from_event(event);
         let mut slot = g.state.runs.remove(&event.run.id);
+        let flip_before = slot.as_ref().and_then(RunState::flip);
         let changed = merge::merge_into(&mut slot, incoming);
         if let Some(s) = slot {
+            self.note_flip(g.repo, ledger, &event.run.id, &s, flip_before, clock);
             g.state.runs.insert(event.run.id.clone(), s);
         }
         if changed && event.branch.is_some() {
@@ -292,6 +313,32 @@ impl Engine {
         out
     }
 
+    /// Records the run's flip in the ledger when the merge made one (or moved it to a later
+    /// passing attempt). The flip is dated no later than the event clock (an event dated
+    /// ahead of it cannot make a workflow flaky for longer than its window).
+    fn note_flip(
+        &self,
+        repo: &RepoRef,
+        ledger: &mut Ledger,
+        run_id: &str,
+        run: &RunState,
+        before: Option<Flip>,
+        clock: Clock,
+    ) -> bool {
+        let Some(mut flip) = run.flip() else {
+            return false;
+        };
+        if before == Some(flip) || !self.rules.counts_flips() {
+            return false;
+        }
+        flip.at = flip.at.min(clock.event);
+        let key = FlipKey {
+            repository_id: repo.internal_id,
+            workflow: run.workflow.clone(),
+        };
+        flaky::record(ledger.flips.entry(key).or_default(), run_id, flip)
+    }
+
     /// `all_completed_with_failure` on one group.
     fn evaluate_group(
         &self,
@@ -339,6 +386,17 @@ impl Engine {
             w.dedup();
             w
         };
+        let known_flaky = rule.known_flaky(
+            &failed_workflows,
+            |w| {
+                ledger.flips.get(&FlipKey {
+                    repository_id: g.repo.internal_id,
+                    workflow: w.to_string(),
+                })
+            },
+            clock.event,
+        );
+        let holds = holds && rule.flaky_skip(&failed_workflows, &known_flaky).is_none();
         let runs: BTreeMap<String, TriggerRun> = relevant
             .iter()
             .map(|(id, r)| ((*id).clone(), trigger_run(r)))
@@ -435,6 +493,7 @@ impl Engine {
             fired_at: clock.wall,
             budget,
             pull_request: trigger_pull_request(g.pr_number, g.state),
+            known_flaky,
         })
     }
 
@@ -511,6 +570,7 @@ impl Engine {
             fired_at: clock.wall,
             budget: None,
             pull_request: trigger_pull_request(event.pr_number, g.state),
+            known_flaky: Vec::new(),
         })
     }
 }

@@ -88,6 +88,18 @@ pub struct RuleConfig {
     /// The sliding window of the two budgets above (wall clock). Default 24h.
     #[serde(default, with = "humantime_serde")]
     pub budget_window: Option<Duration>,
+    /// `all_completed_with_failure`: how far back flips count (docs/design.md "Flaky
+    /// workflows"). Default 7 days.
+    #[serde(default, with = "humantime_serde")]
+    pub flaky_window: Option<Duration>,
+    /// `all_completed_with_failure`: flips within the window that make a workflow known
+    /// flaky. Default 2.
+    #[serde(default)]
+    pub flaky_threshold: Option<u32>,
+    /// `all_completed_with_failure`: do not fire when every failed workflow is known flaky.
+    /// Default false.
+    #[serde(default)]
+    pub skip_flaky: Option<bool>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -182,10 +194,19 @@ pub struct Rule {
     pub max_triggers_per_repository: Option<u32>,
     /// The budgets' window (default 24h, meaningful with a budget).
     pub budget_window: Duration,
+    pub flaky_window: Duration,
+    pub flaky_threshold: u32,
+    pub skip_flaky: bool,
 }
 
 /// `budget_window` when not given.
 pub const DEFAULT_BUDGET_WINDOW: Duration = Duration::from_secs(24 * 60 * 60);
+
+/// `flaky_window`'s default: 7 days.
+pub const DEFAULT_FLAKY_WINDOW: Duration = Duration::from_secs(7 * 86_400);
+
+/// `flaky_threshold`'s default: two flips (one can be a runner's bad day).
+pub const DEFAULT_FLAKY_THRESHOLD: u32 = 2;
 
 pub const DEFAULT_FAILURE_CONCLUSIONS: [Conclusion; 3] = [
     Conclusion::Failure,
@@ -258,6 +279,9 @@ impl RuleSet {
             max_triggers_per_pull_request: None,
             max_triggers_per_repository: None,
             budget_window: None,
+            flaky_window: None,
+            flaky_threshold: None,
+            skip_flaky: None,
         };
         match RuleSet::compile(&[config]) {
             Ok(set) => set,
@@ -312,6 +336,9 @@ impl RuleSet {
                     ("authors", c.authors.is_some()),
                     ("exclude_authors", c.exclude_authors.is_some()),
                     ("skip_bots", c.skip_bots.is_some()),
+                    ("flaky_window", c.flaky_window.is_some()),
+                    ("flaky_threshold", c.flaky_threshold.is_some()),
+                    ("skip_flaky", c.skip_flaky.is_some()),
                 ] {
                     if set {
                         return Err(err(field, "does not apply to kind repeated_failure"));
@@ -404,6 +431,20 @@ impl RuleSet {
             if c.budget_window.is_some_and(|w| w.is_zero()) {
                 return Err(err("budget_window", "must be longer than 0s"));
             }
+            let flaky_window = c.flaky_window.unwrap_or(DEFAULT_FLAKY_WINDOW);
+            if flaky_window.is_zero() {
+                return Err(err("flaky_window", "must be longer than 0s"));
+            }
+            let flaky_threshold = c.flaky_threshold.unwrap_or(DEFAULT_FLAKY_THRESHOLD);
+            if flaky_threshold == 0 || flaky_threshold > super::flaky::MAX_FLIPS_COUNTED {
+                return Err(err(
+                    "flaky_threshold",
+                    &format!(
+                        "must be between 1 and {} (flips are counted up to that)",
+                        super::flaky::MAX_FLIPS_COUNTED
+                    ),
+                ));
+            }
             let filter = |field: &str, p: &Option<Vec<String>>, ci: bool| match p {
                 Some(p) => Filter::compile(&key(field), p, ci),
                 None => Ok(Filter::any()),
@@ -454,6 +495,9 @@ impl RuleSet {
                 max_triggers_per_pull_request,
                 max_triggers_per_repository,
                 budget_window: c.budget_window.unwrap_or(DEFAULT_BUDGET_WINDOW),
+                flaky_window,
+                flaky_threshold,
+                skip_flaky: c.skip_flaky.unwrap_or(false),
             });
         }
         Ok(RuleSet { rules })
@@ -475,6 +519,23 @@ impl RuleSet {
     /// Rules with a trigger budget (their budget rows must be loaded and locked).
     pub fn uses_budgets(&self) -> bool {
         self.rules.iter().any(Rule::has_budget)
+    }
+
+    /// Whether the rules count flips (`all_completed_with_failure` does, for `known_flaky`
+    /// and `skip_flaky`): the engine records flips and the caller loads them.
+    pub fn counts_flips(&self) -> bool {
+        self.has_kind(RuleKind::AllCompletedWithFailure)
+    }
+
+    /// The longest `flaky_window` of the rules that count flips (zero when none does): the
+    /// caller loads flips dated after its event clock minus this, and purge keeps them.
+    pub fn longest_flaky_window(&self) -> Duration {
+        self.rules
+            .iter()
+            .filter(|r| r.kind == RuleKind::AllCompletedWithFailure)
+            .map(|r| r.flaky_window)
+            .max()
+            .unwrap_or_default()
     }
 }
 
@@ -499,6 +560,9 @@ struct Meaning {
     workflows: Vec<String>,
     cooldown: Duration,
     budgets: (Option<i64>, Option<i64>, Duration),
+    /// `skip_flaky`, with its window and threshold when it is on (otherwise they only
+    /// change what a trigger says, not whether it fires).
+    skip_flaky: Option<(Duration, u32)>,
 }
 
 impl Meaning {
@@ -542,6 +606,12 @@ impl Meaning {
                 c.max_triggers_per_repository,
                 c.budget_window.unwrap_or(DEFAULT_BUDGET_WINDOW),
             ),
+            skip_flaky: c.skip_flaky.unwrap_or(false).then(|| {
+                (
+                    c.flaky_window.unwrap_or(DEFAULT_FLAKY_WINDOW),
+                    c.flaky_threshold.unwrap_or(DEFAULT_FLAKY_THRESHOLD),
+                )
+            }),
         }
     }
 }
@@ -665,6 +735,50 @@ branches = ["main"]
              [[rules]]\nkind = \"all_completed_with_failure\"\nauthors = [\"b\"]\n",
         )
         .unwrap();
+    fn flaky_options_default_and_apply_to_group_rules_only() {
+        let default = RuleSet::default_rules();
+        let r = &default.rules()[0];
+        assert_eq!(
+            (r.flaky_window, r.flaky_threshold, r.skip_flaky),
+            (DEFAULT_FLAKY_WINDOW, 2, false)
+        );
+        for (key, value, words) in [
+            ("flaky_window", "\"0s\"", "longer than 0s"),
+            ("flaky_threshold", "0", "between 1 and 1000"),
+            ("flaky_threshold", "1001", "between 1 and 1000"),
+        ] {
+            let e = RuleSet::from_toml(&format!(
+                "[[rules]]\nkind = \"all_completed_with_failure\"\n{key} = {value}\n"
+            ))
+            .unwrap_err();
+            assert_eq!(e.key, format!("rules[0].{key}"));
+            assert!(e.message.contains(words), "{e}");
+            let e = RuleSet::from_toml(&format!(
+                "[[rules]]\nkind = \"repeated_failure\"\n{key} = {value}\n"
+            ))
+            .unwrap_err();
+            assert_eq!(e.key, format!("rules[0].{key}"));
+        }
+        // With skip_flaky, the window and threshold change what fires: two such rules are
+        // two rules; without it they only change what a trigger marks.
+        let acwf = "[[rules]]\nkind = \"all_completed_with_failure\"";
+        RuleSet::from_toml(&format!(
+            "{acwf}\nskip_flaky = true\n{acwf}\nskip_flaky = true\nflaky_window = \"1d\"\n"
+        ))
+        .unwrap();
+        let e =
+            RuleSet::from_toml(&format!("{acwf}\n{acwf}\nflaky_window = \"1d\"\n")).unwrap_err();
+        assert_eq!(e.key, "rules[1]");
+        let set = RuleSet::from_toml(&format!(
+            "{acwf}\nflaky_window = \"3d\"\n{acwf}\nskip_flaky = true\nflaky_window = \"9d\"\n\
+             [[rules]]\nkind = \"repeated_failure\"\n"
+        ))
+        .unwrap();
+        assert_eq!(set.longest_flaky_window(), Duration::from_secs(9 * 86_400));
+        assert!(set.counts_flips());
+        let streaks_only = RuleSet::from_toml("[[rules]]\nkind = \"repeated_failure\"\n").unwrap();
+        assert!(!streaks_only.counts_flips());
+        assert_eq!(streaks_only.longest_flaky_window(), Duration::ZERO);
     }
 
     #[test]

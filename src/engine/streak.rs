@@ -176,6 +176,8 @@ mod tests {
             updated_at: DateTime::from_timestamp(secs, 0).unwrap(),
             event_id: format!("e{id}"),
             branch: Some("main".into()),
+            failed_attempt: None,
+            passed: None,
         };
         (
             StreakRun {

@@ -280,6 +280,9 @@ async fn explain_in(
     {
         shared.cooldowns.insert(r.try_get("rule")?, r.try_get("last_fired_at")?);
     }
+    if rules.counts_flips() {
+        load_flips(tx, &group, rules, &mut shared).await?;
+    }
     let keys = verdict::streak_keys(&group, rules);
     if !keys.is_empty() {
         let rule: Vec<&str> = keys.iter().map(|k| k.rule.as_str()).collect();
@@ -347,6 +350,59 @@ async fn explain_in(
         });
     }
     Ok(Ok(verdict::explain(&group, rules, &outbox, &shared, now)))
+}
+
+/// The flips of the group's workflows that the verdicts may count (as the worker loads
+/// them: the newest `MAX_FLIPS_COUNTED` of each, dated after the group's newest run's time
+/// minus the longest `flaky_window`).
+async fn load_flips(
+    tx: &mut Transaction<'static, Postgres>,
+    group: &GroupView,
+    rules: &RuleSet,
+    shared: &mut Shared,
+) -> Result<(), ExplainError> {
+    let workflows: std::collections::BTreeSet<&str> = group
+        .state
+        .runs
+        .values()
+        .map(|r| r.workflow.as_str())
+        .collect();
+    let Some(at) = group.state.runs.values().map(|r| r.updated_at).max() else {
+        return Ok(());
+    };
+    let workflows: Vec<&str> = workflows.into_iter().collect();
+    let from = chrono::Duration::from_std(rules.longest_flaky_window())
+        .ok()
+        .and_then(|d| at.checked_sub_signed(d))
+        .filter(|t| t.timestamp() > -62_135_596_800);
+    let rows = sqlx::query(
+        "SELECT u.w AS workflow, f.run_id, f.attempt, f.flipped_at
+         FROM UNNEST($2::text[]) AS u(w)
+         CROSS JOIN LATERAL (
+             SELECT run_id, attempt, flipped_at FROM flips
+             WHERE repository_id = $1 AND workflow = u.w AND job = ''
+               AND ($3::timestamptz IS NULL OR flipped_at > $3)
+             ORDER BY flipped_at DESC LIMIT $4) f",
+    )
+    .bind(group.repo.internal_id)
+    .bind(&workflows)
+    .bind(from)
+    .bind(i64::from(crate::engine::flaky::MAX_FLIPS_COUNTED))
+    .fetch_all(&mut **tx)
+    .await?;
+    for r in rows {
+        let attempt: i64 = r.try_get("attempt")?;
+        let flip = crate::engine::Flip {
+            attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+            at: r.try_get("flipped_at")?,
+        };
+        crate::engine::flaky::record(
+            shared.flips.entry(r.try_get("workflow")?).or_default(),
+            &r.try_get::<String, _>("run_id")?,
+            flip,
+        );
+    }
+    Ok(())
 }
 
 /// The id of the target's group, or a message saying what is missing.

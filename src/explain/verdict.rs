@@ -7,9 +7,11 @@
 //! rule requires one; the pull request moved past the commit (`only_head_commit`); the pull
 //! request is closed or merged (`only_open`) or a draft (`skip_draft`), as the engine's
 //! `Rule::pull_block` says; a group without a pull request whose commit belongs to one;
-//! runs not completed; no failing run. What is left (the condition
-//! holds, nothing fired, no timer) is a state the rule has not judged yet, e.g. a rule
-//! added since the group's last event.
+//! runs not completed; no failing run; every failed workflow known flaky (`skip_flaky`, as
+//! the engine's `Rule::flaky_skip` says, counting flips up to the group's newest run's
+//! `updated_at`, the event clock of its last decision at the earliest). What is left (the
+//! condition holds, nothing fired, no timer) is a state the rule has not judged yet, e.g. a
+//! rule added since the group's last event.
 //!
 //! `repeated_failure` fires from the group whose event completes a streak; its verdict is
 //! fired (a trigger of this group), filtered out, waiting (none of the group's runs has
@@ -26,12 +28,12 @@ use serde::Serialize;
 use uuid::Uuid;
 
 use crate::engine::{
-    AuthorBlock, BudgetScope, Due, GroupState, PullBlock, RepoRef, Rule, RuleKind, RuleSet, RunState,
-    StreakKey,
+    AuthorBlock, BudgetScope, Due, Flips, GroupState, PullBlock, RepoRef, Rule, RuleKind, RuleSet,
+    RunState, StreakKey,
     StreakState,
 };
 use crate::event::{Conclusion, Provider, Status};
-use crate::trigger::{Trigger, trigger_id};
+use crate::trigger::{KnownFlaky, Trigger, trigger_id};
 
 /// One group as stored.
 #[derive(Debug, Clone)]
@@ -60,11 +62,13 @@ pub struct OutboxRow {
 }
 
 /// The state shared by groups that the verdicts read: the streaks of the group's runs and
-/// when each rule last fired for the group's repository (cooldowns), by rule name.
+/// when each rule last fired for the group's repository (cooldowns), by rule name; the
+/// flips of the group's workflows in its repository, by workflow.
 #[derive(Debug, Clone, Default)]
 pub struct Shared {
     pub streaks: BTreeMap<StreakKey, StreakState>,
     pub cooldowns: BTreeMap<String, DateTime<Utc>>,
+    pub flips: BTreeMap<String, Flips>,
 }
 
 /// Everything `explain` says about one group.
@@ -144,6 +148,9 @@ pub enum Verdict {
         /// For `streak`: the streaks the group's completed runs belong to.
         #[serde(skip_serializing_if = "Vec::is_empty")]
         streaks: Vec<StreakInfo>,
+        /// For `known_flaky`: the failed workflows and their flips.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        known_flaky: Vec<KnownFlaky>,
     },
     /// The condition holds but the rule has not judged this state.
     NotJudged,
@@ -188,6 +195,8 @@ pub enum Cause {
     /// the pull request's group (`require_pr = false`).
     InPullRequest,
     Streak,
+    /// `skip_flaky`: every failed workflow is known flaky.
+    KnownFlaky,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -536,6 +545,7 @@ fn will_not_fire(
             cause,
             filters,
             streaks,
+            known_flaky: Vec::new(),
         },
         format!("will not fire: {words}"),
     )
@@ -766,6 +776,30 @@ fn judge_group(
             ),
         );
     }
+    let mut failed: Vec<String> = runs
+        .iter()
+        .filter(|(_, r)| rule.is_failure(r.conclusion))
+        .map(|(_, r)| r.workflow.clone())
+        .collect();
+    failed.sort();
+    failed.dedup();
+    let at = runs
+        .iter()
+        .map(|(_, r)| r.updated_at)
+        .max()
+        .unwrap_or(g.updated_at);
+    let known = rule.known_flaky(&failed, |w| shared.flips.get(w), at);
+    if let Some(skip) = rule.flaky_skip(&failed, &known) {
+        return (
+            Verdict::WillNotFire {
+                cause: Cause::KnownFlaky,
+                filters: Vec::new(),
+                streaks: Vec::new(),
+                known_flaky: skip.known.clone(),
+            },
+            format!("will not fire: {}", skip.words()),
+        );
+    }
     (
         Verdict::NotJudged,
         "not judged yet: the condition holds, but the rule has not evaluated this state (was the rule added or changed since the group's last event?); the group's next event decides".into(),
@@ -898,6 +932,8 @@ mod tests {
             updated_at: t(T0),
             event_id: format!("e-{workflow}"),
             branch: Some(branch.into()),
+            failed_attempt: None,
+            passed: None,
         }
     }
 
@@ -1188,6 +1224,62 @@ mod tests {
             one(&g, &set, &[], &Shared::default()).verdict,
             Verdict::NotJudged
         );
+    }
+
+    #[test]
+    fn every_failure_known_flaky_is_named_with_its_counts() {
+        let set = rules(&format!(
+            "{ACWF}skip_flaky = true\nflaky_threshold = 2\nflaky_window = \"1d\"\n"
+        ));
+        let g = group(
+            Some(1),
+            vec![
+                ("1", run("ci", Status::Completed, FAILED, "feat")),
+                ("2", run("lint", Status::Completed, FAILED, "feat")),
+                (
+                    "3",
+                    run("docs", Status::Completed, Some(Conclusion::Success), "feat"),
+                ),
+            ],
+        );
+        let flip = |secs_before: i64| crate::engine::Flip {
+            attempt: 2,
+            at: t(T0) - chrono::Duration::seconds(secs_before),
+        };
+        let mut shared = Shared::default();
+        for (w, ages) in [("ci", vec![60, 120, 3_600]), ("lint", vec![60, 90_000])] {
+            let flips = shared.flips.entry(w.to_string()).or_default();
+            for (i, age) in ages.into_iter().enumerate() {
+                crate::engine::flaky::record(flips, &format!("{w}-{i}"), flip(age));
+            }
+        }
+        // `lint` flipped once within the day (the other is 25 hours old): below the
+        // threshold, so the rule has not judged yet.
+        assert_eq!(one(&g, &set, &[], &shared).verdict, Verdict::NotJudged);
+        crate::engine::flaky::record(
+            shared.flips.entry("lint".into()).or_default(),
+            "lint-9",
+            flip(1),
+        );
+        let e = one(&g, &set, &[], &shared);
+        assert_eq!(
+            e.reason,
+            "will not fire: every failure is known flaky: ci (3 flips in 1d), lint (2 flips in 1d) (the rule has skip_flaky = true)"
+        );
+        let json = serde_json::to_value(&e).unwrap();
+        assert_eq!(json["cause"], "known_flaky");
+        assert_eq!(
+            json["known_flaky"],
+            serde_json::json!([
+                {"workflow": "ci", "flips": 3, "window_seconds": 86400},
+                {"workflow": "lint", "flips": 2, "window_seconds": 86400}
+            ])
+        );
+        // Without skip_flaky the rule is not held back.
+        let marking = rules(&format!(
+            "{ACWF}flaky_threshold = 2\nflaky_window = \"1d\"\n"
+        ));
+        assert_eq!(one(&g, &marking, &[], &shared).verdict, Verdict::NotJudged);
     }
 
     #[test]

@@ -13,7 +13,8 @@ use super::association;
 use super::budgets::{self, OverBudgetNote};
 use super::{Store, StoreError};
 use crate::engine::{
-    Clock, CooldownKey, GroupCtx, GroupState, Ledger, RepoRef, RunState, StreakKey, StreakState,
+    Clock, CooldownKey, Flip, FlipKey, Flips, GroupCtx, GroupState, Ledger, RepoRef, RunState,
+    StreakKey, StreakState, flaky,
 };
 use crate::event::{Event, RejectCode, Rejection};
 use crate::pull_request::Input;
@@ -197,6 +198,22 @@ impl Store {
             .flatten()
             .collect();
         budgets::lock_budgets(tx, &budget_keys, &mut ledger).await?;
+        // The flips of every workflow that may have failed in a group of the batch when it
+        // is judged: a failed run's, stored, in an event, or among the runs without a pull
+        // request the group may absorb (a batch without one reads none).
+        let mut flip_keys: BTreeSet<FlipKey> = BTreeSet::new();
+        for s in slots.values() {
+            flip_keys.extend(self.flip_keys(s.repo.internal_id, s.state.runs.values()));
+        }
+        for (i, r) in inputs.iter().zip(repos) {
+            if let Input::Run(e) = i {
+                flip_keys.extend(self.flip_keys(r.internal_id, [&RunState::from_event(e)]));
+            }
+        }
+        for ((r, _), st) in &pr_less_stored {
+            flip_keys.extend(self.flip_keys(*r, st.runs.values()));
+        }
+        ledger.flips = self.load_flips(tx, &flip_keys, clock.event).await?;
         let original_ledger = ledger.clone();
 
         let wall = Utc::now();
@@ -348,6 +365,7 @@ impl Store {
                 )
             })
             .collect();
+        write_flips(tx, &original_ledger, &ledger).await?;
         let triggers = self.insert_outbox(tx, decided).await?;
         Ok((
             BatchOutcome {
@@ -469,6 +487,11 @@ impl Store {
             .flat_map(|s| self.engine.budget_keys(&s.repo, s.pr_number))
             .collect();
         budgets::lock_budgets(tx, &budget_keys, &mut ledger).await?;
+        let flip_keys: BTreeSet<FlipKey> = slots
+            .iter()
+            .flat_map(|s| self.flip_keys(s.repo.internal_id, s.state.runs.values()))
+            .collect();
+        ledger.flips = self.load_flips(tx, &flip_keys, event_clock).await?;
         let original_ledger = ledger.clone();
         let prs: BTreeSet<(i64, u64)> = slots
             .iter()
@@ -512,7 +535,79 @@ impl Store {
         write_groups(tx, slots.iter(), &[]).await?;
         write_ledger(tx, &original_ledger, &ledger).await?;
         budgets::write_budgets(tx, &self.engine, &original_ledger, &ledger).await?;
+        write_flips(tx, &original_ledger, &ledger).await?;
         Ok((self.insert_outbox(tx, decided).await?, over_budget))
+    }
+
+    /// The (repository, workflow) keys whose flips a decision may count, of `runs`.
+    fn flip_keys<'r>(
+        &self,
+        repository_id: i64,
+        runs: impl IntoIterator<Item = &'r RunState>,
+    ) -> Vec<FlipKey> {
+        runs.into_iter()
+            .filter(|r| self.engine.may_count_flips(r))
+            .map(|r| FlipKey {
+                repository_id,
+                workflow: r.workflow.clone(),
+            })
+            .collect()
+    }
+
+    /// The flips the rules may count for `keys` (repository id, workflow), in one
+    /// statement: per key, the newest [`flaky::MAX_FLIPS_COUNTED`] dated after `event_clock`
+    /// minus the longest `flaky_window` (index `flips_window`). The engine counts within each
+    /// rule's window from there, exactly as over every flip (docs/design.md "Flaky
+    /// workflows"). Nothing when no rule counts flips.
+    async fn load_flips(
+        &self,
+        tx: &mut Transaction<'static, Postgres>,
+        keys: &BTreeSet<FlipKey>,
+        event_clock: DateTime<Utc>,
+    ) -> Result<BTreeMap<FlipKey, Flips>, StoreError> {
+        let mut out = BTreeMap::new();
+        if !self.engine.rules().counts_flips() || keys.is_empty() {
+            return Ok(out);
+        }
+        let r: Vec<i64> = keys.iter().map(|k| k.repository_id).collect();
+        let w: Vec<&str> = keys.iter().map(|k| k.workflow.as_str()).collect();
+        // Before year 1 (a worker that has seen no event yet) every flip counts.
+        let from = chrono::Duration::from_std(self.engine.rules().longest_flaky_window())
+            .ok()
+            .and_then(|d| event_clock.checked_sub_signed(d))
+            .filter(|t| *t > earliest_timestamp());
+        let rows = sqlx::query(
+            "SELECT u.r AS repository_id, u.w AS workflow, f.run_id, f.attempt, f.flipped_at
+             FROM UNNEST($1::bigint[], $2::text[]) AS u(r, w)
+             CROSS JOIN LATERAL (
+                 SELECT run_id, attempt, flipped_at FROM flips
+                 WHERE repository_id = u.r AND workflow = u.w AND job = ''
+                   AND ($3::timestamptz IS NULL OR flipped_at > $3)
+                 ORDER BY flipped_at DESC LIMIT $4) f",
+        )
+        .bind(&r)
+        .bind(&w)
+        .bind(from)
+        .bind(i64::from(flaky::MAX_FLIPS_COUNTED))
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in rows {
+            let key = FlipKey {
+                repository_id: row.try_get("repository_id")?,
+                workflow: row.try_get("workflow")?,
+            };
+            let attempt: i64 = row.try_get("attempt")?;
+            let flip = Flip {
+                attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
+                at: row.try_get("flipped_at")?,
+            };
+            flaky::record(
+                out.entry(key).or_insert_with(Flips::new),
+                &row.try_get::<String, _>("run_id")?,
+                flip,
+            );
+        }
+        Ok(out)
     }
 
     /// Writes decided triggers to the outbox, claimed for `lease`; returns those that were
@@ -859,6 +954,53 @@ async fn write_groups<'a>(
     .bind(&due_event)
     .bind(&due_wall)
     .bind(sent)
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
+
+/// 0001-01-01T00:00:00Z: the earliest time an input can carry (and Postgres can hold).
+fn earliest_timestamp() -> DateTime<Utc> {
+    DateTime::from_timestamp(-62_135_596_800, 0).unwrap_or(DateTime::UNIX_EPOCH)
+}
+
+/// Writes the flips the engine added or moved to a greater (attempt, time), in key order.
+/// A row another transaction wrote meanwhile keeps the greater of the two, so concurrent
+/// decisions need no lock beyond the row's own and the table ends the same in any order.
+async fn write_flips(
+    tx: &mut Transaction<'static, Postgres>,
+    before: &Ledger,
+    after: &Ledger,
+) -> Result<(), StoreError> {
+    let (mut r, mut w, mut run, mut attempt, mut at) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (k, flips) in &after.flips {
+        let old = before.flips.get(k);
+        for (id, f) in flips {
+            if old.and_then(|o| o.get(id)) != Some(f) {
+                r.push(k.repository_id);
+                w.push(k.workflow.as_str());
+                run.push(id.as_str());
+                attempt.push(i64::from(f.attempt));
+                at.push(f.at);
+            }
+        }
+    }
+    if r.is_empty() {
+        return Ok(());
+    }
+    sqlx::query(
+        "INSERT INTO flips (repository_id, workflow, run_id, attempt, flipped_at)
+         SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[])
+         ON CONFLICT (repository_id, workflow, job, run_id) DO UPDATE
+             SET attempt = EXCLUDED.attempt, flipped_at = EXCLUDED.flipped_at
+             WHERE (EXCLUDED.attempt, EXCLUDED.flipped_at) > (flips.attempt, flips.flipped_at)",
+    )
+    .bind(&r)
+    .bind(&w)
+    .bind(&run)
+    .bind(&attempt)
+    .bind(&at)
     .execute(&mut **tx)
     .await?;
     Ok(())

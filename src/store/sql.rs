@@ -22,3 +22,7 @@ pub const PURGE_REST: [&str; 5] = [
     include_str!("sql/purge_pull_heads.sql"),
     include_str!("sql/purge_trigger_budgets.sql"),
 ];
+
+/// Purge, flips (`$1` the age in seconds: the longer of `purge.older_than` and the longest
+/// `flaky_window`, `$2` the most rows per statement).
+pub const PURGE_FLIPS: &str = include_str!("sql/purge_flips.sql");

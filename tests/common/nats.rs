@@ -219,5 +219,6 @@ pub fn sample_trigger(tag: &str, n: u32) -> Trigger {
         fired_at: "2026-11-25T10:03:00Z".parse().expect("time"),
         budget: None,
         pull_request: None,
+        known_flaky: Vec::new(),
     }
 }

@@ -108,6 +108,9 @@ pub fn project_value(t: &serde_json::Value) -> String {
     if !t["budget"].is_null() {
         p["budget"] = t["budget"].clone();
     }
+    if let Some(known) = t.get("known_flaky") {
+        p["known_flaky"] = known.clone();
+    }
     canonical(&p)
 }
 

@@ -98,6 +98,13 @@ def handle(db, trigger):
     )
 
 
+def flaky_words(known):
+    """` flaky=ci:3,lint:2` (workflow:flips), or nothing when no failure is known flaky."""
+    if not known:
+        return ""
+    return " flaky=" + ",".join(f"{k['workflow']}:{k['flips']}" for k in known)
+
+
 def record(db, trigger, stream_seq):
     """Handles `trigger` unless its id was handled before; True when it was new."""
     db.execute("BEGIN IMMEDIATE")
@@ -166,8 +173,8 @@ async def run(args):
                     print(f"handled {trigger_id} {trigger.get('rule')} "
                           f"{repo['owner']}/{repo['name']} pr={trigger.get('pr_number')} "
                           f"failed={','.join(trigger.get('failed_workflows', []))} "
-                          f"author={(trigger.get('pull_request') or {}).get('author', '-')}",
-                          flush=True)
+                          f"author={(trigger.get('pull_request') or {}).get('author', '-')}"
+                          f"{flaky_words(trigger.get('known_flaky', []))}", flush=True)
                     handled += 1
                     if args.crash_after is not None and handled >= args.crash_after:
                         os._exit(3)  # committed, not acked: JetStream will redeliver it

@@ -69,6 +69,18 @@ fn or_env(value: Option<String>, var: &str, default: &str) -> String {
         .unwrap_or_else(|| default.to_string())
 }
 
+/// ` flaky=ci:3,lint:2` (workflow:flips), or nothing when no failure is known flaky.
+fn flaky_words(known: &[KnownFlaky]) -> String {
+    if known.is_empty() {
+        return String::new();
+    }
+    let list: Vec<String> = known
+        .iter()
+        .map(|k| format!("{}:{}", k.workflow, k.flips))
+        .collect();
+    format!(" flaky={}", list.join(","))
+}
+
 /// The fields of a `runwatch.trigger.v1` message this consumer reads; the rest is kept as
 /// the raw body.
 #[derive(Deserialize)]
@@ -83,12 +95,21 @@ struct Trigger {
     /// absent before any `pull_request` delivery.
     #[serde(default)]
     pull_request: Option<PullRequest>,
+    /// The failed workflows that are known flaky, with their flips (absent when none is).
+    #[serde(default)]
+    known_flaky: Vec<KnownFlaky>,
 }
 
 #[derive(Deserialize)]
 struct PullRequest {
     #[serde(default)]
     author: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct KnownFlaky {
+    workflow: String,
+    flips: u32,
 }
 
 #[derive(Deserialize)]
@@ -231,7 +252,7 @@ async fn main() -> Result<()> {
             if record(&mut db, &trigger, &body, seq)? {
                 writeln!(
                     out,
-                    "handled {} {} {}/{} pr={} failed={} author={}",
+                    "handled {} {} {}/{} pr={} failed={} author={}{}",
                     trigger.trigger_id,
                     trigger.rule,
                     trigger.repository.owner,
@@ -244,7 +265,8 @@ async fn main() -> Result<()> {
                         .pull_request
                         .as_ref()
                         .and_then(|p| p.author.as_deref())
-                        .unwrap_or("-")
+                        .unwrap_or("-"),
+                    flaky_words(&trigger.known_flaky)
                 )?;
                 out.flush()?;
                 handled += 1;
