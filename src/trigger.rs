@@ -57,6 +57,12 @@ pub struct Trigger {
     pub runs: BTreeMap<String, TriggerRun>,
     pub failed_workflows: Vec<String>,
     pub fired_at: DateTime<Utc>,
+    /// The W3C trace context the trigger message carries (`traceparent`/`tracestate`
+    /// headers, the outbox's columns), never in the JSON: set by the worker when it decides
+    /// (the decision span of the input, a new trace for a timer) and by `runwatch deliver`
+    /// from the message's headers.
+    #[serde(skip)]
+    pub trace: Option<crate::trace_context::TraceContext>,
 }
 
 /// A deterministic id from the parts that identify a decision.

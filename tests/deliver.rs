@@ -263,6 +263,7 @@ fn trigger(i: usize, owner: &str, name: &str) -> Trigger {
         runs,
         failed_workflows: vec!["test".into()],
         fired_at: now,
+        trace: None,
     }
 }
 

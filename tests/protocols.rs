@@ -174,6 +174,7 @@ fn trigger(i: u32, owner: &str, pr: Option<u64>) -> Trigger {
         runs,
         failed_workflows: vec!["test".into()],
         fired_at: now,
+        trace: None,
     }
 }
 

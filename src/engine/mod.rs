@@ -386,6 +386,7 @@ impl Engine {
             runs,
             failed_workflows,
             fired_at: clock.wall,
+            trace: None,
         })
     }
 
@@ -460,6 +461,7 @@ impl Engine {
             runs,
             failed_workflows: vec![key.workflow],
             fired_at: clock.wall,
+            trace: None,
         })
     }
 }

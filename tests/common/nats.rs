@@ -217,5 +217,6 @@ pub fn sample_trigger(tag: &str, n: u32) -> Trigger {
         runs,
         failed_workflows: vec!["test".into()],
         fired_at: "2026-11-25T10:03:00Z".parse().expect("time"),
+        trace: None,
     }
 }
