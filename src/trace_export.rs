@@ -10,7 +10,7 @@
 //!
 //! | span | kind | parent | attributes |
 //! |---|---|---|---|
-//! | `runwatch.ingest` | server | the request's `traceparent`, if valid | `runwatch.provider`, `runwatch.event`, `http.response.status_code`, `runwatch.event_ids`, `runwatch.stream_sequences` |
+//! | `runwatch.ingest` | server | the request's `traceparent`, if valid | `runwatch.provider`, `http.route`, `http.response.status_code`, `runwatch.event_ids`, `runwatch.stream_sequences` |
 //! | `runwatch.decide` | consumer | the events message's `traceparent` | `runwatch.stream_sequence`, `runwatch.event_id`, `runwatch.group`, `runwatch.outcome`, `runwatch.trigger_ids` |
 //! | `runwatch.timer` | internal | none (a new trace) | `runwatch.trigger_id`, `runwatch.group`, `runwatch.rule` |
 //! | `runwatch.deliver` | client | the trigger message's `traceparent` | `runwatch.target`, `runwatch.trigger_id`, `runwatch.stream_sequence`, `runwatch.attempt`, `runwatch.outcome`, `http.response.status_code` |
