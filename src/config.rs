@@ -588,9 +588,7 @@ impl TelemetryConfig {
             message,
         };
         if value.len() > MAX_OTLP_ENDPOINT {
-            return Err(invalid(format!(
-                "longer than {MAX_OTLP_ENDPOINT} bytes"
-            )));
+            return Err(invalid(format!("longer than {MAX_OTLP_ENDPOINT} bytes")));
         }
         let url = url::Url::parse(value).map_err(|e| {
             invalid(format!(

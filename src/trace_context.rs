@@ -48,7 +48,10 @@ impl TraceContext {
             return None;
         }
         let version = hex_field(&b[0..2])?;
-        if version == 0xff || (version == 0 && b.len() != 55) || (version > 0 && b.len() > 55 && b[55] != b'-') {
+        if version == 0xff
+            || (version == 0 && b.len() != 55)
+            || (version > 0 && b.len() > 55 && b[55] != b'-')
+        {
             return None;
         }
         if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
@@ -134,11 +137,8 @@ impl TraceContext {
 
     /// The header pairs to write (`tracestate` only when there is one).
     pub fn headers(&self) -> impl Iterator<Item = (&'static str, String)> + '_ {
-        std::iter::once((TRACEPARENT, self.traceparent())).chain(
-            self.state
-                .iter()
-                .map(|s| (TRACESTATE, s.clone())),
-        )
+        std::iter::once((TRACEPARENT, self.traceparent()))
+            .chain(self.state.iter().map(|s| (TRACESTATE, s.clone())))
     }
 }
 

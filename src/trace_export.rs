@@ -19,7 +19,9 @@ use std::borrow::Cow;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
 
-use opentelemetry::trace::{SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState};
+use opentelemetry::trace::{
+    SpanContext, SpanId, SpanKind, Status, TraceFlags, TraceId, TraceState,
+};
 use opentelemetry::{InstrumentationScope, KeyValue};
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
@@ -91,10 +93,7 @@ pub fn init(endpoint: &url::Url, service: &str) -> Result<(), ExportError> {
         .build();
     let resource = Resource::builder()
         .with_service_name(service.to_string())
-        .with_attribute(KeyValue::new(
-            "service.version",
-            crate::telemetry::VERSION,
-        ))
+        .with_attribute(KeyValue::new("service.version", crate::telemetry::VERSION))
         .build();
     processor.set_resource(&resource);
     let scope = InstrumentationScope::builder("runwatch")

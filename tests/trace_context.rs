@@ -81,8 +81,14 @@ impl Otlp {
             if let Ok(text) = std::fs::read_to_string(&port_file) {
                 break text.trim().parse().expect("port");
             }
-            assert!(child.try_wait().expect("wait").is_none(), "otlp_receiver.py exited");
-            assert!(started.elapsed() < Duration::from_secs(60), "otlp_receiver.py did not start");
+            assert!(
+                child.try_wait().expect("wait").is_none(),
+                "otlp_receiver.py exited"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "otlp_receiver.py did not start"
+            );
             std::thread::sleep(Duration::from_millis(50));
         };
         Otlp {
@@ -178,13 +184,17 @@ async fn start_deliver(env: &TestEnv, dir: &Path, url: &str, vars: &[(&str, &str
     let proc = WorkerProc::start_command(bin, &["deliver"], env_vars, &dir.join("deliver.log"))
         .expect("start deliver");
     let ready = format!("http://127.0.0.1:{port}/readyz");
-    eventually(Duration::from_secs(60), "runwatch deliver ready", || async {
-        reqwest::get(&ready)
-            .await
-            .ok()
-            .filter(|r| r.status() == 200)
-            .map(|_| ())
-    })
+    eventually(
+        Duration::from_secs(60),
+        "runwatch deliver ready",
+        || async {
+            reqwest::get(&ready)
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+                .map(|_| ())
+        },
+    )
     .await;
     proc
 }
@@ -199,7 +209,12 @@ struct Pipeline {
 }
 
 impl Pipeline {
-    async fn start(env: &TestEnv, rx: &Otlp, vars: &[(&str, &str)], deliver_vars: &[(&str, &str)]) -> Pipeline {
+    async fn start(
+        env: &TestEnv,
+        rx: &Otlp,
+        vars: &[(&str, &str)],
+        deliver_vars: &[(&str, &str)],
+    ) -> Pipeline {
         let bus = runwatch::bus::Bus::connect(&env.config).await.expect("bus");
         bus.ensure_streams().await.expect("streams");
         let dir = tempfile::tempdir().expect("dir");
@@ -207,7 +222,13 @@ impl Pipeline {
         ingest_vars.extend_from_slice(vars);
         let ingest = Receiver::start(env, &ingest_vars);
         let app = spawn_app(env, dir.path(), RULES, vars);
-        let deliver = start_deliver(env, dir.path(), &format!("{}/hook", rx.base()), deliver_vars).await;
+        let deliver = start_deliver(
+            env,
+            dir.path(),
+            &format!("{}/hook", rx.base()),
+            deliver_vars,
+        )
+        .await;
         Pipeline {
             ingest,
             app,
@@ -221,8 +242,14 @@ impl Pipeline {
     fn stop(mut self) -> (String, String) {
         self.app.stop();
         let worker_log = self.app.log_text();
-        assert_eq!(self.deliver.terminate(Duration::from_secs(20)).expect("stop"), Some(0));
-        let deliver_log = std::fs::read_to_string(self.dir.path().join("deliver.log")).unwrap_or_default();
+        assert_eq!(
+            self.deliver
+                .terminate(Duration::from_secs(20))
+                .expect("stop"),
+            Some(0)
+        );
+        let deliver_log =
+            std::fs::read_to_string(self.dir.path().join("deliver.log")).unwrap_or_default();
         self.ingest.stop();
         (worker_log, deliver_log)
     }
@@ -234,7 +261,9 @@ fn request_for<'a>(requests: &'a [Value], sha: &str) -> Option<&'a Value> {
 }
 
 fn span<'a>(spans: &'a [Value], trace: &str, name: &str) -> Option<&'a Value> {
-    spans.iter().find(|s| s["trace_id"] == trace && s["name"] == name)
+    spans
+        .iter()
+        .find(|s| s["trace_id"] == trace && s["name"] == name)
 }
 
 /// The endpoint's requests by trigger id.
@@ -291,35 +320,55 @@ async fn one_webhook_is_one_trace_from_ingest_to_the_endpoint() {
     .await;
 
     // Both delivered, and every span of both traces exported.
-    let (traced, hostile) = eventually(Duration::from_secs(90), "both triggers delivered", || async {
-        let requests = rx.requests();
-        let t = request_for(&requests, &traced_sha)?.clone();
-        let h = request_for(&requests, &hostile_sha)?.clone();
-        Some((t, h))
-    })
+    let (traced, hostile) = eventually(
+        Duration::from_secs(90),
+        "both triggers delivered",
+        || async {
+            let requests = rx.requests();
+            let t = request_for(&requests, &traced_sha)?.clone();
+            let h = request_for(&requests, &hostile_sha)?.clone();
+            Some((t, h))
+        },
+    )
     .await;
     let traceparent = |r: &Value| -> Vec<String> {
-        let v = r["headers"]["traceparent"].as_str().unwrap_or_else(|| panic!("no traceparent: {r:#}"));
+        let v = r["headers"]["traceparent"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no traceparent: {r:#}"));
         v.split('-').map(str::to_string).collect()
     };
     let tp = traceparent(&traced);
     assert_eq!(tp.len(), 4, "{tp:?}");
-    assert_eq!((tp[0].as_str(), tp[1].as_str(), tp[3].as_str()), ("00", TRACE, "01"), "the endpoint is in the caller's trace");
-    assert_eq!(traced["headers"]["tracestate"], "vendor=abc,other=x", "tracestate carried as it came");
+    assert_eq!(
+        (tp[0].as_str(), tp[1].as_str(), tp[3].as_str()),
+        ("00", TRACE, "01"),
+        "the endpoint is in the caller's trace"
+    );
+    assert_eq!(
+        traced["headers"]["tracestate"], "vendor=abc,other=x",
+        "tracestate carried as it came"
+    );
     let hp = traceparent(&hostile);
     assert_ne!(hp[1], TRACE, "a malformed traceparent is not continued");
     assert_ne!(hp[1].to_uppercase(), TRACE.to_uppercase());
     assert_eq!(hp[1].len(), 32);
-    assert!(hostile["headers"].get("tracestate").is_none(), "{hostile:#}");
+    assert!(
+        hostile["headers"].get("tracestate").is_none(),
+        "{hostile:#}"
+    );
 
     let names = ["runwatch.ingest", "runwatch.decide", "runwatch.deliver"];
-    let spans = eventually(Duration::from_secs(60), "the spans of both traces exported", || async {
-        let spans = rx.spans();
-        names
-            .iter()
-            .all(|n| span(&spans, TRACE, n).is_some() && span(&spans, &hp[1], n).is_some())
-            .then_some(spans)
-    })
+    let spans = eventually(
+        Duration::from_secs(60),
+        "the spans of both traces exported",
+        || async {
+            let spans = rx.spans();
+            names
+                .iter()
+                .all(|n| span(&spans, TRACE, n).is_some() && span(&spans, &hp[1], n).is_some())
+                .then_some(spans)
+        },
+    )
     .await;
     let (ingest, decide, deliver) = (
         span(&spans, TRACE, names[0]).expect("ingest"),
@@ -330,15 +379,29 @@ async fn one_webhook_is_one_trace_from_ingest_to_the_endpoint() {
     assert_eq!(ingest["parent_span_id"], CALLER_SPAN, "{ingest:#}");
     assert_eq!(decide["parent_span_id"], ingest["span_id"], "{decide:#}");
     assert_eq!(deliver["parent_span_id"], decide["span_id"], "{deliver:#}");
-    assert_eq!(tp[2], deliver["span_id"].as_str().expect("span id"), "the endpoint's parent is the deliver span");
+    assert_eq!(
+        tp[2],
+        deliver["span_id"].as_str().expect("span id"),
+        "the endpoint's parent is the deliver span"
+    );
     for s in [ingest, decide, deliver] {
         assert_eq!(s["service"], "runwatch", "{s:#}");
         assert!(s["end"].as_u64() >= s["start"].as_u64(), "{s:#}");
     }
     // Kinds (OTLP enum): server 2, client 3, consumer 5.
-    assert_eq!((ingest["kind"].as_u64(), decide["kind"].as_u64(), deliver["kind"].as_u64()), (Some(2), Some(5), Some(3)));
+    assert_eq!(
+        (
+            ingest["kind"].as_u64(),
+            decide["kind"].as_u64(),
+            deliver["kind"].as_u64()
+        ),
+        (Some(2), Some(5), Some(3))
+    );
     // Attributes: the events message's stream sequence, the group, the trigger id.
-    let trigger_id = traced["headers"]["runwatch-trigger-id"].as_str().expect("trigger id").to_string();
+    let trigger_id = traced["headers"]["runwatch-trigger-id"]
+        .as_str()
+        .expect("trigger id")
+        .to_string();
     let a = |s: &Value, k: &str| s["attributes"][k].clone();
     assert_eq!(a(ingest, "runwatch.provider"), "github");
     assert_eq!(a(ingest, "http.response.status_code"), 200);
@@ -346,8 +409,18 @@ async fn one_webhook_is_one_trace_from_ingest_to_the_endpoint() {
     assert_eq!(seqs.as_array().map(Vec::len), Some(1), "{ingest:#}");
     assert_eq!(a(decide, "runwatch.stream_sequence"), seqs[0], "{decide:#}");
     assert_eq!(a(decide, "runwatch.outcome"), "applied");
-    assert!(a(decide, "runwatch.group").as_str().unwrap_or_default().ends_with(&format!("#2@{traced_sha}")), "{decide:#}");
-    assert_eq!(a(decide, "runwatch.trigger_ids"), serde_json::json!([trigger_id]), "{decide:#}");
+    assert!(
+        a(decide, "runwatch.group")
+            .as_str()
+            .unwrap_or_default()
+            .ends_with(&format!("#2@{traced_sha}")),
+        "{decide:#}"
+    );
+    assert_eq!(
+        a(decide, "runwatch.trigger_ids"),
+        serde_json::json!([trigger_id]),
+        "{decide:#}"
+    );
     assert_eq!(a(deliver, "runwatch.trigger_id"), trigger_id.as_str());
     assert_eq!(a(deliver, "runwatch.target"), "hook");
     assert_eq!(a(deliver, "runwatch.outcome"), "delivered");
@@ -359,8 +432,14 @@ async fn one_webhook_is_one_trace_from_ingest_to_the_endpoint() {
 
     // Log lines carry the trace id.
     let (worker_log, deliver_log) = p.stop();
-    assert!(worker_log.contains(TRACE), "the worker's log names the trace:\n{worker_log}");
-    assert!(deliver_log.contains(TRACE), "deliver's log names the trace:\n{deliver_log}");
+    assert!(
+        worker_log.contains(TRACE),
+        "the worker's log names the trace:\n{worker_log}"
+    );
+    assert!(
+        deliver_log.contains(TRACE),
+        "deliver's log names the trace:\n{deliver_log}"
+    );
     env.cleanup().await;
 }
 
@@ -390,9 +469,15 @@ async fn without_an_endpoint_nothing_is_exported_and_headers_still_propagate() {
         request_for(&rx.requests(), &s).cloned()
     })
     .await;
-    let tp = delivered["headers"]["traceparent"].as_str().expect("traceparent").to_string();
+    let tp = delivered["headers"]["traceparent"]
+        .as_str()
+        .expect("traceparent")
+        .to_string();
     assert!(tp.starts_with(&format!("00-{TRACE}-")), "{tp}");
-    assert!(!tp.contains(CALLER_SPAN), "a child span, not the caller's: {tp}");
+    assert!(
+        !tp.contains(CALLER_SPAN),
+        "a child span, not the caller's: {tp}"
+    );
     // Stopping flushes whatever an exporter would have queued: nothing was.
     let (worker_log, deliver_log) = p.stop();
     assert_eq!(rx.spans(), Vec::<Value>::new(), "nothing exported");

@@ -49,9 +49,9 @@ use crate::startup;
 use crate::trace_context::TraceContext;
 use crate::trace_export;
 use crate::trigger::Trigger;
+use crate::worker::{Endpoints, Supervisor, TaskResult, WorkerError};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
-use crate::worker::{Endpoints, Supervisor, TaskResult, WorkerError};
 
 /// Added to a target's `timeout` to make its consumer's `ack_wait`.
 pub const ACK_MARGIN: Duration = Duration::from_secs(5);
@@ -444,8 +444,18 @@ fn export_span(
     trace_export::export(trace, || {
         let (result, status, error) = match outcome {
             Outcome::Delivered { status } => ("delivered", Some(*status), None),
-            Outcome::Retry { reason, status, detail, .. } => ("retry", *status, Some(format!("{reason}: {detail}"))),
-            Outcome::Refused { reason, status, detail, .. } => ("refused", *status, Some(format!("{reason}: {detail}"))),
+            Outcome::Retry {
+                reason,
+                status,
+                detail,
+                ..
+            } => ("retry", *status, Some(format!("{reason}: {detail}"))),
+            Outcome::Refused {
+                reason,
+                status,
+                detail,
+                ..
+            } => ("refused", *status, Some(format!("{reason}: {detail}"))),
         };
         let mut attributes = vec![
             KeyValue::new("runwatch.target", target.to_string()),
@@ -455,7 +465,10 @@ fn export_span(
             KeyValue::new("runwatch.outcome", result),
         ];
         if let Some(status) = status {
-            attributes.push(KeyValue::new("http.response.status_code", i64::from(status)));
+            attributes.push(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
         }
         trace_export::Span {
             name: "runwatch.deliver",

@@ -37,9 +37,9 @@ use crate::engine::Clock;
 use crate::pull_request::{Input, decode_input};
 use crate::store::Op;
 use crate::store::{EventOutcome, Store};
-use crate::trigger::Trigger;
 use crate::trace_context::TraceContext;
 use crate::trace_export;
+use crate::trigger::Trigger;
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 use uuid::Uuid;
@@ -447,7 +447,11 @@ fn export_decision(
     trace_export::export(&d.context, || {
         let ids: Vec<opentelemetry::StringValue> = triggers
             .iter()
-            .filter(|t| t.trace.as_ref().is_some_and(|c| c.span_id == d.context.span_id))
+            .filter(|t| {
+                t.trace
+                    .as_ref()
+                    .is_some_and(|c| c.span_id == d.context.span_id)
+            })
             .map(|t| t.trigger_id.to_string().into())
             .collect();
         let (outcome, error) = match result {
