@@ -51,7 +51,7 @@ pub async fn publish_unmarked(store: &Store, bus: &Bus, triggers: &[Trigger]) ->
     for (t, r) in triggers.iter().zip(results) {
         let span = info_span!("trigger", trigger_id = %t.trigger_id, rule = %t.rule_name,
             group = %group_key(t),
-            trace_id = t.trace.as_ref().map(|c| tracing::field::display(c.trace_id_hex())));
+            trace_id = t.trace.as_ref().map(|c| tracing::field::display(c.trace_id_field())));
         let _g = span.enter();
         match r {
             Ok(()) => {

@@ -115,6 +115,11 @@ impl TraceContext {
         format!("{:032x}", self.trace_id)
     }
 
+    /// The trace id for a log field: formatted only when the line is written.
+    pub fn trace_id_field(&self) -> TraceIdHex {
+        TraceIdHex(self.trace_id)
+    }
+
     /// Whether the trace is sampled (only sampled spans are exported).
     pub fn sampled(&self) -> bool {
         self.flags & SAMPLED != 0
@@ -139,6 +144,16 @@ impl TraceContext {
     pub fn headers(&self) -> impl Iterator<Item = (&'static str, String)> + '_ {
         std::iter::once((TRACEPARENT, self.traceparent()))
             .chain(self.state.iter().map(|s| (TRACESTATE, s.clone())))
+    }
+}
+
+/// A trace id that displays as 32 lowercase hex digits.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceIdHex(pub u128);
+
+impl std::fmt::Display for TraceIdHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
     }
 }
 

@@ -350,7 +350,7 @@ async fn deliver_one(ctx: &TargetCtx, msg: Message) {
     let parent = TraceContext::from_nats(msg.headers.as_ref());
     let trace = TraceContext::child_of(parent.as_ref());
     let span = info_span!("deliver", target = %name, seq, attempt,
-        trigger_id = tracing::field::Empty, trace_id = %trace.trace_id_hex());
+        trigger_id = tracing::field::Empty, trace_id = %trace.trace_id_field());
     async {
         if let Some(for_target) = redrive_target(&ctx.triggers_prefix, msg.subject.as_str())
             && for_target != name

@@ -36,7 +36,7 @@ pub(crate) async fn traced(request: Request, next: Next) -> Response {
     let context = TraceContext::child_of(parent.as_ref());
     let start = SystemTime::now();
     let route = request.uri().path().to_string();
-    let span = tracing::info_span!("webhook", trace_id = %context.trace_id_hex());
+    let span = tracing::info_span!("webhook", trace_id = %context.trace_id_field());
     let response = CONTEXT
         .scope(context.clone(), next.run(request))
         .instrument(span)

@@ -419,7 +419,7 @@ async fn finish(
     }
     for (((msg, event), result), decision) in batch.into_iter().zip(outcomes).zip(spans) {
         let (seq, _) = msg_info(&msg);
-        let trace_id = decision.context.trace_id_hex();
+        let trace_id = decision.context.trace_id_field();
         let span = info_span!("event", seq, group = %group_label(&event), %trace_id);
         export_decision(&decision, seq, &event, &result, &triggers, decided_at);
         match result {
