@@ -11,6 +11,8 @@
 //!   deliver span, with the caller's `tracestate`; the spans carry the stream sequence, the
 //!   group and the trigger id, and the log lines the trace id;
 //! - a malformed `traceparent` is ignored: a new trace, exported and propagated all the same;
+//! - a trigger fired by a settle timer starts a trace of its own, rooted at its
+//!   `runwatch.timer` span, not the input's;
 //! - with no endpoint (or `otlp_endpoint = ""` over `OTEL_EXPORTER_OTLP_ENDPOINT`) nothing
 //!   is exported and the headers still propagate.
 
@@ -212,6 +214,7 @@ impl Pipeline {
     async fn start(
         env: &TestEnv,
         rx: &Otlp,
+        rules: &str,
         vars: &[(&str, &str)],
         deliver_vars: &[(&str, &str)],
     ) -> Pipeline {
@@ -221,7 +224,7 @@ impl Pipeline {
         let mut ingest_vars = vec![("RUST_LOG", "info")];
         ingest_vars.extend_from_slice(vars);
         let ingest = Receiver::start(env, &ingest_vars);
-        let app = spawn_app(env, dir.path(), RULES, vars);
+        let app = spawn_app(env, dir.path(), rules, vars);
         let deliver = start_deliver(
             env,
             dir.path(),
@@ -295,7 +298,7 @@ async fn one_webhook_is_one_trace_from_ingest_to_the_endpoint() {
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ];
-    let p = Pipeline::start(&env, &rx, &on, &deliver_on).await;
+    let p = Pipeline::start(&env, &rx, RULES, &on, &deliver_on).await;
 
     // A caller's trace, and a malformed one (uppercase hex; a tracestate over 512 bytes).
     let traced_sha = sha('a');
@@ -456,7 +459,7 @@ async fn without_an_endpoint_nothing_is_exported_and_headers_still_propagate() {
         ("RUNWATCH_TELEMETRY__OTLP_ENDPOINT", ""),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ];
-    let p = Pipeline::start(&env, &rx, &off, &[]).await;
+    let p = Pipeline::start(&env, &rx, RULES, &off, &[]).await;
     let s = sha('c');
     post(
         &p.ingest,
@@ -484,5 +487,78 @@ async fn without_an_endpoint_nothing_is_exported_and_headers_still_propagate() {
     for log in [&worker_log, &deliver_log] {
         assert!(!log.contains("exporting traces"), "{log}");
     }
+    env.cleanup().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trigger_fired_by_a_timer_starts_a_trace_of_its_own() {
+    let env = TestEnv::new().await;
+    let tmp = tempfile::tempdir().expect("dir");
+    let rx = Otlp::start(tmp.path());
+    let endpoint = rx.base();
+    let on = [
+        ("RUNWATCH_TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let settle = "[[rules]]\nkind = \"all_completed_with_failure\"\nsettle = \"1s\"\n";
+    let p = Pipeline::start(&env, &rx, settle, &on, &on).await;
+    let s = sha('d');
+    post(
+        &p.ingest,
+        "d-settled",
+        &failed_run(9004, &s),
+        &format!("traceparent: 00-{TRACE}-{CALLER_SPAN}-01\r\n"),
+    )
+    .await;
+    let delivered = eventually(
+        Duration::from_secs(90),
+        "the settled trigger delivered",
+        || async { request_for(&rx.requests(), &s).cloned() },
+    )
+    .await;
+    let tp: Vec<String> = delivered["headers"]["traceparent"]
+        .as_str()
+        .expect("traceparent")
+        .split('-')
+        .map(str::to_string)
+        .collect();
+    let timer_trace = tp[1].clone();
+    assert_ne!(timer_trace, TRACE, "not the input's trace");
+    let trigger_id = delivered["headers"]["runwatch-trigger-id"]
+        .as_str()
+        .expect("id")
+        .to_string();
+    let spans = eventually(
+        Duration::from_secs(60),
+        "the timer's trace and the input's decision exported",
+        || async {
+            let spans = rx.spans();
+            (span(&spans, &timer_trace, "runwatch.timer").is_some()
+                && span(&spans, &timer_trace, "runwatch.deliver").is_some()
+                && span(&spans, TRACE, "runwatch.decide").is_some())
+            .then_some(spans)
+        },
+    )
+    .await;
+    let timer = span(&spans, &timer_trace, "runwatch.timer").expect("timer");
+    let deliver = span(&spans, &timer_trace, "runwatch.deliver").expect("deliver");
+    assert_eq!(
+        timer["parent_span_id"], "",
+        "the root of its trace: {timer:#}"
+    );
+    assert_eq!(
+        timer["attributes"]["runwatch.trigger_id"],
+        trigger_id.as_str()
+    );
+    assert_eq!(deliver["parent_span_id"], timer["span_id"], "{deliver:#}");
+    assert_eq!(tp[2], deliver["span_id"].as_str().expect("span id"));
+    // The input's decision armed the timer and decided no trigger itself.
+    let decide = span(&spans, TRACE, "runwatch.decide").expect("decide");
+    assert_eq!(
+        decide["attributes"]["runwatch.trigger_ids"],
+        serde_json::json!([]),
+        "{decide:#}"
+    );
+    p.stop();
     env.cleanup().await;
 }
