@@ -15,6 +15,7 @@
 //! transaction (no commit of their own); when no batch follows within [`MARK_WITHIN`], or at
 //! shutdown, they are marked in a statement of their own.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -417,11 +418,23 @@ async fn finish(
             .unwrap_or_else(PoisonError::into_inner)
             .extend(delivered.sent);
     }
+    // The triggers of each decision span, for its `runwatch.trigger_ids` (tracing on only).
+    let mut by_span: HashMap<u64, Vec<opentelemetry::StringValue>> = HashMap::new();
+    if trace_export::enabled() {
+        for t in &triggers {
+            if let Some(c) = &t.trace {
+                by_span
+                    .entry(c.span_id)
+                    .or_default()
+                    .push(t.trigger_id.to_string().into());
+            }
+        }
+    }
     for (((msg, event), result), decision) in batch.into_iter().zip(outcomes).zip(spans) {
         let (seq, _) = msg_info(&msg);
         let trace_id = decision.context.trace_id_field();
         let span = info_span!("event", seq, group = %group_label(&event), %trace_id);
-        export_decision(&decision, seq, &event, &result, &triggers, decided_at);
+        export_decision(&decision, seq, &event, &result, &by_span, decided_at);
         match result {
             EventOutcome::Applied => disposition::applied(&msg).instrument(span).await,
             EventOutcome::Rejected(r) => {
@@ -441,19 +454,11 @@ fn export_decision(
     seq: u64,
     event: &Input,
     result: &EventOutcome,
-    triggers: &[Trigger],
+    by_span: &HashMap<u64, Vec<opentelemetry::StringValue>>,
     end: SystemTime,
 ) {
     trace_export::export(&d.context, || {
-        let ids: Vec<opentelemetry::StringValue> = triggers
-            .iter()
-            .filter(|t| {
-                t.trace
-                    .as_ref()
-                    .is_some_and(|c| c.span_id == d.context.span_id)
-            })
-            .map(|t| t.trigger_id.to_string().into())
-            .collect();
+        let ids = by_span.get(&d.context.span_id).cloned().unwrap_or_default();
         let (outcome, error) = match result {
             EventOutcome::Applied => ("applied", None),
             EventOutcome::Rejected(r) => ("rejected", Some(r.code.as_str().to_string())),
