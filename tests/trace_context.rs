@@ -5,7 +5,8 @@
 //! `opentelemetry-proto` package (installed by `scripts/python-protocol-deps.sh`).
 //!
 //! - with an OTLP endpoint configured (the worker and ingest by `telemetry.otlp_endpoint`,
-//!   deliver by `OTEL_EXPORTER_OTLP_ENDPOINT`), a webhook sent with a `traceparent` is one
+//!   deliver by `OTEL_EXPORTER_OTLP_ENDPOINT`, its collector headers by
+//!   `OTEL_EXPORTER_OTLP_HEADERS`), a webhook sent with a `traceparent` is one
 //!   trace: the ingest span is the caller's child, the decision span the ingest span's, the
 //!   deliver span the decision's, and the endpoint receives a `traceparent` naming the
 //!   deliver span, with the caller's `tracestate`; the spans carry the stream sequence, the
@@ -296,6 +297,7 @@ async fn one_webhook_is_one_trace_from_ingest_to_the_endpoint() {
     ];
     let deliver_on = [
         ("OTEL_EXPORTER_OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_EXPORTER_OTLP_HEADERS", "x-otlp-key=k1"),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ];
     let p = Pipeline::start(&env, &rx, RULES, &on, &deliver_on).await;
@@ -428,6 +430,9 @@ async fn one_webhook_is_one_trace_from_ingest_to_the_endpoint() {
     assert_eq!(a(deliver, "runwatch.target"), "hook");
     assert_eq!(a(deliver, "runwatch.outcome"), "delivered");
     assert_eq!(a(deliver, "http.response.status_code"), 200);
+    // OTEL_EXPORTER_OTLP_HEADERS reaches the collector (deliver only has it).
+    assert_eq!(deliver["x_otlp_key"], "k1", "{deliver:#}");
+    assert_eq!(decide["x_otlp_key"], Value::Null, "{decide:#}");
     // The hostile request's trace starts at ingest.
     let h_ingest = span(&spans, &hp[1], names[0]).expect("hostile ingest");
     assert_eq!(h_ingest["parent_span_id"], "", "{h_ingest:#}");

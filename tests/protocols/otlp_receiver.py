@@ -3,7 +3,8 @@ tests/trace_context.rs.
 
 POST /v1/traces: the body is decoded as an `ExportTraceServiceRequest` with the official
 `opentelemetry-proto` package (protobuf only, as OTLP/HTTP binary sends it); every span is
-written to SPANS as one JSON line (ids in hex, attributes as plain values) and the answer
+written to SPANS as one JSON line (ids in hex, attributes as plain values, the request's
+`x-otlp-key` header) and the answer
 is an empty `ExportTraceServiceResponse`. Any other POST is a webhook delivery: its path,
 headers and JSON body are written to REQUESTS and it is answered 200.
 
@@ -54,6 +55,7 @@ class Handler(BaseHTTPRequestHandler):
                     for s in ss.spans:
                         append(SPANS, {
                             "service": resource.get("service.name"),
+                            "x_otlp_key": self.headers.get("x-otlp-key"),
                             "scope": ss.scope.name,
                             "name": s.name,
                             "kind": s.kind,
