@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Installs the reference libraries that check runwatch's protocols (Standard Webhooks'
-# `standardwebhooks`, the CloudEvents SDK `cloudevents`, and nats-py; pinned in
+# `standardwebhooks`, the CloudEvents SDK `cloudevents`, nats-py, and OpenTelemetry's
+# `opentelemetry-proto` for the OTLP receiver of tests/trace_context.rs; pinned in
 # tests/protocols/requirements.txt) into the project-local folder .local/pip-protocols,
 # never into the user's Python, and prints that folder on stdout (for PYTHONPATH). Nothing
-# is installed when it is already there. Used by tests/protocols.rs.
+# is installed when it is already there. Used by tests/protocols.rs and
+# tests/trace_context.rs.
 set -euo pipefail
 
 # shellcheck source=scripts/common.sh
@@ -12,7 +14,8 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 target="$RW_LOCAL/pip-protocols"
 req="$RW_ROOT/tests/protocols/requirements.txt"
 probe='import standardwebhooks, nats.js
-from cloudevents.core.bindings.http import from_http_event'
+from cloudevents.core.bindings.http import from_http_event
+from opentelemetry.proto.collector.trace.v1 import trace_service_pb2'
 mkdir -p "$RW_LOCAL"
 # One install at a time (test binaries run in parallel).
 exec 9>"$RW_LOCAL/pip-protocols.lock"

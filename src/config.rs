@@ -550,6 +550,72 @@ pub struct LogConfig {
     pub level: String,
 }
 
+/// `[telemetry]`: where spans are exported (OTLP over HTTP/protobuf).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The collector's OTLP/HTTP base URL (`http://collector:4318`); spans are posted to
+    /// `<otlp_endpoint>/v1/traces`. Unset: `OTEL_EXPORTER_OTLP_ENDPOINT` if that is set,
+    /// else no export. An empty string turns export off whatever the environment says.
+    #[serde(default)]
+    pub otlp_endpoint: Option<String>,
+}
+
+/// The standard OpenTelemetry variable read when `telemetry.otlp_endpoint` is not set.
+pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+
+/// The longest OTLP endpoint accepted.
+pub const MAX_OTLP_ENDPOINT: usize = 2048;
+
+impl TelemetryConfig {
+    /// The endpoint spans are exported to, `None` when export is off: checked (an http or
+    /// https URL with a host, no credentials, query or fragment, at most
+    /// [`MAX_OTLP_ENDPOINT`] bytes), the error naming the key or the variable it came from.
+    pub fn endpoint(&self) -> Result<Option<url::Url>, ConfigError> {
+        let (key, value) = match &self.otlp_endpoint {
+            Some(v) => ("telemetry.otlp_endpoint", v.clone()),
+            None => match std::env::var(OTEL_EXPORTER_OTLP_ENDPOINT) {
+                Ok(v) => (OTEL_EXPORTER_OTLP_ENDPOINT, v),
+                Err(_) => return Ok(None),
+            },
+        };
+        let value = value.trim();
+        if value.is_empty() {
+            return Ok(None);
+        }
+        let invalid = |message: String| ConfigError::Invalid {
+            key: key.into(),
+            message,
+        };
+        if value.len() > MAX_OTLP_ENDPOINT {
+            return Err(invalid(format!("longer than {MAX_OTLP_ENDPOINT} bytes")));
+        }
+        let url = url::Url::parse(value).map_err(|e| {
+            invalid(format!(
+                "not a URL ({e}): give the collector's OTLP/HTTP base URL, e.g. http://collector:4318"
+            ))
+        })?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid(format!(
+                "scheme `{}` is not http or https",
+                url.scheme()
+            )));
+        }
+        if url.host_str().is_none_or(str::is_empty) {
+            return Err(invalid("has no host".into()));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid(
+                "must not carry credentials (they would be logged)".into(),
+            ));
+        }
+        if url.query().is_some() || url.fragment().is_some() {
+            return Err(invalid("must not have a query or a fragment".into()));
+        }
+        Ok(Some(url))
+    }
+}
+
 /// The whole configuration, as read from its layers.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -570,6 +636,9 @@ pub struct Config {
     pub ingest: crate::ingest::IngestConfig,
     /// `[deliver]`: `runwatch deliver` and its targets.
     pub deliver: crate::deliver::DeliverConfig,
+    /// `[telemetry]`: OpenTelemetry export of traces (off unless an endpoint is given).
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
     #[serde(default)]
     pub rules: Option<Vec<RuleConfig>>,
     #[serde(default)]
@@ -1295,6 +1364,7 @@ impl Config {
             );
         }
         self.ingest.validate()?;
+        self.telemetry.endpoint()?;
         if self.deliver.min_delay > self.deliver.max_delay {
             return invalid("deliver.min_delay", "must not exceed deliver.max_delay");
         }

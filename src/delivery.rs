@@ -50,8 +50,8 @@ pub async fn publish_unmarked(store: &Store, bus: &Bus, triggers: &[Trigger]) ->
     metrics::histogram!("runwatch_publish_seconds").record(started.elapsed().as_secs_f64());
     for (t, r) in triggers.iter().zip(results) {
         let span = info_span!("trigger", trigger_id = %t.trigger_id, rule = %t.rule_name,
-            group = %format!("{}/{}#{}@{}", t.repository.owner, t.repository.name,
-                t.pr_number.map_or_else(|| "-".into(), |p| p.to_string()), t.commit_sha));
+            group = %group_key(t),
+            trace_id = t.trace.as_ref().map(|c| tracing::field::display(c.trace_id_field())));
         let _g = span.enter();
         match r {
             Ok(()) => {
@@ -72,6 +72,18 @@ pub async fn publish_unmarked(store: &Store, bus: &Bus, triggers: &[Trigger]) ->
         }
     }
     out
+}
+
+/// A trigger's group as logs and spans name it: `owner/name#<pr>@<sha>` (`-` without a
+/// pull request).
+pub fn group_key(t: &Trigger) -> String {
+    format!(
+        "{}/{}#{}@{}",
+        t.repository.owner,
+        t.repository.name,
+        t.pr_number.map_or_else(|| "-".into(), |p| p.to_string()),
+        t.commit_sha
+    )
 }
 
 /// Runs a timer sweep page by page: `page` fires at most `batch` groups' due timers per

@@ -25,5 +25,7 @@ pub mod simulate;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
+pub mod trace_context;
+pub mod trace_export;
 pub mod trigger;
 pub mod worker;

@@ -82,6 +82,12 @@ pub struct Trigger {
     /// sorted by workflow; absent when none is.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub known_flaky: Vec<KnownFlaky>,
+    /// The W3C trace context the trigger message carries (`traceparent`/`tracestate`
+    /// headers, the outbox's columns), never in the JSON: set by the worker when it decides
+    /// (the decision span of the input, a new trace for a timer) and by `runwatch deliver`
+    /// from the message's headers.
+    #[serde(skip)]
+    pub trace: Option<crate::trace_context::TraceContext>,
 }
 
 /// A trigger's place in its rule's budgets (docs/design.md "Budgets"); a budget the rule

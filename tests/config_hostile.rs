@@ -626,6 +626,112 @@ fn out_of_range_values_exit_2_naming_the_key_before_connecting() {
     assert!(all.contains("--older-than"), "{all}");
 }
 
+/// `telemetry.otlp_endpoint` and `OTEL_EXPORTER_OTLP_ENDPOINT`: a value that is not an
+/// http(s) URL with a host, or that carries credentials, a query or a fragment, or is over
+/// 2048 bytes, is exit status 2 naming the key (or the variable) before anything connects,
+/// and a password in it is never shown; an unknown key of `[telemetry]` is refused too.
+#[test]
+fn bad_otlp_endpoints_exit_2_naming_the_key_before_connecting() {
+    let down = [
+        ("NATS_URL", "nats://127.0.0.1:1"),
+        ("DATABASE_URL", "postgres://nobody@127.0.0.1:1/x"),
+    ];
+    let long = format!("http://collector:4318/{}", "a".repeat(2048));
+    let cases: &[(&str, &str, &str)] = &[
+        ("not a url", "not a URL", "telemetry.otlp_endpoint"),
+        (
+            "collector:4318",
+            "scheme `collector` is not http or https",
+            "telemetry.otlp_endpoint",
+        ),
+        (
+            "ftp://collector:4318",
+            "is not http or https",
+            "telemetry.otlp_endpoint",
+        ),
+        (
+            "http://otel:pw-s3cret-otlp@collector:4318",
+            "credentials",
+            "telemetry.otlp_endpoint",
+        ),
+        (
+            "http://collector:4318/?token=pw-s3cret-otlp",
+            "query",
+            "telemetry.otlp_endpoint",
+        ),
+        (
+            "http://collector:4318/#frag",
+            "fragment",
+            "telemetry.otlp_endpoint",
+        ),
+        (
+            "unix:/var/run/otel.sock",
+            "is not http or https",
+            "telemetry.otlp_endpoint",
+        ),
+        (&long, "longer than 2048 bytes", "telemetry.otlp_endpoint"),
+    ];
+    for command in [
+        &["run", "--no-migrate"][..],
+        &["ingest"],
+        &["deliver", "--url", "http://127.0.0.1:1/"],
+    ] {
+        for (value, reason, key) in cases {
+            let mut env = down.to_vec();
+            env.push(("RUNWATCH_TELEMETRY__OTLP_ENDPOINT", value));
+            let started = Instant::now();
+            let out = runwatch(command, &env);
+            let all = never_shown(&out, "pw-s3cret-otlp");
+            assert_eq!(out.status.code(), Some(2), "{command:?} {value}: {all}");
+            assert!(
+                all.contains(&format!("`{key}`")) && all.contains(reason),
+                "{command:?} {value}: {all}"
+            );
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{value} took {:?}",
+                started.elapsed()
+            );
+        }
+    }
+    // The standard variable, when the key is not set: named in the error.
+    let mut env = down.to_vec();
+    env.push(("OTEL_EXPORTER_OTLP_ENDPOINT", "grpc://collector:4317"));
+    let out = runwatch(&["run", "--no-migrate"], &env);
+    let all = never_shown(&out, "pw-s3cret-otlp");
+    assert_eq!(out.status.code(), Some(2), "{all}");
+    assert!(all.contains("`OTEL_EXPORTER_OTLP_ENDPOINT`"), "{all}");
+    // An empty key turns export off whatever the variable says: that bad value is not read.
+    env.push(("RUNWATCH_TELEMETRY__OTLP_ENDPOINT", ""));
+    env.push(("RUNWATCH_LOG__LEVEL", "info"));
+    let out = runwatch(&["simulate", "/dev/null"], &env);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        never_shown(&out, "pw-s3cret-otlp")
+    );
+    // An unknown key, a wrong type.
+    let dir = tempfile::tempdir().unwrap();
+    for (body, says) in [
+        (
+            "[telemetry]\notlp_endpont = \"http://c:4318\"\n",
+            "otlp_endpont",
+        ),
+        ("[telemetry]\notlp_endpoint = 4318\n", "otlp_endpoint"),
+    ] {
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, body).unwrap();
+        let out = runwatch(
+            &["--config", file.to_str().unwrap(), "simulate", "/dev/null"],
+            &[],
+        );
+        let all = never_shown(&out, "pw-s3cret-otlp");
+        assert_eq!(out.status.code(), Some(2), "{body}: {all}");
+        assert!(all.contains(says), "{body}: {all}");
+    }
+}
+
 /// `--config` can come from `RUNWATCH_CONFIG`.
 #[test]
 fn runwatch_config_names_the_file() {

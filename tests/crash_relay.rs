@@ -69,10 +69,31 @@ async fn relay_publishes_a_trigger_whose_worker_crashed_after_commit() {
         .await
         .unwrap()
         .get("attempts");
+    // The relay publishes the trace context written with the decision (docs/design.md
+    // "Trace context"): the message's traceparent is the outbox row's.
+    let stored: Option<String> = sqlx::query("SELECT traceparent FROM outbox")
+        .fetch_one(&pool)
+        .await
+        .unwrap()
+        .get("traceparent");
+    let relayed = bus
+        .jetstream()
+        .get_stream(&env.config.streams.triggers)
+        .await
+        .unwrap()
+        .get_raw_message(1)
+        .await
+        .unwrap();
+    let header = relayed
+        .headers
+        .get("traceparent")
+        .map(|v| v.as_str().to_string());
     worker.shutdown().await;
     pool.close().await;
     env.cleanup().await;
     assert_eq!(triggers.len(), 1, "published exactly once: {triggers:?}");
     assert_eq!(triggers[0]["commit_sha"], "aaaa");
     assert!(attempts >= 1, "published by the relay");
+    assert!(stored.is_some(), "the decision stored a trace context");
+    assert_eq!(header, stored, "the relayed trigger carries it");
 }

@@ -266,6 +266,7 @@ fn trigger(i: usize, owner: &str, name: &str) -> Trigger {
         budget: None,
         pull_request: None,
         known_flaky: Vec::new(),
+        trace: None,
     }
 }
 

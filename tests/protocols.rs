@@ -177,6 +177,7 @@ fn trigger(i: u32, owner: &str, pr: Option<u64>) -> Trigger {
         budget: None,
         pull_request: None,
         known_flaky: Vec::new(),
+        trace: None,
     }
 }
 

@@ -24,13 +24,18 @@
 //!   stream, just before the PubAck goes back to the worker.
 //! * RSS: the worker's peak resident set (`VmHWM` in /proc/<pid>/status) after the run.
 //!
+//! `--tracing` runs every worker with an OTLP endpoint configured (a sink of this harness,
+//! `otlp_sink`, or `--otlp-endpoint`): the same phases with and without it give the cost
+//! of tracing.
+//!
 //! Modules: `phase` (one measured run), `names` (its database and streams), `workers` (the
 //! worker processes), `database` (pre-fill, EXPLAIN), `references` (pgbench), `report`
-//! (figures and lines); the trace comes from tests/common/trace.rs.
+//! (figures and lines), `otlp_sink`; the trace comes from tests/common/trace.rs.
 
 mod database;
 mod drain;
 mod names;
+mod otlp_sink;
 mod phase;
 mod references;
 mod report;
@@ -120,6 +125,14 @@ pub struct Opts {
     /// Seed of the traces.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Tracing on: every worker exports its spans over OTLP/HTTP (to --otlp-endpoint, or
+    /// to a sink this harness serves on 127.0.0.1 that answers and counts). Compare a run
+    /// with and without it for the cost of tracing.
+    #[arg(long)]
+    tracing: bool,
+    /// With --tracing: a real collector's OTLP/HTTP base URL instead of the sink.
+    #[arg(long, requires = "tracing")]
+    otlp_endpoint: Option<String>,
 }
 
 /// Groups of `events / groups / 2` runs each: every run is queued, then completes (all
@@ -257,8 +270,24 @@ async fn size_phase(bench: &Bench, main: &PhaseResult) -> Result<Option<PhaseRes
 
 #[tokio::main]
 async fn main() -> Result<()> {
-    let opts = Opts::parse();
+    let mut opts = Opts::parse();
     let bin = locate_bin(&opts)?;
+    let sink = if opts.tracing {
+        let (url, counts) = match &opts.otlp_endpoint {
+            Some(url) => (url.clone(), None),
+            None => {
+                let (url, counts) = otlp_sink::start().await?;
+                (url, Some(counts))
+            }
+        };
+        println!("bench: tracing on, spans exported to {url}");
+        opts.set
+            .push(format!("RUNWATCH_TELEMETRY__OTLP_ENDPOINT={url}"));
+        counts
+    } else {
+        println!("bench: tracing off");
+        None
+    };
     let client = async_nats::connect(services::nats_url()).await?;
     let js = jetstream::new(client.clone());
     let bench = Bench {
@@ -317,5 +346,8 @@ async fn main() -> Result<()> {
         pg_c1_tps,
     };
     println!("{}", report::summary(&figures));
+    if let Some(counts) = sink {
+        println!("{}", counts.line());
+    }
     Ok(())
 }

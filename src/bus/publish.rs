@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use super::{Bus, BusError};
 use crate::event::Provider;
+use crate::trace_context::TraceContext;
 use crate::trigger::{self, CloudEventAttributes, Trigger};
 
 /// Triggers sent before their PubAcks are awaited.
@@ -62,11 +63,28 @@ impl Bus {
         event_id: &str,
         payload: Bytes,
     ) -> Result<PubAckInfo, BusError> {
+        self.publish_event_traced(provider, event_id, payload, None)
+            .await
+    }
+
+    /// As [`Bus::publish_event`], with the W3C `traceparent` (and `tracestate`) of `trace`
+    /// in the message's headers (the ingest span's context; docs/design.md "Trace
+    /// context").
+    pub async fn publish_event_traced(
+        &self,
+        provider: Provider,
+        event_id: &str,
+        payload: Bytes,
+        trace: Option<&TraceContext>,
+    ) -> Result<PubAckInfo, BusError> {
         check_msg_id("event_id", event_id)?;
         let subject = self.event_subject(provider);
-        let message = PublishMessage::build()
+        let mut message = PublishMessage::build()
             .payload(payload)
             .message_id(event_id);
+        for (name, value) in trace.into_iter().flat_map(TraceContext::headers) {
+            message = message.header(name, value.as_str());
+        }
         self.publish_and_wait(subject, message).await
     }
 
@@ -74,7 +92,8 @@ impl Bus {
     /// awaited), each to `trigger::subject(triggers_subject_prefix, provider)` with
     /// `Nats-Msg-Id: <trigger_id>`, the CloudEvents binary-mode headers (`ce-specversion`,
     /// `ce-id`, `ce-type`, `ce-source`, `ce-subject`, `ce-time`, `content-type`; see
-    /// [`CloudEventAttributes`]) and the trigger as JSON. Returns one result per trigger,
+    /// [`CloudEventAttributes`]), the trigger's W3C `traceparent`/`tracestate` when it has
+    /// a trace context, and the trigger as JSON. Returns one result per trigger,
     /// in order, so the caller marks sent exactly those that were acknowledged.
     pub async fn publish_triggers(&self, triggers: &[Trigger]) -> Vec<Result<(), BusError>> {
         let mut results = Vec::with_capacity(triggers.len());
@@ -115,6 +134,10 @@ impl Bus {
             .header("content-type", "application/json");
         // CloudEvents binary mode beside Nats-Msg-Id (values percent-encoded: ASCII only).
         for (name, value) in CloudEventAttributes::of(t).headers() {
+            message = message.header(name, value.as_str());
+        }
+        // W3C trace context: the decision span's (checked printable ASCII when parsed).
+        for (name, value) in t.trace.iter().flat_map(TraceContext::headers) {
             message = message.header(name, value.as_str());
         }
         match self.js.send_publish(subject.clone(), message).await {

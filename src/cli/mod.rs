@@ -160,6 +160,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let metrics = match cli.command.logging() {
         Logging::Service => {
             telemetry::init_tracing(&config.log)?;
+            // The services export spans when an OTLP endpoint is configured.
+            if let Some(endpoint) = config.telemetry.endpoint()? {
+                crate::trace_export::init(&endpoint, "runwatch")?;
+            }
             Some(telemetry::init_metrics()?)
         }
         Logging::Quiet => {
@@ -170,7 +174,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Logging::None => None,
     };
-    match cli.command {
+    let result = match cli.command {
         Command::Run(args) => run::run(config, args, metrics).await,
         Command::Migrate => migrate::run(&config).await,
         Command::Publish(args) => publish::run(&config, args).await,
@@ -185,7 +189,10 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Dead { command } => dead::run(&config, command).await,
         Command::Explain(args) => explain::run(&config, args).await,
         Command::Groups { command } => groups::run(&config, command).await,
-    }
+    };
+    // Spans still queued are sent before the process ends.
+    crate::trace_export::shutdown().await;
+    result
 }
 
 #[cfg(test)]

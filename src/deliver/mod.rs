@@ -27,7 +27,7 @@ pub mod target;
 pub mod template;
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::jetstream::{AckKind, Message};
 use backon::BackoffBuilder;
@@ -46,8 +46,12 @@ pub use target::Target;
 use crate::bus::{Bus, BusError, DeadLetter, DeliveryDeadLetter, REDRIVE_TOKEN};
 use crate::config::{Config, ConfigError};
 use crate::startup;
+use crate::trace_context::TraceContext;
+use crate::trace_export;
 use crate::trigger::Trigger;
 use crate::worker::{Endpoints, Supervisor, TaskResult, WorkerError};
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 
 /// Added to a target's `timeout` to make its consumer's `ack_wait`.
 pub const ACK_MARGIN: Duration = Duration::from_secs(5);
@@ -341,8 +345,12 @@ fn msg_info(msg: &Message) -> (u64, u64) {
 async fn deliver_one(ctx: &TargetCtx, msg: Message) {
     let (seq, attempt) = msg_info(&msg);
     let name = ctx.target.name.as_str();
-    let span =
-        info_span!("deliver", target = %name, seq, attempt, trigger_id = tracing::field::Empty);
+    // The deliver span continues the trigger message's trace (a new one when it has none):
+    // the endpoint receives its `traceparent`, the log lines its trace id.
+    let parent = TraceContext::from_nats(msg.headers.as_ref());
+    let trace = TraceContext::child_of(parent.as_ref());
+    let span = info_span!("deliver", target = %name, seq, attempt,
+        trigger_id = tracing::field::Empty, trace_id = %trace.trace_id_field());
     async {
         if let Some(for_target) = redrive_target(&ctx.triggers_prefix, msg.subject.as_str())
             && for_target != name
@@ -350,7 +358,7 @@ async fn deliver_one(ctx: &TargetCtx, msg: Message) {
             ack(&msg, AckKind::Ack).await;
             return;
         }
-        let trigger: Trigger = match serde_json::from_slice(&msg.payload) {
+        let mut trigger: Trigger = match serde_json::from_slice(&msg.payload) {
             Ok(t) => t,
             Err(e) => {
                 let detail = format!("not a trigger: {e}");
@@ -361,6 +369,7 @@ async fn deliver_one(ctx: &TargetCtx, msg: Message) {
         };
         let trigger_id = trigger.trigger_id.to_string();
         tracing::Span::current().record("trigger_id", trigger_id.as_str());
+        trigger.trace = Some(trace.clone());
         if !ctx.target.filter.matches(&trigger) {
             metrics::counter!("runwatch_deliver_filtered_total", "target" => name.to_string()).increment(1);
             debug!("filtered out");
@@ -387,8 +396,10 @@ async fn deliver_one(ctx: &TargetCtx, msg: Message) {
         };
         metrics::counter!("runwatch_deliver_attempts_total", "target" => name.to_string()).increment(1);
         let started = Instant::now();
+        let start = SystemTime::now();
         let outcome = request::send(&ctx.target, &ctx.client, body, &trigger, attempt).await;
         metrics::histogram!("runwatch_deliver_seconds", "target" => name.to_string()).record(started.elapsed().as_secs_f64());
+        export_span(&trace, parent.as_ref(), name, &trigger_id, seq, attempt, &outcome, start);
         match outcome {
             Outcome::Delivered { status } => {
                 metrics::counter!("runwatch_deliver_delivered_total", "target" => name.to_string()).increment(1);
@@ -416,6 +427,60 @@ async fn deliver_one(ctx: &TargetCtx, msg: Message) {
     }
     .instrument(span)
     .await;
+}
+
+/// Exports the `runwatch.deliver` span of one attempt (when tracing is on).
+#[allow(clippy::too_many_arguments)]
+fn export_span(
+    trace: &TraceContext,
+    parent: Option<&TraceContext>,
+    target: &str,
+    trigger_id: &str,
+    seq: u64,
+    attempt: u64,
+    outcome: &Outcome,
+    start: SystemTime,
+) {
+    trace_export::export(trace, || {
+        let (result, status, error) = match outcome {
+            Outcome::Delivered { status } => ("delivered", Some(*status), None),
+            Outcome::Retry {
+                reason,
+                status,
+                detail,
+                ..
+            } => ("retry", *status, Some(format!("{reason}: {detail}"))),
+            Outcome::Refused {
+                reason,
+                status,
+                detail,
+                ..
+            } => ("refused", *status, Some(format!("{reason}: {detail}"))),
+        };
+        let mut attributes = vec![
+            KeyValue::new("runwatch.target", target.to_string()),
+            KeyValue::new("runwatch.trigger_id", trigger_id.to_string()),
+            trace_export::int("runwatch.stream_sequence", seq),
+            trace_export::int("runwatch.attempt", attempt),
+            KeyValue::new("runwatch.outcome", result),
+        ];
+        if let Some(status) = status {
+            attributes.push(KeyValue::new(
+                "http.response.status_code",
+                i64::from(status),
+            ));
+        }
+        trace_export::Span {
+            name: "runwatch.deliver",
+            kind: SpanKind::Client,
+            context: trace.clone(),
+            parent: parent.map(|p| p.span_id),
+            start,
+            end: SystemTime::now(),
+            attributes,
+            error,
+        }
+    });
 }
 
 /// Why a trigger is dead-lettered for a target.

@@ -28,6 +28,7 @@ use super::config::CloudEventsMode;
 use super::signing::{Signing, standard_webhooks_signature};
 use super::target::Target;
 use crate::secret::Secret;
+use crate::trace_context::TraceContext;
 use crate::trigger::{CloudEventAttributes, Trigger};
 
 /// Header names runwatch sends.
@@ -123,6 +124,12 @@ pub fn prepare(
         h.insert(headers::TRIGGER_ID, v);
     }
     h.insert(headers::ATTEMPT, HeaderValue::from(attempt));
+    // W3C trace context: the deliver span's (`runwatch deliver` sets it on the trigger).
+    for (name, value) in trigger.trace.iter().flat_map(TraceContext::headers) {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    }
     match &target.signing {
         Signing::None => {}
         Signing::Runwatch(secret) => {

@@ -494,6 +494,7 @@ impl Engine {
             budget,
             pull_request: trigger_pull_request(g.pr_number, g.state),
             known_flaky,
+            trace: None,
         })
     }
 
@@ -571,6 +572,7 @@ impl Engine {
             budget: None,
             pull_request: trigger_pull_request(event.pr_number, g.state),
             known_flaky: Vec::new(),
+            trace: None,
         })
     }
 }

@@ -735,6 +735,9 @@ branches = ["main"]
              [[rules]]\nkind = \"all_completed_with_failure\"\nauthors = [\"b\"]\n",
         )
         .unwrap();
+    }
+
+    #[test]
     fn flaky_options_default_and_apply_to_group_rules_only() {
         let default = RuleSet::default_rules();
         let r = &default.rules()[0];

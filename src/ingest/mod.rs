@@ -23,6 +23,7 @@ pub mod github;
 pub mod github_checks;
 pub mod gitlab;
 pub mod server;
+mod traced;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -401,14 +402,19 @@ async fn finish(
     };
     let (mut published, mut duplicates) = (0u64, 0u64);
     let mut ids = Vec::with_capacity(encoded.len());
+    let trace = traced::current();
+    let mut sequences = traced::Published::default();
     for (e, bytes) in encoded {
         match s
             .bus
-            .publish_event(e.provider, &e.event_id, Bytes::from(bytes))
+            .publish_event_traced(e.provider, &e.event_id, Bytes::from(bytes), trace.as_ref())
             .await
         {
             Ok(ack) if ack.duplicate => duplicates += 1,
-            Ok(_) => published += 1,
+            Ok(ack) => {
+                published += 1;
+                sequences.0.push((e.event_id.clone(), ack.sequence));
+            }
             Err(err) => {
                 count(provider, event, "unavailable");
                 tracing::warn!(provider, event_id = %e.event_id, error = %err, "webhook not published; answering 503");
@@ -432,10 +438,12 @@ async fn finish(
         },
     );
     tracing::debug!(provider, published, duplicates, "webhook published");
-    answer(
+    let mut response = answer(
         StatusCode::OK,
         json!({"status": "published", "published": published, "duplicates": duplicates, "event_ids": ids}),
-    )
+    );
+    response.extensions_mut().insert(sequences);
+    response
 }
 
 /// Publishes a pull request's head (checked as the worker will decode it) and answers.
@@ -452,9 +460,15 @@ async fn publish_link(
             return answer(StatusCode::BAD_REQUEST, json!({"error": e.to_string()}));
         }
     };
+    let trace = traced::current();
     match s
         .bus
-        .publish_event(link.provider, &link.event_id, Bytes::from(bytes))
+        .publish_event_traced(
+            link.provider,
+            &link.event_id,
+            Bytes::from(bytes),
+            trace.as_ref(),
+        )
         .await
     {
         Ok(ack) => {
@@ -536,6 +550,7 @@ fn router(state: AppState, ingest: &IngestConfig) -> Router {
         .route("/webhooks/circleci", post(circleci_hook))
         // The body is read by `bounded_body`; this limit stays as a second guard.
         .layer(DefaultBodyLimit::max(ingest.max_body_bytes))
+        .route_layer(axum::middleware::from_fn(traced::traced))
         .route_layer(axum::middleware::from_fn_with_state(
             server::BodyBudget::new(ingest),
             server::bounded_body,

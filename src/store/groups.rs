@@ -18,6 +18,7 @@ use crate::engine::{
 };
 use crate::event::{Event, RejectCode, Rejection};
 use crate::pull_request::Input;
+use crate::trace_context::{Stamper, TraceContext};
 use crate::trigger::{self, Trigger};
 
 /// What became of one event of a batch.
@@ -91,17 +92,20 @@ impl Store {
         inputs: &[Input],
         clock: Clock,
     ) -> Result<BatchOutcome, StoreError> {
-        self.record_and_mark(inputs, clock, &[]).await
+        self.record_and_mark(inputs, clock, &[], &[]).await
     }
 
     /// As [`Store::record_inputs`], and marks the triggers `sent` as published in the same
     /// transaction (in the statement that writes the groups: no extra round trip), instead
-    /// of a transaction of their own. When this fails, nothing is marked.
+    /// of a transaction of their own. When this fails, nothing is marked. `traces[i]` is
+    /// the decision context of `inputs[i]`: the triggers it decides carry it (missing or
+    /// `None`: a new trace).
     pub async fn record_and_mark(
         &self,
         inputs: &[Input],
         clock: Clock,
         sent: &[Uuid],
+        traces: &[Option<TraceContext>],
     ) -> Result<BatchOutcome, StoreError> {
         let mut repos = Vec::with_capacity(inputs.len());
         for i in inputs {
@@ -109,7 +113,9 @@ impl Store {
         }
         let started = std::time::Instant::now();
         let out = self
-            .with_retry("record", || self.record_tx(inputs, &repos, clock, sent))
+            .with_retry("record", || {
+                self.record_tx(inputs, &repos, clock, sent, traces)
+            })
             .await;
         metrics::histogram!("runwatch_transaction_seconds", "op" => "record")
             .record(started.elapsed().as_secs_f64());
@@ -122,9 +128,12 @@ impl Store {
         repos: &[RepoRef],
         clock: Clock,
         sent: &[Uuid],
+        traces: &[Option<TraceContext>],
     ) -> Result<BatchOutcome, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let (out, over_budget) = self.record_in(&mut tx, inputs, repos, clock, sent).await?;
+        let (out, over_budget) = self
+            .record_in(&mut tx, inputs, repos, clock, sent, traces)
+            .await?;
         tx.commit().await?;
         budgets::report_over_budget(&over_budget);
         Ok(out)
@@ -138,6 +147,7 @@ impl Store {
         repos: &[RepoRef],
         clock: Clock,
         sent: &[Uuid],
+        traces: &[Option<TraceContext>],
     ) -> Result<(BatchOutcome, Vec<OverBudgetNote>), StoreError> {
         // The batch's commits first (association.rs), then their known pull requests.
         let commits: BTreeSet<association::Commit> = inputs
@@ -221,7 +231,9 @@ impl Store {
         let mut outcomes = Vec::with_capacity(inputs.len());
         let mut decided: Vec<(i64, Trigger)> = Vec::new();
         let max_lead = self.engine.limits().max_clock_skew;
-        for (i, r) in inputs.iter().zip(repos) {
+        let mut stamp = Stamper::new(traces);
+        for (n, (i, r)) in inputs.iter().zip(repos).enumerate() {
+            stamp.input(n, &mut decided);
             let at = i.updated_at();
             if Clock::is_skewed(at, wall, max_lead) {
                 metrics::counter!("runwatch_clock_skew_events_total").increment(1);
@@ -347,6 +359,7 @@ impl Store {
                 ));
             }
         }
+        stamp.finish(&mut decided);
         association::insert_pulls(tx, &pulls_learnt).await?;
         association::write_heads(tx, &heads_learnt).await?;
         write_groups(tx, slots.values(), sent).await?;
@@ -624,16 +637,24 @@ impl Store {
         let mut groups = Vec::with_capacity(decided.len());
         let mut subjects = Vec::with_capacity(decided.len());
         let mut payloads = Vec::with_capacity(decided.len());
-        for (group_id, t) in &decided {
+        let (mut parents, mut states) = (Vec::new(), Vec::new());
+        let mut decided = decided;
+        for (group_id, t) in &mut decided {
             ids.push(t.trigger_id);
             groups.push(*group_id);
             subjects.push(trigger::subject(&self.triggers_subject_prefix, t.provider));
             payloads.push(serde_json::to_vec(t)?);
+            // A trigger decided without a context (a timer's) starts a new trace.
+            let trace = t.trace.get_or_insert_with(TraceContext::root);
+            parents.push(trace.traceparent());
+            states.push(trace.state.clone());
         }
         let rows = sqlx::query(
-            "INSERT INTO outbox (trigger_id, group_id, subject, payload, claimed_until)
-             SELECT u.id, u.g, u.s, u.p, now() + make_interval(secs => $5)
-             FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::bytea[]) AS u(id, g, s, p)
+            "INSERT INTO outbox (trigger_id, group_id, subject, payload, claimed_until,
+                                 traceparent, tracestate)
+             SELECT u.id, u.g, u.s, u.p, now() + make_interval(secs => $5), u.tp, u.ts
+             FROM UNNEST($1::uuid[], $2::bigint[], $3::text[], $4::bytea[], $6::text[],
+                         $7::text[]) AS u(id, g, s, p, tp, ts)
              ON CONFLICT (trigger_id) DO NOTHING
              RETURNING trigger_id",
         )
@@ -642,6 +663,8 @@ impl Store {
         .bind(&subjects)
         .bind(&payloads)
         .bind(self.lease.as_secs_f64())
+        .bind(&parents)
+        .bind(&states)
         .fetch_all(&mut **tx)
         .await?;
         let new: HashSet<Uuid> = rows

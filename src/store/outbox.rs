@@ -13,6 +13,8 @@ pub struct Pending {
     pub subject: String,
     pub payload: Vec<u8>,
     pub attempts: i32,
+    /// The W3C trace context written with the decision (`None` for older rows).
+    pub trace: Option<crate::trace_context::TraceContext>,
 }
 
 impl Store {
@@ -32,6 +34,12 @@ impl Store {
                     subject: r.try_get("subject")?,
                     payload: r.try_get("payload")?,
                     attempts: r.try_get("attempts")?,
+                    trace: r
+                        .try_get::<Option<String>, _>("traceparent")?
+                        .and_then(|tp| {
+                            let ts: Option<String> = r.try_get("tracestate").ok().flatten();
+                            crate::trace_context::TraceContext::parse(&tp, ts.as_deref())
+                        }),
                 })
             })
             .collect()

@@ -15,8 +15,9 @@
 //! transaction (no commit of their own); when no batch follows within [`MARK_WITHIN`], or at
 //! shutdown, they are marked in a statement of their own.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_nats::jetstream::Message;
 use chrono::Utc;
@@ -37,7 +38,11 @@ use crate::engine::Clock;
 use crate::pull_request::{Input, decode_input};
 use crate::store::Op;
 use crate::store::{EventOutcome, Store};
+use crate::trace_context::TraceContext;
+use crate::trace_export;
 use crate::trigger::Trigger;
+use opentelemetry::KeyValue;
+use opentelemetry::trace::SpanKind;
 use uuid::Uuid;
 
 /// How long published triggers wait for the next record transaction to mark them sent
@@ -212,6 +217,27 @@ struct Decided {
     batch: Vec<(Message, Input)>,
     outcomes: Vec<EventOutcome>,
     triggers: Vec<Trigger>,
+    /// Per input, its decision span (`runwatch.decide`).
+    spans: Vec<DecisionSpan>,
+}
+
+/// The decision span of one input: a child of the events message's trace context (a new
+/// trace when it carries none); the triggers the input decided carry it as their parent.
+struct DecisionSpan {
+    parent: Option<TraceContext>,
+    context: TraceContext,
+    start: SystemTime,
+}
+
+impl DecisionSpan {
+    fn of(msg: &Message, start: SystemTime) -> DecisionSpan {
+        let parent = TraceContext::from_nats(msg.headers.as_ref());
+        DecisionSpan {
+            context: TraceContext::child_of(parent.as_ref()),
+            parent,
+            start,
+        }
+    }
 }
 
 /// Records a batch of valid events in its lanes ([`lanes`]: by repository, side by side),
@@ -242,15 +268,17 @@ async fn decide(
         return;
     }
     let recorded = started.elapsed();
-    let (mut batch, mut outcomes, mut triggers) = (
+    let (mut batch, mut outcomes, mut triggers, mut spans) = (
         Vec::with_capacity(size),
         Vec::with_capacity(size),
         Vec::new(),
+        Vec::with_capacity(size),
     );
     for d in decided {
         batch.extend(d.batch);
         outcomes.extend(d.outcomes);
         triggers.extend(d.triggers);
+        spans.extend(d.spans);
     }
     #[cfg(feature = "fault-injection")]
     if ctx.options.fault == Some(Fault::CrashAfterCommit) && !triggers.is_empty() {
@@ -260,7 +288,7 @@ async fn decide(
     let finisher = ctx.clone();
     let marks = pipeline.sent.clone();
     let finish = tokio::spawn(async move {
-        finish(&finisher, batch, outcomes, triggers, &marks).await;
+        finish(&finisher, batch, outcomes, triggers, spans, &marks).await;
     });
     pipeline.hand_over(finish).await;
     debug!(
@@ -283,6 +311,13 @@ fn record<'a>(
 ) -> BoxFuture<'a, Vec<Decided>> {
     Box::pin(async move {
         let events: Vec<Input> = batch.iter().map(|(_, e)| e.clone()).collect();
+        let start = SystemTime::now();
+        let spans: Vec<DecisionSpan> = batch
+            .iter()
+            .map(|(m, _)| DecisionSpan::of(m, start))
+            .collect();
+        let traces: Vec<Option<TraceContext>> =
+            spans.iter().map(|s| Some(s.context.clone())).collect();
         let mut hold = Hold::new(&ctx.config);
         let mut in_hand: Option<Vec<Message>> = None;
         let result = loop {
@@ -291,7 +326,10 @@ fn record<'a>(
                 wall: Utc::now(),
             };
             let sent = pipeline.take_sent();
-            let recorded = ctx.store.record_and_mark(&events, clock, &sent).await;
+            let recorded = ctx
+                .store
+                .record_and_mark(&events, clock, &sent, &traces)
+                .await;
             match recorded {
                 Err(e) if e.is_transient() => {
                     pipeline.give_back(sent);
@@ -328,6 +366,7 @@ fn record<'a>(
                     batch,
                     outcomes: outcome.outcomes,
                     triggers: outcome.triggers,
+                    spans,
                 }]
             }
             Err(e) if batch.len() > 1 => {
@@ -368,8 +407,10 @@ async fn finish(
     batch: Vec<(Message, Input)>,
     outcomes: Vec<EventOutcome>,
     triggers: Vec<Trigger>,
+    spans: Vec<DecisionSpan>,
     marks: &Mutex<Vec<Uuid>>,
 ) {
+    let decided_at = SystemTime::now();
     let delivered = delivery::publish_unmarked(&ctx.store, &ctx.bus, &triggers).await;
     if !delivered.sent.is_empty() {
         marks
@@ -377,9 +418,23 @@ async fn finish(
             .unwrap_or_else(PoisonError::into_inner)
             .extend(delivered.sent);
     }
-    for ((msg, event), result) in batch.into_iter().zip(outcomes) {
+    // The triggers of each decision span, for its `runwatch.trigger_ids` (tracing on only).
+    let mut by_span: HashMap<u64, Vec<opentelemetry::StringValue>> = HashMap::new();
+    if trace_export::enabled() {
+        for t in &triggers {
+            if let Some(c) = &t.trace {
+                by_span
+                    .entry(c.span_id)
+                    .or_default()
+                    .push(t.trigger_id.to_string().into());
+            }
+        }
+    }
+    for (((msg, event), result), decision) in batch.into_iter().zip(outcomes).zip(spans) {
         let (seq, _) = msg_info(&msg);
-        let span = info_span!("event", seq, group = %group_label(&event));
+        let trace_id = decision.context.trace_id_field();
+        let span = info_span!("event", seq, group = %group_label(&event), %trace_id);
+        export_decision(&decision, seq, &event, &result, &by_span, decided_at);
         match result {
             EventOutcome::Applied => disposition::applied(&msg).instrument(span).await,
             EventOutcome::Rejected(r) => {
@@ -389,6 +444,45 @@ async fn finish(
             }
         }
     }
+}
+
+/// Exports an input's `runwatch.decide` span (when tracing is on): from the start of its
+/// record transaction to its commit; the triggers it decided are those whose context is
+/// this span's.
+fn export_decision(
+    d: &DecisionSpan,
+    seq: u64,
+    event: &Input,
+    result: &EventOutcome,
+    by_span: &HashMap<u64, Vec<opentelemetry::StringValue>>,
+    end: SystemTime,
+) {
+    trace_export::export(&d.context, || {
+        let ids = by_span.get(&d.context.span_id).cloned().unwrap_or_default();
+        let (outcome, error) = match result {
+            EventOutcome::Applied => ("applied", None),
+            EventOutcome::Rejected(r) => ("rejected", Some(r.code.as_str().to_string())),
+        };
+        trace_export::Span {
+            name: "runwatch.decide",
+            kind: SpanKind::Consumer,
+            context: d.context.clone(),
+            parent: d.parent.as_ref().map(|p| p.span_id),
+            start: d.start,
+            end,
+            attributes: vec![
+                trace_export::int("runwatch.stream_sequence", seq),
+                KeyValue::new("runwatch.event_id", event.event_id().to_string()),
+                KeyValue::new("runwatch.group", group_label(event)),
+                KeyValue::new("runwatch.outcome", outcome),
+                KeyValue::new(
+                    "runwatch.trigger_ids",
+                    opentelemetry::Value::Array(ids.into()),
+                ),
+            ],
+            error,
+        }
+    });
 }
 
 pub(crate) fn group_label(e: &Input) -> String {

@@ -47,7 +47,11 @@ pub async fn once(ctx: &Ctx) -> Result<usize, StoreError> {
     let mut triggers = Vec::with_capacity(pending.len());
     for p in &pending {
         match serde_json::from_slice::<Trigger>(&p.payload) {
-            Ok(t) => triggers.push(t),
+            Ok(mut t) => {
+                // The trace context stored with the decision (never in the payload).
+                t.trace = p.trace.clone();
+                triggers.push(t);
+            }
             Err(e) => {
                 let reason = format!("payload is not a runwatch.trigger.v1: {e}");
                 error!(trigger_id = %p.trigger_id, %reason, "outbox row set aside");

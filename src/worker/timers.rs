@@ -19,17 +19,45 @@ pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
             _ = tokio::time::sleep(every) => {}
             _ = stop.cancelled() => return Ok(()),
         }
+        let started = std::time::SystemTime::now();
         let swept =
             delivery::sweep_timers(batch, || ctx.store.fire_due_timers(ctx.clock.get(), batch))
                 .await;
         match swept {
             Ok(triggers) => {
                 ctx.store.health().succeeded(Op::Timers);
+                export_spans(&triggers, started);
                 delivery::publish(&ctx.store, &ctx.bus, &triggers).await;
             }
             // Logged once per episode, and reported on /readyz, by the store's health.
             Err(e) if e.is_transient() => ctx.store.health().failed(Op::Timers, &e),
             Err(e) => warn!(error = %e, "timer sweep failed; will retry"),
         }
+    }
+}
+
+/// A trigger fired by a timer starts a new trace (the store gave it a root context): its
+/// `runwatch.timer` span is that trace's root, and the trigger message's `traceparent`
+/// names it as parent. No link to the inputs that armed the timer (they may be days old
+/// and many).
+fn export_spans(triggers: &[crate::trigger::Trigger], started: std::time::SystemTime) {
+    use opentelemetry::KeyValue;
+    let end = std::time::SystemTime::now();
+    for t in triggers {
+        let Some(trace) = &t.trace else { continue };
+        crate::trace_export::export(trace, || crate::trace_export::Span {
+            name: "runwatch.timer",
+            kind: opentelemetry::trace::SpanKind::Internal,
+            context: trace.clone(),
+            parent: None,
+            start: started,
+            end,
+            attributes: vec![
+                KeyValue::new("runwatch.trigger_id", t.trigger_id.to_string()),
+                KeyValue::new("runwatch.group", crate::delivery::group_key(t)),
+                KeyValue::new("runwatch.rule", t.rule_name.clone()),
+            ],
+            error: None,
+        });
     }
 }

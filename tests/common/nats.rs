@@ -220,5 +220,6 @@ pub fn sample_trigger(tag: &str, n: u32) -> Trigger {
         budget: None,
         pull_request: None,
         known_flaky: Vec::new(),
+        trace: None,
     }
 }

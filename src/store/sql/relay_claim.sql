@@ -8,4 +8,4 @@ WHERE o.trigger_id IN (
     WHERE sent_at IS NULL AND set_aside_at IS NULL
       AND (claimed_until IS NULL OR claimed_until < now())
     ORDER BY created_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-RETURNING o.trigger_id, o.subject, o.payload, o.attempts
+RETURNING o.trigger_id, o.subject, o.payload, o.attempts, o.traceparent, o.tracestate

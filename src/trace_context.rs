@@ -1,0 +1,296 @@
+//! W3C trace context (<https://www.w3.org/TR/trace-context/>): the `traceparent` and
+//! `tracestate` headers that follow one webhook from `runwatch ingest` through the events
+//! message, the worker's decision and the trigger message to the endpoint `runwatch
+//! deliver` calls (docs/design.md "Trace context"). Parsing and propagation only; the
+//! spans are exported by [`crate::trace_export`] when an OTLP endpoint is configured.
+//!
+//! A context names a span: `trace_id` is the trace, `span_id` the span a receiver of the
+//! context takes as its parent. Whoever continues a trace makes a [`TraceContext::child`]
+//! (same trace, new span id) and passes that on.
+
+use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+
+/// The W3C header names (lowercase, as written on NATS and HTTP).
+pub const TRACEPARENT: &str = "traceparent";
+/// See [`TRACEPARENT`].
+pub const TRACESTATE: &str = "tracestate";
+
+/// The longest `tracestate` kept (W3C: at most 32 list members; 512 characters is the
+/// length every vendor must propagate). A longer or non-printable one is dropped, the
+/// `traceparent` kept.
+pub const MAX_TRACESTATE: usize = 512;
+
+/// The `sampled` bit of `trace-flags`.
+const SAMPLED: u8 = 0x01;
+
+/// One span's W3C trace context.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TraceContext {
+    /// 16 bytes, never zero.
+    pub trace_id: u128,
+    /// 8 bytes, never zero: the span a receiver takes as its parent.
+    pub span_id: u64,
+    /// `trace-flags` (bit 0: sampled).
+    pub flags: u8,
+    /// `tracestate`, carried as it came (vendors' entries; runwatch adds none).
+    pub state: Option<String>,
+}
+
+impl TraceContext {
+    /// Parses a `traceparent` (and its `tracestate`). `None` for anything that is not a
+    /// valid version-00 value (or a later version's first four fields, as the W3C
+    /// specification asks): wrong length, uppercase or non-hex digits, an all-zero trace or
+    /// parent id, version `ff`. A caller then starts a new trace: a malformed header from
+    /// outside is ignored, never an error.
+    pub fn parse(traceparent: &str, tracestate: Option<&str>) -> Option<TraceContext> {
+        let b = traceparent.as_bytes();
+        if b.len() < 55 {
+            return None;
+        }
+        let version = hex_field(&b[0..2])?;
+        if version == 0xff
+            || (version == 0 && b.len() != 55)
+            || (version > 0 && b.len() > 55 && b[55] != b'-')
+        {
+            return None;
+        }
+        if b[2] != b'-' || b[35] != b'-' || b[52] != b'-' {
+            return None;
+        }
+        let trace_id = hex_field(&b[3..35])?;
+        let span_id = u64::try_from(hex_field(&b[36..52])?).ok()?;
+        let flags = u8::try_from(hex_field(&b[53..55])?).ok()?;
+        if trace_id == 0 || span_id == 0 {
+            return None;
+        }
+        let state = tracestate
+            .map(str::trim)
+            .filter(|s| !s.is_empty() && s.len() <= MAX_TRACESTATE)
+            .filter(|s| s.bytes().all(|c| (0x20..0x7f).contains(&c)))
+            .map(str::to_string);
+        Some(TraceContext {
+            trace_id,
+            span_id,
+            flags,
+            state,
+        })
+    }
+
+    /// A new trace (random ids, sampled): where no valid context came in.
+    pub fn root() -> TraceContext {
+        TraceContext {
+            trace_id: new_trace_id(),
+            span_id: new_span_id(),
+            flags: SAMPLED,
+            state: None,
+        }
+    }
+
+    /// A span of the same trace whose parent is `self`: a new span id, the same flags and
+    /// `tracestate`.
+    pub fn child(&self) -> TraceContext {
+        TraceContext {
+            trace_id: self.trace_id,
+            span_id: new_span_id(),
+            flags: self.flags,
+            state: self.state.clone(),
+        }
+    }
+
+    /// `child()` of `parent`, or a new trace when there is none.
+    pub fn child_of(parent: Option<&TraceContext>) -> TraceContext {
+        parent.map_or_else(TraceContext::root, TraceContext::child)
+    }
+
+    /// The `traceparent` header value: `00-<trace id>-<span id>-<flags>`.
+    pub fn traceparent(&self) -> String {
+        format!(
+            "00-{:032x}-{:016x}-{:02x}",
+            self.trace_id, self.span_id, self.flags
+        )
+    }
+
+    /// The trace id as 32 lowercase hex digits (the `trace_id` field of log lines).
+    pub fn trace_id_hex(&self) -> String {
+        format!("{:032x}", self.trace_id)
+    }
+
+    /// The trace id for a log field: formatted only when the line is written.
+    pub fn trace_id_field(&self) -> TraceIdHex {
+        TraceIdHex(self.trace_id)
+    }
+
+    /// Whether the trace is sampled (only sampled spans are exported).
+    pub fn sampled(&self) -> bool {
+        self.flags & SAMPLED != 0
+    }
+
+    /// The context of an HTTP request's headers, if it carries a valid one.
+    pub fn from_http(headers: &axum::http::HeaderMap) -> Option<TraceContext> {
+        let parent = headers.get(TRACEPARENT)?.to_str().ok()?;
+        let state = headers.get(TRACESTATE).and_then(|v| v.to_str().ok());
+        TraceContext::parse(parent, state)
+    }
+
+    /// The context of a NATS message's headers, if it carries a valid one.
+    pub fn from_nats(headers: Option<&async_nats::HeaderMap>) -> Option<TraceContext> {
+        let headers = headers?;
+        let parent = headers.get(TRACEPARENT)?.as_str();
+        let state = headers.get(TRACESTATE).map(|v| v.as_str());
+        TraceContext::parse(parent, state)
+    }
+
+    /// The header pairs to write (`tracestate` only when there is one).
+    pub fn headers(&self) -> impl Iterator<Item = (&'static str, String)> + '_ {
+        std::iter::once((TRACEPARENT, self.traceparent()))
+            .chain(self.state.iter().map(|s| (TRACESTATE, s.clone())))
+    }
+}
+
+/// A trace id that displays as 32 lowercase hex digits.
+#[derive(Debug, Clone, Copy)]
+pub struct TraceIdHex(pub u128);
+
+impl std::fmt::Display for TraceIdHex {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}
+
+/// A hex field of the `traceparent`: lowercase digits only (the specification forbids
+/// uppercase), at most 32 of them.
+fn hex_field(b: &[u8]) -> Option<u128> {
+    let mut v: u128 = 0;
+    for &c in b {
+        let d = match c {
+            b'0'..=b'9' => c - b'0',
+            b'a'..=b'f' => c - b'a' + 10,
+            _ => return None,
+        };
+        v = v.checked_mul(16)?.checked_add(u128::from(d))?;
+    }
+    Some(v)
+}
+
+fn new_trace_id() -> u128 {
+    loop {
+        let id = u128::from_be_bytes(RandomIdGenerator::default().new_trace_id().to_bytes());
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+fn new_span_id() -> u64 {
+    loop {
+        let id = u64::from_be_bytes(RandomIdGenerator::default().new_span_id().to_bytes());
+        if id != 0 {
+            return id;
+        }
+    }
+}
+
+/// Gives the triggers decided from each input of a batch that input's decision context:
+/// the record transaction calls [`Stamper::input`] as it starts on input `n` (the triggers
+/// added since the previous call are the previous input's) and [`Stamper::finish`] after
+/// the last. A trigger with no context (a timer's, an input without one) gets a new trace
+/// when it is written to the outbox.
+pub struct Stamper<'a> {
+    traces: &'a [Option<TraceContext>],
+    current: Option<usize>,
+    from: usize,
+}
+
+impl<'a> Stamper<'a> {
+    pub fn new(traces: &'a [Option<TraceContext>]) -> Stamper<'a> {
+        Stamper {
+            traces,
+            current: None,
+            from: 0,
+        }
+    }
+
+    /// Input `n` is next: stamps what the previous one decided.
+    pub fn input<G>(&mut self, n: usize, decided: &mut [(G, crate::trigger::Trigger)]) {
+        self.finish(decided);
+        self.current = Some(n);
+    }
+
+    /// Stamps what the current input decided.
+    pub fn finish<G>(&mut self, decided: &mut [(G, crate::trigger::Trigger)]) {
+        let trace = self
+            .current
+            .and_then(|n| self.traces.get(n))
+            .and_then(Option::as_ref);
+        if let Some(trace) = trace {
+            for (_, t) in decided.iter_mut().skip(self.from) {
+                t.trace = Some(trace.clone());
+            }
+        }
+        self.from = decided.len();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn a_valid_traceparent_round_trips() {
+        let c = TraceContext::parse(VALID, Some("rojo=00f067aa0ba902b7")).unwrap();
+        assert_eq!(c.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(c.span_id, 0x00f0_67aa_0ba9_02b7);
+        assert!(c.sampled());
+        assert_eq!(c.traceparent(), VALID);
+        assert_eq!(c.state.as_deref(), Some("rojo=00f067aa0ba902b7"));
+        let child = c.child();
+        assert_eq!(child.trace_id, c.trace_id);
+        assert_ne!(child.span_id, c.span_id);
+        assert_eq!(child.state, c.state);
+    }
+
+    #[test]
+    fn malformed_traceparents_are_ignored() {
+        for bad in [
+            "",
+            "00",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+            "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00_4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-0x",
+            "0x-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "00-+bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01x",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\u{e9}",
+        ] {
+            assert_eq!(TraceContext::parse(bad, None), None, "{bad:?}");
+        }
+        // A later version: its first four fields, anything after a dash.
+        let later = "cc-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-what-ever";
+        assert!(TraceContext::parse(later, None).is_some());
+    }
+
+    #[test]
+    fn a_hostile_tracestate_is_dropped_and_the_traceparent_kept() {
+        let long = "a=".to_string() + &"b".repeat(MAX_TRACESTATE);
+        for bad in [long.as_str(), "a=b\r\nx: y", "a=\u{1b}[31m", "   "] {
+            let c = TraceContext::parse(VALID, Some(bad)).unwrap();
+            assert_eq!(c.state, None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn roots_are_sampled_and_distinct() {
+        let (a, b) = (TraceContext::root(), TraceContext::root());
+        assert!(a.sampled());
+        assert_ne!(a.trace_id, b.trace_id);
+        assert_eq!(TraceContext::parse(&a.traceparent(), None), Some(a));
+    }
+}
