@@ -82,6 +82,8 @@ pub enum Input {
     Run(Event),
     /// `runwatch.pull_request.v1`.
     PullRequest(PullRequestLink),
+    /// `runwatch.workflow_job.v1`.
+    Job(crate::job::JobReport),
 }
 
 impl Input {
@@ -89,6 +91,7 @@ impl Input {
         match self {
             Input::Run(e) => &e.event_id,
             Input::PullRequest(p) => &p.event_id,
+            Input::Job(j) => &j.event_id,
         }
     }
 
@@ -96,6 +99,7 @@ impl Input {
         match self {
             Input::Run(e) => e.provider,
             Input::PullRequest(p) => p.provider,
+            Input::Job(j) => j.provider,
         }
     }
 
@@ -103,6 +107,7 @@ impl Input {
         match self {
             Input::Run(e) => &e.repository,
             Input::PullRequest(p) => &p.repository,
+            Input::Job(j) => &j.repository,
         }
     }
 
@@ -110,6 +115,7 @@ impl Input {
         match self {
             Input::Run(e) => &e.commit_sha,
             Input::PullRequest(p) => &p.commit_sha,
+            Input::Job(j) => &j.commit_sha,
         }
     }
 
@@ -117,6 +123,7 @@ impl Input {
         match self {
             Input::Run(e) => e.pr_number,
             Input::PullRequest(p) => Some(p.pr_number),
+            Input::Job(_) => None,
         }
     }
 
@@ -125,11 +132,12 @@ impl Input {
         crate::repository::RepoClaim::of(self.provider(), self.repository())
     }
 
-    /// Event time: `run.updated_at` or the head's `updated_at`.
+    /// Event time: `run.updated_at`, the head's `updated_at` or `job.updated_at`.
     pub fn updated_at(&self) -> DateTime<Utc> {
         match self {
             Input::Run(e) => e.run.updated_at,
             Input::PullRequest(p) => p.updated_at,
+            Input::Job(j) => j.job.updated_at,
         }
     }
 }
@@ -140,8 +148,8 @@ struct Peek {
     schema: Option<serde_json::Value>,
 }
 
-/// Decodes one message of either schema. A message whose `schema` is a string naming
-/// neither is a `schema` rejection; any other message is decoded by [`event::decode`] (so
+/// Decodes one message of any of the three schemas. A message whose `schema` is a string
+/// naming none of them is a `schema` rejection; any other message is decoded by [`event::decode`] (so
 /// the rejections of run events are unchanged).
 pub fn decode_input(bytes: &[u8], limits: &Limits) -> Result<Input, Rejection> {
     if bytes.len() > limits.max_message_bytes {
@@ -152,12 +160,18 @@ pub fn decode_input(bytes: &[u8], limits: &Limits) -> Result<Input, Rejection> {
         .and_then(|p| p.schema);
     match schema.as_ref().and_then(|s| s.as_str()) {
         Some(PULL_REQUEST_SCHEMA) => {}
+        Some(crate::job::JOB_SCHEMA) => {
+            let report: crate::job::JobReport = serde_json::from_slice(bytes)
+                .map_err(|e| Rejection::new(RejectCode::Invalid, format!("{e}")))?;
+            return crate::job::validate(report, limits).map(Input::Job);
+        }
         Some(other) if other != event::SCHEMA => {
             return Err(Rejection::new(
                 RejectCode::Schema,
                 format!(
-                    "schema is {other:?}, expected {:?} or {PULL_REQUEST_SCHEMA:?}",
-                    event::SCHEMA
+                    "schema is {other:?}, expected {:?}, {PULL_REQUEST_SCHEMA:?} or {:?}",
+                    event::SCHEMA,
+                    crate::job::JOB_SCHEMA
                 ),
             ));
         }

@@ -6,14 +6,16 @@
 //!
 //! `runwatch.pull_request.v1` lines and runs without a pull request follow the commit
 //! association of docs/design.md ("Pull requests of a commit"), in memory, as the worker
-//! does in Postgres.
+//! does in Postgres. `runwatch.workflow_job.v1` lines are merged into the jobs kept in
+//! memory, and every trigger lists its failed runs' jobs known when it fires.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::{BufRead, Write};
 
 use chrono::{DateTime, Utc};
 
-use crate::engine::{Clock, Engine, GroupCtx, GroupState, Ledger, PullStatus, RepoRef};
+use crate::engine::jobs::merge_book;
+use crate::engine::{Clock, Engine, GroupCtx, GroupState, JobBook, JobState, Ledger, PullStatus, RepoRef};
 use crate::event::Limits;
 use crate::pull_request::{Input, decode_input};
 use crate::repository::MemoryRegistry;
@@ -52,6 +54,8 @@ pub struct Simulation {
     heads: HashMap<(i64, u64), (DateTime<Utc>, String)>,
     /// Each pull request's state, the newest reported.
     statuses: HashMap<(i64, u64), PullStatus>,
+    /// The jobs seen, merged (`runwatch.workflow_job.v1`).
+    jobs: JobBook,
 }
 
 impl Simulation {
@@ -67,11 +71,30 @@ impl Simulation {
             commit_pulls: HashMap::new(),
             heads: HashMap::new(),
             statuses: HashMap::new(),
+            jobs: JobBook::new(),
         }
     }
 
     /// Decodes and applies one line; returns its triggers, or why it was skipped.
     pub fn feed_line(&mut self, line: &[u8]) -> Result<Vec<Trigger>, String> {
+        let (mut out, job) = self.feed(line)?;
+        // Every trigger lists its failed runs' jobs as known when it was decided, as the
+        // worker lists them where it writes the decision. A job input decides nothing (the
+        // timers it made due fired before it, their triggers listed without it).
+        if !job {
+            self.attach_jobs(&mut out);
+        }
+        Ok(out)
+    }
+
+    fn attach_jobs(&self, triggers: &mut [Trigger]) {
+        for t in triggers {
+            self.engine.attach_jobs(t, &self.jobs);
+        }
+    }
+
+    /// Applies one line; returns its triggers and whether it was a job.
+    fn feed(&mut self, line: &[u8]) -> Result<(Vec<Trigger>, bool), String> {
         let input = decode_input(line, &self.limits).map_err(|r| r.to_string())?;
         let t = input.updated_at();
         let now = self.clock.map_or(t, |c| c.max(t));
@@ -79,6 +102,11 @@ impl Simulation {
         self.clock = Some(now);
         let repo = self.registry.resolve(&input.repo_claim());
         let clock = Clock::event_time(now);
+        if let Input::Job(j) = &input {
+            let key = JobState::key_of(repo.internal_id, j);
+            merge_book(&mut self.jobs, key, JobState::from_report(j));
+            return Ok((out, true));
+        }
         let sha = input.commit_sha().to_string();
         if let Input::PullRequest(p) = &input {
             self.learn_head(repo.internal_id, p.pr_number, p.updated_at, &sha);
@@ -156,7 +184,7 @@ impl Simulation {
                         clock,
                     ));
                 }
-                return Ok(out);
+                return Ok((out, false));
             }
         }
         // A pull request carried by the input: learn the association; the first time, the
@@ -185,7 +213,7 @@ impl Simulation {
             self.engine.inherit_fired(&mut ctx, &pr_less);
             out.extend(self.absorb(&repo, n, &sha, pr_less.runs.iter(), clock));
         }
-        Ok(out)
+        Ok((out, false))
     }
 
     /// Merges runs into the group of pull request `n` of the commit.
@@ -297,6 +325,7 @@ impl Simulation {
                 self.timers.insert((next.event, key));
             }
         }
+        self.attach_jobs(&mut out);
         out
     }
 

@@ -87,6 +87,7 @@ fn sweeps() -> Vec<(&'static str, &'static str, (f64, i64))> {
         "purge streaks",
         "purge commit_pulls",
         "purge pull_heads",
+        "purge jobs",
     ]
     .into_iter()
     .zip(sql::PURGE_REST)

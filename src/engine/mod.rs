@@ -12,6 +12,7 @@
 
 pub mod association;
 pub mod group;
+pub mod jobs;
 pub mod merge;
 pub mod pull;
 pub mod rules;
@@ -26,6 +27,7 @@ use crate::event::{Event, Limits, Provider, RejectCode, Rejection, Status};
 use crate::trigger::{TRIGGER_SCHEMA, Trigger, TriggerRepository, TriggerRun, trigger_id};
 
 pub use group::{Due, EpisodeState, GroupState};
+pub use jobs::{JobBook, JobKey, JobState};
 pub use merge::RunState;
 pub use pull::{PullBlock, PullState, PullStatus};
 pub use rules::{Rule, RuleKind, RuleSet};
@@ -519,6 +521,8 @@ fn trigger_run(r: &RunState) -> TriggerRun {
         conclusion: r.conclusion,
         url: r.url.clone(),
         updated_at: r.updated_at,
+        jobs: Vec::new(),
+        jobs_omitted: 0,
     }
 }
 

@@ -10,6 +10,7 @@ use tracing::{error, warn};
 use uuid::Uuid;
 
 use super::association;
+use super::jobs;
 use super::{Store, StoreError};
 use crate::engine::{
     Clock, CooldownKey, GroupCtx, GroupState, Ledger, RepoRef, RunState, StreakKey, StreakState,
@@ -140,6 +141,8 @@ impl Store {
         let commits: BTreeSet<association::Commit> = inputs
             .iter()
             .zip(repos)
+            // A job touches no group and no commit (store/jobs.rs).
+            .filter(|(i, _)| !matches!(i, Input::Job(_)))
             .map(|(i, r)| (r.internal_id, i.commit_sha().to_string()))
             .collect();
         let mut pulls = association::lock_commits_load_pulls(tx, &commits).await?;
@@ -192,7 +195,9 @@ impl Store {
         let mut outcomes = Vec::with_capacity(inputs.len());
         let mut decided: Vec<(i64, Trigger)> = Vec::new();
         let max_lead = self.engine.limits().max_clock_skew;
-        for (i, r) in inputs.iter().zip(repos) {
+        let mut batch_jobs = jobs::BatchJobs::default();
+        for (position, (i, r)) in inputs.iter().zip(repos).enumerate() {
+            batch_jobs.decided_until(decided.len(), position);
             let at = i.updated_at();
             if Clock::is_skewed(at, wall, max_lead) {
                 metrics::counter!("runwatch_clock_skew_events_total").increment(1);
@@ -204,6 +209,13 @@ impl Store {
                 );
             }
             clock = clock.advance(at, wall, max_lead);
+            if let Input::Job(j) = i {
+                let key = crate::engine::JobState::key_of(r.internal_id, j);
+                let job = crate::engine::JobState::from_report(j);
+                batch_jobs.jobs.push((position, key, job));
+                outcomes.push(EventOutcome::Applied);
+                continue;
+            }
             let sha = i.commit_sha().to_string();
             if let Input::Run(e) = i {
                 let key = (r.internal_id, pr_key(e.pr_number), sha.clone());
@@ -321,7 +333,11 @@ impl Store {
         association::write_heads(tx, &heads_learnt).await?;
         write_groups(tx, slots.values(), sent).await?;
         write_ledger(tx, &original_ledger, &ledger).await?;
-        let triggers = self.insert_outbox(tx, decided).await?;
+        batch_jobs.decided_until(decided.len(), inputs.len());
+        let triggers = self.insert_outbox(tx, decided, &batch_jobs).await?;
+        // After the decisions read the stored jobs: a job later in the batch than a decision
+        // is not in its trigger, as in `simulate`.
+        jobs::write(tx, &batch_jobs).await?;
         Ok(BatchOutcome {
             outcomes,
             triggers,
@@ -466,19 +482,24 @@ impl Store {
         }
         write_groups(tx, slots.iter(), &[]).await?;
         write_ledger(tx, &original_ledger, &ledger).await?;
-        self.insert_outbox(tx, decided).await
+        self.insert_outbox(tx, decided, &jobs::BatchJobs::default())
+            .await
     }
 
     /// Writes decided triggers to the outbox, claimed for `lease`; returns those that were
-    /// new (a decision taken again inserts nothing and must not be published again).
+    /// new (a decision taken again inserts nothing and must not be published again). The
+    /// triggers list their failed runs' jobs first (store/jobs.rs): those stored, and those
+    /// of `batch` that came before each decision.
     async fn insert_outbox(
         &self,
         tx: &mut Transaction<'static, Postgres>,
-        decided: Vec<(i64, Trigger)>,
+        mut decided: Vec<(i64, Trigger)>,
+        batch: &jobs::BatchJobs,
     ) -> Result<Vec<Trigger>, StoreError> {
         if decided.is_empty() {
             return Ok(Vec::new());
         }
+        self.attach_jobs(tx, &mut decided, batch).await?;
         let mut ids = Vec::with_capacity(decided.len());
         let mut groups = Vec::with_capacity(decided.len());
         let mut subjects = Vec::with_capacity(decided.len());

@@ -10,6 +10,7 @@
 mod association;
 mod groups;
 mod health;
+mod jobs;
 mod outbox;
 mod purge;
 mod repositories;

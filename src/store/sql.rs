@@ -14,10 +14,11 @@ pub const PURGE_GROUPS: &str = include_str!("sql/purge_groups.sql");
 
 /// Purge of what is not a group, in the order it runs (each `$1` the age in seconds, `$2`
 /// the most rows per statement): sent triggers, failure streaks, commit → pull request
-/// associations, pull request heads.
-pub const PURGE_REST: [&str; 4] = [
+/// associations, pull request heads, jobs.
+pub const PURGE_REST: [&str; 5] = [
     include_str!("sql/purge_outbox.sql"),
     include_str!("sql/purge_streaks.sql"),
     include_str!("sql/purge_commit_pulls.sql"),
     include_str!("sql/purge_pull_heads.sql"),
+    include_str!("sql/purge_jobs.sql"),
 ];

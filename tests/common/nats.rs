@@ -195,6 +195,8 @@ pub fn sample_trigger(tag: &str, n: u32) -> Trigger {
             conclusion: Some(runwatch::event::Conclusion::Failure),
             url: None,
             updated_at: "2026-11-25T10:03:00Z".parse().expect("time"),
+            jobs: Vec::new(),
+            jobs_omitted: 0,
         },
     );
     Trigger {
