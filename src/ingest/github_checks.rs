@@ -9,6 +9,9 @@
 //!   suite: run id = `<suite id>/<check name>` (a re-requested check run is a new check run
 //!   with the same name: it replaces the old one), workflow = `<app name> / <check name>`,
 //!   `updated_at` = `completed_at`, else `started_at`, else the suite's `updated_at`.
+//!   A completed check run with an `output.title` or `output.summary` also becomes a
+//!   `runwatch.workflow_job.v1` job of that run (the summary cut to 1 KiB), so a trigger
+//!   shows what the check reported.
 //! - In the default `checks = "suite"` mode `check_run` deliveries are ignored, and in
 //!   `run` mode `check_suite` ones are: one CI report is never counted twice.
 //! - Suites and runs of the apps in `ignore_check_apps` (default: `github-actions`, whose
@@ -87,6 +90,10 @@ struct SuitePayload {
 
 #[derive(Deserialize)]
 struct CheckRun {
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(default)]
+    output: Option<Output>,
     name: String,
     head_sha: String,
     #[serde(default)]
@@ -104,6 +111,14 @@ struct CheckRun {
     pull_requests: Vec<PullRef>,
     #[serde(default)]
     app: Option<App>,
+}
+
+#[derive(Deserialize)]
+struct Output {
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    summary: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -327,11 +342,58 @@ pub(super) fn check_run(
             workflow: format!("{} / {}", app_name(app), c.name),
             status,
             conclusion,
-            url: c.html_url,
+            url: c.html_url.clone(),
             updated_at,
         },
     );
-    Ok(Normalized::Events(per_pull_request(base, delivery, prs)))
+    let nonempty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+    let (title, summary) = c
+        .output
+        .map_or((None, None), |o| (nonempty(o.title), nonempty(o.summary)));
+    let events = per_pull_request(base, delivery, prs);
+    // A completed check run's output, as the one job of its run (its summary cut to 1 KiB
+    // by `JobReport::fit`): what a trigger shows of a failed check run.
+    let job = match (c.id, events.first()) {
+        (Some(id), Some(run))
+            if status == Status::Completed && (title.is_some() || summary.is_some()) =>
+        {
+            crate::job::JobReport {
+                schema: crate::job::JOB_SCHEMA.to_string(),
+                event_id: format!("{delivery}:output"),
+                provider: Provider::Github,
+                repository: run.repository.clone(),
+                commit_sha: run.commit_sha.clone(),
+                run: crate::job::JobRun {
+                    id: run.run.id.clone(),
+                    attempt: run.run.attempt,
+                    workflow: Some(run.run.workflow.clone()),
+                },
+                job: crate::job::Job {
+                    id: id.to_string(),
+                    name: c.name,
+                    status,
+                    conclusion,
+                    url: c.html_url,
+                    stage: None,
+                    failure_reason: None,
+                    title,
+                    summary,
+                    failed_steps: Vec::new(),
+                    failed_steps_omitted: 0,
+                    runner_labels: Vec::new(),
+                    started_at: c.started_at,
+                    completed_at: c.completed_at,
+                    updated_at,
+                },
+                metadata: serde_json::Value::Null,
+            }
+        }
+        _ => return Ok(Normalized::Events(events)),
+    };
+    Ok(Normalized::RunsAndJobs {
+        events,
+        jobs: vec![job],
+    })
 }
 
 /// A `status` delivery.
