@@ -123,7 +123,8 @@ struct Job {
 
 /// A finished job's conclusion: `passed` → success, `failed` → failure (neutral when
 /// `soft_failed`: it did not fail the build), `timed_out`, `canceled` → cancelled,
-/// `broken`, `skipped` → skipped, `expired` → stale.
+/// `broken`, `skipped` → skipped, `expired` → stale. Any other state (a wait or block
+/// step's) is `None`: the delivery is accepted (202) and not published.
 pub fn map_job_state(state: &str, soft_failed: bool) -> Option<Conclusion> {
     Some(match state {
         "passed" => Conclusion::Success,
@@ -274,10 +275,17 @@ pub fn normalize(event_name: &str, body: &[u8]) -> Result<Normalized, NormalizeE
     let mut p: Payload = serde_json::from_slice(body).map_err(NormalizeError::Json)?;
     if event_name == "job.finished" {
         let job = p.job.take().ok_or(NormalizeError::Field("job"))?;
+        let Some(conclusion) = map_job_state(&job.state, job.soft_failed) else {
+            // A wait or block step's state (`waiting_failed`, `blocked_failed`, …): no job
+            // that ran, nothing to list.
+            return Ok(Normalized::Ignored {
+                kind: event_name.to_string(),
+            });
+        };
         let run = build_event(p, body)?;
         return Ok(Normalized::RunsAndJobs {
             events: Vec::new(),
-            jobs: vec![job_report(job, run)?],
+            jobs: vec![job_report(job, conclusion, run)],
         });
     }
     Ok(Normalized::Events(vec![build_event(p, body)?]))
@@ -288,19 +296,14 @@ pub fn normalize(event_name: &str, body: &[u8]) -> Result<Normalized, NormalizeE
 /// ([`map_job_state`]), `web_url`, `exit status <n>` as `failure_reason`, the agent query
 /// rules (`queue=default`) as runner labels, `updated_at` = `finished_at`, else
 /// `started_at`, else `created_at`, else the build's.
-fn job_report(job: Job, run: Event) -> Result<crate::job::JobReport, NormalizeError> {
-    let conclusion =
-        map_job_state(&job.state, job.soft_failed).ok_or_else(|| NormalizeError::Value {
-            field: "job.state",
-            value: job.state.chars().take(64).collect(),
-        })?;
+fn job_report(job: Job, conclusion: Conclusion, run: Event) -> crate::job::JobReport {
     let nonempty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
     let name = nonempty(job.name)
         .or_else(|| nonempty(job.label))
         .or_else(|| nonempty(job.step_key))
         .or_else(|| nonempty(job.kind))
         .unwrap_or_else(|| "job".to_string());
-    Ok(crate::job::JobReport {
+    crate::job::JobReport {
         schema: crate::job::JOB_SCHEMA.to_string(),
         event_id: run.event_id,
         provider: Provider::Buildkite,
@@ -336,7 +339,7 @@ fn job_report(job: Job, run: Event) -> Result<crate::job::JobReport, NormalizeEr
                 .unwrap_or(run.run.updated_at),
         },
         metadata: serde_json::Value::Null,
-    })
+    }
 }
 
 /// The run event of a delivery's build.
