@@ -278,10 +278,10 @@ async fn the_store_lists_the_jobs_before_each_decision_as_simulate_does() {
     let spec = (
         prop::collection::vec(run_spec(), 2..6),
         prop::collection::vec(0usize..10_000, 400),
-        1usize..9,
+        4usize..24,
     );
     let (mut listed, mut differs) = (0, 0);
-    for case in 0..16 {
+    for case in 0..40 {
         let (runs, order, batch) = spec.new_tree(&mut runner).unwrap().current();
         let owner = format!("order{case}");
         let lines = shuffled(&trace(&owner, &runs), &order, &[]);
