@@ -371,6 +371,38 @@ fn shipped_templates_render_a_real_trigger() {
     assert_eq!(payload["pr_number"], 12);
     assert_eq!(payload["failed_workflows"], serde_json::json!(["test"]));
 
+    assert_eq!(payload["failed_jobs"], serde_json::json!([]));
+
+    // A failed run's failed jobs and steps (runs.*.jobs) are shown.
+    let mut with_jobs = trigger.clone();
+    let run = with_jobs["runs"]
+        .as_object_mut()
+        .expect("runs")
+        .values_mut()
+        .find(|r| r["conclusion"] == "failure")
+        .expect("a failed run");
+    run["jobs"] = serde_json::json!([
+        {"id": "1", "name": "unit \"tests\"", "conclusion": "failure", "url": "https://ci/1",
+         "failed_steps": [{"number": 4, "name": "Run cargo test"}]},
+        {"id": "2", "name": "lint", "conclusion": "timed_out"}
+    ]);
+    let slack = render("slack.json.j2", &with_jobs);
+    let text = slack["blocks"][0]["text"]["text"].as_str().expect("text");
+    assert!(
+        text.contains("Failed jobs:\n• test / unit \"tests\": Run cargo test\n• test / lint\n"),
+        "{text}"
+    );
+    let dispatch = render("github-dispatch.json.j2", &with_jobs);
+    assert_eq!(
+        dispatch["client_payload"]["failed_jobs"],
+        serde_json::json!([
+            {"run": "9001", "workflow": "test", "job": "unit \"tests\"", "url": "https://ci/1",
+             "failed_steps": ["Run cargo test"]},
+            {"run": "9001", "workflow": "test", "job": "lint", "url": null, "failed_steps": []}
+        ])
+    );
+    assert!(dispatch["client_payload"].as_object().expect("payload").len() <= 10);
+
     // A push build (no pull request) renders too.
     let mut push = trigger.clone();
     push["pr_number"] = serde_json::Value::Null;

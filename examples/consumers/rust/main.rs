@@ -79,6 +79,47 @@ struct Trigger {
     pr_number: Option<u64>,
     #[serde(default)]
     failed_workflows: Vec<String>,
+    /// By run id; a failed run lists its failed jobs (`jobs`) when runwatch knows them.
+    #[serde(default)]
+    runs: std::collections::BTreeMap<String, Run>,
+}
+
+#[derive(Deserialize)]
+struct Run {
+    #[serde(default)]
+    jobs: Vec<Job>,
+}
+
+/// A failed job: its name and failed steps are what an agent looks at first.
+#[derive(Deserialize)]
+struct Job {
+    name: String,
+    #[serde(default)]
+    failed_steps: Vec<Step>,
+}
+
+#[derive(Deserialize)]
+struct Step {
+    name: String,
+}
+
+impl Trigger {
+    /// `job[: step; step]` for each failed job, comma-separated.
+    fn failed_jobs(&self) -> String {
+        self.runs
+            .values()
+            .flat_map(|r| &r.jobs)
+            .map(|j| {
+                let steps: Vec<&str> = j.failed_steps.iter().map(|s| s.name.as_str()).collect();
+                if steps.is_empty() {
+                    j.name.clone()
+                } else {
+                    format!("{}: {}", j.name, steps.join("; "))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 #[derive(Deserialize)]
@@ -221,7 +262,7 @@ async fn main() -> Result<()> {
             if record(&mut db, &trigger, &body, seq)? {
                 writeln!(
                     out,
-                    "handled {} {} {}/{} pr={} failed={}",
+                    "handled {} {} {}/{} pr={} failed={} jobs={}",
                     trigger.trigger_id,
                     trigger.rule,
                     trigger.repository.owner,
@@ -229,7 +270,8 @@ async fn main() -> Result<()> {
                     trigger
                         .pr_number
                         .map_or("None".to_string(), |n| n.to_string()),
-                    trigger.failed_workflows.join(",")
+                    trigger.failed_workflows.join(","),
+                    trigger.failed_jobs()
                 )?;
                 out.flush()?;
                 handled += 1;
