@@ -239,7 +239,11 @@ pub(crate) fn validate(report: JobReport, limits: &Limits) -> Result<JobReport, 
         return over("job.failed_steps", j.failed_steps.len(), MAX_FAILED_STEPS);
     }
     if j.runner_labels.len() > MAX_RUNNER_LABELS {
-        return over("job.runner_labels", j.runner_labels.len(), MAX_RUNNER_LABELS);
+        return over(
+            "job.runner_labels",
+            j.runner_labels.len(),
+            MAX_RUNNER_LABELS,
+        );
     }
     if let Some(s) = &j.summary
         && s.len() > MAX_SUMMARY_BYTES
@@ -374,10 +378,7 @@ mod tests {
         assert_eq!(j.job.failed_steps[0].name, "step\u{fffd}0");
         assert_eq!(j.job.runner_labels.len(), MAX_RUNNER_LABELS);
         let bytes = serde_json::to_vec(&j).unwrap();
-        assert!(matches!(
-            decode_input(&bytes, &limits),
-            Ok(Input::Job(_))
-        ));
+        assert!(matches!(decode_input(&bytes, &limits), Ok(Input::Job(_))));
         // Over the message size: the last steps go.
         let small = Limits {
             max_message_bytes: 4096,

@@ -15,7 +15,9 @@ use std::io::{BufRead, Write};
 use chrono::{DateTime, Utc};
 
 use crate::engine::jobs::merge_book;
-use crate::engine::{Clock, Engine, GroupCtx, GroupState, JobBook, JobState, Ledger, PullStatus, RepoRef};
+use crate::engine::{
+    Clock, Engine, GroupCtx, GroupState, JobBook, JobState, Ledger, PullStatus, RepoRef,
+};
 use crate::event::Limits;
 use crate::pull_request::{Input, decode_input};
 use crate::repository::MemoryRegistry;

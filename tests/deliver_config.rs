@@ -401,7 +401,13 @@ fn shipped_templates_render_a_real_trigger() {
             {"run": "9001", "workflow": "test", "job": "lint", "url": null, "failed_steps": []}
         ])
     );
-    assert!(dispatch["client_payload"].as_object().expect("payload").len() <= 10);
+    assert!(
+        dispatch["client_payload"]
+            .as_object()
+            .expect("payload")
+            .len()
+            <= 10
+    );
 
     // A push build (no pull request) renders too.
     let mut push = trigger.clone();

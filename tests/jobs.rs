@@ -139,8 +139,7 @@ impl Pipeline {
             .await
             .unwrap();
         let mut out = Vec::new();
-        while let Ok(Some(m)) =
-            tokio::time::timeout(Duration::from_secs(5), messages.next()).await
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await
         {
             let m = m.unwrap();
             let v: Value = serde_json::from_slice(&m.payload).unwrap();
@@ -215,7 +214,9 @@ async fn github_workflow_jobs_list_the_failed_job_and_step_in_the_trigger() {
         ("j-1", failed),
         ("j-4", failed),
     ] {
-        let (code, body) = p.github("workflow_job", delivery, &workflow_job(name, json!({}))).await;
+        let (code, body) = p
+            .github("workflow_job", delivery, &workflow_job(name, json!({})))
+            .await;
         assert_eq!(code, 200, "{name}: {body}");
     }
     // The other fixtures (another repository's jobs, `waiting`, queued steps) are published
@@ -235,7 +236,11 @@ async fn github_workflow_jobs_list_the_failed_job_and_step_in_the_trigger() {
             json!({})
         };
         let (code, body) = p
-            .github("workflow_job", &format!("o-{i}"), &workflow_job(name, changes))
+            .github(
+                "workflow_job",
+                &format!("o-{i}"),
+                &workflow_job(name, changes),
+            )
             .await;
         assert_eq!(code, 200, "{name}: {body}");
     }
@@ -244,7 +249,10 @@ async fn github_workflow_jobs_list_the_failed_job_and_step_in_the_trigger() {
         .github(
             "workflow_job",
             "j-attempt-2",
-            &workflow_job(failed, json!({"id": 999, "run_attempt": 2, "name": "other attempt"})),
+            &workflow_job(
+                failed,
+                json!({"id": 999, "run_attempt": 2, "name": "other attempt"}),
+            ),
         )
         .await;
     assert_eq!(code, 200, "{body}");
@@ -271,10 +279,16 @@ async fn github_workflow_jobs_list_the_failed_job_and_step_in_the_trigger() {
             &workflow_job(failed, json!({"status": "exploded"})),
         )
         .await;
-    assert_eq!((code, body.contains("workflow_job.status")), (400, true), "{body}");
+    assert_eq!(
+        (code, body.contains("workflow_job.status")),
+        (400, true),
+        "{body}"
+    );
 
     // The failing run.
-    let (code, body) = p.github("workflow_run", "r-1", &failing_workflow_run()).await;
+    let (code, body) = p
+        .github("workflow_run", "r-1", &failing_workflow_run())
+        .await;
     assert_eq!(code, 200, "{body}");
     let triggers = p.quiet_triggers().await;
     assert_eq!(triggers.len(), 1, "{triggers:#?}");
@@ -423,7 +437,10 @@ async fn a_buildkite_failed_job_is_listed_in_its_builds_trigger() {
         let (code, answer) = post(
             p.addr,
             "/webhooks/buildkite",
-            &[("X-Buildkite-Event", event), ("X-Buildkite-Signature", &sig)],
+            &[
+                ("X-Buildkite-Event", event),
+                ("X-Buildkite-Signature", &sig),
+            ],
             &body,
         )
         .await;

@@ -304,7 +304,11 @@ async fn the_store_lists_the_jobs_before_each_decision_as_simulate_does() {
             clock.event = outcome.clock.event;
             got.extend(outcome.triggers);
         }
-        assert_eq!(comparable(&got), comparable(&want), "case {case} (batches of {batch})");
+        assert_eq!(
+            comparable(&got),
+            comparable(&want),
+            "case {case} (batches of {batch})"
+        );
         listed += listed_jobs(&want);
     }
     assert!(listed > 0, "no case listed a job");

@@ -650,13 +650,14 @@ fn the_examples_in_the_design_document_validate() {
             other => panic!("a json example in docs/design.md of schema {other:?}"),
         }
     }
-    assert!(triggers >= 1, "docs/design.md should hold a trigger example");
     assert!(
-        blocks
-            .iter()
-            .any(|b| b["runs"].as_object().is_some_and(|r| r
-                .values()
-                .any(|r| r["jobs"].is_array()))),
+        triggers >= 1,
+        "docs/design.md should hold a trigger example"
+    );
+    assert!(
+        blocks.iter().any(|b| b["runs"]
+            .as_object()
+            .is_some_and(|r| r.values().any(|r| r["jobs"].is_array()))),
         "a trigger example should show a failed run's jobs"
     );
 }
@@ -689,7 +690,18 @@ fn the_job_schema_agrees_with_decode() {
     queued["job"]["conclusion"] = Value::Null;
     cases.push(("waiting, no conclusion".into(), queued, true));
     let mut minimal = good.clone();
-    for k in ["url", "stage", "failure_reason", "title", "summary", "failed_steps", "failed_steps_omitted", "runner_labels", "started_at", "completed_at"] {
+    for k in [
+        "url",
+        "stage",
+        "failure_reason",
+        "title",
+        "summary",
+        "failed_steps",
+        "failed_steps_omitted",
+        "runner_labels",
+        "started_at",
+        "completed_at",
+    ] {
         minimal["job"].as_object_mut().unwrap().remove(k);
     }
     minimal["run"].as_object_mut().unwrap().remove("attempt");
@@ -704,8 +716,16 @@ fn the_job_schema_agrees_with_decode() {
         ("job", "updated_at", "yesterday".into()),
         ("job", "failed_steps", json!([{"number": -1, "name": "x"}])),
         ("job", "failed_steps", json!([{"name": "x\ny"}])),
-        ("job", "failed_steps", Value::Array((0..51).map(|i| json!({"name": format!("s{i}")})).collect())),
-        ("job", "runner_labels", Value::Array((0..21).map(|i| json!(format!("l{i}"))).collect())),
+        (
+            "job",
+            "failed_steps",
+            Value::Array((0..51).map(|i| json!({"name": format!("s{i}")})).collect()),
+        ),
+        (
+            "job",
+            "runner_labels",
+            Value::Array((0..21).map(|i| json!(format!("l{i}"))).collect()),
+        ),
         ("job", "summary", "s".repeat(1025).into()),
         ("run", "attempt", 0.into()),
         ("run", "id", "".into()),
@@ -724,7 +744,11 @@ fn the_job_schema_agrees_with_decode() {
             failures.push(format!("{what}: decode_input accepts = {}", !ok));
         }
         if valid(v) != *ok {
-            failures.push(format!("{what}: the schema accepts = {}:\n{}", !ok, errors(job_schema(), v)));
+            failures.push(format!(
+                "{what}: the schema accepts = {}:\n{}",
+                !ok,
+                errors(job_schema(), v)
+            ));
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));

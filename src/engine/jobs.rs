@@ -255,11 +255,26 @@ mod tests {
     #[test]
     fn the_key_orders_as_the_merge_does() {
         let cases = [
-            (js(1, Status::Completed, 10, "a"), js(2, Status::Queued, 5, "a")),
-            (js(1, Status::InProgress, 50, "z"), js(1, Status::Completed, 5, "a")),
-            (js(1, Status::Queued, -5, "z"), js(1, Status::Queued, 5, "a")),
-            (js(1, Status::Queued, 5, "a"), js(1, Status::Queued, 5, "ab")),
-            (js(1, Status::Queued, 5, "ab"), js(1, Status::Queued, 5, "b")),
+            (
+                js(1, Status::Completed, 10, "a"),
+                js(2, Status::Queued, 5, "a"),
+            ),
+            (
+                js(1, Status::InProgress, 50, "z"),
+                js(1, Status::Completed, 5, "a"),
+            ),
+            (
+                js(1, Status::Queued, -5, "z"),
+                js(1, Status::Queued, 5, "a"),
+            ),
+            (
+                js(1, Status::Queued, 5, "a"),
+                js(1, Status::Queued, 5, "ab"),
+            ),
+            (
+                js(1, Status::Queued, 5, "ab"),
+                js(1, Status::Queued, 5, "b"),
+            ),
         ];
         for (lo, hi) in cases {
             assert!(lo.order_key() < hi.order_key(), "{lo:?} < {hi:?}");

@@ -312,8 +312,7 @@ fn failed_builds(
                     name: b.name,
                     status: Status::Completed,
                     conclusion: Some(Conclusion::Failure),
-                    url: web_url
-                        .map(|w| format!("{}/-/jobs/{}", w.trim_end_matches('/'), b.id)),
+                    url: web_url.map(|w| format!("{}/-/jobs/{}", w.trim_end_matches('/'), b.id)),
                     stage: b.stage.filter(|s| !s.trim().is_empty()),
                     failure_reason: b.failure_reason.filter(|s| !s.trim().is_empty()),
                     title: None,

@@ -694,7 +694,10 @@ pub fn normalize_delivery(
     };
     let normalized = match normalized {
         Normalized::RunsAndJobs { events, jobs } => Normalized::RunsAndJobs {
-            jobs: encode_jobs(jobs, limits)?.into_iter().map(|(j, _)| j).collect(),
+            jobs: encode_jobs(jobs, limits)?
+                .into_iter()
+                .map(|(j, _)| j)
+                .collect(),
             events,
         },
         other => other,
