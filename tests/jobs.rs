@@ -9,6 +9,9 @@
 //! - a GitLab pipeline hook with a failed build, a build allowed to fail and a passing one;
 //! - a Buildkite `job.finished` of a failed job, then its build's `build.finished`.
 //!
+//! - job messages of another producer over a bound, or with a bad status or a control
+//!   character, are dead-lettered; a job of a run no group knows is kept.
+//!
 //! Every trigger is validated against `schemas/trigger.v1.json`.
 
 mod common;
@@ -463,5 +466,78 @@ async fn a_buildkite_failed_job_is_listed_in_its_builds_trigger() {
             "started_at": "2015-05-09T21:06:01.143Z", "completed_at": "2015-05-09T21:07:05.422Z"
         }])
     );
+    p.stop().await;
+}
+
+/// Job messages published by another producer: over a bound or with a bad status they are
+/// dead-lettered with their reason; a valid job of a run no group knows is applied (kept,
+/// never dead-lettered for lacking a group); the worker carries on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_job_messages_are_dead_lettered_and_a_job_without_a_group_is_kept() {
+    let p = Pipeline::start().await;
+    let job = |id: &str, changes: Value| {
+        let mut v = json!({
+            "schema": "runwatch.workflow_job.v1", "event_id": id, "provider": "github",
+            "repository": {"owner": "acme", "name": "hostile", "id": "91"},
+            "commit_sha": "abc", "run": {"id": "1", "attempt": 1},
+            "job": {"id": id, "name": "test", "status": "completed", "conclusion": "failure",
+                    "updated_at": "2026-01-01T00:00:00Z"}
+        });
+        for (k, c) in changes.as_object().unwrap() {
+            v["job"][k] = c.clone();
+        }
+        v
+    };
+    let steps: Vec<Value> = (0..51).map(|n| json!({"name": format!("s{n}")})).collect();
+    let messages = [
+        (
+            job(
+                "h-long",
+                json!({"failed_steps": [{"name": "x".repeat(1025)}]}),
+            ),
+            Some("oversize"),
+        ),
+        (
+            job("h-steps", json!({"failed_steps": steps})),
+            Some("oversize"),
+        ),
+        (
+            job("h-status", json!({"status": "exploded"})),
+            Some("invalid"),
+        ),
+        (
+            job("h-control", json!({"name": "a\u{1b}[31mb"})),
+            Some("invalid"),
+        ),
+        (job("h-nogroup", json!({})), None),
+    ];
+    for (m, _) in &messages {
+        p.bus
+            .publish_event(
+                runwatch::event::Provider::Github,
+                m["event_id"].as_str().unwrap(),
+                bytes::Bytes::from(serde_json::to_vec(m).unwrap()),
+            )
+            .await
+            .unwrap();
+    }
+    let triggers = p.quiet_triggers().await;
+    assert!(triggers.is_empty(), "{triggers:#?}");
+    let mut dead: Vec<String> = p
+        .bus
+        .read_all_dead()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|d| d.reason)
+        .collect();
+    dead.sort();
+    let mut want: Vec<String> = messages
+        .iter()
+        .filter_map(|(_, r)| r.map(str::to_string))
+        .collect();
+    want.sort();
+    assert_eq!(dead, want);
+    assert_eq!(p.stored_jobs().await, 1, "the job without a group is kept");
     p.stop().await;
 }
