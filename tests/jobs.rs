@@ -7,8 +7,7 @@
 //!   announced; hostile deliveries (a name over the limit, too many failed steps) are cut
 //!   to the documented bounds, a bad status is refused;
 //! - a GitLab pipeline hook with a failed build, a build allowed to fail and a passing one;
-//! - a Buildkite `job.finished` of a failed job, then its build's `build.finished`.
-//!
+//! - a Buildkite `job.finished` of a failed job, then its build's `build.finished`;
 //! - job messages of another producer over a bound, or with a bad status or a control
 //!   character, are dead-lettered; a job of a run no group knows is kept.
 //!
