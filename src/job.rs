@@ -361,7 +361,7 @@ mod tests {
             panic!("not a job")
         };
         j.job.name = "é".repeat(1000);
-        j.job.summary = Some("é".repeat(1000));
+        j.job.summary = Some("€".repeat(1000));
         j.job.failed_steps = (0..70)
             .map(|i| Step {
                 number: Some(i),
@@ -372,7 +372,8 @@ mod tests {
         let limits = Limits::default();
         j.fit(&limits);
         assert_eq!(j.job.name.len(), 1024);
-        assert_eq!(j.job.summary.as_ref().unwrap().len(), 1024);
+        // 341 three-byte characters: cut before the one that would cross 1024 bytes.
+        assert_eq!(j.job.summary.as_ref().unwrap().len(), 1023);
         assert_eq!(j.job.failed_steps.len(), MAX_FAILED_STEPS);
         assert_eq!(j.job.failed_steps_omitted, 20);
         assert_eq!(j.job.failed_steps[0].name, "step\u{fffd}0");

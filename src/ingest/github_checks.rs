@@ -619,4 +619,51 @@ mod tests {
         v["state"] = "weird".into();
         assert!(status("d", &serde_json::to_vec(&v).unwrap(), &opts).is_err());
     }
+
+    #[test]
+    fn a_failed_check_runs_output_is_the_job_of_its_run() {
+        let run_mode = GithubOptions {
+            checks: CheckGranularity::Run,
+            ..GithubOptions::default()
+        };
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&fixture("check_run/completed.payload.json")).unwrap();
+        v["check_run"]["conclusion"] = "failure".into();
+        v["check_run"]["output"]["title"] = "3 failures".into();
+        v["check_run"]["output"]["summary"] = "é".repeat(1500).into();
+        let body = serde_json::to_vec(&v).unwrap();
+        let Normalized::RunsAndJobs { events, mut jobs } =
+            check_run("o1", &body, &run_mode).unwrap()
+        else {
+            panic!("no job")
+        };
+        assert_eq!(jobs.len(), 1);
+        let j = &jobs[0];
+        assert_eq!(
+            (j.run.id.as_str(), j.run.attempt),
+            (events[0].run.id.as_str(), events[0].run.attempt)
+        );
+        assert_eq!(
+            (j.job.id.as_str(), j.job.name.as_str()),
+            ("128620228", "Octocoders-linter")
+        );
+        assert_eq!(j.job.title.as_deref(), Some("3 failures"));
+        assert_eq!(j.job.conclusion, Some(Conclusion::Failure));
+        // Ingest cuts the summary to 1 KiB on a character boundary.
+        jobs[0].fit(&crate::event::Limits::default());
+        assert_eq!(jobs[0].job.summary.as_ref().map(String::len), Some(1024));
+        // Without an output, or in suite mode, no job.
+        v["check_run"]["output"]["title"] = serde_json::Value::Null;
+        v["check_run"]["output"]["summary"] = serde_json::Value::Null;
+        let body = serde_json::to_vec(&v).unwrap();
+        assert_eq!(events_of(check_run("o2", &body, &run_mode)), 1);
+        assert!(matches!(
+            check_run("o3", &body, &GithubOptions::default()),
+            Ok(Normalized::Ignored { .. })
+        ));
+    }
+
+    fn events_of(n: Result<Normalized, NormalizeError>) -> usize {
+        events(n).len()
+    }
 }
