@@ -166,6 +166,55 @@ fn listed_jobs(triggers: &[Trigger]) -> usize {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
+    /// A job message with any one field replaced by any JSON value never makes
+    /// `decode_input` panic; what it accepts keeps the bounds and re-encodes to the same
+    /// message.
+    #[test]
+    fn a_job_message_with_any_field_replaced_never_panics(
+        field in 0usize..24,
+        value in prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            ".{0,40}".prop_map(Value::from),
+            prop::collection::vec(".{0,8}", 0..60).prop_map(|v| json!(v)),
+            prop::collection::vec(".{0,8}", 0..60)
+                .prop_map(|v| Value::Array(v.into_iter().map(|n| json!({"name": n})).collect())),
+        ],
+    ) {
+        let limits = Limits::default();
+        let mut v = json!({
+            "schema": "runwatch.workflow_job.v1", "event_id": "e", "provider": "github",
+            "repository": {"owner": "o", "name": "r"}, "commit_sha": "abc",
+            "run": {"id": "1", "attempt": 1, "workflow": "ci"},
+            "job": {"id": "2", "name": "test", "status": "completed", "conclusion": "failure",
+                "url": "u", "stage": "s", "failure_reason": "r", "title": "t", "summary": "m",
+                "failed_steps": [{"number": 1, "name": "x"}], "failed_steps_omitted": 0,
+                "runner_labels": ["l"], "started_at": "2026-01-01T00:00:00Z",
+                "completed_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z"}
+        });
+        let top = ["schema", "event_id", "provider", "repository", "commit_sha", "run", "metadata"];
+        let job = ["id", "name", "status", "conclusion", "url", "stage", "failure_reason", "title",
+            "summary", "failed_steps", "failed_steps_omitted", "runner_labels", "started_at",
+            "completed_at", "updated_at"];
+        if field < top.len() {
+            v[top[field]] = value;
+        } else if field - top.len() < job.len() {
+            v["job"][job[field - top.len()]] = value;
+        } else {
+            v["run"]["attempt"] = value;
+        }
+        let text = serde_json::to_vec(&v).unwrap();
+        if let Ok(runwatch::pull_request::Input::Job(j)) = decode_input(&text, &limits) {
+            prop_assert!(j.job.failed_steps.len() <= runwatch::job::MAX_FAILED_STEPS);
+            prop_assert!(j.job.runner_labels.len() <= runwatch::job::MAX_RUNNER_LABELS);
+            prop_assert!(j.run.attempt >= 1);
+            let again = decode_input(&serde_json::to_vec(&j).unwrap(), &limits);
+            prop_assert_eq!(again, Ok(runwatch::pull_request::Input::Job(j)));
+        }
+    }
+
     #[test]
     fn with_settle_any_order_and_duplication_gives_the_same_triggers_and_jobs(
         runs in prop::collection::vec(run_spec(), 1..6),
