@@ -321,6 +321,45 @@ async fn github_workflow_jobs_list_the_failed_job_and_step_in_the_trigger() {
         assert!(why.is_empty(), "{m}:\n{why}");
     }
 
+    // `explain` shows the run's known jobs of its attempt with their failed steps.
+    let pool = runwatch::store::connect(&p.env.config.database)
+        .await
+        .unwrap();
+    let repo = &triggers[0]["repository"];
+    let target = runwatch::explain::Target::parse(
+        "github",
+        &format!(
+            "{}/{}",
+            repo["owner"].as_str().unwrap(),
+            repo["name"].as_str().unwrap()
+        ),
+        "2",
+        "3484a3fb816e0859fd6e1cea078d76385ff50625",
+    )
+    .unwrap();
+    let explained =
+        runwatch::explain::query::explain(&pool, &p.env.config.rule_set().unwrap(), &target)
+            .await
+            .unwrap()
+            .unwrap();
+    pool.close().await;
+    let shown: Vec<(&str, &str)> = explained.runs[0]
+        .jobs
+        .iter()
+        .map(|j| (j.job_id.as_str(), j.name.as_str()))
+        .collect();
+    assert_eq!(
+        shown[..2],
+        [("289782451", "linters"), ("777", "linters")],
+        "{shown:?}"
+    );
+    let text = runwatch::explain::text::explanation(&explained);
+    assert!(
+        text.contains("jobs:") && text.contains("Run yarn run format-check"),
+        "{text}"
+    );
+    assert!(!text.contains("other attempt"), "{text}");
+
     // A job delivered after the trigger: kept, not announced again.
     let stored = p.stored_jobs().await;
     let (code, body) = p
