@@ -4,8 +4,9 @@
 //! without one (commit statuses, a fork's workflow runs, push builds) count in the pull
 //! request's group, whichever arrives first (docs/design.md "Pull requests of a commit").
 //!
-//! [`decode_input`] reads either schema from the events stream; the size limit, the string
-//! limits and the rejection codes are those of [`crate::event::decode`].
+//! [`decode_input`] reads any of the three schemas of the events stream
+//! (`runwatch.workflow_job.v1` is in [`crate::job`]); the size limit, the string limits and
+//! the rejection codes are those of [`crate::event::decode`].
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -83,7 +83,7 @@ impl Store {
         self.record_inputs(&inputs, clock).await
     }
 
-    /// As [`Store::record`], for messages of either input schema (runs and pull request
+    /// As [`Store::record`], for messages of any input schema (runs, jobs and pull request
     /// heads).
     pub async fn record_inputs(
         &self,
