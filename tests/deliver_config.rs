@@ -369,9 +369,9 @@ fn shipped_templates_render_a_real_trigger() {
     assert_eq!(payload["trigger_id"], trigger["trigger_id"]);
     assert_eq!(payload["repository"], "octo-org/octo-repo");
     assert_eq!(payload["pr_number"], 12);
-    assert_eq!(payload["failed_workflows"], serde_json::json!(["test"]));
+    assert_eq!(payload["failed"]["workflows"], serde_json::json!(["test"]));
 
-    assert_eq!(payload["failed_jobs"], serde_json::json!([]));
+    assert_eq!(payload["failed"]["jobs"], serde_json::json!([]));
 
     // A failed run's failed jobs and steps (runs.*.jobs) are shown.
     let mut with_jobs = trigger.clone();
@@ -394,7 +394,7 @@ fn shipped_templates_render_a_real_trigger() {
     );
     let dispatch = render("github-dispatch.json.j2", &with_jobs);
     assert_eq!(
-        dispatch["client_payload"]["failed_jobs"],
+        dispatch["client_payload"]["failed"]["jobs"],
         serde_json::json!([
             {"run": "9001", "workflow": "test", "job": "unit \"tests\"", "url": "https://ci/1",
              "failed_steps": ["Run cargo test"]},

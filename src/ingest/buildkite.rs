@@ -262,7 +262,7 @@ pub(super) fn repository_and_run(
 
 /// Normalizes one delivery. `event_name` is `X-Buildkite-Event` (or the body's `event`):
 /// `ping` answers [`Normalized::Ping`], `build.*` becomes an event, `job.finished` a job of
-/// its build's run ([`job_report`]), anything else is [`Normalized::Ignored`].
+/// its build's run (`job_report`), anything else is [`Normalized::Ignored`].
 pub fn normalize(event_name: &str, body: &[u8]) -> Result<Normalized, NormalizeError> {
     if event_name == "ping" {
         return Ok(Normalized::Ping);

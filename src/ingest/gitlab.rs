@@ -20,7 +20,7 @@
 //! or `gitlab-body-<sha256 of the body>` when the header is absent.
 //!
 //! The pipeline's failed `builds` become `runwatch.workflow_job.v1` jobs of its run
-//! ([`failed_builds`]), published before the run's event.
+//! (`failed_builds`), published before the run's event.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};
