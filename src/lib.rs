@@ -16,6 +16,7 @@ pub mod explain;
 pub mod http;
 pub mod ingest;
 pub mod input;
+pub mod job;
 pub mod printable;
 pub mod pull_request;
 pub mod replay;

@@ -7,7 +7,8 @@
 //! It also carries what the pull request is (title, author, base branch, url: docs/design.md
 //! "The pull request in the trigger").
 //!
-//! [`decode_input`] reads either schema from the events stream; the size limit, the string
+//! [`decode_input`] reads any of the three schemas of the events stream
+//! (`runwatch.workflow_job.v1` is in [`crate::job`]); the size limit, the string
 //! limits and the rejection codes are those of [`crate::event::decode`], except that the
 //! title, which its author writes freely, is made fit instead of refused ([`fit_title`]).
 
@@ -148,6 +149,8 @@ pub enum Input {
     Run(Event),
     /// `runwatch.pull_request.v1`.
     PullRequest(PullRequestLink),
+    /// `runwatch.workflow_job.v1`.
+    Job(crate::job::JobReport),
 }
 
 impl Input {
@@ -155,6 +158,7 @@ impl Input {
         match self {
             Input::Run(e) => &e.event_id,
             Input::PullRequest(p) => &p.event_id,
+            Input::Job(j) => &j.event_id,
         }
     }
 
@@ -162,6 +166,7 @@ impl Input {
         match self {
             Input::Run(e) => e.provider,
             Input::PullRequest(p) => p.provider,
+            Input::Job(j) => j.provider,
         }
     }
 
@@ -169,6 +174,7 @@ impl Input {
         match self {
             Input::Run(e) => &e.repository,
             Input::PullRequest(p) => &p.repository,
+            Input::Job(j) => &j.repository,
         }
     }
 
@@ -176,6 +182,7 @@ impl Input {
         match self {
             Input::Run(e) => &e.commit_sha,
             Input::PullRequest(p) => &p.commit_sha,
+            Input::Job(j) => &j.commit_sha,
         }
     }
 
@@ -183,6 +190,7 @@ impl Input {
         match self {
             Input::Run(e) => e.pr_number,
             Input::PullRequest(p) => Some(p.pr_number),
+            Input::Job(_) => None,
         }
     }
 
@@ -191,11 +199,12 @@ impl Input {
         crate::repository::RepoClaim::of(self.provider(), self.repository())
     }
 
-    /// Event time: `run.updated_at` or the head's `updated_at`.
+    /// Event time: `run.updated_at`, the head's `updated_at` or `job.updated_at`.
     pub fn updated_at(&self) -> DateTime<Utc> {
         match self {
             Input::Run(e) => e.run.updated_at,
             Input::PullRequest(p) => p.updated_at,
+            Input::Job(j) => j.job.updated_at,
         }
     }
 }
@@ -206,8 +215,8 @@ struct Peek {
     schema: Option<serde_json::Value>,
 }
 
-/// Decodes one message of either schema. A message whose `schema` is a string naming
-/// neither is a `schema` rejection; any other message is decoded by [`event::decode`] (so
+/// Decodes one message of any of the three schemas. A message whose `schema` is a string
+/// naming none of them is a `schema` rejection; any other message is decoded by [`event::decode`] (so
 /// the rejections of run events are unchanged).
 pub fn decode_input(bytes: &[u8], limits: &Limits) -> Result<Input, Rejection> {
     if bytes.len() > limits.max_message_bytes {
@@ -218,12 +227,18 @@ pub fn decode_input(bytes: &[u8], limits: &Limits) -> Result<Input, Rejection> {
         .and_then(|p| p.schema);
     match schema.as_ref().and_then(|s| s.as_str()) {
         Some(PULL_REQUEST_SCHEMA) => {}
+        Some(crate::job::JOB_SCHEMA) => {
+            let report: crate::job::JobReport = serde_json::from_slice(bytes)
+                .map_err(|e| Rejection::new(RejectCode::Invalid, format!("{e}")))?;
+            return crate::job::validate(report, limits).map(Input::Job);
+        }
         Some(other) if other != event::SCHEMA => {
             return Err(Rejection::new(
                 RejectCode::Schema,
                 format!(
-                    "schema is {other:?}, expected {:?} or {PULL_REQUEST_SCHEMA:?}",
-                    event::SCHEMA
+                    "schema is {other:?}, expected {:?}, {PULL_REQUEST_SCHEMA:?} or {:?}",
+                    event::SCHEMA,
+                    crate::job::JOB_SCHEMA
                 ),
             ));
         }

@@ -6,7 +6,8 @@
 //!
 //! `runwatch.pull_request.v1` lines and runs without a pull request follow the commit
 //! association of docs/design.md ("Pull requests of a commit"), in memory, as the worker
-//! does in Postgres.
+//! does in Postgres. `runwatch.workflow_job.v1` lines are merged into the jobs kept in
+//! memory, and every trigger lists its failed runs' jobs known when it fires.
 //!
 //! Flips (docs/design.md "Flaky workflows") are kept in the in-memory ledger, all of them:
 //! the engine counts each rule's window from there, as the worker does from the newest it
@@ -17,7 +18,10 @@ use std::io::{BufRead, Write};
 
 use chrono::{DateTime, Utc};
 
-use crate::engine::{Clock, Engine, GroupCtx, GroupState, Ledger, PullInfo, PullStatus, RepoRef};
+use crate::engine::jobs::merge_book;
+use crate::engine::{
+    Clock, Engine, GroupCtx, GroupState, JobBook, JobState, Ledger, PullInfo, PullStatus, RepoRef,
+};
 use crate::event::Limits;
 use crate::pull_request::{Input, decode_input};
 use crate::repository::MemoryRegistry;
@@ -58,6 +62,8 @@ pub struct Simulation {
     statuses: HashMap<(i64, u64), PullStatus>,
     /// Each pull request's title, author, branches and url, the newest reported.
     infos: HashMap<(i64, u64), PullInfo>,
+    /// The jobs seen, merged (`runwatch.workflow_job.v1`).
+    jobs: JobBook,
 }
 
 impl Simulation {
@@ -74,11 +80,30 @@ impl Simulation {
             heads: HashMap::new(),
             statuses: HashMap::new(),
             infos: HashMap::new(),
+            jobs: JobBook::new(),
         }
     }
 
     /// Decodes and applies one line; returns its triggers, or why it was skipped.
     pub fn feed_line(&mut self, line: &[u8]) -> Result<Vec<Trigger>, String> {
+        let (mut out, job) = self.feed(line)?;
+        // Every trigger lists its failed runs' jobs as known when it was decided, as the
+        // worker lists them where it writes the decision. A job input decides nothing (the
+        // timers it made due fired before it, their triggers listed without it).
+        if !job {
+            self.attach_jobs(&mut out);
+        }
+        Ok(out)
+    }
+
+    fn attach_jobs(&self, triggers: &mut [Trigger]) {
+        for t in triggers {
+            self.engine.attach_jobs(t, &self.jobs);
+        }
+    }
+
+    /// Applies one line; returns its triggers and whether it was a job.
+    fn feed(&mut self, line: &[u8]) -> Result<(Vec<Trigger>, bool), String> {
         let input = decode_input(line, &self.limits).map_err(|r| r.to_string())?;
         let t = input.updated_at();
         let now = self.clock.map_or(t, |c| c.max(t));
@@ -86,6 +111,11 @@ impl Simulation {
         self.clock = Some(now);
         let repo = self.registry.resolve(&input.repo_claim());
         let clock = Clock::event_time(now);
+        if let Input::Job(j) = &input {
+            let key = JobState::key_of(repo.internal_id, j);
+            merge_book(&mut self.jobs, key, JobState::from_report(j));
+            return Ok((out, true));
+        }
         let sha = input.commit_sha().to_string();
         if let Input::PullRequest(p) = &input {
             self.learn_head(repo.internal_id, p.pr_number, p.updated_at, &sha);
@@ -173,7 +203,7 @@ impl Simulation {
                         clock,
                     ));
                 }
-                return Ok(out);
+                return Ok((out, false));
             }
         }
         // A pull request carried by the input: learn the association; the first time, the
@@ -202,7 +232,7 @@ impl Simulation {
             self.engine.inherit_fired(&mut ctx, &pr_less);
             out.extend(self.absorb(&repo, n, &sha, pr_less.runs.iter(), clock));
         }
-        Ok(out)
+        Ok((out, false))
     }
 
     /// Merges runs into the group of pull request `n` of the commit.
@@ -332,6 +362,7 @@ impl Simulation {
                 self.timers.insert((next.event, key));
             }
         }
+        self.attach_jobs(&mut out);
         out
     }
 

@@ -34,6 +34,43 @@ pub struct TriggerRun {
     #[serde(default)]
     pub url: Option<String>,
     pub updated_at: DateTime<Utc>,
+    /// For a failed run: its failed jobs of this attempt, as known when the trigger was
+    /// decided (docs/design.md "Jobs and steps"), at most 20.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<TriggerJob>,
+    /// Failed jobs of the run left out of `jobs` (over 20 per run, or over the trigger's
+    /// 256 KiB of jobs).
+    #[serde(default, skip_serializing_if = "crate::job::is_zero")]
+    pub jobs_omitted: u32,
+}
+
+/// A failed job of a failed run, in a trigger.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TriggerJob {
+    pub id: String,
+    pub name: String,
+    #[serde(default)]
+    pub conclusion: Option<Conclusion>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub title: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub summary: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_steps: Vec<crate::job::Step>,
+    #[serde(default, skip_serializing_if = "crate::job::is_zero")]
+    pub failed_steps_omitted: u32,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub runner_labels: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<DateTime<Utc>>,
 }
 
 /// A failed workflow of the trigger that is known flaky (docs/design.md "Flaky workflows"):

@@ -186,6 +186,15 @@ async fn handles_each_trigger_once(consumer: Consumer) {
         "second run: {}",
         String::from_utf8_lossy(&second.stderr)
     );
+    // Each handled line names the failed job and its failed step.
+    for out in [&first.stdout, &second.stdout] {
+        for l in String::from_utf8_lossy(out)
+            .lines()
+            .filter(|l| l.starts_with("handled "))
+        {
+            assert!(l.ends_with(" jobs=unit: Run tests"), "{l}");
+        }
+    }
     let mut handled = handled_first;
     handled.extend(ids(&second.stdout, "handled"));
     handled.sort();

@@ -237,6 +237,8 @@ fn trigger(i: usize, owner: &str, name: &str) -> Trigger {
             conclusion: Some(Conclusion::Failure),
             url: None,
             updated_at: now,
+            jobs: Vec::new(),
+            jobs_omitted: 0,
         },
     );
     Trigger {

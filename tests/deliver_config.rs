@@ -435,6 +435,37 @@ fn shipped_templates_render_a_real_trigger() {
         dispatch["client_payload"]["failed"]["known_flaky"][0]["flips"],
         3
     );
+
+    assert_eq!(payload["failed"]["jobs"], serde_json::json!([]));
+
+    // A failed run's failed jobs and steps (runs.*.jobs) are shown.
+    let mut with_jobs = trigger.clone();
+    let run = with_jobs["runs"]
+        .as_object_mut()
+        .expect("runs")
+        .values_mut()
+        .find(|r| r["conclusion"] == "failure")
+        .expect("a failed run");
+    run["jobs"] = serde_json::json!([
+        {"id": "1", "name": "unit \"tests\"", "conclusion": "failure", "url": "https://ci/1",
+         "failed_steps": [{"number": 4, "name": "Run cargo test"}]},
+        {"id": "2", "name": "lint", "conclusion": "timed_out"}
+    ]);
+    let slack = render("slack.json.j2", &with_jobs);
+    let text = slack["blocks"][0]["text"]["text"].as_str().expect("text");
+    assert!(
+        text.contains("Failed jobs:\n• test / unit \"tests\": Run cargo test\n• test / lint\n"),
+        "{text}"
+    );
+    let dispatch = render("github-dispatch.json.j2", &with_jobs);
+    assert_eq!(
+        dispatch["client_payload"]["failed"]["jobs"],
+        serde_json::json!([
+            {"run": "9001", "workflow": "test", "job": "unit \"tests\"", "url": "https://ci/1",
+             "failed_steps": ["Run cargo test"]},
+            {"run": "9001", "workflow": "test", "job": "lint", "url": null, "failed_steps": []}
+        ])
+    );
     assert!(
         dispatch["client_payload"]
             .as_object()

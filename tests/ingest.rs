@@ -234,7 +234,8 @@ async fn webhooks_are_verified_normalized_and_published_after_the_puback() {
         let r = github(addr, "ping", &format!("p-{name}"), SECRET_OLD, &body).await;
         assert_eq!(r.status, 200, "{name}: {}", r.body);
     }
-    for kind in ["workflow_job", "check_run"] {
+    // (`workflow_job` deliveries are published as jobs: tests/jobs.rs.)
+    for kind in ["check_run"] {
         for (name, body) in fixture_files(kind) {
             let r = github(addr, kind, &format!("o-{name}"), SECRET_NEW, &body).await;
             assert_eq!(r.status, 202, "{kind}/{name}: {}", r.body);
@@ -701,13 +702,25 @@ async fn buildkite_and_circleci_are_verified_normalized_and_published() {
         addr,
         "/webhooks/buildkite",
         &[
-            ("X-Buildkite-Event", "job.finished"),
+            ("X-Buildkite-Event", "job.started"),
             ("X-Buildkite-Token", BK_TOKEN),
         ],
         b"{}",
     )
     .await;
     assert_eq!(r.status, 202, "{}", r.body);
+    // `job.finished` is normalized (tests/jobs.rs): a body without its build is refused.
+    let r = post(
+        addr,
+        "/webhooks/buildkite",
+        &[
+            ("X-Buildkite-Event", "job.finished"),
+            ("X-Buildkite-Token", BK_TOKEN),
+        ],
+        b"{}",
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.body);
     let r = post(
         addr,
         "/webhooks/buildkite",

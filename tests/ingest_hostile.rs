@@ -300,7 +300,7 @@ async fn signed_made_up_event_names_share_one_metric_series() {
             .filter(|l| l.starts_with("runwatch_webhooks_total{"))
             .count()
     };
-    let (code, text) = rx.signed("workflow_job", "known", b"{}").await;
+    let (code, text) = rx.signed("push", "known", b"{}").await;
     assert_eq!(code, 202, "{text}");
     let before = series(&rx.metrics().await);
     for i in 0..200 {

@@ -148,6 +148,8 @@ fn trigger(i: u32, owner: &str, pr: Option<u64>) -> Trigger {
             conclusion: Some(Conclusion::Failure),
             url: None,
             updated_at: now,
+            jobs: Vec::new(),
+            jobs_omitted: 0,
         },
     );
     Trigger {

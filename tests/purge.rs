@@ -161,3 +161,47 @@ async fn purge_by_touched_day_and_exact_update_time_and_updates_are_hot() {
     pool.close().await;
     env.cleanup().await;
 }
+
+/// Jobs are purged by their last write (`jobs_updated_at`), in batches; a recent one stays.
+#[tokio::test]
+async fn jobs_not_written_for_the_age_are_purged_in_batches() {
+    let env = TestEnv::new().await;
+    let pool = store::connect(&env.config.database).await.expect("pool");
+    let engine = Arc::new(Engine::new(
+        env.config.rule_set().expect("rules"),
+        env.config.limits,
+    ));
+    let store = Store::new(pool.clone(), engine, StoreOptions::from_config(&env.config));
+    let job = |id: &str| {
+        let line = serde_json::json!({
+            "schema": "runwatch.workflow_job.v1", "event_id": format!("e-{id}"),
+            "provider": "github", "repository": {"owner": "o", "name": "r", "id": "1"},
+            "commit_sha": "abc", "run": {"id": "1"},
+            "job": {"id": id, "name": "test", "status": "completed", "conclusion": "failure",
+                    "updated_at": "2026-01-01T00:00:00Z"}
+        });
+        runwatch::pull_request::decode_input(line.to_string().as_bytes(), &Default::default())
+            .expect("valid job")
+    };
+    let inputs: Vec<_> = ["a", "b", "c", "fresh"].iter().map(|id| job(id)).collect();
+    let clock = Clock {
+        event: DateTime::from_timestamp(1_700_000_000, 0).expect("time"),
+        wall: Utc::now(),
+    };
+    store.record_inputs(&inputs, clock).await.expect("record");
+    sqlx::query("UPDATE jobs SET updated_at = now() - interval '40 days' WHERE job_id <> 'fresh'")
+        .execute(&pool)
+        .await
+        .expect("age");
+    store
+        .purge(Duration::from_secs(30 * 86_400), 2)
+        .await
+        .expect("purge");
+    let left: Vec<String> = sqlx::query_scalar("SELECT job_id FROM jobs ORDER BY job_id")
+        .fetch_all(&pool)
+        .await
+        .expect("jobs");
+    assert_eq!(left, vec!["fresh".to_string()]);
+    pool.close().await;
+    env.cleanup().await;
+}

@@ -12,7 +12,9 @@ mod common;
 use std::path::PathBuf;
 
 use common::scenarios::{load_scenarios, scenarios_dir};
-use common::schemas::{assert_valid_trigger, errors, event_schema, pull_request_schema};
+use common::schemas::{
+    assert_valid_trigger, errors, event_schema, job_schema, pull_request_schema,
+};
 use runwatch::event::{Limits, RejectCode, decode};
 use serde_json::{Value, json};
 
@@ -46,6 +48,7 @@ fn every_conformance_and_demo_event_validates() {
             let schema = match input {
                 runwatch::pull_request::Input::Run(_) => event_schema(),
                 runwatch::pull_request::Input::PullRequest(_) => pull_request_schema(),
+                runwatch::pull_request::Input::Job(_) => job_schema(),
             };
             let why = errors(schema, &v);
             if !why.is_empty() {
@@ -639,8 +642,9 @@ fn what_decode_accepts_the_schema_accepts() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
-/// The two examples in docs/design.md (its first two `json` blocks: an event, then a
-/// trigger) are valid, so the document cannot drift from the schemas unseen.
+/// The examples in docs/design.md (its `json` blocks: an event, a job, a trigger, each
+/// checked against the schema it names) are valid, so the document cannot drift from the
+/// schemas unseen.
 #[test]
 fn the_examples_in_the_design_document_validate() {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("docs/design.md");
@@ -650,15 +654,134 @@ fn the_examples_in_the_design_document_validate() {
         .skip(1)
         .map(|b| serde_json::from_str(b.split("```").next().unwrap()).unwrap())
         .collect();
-    assert_eq!(
-        blocks.len(),
-        2,
-        "docs/design.md should hold two json examples"
+    assert!(
+        blocks.len() >= 2,
+        "docs/design.md should hold an event and a trigger example"
     );
-    decode(blocks[0].to_string().as_bytes(), &Limits::default()).unwrap();
-    let why = errors(event_schema(), &blocks[0]);
-    assert!(why.is_empty(), "the event example:\n{why}");
-    assert_valid_trigger(&blocks[1], "the trigger example");
-    let trigger: runwatch::trigger::Trigger = serde_json::from_value(blocks[1].clone()).unwrap();
-    assert_eq!(trigger.schema, runwatch::trigger::TRIGGER_SCHEMA);
+    let mut triggers = 0;
+    for b in &blocks {
+        match b["schema"].as_str() {
+            Some(runwatch::event::SCHEMA) => {
+                decode(b.to_string().as_bytes(), &Limits::default()).unwrap();
+                let why = errors(event_schema(), b);
+                assert!(why.is_empty(), "the event example:\n{why}");
+            }
+            Some(runwatch::job::JOB_SCHEMA) => {
+                runwatch::pull_request::decode_input(b.to_string().as_bytes(), &Limits::default())
+                    .unwrap();
+                let why = errors(job_schema(), b);
+                assert!(why.is_empty(), "the job example:\n{why}");
+            }
+            Some(runwatch::trigger::TRIGGER_SCHEMA) => {
+                assert_valid_trigger(b, "the trigger example");
+                let trigger: runwatch::trigger::Trigger =
+                    serde_json::from_value(b.clone()).unwrap();
+                assert_eq!(trigger.schema, runwatch::trigger::TRIGGER_SCHEMA);
+                triggers += 1;
+            }
+            other => panic!("a json example in docs/design.md of schema {other:?}"),
+        }
+    }
+    assert!(
+        triggers >= 1,
+        "docs/design.md should hold a trigger example"
+    );
+    assert!(
+        blocks.iter().any(|b| b["runs"]
+            .as_object()
+            .is_some_and(|r| r.values().any(|r| r["jobs"].is_array()))),
+        "a trigger example should show a failed run's jobs"
+    );
+}
+
+/// What `decode_input` accepts of a job message the job schema accepts, and what it rejects
+/// for its shape or bounds the schema rejects (sizes in bytes the schema cannot count are
+/// left out).
+#[test]
+fn the_job_schema_agrees_with_decode() {
+    let good = json!({
+        "schema": "runwatch.workflow_job.v1", "event_id": "d-1", "provider": "github",
+        "repository": {"owner": "o", "name": "r", "id": "7"}, "commit_sha": "abc",
+        "run": {"id": "99", "attempt": 2, "workflow": "ci"},
+        "job": {"id": "5", "name": "test", "status": "completed", "conclusion": "failure",
+            "url": "https://x/5", "stage": "test", "failure_reason": "script_failure",
+            "title": "2 failures", "summary": "line 1\nline 2",
+            "failed_steps": [{"number": 3, "name": "Run tests"}, {"name": "no number"}],
+            "failed_steps_omitted": 0, "runner_labels": ["ubuntu-latest"],
+            "started_at": "2026-01-01T00:00:00Z", "completed_at": "2026-01-01T00:01:00Z",
+            "updated_at": "2026-01-01T00:01:00Z"},
+        "metadata": {"k": 1}, "unknown": true
+    });
+    let accepts = |v: &Value| {
+        runwatch::pull_request::decode_input(v.to_string().as_bytes(), &Limits::default()).is_ok()
+    };
+    let valid = |v: &Value| errors(job_schema(), v).is_empty();
+    let mut cases = vec![("good".to_string(), good.clone(), true)];
+    let mut queued = good.clone();
+    queued["job"]["status"] = "waiting".into();
+    queued["job"]["conclusion"] = Value::Null;
+    cases.push(("waiting, no conclusion".into(), queued, true));
+    let mut minimal = good.clone();
+    for k in [
+        "url",
+        "stage",
+        "failure_reason",
+        "title",
+        "summary",
+        "failed_steps",
+        "failed_steps_omitted",
+        "runner_labels",
+        "started_at",
+        "completed_at",
+    ] {
+        minimal["job"].as_object_mut().unwrap().remove(k);
+    }
+    minimal["run"].as_object_mut().unwrap().remove("attempt");
+    cases.push(("minimal".into(), minimal, true));
+    let bad: Vec<(&str, &str, Value)> = vec![
+        ("job", "status", "weird".into()),
+        ("job", "conclusion", Value::Null),
+        ("job", "conclusion", "wrong".into()),
+        ("job", "name", "".into()),
+        ("job", "name", "a\u{1b}b".into()),
+        ("job", "id", 5.into()),
+        ("job", "updated_at", "yesterday".into()),
+        ("job", "failed_steps", json!([{"number": -1, "name": "x"}])),
+        ("job", "failed_steps", json!([{"name": "x\ny"}])),
+        (
+            "job",
+            "failed_steps",
+            Value::Array((0..51).map(|i| json!({"name": format!("s{i}")})).collect()),
+        ),
+        (
+            "job",
+            "runner_labels",
+            Value::Array((0..21).map(|i| json!(format!("l{i}"))).collect()),
+        ),
+        ("job", "summary", "s".repeat(1025).into()),
+        ("run", "attempt", 0.into()),
+        ("run", "id", "".into()),
+    ];
+    for (obj, key, value) in bad {
+        let mut v = good.clone();
+        v[obj][key] = value.clone();
+        cases.push((format!("{obj}.{key} = {value}"), v, false));
+    }
+    let mut no_job = good.clone();
+    no_job.as_object_mut().unwrap().remove("job");
+    cases.push(("no job".into(), no_job, false));
+    let mut failures = Vec::new();
+    for (what, v, ok) in &cases {
+        if accepts(v) != *ok {
+            failures.push(format!("{what}: decode_input accepts = {}", !ok));
+        }
+        if valid(v) != *ok {
+            failures.push(format!(
+                "{what}: the schema accepts = {}:\n{}",
+                !ok,
+                errors(job_schema(), v)
+            ));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }

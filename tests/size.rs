@@ -94,6 +94,7 @@ fn sweeps() -> Vec<(&'static str, &'static str, (f64, i64))> {
         "purge commit_pulls",
         "purge pull_heads",
         "purge trigger_budgets",
+        "purge jobs",
     ]
     .into_iter()
     .zip(sql::PURGE_REST)

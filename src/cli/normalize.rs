@@ -58,6 +58,17 @@ pub fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
                 out.write_all(b"\n")?;
             }
         }
+        Normalized::RunsAndJobs { events, jobs } => {
+            let mut out = std::io::stdout().lock();
+            for j in jobs {
+                serde_json::to_writer(&mut out, &j)?;
+                out.write_all(b"\n")?;
+            }
+            for e in events {
+                serde_json::to_writer(&mut out, &e)?;
+                out.write_all(b"\n")?;
+            }
+        }
         Normalized::PullRequest(link) => println!("{}", serde_json::to_string(&link)?),
         Normalized::Ping => eprintln!("ping: answered 200, nothing published"),
         Normalized::Ignored { kind } => {

@@ -15,6 +15,7 @@ pub mod association;
 pub mod budget;
 pub mod flaky;
 pub mod group;
+pub mod jobs;
 pub mod merge;
 pub mod pull;
 pub mod rules;
@@ -33,6 +34,7 @@ use crate::trigger::{
 pub use budget::{BudgetKey, BudgetScope, BudgetState, OverBudget};
 pub use flaky::{FlakySkip, Flip, FlipKey, Flips};
 pub use group::{Due, EpisodeState, GroupState};
+pub use jobs::{JobBook, JobKey, JobState};
 pub use merge::RunState;
 pub use pull::{AuthorBlock, PullAuthor, PullBlock, PullInfo, PullState, PullStatus};
 pub use rules::{Rule, RuleKind, RuleSet};
@@ -649,6 +651,8 @@ fn trigger_run(r: &RunState) -> TriggerRun {
         conclusion: r.conclusion,
         url: r.url.clone(),
         updated_at: r.updated_at,
+        jobs: Vec::new(),
+        jobs_omitted: 0,
     }
 }
 

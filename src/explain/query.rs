@@ -349,7 +349,54 @@ async fn explain_in(
             set_aside_reason: r.try_get("set_aside_reason")?,
         });
     }
-    Ok(Ok(verdict::explain(&group, rules, &outbox, &shared, now)))
+    let mut explanation = verdict::explain(&group, rules, &outbox, &shared, now);
+    add_jobs(tx, group.repo.internal_id, &mut explanation).await?;
+    Ok(Ok(explanation))
+}
+
+/// The known jobs of the group's runs, each of its run's attempt (primary-key prefix of
+/// `jobs`), sorted by name then id. A job that cannot be decoded is left out.
+async fn add_jobs(
+    tx: &mut Transaction<'static, Postgres>,
+    repository_id: i64,
+    e: &mut Explanation,
+) -> Result<(), ExplainError> {
+    if e.runs.is_empty() {
+        return Ok(());
+    }
+    let run: Vec<&str> = e.runs.iter().map(|r| r.run_id.as_str()).collect();
+    let attempt: Vec<i64> = e.runs.iter().map(|r| i64::from(r.attempt)).collect();
+    let rows = sqlx::query(
+        "SELECT j.run_id, j.job_id, j.job FROM jobs j
+         JOIN UNNEST($2::text[], $3::bigint[]) AS u(run, a)
+           ON j.run_id = u.run AND j.attempt = u.a
+         WHERE j.repository_id = $1",
+    )
+    .bind(repository_id)
+    .bind(&run)
+    .bind(&attempt)
+    .fetch_all(&mut **tx)
+    .await?;
+    for row in rows {
+        let run_id: String = row.try_get("run_id")?;
+        let Ok(Json(job)) = row.try_get::<Json<crate::engine::JobState>, _>("job") else {
+            continue;
+        };
+        if let Some(r) = e.runs.iter_mut().find(|r| r.run_id == run_id) {
+            r.jobs.push(verdict::JobInfo {
+                job_id: row.try_get("job_id")?,
+                name: job.name,
+                status: job.status,
+                conclusion: job.conclusion,
+                failed_steps: job.failed_steps.into_iter().map(|s| s.name).collect(),
+            });
+        }
+    }
+    for r in &mut e.runs {
+        r.jobs
+            .sort_by(|a, b| (&a.name, &a.job_id).cmp(&(&b.name, &b.job_id)));
+    }
+    Ok(())
 }
 
 /// The flips of the group's workflows that the verdicts may count (as the worker loads

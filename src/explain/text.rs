@@ -98,6 +98,39 @@ pub fn explanation(e: &Explanation) -> String {
             out.push('\n');
         }
     }
+    let jobs: Vec<Vec<String>> = e
+        .runs
+        .iter()
+        .flat_map(|r| {
+            r.jobs.iter().map(|j| {
+                vec![
+                    r.run_id.clone(),
+                    j.job_id.clone(),
+                    j.name.clone(),
+                    status_str(j.status).to_string(),
+                    or_dash(j.conclusion.map(|c| c.as_str())),
+                    if j.failed_steps.is_empty() {
+                        "-".to_string()
+                    } else {
+                        j.failed_steps.join("; ")
+                    },
+                ]
+            })
+        })
+        .collect();
+    if !jobs.is_empty() {
+        out.push_str("jobs:\n");
+        for line in table(
+            &["RUN", "JOB", "NAME", "STATUS", "CONCLUSION", "FAILED_STEPS"],
+            &jobs,
+        )
+        .lines()
+        {
+            out.push_str("  ");
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
     out.push_str("rules:\n");
     for r in &e.rules {
         out.push_str(&format!(

@@ -107,6 +107,21 @@ pub struct RunInfo {
     pub conclusion: Option<Conclusion>,
     pub updated_at: DateTime<Utc>,
     pub url: Option<String>,
+    /// The run's known jobs of its attempt (docs/design.md "Jobs and steps"), by id; filled
+    /// by the query, not judged.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub jobs: Vec<JobInfo>,
+}
+
+/// A known job of a run, as `explain` shows it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobInfo {
+    pub job_id: String,
+    pub name: String,
+    pub status: Status,
+    pub conclusion: Option<Conclusion>,
+    /// The failed steps' names.
+    pub failed_steps: Vec<String>,
 }
 
 /// One rule's verdict: `verdict` names the kind, `reason` says it in words.
@@ -401,6 +416,7 @@ pub fn explain(
             conclusion: r.conclusion,
             updated_at: r.updated_at,
             url: r.url.clone(),
+            jobs: Vec::new(),
         })
         .collect();
     let rules = rules

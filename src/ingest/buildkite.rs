@@ -19,6 +19,10 @@
 //! pipeline slugs), no id; `updated_at` = `finished_at`, else `started_at`, else
 //! `scheduled_at`, else `created_at`. The event id is `buildkite-<sha256 of the body>`
 //! (Buildkite sends no delivery id; a redelivery of the same body deduplicates).
+//!
+//! `job.finished` becomes a `runwatch.workflow_job.v1` job of its build's run (same run id
+//! and attempt as the build's events), with the job's conclusion, exit status and agent
+//! query rules.
 
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
@@ -85,6 +89,53 @@ struct Payload {
     build: Build,
     #[serde(default)]
     pipeline: Option<Pipeline>,
+    #[serde(default)]
+    job: Option<Job>,
+}
+
+#[derive(Deserialize)]
+struct Job {
+    id: String,
+    #[serde(default, rename = "type")]
+    kind: Option<String>,
+    #[serde(default)]
+    name: Option<String>,
+    #[serde(default)]
+    label: Option<String>,
+    #[serde(default)]
+    step_key: Option<String>,
+    state: String,
+    #[serde(default)]
+    soft_failed: bool,
+    #[serde(default)]
+    exit_status: Option<i64>,
+    #[serde(default)]
+    web_url: Option<String>,
+    #[serde(default)]
+    agent_query_rules: Vec<String>,
+    #[serde(default)]
+    created_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    finished_at: Option<DateTime<Utc>>,
+}
+
+/// A finished job's conclusion: `passed` → success, `failed` → failure (neutral when
+/// `soft_failed`: it did not fail the build), `timed_out`, `canceled` → cancelled,
+/// `broken`, `skipped` → skipped, `expired` → stale. Any other state (a wait or block
+/// step's) is `None`: the delivery is accepted (202) and not published.
+pub fn map_job_state(state: &str, soft_failed: bool) -> Option<Conclusion> {
+    Some(match state {
+        "passed" => Conclusion::Success,
+        "failed" if soft_failed => Conclusion::Neutral,
+        "failed" => Conclusion::Failure,
+        "timed_out" => Conclusion::TimedOut,
+        "canceled" | "canceling" => Conclusion::Cancelled,
+        "broken" | "skipped" => Conclusion::Skipped,
+        "expired" => Conclusion::Stale,
+        _ => return None,
+    })
 }
 
 #[derive(Deserialize)]
@@ -210,18 +261,89 @@ pub(super) fn repository_and_run(
 }
 
 /// Normalizes one delivery. `event_name` is `X-Buildkite-Event` (or the body's `event`):
-/// `ping` answers [`Normalized::Ping`], `build.*` becomes an event, anything else is
-/// [`Normalized::Ignored`].
+/// `ping` answers [`Normalized::Ping`], `build.*` becomes an event, `job.finished` a job of
+/// its build's run (`job_report`), anything else is [`Normalized::Ignored`].
 pub fn normalize(event_name: &str, body: &[u8]) -> Result<Normalized, NormalizeError> {
     if event_name == "ping" {
         return Ok(Normalized::Ping);
     }
-    if !event_name.starts_with("build.") {
+    if !event_name.starts_with("build.") && event_name != "job.finished" {
         return Ok(Normalized::Ignored {
             kind: event_name.to_string(),
         });
     }
-    let p: Payload = serde_json::from_slice(body).map_err(NormalizeError::Json)?;
+    let mut p: Payload = serde_json::from_slice(body).map_err(NormalizeError::Json)?;
+    if event_name == "job.finished" {
+        let job = p.job.take().ok_or(NormalizeError::Field("job"))?;
+        let Some(conclusion) = map_job_state(&job.state, job.soft_failed) else {
+            // A wait or block step's state (`waiting_failed`, `blocked_failed`, …): no job
+            // that ran, nothing to list.
+            return Ok(Normalized::Ignored {
+                kind: event_name.to_string(),
+            });
+        };
+        let run = build_event(p, body)?;
+        return Ok(Normalized::RunsAndJobs {
+            events: Vec::new(),
+            jobs: vec![job_report(job, conclusion, run)],
+        });
+    }
+    Ok(Normalized::Events(vec![build_event(p, body)?]))
+}
+
+/// A `job.finished` delivery's job, as a job of its build's run (`run`: the event its build
+/// normalizes to): id, name (else label, else step key, else type), conclusion
+/// ([`map_job_state`]), `web_url`, `exit status <n>` as `failure_reason`, the agent query
+/// rules (`queue=default`) as runner labels, `updated_at` = `finished_at`, else
+/// `started_at`, else `created_at`, else the build's.
+fn job_report(job: Job, conclusion: Conclusion, run: Event) -> crate::job::JobReport {
+    let nonempty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+    let name = nonempty(job.name)
+        .or_else(|| nonempty(job.label))
+        .or_else(|| nonempty(job.step_key))
+        .or_else(|| nonempty(job.kind))
+        .unwrap_or_else(|| "job".to_string());
+    crate::job::JobReport {
+        schema: crate::job::JOB_SCHEMA.to_string(),
+        event_id: run.event_id,
+        provider: Provider::Buildkite,
+        repository: run.repository,
+        commit_sha: run.commit_sha,
+        run: crate::job::JobRun {
+            id: run.run.id,
+            attempt: run.run.attempt,
+            workflow: Some(run.run.workflow),
+        },
+        job: crate::job::Job {
+            id: job.id,
+            name,
+            status: Status::Completed,
+            conclusion: Some(conclusion),
+            url: job.web_url,
+            stage: None,
+            failure_reason: job
+                .exit_status
+                .filter(|_| conclusion != Conclusion::Success)
+                .map(|n| format!("exit status {n}")),
+            title: None,
+            summary: None,
+            failed_steps: Vec::new(),
+            failed_steps_omitted: 0,
+            runner_labels: job.agent_query_rules,
+            started_at: job.started_at,
+            completed_at: job.finished_at,
+            updated_at: job
+                .finished_at
+                .or(job.started_at)
+                .or(job.created_at)
+                .unwrap_or(run.run.updated_at),
+        },
+        metadata: serde_json::Value::Null,
+    }
+}
+
+/// The run event of a delivery's build.
+fn build_event(p: Payload, body: &[u8]) -> Result<Event, NormalizeError> {
     let b = p.build;
     let (status, conclusion) =
         map_state(&b.state, b.blocked).ok_or_else(|| NormalizeError::Value {
@@ -267,7 +389,7 @@ pub fn normalize(event_name: &str, body: &[u8]) -> Result<Normalized, NormalizeE
         "buildkite",
         slug.clone(),
     );
-    Ok(Normalized::Events(vec![Event {
+    Ok(Event {
         schema: SCHEMA.to_string(),
         event_id: gitlab::body_event_id(body).replacen("gitlab-body-", "buildkite-", 1),
         provider: Provider::Buildkite,
@@ -285,7 +407,7 @@ pub fn normalize(event_name: &str, body: &[u8]) -> Result<Normalized, NormalizeE
             updated_at,
         },
         metadata: serde_json::Value::Object(metadata),
-    }]))
+    })
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! GitHub webhooks, pure: signature verification (`X-Hub-Signature-256`) and the
-//! normalization of `workflow_run` deliveries into `runwatch.workflow_run.v1` events
+//! normalization of `workflow_run` deliveries into `runwatch.workflow_run.v1` events and of
+//! `workflow_job` deliveries into `runwatch.workflow_job.v1` jobs
 //! (`check_suite`, `check_run` and `status` are in [`super::github_checks`]).
 //!
 //! Choices (README "Webhooks"):
@@ -188,7 +189,8 @@ pub fn normalize(
 ) -> Result<Normalized, NormalizeError> {
     match event_name {
         "ping" => return Ok(Normalized::Ping),
-        "workflow_run" | "check_suite" | "check_run" | "status" | "pull_request" => {}
+        "workflow_run" | "workflow_job" | "check_suite" | "check_run" | "status"
+        | "pull_request" => {}
         other => {
             return Ok(Normalized::Ignored {
                 kind: other.to_string(),
@@ -203,6 +205,7 @@ pub fn normalize(
         "check_run" => return super::github_checks::check_run(delivery, body, options),
         "status" => return super::github_checks::status(delivery, body, options),
         "pull_request" => return pull_request(delivery, body),
+        "workflow_job" => return workflow_job(delivery, body),
         _ => {}
     }
     let p: Payload = serde_json::from_slice(body).map_err(NormalizeError::Json)?;
@@ -285,6 +288,128 @@ pub fn normalize(
     };
     let prs: Vec<u64> = wr.pull_requests.iter().map(|p| p.number).collect();
     Ok(Normalized::Events(per_pull_request(base, delivery, prs)))
+}
+
+#[derive(Deserialize)]
+struct JobPayload {
+    #[serde(default)]
+    action: Option<String>,
+    repository: Repo,
+    workflow_job: WorkflowJob,
+}
+
+#[derive(Deserialize)]
+struct WorkflowJob {
+    id: u64,
+    run_id: u64,
+    #[serde(default)]
+    run_attempt: Option<u32>,
+    head_sha: String,
+    #[serde(default)]
+    workflow_name: Option<String>,
+    name: String,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default)]
+    conclusion: Option<String>,
+    #[serde(default)]
+    html_url: Option<String>,
+    #[serde(default)]
+    created_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    completed_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    steps: Vec<JobStep>,
+    #[serde(default)]
+    labels: Vec<String>,
+}
+
+#[derive(Deserialize)]
+struct JobStep {
+    name: String,
+    #[serde(default)]
+    number: Option<u32>,
+    #[serde(default)]
+    conclusion: Option<String>,
+}
+
+/// A `workflow_job` delivery (`queued`, `waiting`, `in_progress`, `completed`) becomes a
+/// `runwatch.workflow_job.v1` message: job id, name, status and conclusion as for a run, run
+/// = (`run_id`, `run_attempt`), `html_url`, the steps whose conclusion is `failure` or
+/// `timed_out` (number and name), the runner `labels`, `started_at`, `completed_at`;
+/// `updated_at` = `completed_at`, else `started_at`, else `created_at`. The event id is the
+/// delivery id. Ingest cuts it to the bounds of the schema ([`crate::job::JobReport::fit`]).
+fn workflow_job(delivery: &str, body: &[u8]) -> Result<Normalized, NormalizeError> {
+    let p: JobPayload = serde_json::from_slice(body).map_err(NormalizeError::Json)?;
+    let wj = p.workflow_job;
+    let status_text = wj
+        .status
+        .as_deref()
+        .or(p.action.as_deref())
+        .ok_or(NormalizeError::Field("workflow_job.status"))?;
+    let status = map_status(status_text).ok_or_else(|| NormalizeError::Value {
+        field: "workflow_job.status",
+        value: status_text.chars().take(64).collect(),
+    })?;
+    let conclusion = match (status, wj.conclusion.as_deref()) {
+        (Status::Completed, None) => return Err(NormalizeError::Field("workflow_job.conclusion")),
+        (Status::Completed, Some(c)) => {
+            Some(map_conclusion(c).ok_or_else(|| NormalizeError::Value {
+                field: "workflow_job.conclusion",
+                value: c.chars().take(64).collect(),
+            })?)
+        }
+        _ => None,
+    };
+    let updated_at = wj
+        .completed_at
+        .or(wj.started_at)
+        .or(wj.created_at)
+        .ok_or(NormalizeError::Field("workflow_job.started_at"))?;
+    let failed_steps = wj
+        .steps
+        .into_iter()
+        .filter(|s| matches!(s.conclusion.as_deref(), Some("failure" | "timed_out")))
+        .map(|s| crate::job::Step {
+            number: s.number,
+            name: s.name,
+        })
+        .collect();
+    Ok(Normalized::RunsAndJobs {
+        events: Vec::new(),
+        jobs: vec![crate::job::JobReport {
+            schema: crate::job::JOB_SCHEMA.to_string(),
+            event_id: delivery.to_string(),
+            provider: Provider::Github,
+            repository: p.repository.into_repository(),
+            commit_sha: wj.head_sha,
+            run: crate::job::JobRun {
+                id: wj.run_id.to_string(),
+                attempt: wj.run_attempt.unwrap_or(1).max(1),
+                workflow: wj.workflow_name.filter(|w| !w.trim().is_empty()),
+            },
+            job: crate::job::Job {
+                id: wj.id.to_string(),
+                name: wj.name,
+                status,
+                conclusion,
+                url: wj.html_url,
+                stage: None,
+                failure_reason: None,
+                title: None,
+                summary: None,
+                failed_steps,
+                failed_steps_omitted: 0,
+                runner_labels: wj.labels,
+                started_at: wj.started_at,
+                completed_at: wj.completed_at,
+                updated_at,
+            },
+            metadata: serde_json::Value::Null,
+        }],
+    })
 }
 
 #[derive(Deserialize)]
@@ -562,8 +687,12 @@ mod tests {
             Ok(Normalized::Ping)
         ));
         assert!(matches!(
-            normalize("workflow_job", "d", b"x", &GithubOptions::default()),
+            normalize("push", "d", b"x", &GithubOptions::default()),
             Ok(Normalized::Ignored { .. })
+        ));
+        assert!(matches!(
+            normalize("workflow_job", "d", b"x", &GithubOptions::default()),
+            Err(NormalizeError::Json(_))
         ));
         assert!(matches!(
             normalize("workflow_run", "d", b"nope", &GithubOptions::default()),

@@ -9,6 +9,9 @@
 //!   suite: run id = `<suite id>/<check name>` (a re-requested check run is a new check run
 //!   with the same name: it replaces the old one), workflow = `<app name> / <check name>`,
 //!   `updated_at` = `completed_at`, else `started_at`, else the suite's `updated_at`.
+//!   A completed check run with an `output.title` or `output.summary` also becomes a
+//!   `runwatch.workflow_job.v1` job of that run (the summary cut to 1 KiB), so a trigger
+//!   shows what the check reported.
 //! - In the default `checks = "suite"` mode `check_run` deliveries are ignored, and in
 //!   `run` mode `check_suite` ones are: one CI report is never counted twice.
 //! - Suites and runs of the apps in `ignore_check_apps` (default: `github-actions`, whose
@@ -87,6 +90,10 @@ struct SuitePayload {
 
 #[derive(Deserialize)]
 struct CheckRun {
+    #[serde(default)]
+    id: Option<u64>,
+    #[serde(default)]
+    output: Option<Output>,
     name: String,
     head_sha: String,
     #[serde(default)]
@@ -104,6 +111,14 @@ struct CheckRun {
     pull_requests: Vec<PullRef>,
     #[serde(default)]
     app: Option<App>,
+}
+
+#[derive(Deserialize)]
+struct Output {
+    #[serde(default)]
+    title: Option<String>,
+    #[serde(default)]
+    summary: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -327,11 +342,58 @@ pub(super) fn check_run(
             workflow: format!("{} / {}", app_name(app), c.name),
             status,
             conclusion,
-            url: c.html_url,
+            url: c.html_url.clone(),
             updated_at,
         },
     );
-    Ok(Normalized::Events(per_pull_request(base, delivery, prs)))
+    let nonempty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
+    let (title, summary) = c
+        .output
+        .map_or((None, None), |o| (nonempty(o.title), nonempty(o.summary)));
+    let events = per_pull_request(base, delivery, prs);
+    // A completed check run's output, as the one job of its run (its summary cut to 1 KiB
+    // by `JobReport::fit`): what a trigger shows of a failed check run.
+    let job = match (c.id, events.first()) {
+        (Some(id), Some(run))
+            if status == Status::Completed && (title.is_some() || summary.is_some()) =>
+        {
+            crate::job::JobReport {
+                schema: crate::job::JOB_SCHEMA.to_string(),
+                event_id: format!("{delivery}:output"),
+                provider: Provider::Github,
+                repository: run.repository.clone(),
+                commit_sha: run.commit_sha.clone(),
+                run: crate::job::JobRun {
+                    id: run.run.id.clone(),
+                    attempt: run.run.attempt,
+                    workflow: Some(run.run.workflow.clone()),
+                },
+                job: crate::job::Job {
+                    id: id.to_string(),
+                    name: c.name,
+                    status,
+                    conclusion,
+                    url: c.html_url,
+                    stage: None,
+                    failure_reason: None,
+                    title,
+                    summary,
+                    failed_steps: Vec::new(),
+                    failed_steps_omitted: 0,
+                    runner_labels: Vec::new(),
+                    started_at: c.started_at,
+                    completed_at: c.completed_at,
+                    updated_at,
+                },
+                metadata: serde_json::Value::Null,
+            }
+        }
+        _ => return Ok(Normalized::Events(events)),
+    };
+    Ok(Normalized::RunsAndJobs {
+        events,
+        jobs: vec![job],
+    })
 }
 
 /// A `status` delivery.
@@ -556,5 +618,52 @@ mod tests {
         );
         v["state"] = "weird".into();
         assert!(status("d", &serde_json::to_vec(&v).unwrap(), &opts).is_err());
+    }
+
+    #[test]
+    fn a_failed_check_runs_output_is_the_job_of_its_run() {
+        let run_mode = GithubOptions {
+            checks: CheckGranularity::Run,
+            ..GithubOptions::default()
+        };
+        let mut v: serde_json::Value =
+            serde_json::from_slice(&fixture("check_run/completed.payload.json")).unwrap();
+        v["check_run"]["conclusion"] = "failure".into();
+        v["check_run"]["output"]["title"] = "3 failures".into();
+        v["check_run"]["output"]["summary"] = "é".repeat(1500).into();
+        let body = serde_json::to_vec(&v).unwrap();
+        let Normalized::RunsAndJobs { events, mut jobs } =
+            check_run("o1", &body, &run_mode).unwrap()
+        else {
+            panic!("no job")
+        };
+        assert_eq!(jobs.len(), 1);
+        let j = &jobs[0];
+        assert_eq!(
+            (j.run.id.as_str(), j.run.attempt),
+            (events[0].run.id.as_str(), events[0].run.attempt)
+        );
+        assert_eq!(
+            (j.job.id.as_str(), j.job.name.as_str()),
+            ("128620228", "Octocoders-linter")
+        );
+        assert_eq!(j.job.title.as_deref(), Some("3 failures"));
+        assert_eq!(j.job.conclusion, Some(Conclusion::Failure));
+        // Ingest cuts the summary to 1 KiB on a character boundary.
+        jobs[0].fit(&crate::event::Limits::default());
+        assert_eq!(jobs[0].job.summary.as_ref().map(String::len), Some(1024));
+        // Without an output, or in suite mode, no job.
+        v["check_run"]["output"]["title"] = serde_json::Value::Null;
+        v["check_run"]["output"]["summary"] = serde_json::Value::Null;
+        let body = serde_json::to_vec(&v).unwrap();
+        assert_eq!(events_of(check_run("o2", &body, &run_mode)), 1);
+        assert!(matches!(
+            check_run("o3", &body, &GithubOptions::default()),
+            Ok(Normalized::Ignored { .. })
+        ));
+    }
+
+    fn events_of(n: Result<Normalized, NormalizeError>) -> usize {
+        events(n).len()
     }
 }

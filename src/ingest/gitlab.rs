@@ -18,6 +18,9 @@
 //! repository = `project.path_with_namespace` split at its last `/`, id = `project.id`;
 //! `updated_at` = `finished_at`, else `created_at`. The event id is `X-Gitlab-Event-UUID`,
 //! or `gitlab-body-<sha256 of the body>` when the header is absent.
+//!
+//! The pipeline's failed `builds` become `runwatch.workflow_job.v1` jobs of its run
+//! (`failed_builds`), published before the run's event.
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};
@@ -67,7 +70,39 @@ struct Payload {
     #[serde(default)]
     merge_request: Option<MergeRequest>,
     project: Project,
+    #[serde(default)]
+    builds: Vec<Build>,
 }
+
+#[derive(Deserialize)]
+struct Build {
+    id: u64,
+    #[serde(default)]
+    stage: Option<String>,
+    name: String,
+    status: String,
+    #[serde(default)]
+    allow_failure: bool,
+    #[serde(default)]
+    created_at: Option<String>,
+    #[serde(default)]
+    started_at: Option<String>,
+    #[serde(default)]
+    finished_at: Option<String>,
+    #[serde(default)]
+    failure_reason: Option<String>,
+    #[serde(default)]
+    runner: Option<Runner>,
+}
+
+#[derive(Deserialize)]
+struct Runner {
+    #[serde(default)]
+    tags: Vec<String>,
+}
+
+/// The most failed builds of one pipeline delivery published as jobs.
+pub const MAX_JOBS_PER_DELIVERY: usize = 50;
 
 #[derive(Deserialize)]
 struct Attrs {
@@ -189,16 +224,27 @@ pub fn normalize(
             .as_ref()
             .map(|w| format!("{}/-/pipelines/{}", w.trim_end_matches('/'), a.id))
     });
-    Ok(Normalized::Events(vec![Event {
+    let repository = Repository {
+        owner: owner.to_string(),
+        name: name.to_string(),
+        id: Some(p.project.id.to_string()),
+        host: None,
+    };
+    let jobs = failed_builds(
+        event_id,
+        &repository,
+        &a.sha,
+        a.id,
+        &workflow,
+        p.project.web_url.as_deref(),
+        p.builds,
+        updated_at,
+    );
+    let event = Event {
         schema: SCHEMA.to_string(),
         event_id: event_id.to_string(),
         provider: Provider::Gitlab,
-        repository: Repository {
-            owner: owner.to_string(),
-            name: name.to_string(),
-            id: Some(p.project.id.to_string()),
-            host: None,
-        },
+        repository,
         commit_sha: a.sha,
         branch,
         pr_number: p.merge_request.map(|m| m.iid).filter(|n| *n > 0),
@@ -212,7 +258,79 @@ pub fn normalize(
             updated_at,
         },
         metadata: serde_json::Value::Null,
-    }]))
+    };
+    if jobs.is_empty() {
+        return Ok(Normalized::Events(vec![event]));
+    }
+    Ok(Normalized::RunsAndJobs {
+        events: vec![event],
+        jobs,
+    })
+}
+
+/// The pipeline's failed builds (status `failed`, not `allow_failure`: those did not fail
+/// the pipeline), at most [`MAX_JOBS_PER_DELIVERY`] by build id, as jobs of the pipeline's
+/// run (attempt 1): id, name, stage, `failure_reason`, the runner's tags as labels, URL
+/// `<project>/-/jobs/<id>`, `updated_at` = `finished_at`, else `started_at`, else
+/// `created_at`, else the pipeline's; event id `<delivery>:build:<id>`.
+#[allow(clippy::too_many_arguments)]
+fn failed_builds(
+    event_id: &str,
+    repository: &Repository,
+    sha: &str,
+    pipeline: u64,
+    workflow: &str,
+    web_url: Option<&str>,
+    builds: Vec<Build>,
+    pipeline_at: DateTime<Utc>,
+) -> Vec<crate::job::JobReport> {
+    let time = |t: &Option<String>| t.as_deref().filter(|s| !s.is_empty()).and_then(parse_time);
+    let mut failed: Vec<Build> = builds
+        .into_iter()
+        .filter(|b| b.status == "failed" && !b.allow_failure)
+        .collect();
+    failed.sort_by_key(|b| b.id);
+    failed.truncate(MAX_JOBS_PER_DELIVERY);
+    failed
+        .into_iter()
+        .map(|b| {
+            let started_at = time(&b.started_at);
+            let completed_at = time(&b.finished_at);
+            crate::job::JobReport {
+                schema: crate::job::JOB_SCHEMA.to_string(),
+                event_id: format!("{event_id}:build:{}", b.id),
+                provider: Provider::Gitlab,
+                repository: repository.clone(),
+                commit_sha: sha.to_string(),
+                run: crate::job::JobRun {
+                    id: pipeline.to_string(),
+                    attempt: 1,
+                    workflow: Some(workflow.to_string()),
+                },
+                job: crate::job::Job {
+                    id: b.id.to_string(),
+                    name: b.name,
+                    status: Status::Completed,
+                    conclusion: Some(Conclusion::Failure),
+                    url: web_url.map(|w| format!("{}/-/jobs/{}", w.trim_end_matches('/'), b.id)),
+                    stage: b.stage.filter(|s| !s.trim().is_empty()),
+                    failure_reason: b.failure_reason.filter(|s| !s.trim().is_empty()),
+                    title: None,
+                    summary: None,
+                    failed_steps: Vec::new(),
+                    failed_steps_omitted: 0,
+                    runner_labels: b.runner.map(|r| r.tags).unwrap_or_default(),
+                    started_at,
+                    completed_at,
+                    updated_at: completed_at
+                        .or(started_at)
+                        .or_else(|| time(&b.created_at))
+                        .unwrap_or(pipeline_at),
+                },
+                metadata: serde_json::Value::Null,
+            }
+        })
+        .collect()
 }
 
 #[cfg(test)]

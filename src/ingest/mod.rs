@@ -1,12 +1,13 @@
 //! Webhook ingest (`runwatch ingest`): an HTTP server that verifies GitHub, GitLab,
-//! Buildkite and CircleCI deliveries, normalizes them into `runwatch.workflow_run.v1` events and publishes them to
+//! Buildkite and CircleCI deliveries, normalizes them into `runwatch.workflow_run.v1` events
+//! (and `runwatch.workflow_job.v1` jobs, `runwatch.pull_request.v1` heads) and publishes them to
 //! the inbound stream with `Nats-Msg-Id = event_id`. It answers 2xx only after JetStream's
 //! PubAck, so the sender redelivers whatever was not stored.
 //!
 //! | answer | when |
 //! |---|---|
 //! | 200 | published (or a duplicate of a delivery already stored), or `ping` |
-//! | 202 | accepted, not published: another event type (`workflow_job`, `job-completed`, …) |
+//! | 202 | accepted, not published: another event type (`push`, `job-completed`, …) |
 //! | 400 | the body or a header is unusable (the reason is in the body) |
 //! | 401 | the signature / token is missing or matches no configured secret |
 //! | 408 | the body did not arrive within `ingest.body_read_timeout` |
@@ -100,6 +101,14 @@ pub enum Normalized {
     /// A pull request's head commit (`runwatch.pull_request.v1`), from a GitHub
     /// `pull_request` delivery.
     PullRequest(Box<crate::pull_request::PullRequestLink>),
+    /// Jobs (`runwatch.workflow_job.v1`), and the run events of the same delivery (a GitLab
+    /// pipeline with failed builds, a check run with an output; none for GitHub
+    /// `workflow_job`). The jobs are published first, so a worker that reads the stream in
+    /// order knows them when the run's event decides.
+    RunsAndJobs {
+        events: Vec<Event>,
+        jobs: Vec<crate::job::JobReport>,
+    },
     /// GitHub's `ping`: answered 200, nothing published.
     Ping,
     /// An event type runwatch does not use: accepted (202), counted, not published.
@@ -156,6 +165,22 @@ pub enum IngestError {
         /// The I/O error.
         source: std::io::Error,
     },
+}
+
+/// Cuts each job to the bounds ([`crate::job::JobReport::fit`]), serializes it and checks it
+/// against the message contract, returning the bytes to publish.
+pub fn encode_jobs(
+    jobs: Vec<crate::job::JobReport>,
+    limits: &Limits,
+) -> Result<Vec<(crate::job::JobReport, Vec<u8>)>, NormalizeError> {
+    let mut out = Vec::with_capacity(jobs.len());
+    for mut j in jobs {
+        j.fit(limits);
+        let bytes = serde_json::to_vec(&j).map_err(NormalizeError::Json)?;
+        crate::pull_request::decode_input(&bytes, limits)?;
+        out.push((j, bytes));
+    }
+    Ok(out)
 }
 
 /// Serializes events and checks each against the event contract (what the worker will
@@ -373,7 +398,7 @@ async fn finish(
     event: &str,
     normalized: Result<Normalized, NormalizeError>,
 ) -> Response {
-    let events = match normalized {
+    let (events, jobs) = match normalized {
         Ok(Normalized::Ping) => {
             count(provider, event, "ping");
             return answer(StatusCode::OK, json!({"status": "pong"}));
@@ -385,7 +410,8 @@ async fn finish(
                 json!({"status": "ignored", "event": kind}),
             );
         }
-        Ok(Normalized::Events(events)) => events,
+        Ok(Normalized::Events(events)) => (events, Vec::new()),
+        Ok(Normalized::RunsAndJobs { events, jobs }) => (events, jobs),
         Ok(Normalized::PullRequest(link)) => return publish_link(s, provider, event, *link).await,
         Err(e) => {
             count(provider, event, "bad_request");
@@ -393,7 +419,15 @@ async fn finish(
             return answer(StatusCode::BAD_REQUEST, json!({"error": e.to_string()}));
         }
     };
-    let encoded = match encode_events(&events, &s.limits) {
+    let encoded = match encode_jobs(jobs, &s.limits).and_then(|jobs| {
+        let events = encode_events(&events, &s.limits)?;
+        // Jobs first: see `Normalized::RunsAndJobs`.
+        Ok(jobs
+            .into_iter()
+            .map(|(j, b)| (j.provider, j.event_id, b))
+            .chain(events.into_iter().map(|(e, b)| (e.provider, e.event_id, b)))
+            .collect::<Vec<_>>())
+    }) {
         Ok(e) => e,
         Err(e) => {
             count(provider, event, "bad_request");
@@ -404,20 +438,20 @@ async fn finish(
     let mut ids = Vec::with_capacity(encoded.len());
     let trace = traced::current();
     let mut sequences = traced::Published::default();
-    for (e, bytes) in encoded {
+    for (message_provider, event_id, bytes) in encoded {
         match s
             .bus
-            .publish_event_traced(e.provider, &e.event_id, Bytes::from(bytes), trace.as_ref())
+            .publish_event_traced(message_provider, &event_id, Bytes::from(bytes), trace.as_ref())
             .await
         {
             Ok(ack) if ack.duplicate => duplicates += 1,
             Ok(ack) => {
                 published += 1;
-                sequences.0.push((e.event_id.clone(), ack.sequence));
+                sequences.0.push((event_id.clone(), ack.sequence));
             }
             Err(err) => {
                 count(provider, event, "unavailable");
-                tracing::warn!(provider, event_id = %e.event_id, error = %err, "webhook not published; answering 503");
+                tracing::warn!(provider, event_id = %event_id, error = %err, "webhook not published; answering 503");
                 let status = if err.is_transient() {
                     StatusCode::SERVICE_UNAVAILABLE
                 } else {
@@ -426,7 +460,7 @@ async fn finish(
                 return answer(status, json!({"error": err.to_string()}));
             }
         }
-        ids.push(e.event_id);
+        ids.push(event_id);
     }
     count(
         provider,
@@ -673,8 +707,18 @@ pub fn normalize_delivery(
         Source::Buildkite => buildkite::normalize(event_name, body)?,
         Source::Circleci => circleci::normalize(event_name, body)?,
     };
+    let normalized = match normalized {
+        Normalized::RunsAndJobs { events, jobs } => Normalized::RunsAndJobs {
+            jobs: encode_jobs(jobs, limits)?
+                .into_iter()
+                .map(|(j, _)| j)
+                .collect(),
+            events,
+        },
+        other => other,
+    };
     match &normalized {
-        Normalized::Events(events) => {
+        Normalized::Events(events) | Normalized::RunsAndJobs { events, .. } => {
             encode_events(events, limits)?;
         }
         Normalized::PullRequest(link) => {

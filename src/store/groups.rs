@@ -11,6 +11,7 @@ use uuid::Uuid;
 
 use super::association;
 use super::budgets::{self, OverBudgetNote};
+use super::jobs;
 use super::{Store, StoreError};
 use crate::engine::{
     Clock, CooldownKey, Flip, FlipKey, Flips, GroupCtx, GroupState, Ledger, RepoRef, RunState,
@@ -85,7 +86,7 @@ impl Store {
         self.record_inputs(&inputs, clock).await
     }
 
-    /// As [`Store::record`], for messages of either input schema (runs and pull request
+    /// As [`Store::record`], for messages of any input schema (runs, jobs and pull request
     /// heads).
     pub async fn record_inputs(
         &self,
@@ -153,6 +154,8 @@ impl Store {
         let commits: BTreeSet<association::Commit> = inputs
             .iter()
             .zip(repos)
+            // A job touches no group and no commit (store/jobs.rs).
+            .filter(|(i, _)| !matches!(i, Input::Job(_)))
             .map(|(i, r)| (r.internal_id, i.commit_sha().to_string()))
             .collect();
         let mut pulls = association::lock_commits_load_pulls(tx, &commits).await?;
@@ -232,8 +235,10 @@ impl Store {
         let mut decided: Vec<(i64, Trigger)> = Vec::new();
         let max_lead = self.engine.limits().max_clock_skew;
         let mut stamp = Stamper::new(traces);
+        let mut batch_jobs = jobs::BatchJobs::default();
         for (n, (i, r)) in inputs.iter().zip(repos).enumerate() {
             stamp.input(n, &mut decided);
+            batch_jobs.decided_until(decided.len(), n);
             let at = i.updated_at();
             if Clock::is_skewed(at, wall, max_lead) {
                 metrics::counter!("runwatch_clock_skew_events_total").increment(1);
@@ -245,6 +250,13 @@ impl Store {
                 );
             }
             clock = clock.advance(at, wall, max_lead);
+            if let Input::Job(j) = i {
+                let key = crate::engine::JobState::key_of(r.internal_id, j);
+                let job = crate::engine::JobState::from_report(j);
+                batch_jobs.jobs.push((n, key, job));
+                outcomes.push(EventOutcome::Applied);
+                continue;
+            }
             let sha = i.commit_sha().to_string();
             if let Input::Run(e) = i {
                 let key = (r.internal_id, pr_key(e.pr_number), sha.clone());
@@ -379,7 +391,11 @@ impl Store {
             })
             .collect();
         write_flips(tx, &original_ledger, &ledger).await?;
-        let triggers = self.insert_outbox(tx, decided).await?;
+        batch_jobs.decided_until(decided.len(), inputs.len());
+        let triggers = self.insert_outbox(tx, decided, &batch_jobs).await?;
+        // After the decisions read the stored jobs: a job later in the batch than a decision
+        // is not in its trigger, as in `simulate`.
+        jobs::write(tx, &batch_jobs).await?;
         Ok((
             BatchOutcome {
                 outcomes,
@@ -549,7 +565,11 @@ impl Store {
         write_ledger(tx, &original_ledger, &ledger).await?;
         budgets::write_budgets(tx, &self.engine, &original_ledger, &ledger).await?;
         write_flips(tx, &original_ledger, &ledger).await?;
-        Ok((self.insert_outbox(tx, decided).await?, over_budget))
+        Ok((
+            self.insert_outbox(tx, decided, &jobs::BatchJobs::default())
+                .await?,
+            over_budget,
+        ))
     }
 
     /// The (repository, workflow) keys whose flips a decision may count, of `runs`.
@@ -624,15 +644,19 @@ impl Store {
     }
 
     /// Writes decided triggers to the outbox, claimed for `lease`; returns those that were
-    /// new (a decision taken again inserts nothing and must not be published again).
+    /// new (a decision taken again inserts nothing and must not be published again). The
+    /// triggers list their failed runs' jobs first (store/jobs.rs): those stored, and those
+    /// of `batch` that came before each decision.
     async fn insert_outbox(
         &self,
         tx: &mut Transaction<'static, Postgres>,
-        decided: Vec<(i64, Trigger)>,
+        mut decided: Vec<(i64, Trigger)>,
+        batch: &jobs::BatchJobs,
     ) -> Result<Vec<Trigger>, StoreError> {
         if decided.is_empty() {
             return Ok(Vec::new());
         }
+        self.attach_jobs(tx, &mut decided, batch).await?;
         let mut ids = Vec::with_capacity(decided.len());
         let mut groups = Vec::with_capacity(decided.len());
         let mut subjects = Vec::with_capacity(decided.len());

@@ -11,6 +11,7 @@ mod association;
 mod budgets;
 mod groups;
 mod health;
+mod jobs;
 mod outbox;
 mod purge;
 mod repositories;

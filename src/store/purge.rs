@@ -7,7 +7,7 @@ use super::{Store, StoreError};
 
 impl Store {
     /// Deletes groups not updated for `older_than`, `batch` rows per statement, and the
-    /// sent outbox rows, streaks, commit associations and pull request heads as old, and the
+    /// sent outbox rows, streaks, commit associations, pull request heads and jobs as old, and the
     /// flips dated before that (or before the longest `flaky_window`, whichever is older). Returns the number of groups deleted.
     pub async fn purge(&self, older_than: Duration, batch: i64) -> Result<u64, StoreError> {
         let secs = older_than.as_secs_f64();

@@ -14,13 +14,14 @@ pub const PURGE_GROUPS: &str = include_str!("sql/purge_groups.sql");
 
 /// Purge of what is not a group, in the order it runs (each `$1` the age in seconds, `$2`
 /// the most rows per statement): sent triggers, failure streaks, commit → pull request
-/// associations, pull request heads, trigger budgets.
-pub const PURGE_REST: [&str; 5] = [
+/// associations, pull request heads, trigger budgets, jobs.
+pub const PURGE_REST: [&str; 6] = [
     include_str!("sql/purge_outbox.sql"),
     include_str!("sql/purge_streaks.sql"),
     include_str!("sql/purge_commit_pulls.sql"),
     include_str!("sql/purge_pull_heads.sql"),
     include_str!("sql/purge_trigger_budgets.sql"),
+    include_str!("sql/purge_jobs.sql"),
 ];
 
 /// Purge, flips (`$1` the age in seconds: the longer of `purge.older_than` and the longest

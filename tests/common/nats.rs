@@ -183,7 +183,8 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// A trigger of a failed `test` workflow; `tag` and `n` make its id, run and commit.
+/// A trigger of a failed `test` workflow, with its failed job `unit` (step 3, `Run tests`);
+/// `tag` and `n` make its id, run and commit.
 pub fn sample_trigger(tag: &str, n: u32) -> Trigger {
     let mut runs = BTreeMap::new();
     runs.insert(
@@ -195,6 +196,25 @@ pub fn sample_trigger(tag: &str, n: u32) -> Trigger {
             conclusion: Some(runwatch::event::Conclusion::Failure),
             url: None,
             updated_at: "2026-11-25T10:03:00Z".parse().expect("time"),
+            jobs: vec![runwatch::trigger::TriggerJob {
+                id: format!("{}", 7000 + n),
+                name: "unit".into(),
+                conclusion: Some(runwatch::event::Conclusion::Failure),
+                url: None,
+                stage: None,
+                failure_reason: None,
+                title: None,
+                summary: None,
+                failed_steps: vec![runwatch::job::Step {
+                    number: Some(3),
+                    name: "Run tests".into(),
+                }],
+                failed_steps_omitted: 0,
+                runner_labels: vec!["ubuntu-latest".into()],
+                started_at: None,
+                completed_at: None,
+            }],
+            jobs_omitted: 0,
         },
     );
     Trigger {

@@ -38,6 +38,12 @@ pub fn pull_request_schema() -> &'static Validator {
     V.get_or_init(|| load("pull_request.v1.json"))
 }
 
+/// `schemas/workflow_job.v1.json`.
+pub fn job_schema() -> &'static Validator {
+    static V: OnceLock<Validator> = OnceLock::new();
+    V.get_or_init(|| load("workflow_job.v1.json"))
+}
+
 /// `schemas/trigger.v1.json`.
 pub fn trigger_schema() -> &'static Validator {
     static V: OnceLock<Validator> = OnceLock::new();

@@ -87,6 +87,16 @@ def open_store(path):
     return db
 
 
+def failed_jobs(trigger):
+    """`job[: step; step]` for each failed job of the failed runs (runs.*.jobs), comma-separated."""
+    out = []
+    for run in trigger.get("runs", {}).values():
+        for job in run.get("jobs", []):
+            steps = "; ".join(s["name"] for s in job.get("failed_steps", []))
+            out.append(f"{job['name']}: {steps}" if steps else job["name"])
+    return ",".join(out)
+
+
 def handle(db, trigger):
     """The work a trigger causes, inside the dedupe transaction: here, queue a task."""
     repo = trigger["repository"]
@@ -173,7 +183,8 @@ async def run(args):
                     print(f"handled {trigger_id} {trigger.get('rule')} "
                           f"{repo['owner']}/{repo['name']} pr={trigger.get('pr_number')} "
                           f"failed={','.join(trigger.get('failed_workflows', []))} "
-                          f"author={(trigger.get('pull_request') or {}).get('author', '-')}"
+                          f"author={(trigger.get('pull_request') or {}).get('author', '-')} "
+                          f"jobs={failed_jobs(trigger)}"
                           f"{flaky_words(trigger.get('known_flaky', []))}", flush=True)
                     handled += 1
                     if args.crash_after is not None and handled >= args.crash_after:

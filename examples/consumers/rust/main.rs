@@ -91,6 +91,9 @@ struct Trigger {
     pr_number: Option<u64>,
     #[serde(default)]
     failed_workflows: Vec<String>,
+    /// By run id; a failed run lists its failed jobs (`jobs`) when runwatch knows them.
+    #[serde(default)]
+    runs: std::collections::BTreeMap<String, Run>,
     /// What runwatch knew of the pull request (title, author, branches, url, draft, state);
     /// absent before any `pull_request` delivery.
     #[serde(default)]
@@ -110,6 +113,44 @@ struct PullRequest {
 struct KnownFlaky {
     workflow: String,
     flips: u32,
+}
+
+#[derive(Deserialize)]
+struct Run {
+    #[serde(default)]
+    jobs: Vec<Job>,
+}
+
+/// A failed job: its name and failed steps are what an agent looks at first.
+#[derive(Deserialize)]
+struct Job {
+    name: String,
+    #[serde(default)]
+    failed_steps: Vec<Step>,
+}
+
+#[derive(Deserialize)]
+struct Step {
+    name: String,
+}
+
+impl Trigger {
+    /// `job[: step; step]` for each failed job, comma-separated.
+    fn failed_jobs(&self) -> String {
+        self.runs
+            .values()
+            .flat_map(|r| &r.jobs)
+            .map(|j| {
+                let steps: Vec<&str> = j.failed_steps.iter().map(|s| s.name.as_str()).collect();
+                if steps.is_empty() {
+                    j.name.clone()
+                } else {
+                    format!("{}: {}", j.name, steps.join("; "))
+                }
+            })
+            .collect::<Vec<_>>()
+            .join(",")
+    }
 }
 
 #[derive(Deserialize)]
@@ -252,7 +293,7 @@ async fn main() -> Result<()> {
             if record(&mut db, &trigger, &body, seq)? {
                 writeln!(
                     out,
-                    "handled {} {} {}/{} pr={} failed={} author={}{}",
+                    "handled {} {} {}/{} pr={} failed={} author={} jobs={}{}",
                     trigger.trigger_id,
                     trigger.rule,
                     trigger.repository.owner,
@@ -266,6 +307,7 @@ async fn main() -> Result<()> {
                         .as_ref()
                         .and_then(|p| p.author.as_deref())
                         .unwrap_or("-"),
+                    trigger.failed_jobs(),
                     flaky_words(&trigger.known_flaky)
                 )?;
                 out.flush()?;
