@@ -29,8 +29,7 @@ use uuid::Uuid;
 
 use crate::engine::{
     AuthorBlock, BudgetScope, Due, Flips, GroupState, PullBlock, RepoRef, Rule, RuleKind, RuleSet,
-    RunState, StreakKey,
-    StreakState,
+    RunState, StreakKey, StreakState,
 };
 use crate::event::{Conclusion, Provider, Status};
 use crate::trigger::{KnownFlaky, Trigger, trigger_id};

@@ -441,7 +441,12 @@ async fn finish(
     for (message_provider, event_id, bytes) in encoded {
         match s
             .bus
-            .publish_event_traced(message_provider, &event_id, Bytes::from(bytes), trace.as_ref())
+            .publish_event_traced(
+                message_provider,
+                &event_id,
+                Bytes::from(bytes),
+                trace.as_ref(),
+            )
             .await
         {
             Ok(ack) if ack.duplicate => duplicates += 1,
