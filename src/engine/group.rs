@@ -47,6 +47,19 @@ pub struct EpisodeState {
 }
 
 impl EpisodeState {
+    /// Records that the rule decided in the current episode (fired, or over budget) on runs
+    /// at these attempts: it does not decide again in this episode, and a re-run is a run
+    /// with a higher attempt than it had then. No timer is left pending.
+    pub fn decide<'a>(&mut self, runs: impl IntoIterator<Item = (&'a String, u32)>) {
+        self.fired_attempts = runs
+            .into_iter()
+            .map(|(id, attempt)| (id.clone(), attempt))
+            .collect();
+        self.fired_max_attempt = self.fired_attempts.values().copied().max().unwrap_or(0);
+        self.fired = true;
+        self.due = None;
+    }
+
     /// Whether a run was re-run since the rule last fired: some run has a higher attempt
     /// than it had then, a run unknown then counting as attempt 1 (DESIGN.md "Rules").
     pub fn rerun_since_fire<'a>(&self, runs: impl IntoIterator<Item = (&'a String, u32)>) -> bool {

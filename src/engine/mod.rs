@@ -456,13 +456,7 @@ impl Engine {
                 st.due = Some(due);
                 return None;
             }
-            st.fired = true;
-            st.fired_max_attempt = relevant.iter().map(|(_, r)| r.attempt).max().unwrap_or(0);
-            st.fired_attempts = relevant
-                .iter()
-                .map(|(id, r)| ((*id).clone(), r.attempt))
-                .collect();
-            st.due = None;
+            st.decide(relevant.iter().map(|(id, r)| (*id, r.attempt)));
             st.over_budget = Some(over);
             return None;
         }
@@ -470,13 +464,7 @@ impl Engine {
             st.due = Some(due);
             return None;
         }
-        st.fired = true;
-        st.fired_max_attempt = relevant.iter().map(|(_, r)| r.attempt).max().unwrap_or(0);
-        st.fired_attempts = relevant
-            .iter()
-            .map(|(id, r)| ((*id).clone(), r.attempt))
-            .collect();
-        st.due = None;
+        st.decide(relevant.iter().map(|(id, r)| (*id, r.attempt)));
         let budget = budget::record(rule, g.repo, g.pr_number, ledger, clock.wall, id);
         Some(Trigger {
             schema: TRIGGER_SCHEMA.to_string(),
