@@ -173,6 +173,31 @@ pub(super) fn map_status(s: &str) -> Option<Status> {
     })
 }
 
+/// A run's or job's status (its `status`, else the delivery's `action`) and, when completed,
+/// its conclusion; `fields` name the two in errors.
+fn status_and_conclusion(
+    status: Option<&str>,
+    conclusion: Option<&str>,
+    fields: (&'static str, &'static str),
+) -> Result<(Status, Option<Conclusion>), NormalizeError> {
+    let status_text = status.ok_or(NormalizeError::Field(fields.0))?;
+    let status = map_status(status_text).ok_or_else(|| NormalizeError::Value {
+        field: fields.0,
+        value: status_text.chars().take(64).collect(),
+    })?;
+    let conclusion = match (status, conclusion) {
+        (Status::Completed, None) => return Err(NormalizeError::Field(fields.1)),
+        (Status::Completed, Some(c)) => {
+            Some(map_conclusion(c).ok_or_else(|| NormalizeError::Value {
+                field: fields.1,
+                value: c.chars().take(64).collect(),
+            })?)
+        }
+        _ => None,
+    };
+    Ok((status, conclusion))
+}
+
 pub(super) fn map_conclusion(s: &str) -> Option<Conclusion> {
     serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
 }
@@ -210,25 +235,11 @@ pub fn normalize(
     }
     let p: Payload = serde_json::from_slice(body).map_err(NormalizeError::Json)?;
     let wr = p.workflow_run;
-    let status_text = wr
-        .status
-        .as_deref()
-        .or(p.action.as_deref())
-        .ok_or(NormalizeError::Field("workflow_run.status"))?;
-    let status = map_status(status_text).ok_or_else(|| NormalizeError::Value {
-        field: "workflow_run.status",
-        value: status_text.chars().take(64).collect(),
-    })?;
-    let conclusion = match (status, wr.conclusion.as_deref()) {
-        (Status::Completed, None) => return Err(NormalizeError::Field("workflow_run.conclusion")),
-        (Status::Completed, Some(c)) => {
-            Some(map_conclusion(c).ok_or_else(|| NormalizeError::Value {
-                field: "workflow_run.conclusion",
-                value: c.chars().take(64).collect(),
-            })?)
-        }
-        _ => None,
-    };
+    let (status, conclusion) = status_and_conclusion(
+        wr.status.as_deref().or(p.action.as_deref()),
+        wr.conclusion.as_deref(),
+        ("workflow_run.status", "workflow_run.conclusion"),
+    )?;
     let nonempty = |s: Option<String>| s.filter(|s| !s.trim().is_empty());
     let workflow = nonempty(wr.name)
         .or_else(|| nonempty(p.workflow.and_then(|w| w.name)))
@@ -344,25 +355,11 @@ struct JobStep {
 fn workflow_job(delivery: &str, body: &[u8]) -> Result<Normalized, NormalizeError> {
     let p: JobPayload = serde_json::from_slice(body).map_err(NormalizeError::Json)?;
     let wj = p.workflow_job;
-    let status_text = wj
-        .status
-        .as_deref()
-        .or(p.action.as_deref())
-        .ok_or(NormalizeError::Field("workflow_job.status"))?;
-    let status = map_status(status_text).ok_or_else(|| NormalizeError::Value {
-        field: "workflow_job.status",
-        value: status_text.chars().take(64).collect(),
-    })?;
-    let conclusion = match (status, wj.conclusion.as_deref()) {
-        (Status::Completed, None) => return Err(NormalizeError::Field("workflow_job.conclusion")),
-        (Status::Completed, Some(c)) => {
-            Some(map_conclusion(c).ok_or_else(|| NormalizeError::Value {
-                field: "workflow_job.conclusion",
-                value: c.chars().take(64).collect(),
-            })?)
-        }
-        _ => None,
-    };
+    let (status, conclusion) = status_and_conclusion(
+        wj.status.as_deref().or(p.action.as_deref()),
+        wj.conclusion.as_deref(),
+        ("workflow_job.status", "workflow_job.conclusion"),
+    )?;
     let updated_at = wj
         .completed_at
         .or(wj.started_at)
