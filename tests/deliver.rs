@@ -681,6 +681,34 @@ template = "not json {{{{ trigger.trigger_id }}}}"
             .all(|d| d.sequence != letter.sequence),
         "the redriven letter is still there"
     );
+    // The redriven trigger message carries the CloudEvents headers the relay writes.
+    let client = async_nats::connect(&env.config.nats.url)
+        .await
+        .expect("connect");
+    let redriven = async_nats::jetstream::new(client)
+        .get_stream(&env.config.streams.triggers)
+        .await
+        .expect("triggers stream")
+        .get_last_raw_message_by_subject(&format!(
+            "{}.redrive.main",
+            env.config.streams.triggers_subject_prefix
+        ))
+        .await
+        .expect("the redriven message");
+    let ce_id = redriven
+        .headers
+        .get("ce-id")
+        .map(|v| v.as_str().to_string());
+    assert_eq!(
+        ce_id.as_deref(),
+        Some(refused_id.as_str()),
+        "{:?}",
+        redriven.headers
+    );
+    assert_eq!(
+        redriven.headers.get("ce-specversion").map(|v| v.as_str()),
+        Some("1.0")
+    );
 
     // SIGTERM: a clean exit.
     let code = proc.terminate(Duration::from_secs(20)).expect("terminate");

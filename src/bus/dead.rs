@@ -310,7 +310,8 @@ impl Bus {
     /// that target's `runwatch deliver` consumer delivers) with `Nats-Msg-Id: redrive-<dead stream>-<dead seq>` (a fresh id, so the original
     /// event id's dedupe entry does not swallow it, and a repeated redrive of the same
     /// letter is deduplicated), awaits the PubAck, then deletes the letter from the
-    /// dead-letter stream. Refused (nothing published) when the payload was cut or the
+    /// dead-letter stream. A redriven trigger gets the CloudEvents headers of
+    /// [`Bus::publish_triggers`] again (a dead letter keeps only its payload). Refused (nothing published) when the payload was cut or the
     /// original subject is not under `<events_subject_prefix>.` (delivery dead letters:
     /// `<triggers_subject_prefix>.`).
     pub async fn redrive(&self, dead: &DeadMessage) -> Result<super::PubAckInfo, BusError> {
@@ -358,14 +359,17 @@ impl Bus {
             }
         };
         let msg_id = format!("redrive-{}-{}", self.streams.dead, dead.sequence);
-        let ack = self
-            .publish_and_wait(
-                subject.clone(),
-                PublishMessage::build()
-                    .payload(dead.payload.clone())
-                    .message_id(msg_id),
-            )
-            .await?;
+        let mut message = PublishMessage::build()
+            .payload(dead.payload.clone())
+            .message_id(msg_id);
+        // A redriven trigger carries the CloudEvents headers as the relay wrote them (a
+        // letter that is not a trigger, `deliver_invalid`, goes back as it was).
+        if dead.target.is_some()
+            && let Ok(t) = serde_json::from_slice::<crate::trigger::Trigger>(&dead.payload)
+        {
+            message = super::publish::with_trigger_headers(message, &t);
+        }
+        let ack = self.publish_and_wait(subject.clone(), message).await?;
         let read_error = |source: super::BoxError| BusError::Read {
             what: format!("stream `{}`", self.streams.dead),
             source,

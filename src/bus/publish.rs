@@ -128,14 +128,12 @@ impl Bus {
             what: format!("trigger {}", t.trigger_id),
             source,
         })?;
-        let mut message = PublishMessage::build()
-            .payload(Bytes::from(body))
-            .message_id(t.trigger_id.to_string())
-            .header("content-type", "application/json");
-        // CloudEvents binary mode beside Nats-Msg-Id (values percent-encoded: ASCII only).
-        for (name, value) in CloudEventAttributes::of(t).headers() {
-            message = message.header(name, value.as_str());
-        }
+        let mut message = with_trigger_headers(
+            PublishMessage::build()
+                .payload(Bytes::from(body))
+                .message_id(t.trigger_id.to_string()),
+            t,
+        );
         // W3C trace context: the decision span's (checked printable ASCII when parsed).
         for (name, value) in t.trace.iter().flat_map(TraceContext::headers) {
             message = message.header(name, value.as_str());
@@ -175,4 +173,15 @@ impl Bus {
             BusError::Publish { subject, source }
         }
     }
+}
+
+/// `message` with the headers every trigger message carries besides its id and trace
+/// context: `content-type: application/json` and the CloudEvents binary-mode attributes
+/// (values percent-encoded: ASCII only). Used by the relay and by `dead redrive`.
+pub(crate) fn with_trigger_headers(mut message: PublishMessage, t: &Trigger) -> PublishMessage {
+    message = message.header("content-type", "application/json");
+    for (name, value) in CloudEventAttributes::of(t).headers() {
+        message = message.header(name, value.as_str());
+    }
+    message
 }
