@@ -15,21 +15,15 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::env::TestEnv;
-use common::live::{RunningWorker, all_triggers, start_worker, wait_quiet};
+use common::live::{SECRET, post};
 use common::schemas::{assert_valid_trigger, errors, job_schema};
 use futures::StreamExt;
-use runwatch::bus::{Bus, EventsFrom, StreamKind};
-use runwatch::ingest::{self, Secret, buildkite, github};
+use runwatch::bus::{EventsFrom, StreamKind};
+use runwatch::ingest::{Secret, buildkite};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
-
-const SECRET: &str = "hook-secret";
 
 fn fixture(path: &str) -> Value {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -38,94 +32,39 @@ fn fixture(path: &str) -> Value {
     serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
 }
 
-/// Posts raw bytes with these headers; returns (status, body).
-async fn post(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    s.write_all(body).await.expect("write body");
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw).await;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (
-        code,
-        text.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default(),
-    )
-}
-
 /// Ingest and a worker, with their streams and database.
 struct Pipeline {
-    env: TestEnv,
-    bus: Bus,
-    addr: SocketAddr,
-    stop: CancellationToken,
-    server: tokio::task::JoinHandle<()>,
-    worker: RunningWorker,
+    p: common::live::Pipeline,
+}
+
+impl std::ops::Deref for Pipeline {
+    type Target = common::live::Pipeline;
+    fn deref(&self) -> &common::live::Pipeline {
+        &self.p
+    }
 }
 
 impl Pipeline {
     async fn start() -> Pipeline {
-        let mut env = TestEnv::new().await;
-        env.config.ingest.github_secrets = vec![Secret::new(SECRET)];
-        env.config.ingest.gitlab_tokens = vec![Secret::new(SECRET)];
-        env.config.ingest.buildkite_tokens = vec![Secret::new(SECRET)];
-        env.config.ingest.listen = "127.0.0.1:0".parse().unwrap();
-        let bus = Bus::connect(&env.config).await.unwrap();
-        bus.ensure_streams().await.unwrap();
-        let stop = CancellationToken::new();
-        let (addr, server) = ingest::serve(&env.config, bus.clone(), None, stop.clone())
-            .await
-            .unwrap();
-        let worker = start_worker(&env.config);
-        Pipeline {
-            env,
-            bus,
-            addr,
-            stop,
-            server,
-            worker,
-        }
+        let p = common::live::Pipeline::start(None, |c| {
+            c.ingest.github_secrets = vec![Secret::new(SECRET)];
+            c.ingest.gitlab_tokens = vec![Secret::new(SECRET)];
+            c.ingest.buildkite_tokens = vec![Secret::new(SECRET)];
+        })
+        .await;
+        Pipeline { p }
     }
 
     /// A GitHub delivery, signed; returns (status, body).
     async fn github(&self, event: &str, delivery: &str, json: &Value) -> (u16, String) {
         let raw = serde_json::to_vec(json).unwrap();
-        let sig = github::sign(SECRET.as_bytes(), &raw);
-        post(
-            self.addr,
-            "/webhooks/github",
-            &[
-                ("X-GitHub-Event", event),
-                ("X-GitHub-Delivery", delivery),
-                ("X-Hub-Signature-256", &sig),
-            ],
-            &raw,
-        )
-        .await
+        self.p
+            .github(event, delivery, "application/json", &raw)
+            .await
     }
 
     async fn quiet_triggers(&self) -> Vec<Value> {
-        wait_quiet(&self.env.config, &self.bus, Duration::from_secs(90)).await;
-        let triggers = all_triggers(&self.bus).await;
+        let triggers = self.p.quiet_triggers().await;
         for t in &triggers {
             assert_valid_trigger(t, "published trigger");
         }
@@ -168,10 +107,7 @@ impl Pipeline {
     }
 
     async fn stop(self) {
-        self.worker.shutdown().await;
-        self.stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
-        self.env.cleanup().await;
+        self.p.stop().await;
     }
 }
 
@@ -440,6 +376,7 @@ async fn a_gitlab_pipeline_lists_its_failed_build_in_the_trigger() {
         p.addr,
         "/webhooks/gitlab",
         &[
+            ("Content-Type", "application/json"),
             ("X-Gitlab-Event", "Pipeline Hook"),
             ("X-Gitlab-Token", SECRET),
             ("X-Gitlab-Event-UUID", "gl-1"),
@@ -479,6 +416,7 @@ async fn a_buildkite_failed_job_is_listed_in_its_builds_trigger() {
             p.addr,
             "/webhooks/buildkite",
             &[
+                ("Content-Type", "application/json"),
                 ("X-Buildkite-Event", event),
                 ("X-Buildkite-Signature", &sig),
             ],
