@@ -26,9 +26,9 @@ use runwatch::event::{Conclusion, Provider, Status};
 use runwatch::trigger::{Trigger, TriggerRepository, TriggerRun};
 use serde_json::Value;
 
-use common::app::eventually;
+use common::app::{eventually, spawn_deliver};
 use common::env::TestEnv;
-use common::procs::{self, WorkerProc};
+use common::procs::WorkerProc;
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -185,31 +185,7 @@ fn trigger(i: u32, owner: &str, pr: Option<u64>) -> Trigger {
 
 /// `runwatch deliver` with `config`, ready; SIGTERMed by the caller.
 async fn start_deliver(env: &TestEnv, dir: &Path, config: &str) -> WorkerProc {
-    let path = dir.join("deliver.toml");
-    std::fs::write(&path, config).expect("config");
-    let port = procs::free_port().expect("port");
-    let mut vars = env.env_vars();
-    vars.retain(|(k, _)| k != "RUNWATCH_HTTP__LISTEN");
-    vars.push(("RUNWATCH_HTTP__LISTEN".into(), format!("127.0.0.1:{port}")));
-    vars.push(("RUNWATCH_CONFIG".into(), path.display().to_string()));
-    vars.push(("RUST_LOG".into(), "runwatch=debug,info".into()));
-    let bin = Path::new(env!("CARGO_BIN_EXE_runwatch"));
-    let proc = WorkerProc::start_command(bin, &["deliver"], vars, &dir.join("deliver.log"))
-        .expect("start deliver");
-    let url = format!("http://127.0.0.1:{port}/readyz");
-    eventually(
-        Duration::from_secs(60),
-        "runwatch deliver ready",
-        || async {
-            reqwest::get(&url)
-                .await
-                .ok()
-                .filter(|r| r.status() == 200)
-                .map(|_| ())
-        },
-    )
-    .await;
-    proc
+    spawn_deliver(env, dir, config, &[("RUST_LOG", "runwatch=debug,info")]).await
 }
 
 const DELAYS: &str =
