@@ -160,6 +160,27 @@ pub async fn spawn_deliver(
     proc
 }
 
+/// Runs the `runwatch` binary with `args` where nothing can be reached (NATS and Postgres
+/// on port 1, no `RUNWATCH_CONFIG`): for what must be decided before connecting.
+pub fn runwatch_offline(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_runwatch"))
+        .args(args)
+        .env("NATS_URL", "nats://127.0.0.1:1")
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/x")
+        .env_remove("RUNWATCH_CONFIG")
+        .output()
+        .expect("run binary")
+}
+
+/// [`runwatch_offline`] `simulate --rules FILE /dev/null`, with `rules` written to FILE in
+/// a temp folder.
+pub fn simulate_rules(rules: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.toml");
+    std::fs::write(&file, rules).unwrap();
+    runwatch_offline(&["simulate", "--rules", file.to_str().unwrap(), "/dev/null"])
+}
+
 /// Polls `f` until it returns `Some`, at most `limit`; panics naming `what` after that.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
 where
