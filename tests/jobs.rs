@@ -327,45 +327,26 @@ fn gitlab_pipeline() -> Value {
             "runner": runner, "artifacts_file": {"filename": null, "size": null},
             "environment": null})
     };
-    json!({
-      "object_kind": "pipeline",
-      "object_attributes": {
-        "id": 31, "iid": 3, "name": "Pipeline for branch: master", "ref": "master", "tag": false,
-        "sha": "bcbb5ec396a2c0f828686f14fac9b80b780504f2",
-        "before_sha": "bcbb5ec396a2c0f828686f14fac9b80b780504f2",
-        "source": "merge_request_event", "status": "failed", "detailed_status": "failed",
-        "stages": ["build", "test", "deploy"],
-        "created_at": "2016-08-12 15:23:28 UTC", "finished_at": "2016-08-12 15:26:29 UTC",
-        "duration": 63, "queued_duration": 12, "variables": [],
-        "url": "http://example.com/gitlab-org/gitlab-test/-/pipelines/31"
-      },
-      "merge_request": {
-        "id": 1, "iid": 1, "title": "Test", "source_branch": "test", "source_project_id": 1,
-        "target_branch": "master", "target_project_id": 1, "state": "opened",
-        "merge_status": "can_be_merged", "detailed_merge_status": "mergeable",
-        "url": "http://192.168.64.1:3005/gitlab-org/gitlab-test/merge_requests/1"
-      },
-      "project": {
-        "id": 1, "name": "Gitlab Test", "description": "Atque in sunt eos similique dolores voluptatem.",
-        "web_url": "http://192.168.64.1:3005/gitlab-org/gitlab-test", "avatar_url": null,
-        "git_ssh_url": "git@192.168.64.1:gitlab-org/gitlab-test.git",
-        "git_http_url": "http://192.168.64.1:3005/gitlab-org/gitlab-test.git",
-        "namespace": "Gitlab Org", "visibility_level": 20,
-        "path_with_namespace": "gitlab-org/gitlab-test", "default_branch": "master"
-      },
-      "commit": {
-        "id": "bcbb5ec396a2c0f828686f14fac9b80b780504f2", "message": "test\n",
-        "timestamp": "2016-08-12T17:23:21+02:00",
-        "url": "http://example.com/gitlab-org/gitlab-test/commit/bcbb5ec396a2c0f828686f14fac9b80b780504f2",
-        "author": {"name": "User", "email": "user@gitlab.com"}
-      },
-      "builds": [
+    common::receiver::gitlab_pipeline(json!([
         build(380, "deploy", "production", "skipped", false, Value::Null),
         build(377, "test", "test-image", "success", false, Value::Null),
-        build(378, "test", "test-build", "failed", false, "script_failure".into()),
-        build(376, "build", "build-image", "failed", true, "script_failure".into()),
-      ]
-    })
+        build(
+            378,
+            "test",
+            "test-build",
+            "failed",
+            false,
+            "script_failure".into()
+        ),
+        build(
+            376,
+            "build",
+            "build-image",
+            "failed",
+            true,
+            "script_failure".into()
+        ),
+    ]))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
