@@ -127,25 +127,17 @@ fn body(content_type: &str, json: &Value) -> Vec<u8> {
 
 /// Ingest, a worker and their streams and database, with `rules` in force.
 struct Pipeline {
-    p: common::live::Pipeline,
+    live: common::live::Pipeline,
     n: u32,
-}
-
-impl std::ops::Deref for Pipeline {
-    type Target = common::live::Pipeline;
-    fn deref(&self) -> &common::live::Pipeline {
-        &self.p
-    }
 }
 
 impl Pipeline {
     async fn start(rules: &str) -> Pipeline {
-        let p = common::live::Pipeline::start(Some(rules), |c| {
-            c.ingest.github_secrets = vec![Secret::new(SECRET)];
+        let live = common::live::Pipeline::start(Some(rules), |c| {
             c.ingest.buildkite_tokens = vec![Secret::new(SECRET)];
         })
         .await;
-        Pipeline { p, n: 0 }
+        Pipeline { live, n: 0 }
     }
 
     /// Posts one delivery signed as GitHub signs it (over the raw body); asserts 200.
@@ -153,14 +145,14 @@ impl Pipeline {
         self.n += 1;
         let raw = body(content_type, json);
         let delivery = format!("delivery-{}", self.n);
-        let (code, answer) = self.p.github(event, &delivery, content_type, &raw).await;
+        let (code, answer) = self.live.github(event, &delivery, content_type, &raw).await;
         assert_eq!(code, 200, "{event} #{} ({content_type}): {answer}", self.n);
     }
 
     /// Waits until everything is decided; returns the triggers published.
     async fn finish_raw(self) -> Vec<Value> {
-        let triggers = self.p.quiet_triggers().await;
-        self.p.stop().await;
+        let triggers = self.live.quiet_triggers().await;
+        self.live.stop().await;
         triggers
     }
 
@@ -213,13 +205,13 @@ async fn form_encoded_deliveries_are_accepted_on_the_same_route() {
     };
     let h = headers(&wrong);
     let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    assert_eq!(post(p.addr, "/webhooks/github", &h, &raw).await.0, 401);
+    assert_eq!(post(p.live.addr, "/webhooks/github", &h, &raw).await.0, 401);
     // A form without `payload`: 400, and the reason says which field.
     let other = b"zen=hello".to_vec();
     let sig = github::sign(SECRET.as_bytes(), &other);
     let h = headers(&sig);
     let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (code, answer) = post(p.addr, "/webhooks/github", &h, &other).await;
+    let (code, answer) = post(p.live.addr, "/webhooks/github", &h, &other).await;
     assert_eq!((code, answer.contains("payload")), (400, true), "{answer}");
     // GitHub's ping on a form webhook, then a pull request and its failing run, form-encoded.
     p.send("ping", FORM, &fixture("ping/payload.json")).await;
@@ -570,7 +562,7 @@ async fn a_buildkite_build_joins_the_github_group_of_its_commit() {
     .await;
     let raw = serde_json::to_vec(&bk).unwrap();
     let (code, answer) = post(
-        p.addr,
+        p.live.addr,
         "/webhooks/buildkite",
         &[
             ("X-Buildkite-Event", "build.finished"),

@@ -10,8 +10,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use common::app::eventually;
-use common::live::{SECRET, all_triggers};
-use runwatch::ingest::Secret;
+use common::live::all_triggers;
 use serde_json::Value;
 
 fn fixture(path: &str) -> Value {
@@ -62,24 +61,14 @@ fn failing_run(id: u64, pr: u64, sha: &str) -> Value {
 
 /// Ingest, a worker, their streams and database, with `rules` in force.
 struct Pipeline {
-    p: common::live::Pipeline,
+    live: common::live::Pipeline,
     n: u32,
-}
-
-impl std::ops::Deref for Pipeline {
-    type Target = common::live::Pipeline;
-    fn deref(&self) -> &common::live::Pipeline {
-        &self.p
-    }
 }
 
 impl Pipeline {
     async fn start(rules: &str) -> Pipeline {
-        let p = common::live::Pipeline::start(Some(rules), |c| {
-            c.ingest.github_secrets = vec![Secret::new(SECRET)];
-        })
-        .await;
-        Pipeline { p, n: 0 }
+        let live = common::live::Pipeline::start(Some(rules), |_| {}).await;
+        Pipeline { live, n: 0 }
     }
 
     /// Posts one JSON delivery signed as GitHub signs it; returns (status, answer).
@@ -87,7 +76,7 @@ impl Pipeline {
         self.n += 1;
         let raw = serde_json::to_vec(json).unwrap();
         let delivery = format!("delivery-{}", self.n);
-        self.p
+        self.live
             .github(event, &delivery, "application/json", &raw)
             .await
     }
@@ -99,7 +88,7 @@ impl Pipeline {
 
     /// Waits until `want` triggers are published; returns them.
     async fn triggers(&self, want: usize) -> Vec<Value> {
-        let bus = &self.bus;
+        let bus = &self.live.bus;
         eventually(Duration::from_secs(60), "the triggers", || async move {
             let t = all_triggers(bus).await;
             (t.len() >= want).then_some(t)
@@ -117,10 +106,10 @@ impl Pipeline {
                 &pr.to_string(),
                 sha,
             ])
-            .envs(self.env.env_vars())
+            .envs(self.live.env.env_vars())
             .env(
                 "RUNWATCH_RULES_FILE",
-                self.rules.as_ref().expect("rules file").path(),
+                self.live.rules.as_ref().expect("rules file").path(),
             )
             .output()
             .expect("run runwatch explain");
@@ -136,14 +125,6 @@ impl Pipeline {
     /// What `runwatch::simulate` fires for the messages of the events stream, in stream
     /// order, under `rules`: (rule name, pull request, the trigger's `pull_request`).
     async fn simulated(&self, rules: &str) -> Vec<(String, Option<u64>, Value)> {
-        use futures::StreamExt;
-        use runwatch::bus::{EventsFrom, StreamKind};
-        let state = self.bus.stream_state(StreamKind::Events).await.unwrap();
-        let (_, mut messages) = self
-            .bus
-            .event_messages_from(EventsFrom::Sequence(1))
-            .await
-            .unwrap();
         let limits = runwatch::event::Limits::default();
         let engine = runwatch::engine::Engine::new(
             runwatch::engine::RuleSet::from_toml(rules).unwrap(),
@@ -151,13 +132,8 @@ impl Pipeline {
         );
         let mut sim = runwatch::simulate::Simulation::new(engine, limits);
         let mut triggers = Vec::new();
-        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await
-        {
-            let m = m.unwrap();
-            triggers.extend(sim.feed_line(&m.payload).unwrap());
-            if m.sequence >= state.last_sequence {
-                break;
-            }
+        for payload in self.live.stored_events().await {
+            triggers.extend(sim.feed_line(&payload).unwrap());
         }
         triggers.extend(sim.fire_timers_until(None));
         let mut out: Vec<_> = triggers
@@ -176,8 +152,8 @@ impl Pipeline {
 
     /// Waits until everything is decided; returns every trigger published.
     async fn finish(self) -> Vec<Value> {
-        let triggers = self.p.quiet_triggers().await;
-        self.p.stop().await;
+        let triggers = self.live.quiet_triggers().await;
+        self.live.stop().await;
         triggers
     }
 }

@@ -16,12 +16,9 @@
 mod common;
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use common::live::{SECRET, post};
 use common::schemas::{assert_valid_trigger, errors, job_schema};
-use futures::StreamExt;
-use runwatch::bus::{EventsFrom, StreamKind};
 use runwatch::ingest::{Secret, buildkite};
 use serde_json::{Value, json};
 
@@ -34,37 +31,29 @@ fn fixture(path: &str) -> Value {
 
 /// Ingest and a worker, with their streams and database.
 struct Pipeline {
-    p: common::live::Pipeline,
-}
-
-impl std::ops::Deref for Pipeline {
-    type Target = common::live::Pipeline;
-    fn deref(&self) -> &common::live::Pipeline {
-        &self.p
-    }
+    live: common::live::Pipeline,
 }
 
 impl Pipeline {
     async fn start() -> Pipeline {
-        let p = common::live::Pipeline::start(None, |c| {
-            c.ingest.github_secrets = vec![Secret::new(SECRET)];
+        let live = common::live::Pipeline::start(None, |c| {
             c.ingest.gitlab_tokens = vec![Secret::new(SECRET)];
             c.ingest.buildkite_tokens = vec![Secret::new(SECRET)];
         })
         .await;
-        Pipeline { p }
+        Pipeline { live }
     }
 
     /// A GitHub delivery, signed; returns (status, body).
     async fn github(&self, event: &str, delivery: &str, json: &Value) -> (u16, String) {
         let raw = serde_json::to_vec(json).unwrap();
-        self.p
+        self.live
             .github(event, delivery, "application/json", &raw)
             .await
     }
 
     async fn quiet_triggers(&self) -> Vec<Value> {
-        let triggers = self.p.quiet_triggers().await;
+        let triggers = self.live.quiet_triggers().await;
         for t in &triggers {
             assert_valid_trigger(t, "published trigger");
         }
@@ -73,29 +62,18 @@ impl Pipeline {
 
     /// Every job message stored in the events stream.
     async fn job_messages(&self) -> Vec<Value> {
-        let state = self.bus.stream_state(StreamKind::Events).await.unwrap();
-        let (_, mut messages) = self
-            .bus
-            .event_messages_from(EventsFrom::Sequence(1))
-            .await
-            .unwrap();
         let mut out = Vec::new();
-        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await
-        {
-            let m = m.unwrap();
-            let v: Value = serde_json::from_slice(&m.payload).unwrap();
+        for payload in self.live.stored_events().await {
+            let v: Value = serde_json::from_slice(&payload).unwrap();
             if v["schema"] == "runwatch.workflow_job.v1" {
                 out.push(v);
-            }
-            if m.sequence >= state.last_sequence {
-                break;
             }
         }
         out
     }
 
     async fn stored_jobs(&self) -> i64 {
-        let pool = runwatch::store::connect(&self.env.config.database)
+        let pool = runwatch::store::connect(&self.live.env.config.database)
             .await
             .unwrap();
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
@@ -107,7 +85,7 @@ impl Pipeline {
     }
 
     async fn stop(self) {
-        self.p.stop().await;
+        self.live.stop().await;
     }
 }
 
@@ -258,7 +236,7 @@ async fn github_workflow_jobs_list_the_failed_job_and_step_in_the_trigger() {
     }
 
     // `explain` shows the run's known jobs of its attempt with their failed steps.
-    let pool = runwatch::store::connect(&p.env.config.database)
+    let pool = runwatch::store::connect(&p.live.env.config.database)
         .await
         .unwrap();
     let repo = &triggers[0]["repository"];
@@ -274,7 +252,7 @@ async fn github_workflow_jobs_list_the_failed_job_and_step_in_the_trigger() {
     )
     .unwrap();
     let explained =
-        runwatch::explain::query::explain(&pool, &p.env.config.rule_set().unwrap(), &target)
+        runwatch::explain::query::explain(&pool, &p.live.env.config.rule_set().unwrap(), &target)
             .await
             .unwrap()
             .unwrap();
@@ -354,7 +332,7 @@ async fn a_gitlab_pipeline_lists_its_failed_build_in_the_trigger() {
     let p = Pipeline::start().await;
     let body = serde_json::to_vec(&gitlab_pipeline()).unwrap();
     let (code, answer) = post(
-        p.addr,
+        p.live.addr,
         "/webhooks/gitlab",
         &[
             ("Content-Type", "application/json"),
@@ -394,7 +372,7 @@ async fn a_buildkite_failed_job_is_listed_in_its_builds_trigger() {
         let now = chrono::Utc::now().timestamp();
         let sig = buildkite::sign(SECRET.as_bytes(), now, &body);
         let (code, answer) = post(
-            p.addr,
+            p.live.addr,
             "/webhooks/buildkite",
             &[
                 ("Content-Type", "application/json"),
@@ -469,7 +447,8 @@ async fn hostile_job_messages_are_dead_lettered_and_a_job_without_a_group_is_kep
         (job("h-nogroup", json!({})), None),
     ];
     for (m, _) in &messages {
-        p.bus
+        p.live
+            .bus
             .publish_event(
                 runwatch::event::Provider::Github,
                 m["event_id"].as_str().unwrap(),
@@ -481,6 +460,7 @@ async fn hostile_job_messages_are_dead_lettered_and_a_job_without_a_group_is_kep
     let triggers = p.quiet_triggers().await;
     assert!(triggers.is_empty(), "{triggers:#?}");
     let mut dead: Vec<String> = p
+        .live
         .bus
         .read_all_dead()
         .await

@@ -169,8 +169,9 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Starts ingest (on a free port) and a worker with `rules` (TOML) as the rules file
-    /// when given; `configure` sets what else the test needs (secrets, tokens) first.
+    /// Starts ingest (on a free port, taking GitHub deliveries signed with [`SECRET`]) and
+    /// a worker with `rules` (TOML) as the rules file when given; `configure` sets what else
+    /// the test needs (other providers' tokens) first.
     pub async fn start(rules: Option<&str>, configure: impl FnOnce(&mut Config)) -> Pipeline {
         let mut env = super::env::TestEnv::new().await;
         let rules = rules.map(|rules| {
@@ -179,6 +180,7 @@ impl Pipeline {
             env.config.rules_file = Some(file.path().to_path_buf());
             file
         });
+        env.config.ingest.github_secrets = vec![runwatch::ingest::Secret::new(SECRET)];
         configure(&mut env.config);
         env.config.ingest.listen = "127.0.0.1:0".parse().expect("addr");
         let bus = Bus::connect(&env.config).await.expect("bus");
@@ -227,6 +229,28 @@ impl Pipeline {
     pub async fn quiet_triggers(&self) -> Vec<serde_json::Value> {
         wait_quiet(&self.env.config, &self.bus, Duration::from_secs(90)).await;
         all_triggers(&self.bus).await
+    }
+
+    /// The body of every message in the events stream, in stream order (up to the last
+    /// sequence when called; each message waited for at most 5 s).
+    pub async fn stored_events(&self) -> Vec<bytes::Bytes> {
+        use runwatch::bus::{EventsFrom, StreamKind};
+        let state = self.bus.stream_state(StreamKind::Events).await.unwrap();
+        let (_, mut messages) = self
+            .bus
+            .event_messages_from(EventsFrom::Sequence(1))
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await
+        {
+            let m = m.unwrap();
+            out.push(m.payload);
+            if m.sequence >= state.last_sequence {
+                break;
+            }
+        }
+        out
     }
 
     /// Stops the worker (asserting a clean stop) and ingest; drops the database and streams.
