@@ -29,28 +29,10 @@ use serde_json::Value;
 use common::app::{eventually, spawn_deliver};
 use common::env::TestEnv;
 use common::procs::WorkerProc;
+use common::services::protocol_pythonpath;
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `PYTHONPATH` holding standardwebhooks, cloudevents and nats-py (installed once per
-/// process: the tests run in parallel).
-fn pythonpath() -> String {
-    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    PATH.get_or_init(install_python_deps).clone()
-}
-
-fn install_python_deps() -> String {
-    let out = Command::new(repo_root().join("scripts/python-protocol-deps.sh"))
-        .output()
-        .expect("run scripts/python-protocol-deps.sh");
-    assert!(
-        out.status.success(),
-        "python-protocol-deps.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// A `whsec_` secret with a random 32-byte key.
@@ -80,7 +62,7 @@ impl PyReceiver {
             .arg(&conf)
             .arg(&out)
             .arg(&port_file)
-            .env("PYTHONPATH", pythonpath())
+            .env("PYTHONPATH", protocol_pythonpath())
             .stdin(Stdio::null())
             .spawn()
             .expect("start receiver.py");
@@ -396,7 +378,7 @@ async fn cloudevents_on_nats_and_in_deliveries_parse_with_the_sdk() {
         .arg(&env.config.nats.url)
         .arg(&env.config.streams.triggers)
         .arg(triggers.len().to_string())
-        .env("PYTHONPATH", pythonpath())
+        .env("PYTHONPATH", protocol_pythonpath())
         .output()
         .expect("run nats_cloudevents.py");
     assert!(

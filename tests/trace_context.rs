@@ -31,6 +31,7 @@ use common::app::{App, eventually, spawn_app, spawn_deliver};
 use common::env::TestEnv;
 use common::procs::WorkerProc;
 use common::receiver::{Receiver, SECRET};
+use common::services::protocol_pythonpath;
 
 const RULES: &str = "[[rules]]\nkind = \"all_completed_with_failure\"\n";
 /// The caller's trace (a W3C example id).
@@ -39,22 +40,6 @@ const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn pythonpath() -> String {
-    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    PATH.get_or_init(|| {
-        let out = Command::new(repo_root().join("scripts/python-protocol-deps.sh"))
-            .output()
-            .expect("run scripts/python-protocol-deps.sh");
-        assert!(
-            out.status.success(),
-            "python-protocol-deps.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    })
-    .clone()
 }
 
 /// The OTLP receiver and webhook endpoint, killed when dropped.
@@ -75,7 +60,7 @@ impl Otlp {
             .arg(&spans)
             .arg(&requests)
             .arg(&port_file)
-            .env("PYTHONPATH", pythonpath())
+            .env("PYTHONPATH", protocol_pythonpath())
             .stdin(Stdio::null())
             .spawn()
             .expect("start otlp_receiver.py");
