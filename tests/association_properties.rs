@@ -15,6 +15,10 @@ use runwatch::event::{Conclusion, Event, Limits, Provider, Repository, Run, SCHE
 use runwatch::pull_request::{PULL_REQUEST_SCHEMA, PullRequestLink};
 use runwatch::simulate::Simulation;
 
+mod common;
+
+use common::trace::reordered;
+
 const SHA: &str = "cccccccccccccccccccccccccccccccccccccccc";
 
 fn repository() -> Repository {
@@ -125,21 +129,6 @@ fn simulate(lines: &[Vec<u8>]) -> (Groups, BTreeSet<(uuid::Uuid, Option<u64>)>) 
     (sim.group_runs(), projected)
 }
 
-/// A permutation of `lines` by the sort keys `order`, with copies of some lines.
-fn shuffled(mut lines: Vec<Vec<u8>>, order: &[usize], dups: &[usize]) -> Vec<Vec<u8>> {
-    for d in dups {
-        let copy = lines[d % lines.len()].clone();
-        lines.push(copy);
-    }
-    let mut keyed: Vec<(usize, usize, Vec<u8>)> = lines
-        .into_iter()
-        .enumerate()
-        .map(|(i, l)| (order[i % order.len()], i, l))
-        .collect();
-    keyed.sort();
-    keyed.into_iter().map(|(_, _, l)| l).collect()
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -155,7 +144,7 @@ proptest! {
         let mut reference_order = lines[runs.len() * 3..].to_vec();
         reference_order.extend_from_slice(&lines[..runs.len() * 3]);
         let (reference, reference_triggers) = simulate(&reference_order);
-        let (got, got_triggers) = simulate(&shuffled(lines, &order, &dups));
+        let (got, got_triggers) = simulate(&reordered(lines, &order, &dups));
 
         // The pull requests the commit is known to belong to.
         let known: BTreeSet<u64> = runs.iter().filter_map(|r| r.pr).chain(links.iter().copied()).collect();

@@ -16,19 +16,12 @@
 mod common;
 
 use std::collections::BTreeSet;
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use common::env::TestEnv;
-use common::live::{RunningWorker, all_triggers, start_worker, wait_quiet};
-use runwatch::bus::Bus;
-use runwatch::ingest::{self, Secret, github};
+use common::live::{SECRET, post};
+use runwatch::ingest::{Secret, github};
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
 
-const SECRET: &str = "hook-secret";
 const FORM: &str = "application/x-www-form-urlencoded";
 const JSON: &str = "application/json";
 /// The repository and pull request of the octokit fixtures.
@@ -132,109 +125,34 @@ fn body(content_type: &str, json: &Value) -> Vec<u8> {
     }
 }
 
-/// Posts raw bytes with these headers; returns (status, body).
-async fn post(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    s.write_all(body).await.expect("write body");
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw).await;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (
-        code,
-        text.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default(),
-    )
-}
-
 /// Ingest, a worker and their streams and database, with `rules` in force.
 struct Pipeline {
-    env: TestEnv,
-    bus: Bus,
-    addr: SocketAddr,
-    stop: CancellationToken,
-    server: tokio::task::JoinHandle<()>,
-    worker: RunningWorker,
-    _rules: tempfile::NamedTempFile,
+    live: common::live::Pipeline,
     n: u32,
 }
 
 impl Pipeline {
     async fn start(rules: &str) -> Pipeline {
-        let mut env = TestEnv::new().await;
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), rules).unwrap();
-        env.config.rules_file = Some(file.path().to_path_buf());
-        env.config.ingest.github_secrets = vec![Secret::new(SECRET)];
-        env.config.ingest.buildkite_tokens = vec![Secret::new(SECRET)];
-        env.config.ingest.listen = "127.0.0.1:0".parse().unwrap();
-        let bus = Bus::connect(&env.config).await.unwrap();
-        bus.ensure_streams().await.unwrap();
-        let stop = CancellationToken::new();
-        let (addr, server) = ingest::serve(&env.config, bus.clone(), None, stop.clone())
-            .await
-            .unwrap();
-        let worker = start_worker(&env.config);
-        Pipeline {
-            env,
-            bus,
-            addr,
-            stop,
-            server,
-            worker,
-            _rules: file,
-            n: 0,
-        }
+        let live = common::live::Pipeline::start(Some(rules), |c| {
+            c.ingest.buildkite_tokens = vec![Secret::new(SECRET)];
+        })
+        .await;
+        Pipeline { live, n: 0 }
     }
 
     /// Posts one delivery signed as GitHub signs it (over the raw body); asserts 200.
     async fn send(&mut self, event: &str, content_type: &str, json: &Value) {
         self.n += 1;
         let raw = body(content_type, json);
-        let sig = github::sign(SECRET.as_bytes(), &raw);
         let delivery = format!("delivery-{}", self.n);
-        let (code, answer) = post(
-            self.addr,
-            "/webhooks/github",
-            &[
-                ("Content-Type", content_type),
-                ("X-GitHub-Event", event),
-                ("X-GitHub-Delivery", &delivery),
-                ("X-Hub-Signature-256", &sig),
-            ],
-            &raw,
-        )
-        .await;
+        let (code, answer) = self.live.github(event, &delivery, content_type, &raw).await;
         assert_eq!(code, 200, "{event} #{} ({content_type}): {answer}", self.n);
     }
 
     /// Waits until everything is decided; returns the triggers published.
     async fn finish_raw(self) -> Vec<Value> {
-        wait_quiet(&self.env.config, &self.bus, Duration::from_secs(90)).await;
-        let triggers = all_triggers(&self.bus).await;
-        self.worker.shutdown().await;
-        self.stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
-        self.env.cleanup().await;
+        let triggers = self.live.quiet_triggers().await;
+        self.live.stop().await;
         triggers
     }
 
@@ -287,13 +205,13 @@ async fn form_encoded_deliveries_are_accepted_on_the_same_route() {
     };
     let h = headers(&wrong);
     let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    assert_eq!(post(p.addr, "/webhooks/github", &h, &raw).await.0, 401);
+    assert_eq!(post(p.live.addr, "/webhooks/github", &h, &raw).await.0, 401);
     // A form without `payload`: 400, and the reason says which field.
     let other = b"zen=hello".to_vec();
     let sig = github::sign(SECRET.as_bytes(), &other);
     let h = headers(&sig);
     let h: Vec<(&str, &str)> = h.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let (code, answer) = post(p.addr, "/webhooks/github", &h, &other).await;
+    let (code, answer) = post(p.live.addr, "/webhooks/github", &h, &other).await;
     assert_eq!((code, answer.contains("payload")), (400, true), "{answer}");
     // GitHub's ping on a form webhook, then a pull request and its failing run, form-encoded.
     p.send("ping", FORM, &fixture("ping/payload.json")).await;
@@ -644,7 +562,7 @@ async fn a_buildkite_build_joins_the_github_group_of_its_commit() {
     .await;
     let raw = serde_json::to_vec(&bk).unwrap();
     let (code, answer) = post(
-        p.addr,
+        p.live.addr,
         "/webhooks/buildkite",
         &[
             ("X-Buildkite-Event", "build.finished"),

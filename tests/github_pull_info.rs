@@ -6,20 +6,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
 use common::app::eventually;
-use common::env::TestEnv;
-use common::live::{RunningWorker, all_triggers, start_worker, wait_quiet};
-use runwatch::bus::Bus;
-use runwatch::ingest::{self, Secret, github};
+use common::live::all_triggers;
 use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
-
-const SECRET: &str = "hook-secret";
 
 fn fixture(path: &str) -> Value {
     let p = std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -67,90 +59,26 @@ fn failing_run(id: u64, pr: u64, sha: &str) -> Value {
     v
 }
 
-async fn post(addr: SocketAddr, headers: &[(&str, &str)], body: &[u8]) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut req = format!(
-        "POST /webhooks/github HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    s.write_all(body).await.expect("write body");
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw).await;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (
-        code,
-        text.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default(),
-    )
-}
-
 /// Ingest, a worker, their streams and database, with `rules` in force.
 struct Pipeline {
-    env: TestEnv,
-    bus: Bus,
-    addr: SocketAddr,
-    stop: CancellationToken,
-    server: tokio::task::JoinHandle<()>,
-    worker: RunningWorker,
-    rules: tempfile::NamedTempFile,
+    live: common::live::Pipeline,
     n: u32,
 }
 
 impl Pipeline {
     async fn start(rules: &str) -> Pipeline {
-        let mut env = TestEnv::new().await;
-        let file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(file.path(), rules).unwrap();
-        env.config.rules_file = Some(file.path().to_path_buf());
-        env.config.ingest.github_secrets = vec![Secret::new(SECRET)];
-        env.config.ingest.listen = "127.0.0.1:0".parse().unwrap();
-        let bus = Bus::connect(&env.config).await.unwrap();
-        bus.ensure_streams().await.unwrap();
-        let stop = CancellationToken::new();
-        let (addr, server) = ingest::serve(&env.config, bus.clone(), None, stop.clone())
-            .await
-            .unwrap();
-        let worker = start_worker(&env.config);
-        Pipeline {
-            env,
-            bus,
-            addr,
-            stop,
-            server,
-            worker,
-            rules: file,
-            n: 0,
-        }
+        let live = common::live::Pipeline::start(Some(rules), |_| {}).await;
+        Pipeline { live, n: 0 }
     }
 
     /// Posts one JSON delivery signed as GitHub signs it; returns (status, answer).
     async fn post(&mut self, event: &str, json: &Value) -> (u16, String) {
         self.n += 1;
         let raw = serde_json::to_vec(json).unwrap();
-        let sig = github::sign(SECRET.as_bytes(), &raw);
         let delivery = format!("delivery-{}", self.n);
-        post(
-            self.addr,
-            &[
-                ("Content-Type", "application/json"),
-                ("X-GitHub-Event", event),
-                ("X-GitHub-Delivery", &delivery),
-                ("X-Hub-Signature-256", &sig),
-            ],
-            &raw,
-        )
-        .await
+        self.live
+            .github(event, &delivery, "application/json", &raw)
+            .await
     }
 
     async fn send(&mut self, event: &str, json: &Value) {
@@ -160,7 +88,7 @@ impl Pipeline {
 
     /// Waits until `want` triggers are published; returns them.
     async fn triggers(&self, want: usize) -> Vec<Value> {
-        let bus = &self.bus;
+        let bus = &self.live.bus;
         eventually(Duration::from_secs(60), "the triggers", || async move {
             let t = all_triggers(bus).await;
             (t.len() >= want).then_some(t)
@@ -178,8 +106,11 @@ impl Pipeline {
                 &pr.to_string(),
                 sha,
             ])
-            .envs(self.env.env_vars())
-            .env("RUNWATCH_RULES_FILE", self.rules.path())
+            .envs(self.live.env.env_vars())
+            .env(
+                "RUNWATCH_RULES_FILE",
+                self.live.rules.as_ref().expect("rules file").path(),
+            )
             .output()
             .expect("run runwatch explain");
         assert_eq!(
@@ -194,14 +125,6 @@ impl Pipeline {
     /// What `runwatch::simulate` fires for the messages of the events stream, in stream
     /// order, under `rules`: (rule name, pull request, the trigger's `pull_request`).
     async fn simulated(&self, rules: &str) -> Vec<(String, Option<u64>, Value)> {
-        use futures::StreamExt;
-        use runwatch::bus::{EventsFrom, StreamKind};
-        let state = self.bus.stream_state(StreamKind::Events).await.unwrap();
-        let (_, mut messages) = self
-            .bus
-            .event_messages_from(EventsFrom::Sequence(1))
-            .await
-            .unwrap();
         let limits = runwatch::event::Limits::default();
         let engine = runwatch::engine::Engine::new(
             runwatch::engine::RuleSet::from_toml(rules).unwrap(),
@@ -209,13 +132,8 @@ impl Pipeline {
         );
         let mut sim = runwatch::simulate::Simulation::new(engine, limits);
         let mut triggers = Vec::new();
-        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await
-        {
-            let m = m.unwrap();
-            triggers.extend(sim.feed_line(&m.payload).unwrap());
-            if m.sequence >= state.last_sequence {
-                break;
-            }
+        for payload in self.live.stored_events().await {
+            triggers.extend(sim.feed_line(&payload).unwrap());
         }
         triggers.extend(sim.fire_timers_until(None));
         let mut out: Vec<_> = triggers
@@ -234,12 +152,8 @@ impl Pipeline {
 
     /// Waits until everything is decided; returns every trigger published.
     async fn finish(self) -> Vec<Value> {
-        wait_quiet(&self.env.config, &self.bus, Duration::from_secs(90)).await;
-        let triggers = all_triggers(&self.bus).await;
-        self.worker.shutdown().await;
-        self.stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
-        self.env.cleanup().await;
+        let triggers = self.live.quiet_triggers().await;
+        self.live.stop().await;
         triggers
     }
 }

@@ -15,21 +15,12 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::Duration;
 
-use common::env::TestEnv;
-use common::live::{RunningWorker, all_triggers, start_worker, wait_quiet};
+use common::live::{SECRET, post};
 use common::schemas::{assert_valid_trigger, errors, job_schema};
-use futures::StreamExt;
-use runwatch::bus::{Bus, EventsFrom, StreamKind};
-use runwatch::ingest::{self, Secret, buildkite, github};
+use runwatch::ingest::{Secret, buildkite};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio_util::sync::CancellationToken;
-
-const SECRET: &str = "hook-secret";
 
 fn fixture(path: &str) -> Value {
     let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -38,94 +29,31 @@ fn fixture(path: &str) -> Value {
     serde_json::from_slice(&std::fs::read(&p).unwrap_or_else(|e| panic!("{path}: {e}"))).unwrap()
 }
 
-/// Posts raw bytes with these headers; returns (status, body).
-async fn post(
-    addr: SocketAddr,
-    path: &str,
-    headers: &[(&str, &str)],
-    body: &[u8],
-) -> (u16, String) {
-    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
-    let mut req = format!(
-        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n",
-        body.len()
-    );
-    for (k, v) in headers {
-        req.push_str(&format!("{k}: {v}\r\n"));
-    }
-    req.push_str("\r\n");
-    s.write_all(req.as_bytes()).await.expect("write");
-    s.write_all(body).await.expect("write body");
-    let mut raw = Vec::new();
-    let _ = s.read_to_end(&mut raw).await;
-    let text = String::from_utf8_lossy(&raw).to_string();
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    (
-        code,
-        text.split_once("\r\n\r\n")
-            .map(|(_, b)| b.to_string())
-            .unwrap_or_default(),
-    )
-}
-
 /// Ingest and a worker, with their streams and database.
 struct Pipeline {
-    env: TestEnv,
-    bus: Bus,
-    addr: SocketAddr,
-    stop: CancellationToken,
-    server: tokio::task::JoinHandle<()>,
-    worker: RunningWorker,
+    live: common::live::Pipeline,
 }
 
 impl Pipeline {
     async fn start() -> Pipeline {
-        let mut env = TestEnv::new().await;
-        env.config.ingest.github_secrets = vec![Secret::new(SECRET)];
-        env.config.ingest.gitlab_tokens = vec![Secret::new(SECRET)];
-        env.config.ingest.buildkite_tokens = vec![Secret::new(SECRET)];
-        env.config.ingest.listen = "127.0.0.1:0".parse().unwrap();
-        let bus = Bus::connect(&env.config).await.unwrap();
-        bus.ensure_streams().await.unwrap();
-        let stop = CancellationToken::new();
-        let (addr, server) = ingest::serve(&env.config, bus.clone(), None, stop.clone())
-            .await
-            .unwrap();
-        let worker = start_worker(&env.config);
-        Pipeline {
-            env,
-            bus,
-            addr,
-            stop,
-            server,
-            worker,
-        }
+        let live = common::live::Pipeline::start(None, |c| {
+            c.ingest.gitlab_tokens = vec![Secret::new(SECRET)];
+            c.ingest.buildkite_tokens = vec![Secret::new(SECRET)];
+        })
+        .await;
+        Pipeline { live }
     }
 
     /// A GitHub delivery, signed; returns (status, body).
     async fn github(&self, event: &str, delivery: &str, json: &Value) -> (u16, String) {
         let raw = serde_json::to_vec(json).unwrap();
-        let sig = github::sign(SECRET.as_bytes(), &raw);
-        post(
-            self.addr,
-            "/webhooks/github",
-            &[
-                ("X-GitHub-Event", event),
-                ("X-GitHub-Delivery", delivery),
-                ("X-Hub-Signature-256", &sig),
-            ],
-            &raw,
-        )
-        .await
+        self.live
+            .github(event, delivery, "application/json", &raw)
+            .await
     }
 
     async fn quiet_triggers(&self) -> Vec<Value> {
-        wait_quiet(&self.env.config, &self.bus, Duration::from_secs(90)).await;
-        let triggers = all_triggers(&self.bus).await;
+        let triggers = self.live.quiet_triggers().await;
         for t in &triggers {
             assert_valid_trigger(t, "published trigger");
         }
@@ -134,29 +62,18 @@ impl Pipeline {
 
     /// Every job message stored in the events stream.
     async fn job_messages(&self) -> Vec<Value> {
-        let state = self.bus.stream_state(StreamKind::Events).await.unwrap();
-        let (_, mut messages) = self
-            .bus
-            .event_messages_from(EventsFrom::Sequence(1))
-            .await
-            .unwrap();
         let mut out = Vec::new();
-        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await
-        {
-            let m = m.unwrap();
-            let v: Value = serde_json::from_slice(&m.payload).unwrap();
+        for payload in self.live.stored_events().await {
+            let v: Value = serde_json::from_slice(&payload).unwrap();
             if v["schema"] == "runwatch.workflow_job.v1" {
                 out.push(v);
-            }
-            if m.sequence >= state.last_sequence {
-                break;
             }
         }
         out
     }
 
     async fn stored_jobs(&self) -> i64 {
-        let pool = runwatch::store::connect(&self.env.config.database)
+        let pool = runwatch::store::connect(&self.live.env.config.database)
             .await
             .unwrap();
         let n: i64 = sqlx::query_scalar("SELECT count(*) FROM jobs")
@@ -168,10 +85,7 @@ impl Pipeline {
     }
 
     async fn stop(self) {
-        self.worker.shutdown().await;
-        self.stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
-        self.env.cleanup().await;
+        self.live.stop().await;
     }
 }
 
@@ -322,7 +236,7 @@ async fn github_workflow_jobs_list_the_failed_job_and_step_in_the_trigger() {
     }
 
     // `explain` shows the run's known jobs of its attempt with their failed steps.
-    let pool = runwatch::store::connect(&p.env.config.database)
+    let pool = runwatch::store::connect(&p.live.env.config.database)
         .await
         .unwrap();
     let repo = &triggers[0]["repository"];
@@ -338,7 +252,7 @@ async fn github_workflow_jobs_list_the_failed_job_and_step_in_the_trigger() {
     )
     .unwrap();
     let explained =
-        runwatch::explain::query::explain(&pool, &p.env.config.rule_set().unwrap(), &target)
+        runwatch::explain::query::explain(&pool, &p.live.env.config.rule_set().unwrap(), &target)
             .await
             .unwrap()
             .unwrap();
@@ -391,45 +305,26 @@ fn gitlab_pipeline() -> Value {
             "runner": runner, "artifacts_file": {"filename": null, "size": null},
             "environment": null})
     };
-    json!({
-      "object_kind": "pipeline",
-      "object_attributes": {
-        "id": 31, "iid": 3, "name": "Pipeline for branch: master", "ref": "master", "tag": false,
-        "sha": "bcbb5ec396a2c0f828686f14fac9b80b780504f2",
-        "before_sha": "bcbb5ec396a2c0f828686f14fac9b80b780504f2",
-        "source": "merge_request_event", "status": "failed", "detailed_status": "failed",
-        "stages": ["build", "test", "deploy"],
-        "created_at": "2016-08-12 15:23:28 UTC", "finished_at": "2016-08-12 15:26:29 UTC",
-        "duration": 63, "queued_duration": 12, "variables": [],
-        "url": "http://example.com/gitlab-org/gitlab-test/-/pipelines/31"
-      },
-      "merge_request": {
-        "id": 1, "iid": 1, "title": "Test", "source_branch": "test", "source_project_id": 1,
-        "target_branch": "master", "target_project_id": 1, "state": "opened",
-        "merge_status": "can_be_merged", "detailed_merge_status": "mergeable",
-        "url": "http://192.168.64.1:3005/gitlab-org/gitlab-test/merge_requests/1"
-      },
-      "project": {
-        "id": 1, "name": "Gitlab Test", "description": "Atque in sunt eos similique dolores voluptatem.",
-        "web_url": "http://192.168.64.1:3005/gitlab-org/gitlab-test", "avatar_url": null,
-        "git_ssh_url": "git@192.168.64.1:gitlab-org/gitlab-test.git",
-        "git_http_url": "http://192.168.64.1:3005/gitlab-org/gitlab-test.git",
-        "namespace": "Gitlab Org", "visibility_level": 20,
-        "path_with_namespace": "gitlab-org/gitlab-test", "default_branch": "master"
-      },
-      "commit": {
-        "id": "bcbb5ec396a2c0f828686f14fac9b80b780504f2", "message": "test\n",
-        "timestamp": "2016-08-12T17:23:21+02:00",
-        "url": "http://example.com/gitlab-org/gitlab-test/commit/bcbb5ec396a2c0f828686f14fac9b80b780504f2",
-        "author": {"name": "User", "email": "user@gitlab.com"}
-      },
-      "builds": [
+    common::receiver::gitlab_pipeline(json!([
         build(380, "deploy", "production", "skipped", false, Value::Null),
         build(377, "test", "test-image", "success", false, Value::Null),
-        build(378, "test", "test-build", "failed", false, "script_failure".into()),
-        build(376, "build", "build-image", "failed", true, "script_failure".into()),
-      ]
-    })
+        build(
+            378,
+            "test",
+            "test-build",
+            "failed",
+            false,
+            "script_failure".into()
+        ),
+        build(
+            376,
+            "build",
+            "build-image",
+            "failed",
+            true,
+            "script_failure".into()
+        ),
+    ]))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,9 +332,10 @@ async fn a_gitlab_pipeline_lists_its_failed_build_in_the_trigger() {
     let p = Pipeline::start().await;
     let body = serde_json::to_vec(&gitlab_pipeline()).unwrap();
     let (code, answer) = post(
-        p.addr,
+        p.live.addr,
         "/webhooks/gitlab",
         &[
+            ("Content-Type", "application/json"),
             ("X-Gitlab-Event", "Pipeline Hook"),
             ("X-Gitlab-Token", SECRET),
             ("X-Gitlab-Event-UUID", "gl-1"),
@@ -476,9 +372,10 @@ async fn a_buildkite_failed_job_is_listed_in_its_builds_trigger() {
         let now = chrono::Utc::now().timestamp();
         let sig = buildkite::sign(SECRET.as_bytes(), now, &body);
         let (code, answer) = post(
-            p.addr,
+            p.live.addr,
             "/webhooks/buildkite",
             &[
+                ("Content-Type", "application/json"),
                 ("X-Buildkite-Event", event),
                 ("X-Buildkite-Signature", &sig),
             ],
@@ -550,7 +447,8 @@ async fn hostile_job_messages_are_dead_lettered_and_a_job_without_a_group_is_kep
         (job("h-nogroup", json!({})), None),
     ];
     for (m, _) in &messages {
-        p.bus
+        p.live
+            .bus
             .publish_event(
                 runwatch::event::Provider::Github,
                 m["event_id"].as_str().unwrap(),
@@ -562,6 +460,7 @@ async fn hostile_job_messages_are_dead_lettered_and_a_job_without_a_group_is_kep
     let triggers = p.quiet_triggers().await;
     assert!(triggers.is_empty(), "{triggers:#?}");
     let mut dead: Vec<String> = p
+        .live
         .bus
         .read_all_dead()
         .await

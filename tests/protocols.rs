@@ -26,31 +26,13 @@ use runwatch::event::{Conclusion, Provider, Status};
 use runwatch::trigger::{Trigger, TriggerRepository, TriggerRun};
 use serde_json::Value;
 
-use common::app::eventually;
+use common::app::{eventually, spawn_deliver};
 use common::env::TestEnv;
-use common::procs::{self, WorkerProc};
+use common::procs::WorkerProc;
+use common::services::protocol_pythonpath;
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-/// `PYTHONPATH` holding standardwebhooks, cloudevents and nats-py (installed once per
-/// process: the tests run in parallel).
-fn pythonpath() -> String {
-    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    PATH.get_or_init(install_python_deps).clone()
-}
-
-fn install_python_deps() -> String {
-    let out = Command::new(repo_root().join("scripts/python-protocol-deps.sh"))
-        .output()
-        .expect("run scripts/python-protocol-deps.sh");
-    assert!(
-        out.status.success(),
-        "python-protocol-deps.sh failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// A `whsec_` secret with a random 32-byte key.
@@ -80,7 +62,7 @@ impl PyReceiver {
             .arg(&conf)
             .arg(&out)
             .arg(&port_file)
-            .env("PYTHONPATH", pythonpath())
+            .env("PYTHONPATH", protocol_pythonpath())
             .stdin(Stdio::null())
             .spawn()
             .expect("start receiver.py");
@@ -185,31 +167,7 @@ fn trigger(i: u32, owner: &str, pr: Option<u64>) -> Trigger {
 
 /// `runwatch deliver` with `config`, ready; SIGTERMed by the caller.
 async fn start_deliver(env: &TestEnv, dir: &Path, config: &str) -> WorkerProc {
-    let path = dir.join("deliver.toml");
-    std::fs::write(&path, config).expect("config");
-    let port = procs::free_port().expect("port");
-    let mut vars = env.env_vars();
-    vars.retain(|(k, _)| k != "RUNWATCH_HTTP__LISTEN");
-    vars.push(("RUNWATCH_HTTP__LISTEN".into(), format!("127.0.0.1:{port}")));
-    vars.push(("RUNWATCH_CONFIG".into(), path.display().to_string()));
-    vars.push(("RUST_LOG".into(), "runwatch=debug,info".into()));
-    let bin = Path::new(env!("CARGO_BIN_EXE_runwatch"));
-    let proc = WorkerProc::start_command(bin, &["deliver"], vars, &dir.join("deliver.log"))
-        .expect("start deliver");
-    let url = format!("http://127.0.0.1:{port}/readyz");
-    eventually(
-        Duration::from_secs(60),
-        "runwatch deliver ready",
-        || async {
-            reqwest::get(&url)
-                .await
-                .ok()
-                .filter(|r| r.status() == 200)
-                .map(|_| ())
-        },
-    )
-    .await;
-    proc
+    spawn_deliver(env, dir, config, &[("RUST_LOG", "runwatch=debug,info")]).await
 }
 
 const DELAYS: &str =
@@ -420,7 +378,7 @@ async fn cloudevents_on_nats_and_in_deliveries_parse_with_the_sdk() {
         .arg(&env.config.nats.url)
         .arg(&env.config.streams.triggers)
         .arg(triggers.len().to_string())
-        .env("PYTHONPATH", pythonpath())
+        .env("PYTHONPATH", protocol_pythonpath())
         .output()
         .expect("run nats_cloudevents.py");
     assert!(

@@ -19,6 +19,8 @@ use runwatch::simulate::Simulation;
 
 mod common;
 
+use common::trace::reordered;
+
 fn repository() -> Repository {
     Repository {
         owner: "acme".into(),
@@ -174,20 +176,6 @@ fn simulate(lines: &[Vec<u8>], pulls: usize) -> Outcome {
     }
 }
 
-fn shuffled(mut lines: Vec<Vec<u8>>, order: &[usize], dups: &[usize]) -> Vec<Vec<u8>> {
-    for d in dups {
-        let copy = lines[d % lines.len()].clone();
-        lines.push(copy);
-    }
-    let mut keyed: Vec<(usize, usize, Vec<u8>)> = lines
-        .into_iter()
-        .enumerate()
-        .map(|(i, l)| (order[i % order.len()], i, l))
-        .collect();
-    keyed.sort();
-    keyed.into_iter().map(|(_, _, l)| l).collect()
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(300))]
 
@@ -204,7 +192,7 @@ proptest! {
         let reference = simulate(&reference_lines, pulls.len());
         let mut all = runs.clone();
         all.extend(reports.iter().cloned());
-        let got = simulate(&shuffled(all, &order, &dups), pulls.len());
+        let got = simulate(&reordered(all, &order, &dups), pulls.len());
 
         prop_assert_eq!(&got.infos, &reference.infos);
         let none = BTreeSet::new();

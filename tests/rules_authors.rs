@@ -3,19 +3,9 @@
 //! (`simulate --rules`) and in `[[rules]]` of the configuration file; a good rule set
 //! runs.
 
-use std::process::{Command, Output};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_runwatch");
-
-fn runwatch(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .env("NATS_URL", "nats://127.0.0.1:1")
-        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/x")
-        .env_remove("RUNWATCH_CONFIG")
-        .output()
-        .expect("run binary")
-}
+use common::app::{runwatch_offline, simulate_rules};
 
 #[test]
 fn bad_author_options_name_their_key() {
@@ -59,7 +49,7 @@ fn bad_author_options_name_their_key() {
                 "/dev/null",
             ],
         ] {
-            let out = runwatch(&args);
+            let out = runwatch_offline(&args);
             let stderr = String::from_utf8_lossy(&out.stderr);
             assert_eq!(out.status.code(), Some(2), "{rules}\n{args:?}: {stderr}");
             assert!(stderr.contains(key), "{rules}\n{args:?}: {stderr}");
@@ -71,23 +61,15 @@ fn bad_author_options_name_their_key() {
         ("exclude_authors = [1]", "exclude_authors"),
         ("skip_bots = \"yes\"", "skip_bots"),
     ] {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("rules.toml");
-        std::fs::write(&file, format!("{acwf}{line}\n")).unwrap();
-        let out = runwatch(&["simulate", "--rules", file.to_str().unwrap(), "/dev/null"]);
+        let out = simulate_rules(&format!("{acwf}{line}\n"));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{line}: {stderr}");
         assert!(stderr.contains(key), "{line}: {stderr}");
     }
     // A good one runs.
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("rules.toml");
-    std::fs::write(
-        &file,
-        format!("{acwf}authors = [\"*\"]\nexclude_authors = [\"renovate*\"]\nskip_bots = true\n"),
-    )
-    .unwrap();
-    let out = runwatch(&["simulate", "--rules", file.to_str().unwrap(), "/dev/null"]);
+    let out = simulate_rules(&format!(
+        "{acwf}authors = [\"*\"]\nexclude_authors = [\"renovate*\"]\nskip_bots = true\n"
+    ));
     assert_eq!(
         out.status.code(),
         Some(0),

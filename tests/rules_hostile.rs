@@ -4,20 +4,9 @@
 //! and in `simulate --rules`; every rules error is printed once; `explain --help` and
 //! `repo-id --help` list every provider.
 
-use std::process::{Command, Output};
+mod common;
 
-const BIN: &str = env!("CARGO_BIN_EXE_runwatch");
-
-fn runwatch(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        // Nothing may connect: a refused configuration fails before.
-        .env("NATS_URL", "nats://127.0.0.1:1")
-        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/x")
-        .env_remove("RUNWATCH_CONFIG")
-        .output()
-        .expect("run binary")
-}
+use common::app::{runwatch_offline, simulate_rules};
 
 /// Runs `simulate` with `rules` as a rules file (`--rules`), as `rules_file` and as
 /// `[[rules]]` in the configuration file; returns each run's stderr after checking the exit
@@ -53,7 +42,7 @@ fn refused(rules: &str) -> Vec<String> {
     ]
     .iter()
     .map(|args| {
-        let out = runwatch(args);
+        let out = runwatch_offline(args);
         let err = String::from_utf8_lossy(&out.stderr).into_owned();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(out.stdout.is_empty(), "{args:?}");
@@ -117,14 +106,9 @@ fn a_passing_conclusion_is_not_a_failure() {
         }
     }
     // A conclusion that is not a pass is the operator's choice.
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("rules.toml");
-    std::fs::write(
-        &file,
-        format!("[[rules]]\n{ACWF}\nfailure_conclusions = [\"failure\", \"cancelled\"]\n"),
-    )
-    .unwrap();
-    let out = runwatch(&["simulate", "--rules", file.to_str().unwrap(), "/dev/null"]);
+    let out = simulate_rules(&format!(
+        "[[rules]]\n{ACWF}\nfailure_conclusions = [\"failure\", \"cancelled\"]\n"
+    ));
     assert_eq!(
         out.status.code(),
         Some(0),
@@ -165,7 +149,7 @@ fn a_rules_error_is_printed_once() {
         }
     }
     // A rules file that cannot be read: the OS error once.
-    let out = runwatch(&[
+    let out = runwatch_offline(&[
         "simulate",
         "--rules",
         "/nonexistent/rules.toml",
@@ -191,7 +175,7 @@ fn help_lists_every_provider() {
         ("explain", &["acme/app", "1", "c"][..]),
         ("repo-id", &["acme/app"]),
     ] {
-        let out = runwatch(&[command, "--help"]);
+        let out = runwatch_offline(&[command, "--help"]);
         let help = String::from_utf8_lossy(&out.stdout);
         assert_eq!(out.status.code(), Some(0), "{help}");
         let line = help
@@ -202,7 +186,7 @@ fn help_lists_every_provider() {
             assert!(line.contains(p), "{command} --help lacks {p}: {line}");
         }
         // An unknown provider is refused by the parser, with the list.
-        let out = runwatch(&[&[command, "gitub"][..], args].concat());
+        let out = runwatch_offline(&[&[command, "gitub"][..], args].concat());
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{err}");
         assert!(providers.iter().all(|p| err.contains(p)), "{err}");
@@ -257,17 +241,10 @@ fn flaky_keys_out_of_range_or_misplaced_are_refused_naming_the_key() {
         }
     }
     // Both ends are accepted.
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("rules.toml");
-    std::fs::write(
-        &file,
-        format!(
-            "[[rules]]\n{ACWF}\nflaky_window = \"1m\"\nflaky_threshold = 1000\nskip_flaky = true\n\
-             [[rules]]\n{ACWF}\nname = \"long\"\nflaky_window = \"365d\"\nflaky_threshold = 1\n"
-        ),
-    )
-    .unwrap();
-    let out = runwatch(&["simulate", "--rules", file.to_str().unwrap(), "/dev/null"]);
+    let out = simulate_rules(&format!(
+        "[[rules]]\n{ACWF}\nflaky_window = \"1m\"\nflaky_threshold = 1000\nskip_flaky = true\n\
+         [[rules]]\n{ACWF}\nname = \"long\"\nflaky_window = \"365d\"\nflaky_threshold = 1\n"
+    ));
     assert_eq!(
         out.status.code(),
         Some(0),

@@ -27,10 +27,11 @@ use std::time::Duration;
 use runwatch::ingest::github;
 use serde_json::Value;
 
-use common::app::{App, eventually, spawn_app};
+use common::app::{App, eventually, spawn_app, spawn_deliver};
 use common::env::TestEnv;
-use common::procs::{self, WorkerProc};
+use common::procs::WorkerProc;
 use common::receiver::{Receiver, SECRET};
+use common::services::protocol_pythonpath;
 
 const RULES: &str = "[[rules]]\nkind = \"all_completed_with_failure\"\n";
 /// The caller's trace (a W3C example id).
@@ -39,22 +40,6 @@ const CALLER_SPAN: &str = "00f067aa0ba902b7";
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn pythonpath() -> String {
-    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    PATH.get_or_init(|| {
-        let out = Command::new(repo_root().join("scripts/python-protocol-deps.sh"))
-            .output()
-            .expect("run scripts/python-protocol-deps.sh");
-        assert!(
-            out.status.success(),
-            "python-protocol-deps.sh failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).trim().to_string()
-    })
-    .clone()
 }
 
 /// The OTLP receiver and webhook endpoint, killed when dropped.
@@ -75,7 +60,7 @@ impl Otlp {
             .arg(&spans)
             .arg(&requests)
             .arg(&port_file)
-            .env("PYTHONPATH", pythonpath())
+            .env("PYTHONPATH", protocol_pythonpath())
             .stdin(Stdio::null())
             .spawn()
             .expect("start otlp_receiver.py");
@@ -171,35 +156,9 @@ async fn post(ingest: &Receiver, delivery: &str, body: &[u8], extra: &str) {
 
 /// `runwatch deliver` to `url`, with `vars`, ready.
 async fn start_deliver(env: &TestEnv, dir: &Path, url: &str, vars: &[(&str, &str)]) -> WorkerProc {
-    let path = dir.join("deliver.toml");
-    std::fs::write(
-        &path,
-        format!("[[deliver.targets]]\nname = \"hook\"\nurl = \"{url}\"\nsecret = \"s3cret\"\n"),
-    )
-    .expect("config");
-    let port = procs::free_port().expect("port");
-    let mut env_vars = env.env_vars();
-    env_vars.retain(|(k, _)| k != "RUNWATCH_HTTP__LISTEN");
-    env_vars.push(("RUNWATCH_HTTP__LISTEN".into(), format!("127.0.0.1:{port}")));
-    env_vars.push(("RUNWATCH_CONFIG".into(), path.display().to_string()));
-    env_vars.extend(vars.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-    let bin = Path::new(env!("CARGO_BIN_EXE_runwatch"));
-    let proc = WorkerProc::start_command(bin, &["deliver"], env_vars, &dir.join("deliver.log"))
-        .expect("start deliver");
-    let ready = format!("http://127.0.0.1:{port}/readyz");
-    eventually(
-        Duration::from_secs(60),
-        "runwatch deliver ready",
-        || async {
-            reqwest::get(&ready)
-                .await
-                .ok()
-                .filter(|r| r.status() == 200)
-                .map(|_| ())
-        },
-    )
-    .await;
-    proc
+    let config =
+        format!("[[deliver.targets]]\nname = \"hook\"\nurl = \"{url}\"\nsecret = \"s3cret\"\n");
+    spawn_deliver(env, dir, &config, vars).await
 }
 
 /// The three processes, with `vars` for ingest and the worker and `deliver_vars` for

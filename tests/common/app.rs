@@ -123,6 +123,64 @@ impl App {
     }
 }
 
+/// Starts `runwatch deliver` configured like `env`, with `config` (TOML, written to
+/// `dir/deliver.toml`) as its configuration file, a free HTTP port and `extra` environment
+/// variables (after the others); waits until its `/readyz` answers 200. Its log goes to
+/// `dir/deliver.log`; the caller stops it.
+pub async fn spawn_deliver(
+    env: &TestEnv,
+    dir: &Path,
+    config: &str,
+    extra: &[(&str, &str)],
+) -> WorkerProc {
+    let path = dir.join("deliver.toml");
+    std::fs::write(&path, config).expect("config");
+    let port = procs::free_port().expect("port");
+    let mut vars = env.env_vars();
+    vars.retain(|(k, _)| k != "RUNWATCH_HTTP__LISTEN");
+    vars.push(("RUNWATCH_HTTP__LISTEN".into(), format!("127.0.0.1:{port}")));
+    vars.push(("RUNWATCH_CONFIG".into(), path.display().to_string()));
+    vars.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    let bin = Path::new(env!("CARGO_BIN_EXE_runwatch"));
+    let proc = WorkerProc::start_command(bin, &["deliver"], vars, &dir.join("deliver.log"))
+        .expect("start deliver");
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    eventually(
+        Duration::from_secs(60),
+        "runwatch deliver ready",
+        || async {
+            reqwest::get(&url)
+                .await
+                .ok()
+                .filter(|r| r.status() == 200)
+                .map(|_| ())
+        },
+    )
+    .await;
+    proc
+}
+
+/// Runs the `runwatch` binary with `args` where nothing can be reached (NATS and Postgres
+/// on port 1, no `RUNWATCH_CONFIG`): for what must be decided before connecting.
+pub fn runwatch_offline(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_runwatch"))
+        .args(args)
+        .env("NATS_URL", "nats://127.0.0.1:1")
+        .env("DATABASE_URL", "postgres://nobody@127.0.0.1:1/x")
+        .env_remove("RUNWATCH_CONFIG")
+        .output()
+        .expect("run binary")
+}
+
+/// [`runwatch_offline`] `simulate --rules FILE /dev/null`, with `rules` written to FILE in
+/// a temp folder.
+pub fn simulate_rules(rules: &str) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("rules.toml");
+    std::fs::write(&file, rules).unwrap();
+    runwatch_offline(&["simulate", "--rules", file.to_str().unwrap(), "/dev/null"])
+}
+
 /// Polls `f` until it returns `Some`, at most `limit`; panics naming `what` after that.
 pub async fn eventually<T, F, Fut>(limit: Duration, what: &str, mut f: F) -> T
 where

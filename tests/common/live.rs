@@ -116,3 +116,148 @@ pub async fn all_triggers(bus: &Bus) -> Vec<serde_json::Value> {
     }
     out
 }
+
+/// Posts raw bytes to `path` on `addr` with these headers (one request per connection);
+/// returns (status, body), status 0 when nothing parseable came back.
+pub async fn post(
+    addr: std::net::SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let mut req = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).await.expect("write");
+    s.write_all(body).await.expect("write body");
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw).await;
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (
+        code,
+        text.split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default(),
+    )
+}
+
+/// The webhook secret (and token) a [`Pipeline`] is configured with.
+pub const SECRET: &str = "hook-secret";
+
+/// The ingest HTTP server and a worker in this process, with their streams and database
+/// (a fresh [`TestEnv`](super::env::TestEnv)), and the rules file when there is one.
+pub struct Pipeline {
+    pub env: super::env::TestEnv,
+    pub bus: Bus,
+    pub addr: std::net::SocketAddr,
+    pub rules: Option<tempfile::NamedTempFile>,
+    stop: CancellationToken,
+    server: tokio::task::JoinHandle<()>,
+    worker: RunningWorker,
+}
+
+impl Pipeline {
+    /// Starts ingest (on a free port, taking GitHub deliveries signed with [`SECRET`]) and
+    /// a worker with `rules` (TOML) as the rules file when given; `configure` sets what else
+    /// the test needs (other providers' tokens) first.
+    pub async fn start(rules: Option<&str>, configure: impl FnOnce(&mut Config)) -> Pipeline {
+        let mut env = super::env::TestEnv::new().await;
+        let rules = rules.map(|rules| {
+            let file = tempfile::NamedTempFile::new().expect("rules file");
+            std::fs::write(file.path(), rules).expect("write rules");
+            env.config.rules_file = Some(file.path().to_path_buf());
+            file
+        });
+        env.config.ingest.github_secrets = vec![runwatch::ingest::Secret::new(SECRET)];
+        configure(&mut env.config);
+        env.config.ingest.listen = "127.0.0.1:0".parse().expect("addr");
+        let bus = Bus::connect(&env.config).await.expect("bus");
+        bus.ensure_streams().await.expect("streams");
+        let stop = CancellationToken::new();
+        let (addr, server) = runwatch::ingest::serve(&env.config, bus.clone(), None, stop.clone())
+            .await
+            .expect("ingest serves");
+        let worker = start_worker(&env.config);
+        Pipeline {
+            env,
+            bus,
+            addr,
+            rules,
+            stop,
+            server,
+            worker,
+        }
+    }
+
+    /// Posts `raw` to `/webhooks/github` as delivery `delivery` of `event` with this content
+    /// type, signed with [`SECRET`] as GitHub signs it (over the raw body).
+    pub async fn github(
+        &self,
+        event: &str,
+        delivery: &str,
+        content_type: &str,
+        raw: &[u8],
+    ) -> (u16, String) {
+        let sig = runwatch::ingest::github::sign(SECRET.as_bytes(), raw);
+        post(
+            self.addr,
+            "/webhooks/github",
+            &[
+                ("Content-Type", content_type),
+                ("X-GitHub-Event", event),
+                ("X-GitHub-Delivery", delivery),
+                ("X-Hub-Signature-256", &sig),
+            ],
+            raw,
+        )
+        .await
+    }
+
+    /// Waits (at most 90 s) until everything is decided; returns every trigger published.
+    pub async fn quiet_triggers(&self) -> Vec<serde_json::Value> {
+        wait_quiet(&self.env.config, &self.bus, Duration::from_secs(90)).await;
+        all_triggers(&self.bus).await
+    }
+
+    /// The body of every message in the events stream, in stream order (up to the last
+    /// sequence when called; each message waited for at most 5 s).
+    pub async fn stored_events(&self) -> Vec<bytes::Bytes> {
+        use runwatch::bus::{EventsFrom, StreamKind};
+        let state = self.bus.stream_state(StreamKind::Events).await.unwrap();
+        let (_, mut messages) = self
+            .bus
+            .event_messages_from(EventsFrom::Sequence(1))
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        while let Ok(Some(m)) = tokio::time::timeout(Duration::from_secs(5), messages.next()).await
+        {
+            let m = m.unwrap();
+            out.push(m.payload);
+            if m.sequence >= state.last_sequence {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Stops the worker (asserting a clean stop) and ingest; drops the database and streams.
+    pub async fn stop(self) {
+        self.worker.shutdown().await;
+        self.stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.server).await;
+        self.env.cleanup().await;
+    }
+}

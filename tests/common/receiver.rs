@@ -142,3 +142,42 @@ pub fn fixture() -> Vec<u8> {
         .join("tests/fixtures/github/workflow_run/completed.payload.json");
     std::fs::read(path).expect("fixture")
 }
+
+/// GitLab's documented "Pipeline Hook" example (a failed pipeline of merge request 1; its
+/// stages and user left out) with `builds` as its builds.
+pub fn gitlab_pipeline(builds: serde_json::Value) -> serde_json::Value {
+    serde_json::json!({
+      "object_kind": "pipeline",
+      "object_attributes": {
+        "id": 31, "iid": 3, "name": "Pipeline for branch: master", "ref": "master", "tag": false,
+        "sha": "bcbb5ec396a2c0f828686f14fac9b80b780504f2",
+        "before_sha": "bcbb5ec396a2c0f828686f14fac9b80b780504f2",
+        "source": "merge_request_event", "status": "failed", "detailed_status": "failed",
+        "stages": ["build", "test", "deploy"],
+        "created_at": "2016-08-12 15:23:28 UTC", "finished_at": "2016-08-12 15:26:29 UTC",
+        "duration": 63, "queued_duration": 12, "variables": [],
+        "url": "http://example.com/gitlab-org/gitlab-test/-/pipelines/31"
+      },
+      "merge_request": {
+        "id": 1, "iid": 1, "title": "Test", "source_branch": "test", "source_project_id": 1,
+        "target_branch": "master", "target_project_id": 1, "state": "opened",
+        "merge_status": "can_be_merged", "detailed_merge_status": "mergeable",
+        "url": "http://192.168.64.1:3005/gitlab-org/gitlab-test/merge_requests/1"
+      },
+      "project": {
+        "id": 1, "name": "Gitlab Test", "description": "Atque in sunt eos similique dolores voluptatem.",
+        "web_url": "http://192.168.64.1:3005/gitlab-org/gitlab-test", "avatar_url": null,
+        "git_ssh_url": "git@192.168.64.1:gitlab-org/gitlab-test.git",
+        "git_http_url": "http://192.168.64.1:3005/gitlab-org/gitlab-test.git",
+        "namespace": "Gitlab Org", "visibility_level": 20,
+        "path_with_namespace": "gitlab-org/gitlab-test", "default_branch": "master"
+      },
+      "commit": {
+        "id": "bcbb5ec396a2c0f828686f14fac9b80b780504f2", "message": "test\n",
+        "timestamp": "2016-08-12T17:23:21+02:00",
+        "url": "http://example.com/gitlab-org/gitlab-test/commit/bcbb5ec396a2c0f828686f14fac9b80b780504f2",
+        "author": {"name": "User", "email": "user@gitlab.com"}
+      },
+      "builds": builds
+    })
+}

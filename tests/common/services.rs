@@ -75,3 +75,23 @@ pub fn name_uniquely(config: &mut runwatch::config::Config, suffix: &str) {
     config.streams.dead_subject_prefix = format!("rwt.{suffix}.dead");
     config.consumer.durable = format!("rwt-{suffix}");
 }
+
+/// `PYTHONPATH` holding the packages of `tests/protocols/requirements.txt`
+/// (`scripts/python-protocol-deps.sh`, run once per process: the tests run in parallel).
+pub fn protocol_pythonpath() -> String {
+    static PATH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    PATH.get_or_init(|| {
+        let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("scripts/python-protocol-deps.sh");
+        let out = std::process::Command::new(script)
+            .output()
+            .expect("run scripts/python-protocol-deps.sh");
+        assert!(
+            out.status.success(),
+            "python-protocol-deps.sh failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    })
+    .clone()
+}

@@ -442,3 +442,20 @@ fn swap_neighbours(rng: &mut StdRng, messages: &mut [Msg], share: f64) {
         }
     }
 }
+
+/// A permutation of `lines` by the sort keys `order` (the key of line `i` is
+/// `order[i % order.len()]`, ties in line order), with a copy of line `d % lines.len()`
+/// appended first for each `d` of `dups`.
+pub fn reordered<T: Clone>(mut lines: Vec<T>, order: &[usize], dups: &[usize]) -> Vec<T> {
+    for d in dups {
+        let copy = lines[d % lines.len()].clone();
+        lines.push(copy);
+    }
+    let mut keyed: Vec<(usize, usize, T)> = lines
+        .into_iter()
+        .enumerate()
+        .map(|(i, l)| (order[i % order.len()], i, l))
+        .collect();
+    keyed.sort_by_key(|(k, i, _)| (*k, *i));
+    keyed.into_iter().map(|(_, _, l)| l).collect()
+}
