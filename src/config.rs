@@ -559,15 +559,72 @@ pub struct TelemetryConfig {
     /// else no export. An empty string turns export off whatever the environment says.
     #[serde(default)]
     pub otlp_endpoint: Option<String>,
+    /// The share of new traces sampled (exported), in [0, 1]; a trace that came with a
+    /// `traceparent` keeps its sampled flag. Unset: `OTEL_TRACES_SAMPLER_ARG` when
+    /// `OTEL_TRACES_SAMPLER` is `traceidratio` or `parentbased_traceidratio`, else 1.
+    #[serde(default)]
+    pub trace_sample_ratio: Option<f64>,
 }
 
 /// The standard OpenTelemetry variable read when `telemetry.otlp_endpoint` is not set.
 pub const OTEL_EXPORTER_OTLP_ENDPOINT: &str = "OTEL_EXPORTER_OTLP_ENDPOINT";
+/// The standard OpenTelemetry sampler variables, read when `telemetry.trace_sample_ratio`
+/// is not set: a ratio sampler's argument is taken, other samplers are refused by name.
+pub const OTEL_TRACES_SAMPLER: &str = "OTEL_TRACES_SAMPLER";
+/// See [`OTEL_TRACES_SAMPLER`].
+pub const OTEL_TRACES_SAMPLER_ARG: &str = "OTEL_TRACES_SAMPLER_ARG";
 
 /// The longest OTLP endpoint accepted.
 pub const MAX_OTLP_ENDPOINT: usize = 2048;
 
 impl TelemetryConfig {
+    /// The share of new traces sampled, checked (a number in [0, 1]), the error naming the
+    /// key or the variable it came from.
+    pub fn sample_ratio(&self) -> Result<f64, ConfigError> {
+        let (key, ratio) =
+            match self.trace_sample_ratio {
+                Some(r) => ("telemetry.trace_sample_ratio", r),
+                None => match std::env::var(OTEL_TRACES_SAMPLER)
+                    .ok()
+                    .as_deref()
+                    .map(str::trim)
+                {
+                    None | Some("") | Some("always_on") | Some("parentbased_always_on") => {
+                        return Ok(1.0);
+                    }
+                    Some("always_off") | Some("parentbased_always_off") => return Ok(0.0),
+                    Some("traceidratio") | Some("parentbased_traceidratio") => {
+                        let arg = std::env::var(OTEL_TRACES_SAMPLER_ARG).unwrap_or_default();
+                        let r = arg.trim().parse::<f64>().map_err(|_| ConfigError::Invalid {
+                        key: OTEL_TRACES_SAMPLER_ARG.into(),
+                        message: format!(
+                            "`{}` is not a number: give the share of traces sampled, in [0, 1]",
+                            arg.chars().take(64).collect::<String>()
+                        ),
+                    })?;
+                        (OTEL_TRACES_SAMPLER_ARG, r)
+                    }
+                    Some(other) => {
+                        return Err(ConfigError::Invalid {
+                            key: OTEL_TRACES_SAMPLER.into(),
+                            message: format!(
+                                "`{}` is not supported: runwatch samples by trace-id ratio \
+                             (always_on, always_off, traceidratio and their parentbased_ forms)",
+                                other.chars().take(64).collect::<String>()
+                            ),
+                        });
+                    }
+                },
+            };
+        if !ratio.is_finite() || !(0.0..=1.0).contains(&ratio) {
+            return Err(ConfigError::Invalid {
+                key: key.into(),
+                message: format!("{ratio} is not in [0, 1]"),
+            });
+        }
+        Ok(ratio)
+    }
+
     /// The endpoint spans are exported to, `None` when export is off: checked (an http or
     /// https URL with a host, no credentials, query or fragment, at most
     /// [`MAX_OTLP_ENDPOINT`] bytes), the error naming the key or the variable it came from.
@@ -1365,6 +1422,7 @@ impl Config {
         }
         self.ingest.validate()?;
         self.telemetry.endpoint()?;
+        self.telemetry.sample_ratio()?;
         if self.deliver.min_delay > self.deliver.max_delay {
             return invalid("deliver.min_delay", "must not exceed deliver.max_delay");
         }

@@ -8,6 +8,8 @@
 //! context takes as its parent. Whoever continues a trace makes a [`TraceContext::child`]
 //! (same trace, new span id) and passes that on.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
 
 /// The W3C header names (lowercase, as written on NATS and HTTP).
@@ -22,6 +24,42 @@ pub const MAX_TRACESTATE: usize = 512;
 
 /// The `sampled` bit of `trace-flags`.
 const SAMPLED: u8 = 0x01;
+
+/// A new trace is sampled when the low 64 bits of its (random) trace id are at most this;
+/// `u64::MAX`: every trace (a sample ratio of 1, the default). Set once at start-up by
+/// [`set_sample_ratio`].
+static SAMPLE_THRESHOLD: AtomicU64 = AtomicU64::new(u64::MAX);
+
+/// The share of new traces runwatch samples (`telemetry.trace_sample_ratio`, in [0, 1]):
+/// the trace-id ratio sampler of OpenTelemetry, applied where runwatch starts a trace. A
+/// context that came in keeps its `sampled` flag (parent-based), so one trace is recorded
+/// by every hop or by none.
+pub fn set_sample_ratio(ratio: f64) {
+    SAMPLE_THRESHOLD.store(threshold(ratio), Ordering::Relaxed);
+}
+
+/// The sampling threshold of a ratio: 0 samples nothing, `u64::MAX` everything.
+fn threshold(ratio: f64) -> u64 {
+    if ratio.is_nan() || ratio <= 0.0 {
+        0
+    } else if ratio >= 1.0 {
+        u64::MAX
+    } else {
+        // In (0, 2^64): the float-to-int cast saturates, so this cannot overflow.
+        (ratio * 18_446_744_073_709_551_616.0) as u64
+    }
+}
+
+/// Whether a new trace with this id is sampled under `threshold`: by the low 64 bits of
+/// the (random, so uniform) id, as OpenTelemetry's trace-id ratio sampler does.
+fn sampled_under(threshold: u64, trace_id: u128) -> bool {
+    threshold == u64::MAX || (threshold > 0 && (trace_id as u64) < threshold)
+}
+
+/// Whether a new trace with this id is sampled (see [`set_sample_ratio`]).
+fn sample(trace_id: u128) -> bool {
+    sampled_under(SAMPLE_THRESHOLD.load(Ordering::Relaxed), trace_id)
+}
 
 /// One span's W3C trace context.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,12 +114,14 @@ impl TraceContext {
         })
     }
 
-    /// A new trace (random ids, sampled): where no valid context came in.
+    /// A new trace (random ids; sampled by the configured ratio, see
+    /// [`set_sample_ratio`]): where no valid context came in.
     pub fn root() -> TraceContext {
+        let trace_id = new_trace_id();
         TraceContext {
-            trace_id: new_trace_id(),
+            trace_id,
             span_id: new_span_id(),
-            flags: SAMPLED,
+            flags: if sample(trace_id) { SAMPLED } else { 0 },
             state: None,
         }
     }
@@ -236,6 +276,28 @@ mod tests {
     use super::*;
 
     const VALID: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
+    #[test]
+    fn the_sample_ratio_samples_that_share_of_new_traces() {
+        let ids: Vec<u128> = (0..20_000).map(|_| new_trace_id()).collect();
+        let share = |ratio: f64| {
+            let t = threshold(ratio);
+            ids.iter().filter(|&&id| sampled_under(t, id)).count() as f64 / ids.len() as f64
+        };
+        assert_eq!(share(1.0), 1.0);
+        assert_eq!(share(0.0), 0.0);
+        assert_eq!(share(f64::NAN), 0.0);
+        for ratio in [0.01, 0.1, 0.5, 0.9] {
+            let s = share(ratio);
+            assert!((s - ratio).abs() < 0.02, "ratio {ratio}: sampled {s}");
+        }
+        // Nested: a trace sampled at a lower ratio is sampled at every higher one.
+        let (low, high) = (threshold(0.3), threshold(0.6));
+        assert!(
+            ids.iter()
+                .all(|&id| !sampled_under(low, id) || sampled_under(high, id))
+        );
+    }
 
     #[test]
     fn a_valid_traceparent_round_trips() {

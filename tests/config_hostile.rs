@@ -732,6 +732,94 @@ fn bad_otlp_endpoints_exit_2_naming_the_key_before_connecting() {
     }
 }
 
+/// `telemetry.trace_sample_ratio` and the standard `OTEL_TRACES_SAMPLER{,_ARG}`: a ratio
+/// outside [0, 1] or not a number, or a sampler runwatch does not have, is exit status 2
+/// naming the key or the variable before anything connects; a good one starts.
+#[test]
+fn bad_trace_sample_ratios_exit_2_naming_the_key() {
+    let down = [
+        ("NATS_URL", "nats://127.0.0.1:1"),
+        ("DATABASE_URL", "postgres://nobody@127.0.0.1:1/x"),
+    ];
+    // (the variables, the key the error names, the reason it gives)
+    type Case<'a> = (&'a [(&'a str, &'a str)], &'a str, &'a str);
+    let cases: &[Case] = &[
+        (
+            &[("RUNWATCH_TELEMETRY__TRACE_SAMPLE_RATIO", "1.5")],
+            "telemetry.trace_sample_ratio",
+            "not in [0, 1]",
+        ),
+        (
+            &[("RUNWATCH_TELEMETRY__TRACE_SAMPLE_RATIO", "-0.1")],
+            "telemetry.trace_sample_ratio",
+            "not in [0, 1]",
+        ),
+        (
+            &[("RUNWATCH_TELEMETRY__TRACE_SAMPLE_RATIO", "lots")],
+            "trace_sample_ratio",
+            "",
+        ),
+        (
+            &[
+                ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "half"),
+            ],
+            "OTEL_TRACES_SAMPLER_ARG",
+            "not a number",
+        ),
+        (
+            &[
+                ("OTEL_TRACES_SAMPLER", "traceidratio"),
+                ("OTEL_TRACES_SAMPLER_ARG", "2"),
+            ],
+            "OTEL_TRACES_SAMPLER_ARG",
+            "not in [0, 1]",
+        ),
+        (
+            &[("OTEL_TRACES_SAMPLER", "jaeger_remote")],
+            "OTEL_TRACES_SAMPLER",
+            "not supported",
+        ),
+    ];
+    for command in [
+        &["run", "--no-migrate"][..],
+        &["ingest"],
+        &["simulate", "/dev/null"],
+    ] {
+        for (vars, key, reason) in cases {
+            let mut env = down.to_vec();
+            env.extend_from_slice(vars);
+            let started = Instant::now();
+            let out = runwatch(command, &env);
+            let all = never_shown(&out, "no secret here");
+            assert_eq!(out.status.code(), Some(2), "{command:?} {vars:?}: {all}");
+            // A value of the wrong type is named as its variable (upper case).
+            let lower = all.to_lowercase();
+            assert!(
+                lower.contains(&key.to_lowercase()) && all.contains(reason),
+                "{command:?} {vars:?}: {all}"
+            );
+            assert!(started.elapsed() < Duration::from_secs(5), "{vars:?}");
+        }
+    }
+    // The key wins over the variables; good values start.
+    for vars in [
+        &[
+            ("RUNWATCH_TELEMETRY__TRACE_SAMPLE_RATIO", "0.25"),
+            ("OTEL_TRACES_SAMPLER", "nope"),
+        ][..],
+        &[
+            ("OTEL_TRACES_SAMPLER", "parentbased_traceidratio"),
+            ("OTEL_TRACES_SAMPLER_ARG", "0.1"),
+        ],
+        &[("OTEL_TRACES_SAMPLER", "always_off")],
+    ] {
+        let out = runwatch(&["simulate", "/dev/null"], vars);
+        let all = never_shown(&out, "no secret here");
+        assert_eq!(out.status.code(), Some(0), "{vars:?}: {all}");
+    }
+}
+
 /// `--config` can come from `RUNWATCH_CONFIG`.
 #[test]
 fn runwatch_config_names_the_file() {

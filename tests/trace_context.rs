@@ -454,6 +454,69 @@ async fn without_an_endpoint_nothing_is_exported_and_headers_still_propagate() {
     env.cleanup().await;
 }
 
+/// `telemetry.trace_sample_ratio = 0`: a webhook that comes without a trace starts an
+/// unsampled one (flags `00` on every hop, no span exported anywhere), while one that comes
+/// with a sampled `traceparent` keeps it (parent-based): its spans are all exported.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sample_ratio_decides_new_traces_and_a_callers_flag_is_kept() {
+    let env = TestEnv::new().await;
+    let tmp = tempfile::tempdir().expect("dir");
+    let rx = Otlp::start(tmp.path());
+    let endpoint = rx.base();
+    let on = [
+        ("RUNWATCH_TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
+        ("RUNWATCH_TELEMETRY__TRACE_SAMPLE_RATIO", "0"),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let p = Pipeline::start(&env, &rx, RULES, &on, &on).await;
+    let (unsampled, sampled) = (sha('d'), sha('e'));
+    post(&p.ingest, "d-new-trace", &failed_run(9004, &unsampled), "").await;
+    post(
+        &p.ingest,
+        "d-callers-trace",
+        &failed_run(9005, &sampled),
+        &format!("traceparent: 00-{TRACE}-{CALLER_SPAN}-01\r\n"),
+    )
+    .await;
+    let (new_tp, callers_tp) = eventually(
+        Duration::from_secs(90),
+        "both triggers delivered",
+        || async {
+            let requests = rx.requests();
+            let tp = |sha: &str| {
+                request_for(&requests, sha)
+                    .and_then(|r| r["headers"]["traceparent"].as_str())
+                    .map(str::to_string)
+            };
+            Some((tp(&unsampled)?, tp(&sampled)?))
+        },
+    )
+    .await;
+    assert!(
+        new_tp.ends_with("-00"),
+        "a new trace, not sampled: {new_tp}"
+    );
+    assert!(
+        callers_tp.starts_with(&format!("00-{TRACE}-")) && callers_tp.ends_with("-01"),
+        "the caller's sampled trace: {callers_tp}"
+    );
+    let new_trace = new_tp.split('-').nth(1).expect("trace id").to_string();
+    // Stopping flushes what the exporters queued.
+    p.stop();
+    let spans = rx.spans();
+    for name in ["runwatch.ingest", "runwatch.decide", "runwatch.deliver"] {
+        assert!(
+            span(&spans, TRACE, name).is_some(),
+            "{name} of the caller's trace exported: {spans:#?}"
+        );
+    }
+    assert!(
+        spans.iter().all(|s| s["trace_id"] != new_trace.as_str()),
+        "nothing of the unsampled trace {new_trace}: {spans:#?}"
+    );
+    env.cleanup().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trigger_fired_by_a_timer_starts_a_trace_of_its_own() {
     let env = TestEnv::new().await;

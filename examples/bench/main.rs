@@ -24,13 +24,12 @@
 //!   stream, just before the PubAck goes back to the worker.
 //! * RSS: the worker's peak resident set (`VmHWM` in /proc/<pid>/status) after the run.
 //!
-//! `--tracing` runs every worker with an OTLP endpoint configured (a sink of this harness,
-//! `otlp_sink`, or `--otlp-endpoint`): the same phases with and without it give the cost
-//! of tracing.
+//! The tracing phase (`tracing_cost`) works one trace off with span export off and on,
+//! alternately, and prints their ratios; `--tracing` runs every phase with export on.
 //!
 //! Modules: `phase` (one measured run), `names` (its database and streams), `workers` (the
 //! worker processes), `database` (pre-fill, EXPLAIN), `references` (pgbench), `report`
-//! (figures and lines), `otlp_sink`; the trace comes from tests/common/trace.rs.
+//! (figures and lines), `otlp_sink`, `tracing_cost`; the trace comes from tests/common/trace.rs.
 
 mod database;
 mod drain;
@@ -43,6 +42,7 @@ mod report;
 mod services;
 #[path = "../../tests/common/trace.rs"]
 mod trace;
+mod tracing_cost;
 mod workers;
 
 use std::path::PathBuf;
@@ -130,9 +130,17 @@ pub struct Opts {
     /// with and without it for the cost of tracing.
     #[arg(long)]
     tracing: bool,
-    /// With --tracing: a real collector's OTLP/HTTP base URL instead of the sink.
-    #[arg(long, requires = "tracing")]
+    /// A real collector's OTLP/HTTP base URL instead of the sink (for --tracing and the
+    /// tracing phase).
+    #[arg(long)]
     otlp_endpoint: Option<String>,
+    /// Events of the tracing phase: this trace worked off with span export off and on,
+    /// alternately, at full speed and at half load, for each of --tracing-ratios. 0 skips it.
+    #[arg(long, default_value_t = 100_000)]
+    tracing_events: usize,
+    /// Sample ratios (`telemetry.trace_sample_ratio`) of the tracing phase.
+    #[arg(long, value_delimiter = ',', default_value = "1,0.1")]
+    tracing_ratios: Vec<f64>,
 }
 
 /// Groups of `events / groups / 2` runs each: every run is queued, then completes (all
@@ -268,26 +276,43 @@ async fn size_phase(bench: &Bench, main: &PhaseResult) -> Result<Option<PhaseRes
     Ok(Some(r))
 }
 
+/// The tracing phase (none when `--tracing-events` is 0): its trace at full speed and at
+/// half the main run's rate, export off and on.
+async fn tracing_phase(
+    bench: &Bench,
+    main: &PhaseResult,
+    endpoint: &str,
+) -> Result<Vec<tracing_cost::TracingCost>> {
+    let o = &bench.opts;
+    if o.tracing_events == 0 || o.tracing_ratios.is_empty() {
+        return Ok(Vec::new());
+    }
+    let per_group = o.events as f64 / o.groups.max(1) as f64;
+    let groups = ((o.tracing_events as f64 / per_group) as usize).max(1);
+    let full = bench_trace(o.seed + 5, o.tracing_events, groups, o.fail_share);
+    let half = bench_trace(o.seed + 6, o.tracing_events, groups, o.fail_share);
+    let rate = main.events_per_s / 2.0;
+    tracing_cost::compare(bench, endpoint, &o.tracing_ratios, (&full, &half, rate)).await
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let mut opts = Opts::parse();
     let bin = locate_bin(&opts)?;
-    let sink = if opts.tracing {
-        let (url, counts) = match &opts.otlp_endpoint {
-            Some(url) => (url.clone(), None),
-            None => {
-                let (url, counts) = otlp_sink::start().await?;
-                (url, Some(counts))
-            }
-        };
-        println!("bench: tracing on, spans exported to {url}");
+    let (otlp_url, sink) = match &opts.otlp_endpoint {
+        Some(url) => (url.clone(), None),
+        None => {
+            let (url, counts) = otlp_sink::start().await?;
+            (url, Some(counts))
+        }
+    };
+    if opts.tracing {
+        println!("bench: tracing on, spans exported to {otlp_url}");
         opts.set
-            .push(format!("RUNWATCH_TELEMETRY__OTLP_ENDPOINT={url}"));
-        counts
+            .push(format!("RUNWATCH_TELEMETRY__OTLP_ENDPOINT={otlp_url}"));
     } else {
         println!("bench: tracing off");
-        None
-    };
+    }
     let client = async_nats::connect(services::nats_url()).await?;
     let js = jetstream::new(client.clone());
     let bench = Bench {
@@ -334,6 +359,7 @@ async fn main() -> Result<()> {
         );
         Some(d)
     };
+    let tracing = tracing_phase(&bench, &main, &otlp_url).await?;
     println!("bench: load average {} at end", load());
     let figures = report::Figures {
         main: &main,
@@ -346,6 +372,9 @@ async fn main() -> Result<()> {
         pg_c1_tps,
     };
     println!("{}", report::summary(&figures));
+    for t in &tracing {
+        println!("{}", t.line());
+    }
     if let Some(counts) = sink {
         println!("{}", counts.line());
     }

@@ -24,6 +24,8 @@ pub struct Phase<'a> {
     pub pace: Option<f64>,
     pub prefill: u64,
     pub explain: bool,
+    /// Worker settings of this phase (after, so over, `--set`).
+    pub env: Vec<(String, String)>,
 }
 
 impl<'a> Phase<'a> {
@@ -36,6 +38,7 @@ impl<'a> Phase<'a> {
             pace: None,
             prefill: 0,
             explain: false,
+            env: Vec::new(),
         }
     }
 }
@@ -79,6 +82,7 @@ impl Bench {
                 env.push((k.to_string(), v.to_string()));
             }
         }
+        env.extend(phase.env.iter().cloned());
         env
     }
 

@@ -160,7 +160,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let metrics = match cli.command.logging() {
         Logging::Service => {
             telemetry::init_tracing(&config.log)?;
-            // The services export spans when an OTLP endpoint is configured.
+            // The services export spans when an OTLP endpoint is configured, of the share
+            // of new traces the sample ratio says.
+            crate::trace_context::set_sample_ratio(config.telemetry.sample_ratio()?);
             if let Some(endpoint) = config.telemetry.endpoint()? {
                 crate::trace_export::init(&endpoint, "runwatch")?;
             }
