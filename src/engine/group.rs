@@ -20,14 +20,15 @@ pub struct Due {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EpisodeState {
     /// Starts at 0; a re-run after a trigger opens the next one when `refire_on_rerun`.
-    #[serde(default)]
+    /// Like every field here, not stored while it has its default value.
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub episode: u32,
     /// The rule has fired in the current episode.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub fired: bool,
     /// The highest run attempt the group had when the rule fired. Kept for states written
     /// before `fired_attempts` existed; new states use `fired_attempts`.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "is_zero")]
     pub fired_max_attempt: u32,
     /// Each run's attempt when the rule last fired (the runs the rule saw then).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -44,6 +45,11 @@ pub struct EpisodeState {
     /// not judged again in this episode) but not published (docs/design.md "Budgets").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub over_budget: Option<super::budget::OverBudget>,
+}
+
+/// For `skip_serializing_if`: a counter at its default.
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl EpisodeState {

@@ -22,29 +22,62 @@ use super::flaky::Flip;
 use super::rules::{DEFAULT_FAILURE_CONCLUSIONS, PASSING_CONCLUSIONS};
 use crate::event::{Conclusion, Event, Status};
 
-/// What a group remembers of one run.
+/// What a group remembers of one run. Stored in every group's `state` (and a streak's
+/// window) under one-letter keys, a third of a group row's bytes less than the field names
+/// (docs/performance.md "Storage per group"); the field names are read too, so rows written
+/// before stay readable.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunState {
+    #[serde(rename = "a", alias = "attempt")]
     pub attempt: u32,
+    #[serde(rename = "w", alias = "workflow")]
     pub workflow: String,
+    #[serde(rename = "s", alias = "status")]
     pub status: Status,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "c",
+        alias = "conclusion",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub conclusion: Option<Conclusion>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "u",
+        alias = "url",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub url: Option<String>,
+    #[serde(rename = "t", alias = "updated_at")]
     pub updated_at: DateTime<Utc>,
+    #[serde(rename = "e", alias = "event_id")]
     pub event_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "b",
+        alias = "branch",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub branch: Option<String>,
     /// The lowest attempt of the run that completed with `failure`, `timed_out` or
     /// `startup_failure`, of every attempt merged, when it is not the kept attempt (see
     /// [`RunState::lowest_failed`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "f",
+        alias = "failed_attempt",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub failed_attempt: Option<u32>,
     /// The highest attempt of the run that completed passing (`success`, `neutral`,
     /// `skipped`), and its `updated_at`, of every attempt merged, when it is not the kept
     /// attempt (see [`RunState::highest_passed`]).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "p",
+        alias = "passed",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub passed: Option<Flip>,
 }
 
