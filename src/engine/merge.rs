@@ -223,6 +223,45 @@ mod tests {
         }
     }
 
+    /// States written with the field names (before the one-letter keys) read as the same
+    /// states, and are written back with the one-letter keys.
+    #[test]
+    fn states_written_with_field_names_still_read() {
+        let old = serde_json::json!({"runs": {"7": {"attempt": 2, "workflow": "ci", "status": "completed",
+            "conclusion": "failure", "url": "https://ci.example/7", "updated_at": "2026-01-01T00:00:00Z",
+            "event_id": "e7", "branch": "main", "failed_attempt": 1,
+            "passed": {"attempt": 1, "at": "2025-12-31T00:00:00Z"}}},
+            "rules": {"r": {"episode": 1, "fired": true, "fired_max_attempt": 2}, "q": {"episode": 0, "fired": false, "fired_max_attempt": 0}}});
+        let state: crate::engine::GroupState = serde_json::from_value(old).unwrap();
+        let run = &state.runs["7"];
+        assert_eq!((run.attempt, run.failed_attempt), (2, Some(1)));
+        assert_eq!(run.workflow, "ci");
+        assert_eq!(run.status, Status::Completed);
+        assert_eq!(run.conclusion, Some(Conclusion::Failure));
+        assert_eq!(run.url.as_deref(), Some("https://ci.example/7"));
+        assert_eq!(run.event_id, "e7");
+        assert_eq!(run.branch.as_deref(), Some("main"));
+        assert_eq!(run.passed.map(|p| p.attempt), Some(1));
+        assert_eq!(
+            (
+                state.rules["r"].episode,
+                state.rules["r"].fired,
+                state.rules["r"].fired_max_attempt
+            ),
+            (1, true, 2)
+        );
+        let new = serde_json::to_value(&state).unwrap();
+        assert_eq!(
+            new,
+            serde_json::json!({"runs": {"7": {"a": 2, "w": "ci", "s": "completed", "c": "failure",
+                "u": "https://ci.example/7", "t": "2026-01-01T00:00:00Z", "e": "e7", "b": "main", "f": 1,
+                "p": {"attempt": 1, "at": "2025-12-31T00:00:00Z"}}},
+                "rules": {"r": {"episode": 1, "fired": true, "fired_max_attempt": 2}, "q": {}}})
+        );
+        let again: crate::engine::GroupState = serde_json::from_value(new).unwrap();
+        assert_eq!(again, state);
+    }
+
     fn pass(attempt: u32, secs: i64, id: &str) -> RunState {
         RunState {
             conclusion: Some(Conclusion::Success),
