@@ -16,68 +16,30 @@
 use std::cmp::Ordering;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use super::flaky::Flip;
 use super::rules::{DEFAULT_FAILURE_CONCLUSIONS, PASSING_CONCLUSIONS};
 use crate::event::{Conclusion, Event, Status};
 
 /// What a group remembers of one run. Stored in every group's `state` (and a streak's
-/// window) under one-letter keys, a third of a group row's bytes less than the field names
-/// (docs/performance.md "Storage per group"); the field names are read too, so rows written
-/// before stay readable.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// window) as a JSON array, not an object (`stored_run.rs`).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RunState {
-    #[serde(rename = "a", alias = "attempt")]
     pub attempt: u32,
-    #[serde(rename = "w", alias = "workflow")]
     pub workflow: String,
-    #[serde(rename = "s", alias = "status")]
     pub status: Status,
-    #[serde(
-        rename = "c",
-        alias = "conclusion",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
     pub conclusion: Option<Conclusion>,
-    #[serde(
-        rename = "u",
-        alias = "url",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
     pub url: Option<String>,
-    #[serde(rename = "t", alias = "updated_at")]
     pub updated_at: DateTime<Utc>,
-    #[serde(rename = "e", alias = "event_id")]
     pub event_id: String,
-    #[serde(
-        rename = "b",
-        alias = "branch",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
     pub branch: Option<String>,
     /// The lowest attempt of the run that completed with `failure`, `timed_out` or
     /// `startup_failure`, of every attempt merged, when it is not the kept attempt (see
     /// [`RunState::lowest_failed`]).
-    #[serde(
-        rename = "f",
-        alias = "failed_attempt",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
     pub failed_attempt: Option<u32>,
     /// The highest attempt of the run that completed passing (`success`, `neutral`,
     /// `skipped`), and its `updated_at`, of every attempt merged, when it is not the kept
     /// attempt (see [`RunState::highest_passed`]).
-    #[serde(
-        rename = "p",
-        alias = "passed",
-        default,
-        skip_serializing_if = "Option::is_none"
-    )]
     pub passed: Option<Flip>,
 }
 
@@ -223,8 +185,8 @@ mod tests {
         }
     }
 
-    /// States written with the field names (before the one-letter keys) read as the same
-    /// states, and are written back with the one-letter keys.
+    /// States written with the field names (runs as objects) read as the same states, and
+    /// are written back with runs as arrays.
     #[test]
     fn states_written_with_field_names_still_read() {
         let old = serde_json::json!({"runs": {"7": {"attempt": 2, "workflow": "ci", "status": "completed",
@@ -253,9 +215,8 @@ mod tests {
         let new = serde_json::to_value(&state).unwrap();
         assert_eq!(
             new,
-            serde_json::json!({"runs": {"7": {"a": 2, "w": "ci", "s": "completed", "c": "failure",
-                "u": "https://ci.example/7", "t": "2026-01-01T00:00:00Z", "e": "e7", "b": "main", "f": 1,
-                "p": {"attempt": 1, "at": "2025-12-31T00:00:00Z"}}},
+            serde_json::json!({"runs": {"7": [2, "ci", "completed", "failure", "https://ci.example/7",
+                "2026-01-01T00:00:00Z", "e7", "main", 1, {"attempt": 1, "at": "2025-12-31T00:00:00Z"}]},
                 "rules": {"r": {"episode": 1, "fired": true, "fired_max_attempt": 2}, "q": {}}})
         );
         let again: crate::engine::GroupState = serde_json::from_value(new).unwrap();
@@ -344,16 +305,22 @@ mod tests {
         let mut slot = None;
         merge_into(&mut slot, pass(1, 10, "a"));
         assert_eq!(
-            serde_json::to_value(slot.unwrap()).unwrap().get("passed"),
-            None
+            serde_json::to_value(slot.unwrap())
+                .unwrap()
+                .as_array()
+                .map(Vec::len),
+            Some(8),
+            "no failed attempt, no passed attempt stored"
         );
         let mut slot = None;
         merge_into(&mut slot, failed.clone());
         assert_eq!(
             serde_json::to_value(slot.unwrap())
                 .unwrap()
-                .get("failed_attempt"),
-            None
+                .as_array()
+                .map(Vec::len),
+            Some(8),
+            "no failed attempt, no passed attempt stored"
         );
         // A failure before the kept attempt is stored.
         let mut slot = None;

@@ -19,6 +19,7 @@ pub mod jobs;
 pub mod merge;
 pub mod pull;
 pub mod rules;
+mod stored_run;
 pub mod streak;
 
 use std::collections::BTreeMap;

@@ -113,7 +113,8 @@ pub async fn list_groups(
                        WHEN g.id IN (SELECT o.group_id FROM outbox o WHERE o.group_id IS NOT NULL) THEN 'fired'
                        WHEN jsonb_path_exists(g.state, '$.rules.* ? (exists(@.over_budget))') THEN 'over-budget'
                        WHEN jsonb_path_exists(g.state, '$.rules.* ? (@.fired == true)') THEN 'fired'
-                       WHEN jsonb_path_exists(g.state, '$.runs.* ? (@.s != \"completed\" || @.status != \"completed\")') THEN 'waiting'
+                       WHEN jsonb_path_exists(g.state, '$.runs.*[2] ? (@ != \"completed\")')
+                         OR jsonb_path_exists(g.state, '$.runs.* ? (@.status != \"completed\")') THEN 'waiting'
                        ELSE 'idle' END AS state
            FROM groups g JOIN repositories r ON r.id = g.repository_id
            WHERE ($1::timestamptz IS NULL OR g.updated_at >= $1)
