@@ -85,7 +85,8 @@ impl EpisodeState {
 pub struct GroupState {
     #[serde(default)]
     pub runs: BTreeMap<String, RunState>,
-    #[serde(default)]
+    /// Per rule; a rule at its default bookkeeping has no entry (see `Engine`).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rules: BTreeMap<String, EpisodeState>,
     /// The head commit of the group's pull request as last reported by a `pull_request`
     /// delivery, set by the caller before the engine runs; `only_head_commit` rules do not

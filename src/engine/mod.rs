@@ -342,8 +342,30 @@ impl Engine {
         flaky::record(ledger.flips.entry(key).or_default(), run_id, flip)
     }
 
-    /// `all_completed_with_failure` on one group.
+    /// `all_completed_with_failure` on one group. A rule whose bookkeeping is left at its
+    /// default (not fired, no timer) keeps no entry in the group's state: every reader
+    /// takes a missing entry as the default, and the state stays as small as it is stored.
     fn evaluate_group(
+        &self,
+        rule: &Rule,
+        g: &mut GroupCtx<'_>,
+        ledger: &mut Ledger,
+        clock: Clock,
+        timer_fired: bool,
+    ) -> Option<Trigger> {
+        let trigger = self.judge_group(rule, g, ledger, clock, timer_fired);
+        if g.state
+            .rules
+            .get(&rule.name)
+            .is_some_and(|st| *st == EpisodeState::default())
+        {
+            g.state.rules.remove(&rule.name);
+        }
+        trigger
+    }
+
+    /// `all_completed_with_failure` on one group: the rule's judgment.
+    fn judge_group(
         &self,
         rule: &Rule,
         g: &mut GroupCtx<'_>,
