@@ -18,6 +18,7 @@ pub mod group;
 pub mod jobs;
 pub mod merge;
 pub mod pull;
+pub mod routing;
 pub mod rules;
 pub mod streak;
 

@@ -13,6 +13,7 @@ use super::association;
 use super::budgets::{self, OverBudgetNote};
 use super::jobs;
 use super::{Store, StoreError};
+use crate::engine::routing::{self, Arrival, Carries, Pull};
 use crate::engine::{
     Clock, CooldownKey, Flip, FlipKey, Flips, GroupCtx, GroupState, Ledger, RepoRef, RunState,
     StreakKey, StreakState, flaky,
@@ -76,6 +77,24 @@ impl Slot {
 
 fn pr_key(pr: Option<u64>) -> i64 {
     pr.map_or(0, |p| i64::try_from(p).unwrap_or(i64::MAX))
+}
+
+/// The engine's key of a group as stored (no pull request: 0).
+fn stored_key((r, pr, sha): &routing::GroupKey) -> GroupKey {
+    (*r, pr_key(*pr), sha.clone())
+}
+
+/// What routing reads of an input.
+fn arrival<'a>(i: &'a Input, r: &RepoRef) -> Arrival<'a> {
+    Arrival {
+        repository_id: r.internal_id,
+        commit_sha: i.commit_sha(),
+        carries: match i {
+            Input::Run(e) => Carries::Run(e.pr_number),
+            Input::PullRequest(p) => Carries::PullRequest(p.pr_number),
+            Input::Job(_) => Carries::Job,
+        },
+    }
 }
 
 impl Store {
@@ -159,34 +178,13 @@ impl Store {
             .map(|(i, r)| (r.internal_id, i.commit_sha().to_string()))
             .collect();
         let mut pulls = association::lock_commits_load_pulls(tx, &commits).await?;
-        let mut keys: BTreeSet<GroupKey> = BTreeSet::new();
-        let mut pr_less_wanted: BTreeSet<association::Commit> = BTreeSet::new();
-        for (i, r) in inputs.iter().zip(repos) {
-            let sha = i.commit_sha().to_string();
-            let known = pulls.get(&(r.internal_id, sha.clone()));
-            if let Input::Run(e) = i {
-                keys.insert((r.internal_id, pr_key(e.pr_number), sha.clone()));
-                if e.pr_number.is_none() {
-                    for n in known.into_iter().flatten() {
-                        keys.insert((r.internal_id, pr_key(Some(*n)), sha.clone()));
-                    }
-                }
-            }
-            if let Some(n) = i.pr_number() {
-                keys.insert((r.internal_id, pr_key(Some(n)), sha.clone()));
-                if !known.is_some_and(|k| k.contains(&n)) {
-                    // A new association: the commit's runs without a pull request join
-                    // (read below; the group is not created when it does not exist).
-                    pr_less_wanted.insert((r.internal_id, sha));
-                }
-            }
-        }
+        let plan = pulls.plan(inputs.iter().zip(repos).map(|(i, r)| arrival(i, r)));
+        let keys: BTreeSet<GroupKey> = plan.groups.iter().map(stored_key).collect();
         let by_id: HashMap<i64, RepoRef> =
             repos.iter().map(|r| (r.internal_id, r.clone())).collect();
         // The groups' rows come with their pull request's head and state.
         let (mut slots, corrupt, mut heads) = lock_groups(tx, &keys, &by_id).await?;
-        pr_less_wanted.retain(|(r, s)| !keys.contains(&(*r, 0, s.clone())));
-        let pr_less_stored = association::load_pr_less_runs(tx, &pr_less_wanted).await?;
+        let pr_less_stored = association::load_pr_less_runs(tx, &plan.pr_less).await?;
         let mut heads_learnt = BTreeMap::new();
         let mut pulls_learnt = Vec::new();
 
@@ -257,9 +255,9 @@ impl Store {
                 outcomes.push(EventOutcome::Applied);
                 continue;
             }
-            let sha = i.commit_sha().to_string();
-            if let Input::Run(e) = i {
-                let key = (r.internal_id, pr_key(e.pr_number), sha.clone());
+            let route = pulls.route(arrival(i, r));
+            if let (Input::Run(e), Some(own)) = (i, &route.own) {
+                let key = stored_key(own);
                 if let Some(c) = corrupt.get(&key) {
                     outcomes.push(EventOutcome::Rejected(c.rejection()));
                     continue;
@@ -279,11 +277,8 @@ impl Store {
                 };
                 set_head(slot, &heads);
                 if e.pr_number.is_none() {
-                    let in_pull = pulls
-                        .get(&(r.internal_id, sha.clone()))
-                        .is_some_and(|k| !k.is_empty());
-                    slot.state.commit_in_pull = in_pull;
-                    slot.original_state.commit_in_pull = in_pull;
+                    slot.state.commit_in_pull = route.commit_in_pull;
+                    slot.original_state.commit_in_pull = route.commit_in_pull;
                 }
                 match self.engine.apply(&mut slot.ctx(), &mut ledger, e, clock) {
                     Ok(triggers) => {
@@ -295,42 +290,33 @@ impl Store {
                         continue;
                     }
                 }
-                if e.pr_number.is_none() {
-                    // Also in the group of every pull request the commit belongs to.
-                    let run = (e.run.id.clone(), RunState::from_event(e));
-                    let known: Vec<u64> = pulls
-                        .get(&(r.internal_id, sha.clone()))
-                        .map(|k| k.iter().copied().collect())
-                        .unwrap_or_default();
-                    for n in known {
-                        let target = (r.internal_id, pr_key(Some(n)), sha.clone());
-                        decided.extend(self.absorb_into(
-                            &mut slots,
-                            &corrupt,
-                            &target,
-                            &heads,
-                            [(&run.0, &run.1)],
-                            clock,
-                            &mut ledger,
-                        ));
-                    }
-                    continue;
+                let run = (e.run.id.clone(), RunState::from_event(e));
+                for target in &route.also {
+                    decided.extend(self.absorb_into(
+                        &mut slots,
+                        &corrupt,
+                        &stored_key(target),
+                        &heads,
+                        [(&run.0, &run.1)],
+                        clock,
+                        &mut ledger,
+                    ));
                 }
             } else {
                 outcomes.push(EventOutcome::Applied);
             }
-            if let Input::PullRequest(p) = i {
+            if let (Input::PullRequest(p), Some(target)) = (i, &route.pull) {
                 let k = (r.internal_id, p.pr_number);
                 let pull = heads.entry(k).or_default();
-                let learnt = pull.learn(p);
-                if learnt.head || learnt.status || learnt.info {
+                let learnt = pull.learn((p.updated_at, p.commit_sha.clone()), p.status(), p.info());
+                if learnt.any() {
                     heads_learnt.insert(k, pull.clone());
                 }
-                if learnt.status || learnt.info {
+                if learnt.rejudge() {
                     // Closed, merged, reopened, ready for review, its author known (for
                     // `authors`): the head commit's group is judged again on its runs as
                     // they are.
-                    let target = (r.internal_id, pr_key(Some(p.pr_number)), sha.clone());
+                    let target = stored_key(target);
                     if !corrupt.contains_key(&target)
                         && let Some(slot) = slots.get_mut(&target)
                     {
@@ -340,21 +326,20 @@ impl Store {
                     }
                 }
             }
-            if let Some(n) = i.pr_number()
-                && pulls
-                    .entry((r.internal_id, sha.clone()))
-                    .or_default()
-                    .insert(n)
+            if let Some(join) = &route.join
+                && let (r, Some(n), sha) = &join.into
+                && pulls.learn(*r, sha, *n)
             {
-                pulls_learnt.push((r.internal_id, sha.clone(), n));
-                let pr_less: GroupState = match slots.get(&(r.internal_id, 0, sha.clone())) {
+                pulls_learnt.push((*r, sha.clone(), *n));
+                let from = stored_key(&join.from);
+                let pr_less: GroupState = match slots.get(&from) {
                     Some(s) => s.state.clone(),
                     None => pr_less_stored
-                        .get(&(r.internal_id, sha.clone()))
+                        .get(&(*r, sha.clone()))
                         .cloned()
                         .unwrap_or_default(),
                 };
-                let target = (r.internal_id, pr_key(Some(n)), sha.clone());
+                let target = stored_key(&join.into);
                 if !corrupt.contains_key(&target)
                     && let Some(slot) = slots.get_mut(&target)
                 {
@@ -414,7 +399,7 @@ impl Store {
         slots: &mut BTreeMap<GroupKey, Slot>,
         corrupt: &BTreeMap<GroupKey, CorruptRow>,
         key: &GroupKey,
-        heads: &BTreeMap<(i64, u64), association::Pull>,
+        heads: &BTreeMap<(i64, u64), Pull>,
         runs: impl IntoIterator<Item = (&'r String, &'r RunState)>,
         clock: Clock,
         ledger: &mut Ledger,
@@ -772,21 +757,12 @@ fn slot_from_row(
 
 /// Gives the engine the head and the state of the slot's pull request (not stored with the
 /// group).
-fn set_head(slot: &mut Slot, heads: &BTreeMap<(i64, u64), association::Pull>) {
+fn set_head(slot: &mut Slot, heads: &BTreeMap<(i64, u64), Pull>) {
     let pull = slot
         .pr_number
         .and_then(|n| heads.get(&(slot.repo.internal_id, n)));
-    let head = pull
-        .and_then(|p| p.head.as_ref())
-        .map(|(_, sha)| sha.clone());
-    let status = pull.and_then(|p| p.status);
-    let info = pull.and_then(|p| p.info.clone());
-    slot.state.pr_head.clone_from(&head);
-    slot.original_state.pr_head = head;
-    slot.state.pr_status = status;
-    slot.original_state.pr_status = status;
-    slot.state.pr_info.clone_from(&info);
-    slot.original_state.pr_info = info;
+    routing::show_pull(&mut slot.state, pull);
+    routing::show_pull(&mut slot.original_state, pull);
 }
 
 /// The groups of a batch, locked; the rows that cannot be decoded; the pull requests' heads
@@ -794,7 +770,7 @@ fn set_head(slot: &mut Slot, heads: &BTreeMap<(i64, u64), association::Pull>) {
 type Locked = (
     BTreeMap<GroupKey, Slot>,
     BTreeMap<GroupKey, CorruptRow>,
-    BTreeMap<(i64, u64), association::Pull>,
+    BTreeMap<(i64, u64), Pull>,
 );
 
 /// Inserts the absent groups, then locks all of them in key order and reads their pull
@@ -827,7 +803,7 @@ async fn lock_groups(
     for row in &rows {
         let pr: Option<i64> = row.try_get("pr_number")?;
         if let Some(pr) = pr.and_then(|p| u64::try_from(p).ok())
-            && let Some(pull) = association::Pull::from_row(row)?
+            && let Some(pull) = association::pull_from_row(row)?
         {
             pulls.insert((row.try_get("repository_id")?, pr), pull);
         }
