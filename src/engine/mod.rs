@@ -468,24 +468,13 @@ impl Engine {
         st.decide(relevant.iter().map(|(id, r)| (*id, r.attempt)));
         let budget = budget::record(rule, g.repo, g.pr_number, ledger, clock.wall, id);
         Some(Trigger {
-            schema: TRIGGER_SCHEMA.to_string(),
-            trigger_id: id,
-            rule: rule.kind.as_str().to_string(),
-            rule_name: rule.name.clone(),
-            provider: g.repo.provider,
-            repository: trigger_repository(g.repo),
-            pr_number: g.pr_number,
-            commit_sha: g.commit_sha.to_string(),
             branch: g.branch.clone(),
-            workflow: None,
             episode,
             runs,
             failed_workflows,
-            fired_at: clock.wall,
             budget,
-            pull_request: trigger_pull_request(g.pr_number, g.state),
             known_flaky,
-            trace: None,
+            ..new_trigger(rule, id, g.repo, g.pr_number, g.commit_sha, g.state, clock)
         })
     }
 
@@ -546,24 +535,19 @@ impl Engine {
             &streak_id,
         ]);
         Some(Trigger {
-            schema: TRIGGER_SCHEMA.to_string(),
-            trigger_id: id,
-            rule: rule.kind.as_str().to_string(),
-            rule_name: rule.name.clone(),
-            provider: g.repo.provider,
-            repository: trigger_repository(g.repo),
-            pr_number: event.pr_number,
-            commit_sha: event.commit_sha.clone(),
             branch: event.branch.clone(),
             workflow: Some(key.workflow.clone()),
-            episode: 0,
             runs,
             failed_workflows: vec![key.workflow],
-            fired_at: clock.wall,
-            budget: None,
-            pull_request: trigger_pull_request(event.pr_number, g.state),
-            known_flaky: Vec::new(),
-            trace: None,
+            ..new_trigger(
+                rule,
+                id,
+                g.repo,
+                event.pr_number,
+                &event.commit_sha,
+                g.state,
+                clock,
+            )
         })
     }
 }
@@ -630,6 +614,40 @@ fn plus(t: DateTime<Utc>, d: chrono::Duration) -> DateTime<Utc> {
 
 fn to_chrono(d: std::time::Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// A trigger of `rule` for a commit (of a pull request or none), fired at `clock.wall`:
+/// what every trigger carries; the caller sets its runs, branch, workflow, episode,
+/// budget and known flaky workflows.
+fn new_trigger(
+    rule: &Rule,
+    id: uuid::Uuid,
+    repo: &RepoRef,
+    pr_number: Option<u64>,
+    commit_sha: &str,
+    state: &GroupState,
+    clock: Clock,
+) -> Trigger {
+    Trigger {
+        schema: TRIGGER_SCHEMA.to_string(),
+        trigger_id: id,
+        rule: rule.kind.as_str().to_string(),
+        rule_name: rule.name.clone(),
+        provider: repo.provider,
+        repository: trigger_repository(repo),
+        pr_number,
+        commit_sha: commit_sha.to_string(),
+        branch: None,
+        workflow: None,
+        episode: 0,
+        runs: BTreeMap::new(),
+        failed_workflows: Vec::new(),
+        fired_at: clock.wall,
+        budget: None,
+        pull_request: trigger_pull_request(pr_number, state),
+        known_flaky: Vec::new(),
+        trace: None,
+    }
 }
 
 fn trigger_run(r: &RunState) -> TriggerRun {
