@@ -18,6 +18,7 @@ pub mod group;
 pub mod jobs;
 pub mod merge;
 pub mod pull;
+pub mod reasons;
 pub mod routing;
 pub mod rules;
 pub mod streak;
@@ -28,9 +29,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, Limits, Provider, RejectCode, Rejection, Status};
-use crate::trigger::{
-    TRIGGER_SCHEMA, Trigger, TriggerPullRequest, TriggerRepository, TriggerRun, trigger_id,
-};
+use crate::trigger::{TRIGGER_SCHEMA, Trigger, TriggerPullRequest, TriggerRepository, TriggerRun};
 
 pub use budget::{BudgetKey, BudgetScope, BudgetState, OverBudget};
 pub use flaky::{FlakySkip, Flip, FlipKey, Flips};
@@ -38,6 +37,7 @@ pub use group::{Due, EpisodeState, GroupState};
 pub use jobs::{JobBook, JobKey, JobState};
 pub use merge::RunState;
 pub use pull::{AuthorBlock, PullAuthor, PullBlock, PullInfo, PullState, PullStatus};
+pub use reasons::Check;
 pub use rules::{Rule, RuleKind, RuleSet};
 pub use streak::{StreakKey, StreakRun, StreakState};
 
@@ -166,12 +166,7 @@ impl Engine {
                     && r.matches_repository(&repo.owner, &repo.name)
                     && r.matches_run(&event.run.workflow, event.branch.as_deref())
             })
-            .map(|r| StreakKey {
-                repository_id: repo.internal_id,
-                rule: r.name.clone(),
-                branch: event.branch.clone().unwrap_or_default(),
-                workflow: event.run.workflow.clone(),
-            })
+            .map(|r| r.streak_key(repo.internal_id, &RunState::from_event(event)))
             .collect()
     }
 
@@ -351,46 +346,13 @@ impl Engine {
         clock: Clock,
         timer_fired: bool,
     ) -> Option<Trigger> {
-        if !rule.matches_repository(&g.repo.owner, &g.repo.name) {
-            return None;
-        }
-        let relevant: Vec<(&String, &RunState)> = g
-            .state
-            .runs
-            .iter()
-            .filter(|(_, r)| rule.matches_run(&r.workflow, r.branch.as_deref()))
-            .collect();
-        let moved_past = rule.only_head_commit
-            && g.state
-                .pr_head
-                .as_deref()
-                .is_some_and(|head| head != g.commit_sha);
-        let pull_blocked =
-            g.pr_number.is_some() && rule.pull_block(g.state.pr_status.as_ref()).is_some();
-        let author_blocked = rule.author_block(g.state.pr_info.as_ref()).is_some();
-        // A run without a pull request whose commit belongs to one is judged in that pull
-        // request's group only.
-        let deferred = g.pr_number.is_none() && g.state.commit_in_pull;
-        let holds = !relevant.is_empty()
-            && !moved_past
-            && !pull_blocked
-            && !author_blocked
-            && !deferred
-            && (!rule.require_pr || g.pr_number.is_some())
-            && relevant.iter().all(|(_, r)| r.status == Status::Completed)
-            && relevant.iter().any(|(_, r)| rule.is_failure(r.conclusion));
-        let failed_workflows = {
-            let mut w: Vec<String> = relevant
-                .iter()
-                .filter(|(_, r)| rule.is_failure(r.conclusion))
-                .map(|(_, r)| r.workflow.clone())
-                .collect();
-            w.sort();
-            w.dedup();
-            w
-        };
-        let known_flaky = rule.known_flaky(
-            &failed_workflows,
+        let check = rule.check_group(
+            reasons::Subject {
+                repo: g.repo,
+                pr_number: g.pr_number,
+                commit_sha: g.commit_sha,
+                state: g.state,
+            },
             |w| {
                 ledger.flips.get(&FlipKey {
                     repository_id: g.repo.internal_id,
@@ -399,7 +361,15 @@ impl Engine {
             },
             clock.event,
         );
-        let holds = holds && rule.flaky_skip(&failed_workflows, &known_flaky).is_none();
+        let (holds, failed_workflows, known_flaky) = match check {
+            Check::Repository => return None,
+            Check::Holds {
+                failed_workflows,
+                known_flaky,
+            } => (true, failed_workflows, known_flaky),
+            _ => (false, Vec::new(), Vec::new()),
+        };
+        let relevant = rule.relevant_runs(&g.state.runs);
         let runs: BTreeMap<String, TriggerRun> = relevant
             .iter()
             .map(|(id, r)| ((*id).clone(), trigger_run(r)))
@@ -435,17 +405,7 @@ impl Engine {
             return None;
         }
         let episode = st.episode;
-        let pr = g
-            .pr_number
-            .map_or_else(|| "-".to_string(), |p| p.to_string());
-        let id = trigger_id(&[
-            rule.kind.as_str(),
-            &rule.name,
-            &g.repo.stable_key,
-            &pr,
-            g.commit_sha,
-            &episode.to_string(),
-        ]);
+        let id = rule.group_trigger_id(g.repo, g.pr_number, g.commit_sha, episode);
         // Over budget: decided, recorded, not published. A running cooldown still defers
         // first (the budget may have room when it ends); the cooldown is not spent.
         let over = rule
@@ -493,16 +453,12 @@ impl Engine {
         {
             return None;
         }
-        let key = StreakKey {
-            repository_id: g.repo.internal_id,
-            rule: rule.name.clone(),
-            branch: event.branch.clone().unwrap_or_default(),
-            workflow: event.run.workflow.clone(),
-        };
+        let run = RunState::from_event(event);
+        let key = rule.streak_key(g.repo.internal_id, &run);
         let threshold = rule.threshold as usize;
         let entry = StreakRun {
             run_id: event.run.id.clone(),
-            run: RunState::from_event(event),
+            run,
             commit_sha: event.commit_sha.clone(),
             pr_number: event.pr_number,
             failed: false,
@@ -512,7 +468,7 @@ impl Engine {
         if !streak.record(entry, failed, threshold) || !streak.should_fire(threshold) {
             return None;
         }
-        let streak_id = streak.streak_id();
+        let id = rule.streak_trigger_id(g.repo, &key, streak);
         let runs: BTreeMap<String, TriggerRun> = streak
             .failures()
             .map(|f| (f.run_id.clone(), trigger_run(&f.run)))
@@ -526,14 +482,6 @@ impl Engine {
         if suppressed {
             return None;
         }
-        let id = trigger_id(&[
-            rule.kind.as_str(),
-            &rule.name,
-            &g.repo.stable_key,
-            &key.branch,
-            &key.workflow,
-            &streak_id,
-        ]);
         Some(Trigger {
             branch: event.branch.clone(),
             workflow: Some(key.workflow.clone()),
