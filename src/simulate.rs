@@ -36,6 +36,19 @@ struct SimGroup {
     state: GroupState,
 }
 
+impl SimGroup {
+    /// The engine's view of the group `key`.
+    fn ctx<'a>(&'a mut self, key: &'a GroupKey) -> GroupCtx<'a> {
+        GroupCtx {
+            repo: &self.repo,
+            pr_number: key.1,
+            commit_sha: &key.2,
+            branch: &mut self.branch,
+            state: &mut self.state,
+        }
+    }
+}
+
 /// What a simulation saw.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Report {
@@ -127,13 +140,7 @@ impl Simulation {
             let group = group_entry(&mut self.groups, &key, &repo);
             show_pull(&mut group.state, pull.as_ref());
             group.state.commit_in_pull = route.commit_in_pull;
-            let mut ctx = GroupCtx {
-                repo: &group.repo,
-                pr_number: event.pr_number,
-                commit_sha: &event.commit_sha,
-                branch: &mut group.branch,
-                state: &mut group.state,
-            };
+            let mut ctx = group.ctx(&key);
             let fired = self
                 .engine
                 .apply(&mut ctx, &mut self.ledger, event, clock)
@@ -160,13 +167,7 @@ impl Simulation {
                     &mut group.state,
                     self.pulls.get(&(repo.internal_id, p.pr_number)),
                 );
-                let mut ctx = GroupCtx {
-                    repo: &group.repo,
-                    pr_number: Some(p.pr_number),
-                    commit_sha: &sha,
-                    branch: &mut group.branch,
-                    state: &mut group.state,
-                };
+                let mut ctx = group.ctx(&key);
                 out.extend(self.engine.reconsider(&mut ctx, &mut self.ledger, clock));
                 self.reindex(&key, old_due);
             }
@@ -183,13 +184,7 @@ impl Simulation {
                 .map(|g| g.state.clone())
                 .unwrap_or_default();
             let group = group_entry(&mut self.groups, &join.into, &repo);
-            let mut ctx = GroupCtx {
-                repo: &group.repo,
-                pr_number: Some(*n),
-                commit_sha: &sha,
-                branch: &mut group.branch,
-                state: &mut group.state,
-            };
+            let mut ctx = group.ctx(&join.into);
             self.engine.inherit_fired(&mut ctx, &pr_less);
             out.extend(self.absorb(&repo, &join.into, pr_less.runs.iter(), clock));
         }
@@ -221,13 +216,7 @@ impl Simulation {
         let pull = self.pull_of(key).cloned();
         let group = group_entry(&mut self.groups, key, repo);
         show_pull(&mut group.state, pull.as_ref());
-        let mut ctx = GroupCtx {
-            repo: &group.repo,
-            pr_number: key.1,
-            commit_sha: &key.2,
-            branch: &mut group.branch,
-            state: &mut group.state,
-        };
+        let mut ctx = group.ctx(key);
         let (fired, _) = self.engine.absorb(&mut ctx, &mut self.ledger, runs, clock);
         self.reindex(key, old_due);
         fired
@@ -273,13 +262,7 @@ impl Simulation {
             show_pull(&mut group.state, pull);
             group.state.commit_in_pull =
                 key.1.is_none() && self.associations.in_pull(key.0, &key.2);
-            let mut ctx = GroupCtx {
-                repo: &group.repo,
-                pr_number: key.1,
-                commit_sha: &key.2,
-                branch: &mut group.branch,
-                state: &mut group.state,
-            };
+            let mut ctx = group.ctx(&key);
             out.extend(
                 self.engine
                     .fire_due(&mut ctx, &mut self.ledger, Clock::event_time(at)),
