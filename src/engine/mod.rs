@@ -37,7 +37,7 @@ pub use group::{Due, EpisodeState, GroupState};
 pub use jobs::{JobBook, JobKey, JobState};
 pub use merge::RunState;
 pub use pull::{AuthorBlock, PullAuthor, PullBlock, PullInfo, PullState, PullStatus};
-pub use reasons::Check;
+pub use reasons::{Check, Judgment, Reason};
 pub use rules::{Rule, RuleKind, RuleSet};
 pub use streak::{StreakKey, StreakRun, StreakState};
 
@@ -311,6 +311,43 @@ impl Engine {
         out
     }
 
+    /// Why each group rule would or would not fire on the group as it stands (as
+    /// [`Engine::reconsider`] judges it, due timers firing), worked out on a copy: nothing
+    /// of `g` or `ledger` changes.
+    pub fn judge(&self, g: &GroupCtx<'_>, ledger: &Ledger, clock: Clock) -> Vec<Judgment> {
+        let mut state = g.state.clone();
+        let mut branch = g.branch.clone();
+        let mut ledger = ledger.clone();
+        let mut copy = GroupCtx {
+            repo: g.repo,
+            pr_number: g.pr_number,
+            commit_sha: g.commit_sha,
+            branch: &mut branch,
+            state: &mut state,
+        };
+        self.rules
+            .rules()
+            .iter()
+            .filter(|rule| rule.kind == RuleKind::AllCompletedWithFailure)
+            .map(|rule| {
+                let due = copy
+                    .state
+                    .rules
+                    .get(&rule.name)
+                    .and_then(|s| s.due)
+                    .is_some_and(|d| clock.is_due(&d));
+                if due && let Some(s) = copy.state.rules.get_mut(&rule.name) {
+                    s.due = None;
+                }
+                let (_, reason) = self.evaluate_group_why(rule, &mut copy, &mut ledger, clock, due);
+                Judgment {
+                    rule: rule.name.clone(),
+                    reason,
+                }
+            })
+            .collect()
+    }
+
     /// Records the run's flip in the ledger when the merge made one (or moved it to a later
     /// passing attempt). The flip is dated no later than the event clock (an event dated
     /// ahead of it cannot make a workflow flaky for longer than its window).
@@ -346,6 +383,20 @@ impl Engine {
         clock: Clock,
         timer_fired: bool,
     ) -> Option<Trigger> {
+        self.evaluate_group_why(rule, g, ledger, clock, timer_fired)
+            .0
+    }
+
+    /// `all_completed_with_failure` on one group: the trigger, if it fired, and why it did
+    /// or did not.
+    fn evaluate_group_why(
+        &self,
+        rule: &Rule,
+        g: &mut GroupCtx<'_>,
+        ledger: &mut Ledger,
+        clock: Clock,
+        timer_fired: bool,
+    ) -> (Option<Trigger>, Reason) {
         let check = rule.check_group(
             reasons::Subject {
                 repo: g.repo,
@@ -361,13 +412,13 @@ impl Engine {
             },
             clock.event,
         );
-        let (holds, failed_workflows, known_flaky) = match check {
-            Check::Repository => return None,
+        let (failed_workflows, known_flaky) = match &check {
+            Check::Repository => return (None, Reason::Unmet(check)),
             Check::Holds {
                 failed_workflows,
                 known_flaky,
-            } => (true, failed_workflows, known_flaky),
-            _ => (false, Vec::new(), Vec::new()),
+            } => (failed_workflows.clone(), known_flaky.clone()),
+            _ => (Vec::new(), Vec::new()),
         };
         let relevant = rule.relevant_runs(&g.state.runs);
         let runs: BTreeMap<String, TriggerRun> = relevant
@@ -388,21 +439,21 @@ impl Engine {
         }
         if st.fired {
             st.due = None;
-            return None;
+            return (None, Reason::AlreadyFired);
         }
-        if !holds {
+        if !check.holds() {
             st.due = None;
-            return None;
+            return (None, Reason::Unmet(check));
         }
         if !timer_fired && !rule.settle.is_zero() {
-            if st.due.is_none() {
-                st.due = Some(clock.due_after(to_chrono(rule.settle)));
-            }
-            return None;
+            let due = *st
+                .due
+                .get_or_insert_with(|| clock.due_after(to_chrono(rule.settle)));
+            return (None, Reason::Settling(due));
         }
-        if !timer_fired && st.due.is_some() {
+        if !timer_fired && let Some(due) = st.due {
             // Deferred by a cooldown: wait for its timer.
-            return None;
+            return (None, Reason::Cooldown(due));
         }
         let episode = st.episode;
         let id = rule.group_trigger_id(g.repo, g.pr_number, g.commit_sha, episode);
@@ -415,19 +466,19 @@ impl Engine {
         if let Some(over) = over {
             if let Some(due) = cooldown_pending(rule, g.repo, ledger, clock) {
                 st.due = Some(due);
-                return None;
+                return (None, Reason::Cooldown(due));
             }
             st.decide(relevant.iter().map(|(id, r)| (*id, r.attempt)));
-            st.over_budget = Some(over);
-            return None;
+            st.over_budget = Some(over.clone());
+            return (None, Reason::OverBudget(over));
         }
         if let Some(due) = cooldown_deferral(rule, g.repo, ledger, clock) {
             st.due = Some(due);
-            return None;
+            return (None, Reason::Cooldown(due));
         }
         st.decide(relevant.iter().map(|(id, r)| (*id, r.attempt)));
         let budget = budget::record(rule, g.repo, g.pr_number, ledger, clock.wall, id);
-        Some(Trigger {
+        let trigger = Trigger {
             branch: g.branch.clone(),
             episode,
             runs,
@@ -435,7 +486,8 @@ impl Engine {
             budget,
             known_flaky,
             ..new_trigger(rule, id, g.repo, g.pr_number, g.commit_sha, g.state, clock)
-        })
+        };
+        (Some(trigger), Reason::Fired(id))
     }
 
     /// `repeated_failure`: records a completed run in its streak and fires once per streak.

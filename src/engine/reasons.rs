@@ -1,8 +1,8 @@
-//! Why a rule holds or not on a group: the checks of `all_completed_with_failure`
-//! (docs/design.md "Rules"), each named, computed once. [`Engine::evaluate_group`] fires on
-//! [`Check::Holds`] only, and `explain` renders the same value; neither re-derives a check.
-//!
-//! [`Engine::evaluate_group`]: super::Engine
+//! Why a rule fires or not on a group. [`Check`]: the checks of
+//! `all_completed_with_failure` (docs/design.md "Rules"), each named, computed once; the
+//! engine fires on [`Check::Holds`] only, and `explain` renders the same value; neither
+//! re-derives a check. [`Reason`]: what one evaluation decided, the checks, a timer, a
+//! cooldown or a budget included ([`super::Engine::judge`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,8 +10,8 @@ use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
 use super::{
-    AuthorBlock, FlakySkip, Flips, GroupState, PullBlock, RepoRef, Rule, RunState, StreakKey,
-    StreakState,
+    AuthorBlock, Due, FlakySkip, Flips, GroupState, OverBudget, PullBlock, RepoRef, Rule, RunState,
+    StreakKey, StreakState,
 };
 use crate::event::Status;
 use crate::trigger::{KnownFlaky, trigger_id};
@@ -54,6 +54,30 @@ impl Check {
     pub fn holds(&self) -> bool {
         matches!(self, Check::Holds { .. })
     }
+}
+
+/// What one evaluation of an `all_completed_with_failure` rule decided, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// A check fails (the repository filter included).
+    Unmet(Check),
+    /// The rule fired (or decided over budget) in the current episode already.
+    AlreadyFired,
+    /// The checks hold; the settle timer judges again at `due`.
+    Settling(Due),
+    /// The checks hold during the repository's cooldown; judged again at `due`.
+    Cooldown(Due),
+    /// Decided, but over a trigger budget: recorded, not published.
+    OverBudget(OverBudget),
+    /// Fired: the trigger's id.
+    Fired(Uuid),
+}
+
+/// A rule's [`Reason`], by the rule's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Judgment {
+    pub rule: String,
+    pub reason: Reason,
 }
 
 /// The group a check reads.
@@ -210,7 +234,7 @@ impl Rule {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::engine::{PullState, PullStatus, RuleSet};
+    use crate::engine::{Ledger, PullState, PullStatus, RuleSet};
     use crate::event::{Conclusion, Provider};
 
     fn t(secs: i64) -> DateTime<Utc> {
@@ -388,5 +412,111 @@ mod tests {
             "{got:?}"
         );
         assert!(!got.holds());
+    }
+
+    fn judged(extra: &str, state: &GroupState, ledger: &Ledger, now: i64) -> Reason {
+        let text = format!(
+            "[[rules]]\nkind = \"all_completed_with_failure\"\nname = \"r\"\nworkflows = [\"ci\"]\n{extra}"
+        );
+        let rules = match RuleSet::from_toml(&text) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let engine = crate::engine::Engine::new(rules, crate::event::Limits::default());
+        let repo = repo();
+        let mut state = state.clone();
+        let mut branch = None;
+        let g = crate::engine::GroupCtx {
+            repo: &repo,
+            pr_number: Some(1),
+            commit_sha: "c",
+            branch: &mut branch,
+            state: &mut state,
+        };
+        let before = g.state.clone();
+        let mut judged = engine.judge(&g, ledger, crate::engine::Clock::event_time(t(now)));
+        assert_eq!(*g.state, before, "judge changes nothing");
+        assert_eq!(judged.len(), 1);
+        judged.remove(0).reason
+    }
+
+    #[test]
+    fn an_evaluation_says_why_it_fired_or_not() {
+        let failed = state(&[run("ci", Status::Completed, Some(Conclusion::Failure))]);
+        let none = Ledger::default();
+        let mut cooling = Ledger::default();
+        cooling.cooldowns.insert(
+            crate::engine::CooldownKey {
+                repository_id: 1,
+                rule: "r".into(),
+            },
+            t(15),
+        );
+        let mut fired = failed.clone();
+        fired.rules.insert(
+            "r".into(),
+            crate::engine::EpisodeState {
+                fired: true,
+                ..Default::default()
+            },
+        );
+        let pending = state(&[run("ci", Status::InProgress, None)]);
+        let id = rule("").group_trigger_id(&repo(), Some(1), "c", 0);
+        let cases: Vec<(&str, &str, &GroupState, &Ledger, Reason)> = vec![
+            ("fires", "", &failed, &none, Reason::Fired(id)),
+            ("fired before", "", &fired, &none, Reason::AlreadyFired),
+            (
+                "a check fails",
+                "",
+                &pending,
+                &none,
+                Reason::Unmet(Check::Pending),
+            ),
+            (
+                "settle",
+                "settle = \"10s\"",
+                &failed,
+                &none,
+                Reason::Settling(Due {
+                    event: t(30),
+                    wall: t(30),
+                }),
+            ),
+            (
+                "cooldown",
+                "cooldown = \"60s\"",
+                &failed,
+                &cooling,
+                Reason::Cooldown(Due {
+                    event: t(75),
+                    wall: t(75),
+                }),
+            ),
+        ];
+        for (what, extra, state, ledger, want) in cases {
+            assert_eq!(judged(extra, state, ledger, 20), want, "{what}");
+        }
+        // A budget of one, spent by another commit of the pull request.
+        let budget = "max_triggers_per_pull_request = 1";
+        let rules = match RuleSet::from_toml(&format!(
+            "[[rules]]\nkind = \"all_completed_with_failure\"\nname = \"r\"\n{budget}"
+        )) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let engine = crate::engine::Engine::new(rules, crate::event::Limits::default());
+        let (repo, mut spent, mut branch, mut other) =
+            (repo(), Ledger::default(), None, failed.clone());
+        let mut g = crate::engine::GroupCtx {
+            repo: &repo,
+            pr_number: Some(1),
+            commit_sha: "b",
+            branch: &mut branch,
+            state: &mut other,
+        };
+        let fired = engine.reconsider(&mut g, &mut spent, crate::engine::Clock::event_time(t(20)));
+        assert_eq!(fired.len(), 1);
+        let over = judged(budget, &failed, &spent, 20);
+        assert!(matches!(over, Reason::OverBudget(_)), "{over:?}");
     }
 }
