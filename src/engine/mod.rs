@@ -295,16 +295,7 @@ impl Engine {
     ) -> Vec<Trigger> {
         let mut out = Vec::new();
         for rule in self.rules.rules() {
-            let due = g
-                .state
-                .rules
-                .get(&rule.name)
-                .and_then(|s| s.due)
-                .is_some_and(|d| clock.is_due(&d));
-            if due {
-                if let Some(s) = g.state.rules.get_mut(&rule.name) {
-                    s.due = None;
-                }
+            if take_due(rule, g.state, clock) {
                 out.extend(self.evaluate_group(rule, g, ledger, clock, true));
             }
         }
@@ -330,15 +321,7 @@ impl Engine {
             .iter()
             .filter(|rule| rule.kind == RuleKind::AllCompletedWithFailure)
             .map(|rule| {
-                let due = copy
-                    .state
-                    .rules
-                    .get(&rule.name)
-                    .and_then(|s| s.due)
-                    .is_some_and(|d| clock.is_due(&d));
-                if due && let Some(s) = copy.state.rules.get_mut(&rule.name) {
-                    s.due = None;
-                }
+                let due = take_due(rule, copy.state, clock);
                 let (_, reason) = self.evaluate_group_why(rule, &mut copy, &mut ledger, clock, due);
                 Judgment {
                     rule: rule.name.clone(),
@@ -549,6 +532,18 @@ impl Engine {
                 clock,
             )
         })
+    }
+}
+
+/// Whether the rule's timer in the group is due at `clock`; a due timer is cleared (the
+/// caller judges the rule as its timer firing).
+fn take_due(rule: &Rule, state: &mut GroupState, clock: Clock) -> bool {
+    match state.rules.get_mut(&rule.name) {
+        Some(s) if s.due.is_some_and(|d| clock.is_due(&d)) => {
+            s.due = None;
+            true
+        }
+        _ => false,
     }
 }
 
