@@ -2,9 +2,9 @@
 //! groups exist, read from the database only.
 //!
 //! - [`verdict`] is pure: from a group's stored state, the rules, the outbox rows, the
-//!   streaks and the cooldowns, one verdict per rule with its reason in words. It reads the
-//!   engine's state types and mirrors the engine's checks in the engine's order; it changes
-//!   nothing.
+//!   streaks and the cooldowns, one verdict per rule with its reason in words. It renders
+//!   the engine's state and the engine's own checks ([`crate::engine::Check`]); it holds
+//!   no rule and changes nothing.
 //! - [`text`] renders an explanation for a person; `--json` serializes the same value.
 //! - [`query`] loads what the verdicts need in one `REPEATABLE READ READ ONLY` transaction
 //!   (plain SELECTs, no row lock: the worker is never held up), with the rights of the

@@ -19,20 +19,34 @@ use std::io::{BufRead, Write};
 use chrono::{DateTime, Utc};
 
 use crate::engine::jobs::merge_book;
+use crate::engine::routing::{Arrival, Associations, Carries, Pull, show_pull};
 use crate::engine::{
-    Clock, Engine, GroupCtx, GroupState, JobBook, JobState, Ledger, PullInfo, PullStatus, RepoRef,
+    Clock, Engine, GroupCtx, GroupState, JobBook, JobState, Ledger, PullInfo, RepoRef, RunState,
 };
 use crate::event::Limits;
 use crate::pull_request::{Input, decode_input};
 use crate::repository::MemoryRegistry;
 use crate::trigger::Trigger;
 
-type GroupKey = (i64, Option<u64>, String);
+use crate::engine::routing::GroupKey;
 
 struct SimGroup {
     repo: RepoRef,
     branch: Option<String>,
     state: GroupState,
+}
+
+impl SimGroup {
+    /// The engine's view of the group `key`.
+    fn ctx<'a>(&'a mut self, key: &'a GroupKey) -> GroupCtx<'a> {
+        GroupCtx {
+            repo: &self.repo,
+            pr_number: key.1,
+            commit_sha: &key.2,
+            branch: &mut self.branch,
+            state: &mut self.state,
+        }
+    }
 }
 
 /// What a simulation saw.
@@ -55,13 +69,9 @@ pub struct Simulation {
     /// Pending timers by event-time due.
     timers: BTreeSet<(DateTime<Utc>, GroupKey)>,
     /// The pull requests each (repository, commit) is known to belong to.
-    commit_pulls: HashMap<(i64, String), BTreeSet<u64>>,
-    /// Each pull request's head: (repository, pull request) → (updated_at, commit).
-    heads: HashMap<(i64, u64), (DateTime<Utc>, String)>,
-    /// Each pull request's state, the newest reported.
-    statuses: HashMap<(i64, u64), PullStatus>,
-    /// Each pull request's title, author, branches and url, the newest reported.
-    infos: HashMap<(i64, u64), PullInfo>,
+    associations: Associations,
+    /// Each pull request's head, state and info, the newest reported.
+    pulls: HashMap<(i64, u64), Pull>,
     /// The jobs seen, merged (`runwatch.workflow_job.v1`).
     jobs: JobBook,
 }
@@ -76,10 +86,8 @@ impl Simulation {
             ledger: Ledger::default(),
             clock: None,
             timers: BTreeSet::new(),
-            commit_pulls: HashMap::new(),
-            heads: HashMap::new(),
-            statuses: HashMap::new(),
-            infos: HashMap::new(),
+            associations: Associations::default(),
+            pulls: HashMap::new(),
             jobs: JobBook::new(),
         }
     }
@@ -117,195 +125,109 @@ impl Simulation {
             return Ok((out, true));
         }
         let sha = input.commit_sha().to_string();
-        if let Input::PullRequest(p) = &input {
-            self.learn_head(repo.internal_id, p.pr_number, p.updated_at, &sha);
-            let k = (repo.internal_id, p.pr_number);
-            let status = p.status().filter(|s| s.supersedes(self.statuses.get(&k)));
-            let info = p.info().filter(|i| i.supersedes(self.infos.get(&k)));
-            let changed = status.is_some() || info.is_some();
-            if let Some(st) = status {
-                self.statuses.insert(k, st);
-            }
-            if let Some(i) = info {
-                self.infos.insert(k, i);
-            }
-            if changed {
-                // Closed, merged, reopened, ready for review, its author known: the head
-                // commit's group is judged again (as the worker does).
-                let key: GroupKey = (repo.internal_id, Some(p.pr_number), sha.clone());
-                if self.groups.contains_key(&key) {
-                    let old_due = self
-                        .groups
-                        .get(&key)
-                        .and_then(|g| g.state.next_due())
-                        .map(|d| d.event);
-                    let (head, status, info) = self.pull_of(repo.internal_id, Some(p.pr_number));
-                    let group = group_entry(&mut self.groups, &key, &repo);
-                    group.state.pr_head = head;
-                    group.state.pr_status = status;
-                    group.state.pr_info = info;
-                    let mut ctx = GroupCtx {
-                        repo: &group.repo,
-                        pr_number: Some(p.pr_number),
-                        commit_sha: &sha,
-                        branch: &mut group.branch,
-                        state: &mut group.state,
-                    };
-                    out.extend(self.engine.reconsider(&mut ctx, &mut self.ledger, clock));
-                    self.reindex(&key, old_due);
-                }
-            }
-        }
-        if let Input::Run(event) = &input {
-            let key: GroupKey = (repo.internal_id, event.pr_number, sha.clone());
-            let old_due = self
-                .groups
-                .get(&key)
-                .and_then(|g| g.state.next_due())
-                .map(|d| d.event);
-            let (head, status, info) = self.pull_of(repo.internal_id, event.pr_number);
-            let in_pull = event.pr_number.is_none() && self.in_pull(repo.internal_id, &sha);
+        let route = self.associations.route(Arrival {
+            repository_id: repo.internal_id,
+            commit_sha: &sha,
+            carries: match &input {
+                Input::Run(e) => Carries::Run(e.pr_number),
+                Input::PullRequest(p) => Carries::PullRequest(p.pr_number),
+                Input::Job(_) => Carries::Job,
+            },
+        });
+        if let (Input::Run(event), Some(key)) = (&input, route.own) {
+            let old_due = self.due_of(&key);
+            let pull = self.pull_of(&key).cloned();
             let group = group_entry(&mut self.groups, &key, &repo);
-            group.state.pr_head = head;
-            group.state.pr_status = status;
-            group.state.pr_info = info;
-            group.state.commit_in_pull = in_pull;
-            let mut ctx = GroupCtx {
-                repo: &group.repo,
-                pr_number: event.pr_number,
-                commit_sha: &event.commit_sha,
-                branch: &mut group.branch,
-                state: &mut group.state,
-            };
+            show_pull(&mut group.state, pull.as_ref());
+            group.state.commit_in_pull = route.commit_in_pull;
+            let mut ctx = group.ctx(&key);
             let fired = self
                 .engine
                 .apply(&mut ctx, &mut self.ledger, event, clock)
                 .map_err(|r| r.to_string())?;
             out.extend(fired);
             self.reindex(&key, old_due);
-            if event.pr_number.is_none() {
-                // Also in every pull request the commit is known to belong to.
-                let run = (
-                    event.run.id.clone(),
-                    crate::engine::RunState::from_event(event),
+            let run = (event.run.id.clone(), RunState::from_event(event));
+            for target in &route.also {
+                out.extend(self.absorb(&repo, target, std::iter::once((&run.0, &run.1)), clock));
+            }
+        }
+        if let (Input::PullRequest(p), Some(key)) = (&input, route.pull) {
+            let learnt = self
+                .pulls
+                .entry((repo.internal_id, p.pr_number))
+                .or_default()
+                .learn((p.updated_at, sha.clone()), p.status(), p.info());
+            // Closed, merged, reopened, ready for review, its author known: the head
+            // commit's group is judged again (as the worker does).
+            if learnt.rejudge() && self.groups.contains_key(&key) {
+                let old_due = self.due_of(&key);
+                let group = group_entry(&mut self.groups, &key, &repo);
+                show_pull(
+                    &mut group.state,
+                    self.pulls.get(&(repo.internal_id, p.pr_number)),
                 );
-                let prs: Vec<u64> = self
-                    .commit_pulls
-                    .get(&(repo.internal_id, sha.clone()))
-                    .map(|s| s.iter().copied().collect())
-                    .unwrap_or_default();
-                for n in prs {
-                    out.extend(self.absorb(
-                        &repo,
-                        n,
-                        &sha,
-                        std::iter::once((&run.0, &run.1)),
-                        clock,
-                    ));
-                }
-                return Ok((out, false));
+                let mut ctx = group.ctx(&key);
+                out.extend(self.engine.reconsider(&mut ctx, &mut self.ledger, clock));
+                self.reindex(&key, old_due);
             }
         }
         // A pull request carried by the input: learn the association; the first time, the
         // runs the commit had without a pull request join the pull request's group.
-        if let Some(n) = input.pr_number()
-            && self
-                .commit_pulls
-                .entry((repo.internal_id, sha.clone()))
-                .or_default()
-                .insert(n)
+        if let Some(join) = route.join
+            && let (r, Some(n), _) = &join.into
+            && self.associations.learn(*r, &sha, *n)
         {
             let pr_less: GroupState = self
                 .groups
-                .get(&(repo.internal_id, None, sha.clone()))
+                .get(&join.from)
                 .map(|g| g.state.clone())
                 .unwrap_or_default();
-            let key: GroupKey = (repo.internal_id, Some(n), sha.clone());
-            let group = group_entry(&mut self.groups, &key, &repo);
-            let mut ctx = GroupCtx {
-                repo: &group.repo,
-                pr_number: Some(n),
-                commit_sha: &sha,
-                branch: &mut group.branch,
-                state: &mut group.state,
-            };
+            let group = group_entry(&mut self.groups, &join.into, &repo);
+            let mut ctx = group.ctx(&join.into);
             self.engine.inherit_fired(&mut ctx, &pr_less);
-            out.extend(self.absorb(&repo, n, &sha, pr_less.runs.iter(), clock));
+            out.extend(self.absorb(&repo, &join.into, pr_less.runs.iter(), clock));
         }
         Ok((out, false))
     }
 
-    /// Merges runs into the group of pull request `n` of the commit.
+    /// The group's next due time, if it has one.
+    fn due_of(&self, key: &GroupKey) -> Option<DateTime<Utc>> {
+        self.groups
+            .get(key)
+            .and_then(|g| g.state.next_due())
+            .map(|d| d.event)
+    }
+
+    /// The pull request of a group, as far as it is known.
+    fn pull_of(&self, key: &GroupKey) -> Option<&Pull> {
+        key.1.and_then(|n| self.pulls.get(&(key.0, n)))
+    }
+
+    /// Merges runs into a pull request's group of the commit.
     fn absorb<'r>(
         &mut self,
         repo: &RepoRef,
-        n: u64,
-        sha: &str,
-        runs: impl IntoIterator<Item = (&'r String, &'r crate::engine::RunState)>,
+        key: &GroupKey,
+        runs: impl IntoIterator<Item = (&'r String, &'r RunState)>,
         clock: Clock,
     ) -> Vec<Trigger> {
-        let key: GroupKey = (repo.internal_id, Some(n), sha.to_string());
-        let old_due = self
-            .groups
-            .get(&key)
-            .and_then(|g| g.state.next_due())
-            .map(|d| d.event);
-        let (head, status, info) = self.pull_of(repo.internal_id, Some(n));
-        let group = group_entry(&mut self.groups, &key, repo);
-        group.state.pr_head = head;
-        group.state.pr_status = status;
-        group.state.pr_info = info;
-        let mut ctx = GroupCtx {
-            repo: &group.repo,
-            pr_number: Some(n),
-            commit_sha: sha,
-            branch: &mut group.branch,
-            state: &mut group.state,
-        };
+        let old_due = self.due_of(key);
+        let pull = self.pull_of(key).cloned();
+        let group = group_entry(&mut self.groups, key, repo);
+        show_pull(&mut group.state, pull.as_ref());
+        let mut ctx = group.ctx(key);
         let (fired, _) = self.engine.absorb(&mut ctx, &mut self.ledger, runs, clock);
-        self.reindex(&key, old_due);
+        self.reindex(key, old_due);
         fired
-    }
-
-    /// Records a pull request's head if it is the latest seen (by `updated_at`, then commit).
-    fn learn_head(&mut self, repo: i64, n: u64, at: DateTime<Utc>, sha: &str) {
-        let candidate = (at, sha.to_string());
-        let e = self
-            .heads
-            .entry((repo, n))
-            .or_insert_with(|| candidate.clone());
-        if candidate > *e {
-            *e = candidate;
-        }
-    }
-
-    /// Whether the commit is known to belong to a pull request.
-    fn in_pull(&self, repo: i64, sha: &str) -> bool {
-        self.commit_pulls
-            .get(&(repo, sha.to_string()))
-            .is_some_and(|s| !s.is_empty())
-    }
-
-    /// The head, the state and the info of a pull request, as the engine reads them.
-    fn pull_of(
-        &self,
-        repo: i64,
-        pr: Option<u64>,
-    ) -> (Option<String>, Option<PullStatus>, Option<PullInfo>) {
-        let head = pr
-            .and_then(|n| self.heads.get(&(repo, n)))
-            .map(|(_, sha)| sha.clone());
-        (
-            head,
-            pr.and_then(|n| self.statuses.get(&(repo, n)).copied()),
-            pr.and_then(|n| self.infos.get(&(repo, n)).cloned()),
-        )
     }
 
     /// What the simulation knows of a pull request (title, author, branches, url): what
     /// the property tests compare with the worker's.
     pub fn pull_info(&self, repository_internal_id: i64, pr: u64) -> Option<PullInfo> {
-        self.infos.get(&(repository_internal_id, pr)).cloned()
+        self.pulls
+            .get(&(repository_internal_id, pr))
+            .and_then(|p| p.info.clone())
     }
 
     /// Every group's runs, by (repository internal id, pull request, commit): what the
@@ -336,24 +258,11 @@ impl Simulation {
                 continue;
             };
             let at = self.clock.map_or(due, |c| c.max(due));
-            group.state.pr_head = key
-                .1
-                .and_then(|n| self.heads.get(&(key.0, n)))
-                .map(|(_, sha)| sha.clone());
-            group.state.pr_status = key.1.and_then(|n| self.statuses.get(&(key.0, n)).copied());
-            group.state.pr_info = key.1.and_then(|n| self.infos.get(&(key.0, n)).cloned());
-            group.state.commit_in_pull = key.1.is_none()
-                && self
-                    .commit_pulls
-                    .get(&(key.0, key.2.clone()))
-                    .is_some_and(|s| !s.is_empty());
-            let mut ctx = GroupCtx {
-                repo: &group.repo,
-                pr_number: key.1,
-                commit_sha: &key.2,
-                branch: &mut group.branch,
-                state: &mut group.state,
-            };
+            let pull = key.1.and_then(|n| self.pulls.get(&(key.0, n)));
+            show_pull(&mut group.state, pull);
+            group.state.commit_in_pull =
+                key.1.is_none() && self.associations.in_pull(key.0, &key.2);
+            let mut ctx = group.ctx(&key);
             out.extend(
                 self.engine
                     .fire_due(&mut ctx, &mut self.ledger, Clock::event_time(at)),

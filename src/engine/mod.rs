@@ -18,6 +18,8 @@ pub mod group;
 pub mod jobs;
 pub mod merge;
 pub mod pull;
+pub mod reasons;
+pub mod routing;
 pub mod rules;
 mod stored_run;
 pub mod streak;
@@ -28,9 +30,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, Limits, Provider, RejectCode, Rejection, Status};
-use crate::trigger::{
-    TRIGGER_SCHEMA, Trigger, TriggerPullRequest, TriggerRepository, TriggerRun, trigger_id,
-};
+use crate::trigger::{TRIGGER_SCHEMA, Trigger, TriggerPullRequest, TriggerRepository, TriggerRun};
 
 pub use budget::{BudgetKey, BudgetScope, BudgetState, OverBudget};
 pub use flaky::{FlakySkip, Flip, FlipKey, Flips};
@@ -38,6 +38,7 @@ pub use group::{Due, EpisodeState, GroupState};
 pub use jobs::{JobBook, JobKey, JobState};
 pub use merge::RunState;
 pub use pull::{AuthorBlock, PullAuthor, PullBlock, PullInfo, PullState, PullStatus};
+pub use reasons::{Check, Judgment, Reason};
 pub use rules::{Rule, RuleKind, RuleSet};
 pub use streak::{StreakKey, StreakRun, StreakState};
 
@@ -166,12 +167,7 @@ impl Engine {
                     && r.matches_repository(&repo.owner, &repo.name)
                     && r.matches_run(&event.run.workflow, event.branch.as_deref())
             })
-            .map(|r| StreakKey {
-                repository_id: repo.internal_id,
-                rule: r.name.clone(),
-                branch: event.branch.clone().unwrap_or_default(),
-                workflow: event.run.workflow.clone(),
-            })
+            .map(|r| r.streak_key(repo.internal_id, &RunState::from_event(event)))
             .collect()
     }
 
@@ -300,20 +296,40 @@ impl Engine {
     ) -> Vec<Trigger> {
         let mut out = Vec::new();
         for rule in self.rules.rules() {
-            let due = g
-                .state
-                .rules
-                .get(&rule.name)
-                .and_then(|s| s.due)
-                .is_some_and(|d| clock.is_due(&d));
-            if due {
-                if let Some(s) = g.state.rules.get_mut(&rule.name) {
-                    s.due = None;
-                }
+            if take_due(rule, g.state, clock) {
                 out.extend(self.evaluate_group(rule, g, ledger, clock, true));
             }
         }
         out
+    }
+
+    /// Why each group rule would or would not fire on the group as it stands (as
+    /// [`Engine::reconsider`] judges it, due timers firing), worked out on a copy: nothing
+    /// of `g` or `ledger` changes.
+    pub fn judge(&self, g: &GroupCtx<'_>, ledger: &Ledger, clock: Clock) -> Vec<Judgment> {
+        let mut state = g.state.clone();
+        let mut branch = g.branch.clone();
+        let mut ledger = ledger.clone();
+        let mut copy = GroupCtx {
+            repo: g.repo,
+            pr_number: g.pr_number,
+            commit_sha: g.commit_sha,
+            branch: &mut branch,
+            state: &mut state,
+        };
+        self.rules
+            .rules()
+            .iter()
+            .filter(|rule| rule.kind == RuleKind::AllCompletedWithFailure)
+            .map(|rule| {
+                let due = take_due(rule, copy.state, clock);
+                let (_, reason) = self.evaluate_group_why(rule, &mut copy, &mut ledger, clock, due);
+                Judgment {
+                    rule: rule.name.clone(),
+                    reason,
+                }
+            })
+            .collect()
     }
 
     /// Records the run's flip in the ledger when the merge made one (or moved it to a later
@@ -343,8 +359,8 @@ impl Engine {
     }
 
     /// `all_completed_with_failure` on one group. A rule whose bookkeeping is left at its
-    /// default (not fired, no timer) keeps no entry in the group's state: every reader
-    /// takes a missing entry as the default, and the state stays as small as it is stored.
+    /// default keeps no entry in the group's state: every reader takes a missing entry as
+    /// the default, and the state stays as small as it is stored.
     fn evaluate_group(
         &self,
         rule: &Rule,
@@ -353,7 +369,22 @@ impl Engine {
         clock: Clock,
         timer_fired: bool,
     ) -> Option<Trigger> {
-        let trigger = self.judge_group(rule, g, ledger, clock, timer_fired);
+        self.evaluate_group_why(rule, g, ledger, clock, timer_fired)
+            .0
+    }
+
+    /// `all_completed_with_failure` on one group: the trigger, if it fired, and why it did
+    /// or did not. A rule whose bookkeeping is left at its default (not fired, no timer)
+    /// keeps no entry in the group's state.
+    fn evaluate_group_why(
+        &self,
+        rule: &Rule,
+        g: &mut GroupCtx<'_>,
+        ledger: &mut Ledger,
+        clock: Clock,
+        timer_fired: bool,
+    ) -> (Option<Trigger>, Reason) {
+        let judged = self.judge_group(rule, g, ledger, clock, timer_fired);
         if g.state
             .rules
             .get(&rule.name)
@@ -361,10 +392,10 @@ impl Engine {
         {
             g.state.rules.remove(&rule.name);
         }
-        trigger
+        judged
     }
 
-    /// `all_completed_with_failure` on one group: the rule's judgment.
+    /// The rule's judgment of one group, with its reason.
     fn judge_group(
         &self,
         rule: &Rule,
@@ -372,47 +403,14 @@ impl Engine {
         ledger: &mut Ledger,
         clock: Clock,
         timer_fired: bool,
-    ) -> Option<Trigger> {
-        if !rule.matches_repository(&g.repo.owner, &g.repo.name) {
-            return None;
-        }
-        let relevant: Vec<(&String, &RunState)> = g
-            .state
-            .runs
-            .iter()
-            .filter(|(_, r)| rule.matches_run(&r.workflow, r.branch.as_deref()))
-            .collect();
-        let moved_past = rule.only_head_commit
-            && g.state
-                .pr_head
-                .as_deref()
-                .is_some_and(|head| head != g.commit_sha);
-        let pull_blocked =
-            g.pr_number.is_some() && rule.pull_block(g.state.pr_status.as_ref()).is_some();
-        let author_blocked = rule.author_block(g.state.pr_info.as_ref()).is_some();
-        // A run without a pull request whose commit belongs to one is judged in that pull
-        // request's group only.
-        let deferred = g.pr_number.is_none() && g.state.commit_in_pull;
-        let holds = !relevant.is_empty()
-            && !moved_past
-            && !pull_blocked
-            && !author_blocked
-            && !deferred
-            && (!rule.require_pr || g.pr_number.is_some())
-            && relevant.iter().all(|(_, r)| r.status == Status::Completed)
-            && relevant.iter().any(|(_, r)| rule.is_failure(r.conclusion));
-        let failed_workflows = {
-            let mut w: Vec<String> = relevant
-                .iter()
-                .filter(|(_, r)| rule.is_failure(r.conclusion))
-                .map(|(_, r)| r.workflow.clone())
-                .collect();
-            w.sort();
-            w.dedup();
-            w
-        };
-        let known_flaky = rule.known_flaky(
-            &failed_workflows,
+    ) -> (Option<Trigger>, Reason) {
+        let check = rule.check_group(
+            reasons::Subject {
+                repo: g.repo,
+                pr_number: g.pr_number,
+                commit_sha: g.commit_sha,
+                state: g.state,
+            },
             |w| {
                 ledger.flips.get(&FlipKey {
                     repository_id: g.repo.internal_id,
@@ -421,7 +419,15 @@ impl Engine {
             },
             clock.event,
         );
-        let holds = holds && rule.flaky_skip(&failed_workflows, &known_flaky).is_none();
+        let (failed_workflows, known_flaky) = match &check {
+            Check::Repository => return (None, Reason::Unmet(check)),
+            Check::Holds {
+                failed_workflows,
+                known_flaky,
+            } => (failed_workflows.clone(), known_flaky.clone()),
+            _ => (Vec::new(), Vec::new()),
+        };
+        let relevant = rule.relevant_runs(&g.state.runs);
         let runs: BTreeMap<String, TriggerRun> = relevant
             .iter()
             .map(|(id, r)| ((*id).clone(), trigger_run(r)))
@@ -440,34 +446,24 @@ impl Engine {
         }
         if st.fired {
             st.due = None;
-            return None;
+            return (None, Reason::AlreadyFired);
         }
-        if !holds {
+        if !check.holds() {
             st.due = None;
-            return None;
+            return (None, Reason::Unmet(check));
         }
         if !timer_fired && !rule.settle.is_zero() {
-            if st.due.is_none() {
-                st.due = Some(clock.due_after(to_chrono(rule.settle)));
-            }
-            return None;
+            let due = *st
+                .due
+                .get_or_insert_with(|| clock.due_after(to_chrono(rule.settle)));
+            return (None, Reason::Settling(due));
         }
-        if !timer_fired && st.due.is_some() {
+        if !timer_fired && let Some(due) = st.due {
             // Deferred by a cooldown: wait for its timer.
-            return None;
+            return (None, Reason::Cooldown(due));
         }
         let episode = st.episode;
-        let pr = g
-            .pr_number
-            .map_or_else(|| "-".to_string(), |p| p.to_string());
-        let id = trigger_id(&[
-            rule.kind.as_str(),
-            &rule.name,
-            &g.repo.stable_key,
-            &pr,
-            g.commit_sha,
-            &episode.to_string(),
-        ]);
+        let id = rule.group_trigger_id(g.repo, g.pr_number, g.commit_sha, episode);
         // Over budget: decided, recorded, not published. A running cooldown still defers
         // first (the budget may have room when it ends); the cooldown is not spent.
         let over = rule
@@ -477,38 +473,28 @@ impl Engine {
         if let Some(over) = over {
             if let Some(due) = cooldown_pending(rule, g.repo, ledger, clock) {
                 st.due = Some(due);
-                return None;
+                return (None, Reason::Cooldown(due));
             }
             st.decide(relevant.iter().map(|(id, r)| (*id, r.attempt)));
-            st.over_budget = Some(over);
-            return None;
+            st.over_budget = Some(over.clone());
+            return (None, Reason::OverBudget(over));
         }
         if let Some(due) = cooldown_deferral(rule, g.repo, ledger, clock) {
             st.due = Some(due);
-            return None;
+            return (None, Reason::Cooldown(due));
         }
         st.decide(relevant.iter().map(|(id, r)| (*id, r.attempt)));
         let budget = budget::record(rule, g.repo, g.pr_number, ledger, clock.wall, id);
-        Some(Trigger {
-            schema: TRIGGER_SCHEMA.to_string(),
-            trigger_id: id,
-            rule: rule.kind.as_str().to_string(),
-            rule_name: rule.name.clone(),
-            provider: g.repo.provider,
-            repository: trigger_repository(g.repo),
-            pr_number: g.pr_number,
-            commit_sha: g.commit_sha.to_string(),
+        let trigger = Trigger {
             branch: g.branch.clone(),
-            workflow: None,
             episode,
             runs,
             failed_workflows,
-            fired_at: clock.wall,
             budget,
-            pull_request: trigger_pull_request(g.pr_number, g.state),
             known_flaky,
-            trace: None,
-        })
+            ..new_trigger(rule, id, g.repo, g.pr_number, g.commit_sha, g.state, clock)
+        };
+        (Some(trigger), Reason::Fired(id))
     }
 
     /// `repeated_failure`: records a completed run in its streak and fires once per streak.
@@ -526,16 +512,12 @@ impl Engine {
         {
             return None;
         }
-        let key = StreakKey {
-            repository_id: g.repo.internal_id,
-            rule: rule.name.clone(),
-            branch: event.branch.clone().unwrap_or_default(),
-            workflow: event.run.workflow.clone(),
-        };
+        let run = RunState::from_event(event);
+        let key = rule.streak_key(g.repo.internal_id, &run);
         let threshold = rule.threshold as usize;
         let entry = StreakRun {
             run_id: event.run.id.clone(),
-            run: RunState::from_event(event),
+            run,
             commit_sha: event.commit_sha.clone(),
             pr_number: event.pr_number,
             failed: false,
@@ -545,7 +527,7 @@ impl Engine {
         if !streak.record(entry, failed, threshold) || !streak.should_fire(threshold) {
             return None;
         }
-        let streak_id = streak.streak_id();
+        let id = rule.streak_trigger_id(g.repo, &key, streak);
         let runs: BTreeMap<String, TriggerRun> = streak
             .failures()
             .map(|f| (f.run_id.clone(), trigger_run(&f.run)))
@@ -559,34 +541,33 @@ impl Engine {
         if suppressed {
             return None;
         }
-        let id = trigger_id(&[
-            rule.kind.as_str(),
-            &rule.name,
-            &g.repo.stable_key,
-            &key.branch,
-            &key.workflow,
-            &streak_id,
-        ]);
         Some(Trigger {
-            schema: TRIGGER_SCHEMA.to_string(),
-            trigger_id: id,
-            rule: rule.kind.as_str().to_string(),
-            rule_name: rule.name.clone(),
-            provider: g.repo.provider,
-            repository: trigger_repository(g.repo),
-            pr_number: event.pr_number,
-            commit_sha: event.commit_sha.clone(),
             branch: event.branch.clone(),
             workflow: Some(key.workflow.clone()),
-            episode: 0,
             runs,
             failed_workflows: vec![key.workflow],
-            fired_at: clock.wall,
-            budget: None,
-            pull_request: trigger_pull_request(event.pr_number, g.state),
-            known_flaky: Vec::new(),
-            trace: None,
+            ..new_trigger(
+                rule,
+                id,
+                g.repo,
+                event.pr_number,
+                &event.commit_sha,
+                g.state,
+                clock,
+            )
         })
+    }
+}
+
+/// Whether the rule's timer in the group is due at `clock`; a due timer is cleared (the
+/// caller judges the rule as its timer firing).
+fn take_due(rule: &Rule, state: &mut GroupState, clock: Clock) -> bool {
+    match state.rules.get_mut(&rule.name) {
+        Some(s) if s.due.is_some_and(|d| clock.is_due(&d)) => {
+            s.due = None;
+            true
+        }
+        _ => false,
     }
 }
 
@@ -652,6 +633,40 @@ fn plus(t: DateTime<Utc>, d: chrono::Duration) -> DateTime<Utc> {
 
 fn to_chrono(d: std::time::Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
+}
+
+/// A trigger of `rule` for a commit (of a pull request or none), fired at `clock.wall`:
+/// what every trigger carries; the caller sets its runs, branch, workflow, episode,
+/// budget and known flaky workflows.
+fn new_trigger(
+    rule: &Rule,
+    id: uuid::Uuid,
+    repo: &RepoRef,
+    pr_number: Option<u64>,
+    commit_sha: &str,
+    state: &GroupState,
+    clock: Clock,
+) -> Trigger {
+    Trigger {
+        schema: TRIGGER_SCHEMA.to_string(),
+        trigger_id: id,
+        rule: rule.kind.as_str().to_string(),
+        rule_name: rule.name.clone(),
+        provider: repo.provider,
+        repository: trigger_repository(repo),
+        pr_number,
+        commit_sha: commit_sha.to_string(),
+        branch: None,
+        workflow: None,
+        episode: 0,
+        runs: BTreeMap::new(),
+        failed_workflows: Vec::new(),
+        fired_at: clock.wall,
+        budget: None,
+        pull_request: trigger_pull_request(pr_number, state),
+        known_flaky: Vec::new(),
+        trace: None,
+    }
 }
 
 fn trigger_run(r: &RunState) -> TriggerRun {

@@ -152,6 +152,13 @@ impl StreakState {
             .map_or_else(|| "start".to_string(), StreakPos::id)
     }
 
+    /// Whether the window is a full run of failures that has already fired (or was
+    /// suppressed by a cooldown).
+    pub fn has_fired(&self, threshold: u32) -> bool {
+        let t = threshold as usize;
+        self.window.len() >= t && self.window.iter().all(|r| r.failed) && !self.should_fire(t)
+    }
+
     pub fn mark_fired(&mut self) {
         self.fired_through = self.window.last().map(StreakRun::pos);
     }

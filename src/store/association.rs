@@ -15,11 +15,9 @@ use sqlx::types::Json;
 use sqlx::{Postgres, Row, Transaction};
 
 use super::StoreError;
+pub(super) use crate::engine::routing::Commit;
+use crate::engine::routing::{Associations, Pull};
 use crate::engine::{GroupState, PullAuthor, PullInfo, PullState, PullStatus};
-use crate::pull_request::PullRequestLink;
-
-/// A (repository id, commit) pair.
-pub(super) type Commit = (i64, String);
 
 /// The advisory lock key of a commit: 32 bits of SHA-256 of the repository id and the commit.
 /// Two commits sharing a key are merely serialized.
@@ -37,7 +35,7 @@ fn lock_key(c: &Commit) -> i32 {
 pub(super) async fn lock_commits_load_pulls(
     tx: &mut Transaction<'static, Postgres>,
     commits: &BTreeSet<Commit>,
-) -> Result<HashMap<Commit, BTreeSet<u64>>, StoreError> {
+) -> Result<Associations, StoreError> {
     let keys: BTreeSet<i32> = commits.iter().map(lock_key).collect();
     let keys: Vec<i32> = keys.into_iter().collect();
     let (r, s): (Vec<i64>, Vec<String>) = commits.iter().cloned().unzip();
@@ -55,7 +53,7 @@ pub(super) async fn lock_commits_load_pulls(
             .or_default()
             .insert(pr);
     }
-    Ok(out)
+    Ok(out.into())
 }
 
 /// Records associations learnt by the batch.
@@ -121,95 +119,49 @@ pub(super) async fn load_pr_less_runs(
     Ok(out)
 }
 
-/// A pull request's head: (when reported, commit). The latest by this order wins.
-pub(super) type Head = (DateTime<Utc>, String);
-
-/// What runwatch knows of a pull request: its head, its state and what it is (title,
-/// author, branches, url), each the newest by its own order.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub(super) struct Pull {
-    pub(super) head: Option<Head>,
-    pub(super) status: Option<PullStatus>,
-    pub(super) info: Option<PullInfo>,
-}
-
-/// What [`Pull::learn`] changed.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(super) struct Learnt {
-    pub(super) head: bool,
-    pub(super) status: bool,
-    pub(super) info: bool,
-}
-
-impl Pull {
-    /// Reads the head and state columns of a `pull_heads` row (or of
-    /// `runwatch_lock_groups_pulls`); `None` when the row has none.
-    pub(super) fn from_row(row: &sqlx::postgres::PgRow) -> Result<Option<Pull>, StoreError> {
-        let sha: Option<String> = row.try_get("head_sha")?;
-        let at: Option<DateTime<Utc>> = row.try_get("head_at")?;
-        let state: Option<String> = row.try_get("pr_state")?;
-        let draft: Option<bool> = row.try_get("pr_draft")?;
-        let state_at: Option<DateTime<Utc>> = row.try_get("state_at")?;
-        let status = match (state.as_deref().and_then(PullState::parse), state_at) {
-            (Some(state), Some(at)) => Some(PullStatus {
-                state,
-                draft: draft.unwrap_or(false),
+/// Reads the head and state columns of a `pull_heads` row (or of
+/// `runwatch_lock_groups_pulls`); `None` when the row has none.
+pub(super) fn pull_from_row(row: &sqlx::postgres::PgRow) -> Result<Option<Pull>, StoreError> {
+    let sha: Option<String> = row.try_get("head_sha")?;
+    let at: Option<DateTime<Utc>> = row.try_get("head_at")?;
+    let state: Option<String> = row.try_get("pr_state")?;
+    let draft: Option<bool> = row.try_get("pr_draft")?;
+    let state_at: Option<DateTime<Utc>> = row.try_get("state_at")?;
+    let status = match (state.as_deref().and_then(PullState::parse), state_at) {
+        (Some(state), Some(at)) => Some(PullStatus {
+            state,
+            draft: draft.unwrap_or(false),
+            at,
+        }),
+        _ => None,
+    };
+    let head = at.zip(sha);
+    let info_at: Option<DateTime<Utc>> = row.try_get("info_at")?;
+    let info = match info_at {
+        Some(at) => {
+            let login: Option<String> = row.try_get("pr_author")?;
+            let bot: Option<bool> = row.try_get("pr_author_bot")?;
+            Some(PullInfo {
+                title: row.try_get("pr_title")?,
+                author: login.map(|login| PullAuthor {
+                    login,
+                    bot: bot.unwrap_or(false),
+                }),
+                head_branch: row.try_get("pr_head_branch")?,
+                base_branch: row.try_get("pr_base_branch")?,
+                url: row.try_get("pr_url")?,
                 at,
-            }),
-            _ => None,
-        };
-        let head = at.zip(sha);
-        let info_at: Option<DateTime<Utc>> = row.try_get("info_at")?;
-        let info = match info_at {
-            Some(at) => {
-                let login: Option<String> = row.try_get("pr_author")?;
-                let bot: Option<bool> = row.try_get("pr_author_bot")?;
-                Some(PullInfo {
-                    title: row.try_get("pr_title")?,
-                    author: login.map(|login| PullAuthor {
-                        login,
-                        bot: bot.unwrap_or(false),
-                    }),
-                    head_branch: row.try_get("pr_head_branch")?,
-                    base_branch: row.try_get("pr_base_branch")?,
-                    url: row.try_get("pr_url")?,
-                    at,
-                })
-            }
-            None => None,
-        };
-        Ok(
-            (head.is_some() || status.is_some() || info.is_some()).then_some(Pull {
-                head,
-                status,
-                info,
-            }),
-        )
-    }
-
-    /// Takes what `link` says where it is newer; returns what changed.
-    pub(super) fn learn(&mut self, link: &PullRequestLink) -> Learnt {
-        let head = (link.updated_at, link.commit_sha.clone());
-        let new_head = newer_head(self.head.as_ref(), &head);
-        if new_head {
-            self.head = Some(head);
+            })
         }
-        let status = link.status().filter(|s| s.supersedes(self.status.as_ref()));
-        let new_status = status.is_some();
-        if status.is_some() {
-            self.status = status;
-        }
-        let info = link.info().filter(|i| i.supersedes(self.info.as_ref()));
-        let new_info = info.is_some();
-        if info.is_some() {
-            self.info = info;
-        }
-        Learnt {
-            head: new_head,
-            status: new_status,
-            info: new_info,
-        }
-    }
+        None => None,
+    };
+    Ok(
+        (head.is_some() || status.is_some() || info.is_some()).then_some(Pull {
+            head,
+            status,
+            info,
+        }),
+    )
 }
 
 /// Which of the commits are known to belong to a pull request (the timer sweep: a group
@@ -266,7 +218,7 @@ pub(super) async fn load_heads(
     for row in rows {
         let pr: i64 = row.try_get("pr_number")?;
         let Ok(pr) = u64::try_from(pr) else { continue };
-        if let Some(pull) = Pull::from_row(&row)? {
+        if let Some(pull) = pull_from_row(&row)? {
             out.insert((row.try_get("repository_id")?, pr), pull);
         }
     }
@@ -371,10 +323,4 @@ pub(super) async fn write_heads(
     .execute(&mut **tx)
     .await?;
     Ok(())
-}
-
-/// Whether `candidate` replaces `current` as a pull request's head (the same order as
-/// [`write_heads`]: later `updated_at`, then the larger commit as bytes).
-pub(super) fn newer_head(current: Option<&Head>, candidate: &Head) -> bool {
-    current.is_none_or(|c| (candidate.0, candidate.1.as_bytes()) > (c.0, c.1.as_bytes()))
 }
