@@ -53,6 +53,7 @@ ANCHOR_ENV = RUNWATCH_STREAMS__EVENTS=RUNWATCH_TEST_ANCHOR_EVENTS \
 TEST_FEATURES ?= --features fault-injection
 
 test: services deny
+	python3 scripts/import-cycles.py --known scripts/import-cycles.known src
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets $(TEST_FEATURES) -- -D warnings
 	$(CARGO) build --all-targets $(TEST_FEATURES)
