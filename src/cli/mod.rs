@@ -157,6 +157,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Migrate => Config::load_without_nats_secrets(cli.config.as_deref())?,
         _ => Config::load(cli.config.as_deref())?,
     };
+    // `[[deliver.targets]]` as far as it can be checked without reading deliver's files
+    // and variables (which `runwatch deliver` reads): the same check for every command.
+    crate::deliver::target::check(&config.deliver.targets)?;
     let metrics = match cli.command.logging() {
         Logging::Service => {
             telemetry::init_tracing(&config.log)?;

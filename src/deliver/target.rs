@@ -119,6 +119,12 @@ fn invalid(key: String, message: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Checks every target's keys without reading a file or a variable: what every command
+/// runs on the loaded configuration (`cli::dispatch`), so a bad target stops a worker too.
+pub fn check(targets: &[TargetConfig]) -> Result<(), ConfigError> {
+    build(targets, false).map(|_| ())
+}
+
 /// Checks and builds every target. Without `read_files` (every command's configuration
 /// check), files and variables are not read: `secret`, a file's template and a file's URL
 /// are left unset or a placeholder.
