@@ -45,11 +45,11 @@ pub use target::Target;
 
 use crate::bus::{Bus, BusError, DeadLetter, DeliveryDeadLetter, REDRIVE_TOKEN};
 use crate::config::{Config, ConfigError};
+use crate::service::{Endpoints, ServiceError, Supervisor, TaskResult};
 use crate::startup;
 use crate::trace_context::TraceContext;
 use crate::trace_export;
 use crate::trigger::Trigger;
-use crate::worker::{Endpoints, Supervisor, TaskResult, WorkerError};
 use opentelemetry::KeyValue;
 use opentelemetry::trace::SpanKind;
 
@@ -70,7 +70,7 @@ pub enum DeliverError {
     Bus(#[from] BusError),
     /// Start-up, the HTTP listener, a task that ended: as for the worker.
     #[error(transparent)]
-    Process(#[from] WorkerError),
+    Process(#[from] ServiceError),
     #[error("no delivery target: configure [[deliver.targets]] or give --url")]
     NoTargets,
 }
@@ -134,7 +134,7 @@ pub async fn run(
         clients.push(t.client()?);
     }
     let bus = tokio::select! {
-        opened = startup::open_bus(&config) => opened.map_err(WorkerError::from)?,
+        opened = startup::open_bus(&config) => opened.map_err(ServiceError::from)?,
         _ = shutdown.cancelled() => {
             info!("shutdown requested before runwatch deliver was ready");
             return Ok(());
@@ -179,9 +179,9 @@ pub async fn run(
         }
     };
     tasks
-        .shut_down(ended, timeout, server, cleanup, "runwatch deliver")
+        .shut_down(ended, timeout, Some(server), cleanup, "runwatch deliver")
         .await
-        .map_err(|e| WorkerError::from(e).into())
+        .map_err(|e| ServiceError::from(e).into())
 }
 
 /// Creates or updates the target's durable consumer.

@@ -28,6 +28,7 @@ mod traced;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
 
 use axum::Router;
 use axum::body::Bytes;
@@ -35,7 +36,7 @@ use axum::error_handling::HandleErrorLayer;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::post;
 use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
@@ -43,6 +44,8 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::{Bus, BusError};
 use crate::config::{Config, ConfigError};
 use crate::event::{Event, Limits, Rejection, decode};
+use crate::service::endpoints::{self, Readiness};
+use crate::service::{Supervisor, TaskEnded};
 
 pub use config::{CheckGranularity, Credentials, GithubOptions, IngestConfig, Secret};
 
@@ -157,6 +160,9 @@ pub enum IngestError {
         "no webhook secret configured: set ingest.github_secrets / gitlab_tokens / buildkite_tokens / circleci_secrets (or their *_file keys)"
     )]
     NoCredentials,
+    /// The server (its only task) ended by itself.
+    #[error(transparent)]
+    TaskEnded(#[from] TaskEnded),
     /// The listener could not be bound or served.
     #[error("ingest listener on {addr}: {source}")]
     Http {
@@ -204,7 +210,6 @@ struct AppState {
     credentials: Arc<Credentials>,
     github: Arc<GithubOptions>,
     limits: Limits,
-    metrics: Option<PrometheusHandle>,
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
@@ -549,33 +554,10 @@ pub fn encode_link(
     Ok(bytes)
 }
 
-async fn healthz() -> &'static str {
-    "ok\n"
-}
-
-async fn readyz(State(s): State<AppState>) -> Response {
-    if s.bus.is_connected() {
-        (StatusCode::OK, "ready\n").into_response()
-    } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not ready: nats: not connected\n",
-        )
-            .into_response()
-    }
-}
-
-async fn metrics_endpoint(State(s): State<AppState>) -> Response {
-    match &s.metrics {
-        Some(h) => (StatusCode::OK, crate::telemetry::render(h)).into_response(),
-        None => (StatusCode::NOT_FOUND, "metrics are not enabled\n").into_response(),
-    }
-}
-
 /// The ingest routes: `/webhooks/{github,gitlab,buildkite,circleci}` behind the bounds on
 /// requests in flight and on bytes buffered ([`server`]), and `/healthz`, `/readyz`,
 /// `/metrics` outside them (probes keep answering while webhooks are shed).
-fn router(state: AppState, ingest: &IngestConfig) -> Router {
+fn router(state: AppState, ingest: &IngestConfig, endpoints: Router<AppState>) -> Router {
     let in_flight = tower::ServiceBuilder::new()
         .layer(HandleErrorLayer::new(server::shed))
         .layer(tower::load_shed::LoadShedLayer::new())
@@ -595,12 +577,7 @@ fn router(state: AppState, ingest: &IngestConfig) -> Router {
             server::bounded_body,
         ))
         .route_layer(in_flight);
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_endpoint))
-        .merge(webhooks)
-        .with_state(state)
+    endpoints.merge(webhooks).with_state(state)
 }
 
 /// Binds `config.ingest.listen` and serves until `shutdown` (in-flight requests finish).
@@ -610,6 +587,24 @@ pub async fn serve(
     config: &Config,
     bus: Bus,
     metrics: Option<PrometheusHandle>,
+    shutdown: CancellationToken,
+) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), IngestError> {
+    serve_with(
+        config,
+        bus,
+        metrics,
+        Arc::new(AtomicBool::new(false)),
+        shutdown,
+    )
+    .await
+}
+
+/// [`serve`] with readiness's flag: `/readyz` answers 503 once `not_ready` is set.
+async fn serve_with(
+    config: &Config,
+    bus: Bus,
+    metrics: Option<PrometheusHandle>,
+    not_ready: Arc<AtomicBool>,
     shutdown: CancellationToken,
 ) -> Result<(SocketAddr, tokio::task::JoinHandle<()>), IngestError> {
     let credentials = config.ingest.credentials()?;
@@ -628,12 +623,16 @@ pub async fn serve(
     if credentials.circleci.is_empty() {
         tracing::info!("no CircleCI secret configured: /webhooks/circleci answers 401");
     }
+    let ready = Readiness {
+        store: None,
+        nats: bus.client().clone(),
+        shutting_down: not_ready,
+    };
     let state = AppState {
         bus,
         credentials: Arc::new(credentials),
         github: Arc::new(config.ingest.github.clone()),
         limits: config.limits,
-        metrics,
     };
     let addr = config.ingest.listen;
     let listener = tokio::net::TcpListener::bind(addr)
@@ -642,7 +641,7 @@ pub async fn serve(
     let bound = listener
         .local_addr()
         .map_err(|source| IngestError::Http { addr, source })?;
-    let app = router(state, &config.ingest);
+    let app = router(state, &config.ingest, endpoints::routes(ready, metrics));
     let ingest = config.ingest.clone();
     let shutdown_timeout = config.shutdown.timeout;
     let handle = tokio::spawn(async move {
@@ -651,8 +650,10 @@ pub async fn serve(
     Ok((bound, handle))
 }
 
-/// `runwatch ingest`: connects NATS, creates the streams if missing, serves until
-/// `shutdown`, then drains the connection.
+/// `runwatch ingest`: connects NATS, creates the streams if missing, and serves as a
+/// supervised task (`http`) until `shutdown`, or until the server ends by itself (a failure:
+/// logged, readiness off, an error). Then, within `shutdown.timeout`: stop accepting, let
+/// the requests in flight finish, drain the NATS connection.
 pub async fn run(
     config: Config,
     metrics: Option<PrometheusHandle>,
@@ -660,13 +661,44 @@ pub async fn run(
 ) -> Result<(), IngestError> {
     let bus = Bus::connect(&config).await?;
     bus.ensure_streams().await?;
-    let (bound, handle) = serve(&config, bus.clone(), metrics, shutdown).await?;
+    let not_ready = Arc::new(AtomicBool::new(false));
+    let stop = CancellationToken::new();
+    let (bound, server) = serve_with(
+        &config,
+        bus.clone(),
+        metrics,
+        not_ready.clone(),
+        stop.clone(),
+    )
+    .await?;
     tracing::info!(listen = %bound, events = %config.streams.events, "runwatch ingest started");
-    let _ = handle.await;
-    if let Err(e) = bus.drain().await {
-        tracing::warn!(error = %e, "draining the NATS connection failed");
-    }
-    tracing::info!("runwatch ingest stopped");
+    let mut tasks = Supervisor::new(stop.clone(), not_ready);
+    let stopped = stop.clone();
+    tasks.spawn("http", async move {
+        server
+            .await
+            .map_err(|e| format!("the HTTP server failed: {e}"))?;
+        if stopped.is_cancelled() {
+            Ok(())
+        } else {
+            Err("the HTTP server stopped".into())
+        }
+    });
+    let ended = tasks.watch(&shutdown).await;
+    let cleanup = async {
+        if let Err(e) = bus.drain().await {
+            tracing::warn!(error = %e, "draining the NATS connection failed");
+        }
+    };
+    tasks
+        .shut_down(
+            ended,
+            config.shutdown.timeout,
+            None,
+            cleanup,
+            "runwatch ingest",
+        )
+        .await?;
     Ok(())
 }
 

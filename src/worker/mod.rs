@@ -18,11 +18,10 @@ mod hold;
 pub mod lanes;
 mod purge;
 mod relay;
-mod supervisor;
 mod timers;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 
 use chrono::{DateTime, Utc};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -31,64 +30,11 @@ use tracing::{info, warn};
 
 use crate::bus::Bus;
 use crate::config::Config;
-use crate::http::{self, Readiness};
-use crate::startup::{self, StartupError};
+use crate::service::{Endpoints, Supervisor};
+use crate::startup;
 use crate::store::Store;
 
-pub use supervisor::{HttpServer, Supervisor, TaskEnded, TaskResult};
-
-#[derive(Debug, thiserror::Error)]
-pub enum WorkerError {
-    #[error(transparent)]
-    Startup(#[from] StartupError),
-    #[error("http listener on {addr}: {source}")]
-    Http {
-        addr: std::net::SocketAddr,
-        source: std::io::Error,
-    },
-    #[error(transparent)]
-    TaskEnded(#[from] TaskEnded),
-}
-
-/// The HTTP endpoints of a supervised process (the worker, `runwatch deliver`), serving.
-pub struct Endpoints {
-    /// The address bound (`http.listen`; port 0 picks one).
-    pub bound: std::net::SocketAddr,
-    /// The server, until `stop`.
-    pub server: tokio::task::JoinHandle<()>,
-    pub stop: CancellationToken,
-    /// Readiness's flag: set when the process shuts down.
-    pub not_ready: Arc<AtomicBool>,
-}
-
-impl Endpoints {
-    /// Serves `/healthz`, `/readyz` (NATS, and `store` when given) and `/metrics` on
-    /// `http.listen`.
-    pub async fn serve(
-        config: &Config,
-        store: Option<Store>,
-        nats: &async_nats::Client,
-        metrics: Option<PrometheusHandle>,
-    ) -> Result<Endpoints, WorkerError> {
-        let not_ready = Arc::new(AtomicBool::new(false));
-        let stop = CancellationToken::new();
-        let ready = Readiness {
-            store,
-            nats: nats.clone(),
-            shutting_down: not_ready.clone(),
-        };
-        let addr = config.http.listen;
-        let (bound, server) = http::serve(addr, ready, metrics, stop.clone())
-            .await
-            .map_err(|source| WorkerError::Http { addr, source })?;
-        Ok(Endpoints {
-            bound,
-            server,
-            stop,
-            not_ready,
-        })
-    }
-}
+pub use crate::service::{HttpServer, ServiceError as WorkerError, TaskEnded, TaskResult};
 
 /// Test-only faults, switched on by environment variables the binary reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -209,6 +155,6 @@ pub async fn run(
         ctx.store.pool().close().await;
     };
     Ok(tasks
-        .shut_down(ended, timeout, server, cleanup, "runwatch worker")
+        .shut_down(ended, timeout, Some(server), cleanup, "runwatch worker")
         .await?)
 }

@@ -5,7 +5,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::Ctx;
-use super::supervisor::TaskResult;
+use crate::service::TaskResult;
 
 pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
     let p = &ctx.config.purge;

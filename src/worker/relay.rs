@@ -7,8 +7,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::Ctx;
-use super::supervisor::TaskResult;
 use crate::delivery;
+use crate::service::TaskResult;
 use crate::store::Op;
 use crate::store::StoreError;
 use crate::trigger::Trigger;

@@ -7,8 +7,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::Ctx;
-use super::supervisor::TaskResult;
 use crate::delivery;
+use crate::service::TaskResult;
 use crate::store::Op;
 
 pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {

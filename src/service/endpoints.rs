@@ -1,6 +1,8 @@
-//! The HTTP endpoints of the worker and of `runwatch deliver`: `/healthz` (the process
-//! answers), `/readyz` (NATS and, for the worker, the database answer, and the process is
-//! not shutting down) and `/metrics` (Prometheus).
+//! The HTTP endpoints of every service (the worker, `runwatch deliver`, `runwatch ingest`):
+//! `/healthz` (the process answers), `/readyz` (NATS and, for the worker, the database
+//! answer, and the process is not shutting down) and `/metrics` (Prometheus). The worker and
+//! deliver serve them on `http.listen` ([`Endpoints`]); ingest merges [`routes`] into its
+//! webhook server on `ingest.listen`.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -15,6 +17,8 @@ use axum::routing::get;
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio_util::sync::CancellationToken;
 
+use super::error::ServiceError;
+use crate::config::Config;
 use crate::store::Store;
 
 /// What `/readyz` looks at.
@@ -82,6 +86,18 @@ async fn metrics_endpoint(State(s): State<AppState>) -> impl IntoResponse {
     }
 }
 
+/// `/healthz`, `/readyz` and `/metrics`, for any router to merge.
+pub fn routes<S: Clone + Send + Sync + 'static>(
+    ready: Readiness,
+    metrics: Option<PrometheusHandle>,
+) -> Router<S> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics_endpoint))
+        .with_state(AppState { ready, metrics })
+}
+
 /// Binds `addr` and serves until `shutdown`. Returns the bound address (port 0 picks one).
 pub async fn serve(
     addr: SocketAddr,
@@ -89,11 +105,7 @@ pub async fn serve(
     metrics: Option<PrometheusHandle>,
     shutdown: CancellationToken,
 ) -> std::io::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
-    let app = Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics_endpoint))
-        .with_state(AppState { ready, metrics });
+    let app: Router = routes(ready, metrics);
     let listener = tokio::net::TcpListener::bind(addr).await?;
     let bound = listener.local_addr()?;
     let handle = tokio::spawn(async move {
@@ -105,4 +117,44 @@ pub async fn serve(
         }
     });
     Ok((bound, handle))
+}
+
+/// The HTTP endpoints of a supervised process (the worker, `runwatch deliver`), serving.
+pub struct Endpoints {
+    /// The address bound (`http.listen`; port 0 picks one).
+    pub bound: SocketAddr,
+    /// The server, until `stop`.
+    pub server: tokio::task::JoinHandle<()>,
+    pub stop: CancellationToken,
+    /// Readiness's flag: set when the process shuts down.
+    pub not_ready: Arc<AtomicBool>,
+}
+
+impl Endpoints {
+    /// Serves `/healthz`, `/readyz` (NATS, and `store` when given) and `/metrics` on
+    /// `http.listen`.
+    pub async fn serve(
+        config: &Config,
+        store: Option<Store>,
+        nats: &async_nats::Client,
+        metrics: Option<PrometheusHandle>,
+    ) -> Result<Endpoints, ServiceError> {
+        let not_ready = Arc::new(AtomicBool::new(false));
+        let stop = CancellationToken::new();
+        let ready = Readiness {
+            store,
+            nats: nats.clone(),
+            shutting_down: not_ready.clone(),
+        };
+        let addr = config.http.listen;
+        let (bound, server) = serve(addr, ready, metrics, stop.clone())
+            .await
+            .map_err(|source| ServiceError::Http { addr, source })?;
+        Ok(Endpoints {
+            bound,
+            server,
+            stop,
+            not_ready,
+        })
+    }
 }

@@ -145,12 +145,14 @@ impl Supervisor {
 impl Supervisor {
     /// After [`Supervisor::watch`]: waits for the tasks (see [`Supervisor::drain`]), runs
     /// `cleanup` (flush, drain NATS, close pools), all within `timeout`, then closes the
-    /// HTTP server; `ended` (the task that failed, if any) is the result.
+    /// HTTP server watched by [`Supervisor::watch_http`], if any (a server that is a task
+    /// of its own, as ingest's is, stops with the tasks); `ended` (the task that failed, if
+    /// any) is the result.
     pub async fn shut_down(
         self,
         ended: Option<TaskEnded>,
         timeout: Duration,
-        server: HttpServer,
+        server: Option<HttpServer>,
         cleanup: impl Future<Output = ()>,
         what: &str,
     ) -> Result<(), TaskEnded> {
@@ -164,7 +166,9 @@ impl Supervisor {
                 "shutdown timed out; unacked messages will be redelivered"
             );
         }
-        server.close(ended.is_some(), timeout).await;
+        if let Some(server) = server {
+            server.close(ended.is_some(), timeout).await;
+        }
         match ended {
             None => {
                 info!("{what} stopped");
