@@ -22,8 +22,11 @@ use crate::config::{
     Config, ConfigError, ConsumerConfig, NatsAuth, NatsConfig, RetryConfig, StreamsConfig,
     redact_url,
 };
+use backoff::backoff;
 
+pub mod backoff;
 mod dead;
+pub mod disposition;
 mod publish;
 mod pull;
 mod read;
@@ -33,6 +36,7 @@ mod time;
 pub use dead::{
     DeadLetter, DeadMessage, DeliveryDeadLetter, REDRIVE_TOKEN, headers as dead_headers,
 };
+pub use disposition::{Letter, ack, dead_letter_else_nak, msg_info};
 pub use publish::PubAckInfo;
 pub use pull::Puller;
 pub use read::{EventMessage, EventsFrom, StreamState};
@@ -418,16 +422,6 @@ fn secure(
         options = options.require_tls(true);
     }
     Ok(options)
-}
-
-/// The exponential, jittered backoff of `retry` (without a limit on attempts).
-pub(crate) fn backoff(retry: &RetryConfig) -> backon::ExponentialBuilder {
-    backon::ExponentialBuilder::default()
-        .with_min_delay(retry.min_delay)
-        .with_max_delay(retry.max_delay)
-        .with_factor(retry.factor)
-        .with_jitter()
-        .without_max_times()
 }
 
 fn log_event(event: &async_nats::Event, closed: &watch::Sender<bool>) {

@@ -204,7 +204,7 @@ impl Puller {
         let retry = self.bus.retry_config();
         let delays = self
             .delays
-            .get_or_insert_with(|| super::backoff(retry).build());
+            .get_or_insert_with(|| super::backoff::backoff(retry).build());
         let delay = delays.next().unwrap_or(retry.max_delay);
         self.retry_at = Some(Instant::now() + delay);
         delay

@@ -43,6 +43,8 @@ pub use config::{DeliverConfig, StartFrom, TargetConfig};
 pub use request::Outcome;
 pub use target::Target;
 
+use crate::bus::backoff::{backoff, exponential, nth_delay};
+use crate::bus::disposition::{Letter, ack, dead_letter_else_nak, msg_info};
 use crate::bus::{Bus, BusError, DeadLetter, DeliveryDeadLetter, REDRIVE_TOKEN};
 use crate::config::{Config, ConfigError};
 use crate::service::{Endpoints, ServiceError, Supervisor, TaskResult};
@@ -98,15 +100,7 @@ impl Delays {
         if let Some(asked) = retry_after {
             return asked.min(self.retry_after_max);
         }
-        backon::ExponentialBuilder::default()
-            .with_min_delay(self.min)
-            .with_max_delay(self.max)
-            .with_factor(2.0)
-            .with_jitter()
-            .without_max_times()
-            .build()
-            .nth(attempt.saturating_sub(1).min(64) as usize)
-            .unwrap_or(self.max)
+        nth_delay(exponential(self.min, self.max, 2.0), attempt, self.max)
     }
 }
 
@@ -214,7 +208,7 @@ async fn run_target(ctx: Arc<TargetCtx>, stop: CancellationToken) -> TaskResult 
     let name = ctx.target.name.clone();
     let permits = Arc::new(Semaphore::new(ctx.target.concurrency));
     let mut inflight: JoinSet<()> = JoinSet::new();
-    let mut delays = crate::bus::backoff(ctx.bus.retry_config()).build();
+    let mut delays = backoff(ctx.bus.retry_config()).build();
     let mut consumer = None;
     'pull: loop {
         while let Some(joined) = inflight.try_join_next() {
@@ -281,7 +275,7 @@ async fn run_target(ctx: Arc<TargetCtx>, stop: CancellationToken) -> TaskResult 
                     break;
                 }
                 Some(Ok(msg)) => {
-                    delays = crate::bus::backoff(ctx.bus.retry_config()).build();
+                    delays = backoff(ctx.bus.retry_config()).build();
                     let p = match permit.take() {
                         Some(p) => p,
                         None => match permits.clone().acquire_owned().await {
@@ -332,13 +326,6 @@ fn redrive_target<'a>(prefix: &str, subject: &'a str) -> Option<&'a str> {
         .strip_prefix('.')?
         .strip_prefix(REDRIVE_TOKEN)?
         .strip_prefix('.')
-}
-
-/// (stream sequence, delivery count) of a message.
-fn msg_info(msg: &Message) -> (u64, u64) {
-    msg.info()
-        .map(|i| (i.stream_sequence, i.delivered.max(1) as u64))
-        .unwrap_or((0, 1))
 }
 
 /// One trigger to one target: filter, body, request, then ack, nak or dead letter.
@@ -495,7 +482,7 @@ struct Failure<'a> {
 /// backoff delay) when the dead letter cannot be published, so nothing is dropped.
 async fn dead_letter(ctx: &TargetCtx, msg: &Message, trigger_id: &str, f: &Failure<'_>) {
     let (seq, attempt) = msg_info(msg);
-    let letter = DeliveryDeadLetter {
+    let letter = Letter::Delivery(DeliveryDeadLetter {
         letter: DeadLetter {
             reason: f.reason,
             detail: f.detail,
@@ -508,25 +495,15 @@ async fn dead_letter(ctx: &TargetCtx, msg: &Message, trigger_id: &str, f: &Failu
         status: f.status,
         response: f.response,
         trigger_id,
-    };
-    match ctx.bus.dead_letter_delivery(&letter).await {
+    });
+    let retry_in = ctx.delays.after(attempt, None);
+    match dead_letter_else_nak(&ctx.bus, msg, &letter, retry_in).await {
         Ok(()) => {
             warn!(reason = f.reason, detail = f.detail, status = ?f.status, "trigger dead-lettered for this target");
-            metrics::counter!("runwatch_dead_letters_total", "reason" => f.reason.to_string())
-                .increment(1);
-            ack(msg, AckKind::Term).await;
         }
         Err(e) => {
             warn!(error = %e, "dead-lettering failed; the trigger will be redelivered");
-            ack(msg, AckKind::Nak(Some(ctx.delays.after(attempt, None)))).await;
         }
-    }
-}
-
-async fn ack(msg: &Message, kind: AckKind) {
-    if let Err(e) = msg.ack_with(kind).await {
-        // JetStream redelivers after ack_wait: at least once.
-        debug!(error = %e, "ack failed");
     }
 }
 

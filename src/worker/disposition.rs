@@ -1,23 +1,20 @@
 //! What becomes of an input message: acked once its decision is committed, naked with an
 //! exponential, jittered delay when it may succeed later, or published to the dead-letter
-//! stream with its reason and then terminated. The only code that acknowledges messages.
+//! stream with its reason and then terminated. The only code of the worker that
+//! acknowledges messages (through `bus::disposition`, which deliver uses too).
 
 use std::time::Duration;
 
 use async_nats::jetstream::AckKind;
 use async_nats::jetstream::Message;
-use backon::{BackoffBuilder, ExponentialBuilder};
 use tracing::{debug, warn};
 
+use crate::bus::backoff::{backoff, nth_delay};
+use crate::bus::disposition::{Letter, ack, dead_letter_else_nak};
 use crate::bus::{Bus, DeadLetter};
 use crate::config::Config;
 
-/// (stream sequence, delivery count) of a message.
-pub fn msg_info(msg: &Message) -> (u64, u64) {
-    msg.info()
-        .map(|i| (i.stream_sequence, i.delivered.max(1) as u64))
-        .unwrap_or((0, 1))
-}
+pub use crate::bus::disposition::msg_info;
 
 /// The decision is committed: acknowledge the input.
 pub async fn applied(msg: &Message) {
@@ -43,25 +40,21 @@ pub async fn retry_later(bus: &Bus, config: &Config, msg: &Message, reason: &str
 /// dead letter cannot be published the input is naked, never dropped.
 pub async fn dead_letter(bus: &Bus, config: &Config, msg: &Message, reason: &str, detail: &str) {
     let (seq, delivered) = msg_info(msg);
-    let letter = DeadLetter {
+    let letter = Letter::Input(DeadLetter {
         reason,
         detail,
         original_subject: msg.subject.as_str(),
         stream_seq: seq,
         deliveries: delivered,
         payload: &msg.payload,
-    };
-    match bus.dead_letter(&letter).await {
+    });
+    match dead_letter_else_nak(bus, msg, &letter, nak_delay(config, delivered)).await {
         Ok(()) => {
             warn!(reason, detail, seq, "input dead-lettered");
-            metrics::counter!("runwatch_dead_letters_total", "reason" => reason.to_string())
-                .increment(1);
             metrics::counter!("runwatch_events_total", "outcome" => "dead_lettered").increment(1);
-            ack(msg, AckKind::Term).await;
         }
         Err(e) => {
             warn!(error = %e, seq, "dead-lettering failed; the input will be redelivered");
-            ack(msg, AckKind::Nak(Some(nak_delay(config, delivered)))).await;
         }
     }
 }
@@ -89,23 +82,7 @@ fn record_decision_latency(msg: &Message) {
     }
 }
 
-/// The nak delay before delivery `delivered + 1`: exponential with jitter (backon).
+/// The nak delay before delivery `delivered + 1`: exponential with jitter (`retry.*`).
 pub fn nak_delay(config: &Config, delivered: u64) -> Duration {
-    let r = &config.retry;
-    ExponentialBuilder::default()
-        .with_min_delay(r.min_delay)
-        .with_max_delay(r.max_delay)
-        .with_factor(r.factor)
-        .with_jitter()
-        .without_max_times()
-        .build()
-        .nth(delivered.saturating_sub(1).min(64) as usize)
-        .unwrap_or(r.max_delay)
-}
-
-async fn ack(msg: &Message, kind: AckKind) {
-    if let Err(e) = msg.ack_with(kind).await {
-        // The server redelivers after ack_wait; merging is idempotent.
-        debug!(error = %e, "ack failed");
-    }
+    nth_delay(backoff(&config.retry), delivered, config.retry.max_delay)
 }

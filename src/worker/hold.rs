@@ -33,13 +33,7 @@ pub(super) struct Hold {
 impl Hold {
     pub(super) fn new(config: &Config) -> Hold {
         let r = &config.retry;
-        let delays = backon::ExponentialBuilder::default()
-            .with_min_delay(r.min_delay)
-            .with_max_delay(r.max_delay)
-            .with_factor(r.factor)
-            .with_jitter()
-            .without_max_times()
-            .build();
+        let delays = crate::bus::backoff::backoff(r).build();
         Hold {
             delays,
             max_delay: r.max_delay,
