@@ -7,15 +7,15 @@
 pub mod bus;
 pub mod cli;
 pub mod config;
-pub mod dead;
+pub mod dead_letters;
 pub mod deliver;
-pub mod delivery;
 pub mod engine;
 pub mod event;
 pub mod explain;
 pub mod ingest;
 pub mod input;
 pub mod job;
+pub mod outbox_publisher;
 pub mod printable;
 pub mod pull_request;
 pub mod replay;

@@ -3,7 +3,7 @@
 //!
 //! - **Live** ([`replay`]): the events go through the worker's store code in batches of
 //!   `consumer.batch_size` ([`Store::record`]), due timers fire by the replay's event clock,
-//!   and what is decided is published and marked sent ([`crate::delivery`]), exactly as the
+//!   and what is decided is published and marked sent ([`crate::outbox_publisher`]), exactly as the
 //!   worker does. Trigger ids are deterministic, so a replay into the same database decides
 //!   nothing new, and a replay into an empty database decides the same ids.
 //! - **Dry run** ([`dry_run`]): "what would these rules have fired over these events?" The
@@ -24,8 +24,8 @@ use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use crate::bus::{Bus, BusError, EventMessage, EventsFrom, StreamKind};
 use crate::config::Config;
-use crate::delivery;
 use crate::engine::{Clock, Engine};
+use crate::outbox_publisher;
 use crate::pull_request::{Input, decode_input};
 use crate::simulate::Simulation;
 use crate::store::{EventOutcome, Store, StoreError};
@@ -242,9 +242,10 @@ async fn apply(
     let clock = outcome.clock.event;
     let mut decided = outcome.triggers;
     decided.extend(
-        delivery::sweep_timers(batch_limit, || store.fire_due_timers(clock, batch_limit)).await?,
+        outbox_publisher::sweep_timers(batch_limit, || store.fire_due_timers(clock, batch_limit))
+            .await?,
     );
-    let delivered = delivery::publish(store, bus, &decided).await;
+    let delivered = outbox_publisher::publish(store, bus, &decided).await;
     report.published += delivered.sent.len() as u64;
     report.publish_failed += delivered.failed.len() as u64;
     report.triggers.extend(decided);

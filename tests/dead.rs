@@ -8,7 +8,7 @@ use std::time::Duration;
 use common::env::TestEnv;
 use common::live::{all_triggers, start_worker, wait_quiet};
 use runwatch::bus::{Bus, DeadLetter, StreamKind};
-use runwatch::dead::{RedriveSelection, dead_list, redrive};
+use runwatch::dead_letters::{RedriveSelection, dead_list, redrive};
 use runwatch::event::Provider;
 
 const GOOD: &str = r#"{"schema":"runwatch.workflow_run.v1","event_id":"g1","provider":"github","repository":{"owner":"acme","name":"p","id":"5"},"commit_sha":"cafe","branch":"f","pr_number":1,"run":{"id":"1","attempt":1,"workflow":"build","status":"completed","conclusion":"failure","updated_at":"2026-03-01T10:00:00Z"}}"#;

@@ -267,7 +267,7 @@ async fn a_corrupt_group_row_is_set_aside_and_everything_else_carries_on() {
         .execute(pool)
         .await
         .unwrap();
-    let r = runwatch::dead::redrive(bus, runwatch::dead::RedriveSelection::All)
+    let r = runwatch::dead_letters::redrive(bus, runwatch::dead_letters::RedriveSelection::All)
         .await
         .unwrap();
     assert_eq!(r.redriven.len(), 1);

@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_nats::jetstream::{AckKind, Message};
 use tracing::debug;
 
-use super::dead::{DeadLetter, DeliveryDeadLetter};
+use super::dead_letter::{DeadLetter, DeliveryDeadLetter};
 use super::{Bus, BusError};
 
 /// (stream sequence, delivery count) of a message.

@@ -25,7 +25,7 @@ use crate::config::{
 use backoff::backoff;
 
 pub mod backoff;
-mod dead;
+mod dead_letter;
 pub mod disposition;
 mod publish;
 mod pull;
@@ -33,7 +33,7 @@ mod read;
 mod setup;
 mod time;
 
-pub use dead::{
+pub use dead_letter::{
     DeadLetter, DeadMessage, DeliveryDeadLetter, REDRIVE_TOKEN, headers as dead_headers,
 };
 pub use disposition::{Letter, ack, dead_letter_else_nak, msg_info};

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use anyhow::bail;
 
 use crate::config::Config;
-use crate::dead::{self, RedriveSelection};
+use crate::dead_letters::{self, RedriveSelection};
 use crate::startup;
 
 #[derive(Debug, clap::Subcommand)]
@@ -38,7 +38,7 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<ExitCode> 
     let bus = startup::open_bus(config).await?;
     match command {
         Command::List { excerpt } => {
-            let n = dead::dead_list(&bus, excerpt, &mut std::io::stdout().lock()).await?;
+            let n = dead_letters::dead_list(&bus, excerpt, &mut std::io::stdout().lock()).await?;
             eprintln!("{n} dead letters");
             Ok(ExitCode::SUCCESS)
         }
@@ -48,7 +48,7 @@ pub async fn run(config: &Config, command: Command) -> anyhow::Result<ExitCode> 
                 (None, true) => RedriveSelection::All,
                 (None, false) => bail!("give --seq N or --all"),
             };
-            let r = dead::redrive(&bus, selection).await?;
+            let r = dead_letters::redrive(&bus, selection).await?;
             for (dead, seq) in &r.redriven {
                 println!("redriven dead_seq={dead} new_seq={seq}");
             }

@@ -32,8 +32,8 @@ use super::disposition::{self, msg_info};
 use super::hold::Hold;
 use super::lanes;
 use crate::bus::Puller;
-use crate::delivery;
 use crate::engine::Clock;
+use crate::outbox_publisher;
 use crate::pull_request::{Input, decode_input};
 use crate::service::TaskResult;
 use crate::store::Op;
@@ -411,7 +411,7 @@ async fn finish(
     marks: &Mutex<Vec<Uuid>>,
 ) {
     let decided_at = SystemTime::now();
-    let delivered = delivery::publish_unmarked(&ctx.store, &ctx.bus, &triggers).await;
+    let delivered = outbox_publisher::publish_unmarked(&ctx.store, &ctx.bus, &triggers).await;
     if !delivered.sent.is_empty() {
         marks
             .lock()

@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 use super::Ctx;
-use crate::delivery;
+use crate::outbox_publisher;
 use crate::service::TaskResult;
 use crate::store::Op;
 use crate::store::StoreError;
@@ -66,7 +66,7 @@ pub async fn once(ctx: &Ctx) -> Result<usize, StoreError> {
             "outbox relay publishing unsent triggers"
         );
         metrics::counter!("runwatch_relay_triggers_total").increment(triggers.len() as u64);
-        delivery::publish(&ctx.store, &ctx.bus, &triggers).await;
+        outbox_publisher::publish(&ctx.store, &ctx.bus, &triggers).await;
     }
     Ok(pending.len())
 }

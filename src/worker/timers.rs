@@ -7,7 +7,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::warn;
 
 use super::Ctx;
-use crate::delivery;
+use crate::outbox_publisher;
 use crate::service::TaskResult;
 use crate::store::Op;
 
@@ -20,14 +20,15 @@ pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
             _ = stop.cancelled() => return Ok(()),
         }
         let started = std::time::SystemTime::now();
-        let swept =
-            delivery::sweep_timers(batch, || ctx.store.fire_due_timers(ctx.clock.get(), batch))
-                .await;
+        let swept = outbox_publisher::sweep_timers(batch, || {
+            ctx.store.fire_due_timers(ctx.clock.get(), batch)
+        })
+        .await;
         match swept {
             Ok(triggers) => {
                 ctx.store.health().succeeded(Op::Timers);
                 export_spans(&triggers, started);
-                delivery::publish(&ctx.store, &ctx.bus, &triggers).await;
+                outbox_publisher::publish(&ctx.store, &ctx.bus, &triggers).await;
             }
             // Logged once per episode, and reported on /readyz, by the store's health.
             Err(e) if e.is_transient() => ctx.store.health().failed(Op::Timers, &e),
@@ -54,7 +55,7 @@ fn export_spans(triggers: &[crate::trigger::Trigger], started: std::time::System
             end,
             attributes: vec![
                 KeyValue::new("runwatch.trigger_id", t.trigger_id.to_string()),
-                KeyValue::new("runwatch.group", crate::delivery::group_key(t)),
+                KeyValue::new("runwatch.group", crate::outbox_publisher::group_key(t)),
                 KeyValue::new("runwatch.rule", t.rule_name.clone()),
             ],
             error: None,
