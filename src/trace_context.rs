@@ -230,47 +230,6 @@ fn new_span_id() -> u64 {
     }
 }
 
-/// Gives the triggers decided from each input of a batch that input's decision context:
-/// the record transaction calls [`Stamper::input`] as it starts on input `n` (the triggers
-/// added since the previous call are the previous input's) and [`Stamper::finish`] after
-/// the last. A trigger with no context (a timer's, an input without one) gets a new trace
-/// when it is written to the outbox.
-pub struct Stamper<'a> {
-    traces: &'a [Option<TraceContext>],
-    current: Option<usize>,
-    from: usize,
-}
-
-impl<'a> Stamper<'a> {
-    pub fn new(traces: &'a [Option<TraceContext>]) -> Stamper<'a> {
-        Stamper {
-            traces,
-            current: None,
-            from: 0,
-        }
-    }
-
-    /// Input `n` is next: stamps what the previous one decided.
-    pub fn input<G>(&mut self, n: usize, decided: &mut [(G, crate::trigger::Trigger)]) {
-        self.finish(decided);
-        self.current = Some(n);
-    }
-
-    /// Stamps what the current input decided.
-    pub fn finish<G>(&mut self, decided: &mut [(G, crate::trigger::Trigger)]) {
-        let trace = self
-            .current
-            .and_then(|n| self.traces.get(n))
-            .and_then(Option::as_ref);
-        if let Some(trace) = trace {
-            for (_, t) in decided.iter_mut().skip(self.from) {
-                t.trace = Some(trace.clone());
-            }
-        }
-        self.from = decided.len();
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::event::{Conclusion, Provider, Status};
+use crate::trace_context::TraceContext;
 
 pub const TRIGGER_SCHEMA: &str = "runwatch.trigger.v1";
 
@@ -124,7 +125,7 @@ pub struct Trigger {
     /// (the decision span of the input, a new trace for a timer) and by `runwatch deliver`
     /// from the message's headers.
     #[serde(skip)]
-    pub trace: Option<crate::trace_context::TraceContext>,
+    pub trace: Option<TraceContext>,
 }
 
 /// A trigger's place in its rule's budgets (docs/design.md "Budgets"); a budget the rule
@@ -267,6 +268,47 @@ const CE_HEADER_ENCODE: &percent_encoding::AsciiSet =
 
 fn header_value(value: &str) -> String {
     percent_encoding::utf8_percent_encode(value, CE_HEADER_ENCODE).to_string()
+}
+
+/// Gives the triggers decided from each input of a batch that input's decision context:
+/// the record transaction calls [`Stamper::input`] as it starts on input `n` (the triggers
+/// added since the previous call are the previous input's) and [`Stamper::finish`] after
+/// the last. A trigger with no context (a timer's, an input without one) gets a new trace
+/// when it is written to the outbox.
+pub struct Stamper<'a> {
+    traces: &'a [Option<TraceContext>],
+    current: Option<usize>,
+    from: usize,
+}
+
+impl<'a> Stamper<'a> {
+    pub fn new(traces: &'a [Option<TraceContext>]) -> Stamper<'a> {
+        Stamper {
+            traces,
+            current: None,
+            from: 0,
+        }
+    }
+
+    /// Input `n` is next: stamps what the previous one decided.
+    pub fn input<G>(&mut self, n: usize, decided: &mut [(G, Trigger)]) {
+        self.finish(decided);
+        self.current = Some(n);
+    }
+
+    /// Stamps what the current input decided.
+    pub fn finish<G>(&mut self, decided: &mut [(G, Trigger)]) {
+        let trace = self
+            .current
+            .and_then(|n| self.traces.get(n))
+            .and_then(Option::as_ref);
+        if let Some(trace) = trace {
+            for (_, t) in decided.iter_mut().skip(self.from) {
+                t.trace = Some(trace.clone());
+            }
+        }
+        self.from = decided.len();
+    }
 }
 
 #[cfg(test)]

@@ -20,8 +20,9 @@ use serde::Deserialize;
 use sha2::Sha256;
 
 use super::config::{GithubOptions, Secret};
+use super::github_payload::{Owner, Repo, map_conclusion, map_status, per_pull_request};
 use super::{NormalizeError, Normalized};
-use crate::event::{Conclusion, Event, Provider, Repository, Run, SCHEMA, Status};
+use crate::event::{Conclusion, Event, Provider, Run, SCHEMA, Status};
 use crate::pull_request::LinkState;
 
 /// Verifies `X-Hub-Signature-256` (`sha256=<hex>`): HMAC-SHA256 of the raw body under any
@@ -92,31 +93,6 @@ struct Payload {
 }
 
 #[derive(Deserialize)]
-pub(super) struct Repo {
-    pub(super) id: u64,
-    pub(super) name: String,
-    pub(super) owner: Owner,
-    #[serde(default)]
-    pub(super) html_url: Option<String>,
-}
-
-impl Repo {
-    pub(super) fn into_repository(self) -> Repository {
-        Repository {
-            owner: self.owner.login,
-            name: self.name,
-            id: Some(self.id.to_string()),
-            host: None,
-        }
-    }
-}
-
-#[derive(Deserialize)]
-pub(super) struct Owner {
-    pub(super) login: String,
-}
-
-#[derive(Deserialize)]
 struct Workflow {
     #[serde(default)]
     name: Option<String>,
@@ -163,16 +139,6 @@ struct HeadRepo {
     owner: Option<Owner>,
 }
 
-/// The run status as runwatch knows it.
-pub(super) fn map_status(s: &str) -> Option<Status> {
-    Some(match s {
-        "requested" | "waiting" | "pending" | "queued" => Status::Queued,
-        "in_progress" => Status::InProgress,
-        "completed" => Status::Completed,
-        _ => return None,
-    })
-}
-
 /// A run's or job's status (its `status`, else the delivery's `action`) and, when completed,
 /// its conclusion; `fields` name the two in errors.
 fn status_and_conclusion(
@@ -196,10 +162,6 @@ fn status_and_conclusion(
         _ => None,
     };
     Ok((status, conclusion))
-}
-
-pub(super) fn map_conclusion(s: &str) -> Option<Conclusion> {
-    serde_json::from_value(serde_json::Value::String(s.to_string())).ok()
 }
 
 /// Normalizes one delivery. `event_name` is `X-GitHub-Event`, `delivery` is
@@ -542,28 +504,6 @@ fn pull_request(delivery: &str, body: &[u8]) -> Result<Normalized, NormalizeErro
 /// The longest title a `pull_request` delivery passes on (the default string limit: the
 /// worker cuts it further if its limit is lower).
 const MAX_TITLE_BYTES: usize = 1024;
-
-/// One event per pull request: with none or one the event id is the delivery id, with
-/// several it is `<delivery>:<number>` for each.
-pub(super) fn per_pull_request(base: Event, delivery: &str, mut prs: Vec<u64>) -> Vec<Event> {
-    prs.sort_unstable();
-    prs.dedup();
-    match prs.as_slice() {
-        [] => vec![base],
-        [one] => vec![Event {
-            pr_number: Some(*one),
-            ..base
-        }],
-        many => many
-            .iter()
-            .map(|n| Event {
-                event_id: format!("{delivery}:{n}"),
-                pr_number: Some(*n),
-                ..base.clone()
-            })
-            .collect(),
-    }
-}
 
 #[cfg(test)]
 mod tests {

@@ -32,7 +32,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 
 use super::config::{CheckGranularity, GithubOptions};
-use super::github::{Repo, map_conclusion, map_status, per_pull_request};
+use super::github_payload::{Repo, map_conclusion, map_status, per_pull_request};
 use super::{NormalizeError, Normalized, report_attempt};
 use crate::event::{Conclusion, Event, Provider, Run, SCHEMA, Status};
 

@@ -25,9 +25,9 @@ use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, error, info, info_span, warn};
 
-use super::Ctx;
+use super::context::Ctx;
 #[cfg(feature = "fault-injection")]
-use super::Fault;
+use super::context::Fault;
 use super::disposition::{self, msg_info};
 use super::hold::Hold;
 use super::lanes;

@@ -4,7 +4,7 @@
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use super::Ctx;
+use super::context::Ctx;
 use crate::service::TaskResult;
 
 pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {

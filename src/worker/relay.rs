@@ -6,7 +6,7 @@
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-use super::Ctx;
+use super::context::Ctx;
 use crate::outbox_publisher;
 use crate::service::TaskResult;
 use crate::store::Op;

@@ -17,8 +17,8 @@ use crate::event::Event;
 use crate::pull_request::Input;
 use crate::store::budgets::{self, OverBudgetNote};
 use crate::store::{Store, StoreError, association, jobs};
-use crate::trace_context::{Stamper, TraceContext};
-use crate::trigger::Trigger;
+use crate::trace_context::TraceContext;
+use crate::trigger::{Stamper, Trigger};
 
 /// The engine's key of a group as stored (no pull request: 0).
 fn stored_key((r, pr, sha): &routing::GroupKey) -> GroupKey {
