@@ -1,7 +1,7 @@
 //! What a delivery normalizes to, why it may not, and the time-based attempt number of a
 //! report.
 
-use crate::event::{Event, Rejection};
+use crate::event::{Event, Limits, Rejection, decode};
 
 /// The attempt of a report from a CI that keeps no re-run counter (commit statuses, check
 /// suites and runs, CircleCI workflows): 1 + the whole seconds from 2000-01-01T00:00:00Z to
@@ -62,4 +62,45 @@ pub enum NormalizeError {
     /// The normalized event breaks the event contract (e.g. a string over the limit).
     #[error("normalized event refused: {0}")]
     Rejected(#[from] Rejection),
+}
+
+/// Cuts each job to the bounds ([`crate::job::JobReport::fit`]), serializes it and checks it
+/// against the message contract, returning the bytes to publish.
+pub fn encode_jobs(
+    jobs: Vec<crate::job::JobReport>,
+    limits: &Limits,
+) -> Result<Vec<(crate::job::JobReport, Vec<u8>)>, NormalizeError> {
+    let mut out = Vec::with_capacity(jobs.len());
+    for mut j in jobs {
+        j.fit(limits);
+        let bytes = serde_json::to_vec(&j).map_err(NormalizeError::Json)?;
+        crate::pull_request::decode_input(&bytes, limits)?;
+        out.push((j, bytes));
+    }
+    Ok(out)
+}
+
+/// Serializes events and checks each against the event contract (what the worker will
+/// accept), returning the bytes to publish.
+pub fn encode_events(
+    events: &[Event],
+    limits: &Limits,
+) -> Result<Vec<(Event, Vec<u8>)>, NormalizeError> {
+    let mut out = Vec::with_capacity(events.len());
+    for e in events {
+        let bytes = serde_json::to_vec(e).map_err(NormalizeError::Json)?;
+        let checked = decode(&bytes, limits)?;
+        out.push((checked, bytes));
+    }
+    Ok(out)
+}
+
+/// Serializes a pull request's head and checks it against the message contract.
+pub fn encode_link(
+    link: &crate::pull_request::PullRequestLink,
+    limits: &Limits,
+) -> Result<Vec<u8>, NormalizeError> {
+    let bytes = serde_json::to_vec(link).map_err(NormalizeError::Json)?;
+    crate::pull_request::decode_input(&bytes, limits)?;
+    Ok(bytes)
 }
