@@ -15,7 +15,6 @@
 //! transaction (no commit of their own); when no batch follows within [`MARK_WITHIN`], or at
 //! shutdown, they are marked in a statement of their own.
 
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -29,20 +28,17 @@ use super::context::Ctx;
 #[cfg(feature = "fault-injection")]
 use super::context::Fault;
 use super::disposition::{self, msg_info};
+use super::finish::{DecisionSpan, finish, group_label};
 use super::hold::Hold;
 use super::lanes;
 use crate::bus::Puller;
 use crate::engine::Clock;
-use crate::outbox_publisher;
 use crate::pull_request::{Input, decode_input};
 use crate::service::TaskResult;
 use crate::store::Op;
 use crate::store::{EventOutcome, Store};
 use crate::trace_context::TraceContext;
-use crate::trace_export;
 use crate::trigger::Trigger;
-use opentelemetry::KeyValue;
-use opentelemetry::trace::SpanKind;
 use uuid::Uuid;
 
 /// How long published triggers wait for the next record transaction to mark them sent
@@ -221,25 +217,6 @@ struct Decided {
     spans: Vec<DecisionSpan>,
 }
 
-/// The decision span of one input: a child of the events message's trace context (a new
-/// trace when it carries none); the triggers the input decided carry it as their parent.
-struct DecisionSpan {
-    parent: Option<TraceContext>,
-    context: TraceContext,
-    start: SystemTime,
-}
-
-impl DecisionSpan {
-    fn of(msg: &Message, start: SystemTime) -> DecisionSpan {
-        let parent = TraceContext::from_nats(msg.headers.as_ref());
-        DecisionSpan {
-            context: TraceContext::child_of(parent.as_ref()),
-            parent,
-            start,
-        }
-    }
-}
-
 /// Records a batch of valid events in its lanes ([`lanes`]: by repository, side by side),
 /// then hands what they committed to be finished (published and acked) while the next
 /// batch is decided.
@@ -396,101 +373,4 @@ fn record<'a>(
             }
         }
     })
-}
-
-/// Publishes what a committed batch decided (the sent ones go to `marks`, for the next
-/// transaction), then disposes of its inputs: applied events are acked (their decision is
-/// in the database; a trigger that could not be published stays in the outbox for the
-/// relay), rejected ones are dead-lettered.
-async fn finish(
-    ctx: &Ctx,
-    batch: Vec<(Message, Input)>,
-    outcomes: Vec<EventOutcome>,
-    triggers: Vec<Trigger>,
-    spans: Vec<DecisionSpan>,
-    marks: &Mutex<Vec<Uuid>>,
-) {
-    let decided_at = SystemTime::now();
-    let delivered = outbox_publisher::publish_unmarked(&ctx.store, &ctx.bus, &triggers).await;
-    if !delivered.sent.is_empty() {
-        marks
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .extend(delivered.sent);
-    }
-    // The triggers of each decision span, for its `runwatch.trigger_ids` (tracing on only).
-    let mut by_span: HashMap<u64, Vec<opentelemetry::StringValue>> = HashMap::new();
-    if trace_export::enabled() {
-        for t in &triggers {
-            if let Some(c) = &t.trace {
-                by_span
-                    .entry(c.span_id)
-                    .or_default()
-                    .push(t.trigger_id.to_string().into());
-            }
-        }
-    }
-    for (((msg, event), result), decision) in batch.into_iter().zip(outcomes).zip(spans) {
-        let (seq, _) = msg_info(&msg);
-        let trace_id = decision.context.trace_id_field();
-        let span = info_span!("event", seq, group = %group_label(&event), %trace_id);
-        export_decision(&decision, seq, &event, &result, &by_span, decided_at);
-        match result {
-            EventOutcome::Applied => disposition::applied(&msg).instrument(span).await,
-            EventOutcome::Rejected(r) => {
-                disposition::dead_letter(&ctx.bus, &ctx.config, &msg, r.code.as_str(), &r.detail)
-                    .instrument(span)
-                    .await;
-            }
-        }
-    }
-}
-
-/// Exports an input's `runwatch.decide` span (when tracing is on): from the start of its
-/// record transaction to its commit; the triggers it decided are those whose context is
-/// this span's.
-fn export_decision(
-    d: &DecisionSpan,
-    seq: u64,
-    event: &Input,
-    result: &EventOutcome,
-    by_span: &HashMap<u64, Vec<opentelemetry::StringValue>>,
-    end: SystemTime,
-) {
-    trace_export::export(&d.context, || {
-        let ids = by_span.get(&d.context.span_id).cloned().unwrap_or_default();
-        let (outcome, error) = match result {
-            EventOutcome::Applied => ("applied", None),
-            EventOutcome::Rejected(r) => ("rejected", Some(r.code.as_str().to_string())),
-        };
-        trace_export::Span {
-            name: "runwatch.decide",
-            kind: SpanKind::Consumer,
-            context: d.context.clone(),
-            parent: d.parent.as_ref().map(|p| p.span_id),
-            start: d.start,
-            end,
-            attributes: vec![
-                trace_export::int("runwatch.stream_sequence", seq),
-                KeyValue::new("runwatch.event_id", event.event_id().to_string()),
-                KeyValue::new("runwatch.group", group_label(event)),
-                KeyValue::new("runwatch.outcome", outcome),
-                KeyValue::new(
-                    "runwatch.trigger_ids",
-                    opentelemetry::Value::Array(ids.into()),
-                ),
-            ],
-            error,
-        }
-    });
-}
-
-pub(crate) fn group_label(e: &Input) -> String {
-    format!(
-        "{}/{}#{}@{}",
-        e.repository().owner,
-        e.repository().name,
-        e.pr_number().map_or_else(|| "-".into(), |p| p.to_string()),
-        e.commit_sha()
-    )
 }

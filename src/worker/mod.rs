@@ -15,6 +15,7 @@
 mod consume;
 mod context;
 mod disposition;
+mod finish;
 mod hold;
 pub mod lanes;
 mod purge;
