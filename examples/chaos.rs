@@ -1,4 +1,4 @@
-//! `make chaos`: the chaos harness over the release binary (see tests/common/chaos/ and
+//! `make chaos`: the chaos harness over the release binary (see tests/api/helpers/chaos/ and
 //! docs/reliability.md).
 //!
 //! ```sh
@@ -10,11 +10,11 @@
 //! `chaos: events=N expected_triggers=E published=P lost=L duplicated=D invented=I dead_lettered=X poison=Y`;
 //! exits 1 unless L=0, D=0, I=0 and X=Y (2 when the harness itself failed).
 
-#[path = "../tests/common/chaos/mod.rs"]
+#[path = "../tests/api/helpers/chaos/mod.rs"]
 mod chaos;
-#[path = "../tests/common/procs.rs"]
+#[path = "../tests/api/helpers/procs.rs"]
 mod procs;
-#[path = "../tests/common/trace.rs"]
+#[path = "../tests/api/helpers/trace.rs"]
 mod trace;
 
 use std::path::PathBuf;

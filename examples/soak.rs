@@ -17,7 +17,7 @@
 //! the worker falls behind (more than `--max-pending` messages not yet acknowledged at
 //! the end), or when the worker exits.
 
-#[path = "../tests/common/services.rs"]
+#[path = "../tests/api/helpers/services.rs"]
 mod services;
 
 use std::collections::VecDeque;

@@ -29,7 +29,7 @@
 //!
 //! Modules: `phase` (one measured run), `names` (its database and streams), `workers` (the
 //! worker processes), `database` (pre-fill, EXPLAIN), `references` (pgbench), `report`
-//! (figures and lines), `otlp_sink`, `tracing_cost`; the trace comes from tests/common/trace.rs.
+//! (figures and lines), `otlp_sink`, `tracing_cost`; the trace comes from tests/api/helpers/trace.rs.
 
 mod database;
 mod drain;
@@ -38,9 +38,9 @@ mod otlp_sink;
 mod phase;
 mod references;
 mod report;
-#[path = "../../tests/common/services.rs"]
+#[path = "../../tests/api/helpers/services.rs"]
 mod services;
-#[path = "../../tests/common/trace.rs"]
+#[path = "../../tests/api/helpers/trace.rs"]
 mod trace;
 mod tracing_cost;
 mod workers;

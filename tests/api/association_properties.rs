@@ -15,9 +15,7 @@ use runwatch::event::{Conclusion, Event, Limits, Provider, Repository, Run, SCHE
 use runwatch::pull_request::{PULL_REQUEST_SCHEMA, PullRequestLink};
 use runwatch::simulate::Simulation;
 
-mod common;
-
-use common::trace::reordered;
+use crate::helpers::trace::reordered;
 
 const SHA: &str = "cccccccccccccccccccccccccccccccccccccccc";
 

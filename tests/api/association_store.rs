@@ -4,12 +4,10 @@
 //! one commit at once), every pull request group of the commit ends with every status of the
 //! commit, and fires once.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::helpers::env::TestEnv;
 use chrono::{DateTime, Utc};
-use common::env::TestEnv;
 use runwatch::engine::{Clock, Engine, RuleSet};
 use runwatch::event::{Conclusion, Event, Provider, Repository, Run, SCHEMA, Status};
 use runwatch::pull_request::{Input, PULL_REQUEST_SCHEMA, PullRequestLink};

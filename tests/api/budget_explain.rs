@@ -4,14 +4,12 @@
 //! `over-budget`. And budget keys with hostile values refused by every command that reads
 //! rules, naming the key.
 
-mod common;
-
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::env::TestEnv;
-use common::live::{all_triggers, publish_in_order, wait_quiet};
-use common::procs::WorkerProc;
+use crate::helpers::env::TestEnv;
+use crate::helpers::live::{all_triggers, publish_in_order, wait_quiet};
+use crate::helpers::procs::WorkerProc;
 use runwatch::bus::Bus;
 
 const BIN: &str = env!("CARGO_BIN_EXE_runwatch");

@@ -5,15 +5,15 @@
 //! published at once in a shuffled order (three rounds, three seeds). Exactly the budget is published, every other decision is recorded
 //! over budget in its group and counted in `runwatch_triggers_over_budget_total`.
 //!
-//! The metrics recorder is global (one per process): this binary holds one test.
+//! The metrics recorder is global (one per process): the test runs in a process of its own
+//! (`own_process!`).
 
-mod common;
-
+use crate::helpers::own_process::own_process;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use common::env::TestEnv;
-use common::live::{all_triggers, publish_lines, start_worker, wait_quiet};
+use crate::helpers::env::TestEnv;
+use crate::helpers::live::{all_triggers, publish_lines, start_worker, wait_quiet};
 use runwatch::bus::Bus;
 use sqlx::Row;
 
@@ -83,6 +83,7 @@ fn over_budget_counted(handle: &metrics_exporter_prometheus::PrometheusHandle) -
 /// completions before their `queued` included).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_never_publish_past_a_budget() {
+    own_process!(three_replicas_never_publish_past_a_budget);
     let handle = runwatch::telemetry::init_metrics().expect("install the metrics recorder");
     for seed in [1, 2, 3] {
         round(seed, &handle).await;

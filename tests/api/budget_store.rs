@@ -2,13 +2,11 @@
 //! row holds the triggers within the window with its expiry; the purge deletes the rows
 //! that count nothing any more and keeps the others.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::helpers::env::TestEnv;
 use chrono::{DateTime, Utc};
-use common::env::TestEnv;
 use runwatch::engine::{Clock, Engine, RuleSet};
 use runwatch::store::{self, Store, StoreOptions};
 use sqlx::Row;

@@ -2,8 +2,7 @@
 //! nats://127.0.0.1:4222). Every test uses streams, subjects and a durable of its own and
 //! deletes its streams at the end, so tests run in parallel and in any order.
 
-#[path = "common/nats.rs"]
-mod nats_common;
+use crate::helpers::nats as nats_common;
 
 use std::collections::BTreeSet;
 use std::time::Duration;

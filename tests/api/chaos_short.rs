@@ -4,12 +4,7 @@
 //! own nats-server and Postgres. Nothing may be lost, duplicated or invented, and exactly
 //! the poison is dead-lettered.
 
-#[path = "common/chaos/mod.rs"]
-mod chaos;
-#[path = "common/procs.rs"]
-mod procs;
-#[path = "common/trace.rs"]
-mod trace;
+use crate::helpers::{chaos, trace};
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -2,12 +2,10 @@
 //! migrate, publish + triggers tail, repo-id, purge, simulate's exit status, and a SIGTERM
 //! shutdown that exits 0 within the bound.
 
-mod common;
-
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::env::TestEnv;
+use crate::helpers::env::TestEnv;
 use sqlx::Row;
 use tokio::io::AsyncBufReadExt;
 

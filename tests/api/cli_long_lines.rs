@@ -3,11 +3,9 @@
 //! an error naming the line and the bound, and an endless one (`/dev/zero`) fails at once
 //! under a 2 GB address-space limit (`ulimit -v`), where reading it whole aborts.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::env::TestEnv;
+use crate::helpers::env::TestEnv;
 use runwatch::bus::{Bus, StreamKind};
 
 const BIN: &str = env!("CARGO_BIN_EXE_runwatch");

@@ -5,8 +5,7 @@
 //! line; and out-of-range values are exit status 2 naming the key, before anything
 //! connects.
 
-#[path = "common/nats.rs"]
-mod nats_common;
+use crate::helpers::nats as nats_common;
 
 use std::io::{Read, Write};
 use std::process::{Child, Command, Output, Stdio};

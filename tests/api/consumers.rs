@@ -7,8 +7,7 @@
 //! `scripts/python-consumer-deps.sh`. The Rust consumer is the `consumer` example, built by
 //! `make test` (`cargo build --all-targets`); run alone, this test builds it first.
 
-#[path = "common/nats.rs"]
-mod nats_common;
+use crate::helpers::nats as nats_common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};

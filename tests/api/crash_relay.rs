@@ -2,12 +2,10 @@
 //! deciding transaction commits): the trigger is in the outbox, and the relay of the next
 //! worker publishes it once.
 
-mod common;
-
 use std::time::Duration;
 
-use common::env::TestEnv;
-use common::live::{all_triggers, publish_in_order, start_worker, wait_quiet};
+use crate::helpers::env::TestEnv;
+use crate::helpers::live::{all_triggers, publish_in_order, start_worker, wait_quiet};
 use runwatch::bus::Bus;
 use sqlx::Row;
 

@@ -7,15 +7,13 @@
 //! for its own values is still dead-lettered, with the SQLSTATE in its detail
 //! (docs/reliability.md, "When the database refuses").
 
-mod common;
-
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::app::{App, World, eventually};
-use common::live::{all_triggers, publish_lines};
-use common::procs::{self, WorkerProc};
-use common::services::{database_url, unique, with_database};
+use crate::helpers::app::{App, World, eventually};
+use crate::helpers::live::{all_triggers, publish_lines};
+use crate::helpers::procs::{self, WorkerProc};
+use crate::helpers::services::{database_url, unique, with_database};
 use sqlx::Connection;
 
 const RULES: &str = "[[rules]]\nkind = \"all_completed_with_failure\"\n";
@@ -72,7 +70,7 @@ impl Role {
 impl Drop for Role {
     fn drop(&mut self) {
         let (name, db) = (self.name.clone(), self.db.clone());
-        common::services::clean_up_blocking(async move {
+        crate::helpers::services::clean_up_blocking(async move {
             let admin_url = with_database(&database_url(), "postgres");
             if let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await {
                 // The database holds the role's grants: it goes first (the test's own
@@ -88,7 +86,7 @@ impl Drop for Role {
     }
 }
 
-/// `runwatch run --no-migrate` as `role` (like `common::app::spawn_app`): max_deliver 3,
+/// `runwatch run --no-migrate` as `role` (like `crate::helpers::app::spawn_app`): max_deliver 3,
 /// backoff 50..300 ms, ack_wait 3 s, and `extra`.
 fn spawn_as(w: &World, role: &Role, extra: &[(&str, &str)]) -> App {
     let dir = w.dir.path();

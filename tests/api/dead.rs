@@ -1,12 +1,10 @@
 //! `runwatch dead list` and `dead redrive`: a dead letter's original payload goes back to
 //! its original subject with a fresh Nats-Msg-Id, is applied, and leaves the dead stream.
 
-mod common;
-
 use std::time::Duration;
 
-use common::env::TestEnv;
-use common::live::{all_triggers, start_worker, wait_quiet};
+use crate::helpers::env::TestEnv;
+use crate::helpers::live::{all_triggers, start_worker, wait_quiet};
 use runwatch::bus::{Bus, DeadLetter, StreamKind};
 use runwatch::dead_letters::{RedriveSelection, dead_list, redrive};
 use runwatch::event::Provider;

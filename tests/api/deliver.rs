@@ -3,8 +3,6 @@
 //! connection, 400, 200), with the real binary SIGKILLed and restarted mid-run; plus
 //! hostile configuration against the binary and the shipped templates.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -17,9 +15,9 @@ use runwatch::trigger::{Trigger, TriggerRepository, TriggerRun};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use common::app::eventually;
-use common::env::TestEnv;
-use common::procs::{self, WorkerProc};
+use crate::helpers::app::eventually;
+use crate::helpers::env::TestEnv;
+use crate::helpers::procs::{self, WorkerProc};
 
 const SECRET: &str = "deliver-s3cret-Q9";
 
@@ -275,7 +273,8 @@ fn trigger(i: usize, owner: &str, name: &str) -> Trigger {
 /// A per-process salt, so trigger ids differ between runs of the test.
 fn runwatch_unique() -> String {
     static SALT: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    SALT.get_or_init(|| common::services::unique("d")).clone()
+    SALT.get_or_init(|| crate::helpers::services::unique("d"))
+        .clone()
 }
 
 fn hmac_hex(body: &[u8]) -> String {

@@ -16,16 +16,14 @@
 //! Also: the worker role of `deploy/postgres/roles.sql` prints the same; a row locked by
 //! another transaction does not hold `explain` up; unknown groups exit with status 1.
 
-mod common;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
+use crate::helpers::app::{World, eventually};
+use crate::helpers::env::{TestEnv, unique};
+use crate::helpers::live::{all_triggers, publish_in_order};
 use chrono::{DateTime, SecondsFormat, Utc};
-use common::app::{World, eventually};
-use common::env::{TestEnv, unique};
-use common::live::{all_triggers, publish_in_order};
 use serde_json::Value;
 use sqlx::{Connection, Row};
 
@@ -1105,8 +1103,8 @@ async fn explain_and_groups_list_on_live_states() {
 
     drop(app);
     world.cleanup().await;
-    if let Ok(mut admin) = sqlx::PgConnection::connect(&common::env::with_database(
-        &common::env::database_url(),
+    if let Ok(mut admin) = sqlx::PgConnection::connect(&crate::helpers::env::with_database(
+        &crate::helpers::env::database_url(),
         "postgres",
     ))
     .await

@@ -2,13 +2,11 @@
 //! state the live worker produced from conformance scenario 37: pull request 30 moved from
 //! commit 666… to 777…; the failure on the old commit does not fire, the one on the head does.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::app::{World, eventually};
-use common::live::{all_triggers, publish_in_order};
+use crate::helpers::app::{World, eventually};
+use crate::helpers::live::{all_triggers, publish_in_order};
 use serde_json::Value;
 
 const RULES: &str =
@@ -22,7 +20,7 @@ async fn explain_says_the_pull_request_moved_past_the_commit() {
     let mut app = world.spawn(RULES, &[]);
     publish_in_order(
         &world.bus,
-        include_str!("conformance/37-only-head-commit/events.jsonl"),
+        include_str!("../conformance/37-only-head-commit/events.jsonl"),
     )
     .await;
     let bus = &world.bus;

@@ -4,13 +4,11 @@
 //! 42 (`require_pr = false`: the group without a pull request of a commit that belongs to
 //! pull request 50).
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::app::{World, eventually};
-use common::live::{all_triggers, publish_in_order};
+use crate::helpers::app::{World, eventually};
+use crate::helpers::live::{all_triggers, publish_in_order};
 use serde_json::Value;
 
 /// Runs the scenario's events through `runwatch run` with `rules`; waits for `want`
@@ -61,7 +59,7 @@ fn explain(world: &World, pr: &str, sha: &str) -> (String, Value) {
 async fn explain_says_the_pull_request_is_merged_or_closed() {
     let world = live(
         "[[rules]]\nkind = \"all_completed_with_failure\"\n",
-        include_str!("conformance/38-closed-or-merged-does-not-fire/events.jsonl"),
+        include_str!("../conformance/38-closed-or-merged-does-not-fire/events.jsonl"),
         1,
     )
     .await;
@@ -91,7 +89,7 @@ async fn explain_says_the_pull_request_is_merged_or_closed() {
 async fn explain_says_a_run_without_a_pull_request_is_judged_in_its_pull_request() {
     let world = live(
         "[[rules]]\nkind = \"all_completed_with_failure\"\nrequire_pr = false\n",
-        include_str!("conformance/42-require-pr-false-fires-a-run-once/events.jsonl"),
+        include_str!("../conformance/42-require-pr-false-fires-a-run-once/events.jsonl"),
         2,
     )
     .await;

@@ -1,12 +1,10 @@
 //! Weakness 1 of the original: 50 concurrent first events of one new group must give one
 //! group row and one trigger.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::helpers::env::TestEnv;
 use chrono::{DateTime, Utc};
-use common::env::TestEnv;
 use runwatch::engine::{Clock, Engine, RuleSet};
 use runwatch::event::{Conclusion, Event, Provider, Repository, Run, SCHEMA, Status};
 use runwatch::store::{Store, StoreOptions};

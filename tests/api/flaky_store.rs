@@ -7,14 +7,12 @@
 //! before the flip was known). A replay of the flip's events counts it once; `explain` says
 //! why the skipped group does not fire.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::helpers::env::TestEnv;
+use crate::helpers::live::{all_triggers, publish_in_order, start_worker, wait_quiet};
 use chrono::{DateTime, Utc};
-use common::env::TestEnv;
-use common::live::{all_triggers, publish_in_order, start_worker, wait_quiet};
 use runwatch::bus::Bus;
 use runwatch::engine::{Clock, Engine, RuleSet};
 use runwatch::event::{Conclusion, Event, Provider, Repository, Run, SCHEMA, Status};

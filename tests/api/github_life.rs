@@ -13,12 +13,10 @@
 //! - a Buildkite build of a GitHub repository joins the group of the GitHub runs of its
 //!   pull request and commit.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use common::live::{SECRET, post};
+use crate::helpers::live::{SECRET, post};
 use runwatch::ingest::{Secret, github};
 use serde_json::Value;
 
@@ -127,13 +125,13 @@ fn body(content_type: &str, json: &Value) -> Vec<u8> {
 
 /// Ingest, a worker and their streams and database, with `rules` in force.
 struct Pipeline {
-    live: common::live::Pipeline,
+    live: crate::helpers::live::Pipeline,
     n: u32,
 }
 
 impl Pipeline {
     async fn start(rules: &str) -> Pipeline {
-        let live = common::live::Pipeline::start(Some(rules), |c| {
+        let live = crate::helpers::live::Pipeline::start(Some(rules), |c| {
             c.ingest.buildkite_tokens = vec![Secret::new(SECRET)];
         })
         .await;

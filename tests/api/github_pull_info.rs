@@ -4,13 +4,11 @@
 //! draft flag and state; the rule options `authors`, `exclude_authors` and `skip_bots`
 //! decide on the author; `runwatch explain` names the author as the reason.
 
-mod common;
-
 use std::process::Command;
 use std::time::Duration;
 
-use common::app::eventually;
-use common::live::all_triggers;
+use crate::helpers::app::eventually;
+use crate::helpers::live::all_triggers;
 use serde_json::Value;
 
 fn fixture(path: &str) -> Value {
@@ -61,13 +59,13 @@ fn failing_run(id: u64, pr: u64, sha: &str) -> Value {
 
 /// Ingest, a worker, their streams and database, with `rules` in force.
 struct Pipeline {
-    live: common::live::Pipeline,
+    live: crate::helpers::live::Pipeline,
     n: u32,
 }
 
 impl Pipeline {
     async fn start(rules: &str) -> Pipeline {
-        let live = common::live::Pipeline::start(Some(rules), |_| {}).await;
+        let live = crate::helpers::live::Pipeline::start(Some(rules), |_| {}).await;
         Pipeline { live, n: 0 }
     }
 
@@ -199,7 +197,7 @@ async fn the_trigger_carries_the_pull_request() {
     let got = p.finish().await;
     assert_eq!(got.len(), 2, "{got:?}");
     for t in &got {
-        common::schemas::assert_valid_trigger(t, "a trigger with its pull request");
+        crate::helpers::schemas::assert_valid_trigger(t, "a trigger with its pull request");
     }
     let two = got
         .iter()
@@ -235,7 +233,7 @@ async fn a_huge_title_with_controls_is_cut_and_made_printable() {
     p.send("workflow_run", &failing_run(31, 3, &b)).await;
     let got = p.finish().await;
     assert_eq!(got.len(), 1, "{got:?}");
-    common::schemas::assert_valid_trigger(&got[0], "a trigger with a cut title");
+    crate::helpers::schemas::assert_valid_trigger(&got[0], "a trigger with a cut title");
     let pr = &got[0]["pull_request"];
     let title = pr["title"].as_str().expect("a title");
     assert!(title.len() <= 1024 && title.len() > 1000, "{}", title.len());

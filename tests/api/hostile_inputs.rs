@@ -6,14 +6,12 @@
 //! refused in identifiers, and escaped wherever a stored one is printed (text logs,
 //! `groups list`, `explain`).
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use common::app::{World, eventually};
-use common::live::{all_triggers, publish_lines};
+use crate::helpers::app::{World, eventually};
+use crate::helpers::live::{all_triggers, publish_lines};
 use runwatch::bus::{Bus, StreamKind};
 use runwatch::event::Provider;
 use runwatch::ingest::{self, Secret, github};

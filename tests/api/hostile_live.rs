@@ -2,13 +2,11 @@
 //! other groups' timers, and a group row whose state cannot be decoded is set aside while
 //! everything else carries on (docs/design.md "Skewed clocks" and "Corrupt rows").
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::helpers::app::{World, eventually};
+use crate::helpers::live::{all_triggers, publish_lines};
 use chrono::{DateTime, SecondsFormat, Utc};
-use common::app::{World, eventually};
-use common::live::{all_triggers, publish_lines};
 use serde_json::json;
 
 fn event(

@@ -3,13 +3,11 @@
 //! pipeline hook, and 503 when JetStream cannot store; check suites, check runs and commit
 //! statuses (`other_ci_reports_…`).
 
-mod common;
-
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::env::TestEnv;
+use crate::helpers::env::TestEnv;
 use futures::StreamExt;
 use runwatch::bus::{Bus, EventsFrom, StreamKind};
 use runwatch::event::{Event, Status};
@@ -249,7 +247,10 @@ async fn webhooks_are_verified_normalized_and_published_after_the_puback() {
     assert!(r.body.contains("\"published\":2"), "{}", r.body);
 
     // GitLab: the token, then the pipeline hook.
-    let gl = serde_json::to_vec(&common::receiver::gitlab_pipeline(serde_json::json!([]))).unwrap();
+    let gl = serde_json::to_vec(&crate::helpers::receiver::gitlab_pipeline(
+        serde_json::json!([]),
+    ))
+    .unwrap();
     let gl = gl.as_slice();
     let r = post(
         addr,

@@ -4,14 +4,12 @@
 //! connections and requests than the bounds; and signed deliveries with made-up event names,
 //! which must not grow the metric series.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::app::eventually;
-use common::env::TestEnv;
-use common::procs;
-use common::receiver::{Receiver, SECRET, closed_after, fixture, status, value};
+use crate::helpers::app::eventually;
+use crate::helpers::env::TestEnv;
+use crate::helpers::procs;
+use crate::helpers::receiver::{Receiver, SECRET, closed_after, fixture, status, value};
 use runwatch::ingest::github;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;

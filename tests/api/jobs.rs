@@ -13,12 +13,10 @@
 //!
 //! Every trigger is validated against `schemas/trigger.v1.json`.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::live::{SECRET, post};
-use common::schemas::{assert_valid_trigger, errors, job_schema};
+use crate::helpers::live::{SECRET, post};
+use crate::helpers::schemas::{assert_valid_trigger, errors, job_schema};
 use runwatch::ingest::{Secret, buildkite};
 use serde_json::{Value, json};
 
@@ -31,12 +29,12 @@ fn fixture(path: &str) -> Value {
 
 /// Ingest and a worker, with their streams and database.
 struct Pipeline {
-    live: common::live::Pipeline,
+    live: crate::helpers::live::Pipeline,
 }
 
 impl Pipeline {
     async fn start() -> Pipeline {
-        let live = common::live::Pipeline::start(None, |c| {
+        let live = crate::helpers::live::Pipeline::start(None, |c| {
             c.ingest.gitlab_tokens = vec![Secret::new(SECRET)];
             c.ingest.buildkite_tokens = vec![Secret::new(SECRET)];
         })
@@ -305,7 +303,7 @@ fn gitlab_pipeline() -> Value {
             "runner": runner, "artifacts_file": {"filename": null, "size": null},
             "environment": null})
     };
-    common::receiver::gitlab_pipeline(json!([
+    crate::helpers::receiver::gitlab_pipeline(json!([
         build(380, "deploy", "production", "skipped", false, Value::Null),
         build(377, "test", "test-image", "success", false, Value::Null),
         build(

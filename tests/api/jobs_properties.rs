@@ -7,12 +7,10 @@
 //! recording the stream in batches, lists the jobs `simulate` lists for the same order (a
 //! decision sees the jobs before it in its batch, not those after it).
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::helpers::env::TestEnv;
 use chrono::{DateTime, Utc};
-use common::env::TestEnv;
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use runwatch::engine::{Clock, Engine, RuleSet};

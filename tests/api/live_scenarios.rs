@@ -2,14 +2,12 @@
 //! worker → outbound stream, compared with expected.jsonl (the projection of
 //! docs/design.md), every published trigger validated against schemas/trigger.v1.json.
 
-mod common;
-
 use std::time::Duration;
 
-use common::env::TestEnv;
-use common::live::{all_triggers, publish_in_order, start_worker, wait_quiet};
-use common::scenarios::{Scenario, load_scenarios, project_value};
-use common::schemas::{errors, trigger_schema};
+use crate::helpers::env::TestEnv;
+use crate::helpers::live::{all_triggers, publish_in_order, start_worker, wait_quiet};
+use crate::helpers::scenarios::{Scenario, load_scenarios, project_value};
+use crate::helpers::schemas::{errors, trigger_schema};
 use futures::StreamExt;
 use runwatch::bus::Bus;
 

@@ -1,16 +1,15 @@
 //! `/metrics`, `/healthz` and `/readyz` of a live worker, after a small trace with poison.
 //!
-//! The metrics recorder is global and can be installed once per process, and one test
-//! binary is one process: every metric assertion lives in the one test below.
+//! The metrics recorder is global and can be installed once per process: the test below
+//! runs in a process of its own (`own_process!`) and holds every metric assertion.
 
-mod common;
-
+use crate::helpers::own_process::own_process;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use common::env::TestEnv;
-use common::live::{all_triggers, publish_lines, wait_quiet};
+use crate::helpers::env::TestEnv;
+use crate::helpers::live::{all_triggers, publish_lines, wait_quiet};
 use runwatch::bus::Bus;
 use runwatch::event::Provider;
 use runwatch::telemetry::{METRICS, MetricKind};
@@ -87,6 +86,7 @@ fn value(s: &BTreeMap<String, f64>, series: &str) -> f64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_health_and_readiness_of_a_live_worker() {
+    own_process!(metrics_health_and_readiness_of_a_live_worker);
     let handle = runwatch::telemetry::init_metrics().expect("install the metrics recorder");
     let mut env = TestEnv::new().await;
     let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
@@ -104,7 +104,7 @@ async fn metrics_health_and_readiness_of_a_live_worker() {
     let bus = Bus::connect(&env.config).await.expect("connect");
     bus.ensure_streams().await.expect("streams");
     // 12 groups × 2 runs (queued + completed each), 10% duplicates, half the groups fail.
-    let trace = common::trace::shuffled(7, 12, 2, 0.5, 0.1);
+    let trace = crate::helpers::trace::shuffled(7, 12, 2, 0.5, 0.1);
     let (lines, failing) = (trace.lines(), trace.must_fire());
     assert!(!failing.is_empty(), "the seed gives failing groups");
     publish_lines(&bus, &lines).await;

@@ -6,12 +6,15 @@
 //! recorder's upkeep. A process that nobody scrapes must still drain, or its heap grows by
 //! the size of every observation, forever.
 //!
-//! This binary counts the heap bytes live in the process (a counting global allocator),
+//! The test counts the heap bytes live in the process (a counting global allocator, the
+//! allocator of the whole test binary: it forwards to the system's and counts),
 //! installs the recorder exactly as `run` and `ingest` do (`telemetry::init_metrics`),
 //! records a large number of observations into every histogram runwatch has, never renders,
 //! and requires the heap to come back to where it was within a few upkeep intervals. The
-//! recorder is global and installs once per process: this binary holds one test.
+//! recorder is global and installs once per process, and no other test may allocate
+//! meanwhile: the test runs in a process of its own (`own_process!`).
 
+use crate::helpers::own_process::own_process;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 use std::time::{Duration, Instant};
@@ -93,6 +96,7 @@ fn settle(target: isize, slack: isize, limit: Duration) -> isize {
 
 #[test]
 fn histogram_observations_do_not_accumulate_without_a_scrape() {
+    own_process!(histogram_observations_do_not_accumulate_without_a_scrape);
     let _handle = runwatch::telemetry::init_metrics().expect("install the metrics recorder");
     let histograms = METRICS
         .iter()

@@ -5,8 +5,7 @@
 //! here with the `openssl` command. Right credentials connect; wrong ones fail at once with
 //! an error that says why and never contains a secret.
 
-#[path = "common/nats.rs"]
-mod nats_common;
+use crate::helpers::nats as nats_common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

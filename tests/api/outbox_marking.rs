@@ -2,12 +2,10 @@
 //! record transaction, or by a statement of their own when no batch follows. With a lease
 //! longer than the test, the relay cannot be the one that marks them.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
-use common::env::TestEnv;
-use common::live::{all_triggers, publish_lines, start_worker};
+use crate::helpers::env::TestEnv;
+use crate::helpers::live::{all_triggers, publish_lines, start_worker};
 use runwatch::bus::Bus;
 use sqlx::Row;
 

@@ -5,15 +5,13 @@
 //! refused to it. Also: `sslmode=require` in the URL gives an encrypted connection. The
 //! database and both roles are dropped at the end, also when the test fails.
 
-mod common;
-
 use std::path::PathBuf;
 use std::process::Command;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::helpers::env::{database_url, unique, with_database};
 use chrono::{DateTime, Utc};
-use common::env::{database_url, unique, with_database};
 use runwatch::config::{Config, DEFAULT_TOML};
 use runwatch::engine::{Clock, Engine, RuleSet};
 use runwatch::event::{Limits, Provider, decode};
@@ -47,7 +45,7 @@ struct Cleanup {
 impl Drop for Cleanup {
     fn drop(&mut self) {
         let (admin_url, db, roles) = (self.admin_url.clone(), self.db.clone(), self.roles.clone());
-        common::services::clean_up_blocking(async move {
+        crate::helpers::services::clean_up_blocking(async move {
             let Ok(mut admin) = sqlx::PgConnection::connect(&admin_url).await else {
                 return;
             };

@@ -1,11 +1,9 @@
 //! Poison input lands in the dead-letter stream with its reason; the worker carries on.
 
-mod common;
-
 use std::time::Duration;
 
-use common::env::TestEnv;
-use common::live::{all_triggers, publish_in_order, start_worker, wait_quiet};
+use crate::helpers::env::TestEnv;
+use crate::helpers::live::{all_triggers, publish_in_order, start_worker, wait_quiet};
 use futures::StreamExt;
 use runwatch::bus::Bus;
 use runwatch::event::Provider;

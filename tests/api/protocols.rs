@@ -13,8 +13,6 @@
 //! The libraries (pinned in `tests/protocols/requirements.txt`) are installed into
 //! `.local/pip-protocols` by `scripts/python-protocol-deps.sh`.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -26,10 +24,10 @@ use runwatch::event::{Conclusion, Provider, Status};
 use runwatch::trigger::{Trigger, TriggerRepository, TriggerRun};
 use serde_json::Value;
 
-use common::app::{eventually, spawn_deliver};
-use common::env::TestEnv;
-use common::procs::WorkerProc;
-use common::services::protocol_pythonpath;
+use crate::helpers::app::{eventually, spawn_deliver};
+use crate::helpers::env::TestEnv;
+use crate::helpers::procs::WorkerProc;
+use crate::helpers::services::protocol_pythonpath;
 
 fn repo_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -139,7 +137,7 @@ fn trigger(i: u32, owner: &str, pr: Option<u64>) -> Trigger {
         trigger_id: runwatch::trigger::trigger_id(&[
             "protocols-test",
             &i.to_string(),
-            &common::services::unique("p"),
+            &crate::helpers::services::unique("p"),
         ]),
         rule: "all_completed_with_failure".into(),
         rule_name: "all_completed_with_failure".into(),

@@ -17,9 +17,7 @@ use runwatch::event::{Conclusion, Event, Limits, Provider, Repository, Run, SCHE
 use runwatch::pull_request::{LinkAuthor, PULL_REQUEST_SCHEMA, PullRequestLink};
 use runwatch::simulate::Simulation;
 
-mod common;
-
-use common::trace::reordered;
+use crate::helpers::trace::reordered;
 
 fn repository() -> Repository {
     Repository {
@@ -243,8 +241,8 @@ fn the_pull_request_schema_takes_what_the_decoder_takes() {
     }]);
     let mut v: serde_json::Value = serde_json::from_slice(&reports[0]).unwrap();
     v["url"] = "https://example.com/pull/1".into();
-    let schema = common::schemas::pull_request_schema();
-    assert_eq!(common::schemas::errors(schema, &v), "");
+    let schema = crate::helpers::schemas::pull_request_schema();
+    assert_eq!(crate::helpers::schemas::errors(schema, &v), "");
     assert!(
         runwatch::pull_request::decode_input(&serde_json::to_vec(&v).unwrap(), &Limits::default())
             .is_ok()
@@ -259,7 +257,11 @@ fn the_pull_request_schema_takes_what_the_decoder_takes() {
     ] {
         let mut w = v.clone();
         w[field] = bad.clone();
-        assert_ne!(common::schemas::errors(schema, &w), "", "{field}: {bad}");
+        assert_ne!(
+            crate::helpers::schemas::errors(schema, &w),
+            "",
+            "{field}: {bad}"
+        );
         assert!(
             runwatch::pull_request::decode_input(
                 &serde_json::to_vec(&w).unwrap(),

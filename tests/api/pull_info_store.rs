@@ -5,13 +5,11 @@
 //! included); a rule with `authors` fires for a run that completed before the author was
 //! known, once the report arrives.
 
-mod common;
-
 use std::sync::Arc;
 
+use crate::helpers::app::eventually;
+use crate::helpers::env::TestEnv;
 use chrono::{DateTime, Utc};
-use common::app::eventually;
-use common::env::TestEnv;
 use runwatch::engine::{Clock, Engine, PullAuthor, PullInfo, RuleSet};
 use runwatch::event::{Conclusion, Event, Provider, Repository, Run, SCHEMA, Status};
 use runwatch::pull_request::{Input, LinkAuthor, PULL_REQUEST_SCHEMA, PullRequestLink};

@@ -3,13 +3,11 @@
 //! before `touched_on` existed have it NULL: they are purged when old, kept when recent.
 //! And updates of a group are HOT (no index written).
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::helpers::env::TestEnv;
 use chrono::{DateTime, Utc};
-use common::env::TestEnv;
 use runwatch::engine::{Clock, Engine};
 use runwatch::store::{self, Store, StoreOptions};
 

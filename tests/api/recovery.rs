@@ -1,16 +1,17 @@
 //! Recovery without a hand, each fault on its own: a nats-server restart (the worker pulls
 //! again), Postgres down (naks with backoff, `/readyz` 503, then resumes and is ready again),
 //! and an exhausted pool with killed backends. The server that a test kills is its own
-//! process (tests/common/procs.rs); the worker runs in this process.
+//! process (tests/api/helpers/procs.rs); the worker runs in this process.
 
-mod common;
-use common::procs;
+use crate::helpers::procs;
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
-use common::env::TestEnv;
-use common::live::{all_triggers, publish_in_order, publish_lines, start_worker, wait_quiet};
+use crate::helpers::env::TestEnv;
+use crate::helpers::live::{
+    all_triggers, publish_in_order, publish_lines, start_worker, wait_quiet,
+};
 use runwatch::bus::Bus;
 use sqlx::Connection;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -200,7 +201,7 @@ async fn worker_survives_an_exhausted_pool_and_killed_backends() {
     env.config.database.acquire_timeout = Duration::from_secs(1);
     env.config.consumer.batch_size = 16;
     env.config.consumer.max_deliver = 50;
-    let trace = common::trace::shuffled(23, 60, 2, 0.5, 0.05);
+    let trace = crate::helpers::trace::shuffled(23, 60, 2, 0.5, 0.05);
     let (lines, failing) = (trace.lines(), trace.must_fire());
     assert!(!failing.is_empty());
     let worker = start_worker(&env.config);

@@ -2,14 +2,12 @@
 //! migrated database it publishes the same trigger ids; `--dry-run` evaluates from an empty
 //! state in memory, prints the triggers that would fire, and never touches the database.
 
-mod common;
-
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::env::TestEnv;
-use common::live::{all_triggers, publish_in_order, start_worker, wait_quiet};
+use crate::helpers::env::TestEnv;
+use crate::helpers::live::{all_triggers, publish_in_order, start_worker, wait_quiet};
 use runwatch::bus::{Bus, EventsFrom, StreamKind};
 use runwatch::config::Config;
 use runwatch::engine::Engine;

@@ -2,14 +2,12 @@
 //! completes, no re-runs, ~10% of groups failing), with duplicates and a shuffled order:
 //! exactly one trigger per failing group, none for the others, no trigger id twice.
 
-mod common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
-use common::env::TestEnv;
-use common::live::{all_triggers, publish_lines, start_worker, wait_quiet};
-use common::trace::shuffled;
+use crate::helpers::env::TestEnv;
+use crate::helpers::live::{all_triggers, publish_lines, start_worker, wait_quiet};
+use crate::helpers::trace::shuffled;
 use runwatch::bus::Bus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

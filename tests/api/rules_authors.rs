@@ -3,9 +3,7 @@
 //! (`simulate --rules`) and in `[[rules]]` of the configuration file; a good rule set
 //! runs.
 
-mod common;
-
-use common::app::{runwatch_offline, simulate_rules};
+use crate::helpers::app::{runwatch_offline, simulate_rules};
 
 #[test]
 fn bad_author_options_name_their_key() {

@@ -4,9 +4,7 @@
 //! and in `simulate --rules`; every rules error is printed once; `explain --help` and
 //! `repo-id --help` list every provider.
 
-mod common;
-
-use common::app::{runwatch_offline, simulate_rules};
+use crate::helpers::app::{runwatch_offline, simulate_rules};
 
 /// Runs `simulate` with `rules` as a rules file (`--rules`), as `rules_file` and as
 /// `[[rules]]` in the configuration file; returns each run's stderr after checking the exit

@@ -1,11 +1,9 @@
 //! The conformance scenarios in tests/conformance through `simulate`: the library's
 //! `simulate::run`, and the `runwatch simulate` command as a user runs it.
 
-mod common;
-
 use std::process::Command;
 
-use common::scenarios::{load_scenarios, project, scenarios_dir};
+use crate::helpers::scenarios::{load_scenarios, project, scenarios_dir};
 
 #[test]
 fn every_scenario_passes_through_simulate() {

@@ -7,12 +7,10 @@
 //!   what it accepts (aliases, nulls, absent optional fields, unknown fields), the schema
 //!   accepts too.
 
-mod common;
-
 use std::path::PathBuf;
 
-use common::scenarios::{load_scenarios, scenarios_dir};
-use common::schemas::{
+use crate::helpers::scenarios::{load_scenarios, scenarios_dir};
+use crate::helpers::schemas::{
     assert_valid_trigger, errors, event_schema, job_schema, pull_request_schema,
 };
 use runwatch::event::{Limits, RejectCode, decode};
@@ -201,7 +199,7 @@ fn the_trigger_schema_rejects_malformed_triggers() {
 }
 
 fn trigger_valid(t: &Value) -> bool {
-    common::schemas::trigger_schema().is_valid(t)
+    crate::helpers::schemas::trigger_schema().is_valid(t)
 }
 
 /// A copy of `v` with the value at the JSON pointer `at` set (its parent must exist).

@@ -9,13 +9,11 @@
 //! functions that EXPLAIN cannot see into) must scan no table sequentially at 200,000.
 //! Buffers are counted, never milliseconds: the figures do not depend on the machine.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::helpers::env::TestEnv;
 use chrono::{DateTime, Utc};
-use common::env::TestEnv;
 use runwatch::engine::{Clock, Engine};
 use runwatch::store::{self, Store, StoreOptions, sql};
 use sqlx::PgPool;

@@ -4,13 +4,11 @@
 //! replay never touches the database, so it cannot block a live worker; `run --no-migrate`
 //! refuses a schema that is behind.
 
-mod common;
-
 use std::time::{Duration, Instant};
 
+use crate::helpers::app::{World, eventually};
+use crate::helpers::live::{all_triggers, publish_lines};
 use chrono::{SecondsFormat, Utc};
-use common::app::{World, eventually};
-use common::live::{all_triggers, publish_lines};
 use runwatch::event::Provider;
 use serde_json::json;
 

@@ -17,8 +17,6 @@
 //! - with no endpoint (or `otlp_endpoint = ""` over `OTEL_EXPORTER_OTLP_ENDPOINT`) nothing
 //!   is exported and the headers still propagate.
 
-mod common;
-
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -27,11 +25,11 @@ use std::time::Duration;
 use runwatch::ingest::github;
 use serde_json::Value;
 
-use common::app::{App, eventually, spawn_app, spawn_deliver};
-use common::env::TestEnv;
-use common::procs::WorkerProc;
-use common::receiver::{Receiver, SECRET};
-use common::services::protocol_pythonpath;
+use crate::helpers::app::{App, eventually, spawn_app, spawn_deliver};
+use crate::helpers::env::TestEnv;
+use crate::helpers::procs::WorkerProc;
+use crate::helpers::receiver::{Receiver, SECRET};
+use crate::helpers::services::protocol_pythonpath;
 
 const RULES: &str = "[[rules]]\nkind = \"all_completed_with_failure\"\n";
 /// The caller's trace (a W3C example id).

@@ -1,7 +1,10 @@
 #![allow(dead_code)]
 pub mod app;
+pub mod chaos;
 pub mod env;
 pub mod live;
+pub mod nats;
+pub mod own_process;
 pub mod procs;
 pub mod receiver;
 pub mod scenarios;

@@ -1,7 +1,5 @@
 //! Test helpers for NATS: unique names, a test configuration, a clean-up guard that deletes
 //! a test's streams even when the test panics, and a private nats-server process.
-//!
-//! Include with `#[path = "common/nats.rs"] mod nats_common;`.
 #![allow(dead_code)]
 
 use std::collections::BTreeMap;
@@ -16,8 +14,7 @@ use runwatch::config::{Config, DEFAULT_TOML};
 use runwatch::event::Provider;
 use runwatch::trigger::{Trigger, TriggerRepository, TriggerRun};
 
-#[path = "services.rs"]
-mod services;
+use super::services;
 pub use services::nats_url;
 
 /// A suffix unique across parallel tests and test processes: pid, counter, time.
@@ -88,8 +85,7 @@ impl Drop for StreamsGuard {
     }
 }
 
-// `nats_server_bin()`, shared by the helpers that start their own nats-server.
-include!("nats_bin.rs");
+pub use super::procs::nats_server_bin;
 
 /// A free TCP port on 127.0.0.1 (free when asked; the server binds it right after).
 pub fn free_port() -> u16 {

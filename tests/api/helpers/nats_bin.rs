@@ -1,5 +1,5 @@
-// Included (`include!`) by tests/common/nats.rs and tests/common/procs.rs, which are
-// themselves included by path into different test crates.
+// Included (`include!`) by tests/api/helpers/procs.rs, which `examples/chaos.rs` also
+// includes by path.
 
 /// The nats-server binary: `NATS_SERVER_BIN`, else `nats-server` on `PATH`, else
 /// `/usr/sbin/nats-server`.

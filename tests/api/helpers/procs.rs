@@ -4,7 +4,7 @@
 //! processes configured by environment variables. Each can be killed and started again.
 //!
 //! Shared by `tests/recovery.rs`, `tests/chaos_short.rs` (as `common::procs`) and
-//! `examples/chaos.rs` (`#[path = "../tests/common/procs.rs"]`). Nothing here panics on a
+//! `examples/chaos.rs` (`#[path = "../tests/api/helpers/procs.rs"]`). Nothing here panics on a
 //! process error; everything returns `io::Result`.
 #![allow(dead_code)]
 

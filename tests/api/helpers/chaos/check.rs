@@ -4,8 +4,8 @@ use std::collections::{BTreeSet, HashMap};
 
 use serde_json::Value;
 
+use super::trace::FAILING;
 use super::{Error, Report, Trace};
-use crate::trace::FAILING;
 
 /// Compares the triggers stream with the trace.
 pub fn check(trace: &Trace, triggers: &[(u64, bytes::Bytes)]) -> Result<Report, Error> {

@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 
+use super::procs::{NatsProc, PgProc, WorkerProc};
 use super::{Error, Options, log};
-use crate::procs::{NatsProc, PgProc, WorkerProc};
 
 /// The harness's view of the pipeline, for the fault thread.
 pub struct Progress {
@@ -179,7 +179,7 @@ fn step(s: &mut Schedule, p: &mut Procs, frac: f64, note: &dyn Fn(String)) -> Re
 
 /// `pg_terminate_backend` of every connection named `runwatch`; how many.
 fn terminate_backends(pg: &PgProc) -> Result<usize, Error> {
-    let out = std::process::Command::new(crate::procs::pg_bin_dir().join("psql"))
+    let out = std::process::Command::new(super::procs::pg_bin_dir().join("psql"))
         .args(["-X", "-A", "-t", "-d"])
         .arg(pg.url("postgres"))
         .args([

@@ -13,8 +13,8 @@
 //! - `quiet.rs`: waiting until nothing is pending, unsent or due;
 //! - [`check`] (check.rs): the triggers against the trace's truth.
 //!
-//! Used by `examples/chaos.rs` (`make chaos`) and `tests/chaos_short.rs`; both declare
-//! `procs` (tests/common/procs.rs) and `trace` (tests/common/trace.rs) at their root.
+//! Used by `examples/chaos.rs` (`make chaos`) and `tests/api/chaos_short.rs`; both declare
+//! `procs` (tests/api/helpers/procs.rs) and `trace` (tests/api/helpers/trace.rs) beside it.
 #![allow(dead_code)]
 
 mod check;
@@ -26,10 +26,11 @@ mod run;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-pub use crate::trace::Trace;
-use crate::trace::{Arrival, Shape};
+use super::{procs, trace};
 pub use check::check;
 pub use run::run;
+pub use trace::Trace;
+use trace::{Arrival, Shape};
 
 /// A boxed error for the harness.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -117,7 +118,7 @@ impl Options {
 
 /// The trace of a run with these options.
 pub fn generate(o: &Options) -> Trace {
-    crate::trace::generate(&o.shape())
+    trace::generate(&o.shape())
 }
 
 /// The outcome of a run.

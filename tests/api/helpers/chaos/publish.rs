@@ -12,7 +12,7 @@ use runwatch::event::Provider;
 
 use super::Error;
 use super::faults::Progress;
-use crate::trace::Msg;
+use super::trace::Msg;
 
 /// Publishes `messages`, 64 in flight; how many poison messages JetStream stored.
 pub async fn publish_all(bus: &Bus, messages: &[Msg], progress: &Progress) -> Result<usize, Error> {

@@ -12,10 +12,10 @@ use runwatch::bus::Bus;
 use runwatch::config::{Config, DEFAULT_TOML};
 
 use super::faults::{Procs, Progress, inject_faults};
+use super::procs::{NatsProc, PgProc, WorkerProc};
 use super::publish::publish_all;
 use super::quiet::wait_quiet;
 use super::{Error, Options, Report, Trace, check, generate, log};
-use crate::procs::{NatsProc, PgProc, WorkerProc};
 
 /// The environment of a worker process.
 fn worker_env(nats_url: &str, db_url: &str, log: &str) -> Vec<(String, String)> {
