@@ -441,7 +441,6 @@ template = "not json {{{{ trigger.trigger_id }}}}"
     for r in bus.publish_triggers(second).await {
         r.expect("publish");
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
     proc.start_again().expect("restart");
     wait_ready(port).await;
 

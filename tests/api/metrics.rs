@@ -8,6 +8,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::helpers::app::eventually;
 use crate::helpers::env::TestEnv;
 use crate::helpers::live::{all_triggers, publish_lines, wait_quiet};
 use runwatch::bus::Bus;
@@ -159,8 +160,20 @@ async fn metrics_health_and_readiness_of_a_live_worker() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     wait_quiet(&env.config, &bus, Duration::from_secs(60)).await;
-    // The gauges are sampled every relay interval (200 ms here): let one pass after quiet.
-    tokio::time::sleep(env.config.outbox.relay_interval * 2).await;
+    // The gauges are sampled every relay interval (200 ms here): wait for a sample after
+    // quiet (asserted below, with the rest).
+    eventually(
+        Duration::from_secs(30),
+        "gauges sampled after quiet",
+        || async {
+            let (_, text) = get(addr, "/metrics").await.ok()?;
+            let s = samples(&text);
+            (s.get("runwatch_outbox_backlog") == Some(&0.0)
+                && s.get("runwatch_consumer_pending") == Some(&0.0))
+            .then_some(())
+        },
+    )
+    .await;
 
     let (status, body) = get(addr, "/healthz").await.expect("GET /healthz");
     assert_eq!((status, body.as_str()), (200, "ok\n"));
@@ -339,9 +352,15 @@ async fn metrics_health_and_readiness_of_a_live_worker() {
         start <= now + 1.0 && start > now - 3600.0,
         "start time {start} (now {now})"
     );
-    // A counter of whole seconds (metrics counters are integers), 0 for a short test: only
-    // its presence can be checked (`value` panics when the series is missing).
-    let _ = value(&s, "process_cpu_seconds_total");
+    // A counter of whole seconds (metrics counters are integers), often 0 for a short test:
+    // whole, and at most the process's wall time on every CPU.
+    let cpu = value(&s, "process_cpu_seconds_total");
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    assert!(
+        cpu >= 0.0 && cpu.fract() == 0.0 && cpu <= (now - start + 1.0) * cpus,
+        "cpu seconds {cpu} after {} s on {cpus} CPUs",
+        now - start
+    );
     assert!(value(&s, "process_threads") >= 2.0);
 }
 

@@ -239,12 +239,20 @@ async fn worker_survives_an_exhausted_pool_and_killed_backends() {
     }
     tx.rollback().await.unwrap();
     holder.close().await.unwrap();
-    // And once more while it works.
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    let n: i64 = sqlx::Row::get(
-        &sqlx::query(terminate).fetch_one(&mut admin).await.unwrap(),
-        "n",
-    );
+    // And once more while it works: as soon as it has a backend again.
+    let mut n = 0i64;
+    let started = std::time::Instant::now();
+    while n == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "the worker opened no backend within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await; // poll interval
+        n = sqlx::Row::get(
+            &sqlx::query(terminate).fetch_one(&mut admin).await.unwrap(),
+            "n",
+        );
+    }
     killed += n;
     admin.close().await.unwrap();
     assert!(

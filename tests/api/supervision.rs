@@ -206,7 +206,23 @@ async fn an_outbox_row_that_is_not_a_trigger_is_set_aside_and_the_relay_goes_on(
             .fetch_one(pool)
             .await
             .unwrap();
-    tokio::time::sleep(Duration::from_secs(3)).await; // past TestEnv's 2s lease
+    // The row's lease runs out (by the database's clock) and the relay goes on claiming
+    // after that: a second trigger is published. Only then is "never claimed again" shown.
+    eventually(Duration::from_secs(30), "the set-aside row's lease ran out", || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT coalesce(claimed_until < now(), true) FROM outbox WHERE set_aside_at IS NOT NULL",
+        )
+        .fetch_one(pool)
+        .await
+        .ok()
+        .filter(|expired| *expired)
+    })
+    .await;
+    publish_lines(bus, &[failing("o2", "github", 2, &"e".repeat(40))]).await;
+    eventually(Duration::from_secs(30), "a second trigger", || async {
+        (all_triggers(bus).await.len() == 2).then_some(())
+    })
+    .await;
     let again: i32 =
         sqlx::query_scalar("SELECT attempts FROM outbox WHERE set_aside_at IS NOT NULL")
             .fetch_one(pool)

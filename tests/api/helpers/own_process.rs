@@ -6,7 +6,7 @@
 use std::process::Command;
 
 /// Set in the child process to the test it runs.
-const CHILD: &str = "RUNWATCH_TEST_OWN_PROCESS";
+const CHILD: &str = "OWN_PROCESS_TEST";
 
 /// `true` in the child process started for `path` (`api::module::test`, from
 /// [`own_process!`]): run the test's body. Otherwise runs the test alone in a child process
