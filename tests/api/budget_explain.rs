@@ -10,7 +10,6 @@ use std::time::Duration;
 use crate::helpers::env::TestEnv;
 use crate::helpers::live::{all_triggers, publish_in_order, wait_quiet};
 use crate::helpers::procs::WorkerProc;
-use runwatch::bus::Bus;
 
 const BIN: &str = env!("CARGO_BIN_EXE_runwatch");
 
@@ -50,8 +49,7 @@ async fn over_budget_is_logged_once_explained_and_listed() {
     let rules = dir.path().join("rules.toml");
     std::fs::write(&rules, RULES).unwrap();
     let log = dir.path().join("worker.log");
-    let bus = Bus::connect(&env.config).await.unwrap();
-    bus.ensure_streams().await.unwrap();
+    let bus = crate::helpers::app::bus(&env.config).await;
 
     let (a, b) = ("a".repeat(40), "b".repeat(40));
     let events = [

@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use crate::helpers::env::TestEnv;
 use crate::helpers::live::{all_triggers, publish_lines, start_worker, wait_quiet};
-use runwatch::bus::Bus;
 use sqlx::Row;
 
 const PER_PR: u32 = 3;
@@ -104,8 +103,7 @@ async fn round(seed: u64, handle: &metrics_exporter_prometheus::PrometheusHandle
     // Small batches, so the three workers' transactions interleave on the budget rows.
     env.config.consumer.batch_size = 2;
     env.config.validate().expect("config");
-    let bus = Bus::connect(&env.config).await.unwrap();
-    bus.ensure_streams().await.unwrap();
+    let bus = crate::helpers::app::bus(&env.config).await;
 
     let commits = commits();
     let mut lines = Vec::new();

@@ -24,8 +24,7 @@ async fn setup() -> (Config, Bus, StreamsGuard) {
     init_tracing();
     let config = test_config();
     let guard = StreamsGuard::new(&config);
-    let bus = Bus::connect(&config).await.expect("connect");
-    bus.ensure_streams().await.expect("ensure streams");
+    let bus = crate::helpers::app::bus(&config).await;
     bus.ensure_consumer().await.expect("ensure consumer");
     (config, bus, guard)
 }

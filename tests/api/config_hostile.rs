@@ -840,8 +840,7 @@ fn runwatch_config_names_the_file() {
 async fn streams_carry_the_configured_limits() {
     let mut config = nats_common::test_config();
     let _guard = nats_common::StreamsGuard::new(&config);
-    let bus = runwatch::bus::Bus::connect(&config).await.expect("connect");
-    bus.ensure_streams().await.expect("streams");
+    let bus = crate::helpers::app::bus(&config).await;
     let info = |name: String| {
         let js = bus.jetstream().clone();
         async move {

@@ -14,7 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use async_nats::HeaderMap;
-use runwatch::bus::Bus;
 use runwatch::config::Config;
 use runwatch::trigger::Trigger;
 
@@ -34,8 +33,7 @@ async fn triggers_stream() -> (Config, StreamsGuard, Vec<String>) {
     init_tracing();
     let config = test_config();
     let guard = StreamsGuard::new(&config);
-    let bus = Bus::connect(&config).await.expect("connect");
-    bus.ensure_streams().await.expect("ensure streams");
+    let bus = crate::helpers::app::bus(&config).await;
     let triggers = [trigger(1), trigger(2), trigger(3)];
     for r in bus.publish_triggers(&triggers).await {
         r.expect("acked");

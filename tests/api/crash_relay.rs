@@ -6,7 +6,6 @@ use std::time::Duration;
 
 use crate::helpers::env::TestEnv;
 use crate::helpers::live::{all_triggers, publish_in_order, start_worker, wait_quiet};
-use runwatch::bus::Bus;
 use sqlx::Row;
 
 const EVENTS: &str = r#"{"schema":"runwatch.workflow_run.v1","event_id":"c1","provider":"github","repository":{"owner":"acme","name":"crash","id":"77"},"commit_sha":"aaaa","branch":"f","pr_number":3,"run":{"id":"1","attempt":1,"workflow":"build","status":"completed","conclusion":"failure","updated_at":"2026-03-01T10:00:00Z"}}
@@ -20,8 +19,7 @@ const EVENTS: &str = r#"{"schema":"runwatch.workflow_run.v1","event_id":"c1","pr
 )]
 async fn relay_publishes_a_trigger_whose_worker_crashed_after_commit() {
     let env = TestEnv::new().await;
-    let bus = Bus::connect(&env.config).await.unwrap();
-    bus.ensure_streams().await.unwrap();
+    let bus = crate::helpers::app::bus(&env.config).await;
     publish_in_order(&bus, EVENTS).await;
 
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_runwatch"))

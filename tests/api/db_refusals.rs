@@ -10,7 +10,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use crate::helpers::app::{App, World, eventually};
+use crate::helpers::app::{App, TestApp, eventually};
 use crate::helpers::live::{all_triggers, publish_lines};
 use crate::helpers::procs::{self, WorkerProc};
 use crate::helpers::services::{database_url, unique, with_database};
@@ -40,7 +40,7 @@ struct Role {
 }
 
 impl Role {
-    async fn create(w: &World) -> Role {
+    async fn create(w: &TestApp) -> Role {
         let db_url = &w.env.config.database.url;
         let name = unique("rwrefuse").to_lowercase();
         let mut admin = sqlx::PgConnection::connect(db_url)
@@ -88,7 +88,7 @@ impl Drop for Role {
 
 /// `runwatch run --no-migrate` as `role` (like `crate::helpers::app::spawn_app`): max_deliver 3,
 /// backoff 50..300 ms, ack_wait 3 s, and `extra`.
-fn spawn_as(w: &World, role: &Role, extra: &[(&str, &str)]) -> App {
+fn spawn_as(w: &TestApp, role: &Role, extra: &[(&str, &str)]) -> App {
     let dir = w.dir.path();
     let rules_file = dir.join("rules.toml");
     std::fs::write(&rules_file, RULES).expect("write rules");
@@ -142,7 +142,7 @@ async fn readyz(app: &App) -> (u16, String) {
 /// `at_least` has passed, checking all along that readiness is off and that nothing was
 /// dead-lettered or fired.
 async fn while_refused(
-    w: &World,
+    w: &TestApp,
     app: &App,
     kind: &str,
     attempts: f64,
@@ -174,7 +174,7 @@ async fn while_refused(
 
 /// After the fault: the event fires once without a redrive, readiness is back, nothing was
 /// dead-lettered or redelivered.
-async fn recovers(w: &World, app: &App) {
+async fn recovers(w: &TestApp, app: &App) {
     let fired = eventually(Duration::from_secs(30), "the held event fires", || async {
         let t = all_triggers(&w.bus).await;
         (!t.is_empty()).then_some(t)
@@ -210,7 +210,7 @@ async fn recovers(w: &World, app: &App) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_privilege_holds_the_event_reports_it_and_it_fires_after_the_grant() {
-    let w = World::new().await;
+    let w = TestApp::new().await;
     let role = Role::create(&w).await;
     let mut app = spawn_as(&w, &role, &[]);
     eventually(Duration::from_secs(30), "ready", || async {
@@ -275,7 +275,7 @@ async fn a_revoked_privilege_holds_the_event_reports_it_and_it_fires_after_the_g
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_table_lock_times_out_is_reported_and_the_event_fires_once_it_is_released() {
-    let w = World::new().await;
+    let w = TestApp::new().await;
     let role = Role::create(&w).await;
     let mut app = spawn_as(&w, &role, &[("RUNWATCH_DATABASE__LOCK_TIMEOUT", "500ms")]);
     eventually(Duration::from_secs(30), "ready", || async {
@@ -322,7 +322,7 @@ async fn a_table_lock_times_out_is_reported_and_the_event_fires_once_it_is_relea
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_the_database_refuses_for_its_own_values_is_dead_lettered_with_the_sqlstate() {
-    let w = World::new().await;
+    let w = TestApp::new().await;
     // A constraint on the input's own values (SQLSTATE 23514 for the poisoned branch).
     sqlx::query("ALTER TABLE groups ADD CONSTRAINT test_no_poisoned_branch CHECK (branch IS DISTINCT FROM 'poisoned')")
         .execute(&w.pool)
@@ -336,7 +336,7 @@ async fn an_event_the_database_refuses_for_its_own_values_is_dead_lettered_with_
         ],
     )
     .await;
-    let mut app = w.spawn(
+    let mut app = w.spawn_worker(
         RULES,
         &[
             ("RUNWATCH_CONSUMER__MAX_DELIVER", "3"),

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use crate::helpers::env::TestEnv;
 use crate::helpers::live::{all_triggers, start_worker, wait_quiet};
-use runwatch::bus::{Bus, DeadLetter, StreamKind};
+use runwatch::bus::{DeadLetter, StreamKind};
 use runwatch::dead_letters::{RedriveSelection, dead_list, redrive};
 use runwatch::event::Provider;
 
@@ -15,8 +15,7 @@ const GOOD: &str = r#"{"schema":"runwatch.workflow_run.v1","event_id":"g1","prov
 async fn dead_letters_are_listed_and_redriven() {
     let env = TestEnv::new().await;
     let config = env.config.clone();
-    let bus = Bus::connect(&config).await.unwrap();
-    bus.ensure_streams().await.unwrap();
+    let bus = crate::helpers::app::bus(&config).await;
     let subject = bus.event_subject(Provider::Github);
 
     // A valid event that was dead-lettered (as after max_deliver during an outage), with its
@@ -167,8 +166,7 @@ fn listed(stdout: &str) -> Vec<u64> {
 async fn dead_list_and_redrive_do_not_wait_for_deleted_letters() {
     let env = TestEnv::new().await;
     let config = env.config.clone();
-    let bus = Bus::connect(&config).await.unwrap();
-    bus.ensure_streams().await.unwrap();
+    let bus = crate::helpers::app::bus(&config).await;
     let subject = bus.event_subject(Provider::Github);
     for n in 1..=5u64 {
         bus.dead_letter(&DeadLetter {

@@ -323,8 +323,7 @@ async fn wait_ready(port: u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_trigger_reaches_every_matching_target_through_failures_and_a_kill() {
     let env = TestEnv::new().await;
-    let bus = runwatch::bus::Bus::connect(&env.config).await.expect("bus");
-    bus.ensure_streams().await.expect("streams");
+    let bus = crate::helpers::app::bus(&env.config).await;
     let dir = tempfile::tempdir().expect("dir");
 
     // Trigger i of repository acme/app: i % 5 == 0 → 200; 1 → 500 once; 2 → 429 with
@@ -722,8 +721,7 @@ template = "not json {{{{ trigger.trigger_id }}}}"
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_changed_timeout_updates_the_consumer_and_keeps_its_position() {
     let env = TestEnv::new().await;
-    let bus = runwatch::bus::Bus::connect(&env.config).await.expect("bus");
-    bus.ensure_streams().await.expect("streams");
+    let bus = crate::helpers::app::bus(&env.config).await;
     let dir = tempfile::tempdir().expect("dir");
     let config = dir.path().join("deliver.toml");
     let bin = Path::new(env!("CARGO_BIN_EXE_runwatch"));

@@ -20,7 +20,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use crate::helpers::app::{World, eventually};
+use crate::helpers::app::{TestApp, eventually};
 use crate::helpers::env::{TestEnv, unique};
 use crate::helpers::live::{all_triggers, publish_in_order};
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -336,11 +336,11 @@ async fn scalar_time(pool: &sqlx::PgPool, sql: &str, bind: &str) -> DateTime<Utc
     ignore = "needs the fault-injection feature (make test enables it)"
 )]
 async fn explain_and_groups_list_on_live_states() {
-    let world = World::new().await;
+    let world = TestApp::new().await;
     let (env, bus, pool) = (&world.env, &world.bus, world.pool.clone());
 
     // Session 1: the real worker applies every event but B's.
-    let mut app = world.spawn(RULES, &[]);
+    let mut app = world.spawn_worker(RULES, &[]);
     let rules_file = world.dir.path().join("rules.toml");
     publish_in_order(bus, &first_session()).await;
     eventually(Duration::from_secs(60), "the worker applied everything", || {

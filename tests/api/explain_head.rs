@@ -5,7 +5,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::helpers::app::{World, eventually};
+use crate::helpers::app::{TestApp, eventually};
 use crate::helpers::live::{all_triggers, publish_in_order};
 use serde_json::Value;
 
@@ -16,8 +16,8 @@ const HEAD: &str = "7777777777777777777777777777777777777777";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explain_says_the_pull_request_moved_past_the_commit() {
-    let world = World::new().await;
-    let mut app = world.spawn(RULES, &[]);
+    let world = TestApp::new().await;
+    let mut app = world.spawn_worker(RULES, &[]);
     publish_in_order(
         &world.bus,
         include_str!("../conformance/37-only-head-commit/events.jsonl"),

@@ -7,15 +7,15 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::helpers::app::{World, eventually};
+use crate::helpers::app::{TestApp, eventually};
 use crate::helpers::live::{all_triggers, publish_in_order};
 use serde_json::Value;
 
 /// Runs the scenario's events through `runwatch run` with `rules`; waits for `want`
 /// triggers; returns the world for `explain`.
-async fn live(rules: &str, events: &str, want: usize) -> World {
-    let world = World::new().await;
-    let mut app = world.spawn(rules, &[]);
+async fn live(rules: &str, events: &str, want: usize) -> TestApp {
+    let world = TestApp::new().await;
+    let mut app = world.spawn_worker(rules, &[]);
     publish_in_order(&world.bus, events).await;
     let bus = &world.bus;
     eventually(
@@ -33,7 +33,7 @@ async fn live(rules: &str, events: &str, want: usize) -> World {
 }
 
 /// `runwatch explain github acme/widgets PR SHA` (`--json`): (text, first rule's JSON).
-fn explain(world: &World, pr: &str, sha: &str) -> (String, Value) {
+fn explain(world: &TestApp, pr: &str, sha: &str) -> (String, Value) {
     let run = |json: bool| {
         let mut c = Command::new(env!("CARGO_BIN_EXE_runwatch"));
         c.args(["explain", "github", "acme/widgets", pr, sha])

@@ -13,7 +13,6 @@ use std::time::Duration;
 use crate::helpers::env::TestEnv;
 use crate::helpers::live::{all_triggers, publish_in_order, start_worker, wait_quiet};
 use chrono::{DateTime, Utc};
-use runwatch::bus::Bus;
 use runwatch::engine::{Clock, Engine, RuleSet};
 use runwatch::event::{Conclusion, Event, Provider, Repository, Run, SCHEMA, Status};
 use runwatch::explain::Verdict;
@@ -131,8 +130,7 @@ async fn a_flip_in_one_group_makes_another_groups_failure_known_flaky() {
     let rules_file = tempfile::NamedTempFile::new().unwrap();
     std::fs::write(rules_file.path(), rules).unwrap();
     env.config.rules_file = Some(rules_file.path().to_path_buf());
-    let bus = Bus::connect(&env.config).await.unwrap();
-    bus.ensure_streams().await.unwrap();
+    let bus = crate::helpers::app::bus(&env.config).await;
     let pool = runwatch::store::connect(&env.config.database)
         .await
         .unwrap();

@@ -10,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::helpers::app::{World, eventually};
+use crate::helpers::app::{TestApp, eventually};
 use crate::helpers::live::{all_triggers, publish_lines};
 use runwatch::bus::{Bus, StreamKind};
 use runwatch::event::Provider;
@@ -85,7 +85,7 @@ async fn post_github(addr: SocketAddr, event: &str, delivery: &str, body: &Value
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ingest_answers_400_for_times_outside_years_0001_to_9999_and_control_characters() {
-    let w = World::new().await;
+    let w = TestApp::new().await;
     let mut config = w.env.config.clone();
     config.ingest.github_secrets = vec![Secret::new(SECRET)];
     config.ingest.listen = "127.0.0.1:0".parse().expect("addr");
@@ -153,7 +153,7 @@ async fn publish_raw(bus: &Bus, messages: &[Value]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_worker_dead_letters_out_of_range_times_as_invalid_at_the_first_delivery() {
-    let w = World::new().await;
+    let w = TestApp::new().await;
     let repo = ("acme", "times", Some("8"));
     let mut bad_branch = run_event("x-3", repo, "3", "queued", "2026-01-01T00:00:00Z");
     bad_branch["branch"] = json!("feature\r\n\u{1b}[31m");
@@ -169,7 +169,7 @@ async fn the_worker_dead_letters_out_of_range_times_as_invalid_at_the_first_deli
     )
     .await;
     // A transaction failure would be retried up to max_deliver; these must not be.
-    let mut app = w.spawn(
+    let mut app = w.spawn_worker(
         "[[rules]]\nkind = \"all_completed_with_failure\"\n",
         &[("RUNWATCH_CONSUMER__MAX_DELIVER", "5")],
     );
@@ -254,8 +254,8 @@ async fn simulate_refuses_out_of_range_times_naming_the_field() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repositories_whose_owner_and_name_join_alike_stay_two() {
-    let w = World::new().await;
-    let mut app = w.spawn(
+    let w = TestApp::new().await;
+    let mut app = w.spawn_worker(
         "[[rules]]\nkind = \"all_completed_with_failure\"\nsettle = \"1s\"\n",
         &[],
     );
@@ -347,7 +347,7 @@ async fn repositories_whose_owner_and_name_join_alike_stay_two() {
 }
 
 /// Runs the binary with the world's configuration; (exit code, stdout).
-fn run_bin(w: &World, args: &[&str]) -> (Option<i32>, String) {
+fn run_bin(w: &TestApp, args: &[&str]) -> (Option<i32>, String) {
     let out = std::process::Command::new(BIN)
         .args(args)
         .envs(w.env.env_vars())
@@ -366,9 +366,9 @@ fn run_bin(w: &World, args: &[&str]) -> (Option<i32>, String) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn control_characters_stored_before_they_were_refused_are_escaped_when_printed() {
-    let w = World::new().await;
+    let w = TestApp::new().await;
     let rules = "[[rules]]\nkind = \"all_completed_with_failure\"\nsettle = \"8s\"\n";
-    let mut app = w.spawn(rules, &[]);
+    let mut app = w.spawn_worker(rules, &[]);
     let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
     publish_lines(
         &w.bus,
@@ -409,7 +409,7 @@ async fn control_characters_stored_before_they_were_refused_are_escaped_when_pri
         .expect("branch");
 
     // A fresh worker (no cached spelling) fires the timer: `trigger published` logs the group.
-    let mut app = w.spawn(rules, &[("RUST_LOG", "info")]);
+    let mut app = w.spawn_worker(rules, &[("RUST_LOG", "info")]);
     let fired = eventually(Duration::from_secs(30), "the trigger", || async {
         let t = all_triggers(&w.bus).await;
         (!t.is_empty()).then_some(t)

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::app::{World, eventually};
+use crate::helpers::app::{TestApp, eventually};
 use crate::helpers::live::{all_triggers, publish_lines};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
@@ -42,10 +42,10 @@ async fn pending_timers(pool: &sqlx::PgPool) -> i64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_event_from_the_future_does_not_make_other_groups_timers_due() {
-    let w = World::new().await;
+    let w = TestApp::new().await;
     let (bus, pool) = (&w.bus, &w.pool);
     // settle 8s; the event clock may lead the wall clock by at most 1s.
-    let mut app = w.spawn(
+    let mut app = w.spawn_worker(
         "[[rules]]\nkind = \"all_completed_with_failure\"\nsettle = \"8s\"\n",
         &[("RUNWATCH_LIMITS__MAX_CLOCK_SKEW", "1s")],
     );
@@ -140,9 +140,9 @@ async fn an_event_from_the_future_does_not_make_other_groups_timers_due() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_corrupt_group_row_is_set_aside_and_everything_else_carries_on() {
-    let w = World::new().await;
+    let w = TestApp::new().await;
     let (bus, pool) = (&w.bus, &w.pool);
-    let mut app = w.spawn(
+    let mut app = w.spawn_worker(
         "[[rules]]\nkind = \"all_completed_with_failure\"\nsettle = \"1s\"\n",
         &[("RUNWATCH_CONSUMER__MAX_DELIVER", "3")],
     );

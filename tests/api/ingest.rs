@@ -117,8 +117,7 @@ async fn webhooks_are_verified_normalized_and_published_after_the_puback() {
     config.ingest.github_secrets = vec![Secret::new(SECRET_OLD), Secret::new(SECRET_NEW)];
     config.ingest.gitlab_tokens = vec![Secret::new(GITLAB_TOKEN)];
     config.ingest.listen = "127.0.0.1:0".parse().unwrap();
-    let bus = Bus::connect(&config).await.unwrap();
-    bus.ensure_streams().await.unwrap();
+    let bus = crate::helpers::app::bus(&config).await;
     let stop = CancellationToken::new();
     let (addr, server) = ingest::serve(&config, bus.clone(), None, stop.clone())
         .await
@@ -383,8 +382,7 @@ async fn other_ci_reports_are_verified_normalized_and_published() {
     let mut config = env.config.clone();
     config.ingest.github_secrets = vec![Secret::new(SECRET_NEW)];
     config.ingest.listen = "127.0.0.1:0".parse().unwrap();
-    let bus = Bus::connect(&config).await.unwrap();
-    bus.ensure_streams().await.unwrap();
+    let bus = crate::helpers::app::bus(&config).await;
     let stop = CancellationToken::new();
     let (addr, server) = ingest::serve(&config, bus.clone(), None, stop.clone())
         .await
@@ -549,8 +547,7 @@ async fn buildkite_and_circleci_are_verified_normalized_and_published() {
     config.ingest.buildkite_tokens = vec![Secret::new(BK_TOKEN)];
     config.ingest.circleci_secrets = vec![Secret::new(CC_SECRET)];
     config.ingest.listen = "127.0.0.1:0".parse().unwrap();
-    let bus = Bus::connect(&config).await.unwrap();
-    bus.ensure_streams().await.unwrap();
+    let bus = crate::helpers::app::bus(&config).await;
     let stop = CancellationToken::new();
     let (addr, server) = ingest::serve(&config, bus.clone(), None, stop.clone())
         .await
@@ -780,8 +777,7 @@ async fn pull_request_deliveries_publish_the_head_commit() {
     let mut config = env.config.clone();
     config.ingest.github_secrets = vec![Secret::new(SECRET_NEW)];
     config.ingest.listen = "127.0.0.1:0".parse().unwrap();
-    let bus = Bus::connect(&config).await.unwrap();
-    bus.ensure_streams().await.unwrap();
+    let bus = crate::helpers::app::bus(&config).await;
     let stop = CancellationToken::new();
     let (addr, server) = ingest::serve(&config, bus.clone(), None, stop.clone())
         .await

@@ -6,18 +6,18 @@
 
 use std::time::{Duration, Instant};
 
+use crate::helpers::app::TestApp;
 use crate::helpers::app::eventually;
-use crate::helpers::env::TestEnv;
 use crate::helpers::procs;
-use crate::helpers::receiver::{Receiver, SECRET, closed_after, fixture, status, value};
+use crate::helpers::receiver::{SECRET, closed_after, fixture, status, value};
 use runwatch::ingest::github;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dribbled_headers_and_idle_connections_are_closed_after_the_header_timeout() {
-    let env = TestEnv::new().await;
-    let rx = Receiver::start(&env, &[("RUNWATCH_INGEST__HEADER_READ_TIMEOUT", "1s")]);
+    let app = TestApp::new().await;
+    let rx = app.spawn_ingest(&[("RUNWATCH_INGEST__HEADER_READ_TIMEOUT", "1s")]);
     // 40 connections dribble a header (a byte every 200 ms, never the blank line), 10 send
     // nothing, 1 is kept alive after a complete request.
     let mut clients = Vec::new();
@@ -83,13 +83,13 @@ async fn dribbled_headers_and_idle_connections_are_closed_after_the_header_timeo
     );
     assert!(cut >= 50.0, "header timeouts counted: {cut}\n{m}");
     rx.stop();
-    env.cleanup().await;
+    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_and_dribbled_bodies_are_answered_408_after_the_body_timeout() {
-    let env = TestEnv::new().await;
-    let rx = Receiver::start(&env, &[("RUNWATCH_INGEST__BODY_READ_TIMEOUT", "1s")]);
+    let app = TestApp::new().await;
+    let rx = app.spawn_ingest(&[("RUNWATCH_INGEST__BODY_READ_TIMEOUT", "1s")]);
     let head = "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Length: 1000\r\nX-GitHub-Event: workflow_run\r\n\r\n";
     for dribble in [false, true] {
         let started = Instant::now();
@@ -129,21 +129,18 @@ async fn stalled_and_dribbled_bodies_are_answered_408_after_the_body_timeout() {
         "{m}"
     );
     rx.stop();
-    env.cleanup().await;
+    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_stalled_large_bodies_keep_memory_bounded_and_a_signed_delivery_still_succeeds() {
-    let env = TestEnv::new().await;
-    let rx = Receiver::start(
-        &env,
-        &[
-            ("RUNWATCH_INGEST__MAX_BUFFERED_BYTES", "4194304"),
-            ("RUNWATCH_INGEST__BODY_READ_TIMEOUT", "3s"),
-            ("RUNWATCH_INGEST__MAX_CONNECTIONS", "1000"),
-            ("RUNWATCH_INGEST__MAX_REQUESTS_IN_FLIGHT", "1000"),
-        ],
-    );
+    let app = TestApp::new().await;
+    let rx = app.spawn_ingest(&[
+        ("RUNWATCH_INGEST__MAX_BUFFERED_BYTES", "4194304"),
+        ("RUNWATCH_INGEST__BODY_READ_TIMEOUT", "3s"),
+        ("RUNWATCH_INGEST__MAX_CONNECTIONS", "1000"),
+        ("RUNWATCH_INGEST__MAX_REQUESTS_IN_FLIGHT", "1000"),
+    ]);
     let (code, text) = rx.signed("workflow_run", "warm-up", &fixture()).await;
     assert_eq!(code, 200, "{text}");
     let before = rx.rss_kib();
@@ -204,21 +201,18 @@ async fn many_stalled_large_bodies_keep_memory_bounded_and_a_signed_delivery_sti
         .await;
     assert_eq!(code, 200, "{text}");
     rx.stop();
-    env.cleanup().await;
+    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_and_requests_past_their_bounds_are_answered_503() {
-    let env = TestEnv::new().await;
-    let rx = Receiver::start(
-        &env,
-        &[
-            ("RUNWATCH_INGEST__MAX_CONNECTIONS", "4"),
-            ("RUNWATCH_INGEST__MAX_REQUESTS_IN_FLIGHT", "2"),
-            ("RUNWATCH_INGEST__HEADER_READ_TIMEOUT", "60s"),
-            ("RUNWATCH_INGEST__BODY_READ_TIMEOUT", "60s"),
-        ],
-    );
+    let app = TestApp::new().await;
+    let rx = app.spawn_ingest(&[
+        ("RUNWATCH_INGEST__MAX_CONNECTIONS", "4"),
+        ("RUNWATCH_INGEST__MAX_REQUESTS_IN_FLIGHT", "2"),
+        ("RUNWATCH_INGEST__HEADER_READ_TIMEOUT", "60s"),
+        ("RUNWATCH_INGEST__BODY_READ_TIMEOUT", "60s"),
+    ]);
     let unsigned = "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: 2\r\nX-GitHub-Event: ping\r\n\r\n";
     // Two requests whose bodies stall hold both places. One may reach the server while an
     // unsigned probe holds a place and be shed itself: it is then replaced.
@@ -309,13 +303,13 @@ async fn connections_and_requests_past_their_bounds_are_answered_503() {
         "{m}"
     );
     rx.stop();
-    env.cleanup().await;
+    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn signed_made_up_event_names_share_one_metric_series() {
-    let env = TestEnv::new().await;
-    let rx = Receiver::start(&env, &[]);
+    let app = TestApp::new().await;
+    let rx = app.spawn_ingest(&[]);
     let series = |m: &str| {
         m.lines()
             .filter(|l| l.starts_with("runwatch_webhooks_total{"))
@@ -345,13 +339,13 @@ async fn signed_made_up_event_names_share_one_metric_series() {
         "{m}"
     );
     rx.stop();
-    env.cleanup().await;
+    app.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_lets_a_request_in_flight_finish_and_stops_accepting() {
-    let env = TestEnv::new().await;
-    let mut rx = Receiver::start(&env, &[]);
+    let app = TestApp::new().await;
+    let mut rx = app.spawn_ingest(&[]);
     let body = br#"{"zen": "Keep it logically awesome.", "hook_id": 1}"#;
     let head = format!(
         "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Length: {}\r\nX-GitHub-Event: ping\r\nX-GitHub-Delivery: p-1\r\nX-Hub-Signature-256: {}\r\n\r\n",
@@ -380,5 +374,5 @@ async fn shutdown_lets_a_request_in_flight_finish_and_stops_accepting() {
     assert_eq!(status(&text), 200, "{text}");
     let code = rx.proc.terminate(Duration::from_secs(10)).expect("exit");
     assert_eq!(code, Some(0));
-    env.cleanup().await;
+    app.cleanup().await;
 }

@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 use crate::helpers::app::eventually;
 use crate::helpers::env::TestEnv;
 use crate::helpers::live::{all_triggers, publish_lines, wait_quiet};
-use runwatch::bus::Bus;
 use runwatch::event::Provider;
 use runwatch::telemetry::{METRICS, MetricKind};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -102,8 +101,7 @@ async fn metrics_health_and_readiness_of_a_live_worker() {
         .expect("rule"),
     ]);
 
-    let bus = Bus::connect(&env.config).await.expect("connect");
-    bus.ensure_streams().await.expect("streams");
+    let bus = crate::helpers::app::bus(&env.config).await;
     // 12 groups × 2 runs (queued + completed each), 10% duplicates, half the groups fail.
     let trace = crate::helpers::trace::shuffled(7, 12, 2, 0.5, 0.1);
     let (lines, failing) = (trace.lines(), trace.must_fire());

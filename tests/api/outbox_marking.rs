@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use crate::helpers::env::TestEnv;
 use crate::helpers::live::{all_triggers, publish_lines, start_worker};
-use runwatch::bus::Bus;
 use sqlx::Row;
 
 /// A group of one failed run: it fires.
@@ -45,8 +44,7 @@ async fn published_triggers_are_marked_sent_by_the_worker_not_the_relay() {
     // Small batches, so the marks of one batch ride on a later batch's transaction.
     config.consumer.batch_size = 5;
     config.validate().expect("config");
-    let bus = Bus::connect(&config).await.expect("bus");
-    bus.ensure_streams().await.expect("streams");
+    let bus = crate::helpers::app::bus(&config).await;
     let pool = runwatch::store::connect(&config.database)
         .await
         .expect("pool");

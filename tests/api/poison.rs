@@ -5,7 +5,6 @@ use std::time::Duration;
 use crate::helpers::env::TestEnv;
 use crate::helpers::live::{all_triggers, publish_in_order, start_worker, wait_quiet};
 use futures::StreamExt;
-use runwatch::bus::Bus;
 use runwatch::event::Provider;
 
 const GOOD: &str = r#"{"schema":"runwatch.workflow_run.v1","event_id":"g1","provider":"github","repository":{"owner":"acme","name":"p","id":"5"},"commit_sha":"cafe","branch":"f","pr_number":1,"run":{"id":"1","attempt":1,"workflow":"build","status":"completed","conclusion":"timed_out","updated_at":"2026-03-01T10:00:00Z"}}"#;
@@ -13,8 +12,7 @@ const GOOD: &str = r#"{"schema":"runwatch.workflow_run.v1","event_id":"g1","prov
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn poison_is_dead_lettered_with_its_reason_and_the_worker_carries_on() {
     let env = TestEnv::new().await;
-    let bus = Bus::connect(&env.config).await.unwrap();
-    bus.ensure_streams().await.unwrap();
+    let bus = crate::helpers::app::bus(&env.config).await;
     let poison: Vec<(&str, Vec<u8>, &str)> = vec![
         ("p1", b"this is not json".to_vec(), "not_json"),
         (

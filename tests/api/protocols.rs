@@ -24,8 +24,7 @@ use runwatch::event::{Conclusion, Provider, Status};
 use runwatch::trigger::{Trigger, TriggerRepository, TriggerRun};
 use serde_json::Value;
 
-use crate::helpers::app::{eventually, spawn_deliver};
-use crate::helpers::env::TestEnv;
+use crate::helpers::app::{TestApp, eventually};
 use crate::helpers::procs::WorkerProc;
 use crate::helpers::services::protocol_pythonpath;
 
@@ -164,8 +163,9 @@ fn trigger(i: u32, owner: &str, pr: Option<u64>) -> Trigger {
 }
 
 /// `runwatch deliver` with `config`, ready; SIGTERMed by the caller.
-async fn start_deliver(env: &TestEnv, dir: &Path, config: &str) -> WorkerProc {
-    spawn_deliver(env, dir, config, &[("RUST_LOG", "runwatch=debug,info")]).await
+async fn start_deliver(app: &TestApp, config: &str) -> WorkerProc {
+    app.spawn_deliver(config, &[("RUST_LOG", "runwatch=debug,info")])
+        .await
 }
 
 const DELAYS: &str =
@@ -173,10 +173,8 @@ const DELAYS: &str =
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn standard_webhooks_deliveries_verify_with_the_reference_library() {
-    let env = TestEnv::new().await;
-    let bus = runwatch::bus::Bus::connect(&env.config).await.expect("bus");
-    bus.ensure_streams().await.expect("streams");
-    let dir = tempfile::tempdir().expect("dir");
+    let app = TestApp::new().await;
+    let (bus, dir) = (&app.bus, &app.dir);
     let (old, new) = (whsec(), whsec());
     let legacy = "plain-s3cret-not-whsec";
     let rx = PyReceiver::start(
@@ -191,8 +189,7 @@ async fn standard_webhooks_deliveries_verify_with_the_reference_library() {
     let secret_file = dir.path().join("secret");
     std::fs::write(&secret_file, format!("{old}\n{new}\n")).expect("secret");
     let mut proc = start_deliver(
-        &env,
-        dir.path(),
+        &app,
         &format!(
             "{DELAYS}\n[[deliver.targets]]\nname = \"sw\"\nurl = \"{}\"\nsecret_file = \"{}\"\n\n\
              [[deliver.targets]]\nname = \"legacy\"\nurl = \"{}\"\nsecret = \"{legacy}\"\n",
@@ -304,7 +301,7 @@ async fn standard_webhooks_deliveries_verify_with_the_reference_library() {
             "{r:#}"
         );
     }
-    env.cleanup().await;
+    app.cleanup().await;
 }
 
 /// What the CloudEvents SDK must read for `t`.
@@ -333,10 +330,8 @@ fn check_event(event: &Value, t: &Trigger, what: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cloudevents_on_nats_and_in_deliveries_parse_with_the_sdk() {
-    let env = TestEnv::new().await;
-    let bus = runwatch::bus::Bus::connect(&env.config).await.expect("bus");
-    bus.ensure_streams().await.expect("streams");
-    let dir = tempfile::tempdir().expect("dir");
+    let app = TestApp::new().await;
+    let (bus, dir) = (&app.bus, &app.dir);
     let secret = whsec();
     let rx = PyReceiver::start(
         dir.path(),
@@ -347,8 +342,7 @@ async fn cloudevents_on_nats_and_in_deliveries_parse_with_the_sdk() {
         }),
     );
     let mut proc = start_deliver(
-        &env,
-        dir.path(),
+        &app,
         &format!(
             "{DELAYS}\n[[deliver.targets]]\nname = \"binary\"\nurl = \"{}\"\nsecret = \"{secret}\"\ncloudevents = \"binary\"\n\n\
              [[deliver.targets]]\nname = \"structured\"\nurl = \"{}\"\nsecret = \"{secret}\"\nsignature = \"standard-webhooks\"\ncloudevents = \"structured\"\n\n\
@@ -373,8 +367,8 @@ async fn cloudevents_on_nats_and_in_deliveries_parse_with_the_sdk() {
     // NATS: nats-py reads each message, the SDK parses its headers and payload.
     let out = Command::new("python3")
         .arg(repo_root().join("tests/protocols/nats_cloudevents.py"))
-        .arg(&env.config.nats.url)
-        .arg(&env.config.streams.triggers)
+        .arg(&app.env.config.nats.url)
+        .arg(&app.env.config.streams.triggers)
         .arg(triggers.len().to_string())
         .env("PYTHONPATH", protocol_pythonpath())
         .output()
@@ -436,5 +430,5 @@ async fn cloudevents_on_nats_and_in_deliveries_parse_with_the_sdk() {
             serde_json::from_str(r["body"].as_str().expect("body")).expect("trigger");
         assert!(by_id.contains_key(&body.trigger_id.to_string()));
     }
-    env.cleanup().await;
+    app.cleanup().await;
 }

@@ -91,8 +91,7 @@ async fn worker_pulls_again_after_nats_server_restarts() {
     env.config.nats.url = nats.url();
     env.config.consumer.heartbeat = Duration::from_secs(1);
     let worker = start_worker(&env.config);
-    let bus = Bus::connect(&env.config).await.unwrap();
-    bus.ensure_streams().await.unwrap();
+    let bus = crate::helpers::app::bus(&env.config).await;
     publish_in_order(&bus, &failing_group("n", "before", 1)).await;
     wait_fired(&bus, "before", Duration::from_secs(30)).await;
 
@@ -143,8 +142,7 @@ async fn worker_holds_the_batch_while_postgres_is_down_then_resumes() {
     let http_port = procs::free_port().unwrap();
     env.config.http.listen = format!("127.0.0.1:{http_port}").parse().unwrap();
     let worker = start_worker(&env.config);
-    let bus = Bus::connect(&env.config).await.unwrap();
-    bus.ensure_streams().await.unwrap();
+    let bus = crate::helpers::app::bus(&env.config).await;
     wait_readyz(http_port, 200, Duration::from_secs(30)).await;
     publish_in_order(&bus, &failing_group("p", "up", 1)).await;
     wait_fired(&bus, "up", Duration::from_secs(30)).await;
@@ -205,8 +203,7 @@ async fn worker_survives_an_exhausted_pool_and_killed_backends() {
     let (lines, failing) = (trace.lines(), trace.must_fire());
     assert!(!failing.is_empty());
     let worker = start_worker(&env.config);
-    let bus = Bus::connect(&env.config).await.unwrap();
-    bus.ensure_streams().await.unwrap();
+    let bus = crate::helpers::app::bus(&env.config).await;
     let half = lines.len() / 2;
     publish_lines(&bus, &lines[..half]).await;
     wait_quiet(&env.config, &bus, Duration::from_secs(60)).await;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::helpers::env::TestEnv;
 use crate::helpers::live::{all_triggers, publish_in_order, start_worker, wait_quiet};
-use runwatch::bus::{Bus, EventsFrom, StreamKind};
+use runwatch::bus::{EventsFrom, StreamKind};
 use runwatch::config::Config;
 use runwatch::engine::Engine;
 use runwatch::replay::{ReplayOptions, dry_run, replay};
@@ -79,8 +79,7 @@ async fn replay_is_idempotent_reproduces_trigger_ids_and_dry_run_writes_nothing(
     config.consumer.batch_size = 4; // several batches, so state must carry across them
     fresh_config.consumer.batch_size = 4;
 
-    let bus = Bus::connect(&config).await.unwrap();
-    bus.ensure_streams().await.unwrap();
+    let bus = crate::helpers::app::bus(&config).await;
     let published = publish_in_order(&bus, &events()).await;
     bus.publish_event(
         runwatch::event::Provider::Github,
@@ -229,8 +228,7 @@ fn replay_cli(env: &TestEnv, args: &[&str]) -> (Option<i32>, String, String, Dur
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_refuses_times_nats_cannot_hold_and_skips_deleted_events() {
     let env = TestEnv::new().await;
-    let bus = Bus::connect(&env.config).await.unwrap();
-    bus.ensure_streams().await.unwrap();
+    let bus = crate::helpers::app::bus(&env.config).await;
     let published = publish_in_order(&bus, &events()).await as u64;
     let last = bus
         .stream_state(StreamKind::Events)

@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 use crate::helpers::env::TestEnv;
 use crate::helpers::live::{all_triggers, publish_lines, start_worker, wait_quiet};
 use crate::helpers::trace::shuffled;
-use runwatch::bus::Bus;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_replicas_fire_exactly_the_failing_groups_once() {
@@ -19,8 +18,7 @@ async fn three_replicas_fire_exactly_the_failing_groups_once() {
     let trace = shuffled(7, groups, 4, 0.10, 0.05);
     let (lines, failing) = (trace.lines(), trace.must_fire());
     let env = TestEnv::new().await;
-    let bus = Bus::connect(&env.config).await.unwrap();
-    bus.ensure_streams().await.unwrap();
+    let bus = crate::helpers::app::bus(&env.config).await;
     let started = Instant::now();
     let workers: Vec<_> = (0..3).map(|_| start_worker(&env.config)).collect();
     publish_lines(&bus, &lines).await;

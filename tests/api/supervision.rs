@@ -6,7 +6,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::helpers::app::{World, eventually};
+use crate::helpers::app::{TestApp, eventually};
 use crate::helpers::live::{all_triggers, publish_lines};
 use chrono::{SecondsFormat, Utc};
 use runwatch::event::Provider;
@@ -31,9 +31,9 @@ fn failing(id: &str, provider: &str, pr: u64, sha: &str) -> String {
     ignore = "needs the fault-injection feature (make test enables it)"
 )]
 async fn a_dead_consume_task_turns_readiness_off_and_ends_the_process_non_zero() {
-    let w = World::new().await;
+    let w = TestApp::new().await;
     let bus = &w.bus;
-    let mut app = w.spawn(DEFAULT_RULES, &[("RUNWATCH_FAULT", "consume_panic")]);
+    let mut app = w.spawn_worker(DEFAULT_RULES, &[("RUNWATCH_FAULT", "consume_panic")]);
     eventually(Duration::from_secs(30), "ready", || async {
         matches!(app.get("/readyz").await, Ok((200, _))).then_some(())
     })
@@ -79,9 +79,9 @@ async fn a_dead_consume_task_turns_readiness_off_and_ends_the_process_non_zero()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_failed_trigger_publish_acks_the_batch_and_the_relay_delivers_it_later() {
-    let w = World::new().await;
+    let w = TestApp::new().await;
     let (bus, env) = (&w.bus, &w.env);
-    let mut app = w.spawn(DEFAULT_RULES, &[("RUNWATCH_CONSUMER__BATCH_SIZE", "16")]);
+    let mut app = w.spawn_worker(DEFAULT_RULES, &[("RUNWATCH_CONSUMER__BATCH_SIZE", "16")]);
     eventually(Duration::from_secs(30), "ready", || async {
         matches!(app.get("/readyz").await, Ok((200, _))).then_some(())
     })
@@ -176,7 +176,7 @@ async fn a_failed_trigger_publish_acks_the_batch_and_the_relay_delivers_it_later
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outbox_row_that_is_not_a_trigger_is_set_aside_and_the_relay_goes_on() {
-    let w = World::new().await;
+    let w = TestApp::new().await;
     let (bus, pool) = (&w.bus, &w.pool);
     let subject = format!("{}.github", w.env.config.streams.triggers_subject_prefix);
     sqlx::query(
@@ -186,7 +186,7 @@ async fn an_outbox_row_that_is_not_a_trigger_is_set_aside_and_the_relay_goes_on(
     .execute(pool)
     .await
     .unwrap();
-    let mut app = w.spawn(DEFAULT_RULES, &[]);
+    let mut app = w.spawn_worker(DEFAULT_RULES, &[]);
     let reason: String = eventually(Duration::from_secs(30), "set aside", || async {
         sqlx::query_scalar::<_, Option<String>>("SELECT set_aside_reason FROM outbox")
             .fetch_one(pool)
@@ -238,14 +238,14 @@ async fn an_outbox_row_that_is_not_a_trigger_is_set_aside_and_the_relay_goes_on(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dry_run_replay_never_touches_the_database_nor_blocks_a_live_worker() {
-    let w = World::new().await;
+    let w = TestApp::new().await;
     let (bus, env) = (&w.bus, &w.env);
     // History: 200 groups, each with a failing run.
     let history: Vec<String> = (0..200)
         .map(|i| failing(&format!("h{i}"), "github", i + 1, &format!("{i:040x}")))
         .collect();
     publish_lines(bus, &history).await;
-    let mut app = w.spawn(DEFAULT_RULES, &[]);
+    let mut app = w.spawn_worker(DEFAULT_RULES, &[]);
     eventually(Duration::from_secs(60), "history decided", || async {
         (all_triggers(bus).await.len() == 200).then_some(())
     })
@@ -317,7 +317,7 @@ async fn a_dry_run_replay_never_touches_the_database_nor_blocks_a_live_worker() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn run_no_migrate_refuses_a_schema_that_is_behind() {
-    let w = World::new().await;
+    let w = TestApp::new().await;
     let (env, pool) = (&w.env, &w.pool);
     let (version, description): (i64, String) = sqlx::query_as(
         "SELECT version, description FROM _sqlx_migrations ORDER BY version DESC LIMIT 1",

@@ -25,8 +25,7 @@ use std::time::Duration;
 use runwatch::ingest::github;
 use serde_json::Value;
 
-use crate::helpers::app::{App, eventually, spawn_app, spawn_deliver};
-use crate::helpers::env::TestEnv;
+use crate::helpers::app::{App, TestApp, eventually};
 use crate::helpers::procs::WorkerProc;
 use crate::helpers::receiver::{Receiver, SECRET};
 use crate::helpers::services::protocol_pythonpath;
@@ -153,10 +152,10 @@ async fn post(ingest: &Receiver, delivery: &str, body: &[u8], extra: &str) {
 }
 
 /// `runwatch deliver` to `url`, with `vars`, ready.
-async fn start_deliver(env: &TestEnv, dir: &Path, url: &str, vars: &[(&str, &str)]) -> WorkerProc {
+async fn start_deliver(app: &TestApp, url: &str, vars: &[(&str, &str)]) -> WorkerProc {
     let config =
         format!("[[deliver.targets]]\nname = \"hook\"\nurl = \"{url}\"\nsecret = \"s3cret\"\n");
-    spawn_deliver(env, dir, &config, vars).await
+    app.spawn_deliver(&config, vars).await
 }
 
 /// The three processes, with `vars` for ingest and the worker and `deliver_vars` for
@@ -165,36 +164,27 @@ struct Pipeline {
     ingest: Receiver,
     app: App,
     deliver: WorkerProc,
-    dir: tempfile::TempDir,
+    deliver_log: std::path::PathBuf,
 }
 
 impl Pipeline {
     async fn start(
-        env: &TestEnv,
+        test: &TestApp,
         rx: &Otlp,
         rules: &str,
         vars: &[(&str, &str)],
         deliver_vars: &[(&str, &str)],
     ) -> Pipeline {
-        let bus = runwatch::bus::Bus::connect(&env.config).await.expect("bus");
-        bus.ensure_streams().await.expect("streams");
-        let dir = tempfile::tempdir().expect("dir");
         let mut ingest_vars = vec![("RUST_LOG", "info")];
         ingest_vars.extend_from_slice(vars);
-        let ingest = Receiver::start(env, &ingest_vars);
-        let app = spawn_app(env, dir.path(), rules, vars);
-        let deliver = start_deliver(
-            env,
-            dir.path(),
-            &format!("{}/hook", rx.base()),
-            deliver_vars,
-        )
-        .await;
+        let ingest = test.spawn_ingest(&ingest_vars);
+        let app = test.spawn_worker(rules, vars);
+        let deliver = start_deliver(test, &format!("{}/hook", rx.base()), deliver_vars).await;
         Pipeline {
             ingest,
             app,
             deliver,
-            dir,
+            deliver_log: test.dir.path().join("deliver.log"),
         }
     }
 
@@ -209,8 +199,7 @@ impl Pipeline {
                 .expect("stop"),
             Some(0)
         );
-        let deliver_log =
-            std::fs::read_to_string(self.dir.path().join("deliver.log")).unwrap_or_default();
+        let deliver_log = std::fs::read_to_string(&self.deliver_log).unwrap_or_default();
         self.ingest.stop();
         (worker_log, deliver_log)
     }
@@ -244,7 +233,8 @@ fn sha(c: char) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_webhook_is_one_trace_from_ingest_to_the_endpoint() {
-    let env = TestEnv::new().await;
+    let test = TestApp::new().await;
+    let _env = &test.env;
     let tmp = tempfile::tempdir().expect("dir");
     let rx = Otlp::start(tmp.path());
     let endpoint = rx.base();
@@ -257,7 +247,7 @@ async fn one_webhook_is_one_trace_from_ingest_to_the_endpoint() {
         ("OTEL_EXPORTER_OTLP_HEADERS", "x-otlp-key=k1"),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ];
-    let p = Pipeline::start(&env, &rx, RULES, &on, &deliver_on).await;
+    let p = Pipeline::start(&test, &rx, RULES, &on, &deliver_on).await;
 
     // A caller's trace, and a malformed one (uppercase hex; a tracestate over 512 bytes).
     let traced_sha = sha('a');
@@ -405,12 +395,13 @@ async fn one_webhook_is_one_trace_from_ingest_to_the_endpoint() {
         deliver_log.contains(TRACE),
         "deliver's log names the trace:\n{deliver_log}"
     );
-    env.cleanup().await;
+    test.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_an_endpoint_nothing_is_exported_and_headers_still_propagate() {
-    let env = TestEnv::new().await;
+    let test = TestApp::new().await;
+    let _env = &test.env;
     let tmp = tempfile::tempdir().expect("dir");
     let rx = Otlp::start(tmp.path());
     let endpoint = rx.base();
@@ -421,7 +412,7 @@ async fn without_an_endpoint_nothing_is_exported_and_headers_still_propagate() {
         ("RUNWATCH_TELEMETRY__OTLP_ENDPOINT", ""),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ];
-    let p = Pipeline::start(&env, &rx, RULES, &off, &[]).await;
+    let p = Pipeline::start(&test, &rx, RULES, &off, &[]).await;
     let s = sha('c');
     post(
         &p.ingest,
@@ -449,7 +440,7 @@ async fn without_an_endpoint_nothing_is_exported_and_headers_still_propagate() {
     for log in [&worker_log, &deliver_log] {
         assert!(!log.contains("exporting traces"), "{log}");
     }
-    env.cleanup().await;
+    test.cleanup().await;
 }
 
 /// `telemetry.trace_sample_ratio = 0`: a webhook that comes without a trace starts an
@@ -457,7 +448,8 @@ async fn without_an_endpoint_nothing_is_exported_and_headers_still_propagate() {
 /// with a sampled `traceparent` keeps it (parent-based): its spans are all exported.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_sample_ratio_decides_new_traces_and_a_callers_flag_is_kept() {
-    let env = TestEnv::new().await;
+    let test = TestApp::new().await;
+    let _env = &test.env;
     let tmp = tempfile::tempdir().expect("dir");
     let rx = Otlp::start(tmp.path());
     let endpoint = rx.base();
@@ -466,7 +458,7 @@ async fn the_sample_ratio_decides_new_traces_and_a_callers_flag_is_kept() {
         ("RUNWATCH_TELEMETRY__TRACE_SAMPLE_RATIO", "0"),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ];
-    let p = Pipeline::start(&env, &rx, RULES, &on, &on).await;
+    let p = Pipeline::start(&test, &rx, RULES, &on, &on).await;
     let (unsampled, sampled) = (sha('d'), sha('e'));
     post(&p.ingest, "d-new-trace", &failed_run(9004, &unsampled), "").await;
     post(
@@ -512,12 +504,13 @@ async fn the_sample_ratio_decides_new_traces_and_a_callers_flag_is_kept() {
         spans.iter().all(|s| s["trace_id"] != new_trace.as_str()),
         "nothing of the unsampled trace {new_trace}: {spans:#?}"
     );
-    env.cleanup().await;
+    test.cleanup().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trigger_fired_by_a_timer_starts_a_trace_of_its_own() {
-    let env = TestEnv::new().await;
+    let test = TestApp::new().await;
+    let _env = &test.env;
     let tmp = tempfile::tempdir().expect("dir");
     let rx = Otlp::start(tmp.path());
     let endpoint = rx.base();
@@ -526,7 +519,7 @@ async fn a_trigger_fired_by_a_timer_starts_a_trace_of_its_own() {
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
     ];
     let settle = "[[rules]]\nkind = \"all_completed_with_failure\"\nsettle = \"1s\"\n";
-    let p = Pipeline::start(&env, &rx, settle, &on, &on).await;
+    let p = Pipeline::start(&test, &rx, settle, &on, &on).await;
     let s = sha('d');
     post(
         &p.ingest,
@@ -585,5 +578,5 @@ async fn a_trigger_fired_by_a_timer_starts_a_trace_of_its_own() {
         "{decide:#}"
     );
     p.stop();
-    env.cleanup().await;
+    test.cleanup().await;
 }

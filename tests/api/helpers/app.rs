@@ -1,5 +1,5 @@
-//! The real `runwatch run` binary against a [`TestEnv`]: one helper to start it with rules
-//! and extra environment, its HTTP endpoints, and polling.
+//! [`TestApp`], the way into the harness: a test's services and the real `runwatch`
+//! binary's worker, ingest and deliver processes on them; their HTTP endpoints; polling.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -7,24 +7,35 @@ use std::time::{Duration, Instant};
 use super::env::TestEnv;
 use super::procs::{self, WorkerProc};
 
-/// What a test of the real binary starts from: a fresh database and stream names, a
-/// connected bus with the streams created, a pool on the database, and a temp folder.
-pub struct World {
+/// The way into the harness: a fresh database (migrated) and stream names ([`TestEnv`]), a
+/// connected bus with the streams created, a pool on the database and a temp folder; and
+/// the real `runwatch` binary's three services on them: [`spawn_worker`](Self::spawn_worker)
+/// (`run`), [`spawn_ingest`](Self::spawn_ingest) and [`spawn_deliver`](Self::spawn_deliver).
+pub struct TestApp {
     pub env: TestEnv,
     pub dir: tempfile::TempDir,
     pub bus: runwatch::bus::Bus,
     pub pool: sqlx::PgPool,
 }
 
-impl World {
-    pub async fn new() -> World {
-        let env = TestEnv::new().await;
-        let bus = runwatch::bus::Bus::connect(&env.config).await.expect("bus");
-        bus.ensure_streams().await.expect("streams");
+impl TestApp {
+    pub async fn new() -> TestApp {
+        TestApp::configured(|_| {}).await
+    }
+
+    /// [`TestApp::new`] with `configure` applied to the test configuration first (then
+    /// validated): what the test's in-process services and spawned processes run with.
+    pub async fn configured(configure: impl FnOnce(&mut runwatch::config::Config)) -> TestApp {
+        let mut env = TestEnv::new().await;
+        configure(&mut env.config);
+        env.config
+            .validate()
+            .expect("the test's configuration is valid");
+        let bus = bus(&env.config).await;
         let pool = runwatch::store::connect(&env.config.database)
             .await
             .expect("pool");
-        World {
+        TestApp {
             env,
             dir: tempfile::tempdir().expect("temp dir"),
             bus,
@@ -32,15 +43,38 @@ impl World {
         }
     }
 
-    /// [`spawn_app`] on this world.
-    pub fn spawn(&self, rules: &str, extra: &[(&str, &str)]) -> App {
-        spawn_app(&self.env, self.dir.path(), rules, extra)
+    /// `runwatch run` configured like this app, with `rules` (TOML) as its rules file, a
+    /// 100 ms timer sweep, and `extra` environment variables (which win); waits until its
+    /// HTTP port listens. Files go to the app's folder.
+    pub fn spawn_worker(&self, rules: &str, extra: &[(&str, &str)]) -> App {
+        spawn_worker(&self.env, self.dir.path(), rules, extra)
+    }
+
+    /// `runwatch ingest` configured like this app on a free port, taking GitHub deliveries
+    /// signed with [`receiver::SECRET`](super::receiver::SECRET), with `extra` settings.
+    pub fn spawn_ingest(&self, extra: &[(&str, &str)]) -> super::receiver::Receiver {
+        super::receiver::Receiver::start(&self.env, extra)
+    }
+
+    /// `runwatch deliver` configured like this app, with `config` (TOML) as its
+    /// configuration file; waits until its `/readyz` answers 200. The caller stops it.
+    pub async fn spawn_deliver(&self, config: &str, extra: &[(&str, &str)]) -> WorkerProc {
+        spawn_deliver(&self.env, self.dir.path(), config, extra).await
     }
 
     pub async fn cleanup(self) {
         self.pool.close().await;
         self.env.cleanup().await;
     }
+}
+
+/// A bus connected to `config`'s NATS server with its three streams created.
+pub async fn bus(config: &runwatch::config::Config) -> runwatch::bus::Bus {
+    let bus = runwatch::bus::Bus::connect(config)
+        .await
+        .expect("connect to NATS");
+    bus.ensure_streams().await.expect("create the streams");
+    bus
 }
 
 /// A running `runwatch run` process with its HTTP port and its log file.
@@ -50,10 +84,8 @@ pub struct App {
     pub log: PathBuf,
 }
 
-/// Starts `runwatch run` configured like `env`, with `rules` (TOML) as its rules file, a
-/// 100 ms timer sweep, and `extra` environment variables (which win); waits until its HTTP
-/// port listens. Files go to `dir`.
-pub fn spawn_app(env: &TestEnv, dir: &Path, rules: &str, extra: &[(&str, &str)]) -> App {
+/// [`TestApp::spawn_worker`] for `env`, files in `dir`.
+fn spawn_worker(env: &TestEnv, dir: &Path, rules: &str, extra: &[(&str, &str)]) -> App {
     let rules_file = dir.join("rules.toml");
     std::fs::write(&rules_file, rules).expect("write rules");
     let port = procs::free_port().expect("free port");
@@ -123,11 +155,9 @@ impl App {
     }
 }
 
-/// Starts `runwatch deliver` configured like `env`, with `config` (TOML, written to
-/// `dir/deliver.toml`) as its configuration file, a free HTTP port and `extra` environment
-/// variables (after the others); waits until its `/readyz` answers 200. Its log goes to
-/// `dir/deliver.log`; the caller stops it.
-pub async fn spawn_deliver(
+/// [`TestApp::spawn_deliver`] for `env`: `config` written to `dir/deliver.toml`, a free
+/// HTTP port, `extra` environment variables after the others; the log in `dir/deliver.log`.
+async fn spawn_deliver(
     env: &TestEnv,
     dir: &Path,
     config: &str,

@@ -1,8 +1,6 @@
 //! A test environment on the real services: a fresh database and unique stream, subject
 //! and consumer names per test, so tests run in parallel and leave nothing behind.
 
-use std::time::Duration;
-
 use runwatch::config::Config;
 use sqlx::Connection;
 
@@ -46,22 +44,9 @@ impl TestEnv {
             .expect("create test database");
         admin.close().await.ok();
 
-        let mut config = Config::load(None).expect("default config");
+        let mut config = super::config::test_config_for(&nats_url(), &unique("t"));
         config.database.url = with_database(&base, &db_name);
         config.database.max_connections = 5;
-        config.nats.url = nats_url();
-        super::services::name_uniquely(&mut config, &unique("t"));
-        // Two lanes (the default is one), so every test of the real binary runs the lanes.
-        config.consumer.lanes = 2;
-        config.consumer.ack_wait = Duration::from_secs(10);
-        config.consumer.heartbeat = Duration::from_secs(2);
-        config.retry.min_delay = Duration::from_millis(50);
-        config.retry.max_delay = Duration::from_millis(500);
-        config.outbox.relay_interval = Duration::from_millis(200);
-        config.outbox.lease = Duration::from_secs(2);
-        config.timers.interval = Duration::from_millis(100);
-        config.http.listen = "127.0.0.1:0".parse().expect("addr");
-        config.shutdown.timeout = Duration::from_secs(10);
         config.validate().expect("test config is valid");
 
         let pool = runwatch::store::connect(&config.database)

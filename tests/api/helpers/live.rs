@@ -156,8 +156,8 @@ pub async fn post(
 /// The webhook secret (and token) a [`Pipeline`] is configured with.
 pub const SECRET: &str = "hook-secret";
 
-/// The ingest HTTP server and a worker in this process, with their streams and database
-/// (a fresh [`TestEnv`](super::env::TestEnv)), and the rules file when there is one.
+/// The ingest HTTP server and a worker in this process, on a [`TestApp`](super::app::TestApp)'s
+/// streams and database, and the rules file when there is one.
 pub struct Pipeline {
     pub env: super::env::TestEnv,
     pub bus: Bus,
@@ -173,18 +173,21 @@ impl Pipeline {
     /// a worker with `rules` (TOML) as the rules file when given; `configure` sets what else
     /// the test needs (other providers' tokens) first.
     pub async fn start(rules: Option<&str>, configure: impl FnOnce(&mut Config)) -> Pipeline {
-        let mut env = super::env::TestEnv::new().await;
         let rules = rules.map(|rules| {
             let file = tempfile::NamedTempFile::new().expect("rules file");
             std::fs::write(file.path(), rules).expect("write rules");
-            env.config.rules_file = Some(file.path().to_path_buf());
             file
         });
-        env.config.ingest.github_secrets = vec![runwatch::ingest::Secret::new(SECRET)];
-        configure(&mut env.config);
-        env.config.ingest.listen = "127.0.0.1:0".parse().expect("addr");
-        let bus = Bus::connect(&env.config).await.expect("bus");
-        bus.ensure_streams().await.expect("streams");
+        let rules_file = rules.as_ref().map(|f| f.path().to_path_buf());
+        let super::app::TestApp { env, bus, pool, .. } =
+            super::app::TestApp::configured(|config| {
+                config.rules_file = rules_file;
+                config.ingest.github_secrets = vec![runwatch::ingest::Secret::new(SECRET)];
+                configure(config);
+                config.ingest.listen = "127.0.0.1:0".parse().expect("addr");
+            })
+            .await;
+        pool.close().await;
         let stop = CancellationToken::new();
         let (addr, server) = runwatch::ingest::serve(&env.config, bus.clone(), None, stop.clone())
             .await

@@ -1,6 +1,7 @@
 #![allow(dead_code)]
 pub mod app;
 pub mod chaos;
+pub mod config;
 pub mod env;
 pub mod live;
 pub mod nats;

@@ -1,4 +1,4 @@
-//! Test helpers for NATS: unique names, a test configuration, a clean-up guard that deletes
+//! Test helpers for NATS: unique names, the test configuration (`config.rs`), a clean-up guard that deletes
 //! a test's streams even when the test panics, and a private nats-server process.
 #![allow(dead_code)]
 
@@ -8,42 +8,18 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use figment::Figment;
-use figment::providers::{Format, Toml};
-use runwatch::config::{Config, DEFAULT_TOML};
+use runwatch::config::Config;
 use runwatch::event::Provider;
 use runwatch::trigger::{Trigger, TriggerRepository, TriggerRun};
 
 use super::services;
 pub use services::nats_url;
 
+pub use super::config::{test_config, test_config_for};
+
 /// A suffix unique across parallel tests and test processes: pid, counter, time.
 pub fn unique_suffix() -> String {
     services::unique("n")
-}
-
-/// The default configuration pointing at `url`, with streams, subjects and the durable
-/// consumer named uniquely after `suffix`, short heartbeats and a short ack wait.
-pub fn test_config_for(url: &str, suffix: &str) -> Config {
-    let mut config: Config = Figment::new()
-        .merge(Toml::string(DEFAULT_TOML))
-        .extract()
-        .expect("default configuration");
-    config.nats.url = url.to_string();
-    config.nats.connect_timeout = Duration::from_secs(2);
-    config.nats.request_timeout = Duration::from_secs(5);
-    services::name_uniquely(&mut config, suffix);
-    config.consumer.ack_wait = Duration::from_secs(10);
-    config.consumer.heartbeat = Duration::from_secs(1);
-    config.retry.min_delay = Duration::from_millis(100);
-    config.retry.max_delay = Duration::from_secs(2);
-    config.validate().expect("test configuration is valid");
-    config
-}
-
-/// [`test_config_for`] the run's NATS server and a fresh suffix.
-pub fn test_config() -> Config {
-    test_config_for(&nats_url(), &unique_suffix())
 }
 
 /// Deletes the configuration's three streams when dropped (also on panic), from a thread of
