@@ -32,8 +32,9 @@ run: services
 
 # Every test binary runs under scripts/test-runner.sh (cargo's target runner): a binary still
 # running after RUNWATCH_TEST_TIMEOUT seconds is reported (processes, database activity, lock
-# waits) and killed, so a hang fails the run in minutes instead of eating CI's limit.
-RUNWATCH_TEST_TIMEOUT ?= 600
+# waits) and killed, so a hang fails the run instead of eating CI's limit. The integration
+# tests are one binary (tests/api), so the bound covers all of them.
+RUNWATCH_TEST_TIMEOUT ?= 1500
 export RUNWATCH_TEST_TIMEOUT
 HOST_TRIPLE_VAR = CARGO_TARGET_$$(rustc -vV | sed -n 's/^host: //p' | tr 'a-z.-' 'A-Z__')_RUNNER
 

@@ -2,7 +2,7 @@
 # Installs what examples/consumers/python needs (nats-py, examples/consumers/python/
 # requirements.txt) into the project-local folder .local/pip-consumer, never into the user's
 # Python, and prints that folder on stdout (for PYTHONPATH). Nothing is installed when it is
-# already there. Used by tests/consumers.rs; run it by hand to try the example:
+# already there. Used by tests/api/consumers.rs; run it by hand to try the example:
 #   PYTHONPATH="$(scripts/python-consumer-deps.sh)" python3 examples/consumers/python/consumer.py --help
 set -euo pipefail
 

@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
 # Installs the reference libraries that check runwatch's protocols (Standard Webhooks'
 # `standardwebhooks`, the CloudEvents SDK `cloudevents`, nats-py, and OpenTelemetry's
-# `opentelemetry-proto` for the OTLP receiver of tests/trace_context.rs; pinned in
+# `opentelemetry-proto` for the OTLP receiver of tests/api/trace_context.rs; pinned in
 # tests/protocols/requirements.txt) into the project-local folder .local/pip-protocols,
 # never into the user's Python, and prints that folder on stdout (for PYTHONPATH). Nothing
-# is installed when it is already there. Used by tests/protocols.rs and
-# tests/trace_context.rs.
+# is installed when it is already there. Used by tests/api/protocols.rs and
+# tests/api/trace_context.rs.
 set -euo pipefail
 
 # shellcheck source=scripts/common.sh
@@ -17,7 +17,7 @@ probe='import standardwebhooks, nats.js
 from cloudevents.core.bindings.http import from_http_event
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2'
 mkdir -p "$RW_LOCAL"
-# One install at a time (test binaries run in parallel).
+# One install at a time (tests run in parallel).
 exec 9>"$RW_LOCAL/pip-protocols.lock"
 flock 9
 command -v python3 >/dev/null 2>&1 || apt_install python3

@@ -4,13 +4,14 @@
 #
 #   scripts/test-runner.sh BINARY [ARGS...]
 #
-# RUNWATCH_TEST_TIMEOUT (seconds, default 600) bounds one test binary. When it passes, this
+# RUNWATCH_TEST_TIMEOUT (seconds, default 1500) bounds one test binary (the integration tests
+# are one binary, tests/api: the bound covers them all). When it passes, this
 # prints what the binary's processes and the database were doing (pg_stat_activity, lock
 # waits), kills the binary's whole process group (it runs in a session of its own, so the
 # nats-server/postgres/runwatch children that tests start go too) and exits 124.
 set -uo pipefail
 
-limit="${RUNWATCH_TEST_TIMEOUT:-600}"
+limit="${RUNWATCH_TEST_TIMEOUT:-1500}"
 [ $# -ge 1 ] || { echo "usage: $0 BINARY [ARGS...]" >&2; exit 2; }
 
 diagnose() {

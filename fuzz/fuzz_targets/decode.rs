@@ -1,5 +1,5 @@
 //! libFuzzer over `runwatch::event::decode`: it must never panic, and its outcome must keep
-//! the promises of `tests/decode_fuzz.rs` (documented codes, a bounded non-empty reason,
+//! the promises of `tests/api/decode_fuzz.rs` (documented codes, a bounded non-empty reason,
 //! accepted events within the limits).
 #![no_main]
 

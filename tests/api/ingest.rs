@@ -195,7 +195,7 @@ async fn webhooks_are_verified_normalized_and_published_after_the_puback() {
         let r = github(addr, "ping", &format!("p-{name}"), SECRET_OLD, &body).await;
         assert_eq!(r.status, 200, "{name}: {}", r.body);
     }
-    // (`workflow_job` deliveries are published as jobs: tests/jobs.rs.)
+    // (`workflow_job` deliveries are published as jobs: tests/api/jobs.rs.)
     for kind in ["check_run"] {
         for (name, body) in fixture_files(kind) {
             let r = github(addr, kind, &format!("o-{name}"), SECRET_NEW, &body).await;
@@ -672,7 +672,7 @@ async fn buildkite_and_circleci_are_verified_normalized_and_published() {
     )
     .await;
     assert_eq!(r.status, 202, "{}", r.body);
-    // `job.finished` is normalized (tests/jobs.rs): a body without its build is refused.
+    // `job.finished` is normalized (tests/api/jobs.rs): a body without its build is refused.
     let r = post(
         addr,
         "/webhooks/buildkite",

@@ -2,7 +2,7 @@
 //! - every conformance event and the demo's events validate against the event schema (a
 //!   `runwatch.pull_request.v1` line against `schemas/pull_request.v1.json`);
 //! - every trigger `simulate` prints for the conformance suite validates against the trigger
-//!   schema (the live pipeline's triggers are checked in `tests/live_scenarios.rs`);
+//!   schema (the live pipeline's triggers are checked in `tests/api/live_scenarios.rs`);
 //! - what `runwatch::event::decode` rejects for its shape, the event schema rejects too, and
 //!   what it accepts (aliases, nulls, absent optional fields, unknown fields), the schema
 //!   accepts too.

@@ -1,6 +1,6 @@
 """Reads the first COUNT messages of a JetStream stream with nats-py and parses each with
 the CloudEvents SDK (binary content mode: the `ce-*` headers and `content-type`, the
-payload as data), printing one JSON line per message. For tests/protocols.rs.
+payload as data), printing one JSON line per message. For tests/api/protocols.rs.
 
 Usage: nats_cloudevents.py NATS_URL STREAM COUNT
 """

@@ -1,5 +1,5 @@
 """An OTLP/HTTP trace receiver and a webhook endpoint in one HTTP server, for
-tests/trace_context.rs.
+tests/api/trace_context.rs.
 
 POST /v1/traces: the body is decoded as an `ExportTraceServiceRequest` with the official
 `opentelemetry-proto` package (protobuf only, as OTLP/HTTP binary sends it); every span is

@@ -1,4 +1,4 @@
-"""A webhook receiver for tests/protocols.rs that checks every request of `runwatch deliver`
+"""A webhook receiver for tests/api/protocols.rs that checks every request of `runwatch deliver`
 with the ecosystem's own libraries, never with runwatch's code:
 
 - Standard Webhooks: `standardwebhooks.Webhook(secret).verify(body, headers)` under each

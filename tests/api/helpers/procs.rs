@@ -3,7 +3,7 @@
 //! port, trust auth; as the `postgres` OS user when run as root) and `runwatch run` worker
 //! processes configured by environment variables. Each can be killed and started again.
 //!
-//! Shared by `tests/recovery.rs`, `tests/chaos_short.rs` (as `common::procs`) and
+//! Shared by `tests/api/recovery.rs`, `tests/api/chaos_short.rs` (as `common::procs`) and
 //! `examples/chaos.rs` (`#[path = "../tests/api/helpers/procs.rs"]`). Nothing here panics on a
 //! process error; everything returns `io::Result`.
 #![allow(dead_code)]

@@ -1,4 +1,4 @@
-//! A real `runwatch ingest` process for the hostile-client tests (`tests/ingest_hostile.rs`):
+//! A real `runwatch ingest` process for the hostile-client tests (`tests/api/ingest_hostile.rs`):
 //! started on a free port with a GitHub secret and extra settings, its resident memory, raw
 //! HTTP/1.1 requests, its `/metrics`.
 

@@ -7,7 +7,7 @@
 //! queued events. Duplicates (the same event id again), poison and swapped neighbours are
 //! added on top. The [`Trace`] keeps the truth of every group for the checks.
 //!
-//! Included by `tests/api/helpers/mod.rs`, `tests/chaos_short.rs` and the `chaos` and `bench`
+//! Included by `tests/api/helpers/mod.rs`, `tests/api/chaos_short.rs` and the `chaos` and `bench`
 //! examples (`#[path]`).
 #![allow(dead_code)]
 
