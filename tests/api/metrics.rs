@@ -145,18 +145,14 @@ async fn metrics_health_and_readiness_of_a_live_worker() {
     ));
 
     // Ready once the streams, the consumer and the listener are up.
-    let started = Instant::now();
-    loop {
-        if let Ok((200, body)) = get(addr, "/readyz").await {
-            assert_eq!(body, "ready\n");
-            break;
+    let body = eventually(Duration::from_secs(30), "/readyz answering 200", || async {
+        match get(addr, "/readyz").await {
+            Ok((200, body)) => Some(body),
+            _ => None,
         }
-        assert!(
-            started.elapsed() < Duration::from_secs(30),
-            "/readyz not 200 within 30s"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    assert_eq!(body, "ready\n");
     wait_quiet(&env.config, &bus, Duration::from_secs(60)).await;
     // The gauges are sampled every relay interval (200 ms here): wait for a sample after
     // quiet (asserted below, with the rest).

@@ -3,6 +3,7 @@
 //! before `touched_on` existed have it NULL: they are purged when old, kept when recent.
 //! And updates of a group are HOT (no index written).
 
+use crate::helpers::app::eventually;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -64,23 +65,24 @@ async fn purge_by_touched_day_and_exact_update_time_and_updates_are_hot() {
             .await
             .expect("record");
     }
-    let (mut updates, mut hot) = (0i64, 0i64);
-    for _ in 0..100 {
-        // Statistics reach pg_stat_user_tables shortly after the transactions end.
-        let _ = sqlx::query("SELECT pg_stat_clear_snapshot()")
-            .execute(&pool)
-            .await;
-        (updates, hot) = sqlx::query_as(
-            "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'groups'",
-        )
-        .fetch_one(&pool)
-        .await
-        .expect("stats");
-        if updates >= 8 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    // Statistics reach pg_stat_user_tables shortly after the transactions end.
+    let (updates, hot): (i64, i64) = eventually(
+        Duration::from_secs(10),
+        "8 updates of groups counted",
+        || async {
+            let _ = sqlx::query("SELECT pg_stat_clear_snapshot()")
+                .execute(&pool)
+                .await;
+            let got: (i64, i64) = sqlx::query_as(
+                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = 'groups'",
+            )
+            .fetch_one(&pool)
+            .await
+            .expect("stats");
+            (got.0 >= 8).then_some(got)
+        },
+    )
+    .await;
     assert_eq!((updates, hot), (8, 8), "every update of a group is HOT");
 
     // As rows written before the migration look, or aged (the trigger bypassed).

@@ -3,6 +3,7 @@
 //! and an exhausted pool with killed backends. The server that a test kills is its own
 //! process (tests/api/helpers/procs.rs); the worker runs in this process.
 
+use crate::helpers::app::eventually;
 use crate::helpers::procs;
 
 use std::collections::BTreeSet;
@@ -34,17 +35,10 @@ async fn fired(bus: &Bus) -> Vec<String> {
 
 /// Waits until `sha` has a trigger.
 async fn wait_fired(bus: &Bus, sha: &str, within: Duration) {
-    let deadline = Instant::now() + within;
-    loop {
-        if fired(bus).await.iter().any(|s| s == sha) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no trigger for {sha} within {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    eventually(within, &format!("a trigger for {sha}"), || async {
+        fired(bus).await.iter().any(|s| s == sha).then_some(())
+    })
+    .await;
 }
 
 /// The status code of `GET /readyz` on 127.0.0.1:`port` (0 when nothing answers).
@@ -70,17 +64,11 @@ async fn readyz(port: u16) -> u16 {
 
 async fn wait_readyz(port: u16, want: u16, within: Duration) -> Duration {
     let started = Instant::now();
-    loop {
-        let got = readyz(port).await;
-        if got == want {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < within,
-            "/readyz answered {got}, not {want}, for {within:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    eventually(within, &format!("/readyz answering {want}"), || async {
+        (readyz(port).await == want).then_some(())
+    })
+    .await;
+    started.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
