@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::helpers::env::TestEnv;
+use crate::helpers::procs::PgProc;
 use chrono::{DateTime, Utc};
 use runwatch::engine::{Clock, Engine};
 use runwatch::store::{self, Store, StoreOptions, sql};
@@ -20,12 +21,21 @@ use sqlx::PgPool;
 
 const SMALL: i64 = 2_000;
 
-/// Held by every test here, so that none overlaps another: a transaction that holds a
-/// transaction id anywhere in the cluster (here: another test's pre-fill, in its own
-/// database) keeps the first run of an explained sweep from marking the index entries of
-/// dead rows, and the control of the sweeps test (the id-ordered timer sweep at 2,000
-/// groups) touched 2,957 buffers instead of about 450.
+/// A transaction that holds a transaction id anywhere in the cluster (another test's
+/// pre-fill, in its own database; any test of this binary running beside these) keeps the
+/// first run of an explained sweep from marking the index entries of dead rows, and the
+/// control of the sweeps test (the id-ordered timer sweep at 2,000 groups) touched 2,957
+/// buffers instead of about 450. So each test here has a Postgres server of its own
+/// ([`own_server`]), and holds this lock so that no two of them grow tables at once.
 static COUNTING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A Postgres server of the test's own (stopped when dropped) and a [`TestEnv`] on it.
+async fn own_server() -> (TestEnv, PgProc, tempfile::TempDir) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let pg = PgProc::start(&dir.path().join("pg")).expect("start a Postgres server");
+    let env = TestEnv::on_server(&pg.url("postgres")).await;
+    (env, pg, dir)
+}
 const LARGE: i64 = 200_000;
 
 /// Adds groups `from..=to` over 50 repositories, with the mix a live table has: a few
@@ -266,7 +276,7 @@ fn assert_no_sequential_scan(
 #[tokio::test]
 async fn sweeps_and_decisions_cost_the_same_at_two_hundred_thousand_groups_with_stale_statistics() {
     let _counting = COUNTING.lock().await;
-    let env = TestEnv::new().await;
+    let (env, _pg, _dir) = own_server().await;
     let pool = store::connect(&env.config.database).await.expect("pool");
     for table in [
         "groups",
@@ -386,7 +396,7 @@ async fn sweeps_and_decisions_cost_the_same_at_two_hundred_thousand_groups_with_
 #[tokio::test]
 async fn a_connection_that_started_on_an_empty_table_scans_no_table_once_it_has_grown() {
     let _counting = COUNTING.lock().await;
-    let env = TestEnv::new().await;
+    let (env, _pg, _dir) = own_server().await;
     let pool = store::connect(&env.config.database).await.expect("pool");
     for table in [
         "groups",
@@ -517,7 +527,7 @@ fn five_run_state(env: &TestEnv) -> serde_json::Value {
 async fn a_group_with_five_runs_and_its_indexes_takes_under_1250_bytes() {
     const GROUPS: i64 = 20_000;
     let _counting = COUNTING.lock().await;
-    let env = TestEnv::new().await;
+    let (env, _pg, _dir) = own_server().await;
     let pool = store::connect(&env.config.database).await.expect("pool");
     let state = five_run_state(&env);
     sqlx::query(

@@ -32,7 +32,13 @@ impl Drop for TestEnv {
 impl TestEnv {
     /// A fresh database (migrated) and unique JetStream names.
     pub async fn new() -> TestEnv {
-        let base = database_url();
+        TestEnv::on_server(&database_url()).await
+    }
+
+    /// [`TestEnv::new`] with its database on the Postgres server of `base` (a URL; its
+    /// database name is replaced) instead of the run's.
+    pub async fn on_server(base: &str) -> TestEnv {
+        let base = base.to_string();
         let admin_url = with_database(&base, "postgres");
         let db_name = unique("rwtest");
         let mut admin = sqlx::PgConnection::connect(&admin_url)
