@@ -281,7 +281,7 @@ impl Rejection {
 /// than serde_json's recursion limit (128; its `unbounded_depth` feature must stay off) is
 /// rejected as `not_json` rather than overflowing the stack; invalid UTF-8 and lone
 /// surrogates are `not_json`; numbers out of range are rejected, never wrapped. Never
-/// panics (property-tested in `tests/decode_fuzz.rs`).
+/// panics (property-tested in `tests/api/decode_fuzz.rs`).
 pub fn decode(bytes: &[u8], limits: &Limits) -> Result<Event, Rejection> {
     if bytes.len() > limits.max_message_bytes {
         return Err(Rejection::new(

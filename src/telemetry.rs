@@ -3,7 +3,7 @@
 //! The recorder keeps histogram observations in a buffer until they are drained into the
 //! buckets, which happens on a render (a scrape) or on the recorder's upkeep. `init_metrics`
 //! starts the upkeep itself, so a process that nobody scrapes keeps a flat heap
-//! (`tests/metrics_memory.rs`, `make soak`).
+//! (`tests/api/metrics_memory.rs`, `make soak`).
 
 use std::io::IsTerminal;
 
@@ -115,7 +115,7 @@ const DECISION_BUCKETS: &[f64] = &[
 
 /// Every metric runwatch records: name, kind, unit, help text. `/metrics` shows the help
 /// as `# HELP` lines; README.md's Observability table and the Grafana dashboard use these
-/// names (`tests/deploy_files.rs` checks the dashboard against this list).
+/// names (`tests/api/deploy_files.rs` checks the dashboard against this list).
 #[rustfmt::skip]
 pub const METRICS: &[(&str, MetricKind, Unit, &str)] = &[
     ("runwatch_events_total", MetricKind::Counter, Unit::Count,

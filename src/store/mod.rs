@@ -92,7 +92,7 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, StoreError> {
     // PL/pgSQL functions) is otherwise planned once generically, and that plan is kept
     // until the table's statistics change; one made while `groups` was small (a hash join
     // over a sequential scan) then read the whole table on every decision as it grew, until
-    // the worker fell behind (`tests/size.rs`). A custom plan sees the table's current size.
+    // the worker fell behind (`tests/api/size.rs`). A custom plan sees the table's current size.
     let options = options
         .options([
             ("lock_timeout", config.lock_timeout.as_millis().to_string()),

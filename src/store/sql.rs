@@ -1,5 +1,5 @@
 //! The statements of the periodic sweeps (timers, relay, purge), one `.sql` file each in
-//! `src/store/sql/`, so that the store runs them and the size tests (`tests/size.rs`)
+//! `src/store/sql/`, so that the store runs them and the size tests (`tests/api/size.rs`)
 //! explain them with the same text. Each reads an index in the order of its `LIMIT`, so it
 //! costs O(log n + rows due) whatever the table holds and whatever its statistics say.
 
