@@ -9,12 +9,15 @@
 //! ones are dropped when the row is written), each with its trigger id, so a decision that
 //! is taken again (the same trigger id) is not counted twice.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::repo::RepoRef;
 use super::rules::Rule;
-use super::{RepoRef, plus, to_chrono};
+use super::time::{plus, to_chrono};
 use crate::trigger::{BudgetUse, TriggerBudget};
 
 /// One budget's row: a rule's budget for one pull request (`pr_number` > 0) or for the
@@ -178,13 +181,13 @@ pub(crate) fn over(
     rule: &Rule,
     repo: &RepoRef,
     pr_number: Option<u64>,
-    ledger: &super::Ledger,
+    states: &BTreeMap<BudgetKey, BudgetState>,
     wall: DateTime<Utc>,
     id: Uuid,
 ) -> Option<OverBudget> {
     let window = to_chrono(rule.budget_window);
     for (scope, key, limit) in budgets_of(rule, repo, pr_number) {
-        let Some(state) = ledger.budgets.get(&key) else {
+        let Some(state) = states.get(&key) else {
             continue;
         };
         if state.holds(id) {
@@ -210,7 +213,7 @@ pub(crate) fn record(
     rule: &Rule,
     repo: &RepoRef,
     pr_number: Option<u64>,
-    ledger: &mut super::Ledger,
+    states: &mut BTreeMap<BudgetKey, BudgetState>,
     wall: DateTime<Utc>,
     id: Uuid,
 ) -> Option<TriggerBudget> {
@@ -221,7 +224,7 @@ pub(crate) fn record(
     let window = to_chrono(rule.budget_window);
     let mut out = TriggerBudget::default();
     for (scope, key, limit) in budgets {
-        let state = ledger.budgets.entry(key).or_default();
+        let state = states.entry(key).or_default();
         state.record(id, wall, window, limit);
         let used = BudgetUse {
             used: u32::try_from(state.used(wall, window)).unwrap_or(u32::MAX),

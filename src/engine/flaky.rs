@@ -22,13 +22,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
+pub use super::rules::MAX_FLIPS_COUNTED;
 use super::rules::Rule;
 use crate::trigger::KnownFlaky;
-
-/// The most flips a workflow is counted with: counts saturate here (a workflow with more is
-/// as flaky as one can say), and the store loads at most this many per key. `flaky_threshold`
-/// is at most this.
-pub const MAX_FLIPS_COUNTED: u32 = 1000;
 
 /// Whose flips are kept together: a repository's workflow.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -19,17 +19,19 @@ pub mod jobs;
 pub mod merge;
 pub mod pull;
 pub mod reasons;
+mod repo;
 pub mod routing;
 pub mod rules;
 mod stored_run;
 pub mod streak;
+mod time;
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::event::{Event, Limits, Provider, RejectCode, Rejection, Status};
+use crate::event::{Event, Limits, RejectCode, Rejection, Status};
 use crate::trigger::{TRIGGER_SCHEMA, Trigger, TriggerPullRequest, TriggerRepository, TriggerRun};
 
 pub use budget::{BudgetKey, BudgetScope, BudgetState, OverBudget};
@@ -39,8 +41,10 @@ pub use jobs::{JobBook, JobKey, JobState};
 pub use merge::RunState;
 pub use pull::{AuthorBlock, PullAuthor, PullBlock, PullInfo, PullState, PullStatus};
 pub use reasons::{Check, Judgment, Reason};
+pub use repo::RepoRef;
 pub use rules::{Rule, RuleKind, RuleSet};
 pub use streak::{StreakKey, StreakRun, StreakState};
+use time::{plus, to_chrono};
 
 /// The two clocks a decision sees. `event` is the largest `run.updated_at` seen (event
 /// time); `wall` is the real time in the worker and equals `event` in `simulate`.
@@ -86,19 +90,6 @@ impl Clock {
             wall: plus(self.wall, d),
         }
     }
-}
-
-/// A repository as the registry knows it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RepoRef {
-    pub internal_id: i64,
-    /// Immutable identity used in trigger ids: `provider:id:<id>` or `provider:name:<owner/name>`.
-    pub stable_key: String,
-    pub provider: Provider,
-    /// The latest spelling seen.
-    pub owner: String,
-    pub name: String,
-    pub external_id: Option<String>,
 }
 
 /// The identity of a group and its state.
@@ -468,7 +459,7 @@ impl Engine {
         // first (the budget may have room when it ends); the cooldown is not spent.
         let over = rule
             .has_budget()
-            .then(|| budget::over(rule, g.repo, g.pr_number, ledger, clock.wall, id))
+            .then(|| budget::over(rule, g.repo, g.pr_number, &ledger.budgets, clock.wall, id))
             .flatten();
         if let Some(over) = over {
             if let Some(due) = cooldown_pending(rule, g.repo, ledger, clock) {
@@ -484,7 +475,14 @@ impl Engine {
             return (None, Reason::Cooldown(due));
         }
         st.decide(relevant.iter().map(|(id, r)| (*id, r.attempt)));
-        let budget = budget::record(rule, g.repo, g.pr_number, ledger, clock.wall, id);
+        let budget = budget::record(
+            rule,
+            g.repo,
+            g.pr_number,
+            &mut ledger.budgets,
+            clock.wall,
+            id,
+        );
         let trigger = Trigger {
             branch: g.branch.clone(),
             episode,
@@ -623,16 +621,6 @@ fn cooldown_deferral(
 fn lead_bound(wall: DateTime<Utc>, max_lead: std::time::Duration) -> DateTime<Utc> {
     wall.checked_add_signed(to_chrono(max_lead))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
-/// `t + d`, saturating at the largest time chrono can hold instead of panicking (the
-/// configuration bounds settle and cooldown; this keeps a library caller safe too).
-fn plus(t: DateTime<Utc>, d: chrono::Duration) -> DateTime<Utc> {
-    t.checked_add_signed(d).unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
-fn to_chrono(d: std::time::Duration) -> chrono::Duration {
-    chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
 
 /// A trigger of `rule` for a commit (of a pull request or none), fired at `clock.wall`:

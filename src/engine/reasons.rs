@@ -9,8 +9,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+use super::repo::RepoRef;
 use super::{
-    AuthorBlock, Due, FlakySkip, Flips, GroupState, OverBudget, PullBlock, RepoRef, Rule, RunState,
+    AuthorBlock, Due, FlakySkip, Flips, GroupState, OverBudget, PullBlock, Rule, RunState,
     StreakKey, StreakState,
 };
 use crate::event::Status;

@@ -208,6 +208,11 @@ pub const DEFAULT_FLAKY_WINDOW: Duration = Duration::from_secs(7 * 86_400);
 /// `flaky_threshold`'s default: two flips (one can be a runner's bad day).
 pub const DEFAULT_FLAKY_THRESHOLD: u32 = 2;
 
+/// The most flips a workflow is counted with: counts saturate here (a workflow with more is
+/// as flaky as one can say), and the store loads at most this many per key. `flaky_threshold`
+/// is at most this.
+pub const MAX_FLIPS_COUNTED: u32 = 1000;
+
 pub const DEFAULT_FAILURE_CONCLUSIONS: [Conclusion; 3] = [
     Conclusion::Failure,
     Conclusion::TimedOut,
@@ -436,12 +441,12 @@ impl RuleSet {
                 return Err(err("flaky_window", "must be longer than 0s"));
             }
             let flaky_threshold = c.flaky_threshold.unwrap_or(DEFAULT_FLAKY_THRESHOLD);
-            if flaky_threshold == 0 || flaky_threshold > super::flaky::MAX_FLIPS_COUNTED {
+            if flaky_threshold == 0 || flaky_threshold > MAX_FLIPS_COUNTED {
                 return Err(err(
                     "flaky_threshold",
                     &format!(
                         "must be between 1 and {} (flips are counted up to that)",
-                        super::flaky::MAX_FLIPS_COUNTED
+                        MAX_FLIPS_COUNTED
                     ),
                 ));
             }

@@ -2,7 +2,7 @@
 
 use uuid::Uuid;
 
-use super::{Delivery, FiredTrigger, OutboxRow, show_time};
+use super::types::{Delivery, FiredTrigger, OutboxRow, show_time};
 
 pub(super) fn fired_trigger(id: Uuid, outbox: &[OutboxRow]) -> FiredTrigger {
     let row = outbox.iter().find(|r| r.trigger_id == id);

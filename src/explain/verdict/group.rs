@@ -1,7 +1,8 @@
 //! `all_completed_with_failure` on one group: what the engine recorded (over budget,
 //! fired, a timer pending) and its [`Check`] of the group, in words.
 
-use super::{Cause, GroupView, OutboxRow, Shared, Verdict, delivery, show_time, unmet};
+use super::types::{Cause, GroupView, OutboxRow, Shared, Verdict, show_time};
+use super::{delivery, unmet};
 use crate::engine::{AuthorBlock, Check, PullBlock, Rule, reasons::Subject};
 
 /// `all_completed_with_failure` on the group.

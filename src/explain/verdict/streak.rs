@@ -3,11 +3,9 @@
 
 use std::collections::BTreeSet;
 
-use super::{
-    Cause, FiredTrigger, GroupView, OutboxRow, RuleSet, Shared, StreakInfo, StreakKey, Verdict,
-    delivery, unmet,
-};
-use crate::engine::{Rule, RuleKind};
+use super::types::{Cause, FiredTrigger, GroupView, OutboxRow, Shared, StreakInfo, Verdict};
+use super::{delivery, unmet};
+use crate::engine::{Rule, RuleKind, RuleSet, StreakKey};
 use crate::event::Status;
 
 /// The streaks of the group's completed runs that `repeated_failure` rules count.

@@ -1,6 +1,11 @@
+use std::collections::BTreeMap;
+
 use super::*;
 use crate::engine::RunState;
-use crate::engine::{EpisodeState, StreakRun};
+use crate::engine::{
+    BudgetScope, Due, EpisodeState, GroupState, RepoRef, StreakKey, StreakRun, StreakState,
+};
+use crate::event::{Conclusion, Provider, Status};
 
 const T0: &str = "2026-03-01T10:00:00Z";
 

@@ -1,7 +1,7 @@
 //! The verdicts that say the rule does not fire: runs still pending, the repository or
 //! the run filters leaving nothing, and the other reasons in words.
 
-use super::{Cause, GroupView, PendingRun, StreakInfo, Verdict, status_str};
+use super::types::{Cause, GroupView, PendingRun, StreakInfo, Verdict, status_str};
 use crate::engine::RunState;
 use crate::event::Status;
 
