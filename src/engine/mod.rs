@@ -13,6 +13,9 @@
 
 pub mod association;
 pub mod budget;
+mod clock;
+mod cooldown;
+mod evaluate;
 pub mod flaky;
 pub mod group;
 pub mod jobs;
@@ -25,16 +28,19 @@ pub mod rules;
 mod stored_run;
 pub mod streak;
 mod time;
+mod trigger_content;
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 
 use crate::event::{Event, Limits, RejectCode, Rejection, Status};
-use crate::trigger::{TRIGGER_SCHEMA, Trigger, TriggerPullRequest, TriggerRepository, TriggerRun};
+use crate::trigger::Trigger;
 
 pub use budget::{BudgetKey, BudgetScope, BudgetState, OverBudget};
+pub use clock::Clock;
+use clock::take_due;
+pub use cooldown::CooldownKey;
 pub use flaky::{FlakySkip, Flip, FlipKey, Flips};
 pub use group::{Due, EpisodeState, GroupState};
 pub use jobs::{JobBook, JobKey, JobState};
@@ -44,53 +50,6 @@ pub use reasons::{Check, Judgment, Reason};
 pub use repo::RepoRef;
 pub use rules::{Rule, RuleKind, RuleSet};
 pub use streak::{StreakKey, StreakRun, StreakState};
-use time::{plus, to_chrono};
-
-/// The two clocks a decision sees. `event` is the largest `run.updated_at` seen (event
-/// time); `wall` is the real time in the worker and equals `event` in `simulate`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Clock {
-    pub event: DateTime<Utc>,
-    pub wall: DateTime<Utc>,
-}
-
-impl Clock {
-    pub fn event_time(t: DateTime<Utc>) -> Clock {
-        Clock { event: t, wall: t }
-    }
-
-    /// The clock after seeing an event that happened at `t`, at wall time `wall`. Event time
-    /// never moves back, and never past `wall + max_lead`: an event dated further ahead (a
-    /// producer bug, milliseconds read as seconds) still merges, but cannot make every other
-    /// group's timers due.
-    pub fn advance(
-        self,
-        t: DateTime<Utc>,
-        wall: DateTime<Utc>,
-        max_lead: std::time::Duration,
-    ) -> Clock {
-        Clock {
-            event: self.event.max(t.min(lead_bound(wall, max_lead))),
-            wall,
-        }
-    }
-
-    /// Whether `t` is further ahead of `wall` than `max_lead` (see [`Clock::advance`]).
-    pub fn is_skewed(t: DateTime<Utc>, wall: DateTime<Utc>, max_lead: std::time::Duration) -> bool {
-        t > lead_bound(wall, max_lead)
-    }
-
-    fn is_due(&self, due: &Due) -> bool {
-        due.event <= self.event || due.wall <= self.wall
-    }
-
-    fn due_after(&self, d: chrono::Duration) -> Due {
-        Due {
-            event: plus(self.event, d),
-            wall: plus(self.wall, d),
-        }
-    }
-}
 
 /// The identity of a group and its state.
 #[derive(Debug)]
@@ -101,13 +60,6 @@ pub struct GroupCtx<'a> {
     /// The latest branch seen for the group.
     pub branch: &'a mut Option<String>,
     pub state: &'a mut GroupState,
-}
-
-/// Per-repository cooldown bookkeeping: when a rule last fired for a repository (wall clock).
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct CooldownKey {
-    pub repository_id: i64,
-    pub rule: String,
 }
 
 /// State shared by several groups, loaded and locked by the caller.
@@ -347,357 +299,5 @@ impl Engine {
             workflow: run.workflow.clone(),
         };
         flaky::record(ledger.flips.entry(key).or_default(), run_id, flip)
-    }
-
-    /// `all_completed_with_failure` on one group. A rule whose bookkeeping is left at its
-    /// default keeps no entry in the group's state: every reader takes a missing entry as
-    /// the default, and the state stays as small as it is stored.
-    fn evaluate_group(
-        &self,
-        rule: &Rule,
-        g: &mut GroupCtx<'_>,
-        ledger: &mut Ledger,
-        clock: Clock,
-        timer_fired: bool,
-    ) -> Option<Trigger> {
-        self.evaluate_group_why(rule, g, ledger, clock, timer_fired)
-            .0
-    }
-
-    /// `all_completed_with_failure` on one group: the trigger, if it fired, and why it did
-    /// or did not. A rule whose bookkeeping is left at its default (not fired, no timer)
-    /// keeps no entry in the group's state.
-    fn evaluate_group_why(
-        &self,
-        rule: &Rule,
-        g: &mut GroupCtx<'_>,
-        ledger: &mut Ledger,
-        clock: Clock,
-        timer_fired: bool,
-    ) -> (Option<Trigger>, Reason) {
-        let judged = self.judge_group(rule, g, ledger, clock, timer_fired);
-        if g.state
-            .rules
-            .get(&rule.name)
-            .is_some_and(|st| *st == EpisodeState::default())
-        {
-            g.state.rules.remove(&rule.name);
-        }
-        judged
-    }
-
-    /// The rule's judgment of one group, with its reason.
-    fn judge_group(
-        &self,
-        rule: &Rule,
-        g: &mut GroupCtx<'_>,
-        ledger: &mut Ledger,
-        clock: Clock,
-        timer_fired: bool,
-    ) -> (Option<Trigger>, Reason) {
-        let check = rule.check_group(
-            reasons::Subject {
-                repo: g.repo,
-                pr_number: g.pr_number,
-                commit_sha: g.commit_sha,
-                state: g.state,
-            },
-            |w| {
-                ledger.flips.get(&FlipKey {
-                    repository_id: g.repo.internal_id,
-                    workflow: w.to_string(),
-                })
-            },
-            clock.event,
-        );
-        let (failed_workflows, known_flaky) = match &check {
-            Check::Repository => return (None, Reason::Unmet(check)),
-            Check::Holds {
-                failed_workflows,
-                known_flaky,
-            } => (failed_workflows.clone(), known_flaky.clone()),
-            _ => (Vec::new(), Vec::new()),
-        };
-        let relevant = rule.relevant_runs(&g.state.runs);
-        let runs: BTreeMap<String, TriggerRun> = relevant
-            .iter()
-            .map(|(id, r)| ((*id).clone(), trigger_run(r)))
-            .collect();
-
-        let st = g.state.rules.entry(rule.name.clone()).or_default();
-        if rule.refire_on_rerun
-            && st.fired
-            && st.rerun_since_fire(relevant.iter().map(|(id, r)| (*id, r.attempt)))
-        {
-            st.episode += 1;
-            st.fired = false;
-            st.inherited = false;
-            st.due = None;
-            st.over_budget = None;
-        }
-        if st.fired {
-            st.due = None;
-            return (None, Reason::AlreadyFired);
-        }
-        if !check.holds() {
-            st.due = None;
-            return (None, Reason::Unmet(check));
-        }
-        if !timer_fired && !rule.settle.is_zero() {
-            let due = *st
-                .due
-                .get_or_insert_with(|| clock.due_after(to_chrono(rule.settle)));
-            return (None, Reason::Settling(due));
-        }
-        if !timer_fired && let Some(due) = st.due {
-            // Deferred by a cooldown: wait for its timer.
-            return (None, Reason::Cooldown(due));
-        }
-        let episode = st.episode;
-        let id = rule.group_trigger_id(g.repo, g.pr_number, g.commit_sha, episode);
-        // Over budget: decided, recorded, not published. A running cooldown still defers
-        // first (the budget may have room when it ends); the cooldown is not spent.
-        let over = rule
-            .has_budget()
-            .then(|| budget::over(rule, g.repo, g.pr_number, &ledger.budgets, clock.wall, id))
-            .flatten();
-        if let Some(over) = over {
-            if let Some(due) = cooldown_pending(rule, g.repo, ledger, clock) {
-                st.due = Some(due);
-                return (None, Reason::Cooldown(due));
-            }
-            st.decide(relevant.iter().map(|(id, r)| (*id, r.attempt)));
-            st.over_budget = Some(over.clone());
-            return (None, Reason::OverBudget(over));
-        }
-        if let Some(due) = cooldown_deferral(rule, g.repo, ledger, clock) {
-            st.due = Some(due);
-            return (None, Reason::Cooldown(due));
-        }
-        st.decide(relevant.iter().map(|(id, r)| (*id, r.attempt)));
-        let budget = budget::record(
-            rule,
-            g.repo,
-            g.pr_number,
-            &mut ledger.budgets,
-            clock.wall,
-            id,
-        );
-        let trigger = Trigger {
-            branch: g.branch.clone(),
-            episode,
-            runs,
-            failed_workflows,
-            budget,
-            known_flaky,
-            ..new_trigger(rule, id, g.repo, g.pr_number, g.commit_sha, g.state, clock)
-        };
-        (Some(trigger), Reason::Fired(id))
-    }
-
-    /// `repeated_failure`: records a completed run in its streak and fires once per streak.
-    fn record_streak(
-        &self,
-        rule: &Rule,
-        g: &mut GroupCtx<'_>,
-        ledger: &mut Ledger,
-        event: &Event,
-        clock: Clock,
-    ) -> Option<Trigger> {
-        if event.run.status != Status::Completed
-            || !rule.matches_repository(&g.repo.owner, &g.repo.name)
-            || !rule.matches_run(&event.run.workflow, event.branch.as_deref())
-        {
-            return None;
-        }
-        let run = RunState::from_event(event);
-        let key = rule.streak_key(g.repo.internal_id, &run);
-        let threshold = rule.threshold as usize;
-        let entry = StreakRun {
-            run_id: event.run.id.clone(),
-            run,
-            commit_sha: event.commit_sha.clone(),
-            pr_number: event.pr_number,
-            failed: false,
-        };
-        let failed = rule.is_failure(event.run.conclusion);
-        let streak = ledger.streaks.entry(key.clone()).or_default();
-        if !streak.record(entry, failed, threshold) || !streak.should_fire(threshold) {
-            return None;
-        }
-        let id = rule.streak_trigger_id(g.repo, &key, streak);
-        let runs: BTreeMap<String, TriggerRun> = streak
-            .failures()
-            .map(|f| (f.run_id.clone(), trigger_run(&f.run)))
-            .collect();
-        // A streak that ends inside a cooldown is not announced (there is no group to hold
-        // a timer); it is marked fired so it does not fire later either.
-        let suppressed = cooldown_deferral(rule, g.repo, ledger, clock).is_some();
-        if let Some(s) = ledger.streaks.get_mut(&key) {
-            s.mark_fired();
-        }
-        if suppressed {
-            return None;
-        }
-        Some(Trigger {
-            branch: event.branch.clone(),
-            workflow: Some(key.workflow.clone()),
-            runs,
-            failed_workflows: vec![key.workflow],
-            ..new_trigger(
-                rule,
-                id,
-                g.repo,
-                event.pr_number,
-                &event.commit_sha,
-                g.state,
-                clock,
-            )
-        })
-    }
-}
-
-/// Whether the rule's timer in the group is due at `clock`; a due timer is cleared (the
-/// caller judges the rule as its timer firing).
-fn take_due(rule: &Rule, state: &mut GroupState, clock: Clock) -> bool {
-    match state.rules.get_mut(&rule.name) {
-        Some(s) if s.due.is_some_and(|d| clock.is_due(&d)) => {
-            s.due = None;
-            true
-        }
-        _ => false,
-    }
-}
-
-/// If the rule's per-repository cooldown is running, the due time at which it ends (reads
-/// only; [`cooldown_deferral`] also records a firing).
-fn cooldown_pending(rule: &Rule, repo: &RepoRef, ledger: &Ledger, clock: Clock) -> Option<Due> {
-    if rule.cooldown.is_zero() {
-        return None;
-    }
-    let key = CooldownKey {
-        repository_id: repo.internal_id,
-        rule: rule.name.clone(),
-    };
-    let ends = plus(*ledger.cooldowns.get(&key)?, to_chrono(rule.cooldown));
-    (ends > clock.wall).then(|| Due {
-        event: plus(clock.event, ends - clock.wall),
-        wall: ends,
-    })
-}
-
-/// If the rule's per-repository cooldown is running, the due time at which it ends.
-/// Otherwise records that the rule fires now and returns `None`. Cooldowns are measured on
-/// the wall clock (event time in `simulate`, where the two are the same).
-fn cooldown_deferral(
-    rule: &Rule,
-    repo: &RepoRef,
-    ledger: &mut Ledger,
-    clock: Clock,
-) -> Option<Due> {
-    if rule.cooldown.is_zero() {
-        return None;
-    }
-    let key = CooldownKey {
-        repository_id: repo.internal_id,
-        rule: rule.name.clone(),
-    };
-    let cooldown = to_chrono(rule.cooldown);
-    if let Some(last) = ledger.cooldowns.get(&key) {
-        let ends = plus(*last, cooldown);
-        if ends > clock.wall {
-            let left = ends - clock.wall;
-            return Some(Due {
-                event: plus(clock.event, left),
-                wall: ends,
-            });
-        }
-    }
-    ledger.cooldowns.insert(key, clock.wall);
-    None
-}
-
-/// `wall + max_lead`, saturating at the end of time.
-fn lead_bound(wall: DateTime<Utc>, max_lead: std::time::Duration) -> DateTime<Utc> {
-    wall.checked_add_signed(to_chrono(max_lead))
-        .unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
-/// A trigger of `rule` for a commit (of a pull request or none), fired at `clock.wall`:
-/// what every trigger carries; the caller sets its runs, branch, workflow, episode,
-/// budget and known flaky workflows.
-fn new_trigger(
-    rule: &Rule,
-    id: uuid::Uuid,
-    repo: &RepoRef,
-    pr_number: Option<u64>,
-    commit_sha: &str,
-    state: &GroupState,
-    clock: Clock,
-) -> Trigger {
-    Trigger {
-        schema: TRIGGER_SCHEMA.to_string(),
-        trigger_id: id,
-        rule: rule.kind.as_str().to_string(),
-        rule_name: rule.name.clone(),
-        provider: repo.provider,
-        repository: trigger_repository(repo),
-        pr_number,
-        commit_sha: commit_sha.to_string(),
-        branch: None,
-        workflow: None,
-        episode: 0,
-        runs: BTreeMap::new(),
-        failed_workflows: Vec::new(),
-        fired_at: clock.wall,
-        budget: None,
-        pull_request: trigger_pull_request(pr_number, state),
-        known_flaky: Vec::new(),
-        trace: None,
-    }
-}
-
-fn trigger_run(r: &RunState) -> TriggerRun {
-    TriggerRun {
-        attempt: r.attempt,
-        workflow: r.workflow.clone(),
-        status: r.status,
-        conclusion: r.conclusion,
-        url: r.url.clone(),
-        updated_at: r.updated_at,
-        jobs: Vec::new(),
-        jobs_omitted: 0,
-    }
-}
-
-/// What the group knows of its pull request, for the trigger: `None` without a pull
-/// request or before any `pull_request` delivery said anything about it.
-fn trigger_pull_request(pr: Option<u64>, state: &GroupState) -> Option<TriggerPullRequest> {
-    let number = pr?;
-    let info = state.pr_info.as_ref();
-    let status = state.pr_status.as_ref();
-    if info.is_none() && status.is_none() {
-        return None;
-    }
-    let author = info.and_then(|i| i.author.as_ref());
-    Some(TriggerPullRequest {
-        number,
-        title: info.and_then(|i| i.title.clone()),
-        author: author.map(|a| a.login.clone()),
-        author_is_bot: author.map(|a| a.bot),
-        head_branch: info.and_then(|i| i.head_branch.clone()),
-        base_branch: info.and_then(|i| i.base_branch.clone()),
-        url: info.and_then(|i| i.url.clone()),
-        draft: status.map(|s| s.draft),
-        state: status.map(|s| s.state),
-    })
-}
-
-fn trigger_repository(repo: &RepoRef) -> TriggerRepository {
-    TriggerRepository {
-        owner: repo.owner.clone(),
-        name: repo.name.clone(),
-        id: repo.external_id.clone(),
-        internal_id: repo.internal_id,
     }
 }
