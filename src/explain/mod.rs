@@ -8,9 +8,11 @@
 //! - [`text`] renders an explanation for a person; `--json` serializes the same value.
 //! - [`query`] loads what the verdicts need in one `REPEATABLE READ READ ONLY` transaction
 //!   (plain SELECTs, no row lock: the worker is never held up), with the rights of the
-//!   worker's role.
+//!   worker's role; the pull request's columns are read by the store's own functions, as
+//!   the worker reads them. [`list`] is `groups list`'s one SELECT.
 
 pub mod error;
+pub mod list;
 pub mod query;
 pub mod target;
 pub mod text;
@@ -20,7 +22,7 @@ use crate::config::Config;
 use crate::store;
 
 pub use error::ExplainError;
-pub use query::{GroupRow, GroupStateFilter, ListOptions};
+pub use list::{GroupRow, GroupStateFilter, ListOptions};
 pub use target::{Target, since_cutoff};
 pub use verdict::{Explanation, RuleExplanation, Verdict};
 
@@ -71,7 +73,7 @@ pub async fn groups_list_command(
     format: Format,
 ) -> Result<String, ExplainError> {
     let pool = store::connect(&config.database).await?;
-    let result = query::list_groups(&pool, options).await;
+    let result = list::list_groups(&pool, options).await;
     pool.close().await;
     let rows = result?;
     Ok(match format {

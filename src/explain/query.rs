@@ -1,156 +1,19 @@
-//! The reads behind `explain` and `groups list`: one `REPEATABLE READ READ ONLY`
-//! transaction each (one consistent snapshot; plain SELECTs, no row lock, so the worker is
+//! The reads behind `explain`: one `REPEATABLE READ READ ONLY` transaction (one consistent snapshot; plain SELECTs, no row lock, so the worker is
 //! never held up), needing only SELECT on runwatch's tables (the worker role has it).
 
-use std::time::Duration;
-
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use sqlx::types::Json;
 use sqlx::{PgPool, Postgres, Row, Transaction};
 use uuid::Uuid;
 
 use super::verdict::{self, Explanation, GroupView, OutboxRow, Shared};
 use super::{ExplainError, Target};
-use crate::engine::{GroupState, RepoRef, RuleSet, StreakKey, StreakState};
+use crate::engine::{GroupState, RepoRef, RuleSet, StreakKey, StreakState, routing};
 use crate::event::Provider;
+use crate::store;
 use crate::trigger::Trigger;
 
-const READ_ONLY: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
-
-/// A group's state in `groups list`, in this order of precedence.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "kebab-case")]
-pub enum GroupStateFilter {
-    /// A settle or cooldown timer is pending.
-    PendingTimer,
-    /// A trigger of the group is in the outbox, or a rule fired in its current episode.
-    Fired,
-    /// A rule's decision in its current episode was over a trigger budget (not published),
-    /// and no trigger of the group is in the outbox.
-    OverBudget,
-    /// Some run has not completed.
-    Waiting,
-    /// Every run completed, nothing fired, no timer.
-    Idle,
-}
-
-impl GroupStateFilter {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            GroupStateFilter::PendingTimer => "pending-timer",
-            GroupStateFilter::Fired => "fired",
-            GroupStateFilter::OverBudget => "over-budget",
-            GroupStateFilter::Waiting => "waiting",
-            GroupStateFilter::Idle => "idle",
-        }
-    }
-
-    fn parse(s: &str) -> GroupStateFilter {
-        match s {
-            "pending-timer" => GroupStateFilter::PendingTimer,
-            "fired" => GroupStateFilter::Fired,
-            "over-budget" => GroupStateFilter::OverBudget,
-            "waiting" => GroupStateFilter::Waiting,
-            _ => GroupStateFilter::Idle,
-        }
-    }
-}
-
-/// What `groups list` selects.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListOptions {
-    /// `owner/name`, case-insensitive, any provider.
-    pub repo: Option<String>,
-    pub state: Option<GroupStateFilter>,
-    /// Only groups written within this long.
-    pub since: Option<Duration>,
-    pub limit: u32,
-}
-
-/// One line of `groups list` (and one JSON object of `--json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct GroupRow {
-    pub id: i64,
-    pub provider: String,
-    pub repository: String,
-    pub pr_number: Option<u64>,
-    pub commit_sha: String,
-    pub branch: Option<String>,
-    /// How many runs the group holds.
-    pub runs: i64,
-    pub state: GroupStateFilter,
-    pub updated_at: DateTime<Utc>,
-    /// The earliest pending timer (wall clock).
-    pub next_due: Option<DateTime<Utc>>,
-}
-
-/// Groups, most recently written first.
-pub async fn list_groups(
-    pool: &PgPool,
-    options: &ListOptions,
-) -> Result<Vec<GroupRow>, ExplainError> {
-    let (owner, name) = match options.repo.as_deref() {
-        Some(r) => match r.split_once('/') {
-            Some((o, n)) => (Some(o.to_string()), Some(n.to_string())),
-            None => {
-                return Err(ExplainError::Usage(format!(
-                    "--repo {r:?}: expected OWNER/NAME"
-                )));
-            }
-        },
-        None => (None, None),
-    };
-    let cutoff = options.since.map(|d| super::since_cutoff(Utc::now(), d));
-    let mut tx = pool.begin_with(READ_ONLY).await?;
-    let rows = sqlx::query(
-        "SELECT * FROM (
-           SELECT g.id, r.provider, r.owner || '/' || r.name AS repository, g.pr_number, g.commit_sha,
-                  g.branch, g.updated_at, g.due_wall_at,
-                  (SELECT count(*) FROM jsonb_object_keys(
-                      CASE WHEN jsonb_typeof(g.state->'runs') = 'object' THEN g.state->'runs' ELSE '{}'::jsonb END)) AS runs,
-                  CASE WHEN g.due_wall_at IS NOT NULL OR g.due_event_at IS NOT NULL THEN 'pending-timer'
-                       WHEN g.id IN (SELECT o.group_id FROM outbox o WHERE o.group_id IS NOT NULL) THEN 'fired'
-                       WHEN jsonb_path_exists(g.state, '$.rules.* ? (exists(@.over_budget))') THEN 'over-budget'
-                       WHEN jsonb_path_exists(g.state, '$.rules.* ? (@.fired == true)') THEN 'fired'
-                       WHEN jsonb_path_exists(g.state, '$.runs.*[2] ? (@ != \"completed\")')
-                         OR jsonb_path_exists(g.state, '$.runs.* ? (@.status != \"completed\")') THEN 'waiting'
-                       ELSE 'idle' END AS state
-           FROM groups g JOIN repositories r ON r.id = g.repository_id
-           WHERE ($1::timestamptz IS NULL OR g.updated_at >= $1)
-             AND ($2::text IS NULL OR (lower(r.owner) = lower($2) AND lower(r.name) = lower($3)))
-         ) s
-         WHERE ($4::text IS NULL OR s.state = $4)
-         ORDER BY s.updated_at DESC, s.id DESC
-         LIMIT $5",
-    )
-    .bind(cutoff)
-    .bind(owner)
-    .bind(name)
-    .bind(options.state.map(GroupStateFilter::as_str))
-    .bind(i64::from(options.limit))
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-    rows.iter()
-        .map(|r| {
-            let pr: Option<i64> = r.try_get("pr_number")?;
-            let state: String = r.try_get("state")?;
-            Ok(GroupRow {
-                id: r.try_get("id")?,
-                provider: r.try_get("provider")?,
-                repository: r.try_get("repository")?,
-                pr_number: pr.and_then(|p| u64::try_from(p).ok()),
-                commit_sha: r.try_get("commit_sha")?,
-                branch: r.try_get("branch")?,
-                runs: r.try_get("runs")?,
-                state: GroupStateFilter::parse(&state),
-                updated_at: r.try_get("updated_at")?,
-                next_due: r.try_get("due_wall_at")?,
-            })
-        })
-        .collect()
-}
+pub(super) const READ_ONLY: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
 
 /// Explains the target's group with `rules`; `Ok(Err(message))` when it is not found.
 pub async fn explain(
@@ -200,61 +63,18 @@ async fn explain_in(
     let now: DateTime<Utc> = row.try_get("now")?;
     let repository_id: i64 = row.try_get("repository_id")?;
     let mut state = state;
-    if let Some(pr) = pr {
-        // As the worker sets it before the engine runs (`only_head_commit`).
-        // And the pull request's state (`only_open`, `skip_draft`).
-        let row = sqlx::query(
-            "SELECT head_sha, pr_state, pr_draft, state_at, pr_title, pr_author, pr_author_bot,
-                    pr_head_branch, pr_base_branch, pr_url, info_at FROM pull_heads
-             WHERE repository_id = $1 AND pr_number = $2",
-        )
-        .bind(repository_id)
-        .bind(pr)
-        .fetch_optional(&mut **tx)
-        .await?;
-        if let Some(row) = row {
-            state.pr_head = row.try_get("head_sha")?;
-            let st: Option<String> = row.try_get("pr_state")?;
-            let draft: Option<bool> = row.try_get("pr_draft")?;
-            let at: Option<DateTime<Utc>> = row.try_get("state_at")?;
-            state.pr_status = st
-                .as_deref()
-                .and_then(crate::engine::PullState::parse)
-                .zip(at)
-                .map(|(state, at)| crate::engine::PullStatus {
-                    state,
-                    draft: draft.unwrap_or(false),
-                    at,
-                });
-            // And what it is (`authors`, `exclude_authors`, `skip_bots`).
-            let info_at: Option<DateTime<Utc>> = row.try_get("info_at")?;
-            if let Some(at) = info_at {
-                let login: Option<String> = row.try_get("pr_author")?;
-                let bot: Option<bool> = row.try_get("pr_author_bot")?;
-                state.pr_info = Some(crate::engine::PullInfo {
-                    title: row.try_get("pr_title")?,
-                    author: login.map(|login| crate::engine::PullAuthor {
-                        login,
-                        bot: bot.unwrap_or(false),
-                    }),
-                    head_branch: row.try_get("pr_head_branch")?,
-                    base_branch: row.try_get("pr_base_branch")?,
-                    url: row.try_get("pr_url")?,
-                    at,
-                });
-            }
+    // What the worker hands the engine besides the stored state: the pull request's head,
+    // state and info (`only_head_commit`, `only_open`, `skip_draft`, the author filters),
+    // or, for a group without a pull request, whether its commit belongs to one.
+    match pr.and_then(|p| u64::try_from(p).ok()) {
+        Some(pr) => {
+            let pull = store::load_pull(tx, repository_id, pr).await?;
+            routing::show_pull(&mut state, pull.as_ref());
         }
-    }
-    if pr.is_none() {
-        // As the worker sets it: a group without a pull request whose commit belongs to one
-        // does not fire.
-        state.commit_in_pull = sqlx::query_scalar(
-            "SELECT EXISTS (SELECT 1 FROM commit_pulls WHERE repository_id = $1 AND commit_sha = $2)",
-        )
-        .bind(repository_id)
-        .bind(row.try_get::<String, _>("commit_sha")?)
-        .fetch_one(&mut **tx)
-        .await?;
+        None => {
+            let sha: String = row.try_get("commit_sha")?;
+            state.commit_in_pull = store::commit_in_pull(tx, repository_id, &sha).await?;
+        }
     }
     let group = GroupView {
         id: group_id,

@@ -1,6 +1,6 @@
 //! The text forms: an explanation for a person, and the groups table.
 
-use super::query::GroupRow;
+use super::list::GroupRow;
 use super::verdict::{Explanation, show_time, status_str};
 
 /// Left-aligned columns separated by two spaces, no trailing blanks. Control characters

@@ -324,3 +324,27 @@ pub(super) async fn write_heads(
     .await?;
     Ok(())
 }
+
+/// One pull request's head, state and info, as a decision hands them to the engine
+/// (`explain`, in its own read-only transaction).
+pub async fn load_pull(
+    tx: &mut Transaction<'static, Postgres>,
+    repository_id: i64,
+    pr: u64,
+) -> Result<Option<Pull>, StoreError> {
+    let key = (repository_id, pr);
+    Ok(load_heads(tx, &BTreeSet::from([key])).await?.remove(&key))
+}
+
+/// Whether the commit is known to belong to a pull request (`explain`, for a group without
+/// one: as the record and timer transactions set `commit_in_pull`).
+pub async fn commit_in_pull(
+    tx: &mut Transaction<'static, Postgres>,
+    repository_id: i64,
+    commit_sha: &str,
+) -> Result<bool, StoreError> {
+    let commit = (repository_id, commit_sha.to_string());
+    Ok(!commits_in_pulls(tx, &BTreeSet::from([commit]))
+        .await?
+        .is_empty())
+}

@@ -26,6 +26,7 @@ use sqlx::{ConnectOptions, PgPool};
 use crate::config::{DatabaseConfig, redact_url};
 use crate::engine::Engine;
 
+pub use association::{commit_in_pull, load_pull};
 pub use groups::{BatchOutcome, EventOutcome};
 pub use health::{ErrorKind, Health, Op, count as count_database_error};
 pub use outbox::Pending;

@@ -1,0 +1,145 @@
+//! The read behind `groups list`: one `REPEATABLE READ READ ONLY` transaction of one
+//! SELECT, most recently written groups first.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{PgPool, Row};
+
+use super::ExplainError;
+use super::query::READ_ONLY;
+
+/// A group's state in `groups list`, in this order of precedence.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum GroupStateFilter {
+    /// A settle or cooldown timer is pending.
+    PendingTimer,
+    /// A trigger of the group is in the outbox, or a rule fired in its current episode.
+    Fired,
+    /// A rule's decision in its current episode was over a trigger budget (not published),
+    /// and no trigger of the group is in the outbox.
+    OverBudget,
+    /// Some run has not completed.
+    Waiting,
+    /// Every run completed, nothing fired, no timer.
+    Idle,
+}
+
+impl GroupStateFilter {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupStateFilter::PendingTimer => "pending-timer",
+            GroupStateFilter::Fired => "fired",
+            GroupStateFilter::OverBudget => "over-budget",
+            GroupStateFilter::Waiting => "waiting",
+            GroupStateFilter::Idle => "idle",
+        }
+    }
+
+    fn parse(s: &str) -> GroupStateFilter {
+        match s {
+            "pending-timer" => GroupStateFilter::PendingTimer,
+            "fired" => GroupStateFilter::Fired,
+            "over-budget" => GroupStateFilter::OverBudget,
+            "waiting" => GroupStateFilter::Waiting,
+            _ => GroupStateFilter::Idle,
+        }
+    }
+}
+
+/// What `groups list` selects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListOptions {
+    /// `owner/name`, case-insensitive, any provider.
+    pub repo: Option<String>,
+    pub state: Option<GroupStateFilter>,
+    /// Only groups written within this long.
+    pub since: Option<Duration>,
+    pub limit: u32,
+}
+
+/// One line of `groups list` (and one JSON object of `--json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct GroupRow {
+    pub id: i64,
+    pub provider: String,
+    pub repository: String,
+    pub pr_number: Option<u64>,
+    pub commit_sha: String,
+    pub branch: Option<String>,
+    /// How many runs the group holds.
+    pub runs: i64,
+    pub state: GroupStateFilter,
+    pub updated_at: DateTime<Utc>,
+    /// The earliest pending timer (wall clock).
+    pub next_due: Option<DateTime<Utc>>,
+}
+
+/// Groups, most recently written first.
+pub async fn list_groups(
+    pool: &PgPool,
+    options: &ListOptions,
+) -> Result<Vec<GroupRow>, ExplainError> {
+    let (owner, name) = match options.repo.as_deref() {
+        Some(r) => match r.split_once('/') {
+            Some((o, n)) => (Some(o.to_string()), Some(n.to_string())),
+            None => {
+                return Err(ExplainError::Usage(format!(
+                    "--repo {r:?}: expected OWNER/NAME"
+                )));
+            }
+        },
+        None => (None, None),
+    };
+    let cutoff = options.since.map(|d| super::since_cutoff(Utc::now(), d));
+    let mut tx = pool.begin_with(READ_ONLY).await?;
+    let rows = sqlx::query(
+        "SELECT * FROM (
+           SELECT g.id, r.provider, r.owner || '/' || r.name AS repository, g.pr_number, g.commit_sha,
+                  g.branch, g.updated_at, g.due_wall_at,
+                  (SELECT count(*) FROM jsonb_object_keys(
+                      CASE WHEN jsonb_typeof(g.state->'runs') = 'object' THEN g.state->'runs' ELSE '{}'::jsonb END)) AS runs,
+                  CASE WHEN g.due_wall_at IS NOT NULL OR g.due_event_at IS NOT NULL THEN 'pending-timer'
+                       WHEN g.id IN (SELECT o.group_id FROM outbox o WHERE o.group_id IS NOT NULL) THEN 'fired'
+                       WHEN jsonb_path_exists(g.state, '$.rules.* ? (exists(@.over_budget))') THEN 'over-budget'
+                       WHEN jsonb_path_exists(g.state, '$.rules.* ? (@.fired == true)') THEN 'fired'
+                       WHEN jsonb_path_exists(g.state, '$.runs.*[2] ? (@ != \"completed\")')
+                         OR jsonb_path_exists(g.state, '$.runs.* ? (@.status != \"completed\")') THEN 'waiting'
+                       ELSE 'idle' END AS state
+           FROM groups g JOIN repositories r ON r.id = g.repository_id
+           WHERE ($1::timestamptz IS NULL OR g.updated_at >= $1)
+             AND ($2::text IS NULL OR (lower(r.owner) = lower($2) AND lower(r.name) = lower($3)))
+         ) s
+         WHERE ($4::text IS NULL OR s.state = $4)
+         ORDER BY s.updated_at DESC, s.id DESC
+         LIMIT $5",
+    )
+    .bind(cutoff)
+    .bind(owner)
+    .bind(name)
+    .bind(options.state.map(GroupStateFilter::as_str))
+    .bind(i64::from(options.limit))
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    rows.iter()
+        .map(|r| {
+            let pr: Option<i64> = r.try_get("pr_number")?;
+            let state: String = r.try_get("state")?;
+            Ok(GroupRow {
+                id: r.try_get("id")?,
+                provider: r.try_get("provider")?,
+                repository: r.try_get("repository")?,
+                pr_number: pr.and_then(|p| u64::try_from(p).ok()),
+                commit_sha: r.try_get("commit_sha")?,
+                branch: r.try_get("branch")?,
+                runs: r.try_get("runs")?,
+                state: GroupStateFilter::parse(&state),
+                updated_at: r.try_get("updated_at")?,
+                next_due: r.try_get("due_wall_at")?,
+            })
+        })
+        .collect()
+}
