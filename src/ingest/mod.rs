@@ -14,15 +14,13 @@
 //! | 413 | the body is over `ingest.max_body_bytes` |
 //! | 503 | NATS did not acknowledge, or a bound of [`server`] is reached: the sender should redeliver |
 //!
-//! The normalization itself is pure, in [`github`], [`github_checks`], [`gitlab`],
+//! The normalization itself is pure, in [`github`] (with its check suites, check runs and statuses), [`gitlab`],
 //! [`buildkite`] and [`circleci`].
 
 pub mod buildkite;
 pub mod circleci;
 pub mod config;
 pub mod github;
-pub mod github_checks;
-mod github_payload;
 pub mod gitlab;
 mod hooks;
 pub mod normalized;

@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use crate::event::{Conclusion, Event, Repository, Status};
+use crate::ingest::NormalizeError;
 
 #[derive(Deserialize)]
 pub(super) struct Repo {
@@ -64,4 +65,38 @@ pub(super) fn per_pull_request(base: Event, delivery: &str, mut prs: Vec<u64>) -
             })
             .collect(),
     }
+}
+
+/// its conclusion; `fields` name the two in errors.
+pub(super) fn status_and_conclusion(
+    status: Option<&str>,
+    conclusion: Option<&str>,
+    fields: (&'static str, &'static str),
+) -> Result<(Status, Option<Conclusion>), NormalizeError> {
+    let status_text = status.ok_or(NormalizeError::Field(fields.0))?;
+    let status = map_status(status_text).ok_or_else(|| NormalizeError::Value {
+        field: fields.0,
+        value: status_text.chars().take(64).collect(),
+    })?;
+    let conclusion = match (status, conclusion) {
+        (Status::Completed, None) => return Err(NormalizeError::Field(fields.1)),
+        (Status::Completed, Some(c)) => {
+            Some(map_conclusion(c).ok_or_else(|| NormalizeError::Value {
+                field: fields.1,
+                value: c.chars().take(64).collect(),
+            })?)
+        }
+        _ => None,
+    };
+    Ok((status, conclusion))
+}
+
+/// The repository a run's or pull request's head is in (another one for a fork).
+#[derive(Deserialize)]
+pub(super) struct HeadRepo {
+    pub(super) id: u64,
+    #[serde(default)]
+    pub(super) full_name: Option<String>,
+    #[serde(default)]
+    pub(super) owner: Option<Owner>,
 }
