@@ -106,17 +106,17 @@ pub(super) async fn github_hook(
         header(&headers, "x-hub-signature-256"),
         &body,
     ) {
-        count("github", "-", "unauthorized");
-        return answer(
+        return refuse(
+            "github",
             StatusCode::UNAUTHORIZED,
-            json!({"error": "missing or invalid X-Hub-Signature-256"}),
+            "missing or invalid X-Hub-Signature-256",
         );
     }
     let Some(event) = header(&headers, "x-github-event") else {
-        count("github", "-", "bad_request");
-        return answer(
+        return refuse(
+            "github",
             StatusCode::BAD_REQUEST,
-            json!({"error": "missing header X-GitHub-Event"}),
+            "missing header X-GitHub-Event",
         );
     };
     let delivery = header(&headers, "x-github-delivery").unwrap_or("");
@@ -132,17 +132,17 @@ pub(super) async fn gitlab_hook(
     body: Bytes,
 ) -> Response {
     if !gitlab::verify_token(&s.credentials.gitlab, header(&headers, "x-gitlab-token")) {
-        count("gitlab", "-", "unauthorized");
-        return answer(
+        return refuse(
+            "gitlab",
             StatusCode::UNAUTHORIZED,
-            json!({"error": "missing or invalid X-Gitlab-Token"}),
+            "missing or invalid X-Gitlab-Token",
         );
     }
     let Some(event) = header(&headers, "x-gitlab-event") else {
-        count("gitlab", "-", "bad_request");
-        return answer(
+        return refuse(
+            "gitlab",
             StatusCode::BAD_REQUEST,
-            json!({"error": "missing header X-Gitlab-Event"}),
+            "missing header X-Gitlab-Event",
         );
     };
     let event_id = match header(&headers, "x-gitlab-event-uuid").filter(|v| !v.trim().is_empty()) {
@@ -165,21 +165,18 @@ pub(super) async fn buildkite_hook(
         &body,
         chrono::Utc::now(),
     ) {
-        count("buildkite", "-", "unauthorized");
-        return answer(
+        return refuse(
+            "buildkite",
             StatusCode::UNAUTHORIZED,
-            json!({"error": "missing or invalid X-Buildkite-Signature / X-Buildkite-Token"}),
+            "missing or invalid X-Buildkite-Signature / X-Buildkite-Token",
         );
     }
-    let event = match header(&headers, "x-buildkite-event").filter(|e| !e.trim().is_empty()) {
-        Some(e) => e.to_string(),
-        None => body_field(&body, "event").unwrap_or_default(),
-    };
+    let event = event_name(&headers, "x-buildkite-event", &body, "event");
     if event.is_empty() {
-        count("buildkite", "-", "bad_request");
-        return answer(
+        return refuse(
+            "buildkite",
             StatusCode::BAD_REQUEST,
-            json!({"error": "missing header X-Buildkite-Event"}),
+            "missing header X-Buildkite-Event",
         );
     }
     let normalized = buildkite::normalize(&event, &body);
@@ -196,25 +193,42 @@ pub(super) async fn circleci_hook(
         header(&headers, "circleci-signature"),
         &body,
     ) {
-        count("circleci", "-", "unauthorized");
-        return answer(
+        return refuse(
+            "circleci",
             StatusCode::UNAUTHORIZED,
-            json!({"error": "missing or invalid circleci-signature"}),
+            "missing or invalid circleci-signature",
         );
     }
-    let event = match header(&headers, "circleci-event-type").filter(|e| !e.trim().is_empty()) {
-        Some(e) => e.to_string(),
-        None => body_field(&body, "type").unwrap_or_default(),
-    };
+    let event = event_name(&headers, "circleci-event-type", &body, "type");
     if event.is_empty() {
-        count("circleci", "-", "bad_request");
-        return answer(
+        return refuse(
+            "circleci",
             StatusCode::BAD_REQUEST,
-            json!({"error": "missing header circleci-event-type"}),
+            "missing header circleci-event-type",
         );
     }
     let normalized = circleci::normalize(&event, &body);
     finish(&s, "circleci", &event, normalized).await
+}
+
+/// Counts a refused delivery (`unauthorized` for 401, else `bad_request`) and answers it.
+fn refuse(provider: &'static str, status: StatusCode, error: &str) -> Response {
+    let outcome = if status == StatusCode::UNAUTHORIZED {
+        "unauthorized"
+    } else {
+        "bad_request"
+    };
+    count(provider, "-", outcome);
+    answer(status, json!({ "error": error }))
+}
+
+/// The event name from header `name`, else from the body's top-level `field` (empty when
+/// neither has one).
+fn event_name(headers: &HeaderMap, name: &str, body: &[u8], field: &str) -> String {
+    match header(headers, name).filter(|e| !e.trim().is_empty()) {
+        Some(e) => e.to_string(),
+        None => body_field(body, field).unwrap_or_default(),
+    }
 }
 
 /// A top-level string field of a JSON body (the event name when a header is absent).
