@@ -14,8 +14,9 @@
 //! read. After `--warmup`, the growth per hour is the Theil-Sen slope of RSS over time
 //! (the least-squares slope is printed too); the run fails (exit status 1) when it is
 //! above `--max-growth-mib-per-hour`, when
-//! the worker falls behind (more than `--max-pending` messages not yet acknowledged at
-//! the end), or when the worker exits.
+//! the worker falls behind (more than `--max-behind-secs` of load not yet acknowledged
+//! at any sample, or more than `--max-pending` messages at the end), or when the worker
+//! exits.
 
 #[path = "../tests/api/helpers/services.rs"]
 mod services;
@@ -57,6 +58,10 @@ struct Opts {
     /// The run fails when more messages than this are unacknowledged at the end.
     #[arg(long, default_value_t = 20_000)]
     max_pending: u64,
+    /// The run fails when, at any sample, the messages not yet acknowledged are more than
+    /// this many seconds of load (pending / rate).
+    #[arg(long, default_value_t = 5.0)]
+    max_behind_secs: f64,
     /// Share of groups with a failing run (they fire a trigger).
     #[arg(long, default_value_t = 0.1)]
     fail_share: f64,
@@ -354,6 +359,8 @@ async fn soak(opts: &Opts, bin: &PathBuf, names: &Names, js: &jetstream::Context
     let mut next_sample = Duration::ZERO;
     let mut next_scrape = Duration::ZERO;
     let mut worker_died = None;
+    // The most the worker was behind, in seconds of load, and when.
+    let mut max_behind = (0.0_f64, 0.0_f64);
     while t0.elapsed() < total {
         if let Ok(Some(status)) = worker.try_wait() {
             worker_died = Some(status);
@@ -381,6 +388,10 @@ async fn soak(opts: &Opts, bin: &PathBuf, names: &Names, js: &jetstream::Context
                         .unwrap_or(0),
                     Err(_) => 0,
                 };
+                let behind = pending as f64 / opts.rate;
+                if behind > max_behind.0 {
+                    max_behind = (behind, now.as_secs_f64());
+                }
                 println!(
                     "t={:>6.0}s rss={:>7.1} MiB published={} pending={}",
                     now.as_secs_f64(),
@@ -456,7 +467,7 @@ async fn soak(opts: &Opts, bin: &PathBuf, names: &Names, js: &jetstream::Context
         0.0
     };
     println!(
-        "soak: events={sent} rate={:.0}/s after_warmup: samples={} rss_first={:.1}MiB rss_last={:.1}MiB rss_min={:.1}MiB rss_max={:.1}MiB growth={:.2}MiB/h ({:.3} bytes/event; least squares {:.2}MiB/h) pending_at_end={pending} triggers={triggers} dead_letters={dead}",
+        "soak: events={sent} rate={:.0}/s after_warmup: samples={} rss_first={:.1}MiB rss_last={:.1}MiB rss_min={:.1}MiB rss_max={:.1}MiB growth={:.2}MiB/h ({:.3} bytes/event; least squares {:.2}MiB/h) max_behind={:.2}s (at t={:.0}s) pending_at_end={pending} triggers={triggers} dead_letters={dead}",
         opts.rate,
         warm.len(),
         mib(first),
@@ -465,7 +476,9 @@ async fn soak(opts: &Opts, bin: &PathBuf, names: &Names, js: &jetstream::Context
         mib(max),
         growth,
         per_event,
-        least_squares
+        least_squares,
+        max_behind.0,
+        max_behind.1
     );
     let mut ok = true;
     if growth > opts.max_growth_mib_per_hour {
@@ -479,6 +492,13 @@ async fn soak(opts: &Opts, bin: &PathBuf, names: &Names, js: &jetstream::Context
         println!(
             "FAIL: the worker fell behind: {pending} messages unacknowledged at the end (max {})",
             opts.max_pending
+        );
+        ok = false;
+    }
+    if max_behind.0 > opts.max_behind_secs {
+        println!(
+            "FAIL: the worker was {:.2} s behind at t={:.0}s (max {} s)",
+            max_behind.0, max_behind.1, opts.max_behind_secs
         );
         ok = false;
     }
