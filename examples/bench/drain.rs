@@ -53,7 +53,7 @@ impl Bench {
 
         let (received, collector) = self.collect_triggers(names).await?;
         let t0 = Instant::now();
-        let workers = Workers::start(&self.bin, &env, 1, &names.db)?;
+        let workers = Workers::start(&self.bin, &env, 1, &names.db, None)?;
         // The worker creates its durable consumer at start-up; counted in the time.
         self.wait_consumer(names, &workers).await?;
         let consumer = (names.events.as_str(), names.durable.as_str());

@@ -141,6 +141,11 @@ pub struct Opts {
     /// Sample ratios (`telemetry.trace_sample_ratio`) of the tracing phase.
     #[arg(long, value_delimiter = ',', default_value = "1,0.1")]
     tracing_ratios: Vec<f64>,
+    /// Events of the tracing phase's instruction count: a worker under
+    /// `valgrind --tool=callgrind` works them off with export off, then on at each ratio
+    /// (load-independent; about a minute per run). 0, or no valgrind, skips it.
+    #[arg(long, default_value_t = 10_000)]
+    tracing_callgrind_events: usize,
 }
 
 /// Groups of `events / groups / 2` runs each: every run is queued, then completes (all
@@ -282,17 +287,36 @@ async fn tracing_phase(
     bench: &Bench,
     main: &PhaseResult,
     endpoint: &str,
-) -> Result<Vec<tracing_cost::TracingCost>> {
+) -> Result<(Vec<tracing_cost::TracingCost>, Vec<String>)> {
     let o = &bench.opts;
-    if o.tracing_events == 0 || o.tracing_ratios.is_empty() {
-        return Ok(Vec::new());
+    if o.tracing_ratios.is_empty() {
+        return Ok((Vec::new(), Vec::new()));
     }
     let per_group = o.events as f64 / o.groups.max(1) as f64;
-    let groups = ((o.tracing_events as f64 / per_group) as usize).max(1);
-    let full = bench_trace(o.seed + 5, o.tracing_events, groups, o.fail_share);
-    let half = bench_trace(o.seed + 6, o.tracing_events, groups, o.fail_share);
     let rate = main.events_per_s / 2.0;
-    tracing_cost::compare(bench, endpoint, &o.tracing_ratios, (&full, &half, rate)).await
+    let costs = if o.tracing_events == 0 {
+        Vec::new()
+    } else {
+        let groups = ((o.tracing_events as f64 / per_group) as usize).max(1);
+        let full = bench_trace(o.seed + 5, o.tracing_events, groups, o.fail_share);
+        let half = bench_trace(o.seed + 6, o.tracing_events, groups, o.fail_share);
+        tracing_cost::compare(bench, endpoint, &o.tracing_ratios, (&full, &half, rate)).await?
+    };
+    let mut instructions = Vec::new();
+    if o.tracing_callgrind_events > 0 {
+        let valgrind = std::process::Command::new("valgrind")
+            .arg("--version")
+            .output();
+        if valgrind.is_ok_and(|o| o.status.success()) {
+            let groups = ((o.tracing_callgrind_events as f64 / per_group) as usize).max(1);
+            let trace = bench_trace(o.seed + 7, o.tracing_callgrind_events, groups, o.fail_share);
+            instructions =
+                tracing_cost::instructions(bench, endpoint, &o.tracing_ratios, &trace).await?;
+        } else {
+            println!("tracing_instructions: skipped, valgrind not found");
+        }
+    }
+    Ok((costs, instructions))
 }
 
 #[tokio::main]
@@ -359,7 +383,7 @@ async fn main() -> Result<()> {
         );
         Some(d)
     };
-    let tracing = tracing_phase(&bench, &main, &otlp_url).await?;
+    let (tracing, instructions) = tracing_phase(&bench, &main, &otlp_url).await?;
     println!("bench: load average {} at end", load());
     let figures = report::Figures {
         main: &main,
@@ -374,6 +398,9 @@ async fn main() -> Result<()> {
     println!("{}", report::summary(&figures));
     for t in &tracing {
         println!("{}", t.line());
+    }
+    for line in &instructions {
+        println!("{line}");
     }
     if let Some(counts) = sink {
         println!("{}", counts.line());

@@ -26,6 +26,8 @@ pub struct Phase<'a> {
     pub explain: bool,
     /// Worker settings of this phase (after, so over, `--set`).
     pub env: Vec<(String, String)>,
+    /// Run the workers under callgrind, counts to `<path>.<worker>`.
+    pub callgrind: Option<std::path::PathBuf>,
 }
 
 impl<'a> Phase<'a> {
@@ -39,6 +41,7 @@ impl<'a> Phase<'a> {
             prefill: 0,
             explain: false,
             env: Vec::new(),
+            callgrind: None,
         }
     }
 }
@@ -99,7 +102,13 @@ impl Bench {
         } else {
             None
         };
-        let workers = Workers::start(&self.bin, &env, phase.workers, &names.db)?;
+        let workers = Workers::start(
+            &self.bin,
+            &env,
+            phase.workers,
+            &names.db,
+            phase.callgrind.as_deref(),
+        )?;
         self.wait_consumer(names, &workers).await?;
         let last_of_firing = trace.last_of_firing();
         let (received, collector) = self.collect_triggers(names).await?;

@@ -7,12 +7,19 @@
 //!
 //! Per ratio it prints the on/off ratios of throughput, of worker CPU per event and of
 //! the half-load p50 and p99 (means of the two runs of each side).
+//!
+//! Those timings move with whatever else the machine does. [`instructions`] is the figure
+//! that does not: the same (smaller) trace worked off by a worker under
+//! `valgrind --tool=callgrind`, export off, then on at each ratio, and the instructions the
+//! worker process executed from start to exit (all threads, the span exporter's included),
+//! which are the same from run to run whatever the load.
 
 use anyhow::Result;
 
 use crate::phase::{Bench, Phase};
 use crate::report::{PhaseResult, describe};
 use crate::trace::Trace;
+use crate::workers::callgrind_instructions;
 
 /// What one ratio's comparison measured: (off, on) means.
 pub struct TracingCost {
@@ -110,6 +117,70 @@ pub async fn compare(
         };
         println!("{}", cost.line());
         out.push(cost);
+    }
+    Ok(out)
+}
+
+/// Instructions of a worker working off `trace` under callgrind: export off, then on at
+/// each ratio. Prints one `tracing_instructions:` line per ratio.
+pub async fn instructions(
+    bench: &Bench,
+    endpoint: &str,
+    ratios: &[f64],
+    trace: &Trace,
+) -> Result<Vec<String>> {
+    let dir = std::env::temp_dir();
+    let run = |label: String, env: Vec<(String, String)>| {
+        let out = dir.join(format!("rwbench-callgrind-{}-{label}", std::process::id()));
+        async move {
+            let phase = Phase {
+                env,
+                callgrind: Some(out.clone()),
+                ..Phase::new("tracing-instructions", bench.opts.batch_size)
+            };
+            let r = bench.run_phase(&phase, trace).await?;
+            describe(&format!("tracing {label}, under callgrind"), &r);
+            let file = std::path::PathBuf::from(format!("{}.0", out.display()));
+            let ir = callgrind_instructions(&file);
+            let _ = std::fs::remove_file(&file);
+            ir
+        }
+    };
+    let off = run(
+        "off".into(),
+        vec![(
+            "RUNWATCH_TELEMETRY__OTLP_ENDPOINT".to_string(),
+            String::new(),
+        )],
+    )
+    .await?;
+    let n = trace.messages.len().max(1) as f64;
+    let mut out = Vec::new();
+    for &ratio in ratios {
+        let on = run(
+            format!("on-{ratio}"),
+            vec![
+                (
+                    "RUNWATCH_TELEMETRY__OTLP_ENDPOINT".to_string(),
+                    endpoint.to_string(),
+                ),
+                (
+                    "RUNWATCH_TELEMETRY__TRACE_SAMPLE_RATIO".to_string(),
+                    ratio.to_string(),
+                ),
+            ],
+        )
+        .await?;
+        let line = format!(
+            "tracing_instructions: sample_ratio={ratio} events={} instructions_off={off} instructions_on={on} \
+             per_event_off={:.0} per_event_on={:.0} tracing_instructions_ratio={:.4}",
+            trace.messages.len(),
+            off as f64 / n,
+            on as f64 / n,
+            on as f64 / off.max(1) as f64
+        );
+        println!("{line}");
+        out.push(line);
     }
     Ok(out)
 }

@@ -31,15 +31,34 @@ pub async fn command(bin: &Path, args: &[&str], env: &[(String, String)]) -> Res
 /// Running `runwatch run --no-migrate` processes, each with its log file.
 pub struct Workers {
     pub procs: Vec<(Child, PathBuf)>,
+    callgrind: bool,
 }
 
 impl Workers {
-    /// Starts `n` workers; their stderr goes to `<tmp>/<db>-w<i>.log`.
-    pub fn start(bin: &Path, env: &[(String, String)], n: usize, db: &str) -> Result<Workers> {
+    /// Starts `n` workers; their stderr goes to `<tmp>/<db>-w<i>.log`. With `callgrind`,
+    /// each runs under `valgrind --tool=callgrind`, writing its counts to
+    /// `<callgrind>.<i>` when it exits.
+    pub fn start(
+        bin: &Path,
+        env: &[(String, String)],
+        n: usize,
+        db: &str,
+        callgrind: Option<&Path>,
+    ) -> Result<Workers> {
         let mut procs = Vec::new();
         for w in 0..n {
             let log = std::env::temp_dir().join(format!("{db}-w{w}.log"));
-            let child = Command::new(bin)
+            let mut cmd = match callgrind {
+                None => Command::new(bin),
+                Some(out) => {
+                    let mut c = Command::new("valgrind");
+                    c.arg("--tool=callgrind")
+                        .arg(format!("--callgrind-out-file={}.{w}", out.display()))
+                        .arg(bin);
+                    c
+                }
+            };
+            let child = cmd
                 .args(["run", "--no-migrate"])
                 .envs(env.iter().cloned())
                 .stdout(Stdio::null())
@@ -49,7 +68,10 @@ impl Workers {
                 .context("spawn runwatch run")?;
             procs.push((child, log));
         }
-        Ok(Workers { procs })
+        Ok(Workers {
+            procs,
+            callgrind: callgrind.is_some(),
+        })
     }
 
     /// The first worker's log, for error messages.
@@ -66,8 +88,14 @@ impl Workers {
         )
     }
 
-    /// SIGTERM, then SIGKILL after 20 s; the logs are removed unless `BENCH_KEEP_LOGS`.
+    /// SIGTERM, then SIGKILL after 20 s (120 s under callgrind, which writes its counts at
+    /// the end); the logs are removed unless `BENCH_KEEP_LOGS`.
     pub async fn stop(mut self) {
+        let grace = if self.callgrind {
+            Duration::from_secs(120)
+        } else {
+            Duration::from_secs(20)
+        };
         for (child, _) in &mut self.procs {
             if let Some(pid) = child.id() {
                 let _ = Command::new("kill")
@@ -75,10 +103,7 @@ impl Workers {
                     .status()
                     .await;
             }
-            if tokio::time::timeout(Duration::from_secs(20), child.wait())
-                .await
-                .is_err()
-            {
+            if tokio::time::timeout(grace, child.wait()).await.is_err() {
                 let _ = child.kill().await;
             }
         }
@@ -106,4 +131,17 @@ fn vm_hwm_kib(pid: u32) -> Option<u64> {
     let s = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// The total instructions (`Ir`) of a callgrind output file (its `summary:` or `totals:`
+/// line).
+pub fn callgrind_instructions(file: &Path) -> Result<u64> {
+    let text = std::fs::read_to_string(file).with_context(|| file.display().to_string())?;
+    text.lines()
+        .find_map(|l| {
+            l.strip_prefix("summary:")
+                .or_else(|| l.strip_prefix("totals:"))
+        })
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .with_context(|| format!("no instruction total in {}", file.display()))
 }
