@@ -65,8 +65,10 @@ const PREFILL_CHUNK: u64 = 1_000_000;
 /// with a settle timer pending and one in 1,000 with a cooldown timer (both due in a day);
 /// one in 20 with a trigger in the outbox, one in 1,000 of those unsent (claimed for a day,
 /// so the relay leaves them alone during the run); one commit in four linked to its pull
-/// request, with the pull request's head. The first chunk is analyzed; later ones are left
-/// to autovacuum, as a table that grew in production is.
+/// request, with the pull request's head. Groups were last written 1 to 31 days ago, a day's
+/// worth each (`updated_at`, `touched_on`), so `purge --older-than 30d` finds one day of
+/// them. The first chunk is analyzed; later ones are left to autovacuum, as a table that
+/// grew in production is.
 pub async fn prefill(url: &str, n: u64) -> Result<Prefilled> {
     let started = Instant::now();
     let state = completed_state()?;
@@ -83,12 +85,13 @@ pub async fn prefill(url: &str, n: u64) -> Result<Prefilled> {
         let to = n.min(from.saturating_add(PREFILL_CHUNK - 1));
         sqlx::query(
             "INSERT INTO groups (repository_id, pr_number, commit_sha, branch, state, due_event_at, due_wall_at,
-                                 created_at, updated_at)
+                                 created_at, updated_at, touched_on)
              SELECT r.id, 1000000 + i, md5(i::text) || 'prefill', 'old', $3::jsonb,
                     CASE WHEN i % 100 = 0 THEN now() + interval '1 day' END,
                     CASE WHEN i % 1000 = 0 THEN now() + interval '1 day' END,
-                    now() - interval '1 day', now() - interval '1 day'
+                    a.at, a.at, (a.at AT TIME ZONE 'UTC')::date
              FROM generate_series($1::bigint, $2::bigint) AS i
+             CROSS JOIN LATERAL (SELECT now() - (1 + i % 31) * interval '1 day' AS at) a
              JOIN repositories r ON r.external_id = (1000 + i % 50)::text",
         )
         .bind(from as i64)

@@ -99,6 +99,11 @@ pub struct Opts {
     /// `prefill_p99_ratio`, `bytes_per_group`). 0 skips it.
     #[arg(long, default_value_t = 10_000_000)]
     size_prefill: u64,
+    /// Skip the retention run of the size phase: the half-load trace again on the pre-filled
+    /// database while `runwatch purge --older-than 30d` deletes its oldest day of groups
+    /// (`retention_p99_ratio`).
+    #[arg(long)]
+    skip_retention: bool,
     /// With --prefill: also run the main trace on an empty database and compare.
     #[arg(long)]
     compare_empty: bool,
@@ -253,10 +258,13 @@ async fn after_main(
 
 /// The half-load trace again, at the same pace, on a database pre-filled with
 /// `--size-prefill` groups (none when that or the half-load phase is 0).
-async fn size_phase(bench: &Bench, main: &PhaseResult) -> Result<Option<PhaseResult>> {
+async fn size_phase(
+    bench: &Bench,
+    main: &PhaseResult,
+) -> Result<(Option<PhaseResult>, Option<PhaseResult>)> {
     let o = &bench.opts;
     if o.size_prefill == 0 || o.half_load_events == 0 {
-        return Ok(None);
+        return Ok((None, None));
     }
     let rate = main.events_per_s / 2.0;
     let phase = Phase {
@@ -264,21 +272,41 @@ async fn size_phase(bench: &Bench, main: &PhaseResult) -> Result<Option<PhaseRes
         prefill: o.size_prefill,
         ..Phase::new("size", o.batch_size)
     };
-    let r = scaled(
-        bench,
-        (o.half_load_events, o.fail_share),
-        o.seed + 1,
-        &phase,
-    )
-    .await?;
-    describe(
-        &format!(
-            "half load on {} pre-filled groups (paced at {rate:.0} events/s)",
-            o.size_prefill
-        ),
-        &r,
+    let per_group = o.events as f64 / o.groups.max(1) as f64;
+    let groups = ((o.half_load_events as f64 / per_group) as usize).max(1);
+    let trace = bench_trace(o.seed + 1, o.half_load_events, groups, o.fail_share);
+    let title = format!(
+        "half load on {} pre-filled groups (paced at {rate:.0} events/s)",
+        o.size_prefill
     );
-    Ok(Some(r))
+    if o.skip_retention {
+        let r = bench.run_phase(&phase, &trace).await?;
+        describe(&title, &r);
+        return Ok((Some(r), None));
+    }
+    // The pre-fill's groups were last written 1 to 31 days ago, a day's worth each: the
+    // purge takes the oldest day.
+    let retention = Phase {
+        pace: Some(rate),
+        during: Some(vec!["purge", "--older-than", "30d"]),
+        ..Phase::new("retention", o.batch_size)
+    };
+    let again = bench_trace(o.seed + 8, o.half_load_events, groups, o.fail_share);
+    let (r, p) = bench
+        .run_phase_pair((&phase, &trace), (&retention, &again))
+        .await?;
+    describe(&title, &r);
+    describe(
+        "the same, again, while runwatch purge --older-than 30d runs",
+        &p,
+    );
+    if let Some(d) = &p.during {
+        println!(
+            "retention: purge deleted {} groups in {:.1}s, beside the half-load run of {:.1}s",
+            d.stdout, d.seconds, p.seconds
+        );
+    }
+    Ok((Some(r), Some(p)))
 }
 
 /// The tracing phase (none when `--tracing-events` is 0): its trace at full speed and at
@@ -371,7 +399,7 @@ async fn main() -> Result<()> {
     let main = bench.run_phase(&main_phase, &trace).await?;
     describe(&format!("main (1 worker, prefill {})", opts.prefill), &main);
     let (half, naive) = after_main(&bench, &main, &trace).await?;
-    let size = size_phase(&bench, &main).await?;
+    let (size, retention) = size_phase(&bench, &main).await?;
     let low = low_load(&bench).await?;
     let drain = if opts.skip_drain {
         None
@@ -392,6 +420,7 @@ async fn main() -> Result<()> {
         naive: naive.as_ref(),
         drain: drain.as_ref(),
         size: size.as_ref(),
+        retention: retention.as_ref(),
         pg_tps,
         pg_c1_tps,
     };

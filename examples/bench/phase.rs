@@ -12,10 +12,11 @@ use futures::StreamExt;
 use crate::Opts;
 use crate::database::{explain, prefill};
 use crate::names::Names;
-use crate::report::{PhaseResult, print_metrics};
+use crate::report::{During, PhaseResult, print_metrics};
 use crate::trace::Trace;
 use crate::workers::{Workers, migrate};
 
+#[derive(Clone)]
 pub struct Phase<'a> {
     pub name: &'a str,
     pub workers: usize,
@@ -28,6 +29,10 @@ pub struct Phase<'a> {
     pub env: Vec<(String, String)>,
     /// Run the workers under callgrind, counts to `<path>.<worker>`.
     pub callgrind: Option<std::path::PathBuf>,
+    /// A `runwatch` command (its arguments) run with the phase's settings while the trace
+    /// is published, from the first publish; the phase waits for it after the trace is
+    /// worked off (`purge` under load).
+    pub during: Option<Vec<&'a str>>,
 }
 
 impl<'a> Phase<'a> {
@@ -42,6 +47,7 @@ impl<'a> Phase<'a> {
             explain: false,
             env: Vec::new(),
             callgrind: None,
+            during: None,
         }
     }
 }
@@ -70,6 +76,35 @@ impl Bench {
         let out = self.run_phase_in(phase, trace, &names).await;
         names.remove(&self.js).await;
         out
+    }
+
+    /// Runs `first`, then `second` on the same database (its pre-fill and what `first`
+    /// wrote; `second`'s own pre-fill is ignored) with streams of its own.
+    pub async fn run_phase_pair(
+        &self,
+        (first, first_trace): (&Phase<'_>, &Trace),
+        (second, second_trace): (&Phase<'_>, &Trace),
+    ) -> Result<(PhaseResult, PhaseResult)> {
+        let names = Names::new();
+        let one = self.run_phase_in(first, first_trace, &names).await;
+        let mut again = Names::new();
+        again.db.clone_from(&names.db);
+        again.url.clone_from(&names.url);
+        let second = Phase {
+            prefill: 0,
+            ..second.clone()
+        };
+        let two = match &one {
+            Ok(_) => Some(self.run_phase_in(&second, second_trace, &again).await),
+            Err(_) => None,
+        };
+        again.remove(&self.js).await;
+        names.remove(&self.js).await;
+        let one = one?;
+        match two {
+            Some(two) => Ok((one, two?)),
+            None => unreachable!("the second run is skipped only when the first failed"),
+        }
     }
 
     pub(crate) fn worker_env(&self, names: &Names, phase: &Phase<'_>) -> Vec<(String, String)> {
@@ -112,6 +147,33 @@ impl Bench {
         self.wait_consumer(names, &workers).await?;
         let last_of_firing = trace.last_of_firing();
         let (received, collector) = self.collect_triggers(names).await?;
+        let during = match &phase.during {
+            Some(args) => {
+                let (bin, env) = (self.bin.clone(), env.clone());
+                let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+                Some(tokio::spawn(async move {
+                    let started = Instant::now();
+                    let out = tokio::process::Command::new(&bin)
+                        .args(&args)
+                        .envs(env)
+                        .output()
+                        .await?;
+                    if !out.status.success() {
+                        bail!(
+                            "runwatch {} failed: {}: {}",
+                            args.join(" "),
+                            out.status,
+                            String::from_utf8_lossy(&out.stderr)
+                        );
+                    }
+                    Ok(During {
+                        seconds: started.elapsed().as_secs_f64(),
+                        stdout: String::from_utf8_lossy(&out.stdout).trim().to_string(),
+                    })
+                }))
+            }
+            None => None,
+        };
         let sent = self.publish(phase, trace, names, &last_of_firing).await?;
         let n = trace.messages.len();
         let consumer = (names.events.as_str(), names.durable.as_str());
@@ -127,6 +189,10 @@ impl Bench {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         collector.abort();
+        let during = match during {
+            Some(task) => Some(task.await??),
+            None => None,
+        };
         if let (Some(port), "main" | "half") = (self.opts.metrics_port, phase.name) {
             print_metrics(port).await;
         }
@@ -147,6 +213,7 @@ impl Bench {
             rss_kib,
             worker_cpu_s: cpu,
             prefilled,
+            during,
         })
     }
 

@@ -18,6 +18,15 @@ pub struct PhaseResult {
     pub worker_cpu_s: f64,
     /// What the phase's pre-fill left, if it had one.
     pub prefilled: Option<crate::database::Prefilled>,
+    /// The command run during the phase, if any.
+    pub during: Option<During>,
+}
+
+/// A command run while a phase's trace was published: how long it took, what it printed.
+#[derive(Debug, Clone)]
+pub struct During {
+    pub seconds: f64,
+    pub stdout: String,
 }
 
 impl PhaseResult {
@@ -146,6 +155,8 @@ pub struct Figures<'a> {
     pub drain: Option<&'a DrainResult>,
     /// Half load again, on a database pre-filled with `--size-prefill` groups.
     pub size: Option<&'a PhaseResult>,
+    /// The same again on the same database while `runwatch purge` deletes a day of groups.
+    pub retention: Option<&'a PhaseResult>,
     /// `pgbench -N -c 8 -T 10` and `-c 1`; 0 when skipped.
     pub pg_tps: f64,
     pub pg_c1_tps: f64,
@@ -177,6 +188,14 @@ pub fn summary(f: &Figures<'_>) -> String {
         ratio(pct(f.half, 99.0), pct(f.size, 99.0)),
         prefilled.map_or(f64::NAN, |p| p.bytes_per_group),
     );
+    let purge = f.retention.and_then(|r| r.during.as_ref());
+    let retention = format!(
+        " p99_half_load_purging_ms={:.1} retention_p99_ratio={:.2} purged_groups={} purge_s={:.1}",
+        pct(f.retention, 99.0),
+        ratio(pct(f.size, 99.0), pct(f.retention, 99.0)),
+        purge.map_or("0", |d| d.stdout.as_str()),
+        purge.map_or(0.0, |d| d.seconds),
+    );
     let line = format!(
         "bench: events_per_s={a:.0} pgbench_tps={:.0} ratio={:.2} naive_events_per_s={c:.0} speedup={:.2} p50_ms={:.1} p99_ms={:.1} p99_half_load_ms={:.1} rss_mib={rss:.1} \
          pgbench_c1_tps={:.0} naive_ratio={:.2} raw_bus_per_s={raw:.0} drain_events_per_s={drain:.0} drain_ratio={:.2} \
@@ -194,5 +213,5 @@ pub fn summary(f: &Figures<'_>) -> String {
         pct(f.low, 50.0),
         pct(f.low, 99.0),
     );
-    line + &size
+    line + &size + &retention
 }
