@@ -432,6 +432,9 @@ async fn soak(opts: &Opts, bin: &PathBuf, names: &Names, js: &jetstream::Context
         stored.push(n);
     }
     let (triggers, dead) = (stored[0], stored[1]);
+    if let Err(e) = postgres_report(&names.url).await {
+        println!("postgres: cannot read the statistics: {e:#}");
+    }
     let _ = tokio::process::Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
@@ -513,6 +516,41 @@ async fn soak(opts: &Opts, bin: &PathBuf, names: &Names, js: &jetstream::Context
         );
     }
     Ok(ok)
+}
+
+/// What Postgres saw of the soak's tables: whether autovacuum ran (it is a server setting;
+/// a server with it off never vacuums or analyzes on its own), and how each table was read.
+async fn postgres_report(url: &str) -> Result<()> {
+    let mut c = sqlx::PgConnection::connect(url).await?;
+    let autovacuum: String = sqlx::query_scalar("SHOW autovacuum")
+        .fetch_one(&mut c)
+        .await?;
+    println!("postgres: autovacuum={autovacuum}");
+    let rows: Vec<(String, i64, i64, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
+        "SELECT relname::text, n_live_tup, n_dead_tup, seq_scan, COALESCE(idx_scan, 0),
+                n_tup_upd, n_tup_hot_upd, autovacuum_count, autoanalyze_count
+         FROM pg_stat_user_tables
+         WHERE relname IN ('groups', 'outbox', 'commit_pulls', 'pull_heads', 'flips', 'jobs')
+         ORDER BY relname",
+    )
+    .fetch_all(&mut c)
+    .await?;
+    for (table, live, dead, seq, idx, upd, hot, vacuums, analyzes) in rows {
+        println!(
+            "postgres: table={table} live={live} dead={dead} seq_scan={seq} idx_scan={idx} updates={upd} hot_updates={hot} autovacuums={vacuums} autoanalyzes={analyzes}"
+        );
+    }
+    let size: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('groups')")
+        .fetch_one(&mut c)
+        .await?;
+    let groups: i64 = sqlx::query_scalar("SELECT count(*) FROM groups")
+        .fetch_one(&mut c)
+        .await?;
+    println!(
+        "postgres: groups={groups} groups_total_bytes={size} bytes_per_group={:.0}",
+        size as f64 / groups.max(1) as f64
+    );
+    Ok(())
 }
 
 #[tokio::main]
