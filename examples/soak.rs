@@ -526,18 +526,40 @@ async fn postgres_report(url: &str) -> Result<()> {
         .fetch_one(&mut c)
         .await?;
     println!("postgres: autovacuum={autovacuum}");
-    let rows: Vec<(String, i64, i64, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
-        "SELECT relname::text, n_live_tup, n_dead_tup, seq_scan, COALESCE(idx_scan, 0),
-                n_tup_upd, n_tup_hot_upd, autovacuum_count, autoanalyze_count
+    #[derive(sqlx::FromRow)]
+    struct TableStats {
+        relname: String,
+        n_live_tup: i64,
+        n_dead_tup: i64,
+        seq_scan: i64,
+        idx_scan: i64,
+        n_tup_upd: i64,
+        n_tup_hot_upd: i64,
+        autovacuum_count: i64,
+        autoanalyze_count: i64,
+    }
+    let rows: Vec<TableStats> = sqlx::query_as(
+        "SELECT relname::text AS relname, n_live_tup, n_dead_tup, seq_scan,
+                COALESCE(idx_scan, 0) AS idx_scan, n_tup_upd, n_tup_hot_upd, autovacuum_count,
+                autoanalyze_count
          FROM pg_stat_user_tables
          WHERE relname IN ('groups', 'outbox', 'commit_pulls', 'pull_heads', 'flips', 'jobs')
          ORDER BY relname",
     )
     .fetch_all(&mut c)
     .await?;
-    for (table, live, dead, seq, idx, upd, hot, vacuums, analyzes) in rows {
+    for t in rows {
         println!(
-            "postgres: table={table} live={live} dead={dead} seq_scan={seq} idx_scan={idx} updates={upd} hot_updates={hot} autovacuums={vacuums} autoanalyzes={analyzes}"
+            "postgres: table={} live={} dead={} seq_scan={} idx_scan={} updates={} hot_updates={} autovacuums={} autoanalyzes={}",
+            t.relname,
+            t.n_live_tup,
+            t.n_dead_tup,
+            t.seq_scan,
+            t.idx_scan,
+            t.n_tup_upd,
+            t.n_tup_hot_upd,
+            t.autovacuum_count,
+            t.autoanalyze_count
         );
     }
     let size: i64 = sqlx::query_scalar("SELECT pg_total_relation_size('groups')")

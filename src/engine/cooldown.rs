@@ -50,21 +50,13 @@ pub(super) fn cooldown_deferral(
     if rule.cooldown.is_zero() {
         return None;
     }
+    if let Some(due) = cooldown_pending(rule, repo, ledger, clock) {
+        return Some(due);
+    }
     let key = CooldownKey {
         repository_id: repo.internal_id,
         rule: rule.name.clone(),
     };
-    let cooldown = to_chrono(rule.cooldown);
-    if let Some(last) = ledger.cooldowns.get(&key) {
-        let ends = plus(*last, cooldown);
-        if ends > clock.wall {
-            let left = ends - clock.wall;
-            return Some(Due {
-                event: plus(clock.event, left),
-                wall: ends,
-            });
-        }
-    }
     ledger.cooldowns.insert(key, clock.wall);
     None
 }
