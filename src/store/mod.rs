@@ -12,6 +12,7 @@ mod budgets;
 mod groups;
 mod health;
 mod jobs;
+mod lenient;
 mod outbox;
 mod purge;
 mod repositories;
