@@ -48,8 +48,13 @@ done
 # Only the runwatch crate recompiles (its dependencies are untouched): the macros run again
 # for every query, so `out` ends with exactly the queries the code has.
 touch src/lib.rs
-SQLX_OFFLINE=false SQLX_OFFLINE_DIR="$out" DATABASE_URL="$server/$db" \
-  "$CARGO" check --quiet --all-targets --features fault-injection
+if ! SQLX_OFFLINE=false SQLX_OFFLINE_DIR="$out" DATABASE_URL="$server/$db" \
+  "$CARGO" check --quiet --all-targets --features fault-injection; then
+  echo "error: the SQL macros do not compile against a database migrated from migrations/" >&2
+  echo "       (the errors above name the query); fix the query or the migration, then run" >&2
+  echo "       scripts/sqlx-prepare.sh and commit .sqlx/" >&2
+  exit 1
+fi
 
 if $check; then
   if ! diff -r "$out" .sqlx >/dev/null 2>&1; then
