@@ -14,6 +14,10 @@ ARG RUNWATCH_GIT_SHA=unknown
 ENV RUNWATCH_GIT_SHA=${RUNWATCH_GIT_SHA}
 WORKDIR /src
 COPY Cargo.toml Cargo.lock build.rs ./
+# The SQL macros compile against the committed metadata (.sqlx/), never a database:
+# .cargo/config.toml sets SQLX_OFFLINE=true.
+COPY .cargo ./.cargo
+COPY .sqlx ./.sqlx
 COPY src ./src
 COPY migrations ./migrations
 COPY config ./config

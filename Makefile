@@ -53,8 +53,14 @@ ANCHOR_ENV = RUNWATCH_STREAMS__EVENTS=RUNWATCH_TEST_ANCHOR_EVENTS \
 # injection (a cargo feature; release builds leave it out).
 TEST_FEATURES ?= --features fault-injection
 
+# The SQL of the query macros is checked at compile time against .sqlx/ (offline:
+# .cargo/config.toml sets SQLX_OFFLINE=true, so the DATABASE_URL above does not make them go
+# online); scripts/sqlx-prepare.sh --check regenerates that metadata from a freshly migrated
+# throwaway database (recompiling only the runwatch crate) and fails when .sqlx/ differs:
+# run scripts/sqlx-prepare.sh and commit .sqlx/ after changing a query or a migration.
 test: services deny
 	python3 scripts/import-cycles.py --known scripts/import-cycles.known src
+	CARGO="$(CARGO)" scripts/sqlx-prepare.sh --check
 	$(CARGO) fmt --check
 	$(CARGO) clippy --all-targets $(TEST_FEATURES) -- -D warnings
 	$(CARGO) build --all-targets $(TEST_FEATURES)

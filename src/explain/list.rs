@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
 use super::ExplainError;
 use super::query::READ_ONLY;
@@ -95,8 +95,13 @@ pub async fn list_groups(
     };
     let cutoff = options.since.map(|d| super::since_cutoff(Utc::now(), d));
     let mut tx = pool.begin_with(READ_ONLY).await?;
-    let rows = sqlx::query(
-        "SELECT * FROM (
+    // The columns of the subquery carry no NOT NULL: "!" on those the code always read as
+    // non-null.
+    let rows = sqlx::query!(
+        r#"SELECT s.id AS "id!", s.provider AS "provider!", s.repository AS "repository!", s.pr_number,
+                  s.commit_sha AS "commit_sha!", s.branch, s.updated_at AS "updated_at!", s.due_wall_at,
+                  s.runs AS "runs!", s.state AS "state!"
+         FROM (
            SELECT g.id, r.provider, r.owner || '/' || r.name AS repository, g.pr_number, g.commit_sha,
                   g.branch, g.updated_at, g.due_wall_at,
                   (SELECT count(*) FROM jsonb_object_keys(
@@ -105,8 +110,8 @@ pub async fn list_groups(
                        WHEN g.id IN (SELECT o.group_id FROM outbox o WHERE o.group_id IS NOT NULL) THEN 'fired'
                        WHEN jsonb_path_exists(g.state, '$.rules.* ? (exists(@.over_budget))') THEN 'over-budget'
                        WHEN jsonb_path_exists(g.state, '$.rules.* ? (@.fired == true)') THEN 'fired'
-                       WHEN jsonb_path_exists(g.state, '$.runs.*[2] ? (@ != \"completed\")')
-                         OR jsonb_path_exists(g.state, '$.runs.* ? (@.status != \"completed\")') THEN 'waiting'
+                       WHEN jsonb_path_exists(g.state, '$.runs.*[2] ? (@ != "completed")')
+                         OR jsonb_path_exists(g.state, '$.runs.* ? (@.status != "completed")') THEN 'waiting'
                        ELSE 'idle' END AS state
            FROM groups g JOIN repositories r ON r.id = g.repository_id
            WHERE ($1::timestamptz IS NULL OR g.updated_at >= $1)
@@ -114,32 +119,29 @@ pub async fn list_groups(
          ) s
          WHERE ($4::text IS NULL OR s.state = $4)
          ORDER BY s.updated_at DESC, s.id DESC
-         LIMIT $5",
+         LIMIT $5"#,
+        cutoff,
+        owner,
+        name,
+        options.state.map(GroupStateFilter::as_str),
+        i64::from(options.limit)
     )
-    .bind(cutoff)
-    .bind(owner)
-    .bind(name)
-    .bind(options.state.map(GroupStateFilter::as_str))
-    .bind(i64::from(options.limit))
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
-    rows.iter()
-        .map(|r| {
-            let pr: Option<i64> = r.try_get("pr_number")?;
-            let state: String = r.try_get("state")?;
-            Ok(GroupRow {
-                id: r.try_get("id")?,
-                provider: r.try_get("provider")?,
-                repository: r.try_get("repository")?,
-                pr_number: pr.and_then(|p| u64::try_from(p).ok()),
-                commit_sha: r.try_get("commit_sha")?,
-                branch: r.try_get("branch")?,
-                runs: r.try_get("runs")?,
-                state: GroupStateFilter::parse(&state),
-                updated_at: r.try_get("updated_at")?,
-                next_due: r.try_get("due_wall_at")?,
-            })
+    Ok(rows
+        .into_iter()
+        .map(|r| GroupRow {
+            id: r.id,
+            provider: r.provider,
+            repository: r.repository,
+            pr_number: r.pr_number.and_then(|p| u64::try_from(p).ok()),
+            commit_sha: r.commit_sha,
+            branch: r.branch,
+            runs: r.runs,
+            state: GroupStateFilter::parse(&r.state),
+            updated_at: r.updated_at,
+            next_due: r.due_wall_at,
         })
-        .collect()
+        .collect())
 }

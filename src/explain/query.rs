@@ -1,9 +1,7 @@
 //! The reads behind `explain`: one `REPEATABLE READ READ ONLY` transaction (one consistent snapshot; plain SELECTs, no row lock, so the worker is
 //! never held up), needing only SELECT on runwatch's tables (the worker role has it).
 
-use chrono::{DateTime, Utc};
-use sqlx::types::Json;
-use sqlx::{PgPool, Postgres, Row, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 use super::verdict::{self, Explanation, GroupView, OutboxRow, Shared};
@@ -11,6 +9,7 @@ use super::{ExplainError, Target};
 use crate::engine::{GroupState, RepoRef, RuleSet, StreakKey, StreakState, routing};
 use crate::event::Provider;
 use crate::store;
+use crate::store::Lenient;
 use crate::trigger::Trigger;
 
 pub(super) const READ_ONLY: &str = "BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY";
@@ -36,32 +35,30 @@ async fn explain_in(
         Ok(id) => id,
         Err(missing) => return Ok(Err(missing)),
     };
-    let row = sqlx::query(
-        "SELECT g.id, g.pr_number, g.commit_sha, g.branch, g.state, g.updated_at,
+    let row = sqlx::query!(
+        r#"SELECT g.id, g.pr_number, g.commit_sha, g.branch, g.state AS "state: Lenient<GroupState>", g.updated_at,
                 r.id AS repository_id, r.stable_key, r.provider, r.owner, r.name, r.external_id,
-                now() AS now
-         FROM groups g JOIN repositories r ON r.id = g.repository_id WHERE g.id = $1",
+                now() AS "now!"
+         FROM groups g JOIN repositories r ON r.id = g.repository_id WHERE g.id = $1"#,
+        group_id
     )
-    .bind(group_id)
     .fetch_optional(&mut **tx)
     .await?;
     let Some(row) = row else {
         return Ok(Err(format!("group {group_id} is gone (purged)")));
     };
-    let state: GroupState = match row.try_get::<Json<GroupState>, _>("state") {
-        Ok(s) => s.0,
-        Err(sqlx::Error::ColumnDecode { source, .. }) => {
+    let state: GroupState = match row.state.0 {
+        Ok(s) => s,
+        Err(source) => {
             return Err(ExplainError::Corrupt {
                 what: format!("the state of group {group_id}"),
                 detail: source.to_string(),
             });
         }
-        Err(e) => return Err(e.into()),
     };
-    let provider: String = row.try_get("provider")?;
-    let pr: Option<i64> = row.try_get("pr_number")?;
-    let now: DateTime<Utc> = row.try_get("now")?;
-    let repository_id: i64 = row.try_get("repository_id")?;
+    let pr = row.pr_number;
+    let now = row.now;
+    let repository_id = row.repository_id;
     let mut state = state;
     // What the worker hands the engine besides the stored state: the pull request's head,
     // state and info (`only_head_commit`, `only_open`, `skip_draft`, the author filters),
@@ -72,34 +69,37 @@ async fn explain_in(
             routing::show_pull(&mut state, pull.as_ref());
         }
         None => {
-            let sha: String = row.try_get("commit_sha")?;
-            state.commit_in_pull = store::commit_in_pull(tx, repository_id, &sha).await?;
+            state.commit_in_pull =
+                store::commit_in_pull(tx, repository_id, &row.commit_sha).await?;
         }
     }
     let group = GroupView {
         id: group_id,
         repo: RepoRef {
             internal_id: repository_id,
-            stable_key: row.try_get("stable_key")?,
-            provider: Provider::parse(&provider).unwrap_or(Provider::Generic),
-            owner: row.try_get("owner")?,
-            name: row.try_get("name")?,
-            external_id: row.try_get("external_id")?,
+            stable_key: row.stable_key,
+            provider: Provider::parse(&row.provider).unwrap_or(Provider::Generic),
+            owner: row.owner,
+            name: row.name,
+            external_id: row.external_id,
         },
         pr_number: pr.and_then(|p| u64::try_from(p).ok()),
-        commit_sha: row.try_get("commit_sha")?,
-        branch: row.try_get("branch")?,
-        updated_at: row.try_get("updated_at")?,
+        commit_sha: row.commit_sha,
+        branch: row.branch,
+        updated_at: row.updated_at,
         state,
     };
 
     let mut shared = Shared::default();
-    for r in sqlx::query("SELECT rule, last_fired_at FROM cooldowns WHERE repository_id = $1 AND last_fired_at IS NOT NULL")
-        .bind(group.repo.internal_id)
-        .fetch_all(&mut **tx)
-        .await?
+    // last_fired_at IS NOT NULL in the WHERE clause, which Postgres does not infer: "!".
+    for r in sqlx::query!(
+        r#"SELECT rule, last_fired_at AS "last_fired_at!" FROM cooldowns WHERE repository_id = $1 AND last_fired_at IS NOT NULL"#,
+        group.repo.internal_id
+    )
+    .fetch_all(&mut **tx)
+    .await?
     {
-        shared.cooldowns.insert(r.try_get("rule")?, r.try_get("last_fired_at")?);
+        shared.cooldowns.insert(r.rule, r.last_fired_at);
     }
     if rules.counts_flips() {
         load_flips(tx, &group, rules, &mut shared).await?;
@@ -109,28 +109,28 @@ async fn explain_in(
         let rule: Vec<&str> = keys.iter().map(|k| k.rule.as_str()).collect();
         let branch: Vec<&str> = keys.iter().map(|k| k.branch.as_str()).collect();
         let workflow: Vec<&str> = keys.iter().map(|k| k.workflow.as_str()).collect();
-        let rows = sqlx::query(
-            "SELECT s.rule, s.branch, s.workflow, s.state FROM streaks s
+        let rows = sqlx::query!(
+            r#"SELECT s.rule, s.branch, s.workflow, s.state AS "state: Lenient<StreakState>" FROM streaks s
              JOIN UNNEST($2::text[], $3::text[], $4::text[]) AS u(ru, b, w)
                ON s.rule = u.ru AND s.branch = u.b AND s.workflow = u.w
-             WHERE s.repository_id = $1",
+             WHERE s.repository_id = $1"#,
+            group.repo.internal_id,
+            &rule as _,
+            &branch as _,
+            &workflow as _
         )
-        .bind(group.repo.internal_id)
-        .bind(&rule)
-        .bind(&branch)
-        .bind(&workflow)
         .fetch_all(&mut **tx)
         .await?;
         for r in rows {
             let key = StreakKey {
                 repository_id: group.repo.internal_id,
-                rule: r.try_get("rule")?,
-                branch: r.try_get("branch")?,
-                workflow: r.try_get("workflow")?,
+                rule: r.rule,
+                branch: r.branch,
+                workflow: r.workflow,
             };
-            let state: StreakState = match r.try_get::<Json<StreakState>, _>("state") {
-                Ok(s) => s.0,
-                Err(sqlx::Error::ColumnDecode { source, .. }) => {
+            let state: StreakState = match r.state.0 {
+                Ok(s) => s,
+                Err(source) => {
                     return Err(ExplainError::Corrupt {
                         what: format!(
                             "the streak of rule {} branch {:?} workflow {:?}",
@@ -139,35 +139,32 @@ async fn explain_in(
                         detail: source.to_string(),
                     });
                 }
-                Err(e) => return Err(e.into()),
             };
             shared.streaks.insert(key, state);
         }
     }
     let ids: Vec<Uuid> = verdict::trigger_ids_to_load(&group, rules, &shared);
     let mut outbox = Vec::new();
-    for r in sqlx::query(
+    for r in sqlx::query!(
         "SELECT trigger_id, group_id, payload, created_at, sent_at, attempts, last_error, set_aside_at,
                 set_aside_reason
          FROM outbox WHERE group_id = $1 OR trigger_id = ANY($2) ORDER BY created_at, trigger_id",
+        group_id,
+        &ids
     )
-    .bind(group_id)
-    .bind(&ids)
     .fetch_all(&mut **tx)
     .await?
     {
-        let trigger_id: Uuid = r.try_get("trigger_id")?;
-        let payload: Vec<u8> = r.try_get("payload")?;
         outbox.push(OutboxRow {
-            trigger_id,
-            group_id: r.try_get("group_id")?,
-            trigger: serde_json::from_slice::<Trigger>(&payload).ok(),
-            created_at: r.try_get("created_at")?,
-            sent_at: r.try_get("sent_at")?,
-            attempts: r.try_get("attempts")?,
-            last_error: r.try_get("last_error")?,
-            set_aside_at: r.try_get("set_aside_at")?,
-            set_aside_reason: r.try_get("set_aside_reason")?,
+            trigger_id: r.trigger_id,
+            group_id: r.group_id,
+            trigger: serde_json::from_slice::<Trigger>(&r.payload).ok(),
+            created_at: r.created_at,
+            sent_at: r.sent_at,
+            attempts: r.attempts,
+            last_error: r.last_error,
+            set_aside_at: r.set_aside_at,
+            set_aside_reason: r.set_aside_reason,
         });
     }
     let mut explanation = verdict::explain(&group, rules, &outbox, &shared, now);
@@ -187,25 +184,24 @@ async fn add_jobs(
     }
     let run: Vec<&str> = e.runs.iter().map(|r| r.run_id.as_str()).collect();
     let attempt: Vec<i64> = e.runs.iter().map(|r| i64::from(r.attempt)).collect();
-    let rows = sqlx::query(
-        "SELECT j.run_id, j.job_id, j.job FROM jobs j
+    let rows = sqlx::query!(
+        r#"SELECT j.run_id, j.job_id, j.job AS "job: Lenient<crate::engine::JobState>" FROM jobs j
          JOIN UNNEST($2::text[], $3::bigint[]) AS u(run, a)
            ON j.run_id = u.run AND j.attempt = u.a
-         WHERE j.repository_id = $1",
+         WHERE j.repository_id = $1"#,
+        repository_id,
+        &run as _,
+        &attempt
     )
-    .bind(repository_id)
-    .bind(&run)
-    .bind(&attempt)
     .fetch_all(&mut **tx)
     .await?;
     for row in rows {
-        let run_id: String = row.try_get("run_id")?;
-        let Ok(Json(job)) = row.try_get::<Json<crate::engine::JobState>, _>("job") else {
+        let Ok(job) = row.job.0 else {
             continue;
         };
-        if let Some(r) = e.runs.iter_mut().find(|r| r.run_id == run_id) {
+        if let Some(r) = e.runs.iter_mut().find(|r| r.run_id == row.run_id) {
             r.jobs.push(verdict::JobInfo {
-                job_id: row.try_get("job_id")?,
+                job_id: row.job_id,
                 name: job.name,
                 status: job.status,
                 conclusion: job.conclusion,
@@ -243,32 +239,29 @@ async fn load_flips(
         .ok()
         .and_then(|d| at.checked_sub_signed(d))
         .filter(|t| t.timestamp() > -62_135_596_800);
-    let rows = sqlx::query(
-        "SELECT u.w AS workflow, f.run_id, f.attempt, f.flipped_at
+    // The columns of UNNEST and of the LATERAL subquery carry no NOT NULL: "!" as the code
+    // always read them.
+    let rows = sqlx::query!(
+        r#"SELECT u.w AS "workflow!", f.run_id AS "run_id!", f.attempt AS "attempt!", f.flipped_at AS "flipped_at!"
          FROM UNNEST($2::text[]) AS u(w)
          CROSS JOIN LATERAL (
              SELECT run_id, attempt, flipped_at FROM flips
              WHERE repository_id = $1 AND workflow = u.w AND job = ''
                AND ($3::timestamptz IS NULL OR flipped_at > $3)
-             ORDER BY flipped_at DESC LIMIT $4) f",
+             ORDER BY flipped_at DESC LIMIT $4) f"#,
+        group.repo.internal_id,
+        &workflows as _,
+        from,
+        i64::from(crate::engine::flaky::MAX_FLIPS_COUNTED)
     )
-    .bind(group.repo.internal_id)
-    .bind(&workflows)
-    .bind(from)
-    .bind(i64::from(crate::engine::flaky::MAX_FLIPS_COUNTED))
     .fetch_all(&mut **tx)
     .await?;
     for r in rows {
-        let attempt: i64 = r.try_get("attempt")?;
         let flip = crate::engine::Flip {
-            attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
-            at: r.try_get("flipped_at")?,
+            attempt: u32::try_from(r.attempt).unwrap_or(u32::MAX),
+            at: r.flipped_at,
         };
-        crate::engine::flaky::record(
-            shared.flips.entry(r.try_get("workflow")?).or_default(),
-            &r.try_get::<String, _>("run_id")?,
-            flip,
-        );
+        crate::engine::flaky::record(shared.flips.entry(r.workflow).or_default(), &r.run_id, flip);
     }
     Ok(())
 }
@@ -280,15 +273,15 @@ async fn find_group(
 ) -> Result<Result<i64, String>, ExplainError> {
     match target {
         Target::Trigger(id) => {
-            let row = sqlx::query("SELECT group_id FROM outbox WHERE trigger_id = $1")
-                .bind(id)
-                .fetch_optional(&mut **tx)
-                .await?;
-            Ok(match row {
+            let group =
+                sqlx::query_scalar!("SELECT group_id FROM outbox WHERE trigger_id = $1", id)
+                    .fetch_optional(&mut **tx)
+                    .await?;
+            Ok(match group {
                 None => Err(format!(
                     "trigger {id} is not in the outbox (never decided here, or purged)"
                 )),
-                Some(r) => match r.try_get::<Option<i64>, _>("group_id")? {
+                Some(g) => match g {
                     Some(g) => Ok(g),
                     None => Err(format!(
                         "trigger {id} is in the outbox, but its group was purged"
@@ -306,23 +299,20 @@ async fn find_group(
                 .split_once('/')
                 .unwrap_or((repository.as_str(), ""));
             let pr = pr_number.map_or(0, |p| i64::try_from(p).unwrap_or(i64::MAX));
-            let rows = sqlx::query(
+            let rows = sqlx::query!(
                 "SELECT g.id, g.commit_sha FROM groups g JOIN repositories r ON r.id = g.repository_id
                  WHERE r.provider = $1 AND lower(r.owner) = lower($2) AND lower(r.name) = lower($3)
                    AND COALESCE(g.pr_number, 0) = $4 AND starts_with(g.commit_sha, $5)
                  ORDER BY (g.commit_sha = $5) DESC, g.id LIMIT 3",
+                provider.as_str(),
+                owner,
+                name,
+                pr,
+                commit
             )
-            .bind(provider.as_str())
-            .bind(owner)
-            .bind(name)
-            .bind(pr)
-            .bind(commit)
             .fetch_all(&mut **tx)
             .await?;
-            let shas: Vec<String> = rows
-                .iter()
-                .map(|r| r.try_get("commit_sha"))
-                .collect::<Result<_, _>>()?;
+            let shas: Vec<String> = rows.iter().map(|r| r.commit_sha.clone()).collect();
             let pr_words = pr_number.map_or_else(
                 || "no pull request".to_string(),
                 |p| format!("pull request {p}"),
@@ -331,7 +321,7 @@ async fn find_group(
                 None => Ok(Err(format!(
                     "no group for {provider} {repository}, {pr_words}, commit {commit}"
                 ))),
-                Some(first) if first == commit || shas.len() == 1 => Ok(Ok(rows[0].try_get("id")?)),
+                Some(first) if first == commit || shas.len() == 1 => Ok(Ok(rows[0].id)),
                 Some(_) => Err(ExplainError::Usage(format!(
                     "commit {commit} is ambiguous for {provider} {repository}, {pr_words}: {} match; give more of it",
                     shas.join(", ")

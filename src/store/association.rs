@@ -11,10 +11,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
-use sqlx::types::Json;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 
 use super::StoreError;
+use super::lenient::Lenient;
 pub(super) use crate::engine::routing::Commit;
 use crate::engine::routing::{Associations, Pull};
 use crate::engine::{GroupState, PullAuthor, PullInfo, PullState, PullStatus};
@@ -39,17 +39,22 @@ pub(super) async fn lock_commits_load_pulls(
     let keys: BTreeSet<i32> = commits.iter().map(lock_key).collect();
     let keys: Vec<i32> = keys.into_iter().collect();
     let (r, s): (Vec<i64>, Vec<String>) = commits.iter().cloned().unzip();
-    let rows = sqlx::query("SELECT * FROM runwatch_lock_commits_pulls($1, $2, $3)")
-        .bind(&keys)
-        .bind(&r)
-        .bind(&s)
-        .fetch_all(&mut **tx)
-        .await?;
+    // A function's result columns carry no NOT NULL: "!" as the code always read them.
+    let rows = sqlx::query!(
+        r#"SELECT repository_id AS "repository_id!", commit_sha AS "commit_sha!", pr_number AS "pr_number!"
+           FROM runwatch_lock_commits_pulls($1, $2, $3)"#,
+        &keys,
+        &r,
+        &s
+    )
+    .fetch_all(&mut **tx)
+    .await?;
     let mut out: HashMap<Commit, BTreeSet<u64>> = HashMap::new();
     for row in rows {
-        let pr: i64 = row.try_get("pr_number")?;
-        let Ok(pr) = u64::try_from(pr) else { continue };
-        out.entry((row.try_get("repository_id")?, row.try_get("commit_sha")?))
+        let Ok(pr) = u64::try_from(row.pr_number) else {
+            continue;
+        };
+        out.entry((row.repository_id, row.commit_sha))
             .or_default()
             .insert(pr);
     }
@@ -72,13 +77,13 @@ pub(super) async fn insert_pulls(
         s.push(sha.clone());
         p.push(i64::try_from(*pr).unwrap_or(i64::MAX));
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO commit_pulls (repository_id, commit_sha, pr_number)
          SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::bigint[]) ON CONFLICT DO NOTHING",
+        &r,
+        &s,
+        &p
     )
-    .bind(&r)
-    .bind(&s)
-    .bind(&p)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -98,70 +103,67 @@ pub(super) async fn load_pr_less_runs(
         return Ok(out);
     }
     let (r, s): (Vec<i64>, Vec<String>) = commits.iter().cloned().unzip();
-    let rows = sqlx::query(
-        "SELECT g.repository_id, g.commit_sha, g.state FROM groups g
+    let rows = sqlx::query!(
+        r#"SELECT g.repository_id, g.commit_sha, g.state AS "state: Lenient<GroupState>" FROM groups g
          JOIN UNNEST($1::bigint[], $2::text[]) AS u(r, s)
-           ON g.repository_id = u.r AND COALESCE(g.pr_number, 0) = 0 AND g.commit_sha = u.s",
+           ON g.repository_id = u.r AND COALESCE(g.pr_number, 0) = 0 AND g.commit_sha = u.s"#,
+        &r,
+        &s
     )
-    .bind(&r)
-    .bind(&s)
     .fetch_all(&mut **tx)
     .await?;
     for row in rows {
-        let Ok(state) = row.try_get::<Json<GroupState>, _>("state") else {
+        let Ok(state) = row.state.0 else {
             continue;
         };
-        out.insert(
-            (row.try_get("repository_id")?, row.try_get("commit_sha")?),
-            state.0,
-        );
+        out.insert((row.repository_id, row.commit_sha), state);
     }
     Ok(out)
 }
 
-/// Reads the head and state columns of a `pull_heads` row (or of
-/// `runwatch_lock_groups_pulls`); `None` when the row has none.
-pub(super) fn pull_from_row(row: &sqlx::postgres::PgRow) -> Result<Option<Pull>, StoreError> {
-    let sha: Option<String> = row.try_get("head_sha")?;
-    let at: Option<DateTime<Utc>> = row.try_get("head_at")?;
-    let state: Option<String> = row.try_get("pr_state")?;
-    let draft: Option<bool> = row.try_get("pr_draft")?;
-    let state_at: Option<DateTime<Utc>> = row.try_get("state_at")?;
-    let status = match (state.as_deref().and_then(PullState::parse), state_at) {
+/// The head, state and info columns of a `pull_heads` row (or of
+/// `runwatch_lock_groups_pulls`, where they are NULL without a row), as the queries read them.
+pub(super) struct PullColumns {
+    pub(super) head_sha: Option<String>,
+    pub(super) head_at: Option<DateTime<Utc>>,
+    pub(super) pr_state: Option<String>,
+    pub(super) pr_draft: Option<bool>,
+    pub(super) state_at: Option<DateTime<Utc>>,
+    pub(super) pr_title: Option<String>,
+    pub(super) pr_author: Option<String>,
+    pub(super) pr_author_bot: Option<bool>,
+    pub(super) pr_head_branch: Option<String>,
+    pub(super) pr_base_branch: Option<String>,
+    pub(super) pr_url: Option<String>,
+    pub(super) info_at: Option<DateTime<Utc>>,
+}
+
+/// The pull request of a row's [`PullColumns`]; `None` when the row has none.
+pub(super) fn pull_from_row(row: PullColumns) -> Option<Pull> {
+    let status = match (
+        row.pr_state.as_deref().and_then(PullState::parse),
+        row.state_at,
+    ) {
         (Some(state), Some(at)) => Some(PullStatus {
             state,
-            draft: draft.unwrap_or(false),
+            draft: row.pr_draft.unwrap_or(false),
             at,
         }),
         _ => None,
     };
-    let head = at.zip(sha);
-    let info_at: Option<DateTime<Utc>> = row.try_get("info_at")?;
-    let info = match info_at {
-        Some(at) => {
-            let login: Option<String> = row.try_get("pr_author")?;
-            let bot: Option<bool> = row.try_get("pr_author_bot")?;
-            Some(PullInfo {
-                title: row.try_get("pr_title")?,
-                author: login.map(|login| PullAuthor {
-                    login,
-                    bot: bot.unwrap_or(false),
-                }),
-                head_branch: row.try_get("pr_head_branch")?,
-                base_branch: row.try_get("pr_base_branch")?,
-                url: row.try_get("pr_url")?,
-                at,
-            })
-        }
-        None => None,
-    };
-    Ok(
-        (head.is_some() || status.is_some() || info.is_some()).then_some(Pull {
-            head,
-            status,
-            info,
+    let head = row.head_at.zip(row.head_sha);
+    let info = row.info_at.map(|at| PullInfo {
+        title: row.pr_title,
+        author: row.pr_author.map(|login| PullAuthor {
+            login,
+            bot: row.pr_author_bot.unwrap_or(false),
         }),
-    )
+        head_branch: row.pr_head_branch,
+        base_branch: row.pr_base_branch,
+        url: row.pr_url,
+        at,
+    });
+    (head.is_some() || status.is_some() || info.is_some()).then_some(Pull { head, status, info })
 }
 
 /// Which of the commits are known to belong to a pull request (the timer sweep: a group
@@ -175,16 +177,16 @@ pub(super) async fn commits_in_pulls(
         return Ok(out);
     }
     let (r, s): (Vec<i64>, Vec<String>) = commits.iter().cloned().unzip();
-    let rows = sqlx::query(
+    let rows = sqlx::query!(
         "SELECT DISTINCT c.repository_id, c.commit_sha FROM commit_pulls c
          JOIN UNNEST($1::bigint[], $2::text[]) AS u(r, s) ON c.repository_id = u.r AND c.commit_sha = u.s",
+        &r,
+        &s
     )
-    .bind(&r)
-    .bind(&s)
     .fetch_all(&mut **tx)
     .await?;
     for row in rows {
-        out.insert((row.try_get("repository_id")?, row.try_get("commit_sha")?));
+        out.insert((row.repository_id, row.commit_sha));
     }
     Ok(out)
 }
@@ -204,22 +206,37 @@ pub(super) async fn load_heads(
         .iter()
         .map(|(_, p)| i64::try_from(*p).unwrap_or(i64::MAX))
         .collect();
-    let rows = sqlx::query(
+    let rows = sqlx::query!(
         "SELECT h.repository_id, h.pr_number, h.head_sha, h.head_at, h.pr_state, h.pr_draft, h.state_at,
                 h.pr_title, h.pr_author, h.pr_author_bot, h.pr_head_branch, h.pr_base_branch,
                 h.pr_url, h.info_at
          FROM pull_heads h
          JOIN UNNEST($1::bigint[], $2::bigint[]) AS u(r, p) ON h.repository_id = u.r AND h.pr_number = u.p",
+        &r,
+        &p
     )
-    .bind(&r)
-    .bind(&p)
     .fetch_all(&mut **tx)
     .await?;
     for row in rows {
-        let pr: i64 = row.try_get("pr_number")?;
-        let Ok(pr) = u64::try_from(pr) else { continue };
-        if let Some(pull) = pull_from_row(&row)? {
-            out.insert((row.try_get("repository_id")?, pr), pull);
+        let Ok(pr) = u64::try_from(row.pr_number) else {
+            continue;
+        };
+        let pull = pull_from_row(PullColumns {
+            head_sha: Some(row.head_sha),
+            head_at: Some(row.head_at),
+            pr_state: row.pr_state,
+            pr_draft: row.pr_draft,
+            state_at: row.state_at,
+            pr_title: row.pr_title,
+            pr_author: row.pr_author,
+            pr_author_bot: row.pr_author_bot,
+            pr_head_branch: row.pr_head_branch,
+            pr_base_branch: row.pr_base_branch,
+            pr_url: row.pr_url,
+            info_at: row.info_at,
+        });
+        if let Some(pull) = pull {
+            out.insert((row.repository_id, pr), pull);
         }
     }
     Ok(out)
@@ -260,7 +277,7 @@ pub(super) async fn write_heads(
     if r.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO pull_heads (repository_id, pr_number, head_sha, head_at, pr_state, pr_draft, state_at,
                                  pr_title, pr_author, pr_author_bot, pr_head_branch, pr_base_branch,
                                  pr_url, info_at)
@@ -305,21 +322,21 @@ pub(super) async fn write_heads(
                       COALESCE(EXCLUDED.pr_base_branch, '') COLLATE \"C\",
                       COALESCE(EXCLUDED.pr_url, '') COLLATE \"C\")) AS newer) n),
            updated_at = now()",
+        &r,
+        &p,
+        &s,
+        &at,
+        &st as _,
+        &dr as _,
+        &st_at as _,
+        &title as _,
+        &login as _,
+        &bot as _,
+        &hb as _,
+        &bb as _,
+        &url as _,
+        &info_at as _
     )
-    .bind(&r)
-    .bind(&p)
-    .bind(&s)
-    .bind(&at)
-    .bind(&st)
-    .bind(&dr)
-    .bind(&st_at)
-    .bind(&title)
-    .bind(&login)
-    .bind(&bot)
-    .bind(&hb)
-    .bind(&bb)
-    .bind(&url)
-    .bind(&info_at)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -5,9 +5,10 @@
 use std::collections::BTreeSet;
 
 use sqlx::types::Json;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 use tracing::{error, warn};
 
+use super::lenient::Lenient;
 use super::{Store, StoreError};
 use crate::engine::{BudgetKey, BudgetState, Engine, Ledger, OverBudget};
 
@@ -50,22 +51,27 @@ pub(super) async fn lock_budgets(
             ru.push(k.rule.clone());
             p.push(i64::try_from(k.pr_number).unwrap_or(i64::MAX));
         }
-        let rows = sqlx::query("SELECT * FROM runwatch_lock_budgets($1, $2, $3)")
-            .bind(&r)
-            .bind(&ru)
-            .bind(&p)
-            .fetch_all(&mut **tx)
-            .await?;
+        // A function's result columns carry no NOT NULL: "!" says what the code always
+        // assumed (a NULL key is an error, a NULL state a row that does not decode).
+        let rows = sqlx::query!(
+            r#"SELECT repository_id AS "repository_id!", rule AS "rule!", pr_number AS "pr_number!",
+                      state AS "state!: Lenient<BudgetState>"
+               FROM runwatch_lock_budgets($1, $2, $3)"#,
+            &r,
+            &ru,
+            &p
+        )
+        .fetch_all(&mut **tx)
+        .await?;
         for row in rows {
-            let pr: i64 = row.try_get("pr_number")?;
             let key = BudgetKey {
-                repository_id: row.try_get("repository_id")?,
-                rule: row.try_get("rule")?,
-                pr_number: u64::try_from(pr).unwrap_or(0),
+                repository_id: row.repository_id,
+                rule: row.rule,
+                pr_number: u64::try_from(row.pr_number).unwrap_or(0),
             };
-            let state = match row.try_get::<Json<BudgetState>, _>("state") {
-                Ok(s) => s.0,
-                Err(sqlx::Error::ColumnDecode { source, .. }) => {
+            let state = match row.state.0 {
+                Ok(s) => s,
+                Err(source) => {
                     // A budget row is a bounded record of recent triggers: one that cannot
                     // be read counts nothing and is overwritten by the next trigger.
                     metrics::counter!("runwatch_corrupt_rows_total", "op" => "record").increment(1);
@@ -73,7 +79,6 @@ pub(super) async fn lock_budgets(
                         detail = %source, "trigger budget row cannot be decoded: counted as empty");
                     BudgetState::default()
                 }
-                Err(e) => return Err(e.into()),
             };
             missing.remove(&key);
             ledger.budgets.insert(key, state);
@@ -115,17 +120,17 @@ pub(super) async fn write_budgets(
     if r.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    sqlx::query!(
         "UPDATE trigger_budgets b SET state = u.st, expires_at = COALESCE(u.e, now())
          FROM UNNEST($1::bigint[], $2::text[], $3::bigint[], $4::jsonb[], $5::timestamptz[])
               AS u(r, ru, p, st, e)
          WHERE b.repository_id = u.r AND b.rule = u.ru AND b.pr_number = u.p",
+        &r,
+        &ru,
+        &p,
+        &st as _,
+        &exp as _
     )
-    .bind(&r)
-    .bind(&ru)
-    .bind(&p)
-    .bind(&st)
-    .bind(&exp)
     .execute(&mut **tx)
     .await?;
     Ok(())

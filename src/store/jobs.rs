@@ -6,9 +6,10 @@
 use std::collections::BTreeSet;
 
 use sqlx::types::Json;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 use tracing::warn;
 
+use super::lenient::Lenient;
 use super::{Store, StoreError};
 use crate::engine::jobs::{JobBook, JobKey, JobState, merge_book};
 use crate::trigger::Trigger;
@@ -74,34 +75,29 @@ async fn load(
         run.push(id.clone());
         a.push(i64::from(*attempt));
     }
-    let rows = sqlx::query(
-        "SELECT j.repository_id, j.run_id, j.job_id, j.job FROM jobs j
+    let rows = sqlx::query!(
+        r#"SELECT j.repository_id, j.run_id, j.job_id, j.job AS "job: Lenient<JobState>" FROM jobs j
          JOIN UNNEST($1::bigint[], $2::text[], $3::bigint[]) AS u(r, run, a)
-           ON j.repository_id = u.r AND j.run_id = u.run AND j.attempt = u.a",
+           ON j.repository_id = u.r AND j.run_id = u.run AND j.attempt = u.a"#,
+        &r,
+        &run,
+        &a
     )
-    .bind(&r)
-    .bind(&run)
-    .bind(&a)
     .fetch_all(&mut **tx)
     .await?;
     let mut book = JobBook::new();
     for row in rows {
-        let key: JobKey = (
-            row.try_get("repository_id")?,
-            row.try_get("run_id")?,
-            row.try_get("job_id")?,
-        );
-        match row.try_get::<Json<JobState>, _>("job") {
+        let key: JobKey = (row.repository_id, row.run_id, row.job_id);
+        match row.job.0 {
             Ok(j) => {
-                book.insert(key, j.0);
+                book.insert(key, j);
             }
-            Err(sqlx::Error::ColumnDecode { source, .. }) => {
+            Err(source) => {
                 // Not listed; the decision goes on without it.
                 metrics::counter!("runwatch_corrupt_rows_total", "op" => "jobs").increment(1);
                 warn!(repository = key.0, run = %key.1, job = %key.2, detail = %source,
                     "stored job cannot be decoded: left out of the trigger");
             }
-            Err(e) => return Err(e.into()),
         }
     }
     Ok(book)
@@ -136,20 +132,20 @@ pub(super) async fn write(
         k.push(job.order_key());
         j.push(Json(job));
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO jobs (repository_id, run_id, job_id, attempt, order_key, job)
          SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bytea[], $6::jsonb[])
          ON CONFLICT (repository_id, run_id, job_id) DO UPDATE
            SET attempt = excluded.attempt, order_key = excluded.order_key, job = excluded.job,
                updated_at = now()
            WHERE excluded.order_key > jobs.order_key",
+        &r,
+        &run,
+        &id,
+        &a,
+        &k,
+        &j as _
     )
-    .bind(&r)
-    .bind(&run)
-    .bind(&id)
-    .bind(&a)
-    .bind(&k)
-    .bind(&j)
     .execute(&mut **tx)
     .await?;
     Ok(())

@@ -12,6 +12,7 @@ mod budgets;
 mod groups;
 mod health;
 mod jobs;
+mod lenient;
 mod outbox;
 mod purge;
 mod repositories;
@@ -29,6 +30,7 @@ use crate::engine::Engine;
 pub use association::{commit_in_pull, load_pull};
 pub use groups::{BatchOutcome, EventOutcome};
 pub use health::{ErrorKind, Health, Op, count as count_database_error};
+pub use lenient::Lenient;
 pub use outbox::Pending;
 pub use repositories::RepoCache;
 
@@ -197,7 +199,7 @@ async fn migrate_on(pool: &PgPool) -> Result<(), StoreError> {
     let set = format!("SET lock_timeout = {timeout_ms}");
     let mut set_timeouts = sqlx::query(&set).execute(&mut conn).await;
     if set_timeouts.is_ok() {
-        set_timeouts = sqlx::query("SET statement_timeout = 0")
+        set_timeouts = sqlx::query!("SET statement_timeout = 0")
             .execute(&mut conn)
             .await;
     }

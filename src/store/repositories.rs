@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use sqlx::{PgPool, Row};
+use sqlx::PgPool;
 
 use super::{Store, StoreError};
 use crate::engine::RepoRef;
@@ -43,16 +43,27 @@ impl RepoCache {
     }
 }
 
-fn repo_from_row(row: &sqlx::postgres::PgRow) -> Result<RepoRef, StoreError> {
-    let provider: String = row.try_get("provider")?;
-    Ok(RepoRef {
-        internal_id: row.try_get("id")?,
-        stable_key: row.try_get("stable_key")?,
-        provider: Provider::parse(&provider).unwrap_or(Provider::Generic),
-        owner: row.try_get("owner")?,
-        name: row.try_get("name")?,
-        external_id: row.try_get("external_id")?,
-    })
+/// A `repositories` row as the queries below select it.
+struct RepoRow {
+    id: i64,
+    stable_key: String,
+    provider: String,
+    owner: String,
+    name: String,
+    external_id: Option<String>,
+}
+
+impl From<RepoRow> for RepoRef {
+    fn from(row: RepoRow) -> Self {
+        RepoRef {
+            internal_id: row.id,
+            stable_key: row.stable_key,
+            provider: Provider::parse(&row.provider).unwrap_or(Provider::Generic),
+            owner: row.owner,
+            name: row.name,
+            external_id: row.external_id,
+        }
+    }
 }
 
 impl Store {
@@ -83,14 +94,15 @@ impl Store {
             }
         }
         if !missing.is_empty() {
-            let rows = sqlx::query(
+            let rows = sqlx::query_as!(
+                RepoRow,
                 "SELECT id, stable_key, provider, owner, name, external_id FROM repositories WHERE id = ANY($1)",
+                &missing
             )
-            .bind(&missing)
             .fetch_all(&self.pool)
             .await?;
             for row in rows {
-                let r = repo_from_row(&row)?;
+                let r = RepoRef::from(row);
                 out.insert(r.internal_id, r);
             }
         }
@@ -106,19 +118,15 @@ impl Store {
         let Some((owner, name)) = owner_name.split_once('/') else {
             return Ok(None);
         };
-        let row = sqlx::query(
+        Ok(sqlx::query_scalar!(
             "SELECT id FROM repositories WHERE provider = $1 AND lower(owner) = lower($2) AND lower(name) = lower($3)
              ORDER BY updated_at DESC LIMIT 1",
+            provider.as_str(),
+            owner,
+            name
         )
-        .bind(provider.as_str())
-        .bind(owner)
-        .bind(name)
         .fetch_optional(&self.pool)
-        .await?;
-        Ok(match row {
-            Some(r) => Some(r.try_get("id")?),
-            None => None,
-        })
+        .await?)
     }
 }
 
@@ -127,15 +135,16 @@ async fn find_by_id(
     claim: &RepoClaim,
     id: &str,
 ) -> Result<Option<RepoRef>, StoreError> {
-    let row = sqlx::query(
+    let row = sqlx::query_as!(
+        RepoRow,
         "SELECT id, stable_key, provider, owner, name, external_id FROM repositories
          WHERE provider = $1 AND external_id = $2",
+        claim.provider.as_str(),
+        id
     )
-    .bind(claim.provider.as_str())
-    .bind(id)
     .fetch_optional(pool)
     .await?;
-    row.as_ref().map(repo_from_row).transpose()
+    Ok(row.map(RepoRef::from))
 }
 
 async fn find_by_name(
@@ -143,19 +152,20 @@ async fn find_by_name(
     claim: &RepoClaim,
     only_without_id: bool,
 ) -> Result<Option<RepoRef>, StoreError> {
-    let row = sqlx::query(
+    let row = sqlx::query_as!(
+        RepoRow,
         "SELECT id, stable_key, provider, owner, name, external_id FROM repositories
          WHERE provider = $1 AND lower(owner) = lower($2) AND lower(name) = lower($3)
            AND (NOT $4 OR external_id IS NULL)
          ORDER BY updated_at DESC, id DESC LIMIT 1",
+        claim.provider.as_str(),
+        &claim.owner,
+        &claim.name,
+        only_without_id
     )
-    .bind(claim.provider.as_str())
-    .bind(&claim.owner)
-    .bind(&claim.name)
-    .bind(only_without_id)
     .fetch_optional(pool)
     .await?;
-    row.as_ref().map(repo_from_row).transpose()
+    Ok(row.map(RepoRef::from))
 }
 
 async fn resolve(pool: &PgPool, claim: &RepoClaim) -> Result<RepoRef, StoreError> {
@@ -168,11 +178,11 @@ async fn resolve(pool: &PgPool, claim: &RepoClaim) -> Result<RepoRef, StoreError
                 None => match find_by_name(pool, claim, true).await? {
                     // A repository registered by name only: adopt the id.
                     Some(r) => {
-                        let adopted = sqlx::query(
+                        let adopted = sqlx::query!(
                             "UPDATE repositories SET external_id = $2 WHERE id = $1 AND external_id IS NULL",
+                            r.internal_id,
+                            id
                         )
-                        .bind(r.internal_id)
-                        .bind(id)
                         .execute(pool)
                         .await;
                         match adopted {
@@ -195,12 +205,14 @@ async fn resolve(pool: &PgPool, claim: &RepoClaim) -> Result<RepoRef, StoreError
         };
         if let Some(r) = found {
             if r.owner != claim.owner || r.name != claim.name {
-                sqlx::query("UPDATE repositories SET owner = $2, name = $3 WHERE id = $1")
-                    .bind(r.internal_id)
-                    .bind(&claim.owner)
-                    .bind(&claim.name)
-                    .execute(pool)
-                    .await?;
+                sqlx::query!(
+                    "UPDATE repositories SET owner = $2, name = $3 WHERE id = $1",
+                    r.internal_id,
+                    &claim.owner,
+                    &claim.name
+                )
+                .execute(pool)
+                .await?;
             }
             return Ok(RepoRef {
                 owner: claim.owner.clone(),
@@ -208,30 +220,32 @@ async fn resolve(pool: &PgPool, claim: &RepoClaim) -> Result<RepoRef, StoreError
                 ..r
             });
         }
-        let inserted = sqlx::query(
+        let inserted = sqlx::query_as!(
+            RepoRow,
             "INSERT INTO repositories (provider, external_id, owner, name, stable_key)
              VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING
              RETURNING id, stable_key, provider, owner, name, external_id",
+            claim.provider.as_str(),
+            claim.external_id.as_deref(),
+            &claim.owner,
+            &claim.name,
+            claim.stable_key()
         )
-        .bind(claim.provider.as_str())
-        .bind(&claim.external_id)
-        .bind(&claim.owner)
-        .bind(&claim.name)
-        .bind(claim.stable_key())
         .fetch_optional(pool)
         .await?;
         if let Some(row) = inserted {
-            return repo_from_row(&row);
+            return Ok(row.into());
         }
         // Lost a race (or the stable key exists under another identity): by stable key.
-        let row = sqlx::query(
+        let row = sqlx::query_as!(
+            RepoRow,
             "SELECT id, stable_key, provider, owner, name, external_id FROM repositories WHERE stable_key = $1",
+            claim.stable_key()
         )
-        .bind(claim.stable_key())
         .fetch_optional(pool)
         .await?;
         if let Some(row) = row {
-            return repo_from_row(&row);
+            return Ok(row.into());
         }
     }
     Err(StoreError::Db(sqlx::Error::Protocol(format!(

@@ -344,6 +344,16 @@ fn the_configmap_is_a_configuration_runwatch_accepts_and_the_manifests_agree_wit
     assert!(dockerfile.contains("COPY Cargo.toml Cargo.lock build.rs ./"));
     assert!(dockerfile.contains("ARG RUNWATCH_GIT_SHA"));
     assert!(read(".dockerignore").lines().any(|l| l == "!build.rs"));
+    // The SQL macros compile offline from .sqlx/ (.cargo/config.toml sets SQLX_OFFLINE): both
+    // are in the build context and copied, or the image build would need a database.
+    assert!(
+        dockerfile.contains("COPY .cargo ./.cargo") && dockerfile.contains("COPY .sqlx ./.sqlx")
+    );
+    let ignore = read(".dockerignore");
+    assert!(ignore.lines().any(|l| l == "!.cargo/") && ignore.lines().any(|l| l == "!.sqlx/"));
+    assert!(
+        read(".cargo/config.toml").contains(r#"SQLX_OFFLINE = { value = "true", force = false }"#)
+    );
     assert!(
         dockerfile.contains("ENTRYPOINT [\"runwatch\"]") && dockerfile.contains("CMD [\"run\"]")
     );

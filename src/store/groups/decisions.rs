@@ -2,7 +2,7 @@
 
 use std::collections::HashSet;
 
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 use crate::store::{Store, StoreError, jobs};
@@ -40,7 +40,7 @@ impl Store {
             parents.push(trace.traceparent());
             states.push(trace.state.clone());
         }
-        let rows = sqlx::query(
+        let new: HashSet<Uuid> = sqlx::query_scalar!(
             "INSERT INTO outbox (trigger_id, group_id, subject, payload, claimed_until,
                                  traceparent, tracestate)
              SELECT u.id, u.g, u.s, u.p, now() + make_interval(secs => $5), u.tp, u.ts
@@ -48,20 +48,18 @@ impl Store {
                          $7::text[]) AS u(id, g, s, p, tp, ts)
              ON CONFLICT (trigger_id) DO NOTHING
              RETURNING trigger_id",
+            &ids,
+            &groups,
+            &subjects,
+            &payloads,
+            self.lease.as_secs_f64(),
+            &parents,
+            &states as _
         )
-        .bind(&ids)
-        .bind(&groups)
-        .bind(&subjects)
-        .bind(&payloads)
-        .bind(self.lease.as_secs_f64())
-        .bind(&parents)
-        .bind(&states)
         .fetch_all(&mut **tx)
-        .await?;
-        let new: HashSet<Uuid> = rows
-            .iter()
-            .map(|r| r.try_get::<Uuid, _>("trigger_id"))
-            .collect::<Result<_, _>>()?;
+        .await?
+        .into_iter()
+        .collect();
         Ok(decided
             .into_iter()
             .map(|(_, t)| t)

@@ -5,12 +5,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use chrono::{DateTime, Utc};
 use sqlx::types::Json;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 
 use super::rows::CorruptRow;
 use crate::engine::{
     CooldownKey, Flip, FlipKey, Flips, Ledger, RunState, StreakKey, StreakState, flaky,
 };
+use crate::store::lenient::Lenient;
 use crate::store::{Store, StoreError};
 
 impl Store {
@@ -51,36 +52,34 @@ impl Store {
             .ok()
             .and_then(|d| event_clock.checked_sub_signed(d))
             .filter(|t| *t > earliest_timestamp());
-        let rows = sqlx::query(
-            "SELECT u.r AS repository_id, u.w AS workflow, f.run_id, f.attempt, f.flipped_at
+        // The columns of UNNEST and of the LATERAL subquery carry no NOT NULL: "!" as the
+        // code always read them.
+        let rows = sqlx::query!(
+            r#"SELECT u.r AS "repository_id!", u.w AS "workflow!", f.run_id AS "run_id!",
+                      f.attempt AS "attempt!", f.flipped_at AS "flipped_at!"
              FROM UNNEST($1::bigint[], $2::text[]) AS u(r, w)
              CROSS JOIN LATERAL (
                  SELECT run_id, attempt, flipped_at FROM flips
                  WHERE repository_id = u.r AND workflow = u.w AND job = ''
                    AND ($3::timestamptz IS NULL OR flipped_at > $3)
-                 ORDER BY flipped_at DESC LIMIT $4) f",
+                 ORDER BY flipped_at DESC LIMIT $4) f"#,
+            &r,
+            &w as _,
+            from,
+            i64::from(flaky::MAX_FLIPS_COUNTED)
         )
-        .bind(&r)
-        .bind(&w)
-        .bind(from)
-        .bind(i64::from(flaky::MAX_FLIPS_COUNTED))
         .fetch_all(&mut **tx)
         .await?;
         for row in rows {
             let key = FlipKey {
-                repository_id: row.try_get("repository_id")?,
-                workflow: row.try_get("workflow")?,
+                repository_id: row.repository_id,
+                workflow: row.workflow,
             };
-            let attempt: i64 = row.try_get("attempt")?;
             let flip = Flip {
-                attempt: u32::try_from(attempt).unwrap_or(u32::MAX),
-                at: row.try_get("flipped_at")?,
+                attempt: u32::try_from(row.attempt).unwrap_or(u32::MAX),
+                at: row.flipped_at,
             };
-            flaky::record(
-                out.entry(key).or_insert_with(Flips::new),
-                &row.try_get::<String, _>("run_id")?,
-                flip,
-            );
+            flaky::record(out.entry(key).or_insert_with(Flips::new), &row.run_id, flip);
         }
         Ok(out)
     }
@@ -102,42 +101,42 @@ pub(super) async fn lock_ledger(
             b.push(k.branch.clone());
             w.push(k.workflow.clone());
         }
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO streaks (repository_id, rule, branch, workflow)
              SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[])
              ON CONFLICT DO NOTHING",
+            &r,
+            &ru,
+            &b,
+            &w
         )
-        .bind(&r)
-        .bind(&ru)
-        .bind(&b)
-        .bind(&w)
         .execute(&mut **tx)
         .await?;
-        let rows = sqlx::query(
-            "SELECT s.repository_id, s.rule, s.branch, s.workflow, s.state FROM streaks s
+        let rows = sqlx::query!(
+            r#"SELECT s.repository_id, s.rule, s.branch, s.workflow, s.state AS "state: Lenient<StreakState>" FROM streaks s
              JOIN UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[]) AS u(r, ru, b, w)
                ON s.repository_id = u.r AND s.rule = u.ru AND s.branch = u.b AND s.workflow = u.w
-             ORDER BY s.repository_id, s.rule COLLATE \"C\", s.branch COLLATE \"C\", s.workflow COLLATE \"C\"
-             FOR UPDATE OF s",
+             ORDER BY s.repository_id, s.rule COLLATE "C", s.branch COLLATE "C", s.workflow COLLATE "C"
+             FOR UPDATE OF s"#,
+            &r,
+            &ru,
+            &b,
+            &w
         )
-        .bind(&r)
-        .bind(&ru)
-        .bind(&b)
-        .bind(&w)
         .fetch_all(&mut **tx)
         .await?;
         for row in rows {
             let key = StreakKey {
-                repository_id: row.try_get("repository_id")?,
-                rule: row.try_get("rule")?,
-                branch: row.try_get("branch")?,
-                workflow: row.try_get("workflow")?,
+                repository_id: row.repository_id,
+                rule: row.rule,
+                branch: row.branch,
+                workflow: row.workflow,
             };
-            match row.try_get::<Json<StreakState>, _>("state") {
+            match row.state.0 {
                 Ok(state) => {
-                    ledger.streaks.insert(key, state.0);
+                    ledger.streaks.insert(key, state);
                 }
-                Err(sqlx::Error::ColumnDecode { source, .. }) => {
+                Err(source) => {
                     let c = CorruptRow {
                         id: key.repository_id,
                         label: format!(
@@ -149,7 +148,6 @@ pub(super) async fn lock_ledger(
                     c.report("record");
                     corrupt.insert(key, c);
                 }
-                Err(e) => return Err(e.into()),
             }
         }
     }
@@ -159,31 +157,30 @@ pub(super) async fn lock_ledger(
             r.push(k.repository_id);
             ru.push(k.rule.clone());
         }
-        sqlx::query(
+        sqlx::query!(
             "INSERT INTO cooldowns (repository_id, rule)
              SELECT * FROM UNNEST($1::bigint[], $2::text[]) ON CONFLICT DO NOTHING",
+            &r,
+            &ru
         )
-        .bind(&r)
-        .bind(&ru)
         .execute(&mut **tx)
         .await?;
-        let rows = sqlx::query(
-            "SELECT c.repository_id, c.rule, c.last_fired_at FROM cooldowns c
+        let rows = sqlx::query!(
+            r#"SELECT c.repository_id, c.rule, c.last_fired_at FROM cooldowns c
              JOIN UNNEST($1::bigint[], $2::text[]) AS u(r, ru) ON c.repository_id = u.r AND c.rule = u.ru
-             ORDER BY c.repository_id, c.rule COLLATE \"C\"
-             FOR UPDATE OF c",
+             ORDER BY c.repository_id, c.rule COLLATE "C"
+             FOR UPDATE OF c"#,
+            &r,
+            &ru
         )
-        .bind(&r)
-        .bind(&ru)
         .fetch_all(&mut **tx)
         .await?;
         for row in rows {
-            let last: Option<DateTime<Utc>> = row.try_get("last_fired_at")?;
-            if let Some(last) = last {
+            if let Some(last) = row.last_fired_at {
                 ledger.cooldowns.insert(
                     CooldownKey {
-                        repository_id: row.try_get("repository_id")?,
-                        rule: row.try_get("rule")?,
+                        repository_id: row.repository_id,
+                        rule: row.rule,
                     },
                     last,
                 );
@@ -223,18 +220,18 @@ pub(super) async fn write_flips(
     if r.is_empty() {
         return Ok(());
     }
-    sqlx::query(
+    sqlx::query!(
         "INSERT INTO flips (repository_id, workflow, run_id, attempt, flipped_at)
          SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::timestamptz[])
          ON CONFLICT (repository_id, workflow, job, run_id) DO UPDATE
              SET attempt = EXCLUDED.attempt, flipped_at = EXCLUDED.flipped_at
              WHERE (EXCLUDED.attempt, EXCLUDED.flipped_at) > (flips.attempt, flips.flipped_at)",
+        &r,
+        &w as _,
+        &run as _,
+        &attempt,
+        &at
     )
-    .bind(&r)
-    .bind(&w)
-    .bind(&run)
-    .bind(&attempt)
-    .bind(&at)
     .execute(&mut **tx)
     .await?;
     Ok(())
@@ -258,16 +255,16 @@ pub(super) async fn write_ledger(
         }
     }
     if !r.is_empty() {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE streaks s SET state = u.st
              FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::text[], $5::jsonb[]) AS u(r, ru, b, w, st)
              WHERE s.repository_id = u.r AND s.rule = u.ru AND s.branch = u.b AND s.workflow = u.w",
+            &r,
+            &ru,
+            &b,
+            &w,
+            &st as _
         )
-        .bind(&r)
-        .bind(&ru)
-        .bind(&b)
-        .bind(&w)
-        .bind(&st)
         .execute(&mut **tx)
         .await?;
     }
@@ -280,14 +277,14 @@ pub(super) async fn write_ledger(
         }
     }
     if !r.is_empty() {
-        sqlx::query(
+        sqlx::query!(
             "UPDATE cooldowns c SET last_fired_at = u.t
              FROM UNNEST($1::bigint[], $2::text[], $3::timestamptz[]) AS u(r, ru, t)
              WHERE c.repository_id = u.r AND c.rule = u.ru",
+            &r,
+            &ru,
+            &at
         )
-        .bind(&r)
-        .bind(&ru)
-        .bind(&at)
         .execute(&mut **tx)
         .await?;
     }

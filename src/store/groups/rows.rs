@@ -4,14 +4,16 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use sqlx::types::Json;
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 use tracing::error;
 use uuid::Uuid;
 
 use crate::engine::routing::{self, Pull};
 use crate::engine::{GroupCtx, GroupState, RepoRef};
 use crate::event::{RejectCode, Rejection};
-use crate::store::{StoreError, association};
+use crate::store::StoreError;
+use crate::store::association::{self, PullColumns};
+use crate::store::lenient::Lenient;
 
 /// A group's key as stored: (repository id, pull request or 0, commit).
 pub(super) type GroupKey = (i64, i64, String);
@@ -75,19 +77,32 @@ impl CorruptRow {
     }
 }
 
+/// A group row as the record transaction and the timer sweep read it.
+pub(super) struct GroupColumns {
+    pub(super) id: i64,
+    pub(super) repository_id: i64,
+    pub(super) pr_number: Option<i64>,
+    pub(super) commit_sha: String,
+    pub(super) branch: Option<String>,
+    /// Straight from the jsonb bytes into the engine's type: no intermediate Value.
+    pub(super) state: Lenient<GroupState>,
+}
+
 pub(super) fn slot_from_row(
-    row: &sqlx::postgres::PgRow,
+    row: GroupColumns,
     repos: &HashMap<i64, RepoRef>,
 ) -> Result<Result<Slot, CorruptRow>, StoreError> {
-    let id: i64 = row.try_get("id")?;
-    let repo_id: i64 = row.try_get("repository_id")?;
-    let pr: Option<i64> = row.try_get("pr_number")?;
-    let commit_sha: String = row.try_get("commit_sha")?;
-    let branch: Option<String> = row.try_get("branch")?;
-    // Straight from the jsonb bytes into the engine's type: no intermediate Value.
-    let state: GroupState = match row.try_get::<Json<GroupState>, _>("state") {
-        Ok(s) => s.0,
-        Err(sqlx::Error::ColumnDecode { source, .. }) => {
+    let GroupColumns {
+        id,
+        repository_id: repo_id,
+        pr_number: pr,
+        commit_sha,
+        branch,
+        state,
+    } = row;
+    let state: GroupState = match state.0 {
+        Ok(s) => s,
+        Err(source) => {
             return Ok(Err(CorruptRow {
                 id,
                 label: format!(
@@ -97,7 +112,6 @@ pub(super) fn slot_from_row(
                 detail: source.to_string(),
             }));
         }
-        Err(e) => return Err(e.into()),
     };
     let repo = repos
         .get(&repo_id)
@@ -151,23 +165,56 @@ pub(super) async fn lock_groups(
     // runwatch_lock_groups_pulls (migrations/20261203230001): INSERT … ON CONFLICT DO
     // NOTHING, then SELECT … LEFT JOIN pull_heads … ORDER BY key FOR UPDATE, as two
     // statements in one round trip.
-    let rows = sqlx::query("SELECT * FROM runwatch_lock_groups_pulls($1, $2, $3)")
-        .bind(&rid)
-        .bind(&pr)
-        .bind(&sha)
-        .fetch_all(&mut **tx)
-        .await?;
+    // A function's result columns carry no NOT NULL: "!" on those the code always read as
+    // non-null (the group's key; a NULL state is a row that does not decode).
+    let rows = sqlx::query!(
+        r#"SELECT id AS "id!", repository_id AS "repository_id!", pr_number, commit_sha AS "commit_sha!",
+                  branch, state AS "state!: Lenient<GroupState>", head_sha, head_at, pr_state,
+                  pr_draft, state_at, pr_title, pr_author, pr_author_bot, pr_head_branch,
+                  pr_base_branch, pr_url, info_at
+           FROM runwatch_lock_groups_pulls($1, $2, $3)"#,
+        &rid,
+        &pr,
+        &sha
+    )
+    .fetch_all(&mut **tx)
+    .await?;
     let mut out = BTreeMap::new();
     let mut corrupt = BTreeMap::new();
     let mut pulls = BTreeMap::new();
-    for row in &rows {
-        let pr: Option<i64> = row.try_get("pr_number")?;
-        if let Some(pr) = pr.and_then(|p| u64::try_from(p).ok())
-            && let Some(pull) = association::pull_from_row(row)?
+    for row in rows {
+        if let Some(pr) = row.pr_number.and_then(|p| u64::try_from(p).ok())
+            && let Some(pull) = association::pull_from_row(PullColumns {
+                head_sha: row.head_sha,
+                head_at: row.head_at,
+                pr_state: row.pr_state,
+                pr_draft: row.pr_draft,
+                state_at: row.state_at,
+                pr_title: row.pr_title,
+                pr_author: row.pr_author,
+                pr_author_bot: row.pr_author_bot,
+                pr_head_branch: row.pr_head_branch,
+                pr_base_branch: row.pr_base_branch,
+                pr_url: row.pr_url,
+                info_at: row.info_at,
+            })
         {
-            pulls.insert((row.try_get("repository_id")?, pr), pull);
+            pulls.insert((row.repository_id, pr), pull);
         }
-        match slot_from_row(row, repos)? {
+        let key: GroupKey = (
+            row.repository_id,
+            row.pr_number.unwrap_or(0),
+            row.commit_sha.clone(),
+        );
+        let group = GroupColumns {
+            id: row.id,
+            repository_id: row.repository_id,
+            pr_number: row.pr_number,
+            commit_sha: row.commit_sha,
+            branch: row.branch,
+            state: row.state,
+        };
+        match slot_from_row(group, repos)? {
             Ok(slot) => {
                 out.insert(
                     (
@@ -179,11 +226,6 @@ pub(super) async fn lock_groups(
                 );
             }
             Err(c) => {
-                let key: GroupKey = (
-                    row.try_get("repository_id")?,
-                    row.try_get::<Option<i64>, _>("pr_number")?.unwrap_or(0),
-                    row.try_get("commit_sha")?,
-                );
                 c.report("record");
                 corrupt.insert(key, c);
             }
@@ -212,9 +254,9 @@ pub(super) async fn write_groups<'a>(
     if ids.is_empty() && sent.is_empty() {
         return Ok(());
     }
-    sqlx::query(
-        // updated_at and touched_on are set here, so the PL/pgSQL trigger does not run. The
-        // data-modifying WITH runs exactly once, whatever the outer UPDATE matches.
+    // updated_at and touched_on are set here, so the PL/pgSQL trigger does not run. The
+    // data-modifying WITH runs exactly once, whatever the outer UPDATE matches.
+    sqlx::query!(
         "WITH sent AS (
              UPDATE outbox SET sent_at = now(), last_error = NULL
              WHERE trigger_id = ANY($6) AND sent_at IS NULL)
@@ -223,13 +265,13 @@ pub(super) async fn write_groups<'a>(
          FROM UNNEST($1::bigint[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::timestamptz[])
               AS u(id, b, st, de, dw)
          WHERE groups.id = u.id",
+        &ids,
+        &branches as _,
+        &states as _,
+        &due_event as _,
+        &due_wall as _,
+        sent
     )
-    .bind(&ids)
-    .bind(&branches)
-    .bind(&states)
-    .bind(&due_event)
-    .bind(&due_wall)
-    .bind(sent)
     .execute(&mut **tx)
     .await?;
     Ok(())

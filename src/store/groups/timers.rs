@@ -3,12 +3,13 @@
 use std::collections::BTreeSet;
 
 use chrono::{DateTime, Utc};
-use sqlx::{Postgres, Row, Transaction};
+use sqlx::{Postgres, Transaction};
 
 use super::ledger::{lock_ledger, write_flips, write_ledger};
-use super::rows::{set_head, slot_from_row, write_groups};
+use super::rows::{GroupColumns, set_head, slot_from_row, write_groups};
 use crate::engine::{Clock, CooldownKey, FlipKey, GroupState};
 use crate::store::budgets::{self, OverBudgetNote};
+use crate::store::lenient::Lenient;
 use crate::store::{Store, StoreError, association, jobs};
 use crate::trigger::Trigger;
 
@@ -49,22 +50,23 @@ impl Store {
         // restarted with nothing left to consume never fired a wall-clock timer. Before the
         // epoch nothing is due by event time.
         let event_clock = event_clock.max(DateTime::UNIX_EPOCH);
-        let rows = sqlx::query(crate::store::sql::TIMERS_DUE)
-            .bind(event_clock)
-            .bind(limit)
-            .fetch_all(&mut **tx)
-            .await?;
+        // src/store/sql/timers_due.sql ([`crate::store::sql::TIMERS_DUE`]).
+        let rows = sqlx::query_file_as!(
+            GroupColumns,
+            "src/store/sql/timers_due.sql",
+            event_clock,
+            limit
+        )
+        .fetch_all(&mut **tx)
+        .await?;
         if rows.is_empty() {
             return Ok((Vec::new(), Vec::new()));
         }
-        let repo_ids: Vec<i64> = rows
-            .iter()
-            .map(|r| r.try_get::<i64, _>("repository_id"))
-            .collect::<Result<_, _>>()?;
+        let repo_ids: Vec<i64> = rows.iter().map(|r| r.repository_id).collect();
         let repos = self.repositories_by_id(&repo_ids).await?;
         let mut slots = Vec::with_capacity(rows.len());
         let mut corrupt = Vec::new();
-        for row in &rows {
+        for row in rows {
             match slot_from_row(row, &repos)? {
                 Ok(slot) => slots.push(slot),
                 Err(c) => {
@@ -76,10 +78,10 @@ impl Store {
         if !corrupt.is_empty() {
             // Its timers cannot be evaluated: drop them, so the sweep does not stop at this
             // row on every pass. Its next event is dead-lettered as `corrupt_state`.
-            sqlx::query(
+            sqlx::query!(
                 "UPDATE groups SET due_event_at = NULL, due_wall_at = NULL WHERE id = ANY($1)",
+                &corrupt
             )
-            .bind(&corrupt)
             .execute(&mut **tx)
             .await?;
         }

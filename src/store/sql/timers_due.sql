@@ -19,7 +19,11 @@ WITH wall AS (
     ORDER BY due_event_at LIMIT $2
     FOR UPDATE SKIP LOCKED
 )
-SELECT * FROM wall
+-- The first branch names the columns as `sqlx::query_file_as!` reads them (the columns of a
+-- UNION carry no NOT NULL: "!" where the code reads a non-null value, `Lenient` for the
+-- state: store/lenient.rs); `ORDER BY 1` is `id`, which that name hides.
+SELECT id AS "id!", repository_id AS "repository_id!", pr_number, commit_sha AS "commit_sha!",
+       branch, state AS "state!: Lenient<GroupState>" FROM wall
 UNION ALL
 SELECT * FROM event e WHERE NOT EXISTS (SELECT 1 FROM wall w WHERE w.id = e.id)
-ORDER BY id
+ORDER BY 1
