@@ -142,7 +142,11 @@ pub async fn instructions(
             describe(&format!("tracing {label}, under callgrind"), &r);
             let file = std::path::PathBuf::from(format!("{}.0", out.display()));
             let ir = callgrind_instructions(&file);
-            let _ = std::fs::remove_file(&file);
+            if std::env::var_os("BENCH_KEEP_LOGS").is_none() {
+                let _ = std::fs::remove_file(&file);
+            } else {
+                println!("callgrind output kept: {}", file.display());
+            }
             ir
         }
     };
