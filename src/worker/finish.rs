@@ -126,12 +126,24 @@ fn export_decision(
     });
 }
 
+/// `owner/name#pr@commit` (`-` for no pull request), built without `format!`'s machinery
+/// for the strings: it is made for every decision span exported.
 pub(crate) fn group_label(e: &Input) -> String {
-    format!(
-        "{}/{}#{}@{}",
-        e.repository().owner,
-        e.repository().name,
-        e.pr_number().map_or_else(|| "-".into(), |p| p.to_string()),
-        e.commit_sha()
-    )
+    use std::fmt::Write;
+    let (repo, sha) = (e.repository(), e.commit_sha());
+    let mut s = String::with_capacity(repo.owner.len() + repo.name.len() + sha.len() + 24);
+    s.push_str(&repo.owner);
+    s.push('/');
+    s.push_str(&repo.name);
+    s.push('#');
+    match e.pr_number() {
+        // Writing to a String cannot fail.
+        Some(p) => {
+            let _ = write!(s, "{p}");
+        }
+        None => s.push('-'),
+    }
+    s.push('@');
+    s.push_str(sha);
+    s
 }
