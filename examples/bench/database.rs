@@ -65,9 +65,9 @@ const PREFILL_CHUNK: u64 = 1_000_000;
 /// with a settle timer pending and one in 1,000 with a cooldown timer (both due in a day);
 /// one in 20 with a trigger in the outbox, one in 1,000 of those unsent (claimed for a day,
 /// so the relay leaves them alone during the run); one commit in four linked to its pull
-/// request, with the pull request's head. Groups were last written 1 to 31 days ago, a day's
-/// worth each (`updated_at`, `touched_on`), so `purge --older-than 30d` finds one day of
-/// them. The first chunk is analyzed; later ones are left to autovacuum, as a table that
+/// request, with the pull request's head. Groups were last written half a day to 30.5 days
+/// ago, a day's worth each (`updated_at`, `touched_on`), so `purge --older-than 30d` finds
+/// one day of them. The first chunk is analyzed; later ones are left to autovacuum, as a table that
 /// grew in production is.
 pub async fn prefill(url: &str, n: u64) -> Result<Prefilled> {
     let started = Instant::now();
@@ -91,7 +91,7 @@ pub async fn prefill(url: &str, n: u64) -> Result<Prefilled> {
                     CASE WHEN i % 1000 = 0 THEN now() + interval '1 day' END,
                     a.at, a.at, (a.at AT TIME ZONE 'UTC')::date
              FROM generate_series($1::bigint, $2::bigint) AS i
-             CROSS JOIN LATERAL (SELECT now() - (1 + i % 31) * interval '1 day' AS at) a
+             CROSS JOIN LATERAL (SELECT now() - (i % 31) * interval '1 day' - interval '12 hours' AS at) a
              JOIN repositories r ON r.external_id = (1000 + i % 50)::text",
         )
         .bind(from as i64)

@@ -284,8 +284,8 @@ async fn size_phase(
         describe(&title, &r);
         return Ok((Some(r), None));
     }
-    // The pre-fill's groups were last written 1 to 31 days ago, a day's worth each: the
-    // purge takes the oldest day.
+    // The pre-fill's groups were last written 0.5 to 30.5 days ago, a day's worth each:
+    // the purge takes the oldest day.
     let retention = Phase {
         pace: Some(rate),
         during: Some(vec!["purge", "--older-than", "30d"]),
