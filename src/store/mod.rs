@@ -104,6 +104,10 @@ pub async fn connect(config: &DatabaseConfig) -> Result<PgPool, StoreError> {
                 config.statement_timeout.as_millis().to_string(),
             ),
             ("plan_cache_mode", "force_custom_plan".to_string()),
+            // A purge batch over a large table is estimated costly enough for JIT, whose
+            // compilation takes longer than the statement; runwatch's statements are index
+            // lookups and short ranges.
+            ("jit", "off".to_string()),
         ])
         .application_name("runwatch")
         .log_slow_statements(tracing::log::LevelFilter::Warn, Duration::from_secs(1));

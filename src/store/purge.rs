@@ -40,9 +40,13 @@ impl Store {
         let secs = older_than.as_secs_f64();
         let pool = &self.pool;
         let groups = drain(pool, batch, || {
-            sqlx::query_file!("src/store/sql/purge_groups.sql", secs, batch)
+            sqlx::query_file!("src/store/sql/purge_groups_unstamped.sql", secs, batch)
         })
-        .await?;
+        .await?
+            + drain(pool, batch, || {
+                sqlx::query_file!("src/store/sql/purge_groups.sql", secs, batch)
+            })
+            .await?;
         drain(pool, batch, || {
             sqlx::query_file!("src/store/sql/purge_outbox.sql", secs, batch)
         })

@@ -12,6 +12,10 @@ pub const RELAY_CLAIM: &str = include_str!("sql/relay_claim.sql");
 /// Purge, groups: `$1` the age in seconds, `$2` the most rows per statement.
 pub const PURGE_GROUPS: &str = include_str!("sql/purge_groups.sql");
 
+/// Purge, groups without a `touched_on` day (written before it existed): the same
+/// parameters.
+pub const PURGE_GROUPS_UNSTAMPED: &str = include_str!("sql/purge_groups_unstamped.sql");
+
 /// Purge of what is not a group, in the order it runs (each `$1` the age in seconds, `$2`
 /// the most rows per statement): sent triggers, failure streaks, commit → pull request
 /// associations, pull request heads, trigger budgets, jobs.

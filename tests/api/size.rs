@@ -102,6 +102,11 @@ fn sweeps() -> Vec<(&'static str, &'static str, (f64, i64))> {
         ("timers", sql::TIMERS_DUE, (0.0, 64)),
         ("relay claim", sql::RELAY_CLAIM, (64.0, 30)),
         ("purge groups", sql::PURGE_GROUPS, (30.0 * day, 1000)),
+        (
+            "purge groups without a day",
+            sql::PURGE_GROUPS_UNSTAMPED,
+            (30.0 * day, 1000),
+        ),
     ];
     for (name, statement) in [
         "purge outbox",
