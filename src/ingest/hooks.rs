@@ -171,14 +171,10 @@ pub(super) async fn buildkite_hook(
             "missing or invalid X-Buildkite-Signature / X-Buildkite-Token",
         );
     }
-    let event = event_name(&headers, "x-buildkite-event", &body, "event");
-    if event.is_empty() {
-        return refuse(
-            "buildkite",
-            StatusCode::BAD_REQUEST,
-            "missing header X-Buildkite-Event",
-        );
-    }
+    let event = match required_event("buildkite", &headers, "X-Buildkite-Event", &body, "event") {
+        Ok(e) => e,
+        Err(refused) => return *refused,
+    };
     let normalized = buildkite::normalize(&event, &body);
     finish(&s, "buildkite", &event, normalized).await
 }
@@ -199,14 +195,10 @@ pub(super) async fn circleci_hook(
             "missing or invalid circleci-signature",
         );
     }
-    let event = event_name(&headers, "circleci-event-type", &body, "type");
-    if event.is_empty() {
-        return refuse(
-            "circleci",
-            StatusCode::BAD_REQUEST,
-            "missing header circleci-event-type",
-        );
-    }
+    let event = match required_event("circleci", &headers, "circleci-event-type", &body, "type") {
+        Ok(e) => e,
+        Err(refused) => return *refused,
+    };
     let normalized = circleci::normalize(&event, &body);
     finish(&s, "circleci", &event, normalized).await
 }
@@ -222,13 +214,27 @@ fn refuse(provider: &'static str, status: StatusCode, error: &str) -> Response {
     answer(status, json!({ "error": error }))
 }
 
-/// The event name from header `name`, else from the body's top-level `field` (empty when
-/// neither has one).
-fn event_name(headers: &HeaderMap, name: &str, body: &[u8], field: &str) -> String {
-    match header(headers, name).filter(|e| !e.trim().is_empty()) {
+/// The event name from header `name` (matched without case), else from the body's
+/// top-level `field`; neither is a 400 that names the header.
+fn required_event(
+    provider: &'static str,
+    headers: &HeaderMap,
+    name: &str,
+    body: &[u8],
+    field: &str,
+) -> Result<String, Box<Response>> {
+    let event = match header(headers, &name.to_ascii_lowercase()).filter(|e| !e.trim().is_empty()) {
         Some(e) => e.to_string(),
         None => body_field(body, field).unwrap_or_default(),
+    };
+    if event.is_empty() {
+        return Err(Box::new(refuse(
+            provider,
+            StatusCode::BAD_REQUEST,
+            &format!("missing header {name}"),
+        )));
     }
+    Ok(event)
 }
 
 /// A top-level string field of a JSON body (the event name when a header is absent).
