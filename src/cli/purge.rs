@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::config::Config;
 use crate::startup::{self, Schema};
+use crate::store::PurgePace;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -20,7 +21,13 @@ pub async fn run(config: &Config, args: Args) -> anyhow::Result<ExitCode> {
         args.older_than,
     )?;
     let store = startup::open_store(config, Schema::Check).await?;
-    let n = store.purge(args.older_than, config.purge.batch).await?;
+    let n = store
+        .purge(PurgePace {
+            older_than: args.older_than,
+            batch: config.purge.batch,
+            pause: config.purge.pause,
+        })
+        .await?;
     println!("{n}");
     Ok(ExitCode::SUCCESS)
 }

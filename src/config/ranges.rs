@@ -195,6 +195,11 @@ pub const RANGES: &[KeyRange] = &[
         get: |c| n(c.purge.batch),
     },
     KeyRange {
+        key: "purge.pause",
+        bounds: dur(millis(0), secs(MINUTE)),
+        get: |c| Number::Duration(c.purge.pause),
+    },
+    KeyRange {
         key: "shutdown.timeout",
         bounds: dur(secs(1), secs(HOUR)),
         get: |c| Number::Duration(c.shutdown.timeout),

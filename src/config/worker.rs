@@ -43,6 +43,10 @@ pub struct PurgeConfig {
     #[serde(with = "humantime_serde")]
     pub older_than: Duration,
     pub batch: i64,
+    /// Between two full batches: the hot path's share of the disk and the cores while a
+    /// large purge runs.
+    #[serde(with = "humantime_serde")]
+    pub pause: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]

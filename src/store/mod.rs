@@ -32,6 +32,7 @@ pub use groups::{BatchOutcome, EventOutcome};
 pub use health::{ErrorKind, Health, Op, count as count_database_error};
 pub use lenient::Lenient;
 pub use outbox::Pending;
+pub use purge::PurgePace;
 pub use repositories::RepoCache;
 
 /// Embedded migrations (`migrations/`).

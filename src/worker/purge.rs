@@ -1,11 +1,13 @@
 //! The periodic purge (`purge.interval`, `0s` disables it): deletes groups not updated for
-//! `purge.older_than`, in batches, never one with an unsent trigger or a pending timer.
+//! `purge.older_than`, in batches of `purge.batch` with `purge.pause` between them, never
+//! one with an unsent trigger or a pending timer.
 
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use super::context::Ctx;
 use crate::service::TaskResult;
+use crate::store::PurgePace;
 
 pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
     let p = &ctx.config.purge;
@@ -18,7 +20,12 @@ pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
             _ = tokio::time::sleep(p.interval) => {}
             _ = stop.cancelled() => return Ok(()),
         }
-        match ctx.store.purge(p.older_than, p.batch).await {
+        let pace = PurgePace {
+            older_than: p.older_than,
+            batch: p.batch,
+            pause: p.pause,
+        };
+        match ctx.store.purge(pace).await {
             Ok(n) => info!(groups = n, "purge"),
             Err(e) => warn!(error = %e, "purge failed; will retry"),
         }

@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::helpers::env::TestEnv;
 use chrono::{DateTime, Utc};
 use runwatch::engine::{Clock, Engine, RuleSet};
-use runwatch::store::{self, Store, StoreOptions};
+use runwatch::store::{self, PurgePace, Store, StoreOptions};
 use sqlx::Row;
 
 fn event(id: &str, pr: u64, status: &str) -> runwatch::event::Event {
@@ -136,7 +136,11 @@ async fn budget_rows_are_written_only_for_budgets_and_purged_when_they_count_not
     .await
     .unwrap();
     store
-        .purge(Duration::from_secs(30 * 86_400), 1)
+        .purge(PurgePace {
+            older_than: Duration::from_secs(30 * 86_400),
+            batch: 1,
+            pause: Duration::ZERO,
+        })
         .await
         .expect("purge");
     let left: Vec<i64> = sqlx::query_scalar(

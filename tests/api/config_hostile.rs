@@ -545,6 +545,7 @@ fn out_of_range_values_exit_2_naming_the_key_before_connecting() {
     ];
     let cases: &[(&str, &str, &str)] = &[
         ("RUNWATCH_PURGE__BATCH", "0", "purge.batch"),
+        ("RUNWATCH_PURGE__PAUSE", "2m", "purge.pause"),
         ("RUNWATCH_TIMERS__BATCH", "0", "timers.batch"),
         ("RUNWATCH_OUTBOX__RELAY_BATCH", "0", "outbox.relay_batch"),
         ("RUNWATCH_CONSUMER__BATCH_SIZE", "0", "consumer.batch_size"),

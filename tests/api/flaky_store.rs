@@ -17,7 +17,7 @@ use runwatch::engine::{Clock, Engine, RuleSet};
 use runwatch::event::{Conclusion, Event, Provider, Repository, Run, SCHEMA, Status};
 use runwatch::explain::Verdict;
 use runwatch::explain::verdict::Cause;
-use runwatch::store::{Store, StoreOptions};
+use runwatch::store::{PurgePace, Store, StoreOptions};
 use sqlx::Row;
 
 fn at(s: i64) -> DateTime<Utc> {
@@ -294,7 +294,14 @@ async fn the_timer_sweep_counts_flips_recorded_after_the_timer_was_set() {
     .execute(&pool)
     .await
     .unwrap();
-    store.purge(Duration::from_secs(3600), 1000).await.unwrap();
+    store
+        .purge(PurgePace {
+            older_than: Duration::from_secs(3600),
+            batch: 1000,
+            pause: Duration::ZERO,
+        })
+        .await
+        .unwrap();
     let kept: Vec<String> = sqlx::query_scalar("SELECT run_id FROM flips ORDER BY 1")
         .fetch_all(&pool)
         .await

@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use runwatch::config::{Config, DEFAULT_TOML};
 use runwatch::engine::{Clock, Engine, RuleSet};
 use runwatch::event::{Limits, Provider, decode};
-use runwatch::store::{self, Store, StoreOptions};
+use runwatch::store::{self, PurgePace, Store, StoreOptions};
 use sqlx::{Connection, Row};
 
 /// Replaces the user of a Postgres URL (trust authentication in the test cluster).
@@ -216,7 +216,11 @@ async fn worker_role_runs_the_store_and_cannot_change_the_schema() {
         outcome.triggers[0].repository.internal_id.into()
     );
     let purged = store
-        .purge(Duration::ZERO, 100)
+        .purge(PurgePace {
+            older_than: Duration::ZERO,
+            batch: 100,
+            pause: Duration::ZERO,
+        })
         .await
         .expect("purge as the worker");
     assert!(purged >= 1, "purged {purged}");

@@ -1,7 +1,7 @@
 //! Purge finds old groups through `touched_on` (indexed, the UTC day of the last write) and
 //! decides by `updated_at` (exact, unindexed so that group updates stay HOT). Rows written
 //! before `touched_on` existed have it NULL: they are purged when old, kept when recent.
-//! And updates of a group are HOT (no index written).
+//! And updates of a group are HOT (no index written); `purge.pause` paces the batches.
 
 use crate::helpers::app::eventually;
 use std::sync::Arc;
@@ -10,7 +10,7 @@ use std::time::Duration;
 use crate::helpers::env::TestEnv;
 use chrono::{DateTime, Utc};
 use runwatch::engine::{Clock, Engine};
-use runwatch::store::{self, Store, StoreOptions};
+use runwatch::store::{self, PurgePace, Store, StoreOptions};
 
 fn event(id: &str, sha: &str, status: &str, at: i64) -> runwatch::event::Event {
     let updated: DateTime<Utc> = DateTime::from_timestamp(at, 0).expect("time");
@@ -112,7 +112,11 @@ async fn purge_by_touched_day_and_exact_update_time_and_updates_are_hot() {
 
     assert_eq!(
         store
-            .purge(Duration::from_secs(30 * 86_400), 1)
+            .purge(PurgePace {
+                older_than: Duration::from_secs(30 * 86_400),
+                batch: 1,
+                pause: Duration::ZERO
+            })
             .await
             .expect("purge"),
         2
@@ -126,7 +130,11 @@ async fn purge_by_touched_day_and_exact_update_time_and_updates_are_hot() {
     // A purge by a shorter age takes the recent row whose day is unknown, not today's row.
     assert_eq!(
         store
-            .purge(Duration::from_secs(3600), 10)
+            .purge(PurgePace {
+                older_than: Duration::from_secs(3600),
+                batch: 10,
+                pause: Duration::ZERO
+            })
             .await
             .expect("purge"),
         1
@@ -194,7 +202,11 @@ async fn jobs_not_written_for_the_age_are_purged_in_batches() {
         .await
         .expect("age");
     store
-        .purge(Duration::from_secs(30 * 86_400), 2)
+        .purge(PurgePace {
+            older_than: Duration::from_secs(30 * 86_400),
+            batch: 2,
+            pause: Duration::ZERO,
+        })
         .await
         .expect("purge");
     let left: Vec<String> = sqlx::query_scalar("SELECT job_id FROM jobs ORDER BY job_id")
@@ -202,6 +214,55 @@ async fn jobs_not_written_for_the_age_are_purged_in_batches() {
         .await
         .expect("jobs");
     assert_eq!(left, vec!["fresh".to_string()]);
+    pool.close().await;
+    env.cleanup().await;
+}
+
+/// `purge.pause` comes after every full batch: three old groups in batches of one are three
+/// full batches, so three pauses before the statement that finds nothing left.
+#[tokio::test]
+async fn the_pause_comes_between_full_batches() {
+    let env = TestEnv::new().await;
+    let pool = store::connect(&env.config.database).await.expect("pool");
+    let engine = Arc::new(Engine::new(
+        env.config.rule_set().expect("rules"),
+        env.config.limits,
+    ));
+    let store = Store::new(pool.clone(), engine, StoreOptions::from_config(&env.config));
+    for (i, sha) in ["a", "b", "c"].iter().enumerate() {
+        let at = 1_700_000_000 + i as i64;
+        let clock = Clock {
+            event: DateTime::from_timestamp(at, 0).expect("time"),
+            wall: Utc::now(),
+        };
+        store
+            .record(&[event(&format!("{sha}-q"), sha, "queued", at)], clock)
+            .await
+            .expect("record");
+    }
+    sqlx::query(
+        "UPDATE groups SET updated_at = now() - interval '40 days',
+                touched_on = ((now() - interval '40 days') AT TIME ZONE 'UTC')::date",
+    )
+    .execute(&pool)
+    .await
+    .expect("age");
+    let pause = Duration::from_millis(400);
+    let started = std::time::Instant::now();
+    let purged = store
+        .purge(PurgePace {
+            older_than: Duration::from_secs(30 * 86_400),
+            batch: 1,
+            pause,
+        })
+        .await
+        .expect("purge");
+    assert_eq!(purged, 3);
+    assert!(
+        started.elapsed() >= pause * 3,
+        "three full batches, three pauses: {:?}",
+        started.elapsed()
+    );
     pool.close().await;
     env.cleanup().await;
 }
