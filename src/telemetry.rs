@@ -170,6 +170,10 @@ pub const METRICS: &[(&str, MetricKind, Unit, &str)] = &[
         "runwatch deliver: triggers a target's filter excludes, acked without a request, by target."),
     ("runwatch_deliver_seconds", MetricKind::Histogram, Unit::Seconds,
         "runwatch deliver: duration of one request, response excerpt included, by target."),
+    ("runwatch_trace_spans_exported_total", MetricKind::Counter, Unit::Count,
+        "Spans the OTLP collector accepted (tracing on only)."),
+    ("runwatch_trace_spans_dropped_total", MetricKind::Counter, Unit::Count,
+        "Spans not exported, by reason: queue_full (the export buffer was full: never waits), export_failed (the collector refused the batch or was not reached, retries spent)."),
     (BUILD_INFO, MetricKind::Gauge, Unit::Count,
         "Always 1; labels: version (the crate version) and git_sha (the commit built)."),
 ];

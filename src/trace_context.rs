@@ -8,9 +8,11 @@
 //! context takes as its parent. Whoever continues a trace makes a [`TraceContext::child`]
 //! (same trace, new span id) and passes that on.
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+use rand::rngs::{SmallRng, SysRng};
+use rand::{RngExt, SeedableRng};
 
 /// The W3C header names (lowercase, as written on NATS and HTTP).
 pub const TRACEPARENT: &str = "traceparent";
@@ -212,9 +214,31 @@ fn hex_field(b: &[u8]) -> Option<u128> {
     Some(v)
 }
 
+thread_local! {
+    /// Each thread's id generator: xoshiro256++ (fast, not cryptographic, as the
+    /// OpenTelemetry SDKs' random id generators), seeded from the operating system.
+    static IDS: RefCell<SmallRng> = RefCell::new(seeded());
+}
+
+/// A generator seeded by the operating system; should that fail, by the clock and a
+/// per-process random hash key (ids stay unique in practice, only less unpredictable).
+fn seeded() -> SmallRng {
+    SmallRng::try_from_rng(&mut SysRng).unwrap_or_else(|_| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or_default(),
+        );
+        SmallRng::seed_from_u64(h.finish())
+    })
+}
+
 fn new_trace_id() -> u128 {
     loop {
-        let id = u128::from_be_bytes(RandomIdGenerator::default().new_trace_id().to_bytes());
+        let id = IDS.with(|r| r.borrow_mut().random::<u128>());
         if id != 0 {
             return id;
         }
@@ -223,7 +247,7 @@ fn new_trace_id() -> u128 {
 
 fn new_span_id() -> u64 {
     loop {
-        let id = u64::from_be_bytes(RandomIdGenerator::default().new_span_id().to_bytes());
+        let id = IDS.with(|r| r.borrow_mut().random::<u64>());
         if id != 0 {
             return id;
         }

@@ -5,8 +5,6 @@ use std::time::{Instant, SystemTime};
 
 use async_nats::jetstream::{AckKind, Message};
 use bytes::Bytes;
-use opentelemetry::KeyValue;
-use opentelemetry::trace::SpanKind;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::context::TargetCtx;
@@ -15,7 +13,7 @@ use super::template;
 use crate::bus::disposition::{Letter, ack, dead_letter_else_nak, msg_info};
 use crate::bus::{DeadLetter, DeliveryDeadLetter, REDRIVE_TOKEN};
 use crate::trace_context::TraceContext;
-use crate::trace_export;
+use crate::trace_export::{self, Attr, Kind};
 use crate::trigger::Trigger;
 
 /// The target a redriven delivery dead letter is for, from its subject
@@ -145,22 +143,19 @@ fn export_span(
             } => ("refused", *status, Some(format!("{reason}: {detail}"))),
         };
         let mut attributes = vec![
-            KeyValue::new("runwatch.target", target.to_string()),
-            KeyValue::new("runwatch.trigger_id", trigger_id.to_string()),
-            trace_export::int("runwatch.stream_sequence", seq),
-            trace_export::int("runwatch.attempt", attempt),
-            KeyValue::new("runwatch.outcome", result),
+            Attr::str("runwatch.target", target),
+            Attr::str("runwatch.trigger_id", trigger_id),
+            Attr::uint("runwatch.stream_sequence", seq),
+            Attr::uint("runwatch.attempt", attempt),
+            Attr::str("runwatch.outcome", result),
         ];
         if let Some(status) = status {
-            attributes.push(KeyValue::new(
-                "http.response.status_code",
-                i64::from(status),
-            ));
+            attributes.push(Attr::int("http.response.status_code", i64::from(status)));
         }
         trace_export::Span {
             name: "runwatch.deliver",
-            kind: SpanKind::Client,
-            context: trace.clone(),
+            kind: Kind::Client,
+            context: trace,
             parent: parent.map(|p| p.span_id),
             start,
             end: SystemTime::now(),

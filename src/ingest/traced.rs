@@ -9,12 +9,10 @@ use std::time::SystemTime;
 use axum::extract::Request;
 use axum::middleware::Next;
 use axum::response::Response;
-use opentelemetry::KeyValue;
-use opentelemetry::trace::SpanKind;
 use tracing::Instrument;
 
 use crate::trace_context::TraceContext;
-use crate::trace_export::{self, Span};
+use crate::trace_export::{self, Attr, Kind, Span};
 
 tokio::task_local! {
     static CONTEXT: TraceContext;
@@ -50,36 +48,20 @@ pub(crate) async fn traced(request: Request, next: Next) -> Response {
             .cloned()
             .unwrap_or_default();
         let mut attributes = vec![
-            KeyValue::new("runwatch.provider", provider),
-            KeyValue::new("http.route", route),
-            KeyValue::new("http.response.status_code", i64::from(status)),
+            Attr::str("runwatch.provider", provider),
+            Attr::str("http.route", route),
+            Attr::int("http.response.status_code", i64::from(status)),
         ];
         if !published.0.is_empty() {
             let (ids, seqs): (Vec<_>, Vec<_>) = published.0.into_iter().unzip();
-            attributes.push(KeyValue::new(
-                "runwatch.event_ids",
-                opentelemetry::Value::Array(
-                    ids.into_iter()
-                        .map(opentelemetry::StringValue::from)
-                        .collect::<Vec<_>>()
-                        .into(),
-                ),
-            ));
-            attributes.push(KeyValue::new(
-                "runwatch.stream_sequences",
-                opentelemetry::Value::Array(
-                    seqs.into_iter()
-                        .map(|s| i64::try_from(s).unwrap_or(i64::MAX))
-                        .collect::<Vec<_>>()
-                        .into(),
-                ),
-            ));
+            attributes.push(Attr::strs("runwatch.event_ids", ids));
+            attributes.push(Attr::uints("runwatch.stream_sequences", seqs));
         }
         Span {
             name: "runwatch.ingest",
-            kind: SpanKind::Server,
+            kind: Kind::Server,
             parent: parent.as_ref().map(|p| p.span_id),
-            context: context.clone(),
+            context: &context,
             start,
             end: SystemTime::now(),
             attributes,

@@ -6,8 +6,6 @@ use std::sync::{Mutex, PoisonError};
 use std::time::SystemTime;
 
 use async_nats::jetstream::Message;
-use opentelemetry::KeyValue;
-use opentelemetry::trace::SpanKind;
 use tracing::{Instrument, info_span};
 use uuid::Uuid;
 
@@ -17,7 +15,7 @@ use crate::outbox_publisher;
 use crate::pull_request::Input;
 use crate::store::EventOutcome;
 use crate::trace_context::TraceContext;
-use crate::trace_export;
+use crate::trace_export::{self, Attr, Kind};
 use crate::trigger::Trigger;
 
 /// The decision span of one input: a child of the events message's trace context (a new
@@ -60,14 +58,14 @@ pub(super) async fn finish(
             .extend(delivered.sent);
     }
     // The triggers of each decision span, for its `runwatch.trigger_ids` (tracing on only).
-    let mut by_span: HashMap<u64, Vec<opentelemetry::StringValue>> = HashMap::new();
+    let mut by_span: HashMap<u64, Vec<String>> = HashMap::new();
     if trace_export::enabled() {
         for t in &triggers {
             if let Some(c) = &t.trace {
                 by_span
                     .entry(c.span_id)
                     .or_default()
-                    .push(t.trigger_id.to_string().into());
+                    .push(t.trigger_id.to_string());
             }
         }
     }
@@ -75,7 +73,7 @@ pub(super) async fn finish(
         let (seq, _) = msg_info(&msg);
         let trace_id = decision.context.trace_id_field();
         let span = info_span!("event", seq, group = %group_label(&event), %trace_id);
-        export_decision(&decision, seq, &event, &result, &by_span, decided_at);
+        export_decision(&decision, seq, &event, &result, &mut by_span, decided_at);
         match result {
             EventOutcome::Applied => disposition::applied(&msg).instrument(span).await,
             EventOutcome::Rejected(r) => {
@@ -95,31 +93,28 @@ fn export_decision(
     seq: u64,
     event: &Input,
     result: &EventOutcome,
-    by_span: &HashMap<u64, Vec<opentelemetry::StringValue>>,
+    by_span: &mut HashMap<u64, Vec<String>>,
     end: SystemTime,
 ) {
     trace_export::export(&d.context, || {
-        let ids = by_span.get(&d.context.span_id).cloned().unwrap_or_default();
+        let ids = by_span.remove(&d.context.span_id).unwrap_or_default();
         let (outcome, error) = match result {
             EventOutcome::Applied => ("applied", None),
             EventOutcome::Rejected(r) => ("rejected", Some(r.code.as_str().to_string())),
         };
         trace_export::Span {
             name: "runwatch.decide",
-            kind: SpanKind::Consumer,
-            context: d.context.clone(),
+            kind: Kind::Consumer,
+            context: &d.context,
             parent: d.parent.as_ref().map(|p| p.span_id),
             start: d.start,
             end,
             attributes: vec![
-                trace_export::int("runwatch.stream_sequence", seq),
-                KeyValue::new("runwatch.event_id", event.event_id().to_string()),
-                KeyValue::new("runwatch.group", group_label(event)),
-                KeyValue::new("runwatch.outcome", outcome),
-                KeyValue::new(
-                    "runwatch.trigger_ids",
-                    opentelemetry::Value::Array(ids.into()),
-                ),
+                Attr::uint("runwatch.stream_sequence", seq),
+                Attr::str("runwatch.event_id", event.event_id()),
+                Attr::str("runwatch.group", group_label(event)),
+                Attr::str("runwatch.outcome", outcome),
+                Attr::strs("runwatch.trigger_ids", ids),
             ],
             error,
         }

@@ -42,21 +42,21 @@ pub async fn run(ctx: Ctx, stop: CancellationToken) -> TaskResult {
 /// names it as parent. No link to the inputs that armed the timer (they may be days old
 /// and many).
 fn export_spans(triggers: &[crate::trigger::Trigger], started: std::time::SystemTime) {
-    use opentelemetry::KeyValue;
+    use crate::trace_export::Attr;
     let end = std::time::SystemTime::now();
     for t in triggers {
         let Some(trace) = &t.trace else { continue };
         crate::trace_export::export(trace, || crate::trace_export::Span {
             name: "runwatch.timer",
-            kind: opentelemetry::trace::SpanKind::Internal,
-            context: trace.clone(),
+            kind: crate::trace_export::Kind::Internal,
+            context: trace,
             parent: None,
             start: started,
             end,
             attributes: vec![
-                KeyValue::new("runwatch.trigger_id", t.trigger_id.to_string()),
-                KeyValue::new("runwatch.group", crate::outbox_publisher::group_key(t)),
-                KeyValue::new("runwatch.rule", t.rule_name.clone()),
+                Attr::str("runwatch.trigger_id", t.trigger_id.to_string()),
+                Attr::str("runwatch.group", crate::outbox_publisher::group_key(t)),
+                Attr::str("runwatch.rule", t.rule_name.as_str()),
             ],
             error: None,
         });

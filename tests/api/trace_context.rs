@@ -15,7 +15,10 @@
 //! - a trigger fired by a settle timer starts a trace of its own, rooted at its
 //!   `runwatch.timer` span, not the input's;
 //! - with no endpoint (or `otlp_endpoint = ""` over `OTEL_EXPORTER_OTLP_ENDPOINT`) nothing
-//!   is exported and the headers still propagate.
+//!   is exported and the headers still propagate;
+//! - a collector that answers 503 before it answers 200 gets every span once (the batch is
+//!   retried, not duplicated), and a worker whose collector is down decides and delivers
+//!   as ever, its lost spans counted on `/metrics` and logged.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -49,6 +52,11 @@ struct Otlp {
 
 impl Otlp {
     fn start(dir: &Path) -> Otlp {
+        Otlp::start_failing(dir, 0)
+    }
+
+    /// A receiver that answers its first `fail_first` trace requests 503.
+    fn start_failing(dir: &Path, fail_first: u32) -> Otlp {
         let spans = dir.join("spans.jsonl");
         let requests = dir.join("requests.jsonl");
         let port_file = dir.join("otlp.port");
@@ -58,6 +66,7 @@ impl Otlp {
             .arg(&requests)
             .arg(&port_file)
             .env("PYTHONPATH", protocol_pythonpath())
+            .env("OTLP_FAIL_FIRST", fail_first.to_string())
             .stdin(Stdio::null())
             .spawn()
             .expect("start otlp_receiver.py");
@@ -578,5 +587,102 @@ async fn a_trigger_fired_by_a_timer_starts_a_trace_of_its_own() {
         "{decide:#}"
     );
     p.stop();
+    test.cleanup().await;
+}
+
+/// A collector that answers 503 twice, then 200: ingest's and deliver's spans arrive, each
+/// once. The worker's collector is down (nothing listens on its port): the trigger is
+/// decided and delivered all the same, and the worker counts the spans it could not send
+/// (`runwatch_trace_spans_dropped_total{reason="export_failed"}`) and warns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_collector_gets_each_span_once_and_a_down_one_costs_only_spans() {
+    let test = TestApp::new().await;
+    let _env = &test.env;
+    let tmp = tempfile::tempdir().expect("dir");
+    let rx = Otlp::start_failing(tmp.path(), 2);
+    let endpoint = rx.base();
+    let down = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        format!("http://{}", l.local_addr().expect("addr"))
+    };
+    let up = [
+        ("RUNWATCH_TELEMETRY__OTLP_ENDPOINT", endpoint.as_str()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+    ];
+    let mut ingest_vars = vec![("RUST_LOG", "info")];
+    ingest_vars.extend_from_slice(&up);
+    let ingest = test.spawn_ingest(&ingest_vars);
+    let mut app = test.spawn_worker(
+        RULES,
+        &[
+            ("RUNWATCH_TELEMETRY__OTLP_ENDPOINT", down.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    );
+    let deliver = start_deliver(&test, &format!("{}/hook", rx.base()), &up).await;
+    let s = sha('f');
+    post(
+        &ingest,
+        "f-busy-collector",
+        &failed_run(9006, &s),
+        &format!("traceparent: 00-{TRACE}-{CALLER_SPAN}-01\r\n"),
+    )
+    .await;
+    eventually(
+        Duration::from_secs(90),
+        "the trigger delivered with the worker's collector down",
+        || async { request_for(&rx.requests(), &s).cloned() },
+    )
+    .await;
+    let dropped = eventually(
+        Duration::from_secs(60),
+        "the worker's lost decision span counted",
+        || async {
+            let n = crate::helpers::receiver::value(
+                &app.metrics().await,
+                "runwatch_trace_spans_dropped_total{reason=\"export_failed\"}",
+            );
+            (n >= 1.0).then_some(n)
+        },
+    )
+    .await;
+    assert!(dropped >= 1.0);
+    let spans = eventually(
+        Duration::from_secs(60),
+        "ingest's and deliver's spans exported through the 503s",
+        || async {
+            let spans = rx.spans();
+            (span(&spans, TRACE, "runwatch.ingest").is_some()
+                && span(&spans, TRACE, "runwatch.deliver").is_some())
+            .then_some(spans)
+        },
+    )
+    .await;
+    app.stop();
+    let mut deliver = deliver;
+    assert_eq!(
+        deliver.terminate(Duration::from_secs(20)).expect("stop"),
+        Some(0)
+    );
+    ingest.stop();
+    let spans_after = rx.spans();
+    assert!(spans_after.len() >= spans.len());
+    let mut ids: Vec<&str> = spans_after
+        .iter()
+        .filter_map(|s| s["span_id"].as_str())
+        .collect();
+    let total = ids.len();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), total, "every span once: {spans_after:#?}");
+    assert!(
+        span(&spans_after, TRACE, "runwatch.decide").is_none(),
+        "the worker's collector was down: {spans_after:#?}"
+    );
+    let worker_log = app.log_text();
+    assert!(
+        worker_log.contains("trace export failed"),
+        "the worker warns: {worker_log}"
+    );
     test.cleanup().await;
 }

@@ -5,13 +5,16 @@ POST /v1/traces: the body is decoded as an `ExportTraceServiceRequest` with the 
 `opentelemetry-proto` package (protobuf only, as OTLP/HTTP binary sends it); every span is
 written to SPANS as one JSON line (ids in hex, attributes as plain values, the request's
 `x-otlp-key` header) and the answer
-is an empty `ExportTraceServiceResponse`. Any other POST is a webhook delivery: its path,
+is an empty `ExportTraceServiceResponse`. With OTLP_FAIL_FIRST=N in the environment the
+first N trace requests are answered 503 (body read, nothing written): a collector that is
+restarting. Any other POST is a webhook delivery: its path,
 headers and JSON body are written to REQUESTS and it is answered 200.
 
 usage: otlp_receiver.py SPANS REQUESTS PORT_FILE
 """
 
 import json
+import os
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -20,6 +23,7 @@ from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 
 SPANS, REQUESTS, PORT_FILE = sys.argv[1:4]
 LOCK = threading.Lock()
+FAIL_FIRST = [int(os.environ.get("OTLP_FAIL_FIRST", "0"))]
 
 
 def value(v):
@@ -45,6 +49,14 @@ class Handler(BaseHTTPRequestHandler):
         if self.path == "/v1/traces":
             if self.headers.get("content-type") != "application/x-protobuf":
                 self.send_response(415)
+                self.end_headers()
+                return
+            with LOCK:
+                fail = FAIL_FIRST[0] > 0
+                FAIL_FIRST[0] -= 1 if fail else 0
+            if fail:
+                self.send_response(503)
+                self.send_header("content-length", "0")
                 self.end_headers()
                 return
             request = trace_service_pb2.ExportTraceServiceRequest()
@@ -91,7 +103,5 @@ class Handler(BaseHTTPRequestHandler):
 server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
 with open(PORT_FILE + ".tmp", "w", encoding="utf-8") as f:
     f.write(str(server.server_address[1]))
-import os  # noqa: E402
-
 os.replace(PORT_FILE + ".tmp", PORT_FILE)
 server.serve_forever()
