@@ -5,8 +5,9 @@
 //! runwatch records a span when its work is done, with the ids it already propagated
 //! ([`crate::trace_context`]), so the ids on NATS and HTTP and the exported ones are the
 //! same by construction. [`export`] encodes the span at once into OTLP protobuf (an
-//! `opentelemetry.proto.trace.v1.Span`, written field by field with `prost::encoding`: no
-//! intermediate message, the attribute keys are the callers' `&'static str`) and appends
+//! `opentelemetry.proto.trace.v1.Span`, written field by field: `prost::encoding`'s wire
+//! types and lengths, a varint loop of its own; no intermediate message, the attribute keys
+//! are the callers' `&'static str` and string values may be borrowed) and appends
 //! the bytes to a bounded buffer: at [`MAX_QUEUE_SPANS`] spans (`OTEL_BSP_MAX_QUEUE_SIZE`)
 //! or [`MAX_QUEUE_BYTES`] a span is dropped and counted
 //! (`runwatch_trace_spans_dropped_total{reason="queue_full"}`), the caller never waits.
