@@ -66,8 +66,9 @@ const PREFILL_CHUNK: u64 = 1_000_000;
 /// one in 20 with a trigger in the outbox, one in 1,000 of those unsent (claimed for a day,
 /// so the relay leaves them alone during the run); one commit in four linked to its pull
 /// request, with the pull request's head. Groups were last written half a day to 30.5 days
-/// ago, a day's worth each (`updated_at`, `touched_on`), so `purge --older-than 30d` finds
-/// one day of them. The first chunk is analyzed, the rest are not (the planner keeps
+/// ago, a day's worth each (`updated_at`, `touched_on`), oldest first, so that a day's groups
+/// lie together in the heap as in a table grown over a month, and `purge --older-than 30d`
+/// finds one day of them. The first chunk is analyzed, the rest are not (the planner keeps
 /// statistics of a table a tenth the size). The tables are then vacuumed and a checkpoint
 /// written: the rows of a month-old table have long been vacuumed (hint bits and visibility
 /// map set) and written out, so neither the first vacuum of ten million fresh rows nor the
@@ -95,12 +96,14 @@ pub async fn prefill(url: &str, n: u64) -> Result<Prefilled> {
                     CASE WHEN i % 1000 = 0 THEN now() + interval '1 day' END,
                     a.at, a.at, (a.at AT TIME ZONE 'UTC')::date
              FROM generate_series($1::bigint, $2::bigint) AS i
-             CROSS JOIN LATERAL (SELECT now() - (i % 31) * interval '1 day' - interval '12 hours' AS at) a
+             CROSS JOIN LATERAL (SELECT now() - (30 - (i - 1) * 31 / $4::bigint) * interval '1 day'
+                                            - interval '12 hours' AS at) a
              JOIN repositories r ON r.external_id = (1000 + i % 50)::text",
         )
         .bind(from as i64)
         .bind(to as i64)
         .bind(&state)
+        .bind(n.max(1) as i64)
         .execute(&mut conn)
         .await?;
         for sql in [
