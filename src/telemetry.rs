@@ -285,8 +285,12 @@ pub fn register_worker_metrics() {
         "runwatch_purged_groups_total",
         "runwatch_clock_skew_events_total",
         "runwatch_outbox_set_aside_total",
+        "runwatch_trace_spans_exported_total",
     ] {
         metrics::counter!(name).increment(0);
+    }
+    for reason in ["queue_full", "export_failed"] {
+        metrics::counter!("runwatch_trace_spans_dropped_total", "reason" => reason).increment(0);
     }
 }
 

@@ -27,15 +27,21 @@ fn event(id: &str, sha: &str, status: &str, at: i64) -> runwatch::event::Event {
     runwatch::event::decode(line.to_string().as_bytes(), &Default::default()).expect("valid event")
 }
 
-#[tokio::test]
-async fn purge_by_touched_day_and_exact_update_time_and_updates_are_hot() {
-    let env = TestEnv::new().await;
+/// A pool and a store on the test's database, as the worker opens them.
+async fn open(env: &TestEnv) -> (sqlx::PgPool, Store) {
     let pool = store::connect(&env.config.database).await.expect("pool");
     let engine = Arc::new(Engine::new(
         env.config.rule_set().expect("rules"),
         env.config.limits,
     ));
     let store = Store::new(pool.clone(), engine, StoreOptions::from_config(&env.config));
+    (pool, store)
+}
+
+#[tokio::test]
+async fn purge_by_touched_day_and_exact_update_time_and_updates_are_hot() {
+    let env = TestEnv::new().await;
+    let (pool, store) = open(&env).await;
     let clock = |at: i64| Clock {
         event: DateTime::from_timestamp(at, 0).expect("time"),
         wall: Utc::now(),
@@ -174,12 +180,7 @@ async fn purge_by_touched_day_and_exact_update_time_and_updates_are_hot() {
 #[tokio::test]
 async fn jobs_not_written_for_the_age_are_purged_in_batches() {
     let env = TestEnv::new().await;
-    let pool = store::connect(&env.config.database).await.expect("pool");
-    let engine = Arc::new(Engine::new(
-        env.config.rule_set().expect("rules"),
-        env.config.limits,
-    ));
-    let store = Store::new(pool.clone(), engine, StoreOptions::from_config(&env.config));
+    let (pool, store) = open(&env).await;
     let job = |id: &str| {
         let line = serde_json::json!({
             "schema": "runwatch.workflow_job.v1", "event_id": format!("e-{id}"),
@@ -223,12 +224,7 @@ async fn jobs_not_written_for_the_age_are_purged_in_batches() {
 #[tokio::test]
 async fn the_pause_comes_between_full_batches() {
     let env = TestEnv::new().await;
-    let pool = store::connect(&env.config.database).await.expect("pool");
-    let engine = Arc::new(Engine::new(
-        env.config.rule_set().expect("rules"),
-        env.config.limits,
-    ));
-    let store = Store::new(pool.clone(), engine, StoreOptions::from_config(&env.config));
+    let (pool, store) = open(&env).await;
     for (i, sha) in ["a", "b", "c"].iter().enumerate() {
         let at = 1_700_000_000 + i as i64;
         let clock = Clock {
