@@ -217,10 +217,15 @@ struct Peek {
 
 /// Decodes one message of any of the three schemas. A message whose `schema` is a string
 /// naming none of them is a `schema` rejection; any other message is decoded by [`event::decode`] (so
-/// the rejections of run events are unchanged).
+/// the rejections of run events are unchanged). Run events, nearly every message, are read
+/// once: the `schema` is looked at on its own only when a message is not a valid run event.
 pub fn decode_input(bytes: &[u8], limits: &Limits) -> Result<Input, Rejection> {
+    let refused = match event::decode(bytes, limits) {
+        Ok(e) => return Ok(Input::Run(e)),
+        Err(r) => r,
+    };
     if bytes.len() > limits.max_message_bytes {
-        return event::decode(bytes, limits).map(Input::Run);
+        return Err(refused);
     }
     let schema = serde_json::from_slice::<Peek>(bytes)
         .ok()
@@ -242,7 +247,7 @@ pub fn decode_input(bytes: &[u8], limits: &Limits) -> Result<Input, Rejection> {
                 ),
             ));
         }
-        _ => return event::decode(bytes, limits).map(Input::Run),
+        _ => return Err(refused),
     }
     let link: PullRequestLink = serde_json::from_slice(bytes)
         .map_err(|e| Rejection::new(RejectCode::Invalid, format!("{e}")))?;

@@ -216,11 +216,34 @@ mod tests {
         assert_eq!(
             new,
             serde_json::json!({"runs": {"7": [2, "ci", "completed", "failure", "https://ci.example/7",
-                "2026-01-01T00:00:00Z", "e7", "main", 1, {"attempt": 1, "at": "2025-12-31T00:00:00Z"}]},
+                1767225600, "e7", "main", 1, {"attempt": 1, "at": "2025-12-31T00:00:00Z"}]},
                 "rules": {"r": {"episode": 1, "fired": true, "fired_max_attempt": 2}, "q": {}}})
         );
         let again: crate::engine::GroupState = serde_json::from_value(new).unwrap();
         assert_eq!(again, state);
+    }
+
+    /// `updated_at` is stored as whole seconds; a timestamp with a fraction is stored as
+    /// text, and text in the array form (written before) reads as well: each reads back the
+    /// same instant.
+    #[test]
+    fn run_timestamps_are_stored_as_seconds_or_text() {
+        let whole = rs(1, Status::Completed, 1_767_225_600, "a");
+        let mut fraction = whole.clone();
+        fraction.updated_at += chrono::Duration::milliseconds(250);
+        assert_eq!(serde_json::to_value(&whole).unwrap()[5], 1_767_225_600);
+        assert_eq!(
+            serde_json::to_value(&fraction).unwrap()[5],
+            "2026-01-01T00:00:00.250Z"
+        );
+        for run in [&whole, &fraction] {
+            let back: RunState = serde_json::from_value(serde_json::to_value(run).unwrap()).unwrap();
+            assert_eq!(&back, run);
+        }
+        let text = serde_json::json!([1, "w", "completed", "failure", null, "2026-01-01T00:00:00Z", "a", null]);
+        assert_eq!(serde_json::from_value::<RunState>(text).unwrap(), whole);
+        let far = serde_json::json!([1, "w", "completed", "failure", null, u64::MAX, "a", null]);
+        assert!(serde_json::from_value::<RunState>(far).is_err());
     }
 
     fn pass(attempt: u32, secs: i64, id: &str) -> RunState {
