@@ -237,10 +237,20 @@ mod tests {
             "2026-01-01T00:00:00.250Z"
         );
         for run in [&whole, &fraction] {
-            let back: RunState = serde_json::from_value(serde_json::to_value(run).unwrap()).unwrap();
+            let back: RunState =
+                serde_json::from_value(serde_json::to_value(run).unwrap()).unwrap();
             assert_eq!(&back, run);
         }
-        let text = serde_json::json!([1, "w", "completed", "failure", null, "2026-01-01T00:00:00Z", "a", null]);
+        let text = serde_json::json!([
+            1,
+            "w",
+            "completed",
+            "failure",
+            null,
+            "2026-01-01T00:00:00Z",
+            "a",
+            null
+        ]);
         assert_eq!(serde_json::from_value::<RunState>(text).unwrap(), whole);
         let far = serde_json::json!([1, "w", "completed", "failure", null, u64::MAX, "a", null]);
         assert!(serde_json::from_value::<RunState>(far).is_err());
