@@ -17,9 +17,13 @@
 //! (`OTEL_BSP_MAX_EXPORT_BATCH_SIZE`), and posts it to `<endpoint>/v1/traces` as one
 //! `ExportTraceServiceRequest`: one `ResourceSpans` (`service.name`, `service.version`),
 //! one `ScopeSpans` (scope `runwatch` and its version) whose `spans` are the buffer's
-//! entries as they are. The headers of `OTEL_EXPORTER_OTLP_HEADERS` go with every request.
+//! entries as they are. The headers of `OTEL_EXPORTER_OTLP_TRACES_HEADERS`, or when it is
+//! unset `OTEL_EXPORTER_OTLP_HEADERS`, go with every request; a request may take
+//! `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` or `OTEL_EXPORTER_OTLP_TIMEOUT` milliseconds
+//! ([`EXPORT_TIMEOUT`] when unset; at most [`MAX_EXPORT_TIMEOUT`]).
 //! A 429, 502, 503 or 504 answer, or a failed connection, is retried a few times with a
-//! jittered backoff; then, or at any other answer, the batch is dropped, counted
+//! jittered backoff, or after the answer's `Retry-After` seconds (at most
+//! 30 s); then, or at any other answer, the batch is dropped, counted
 //! (`reason="export_failed"`) and logged (at most one warning a minute). At shutdown the
 //! buffer is sent within a bounded wait.
 //!
@@ -44,15 +48,20 @@ mod span;
 #[cfg(test)]
 mod tests;
 
-pub use send::OTEL_EXPORTER_OTLP_HEADERS;
+pub use send::{OTEL_EXPORTER_OTLP_HEADERS, OTEL_EXPORTER_OTLP_TRACES_HEADERS};
 use send::{Sender, headers};
 pub use span::{Attr, Kind, Span, Value};
 
 /// The path OTLP/HTTP takes traces on, appended to the configured base endpoint.
 pub const TRACES_PATH: &str = "v1/traces";
 
-/// How long one export request may take.
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one export request may take, unless `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT` or
+/// `OTEL_EXPORTER_OTLP_TIMEOUT` says otherwise (the specification's default).
+pub const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The longest request timeout taken from the environment: shutdown waits for the last
+/// export, and a longer wait would hold a stopping worker.
+pub const MAX_EXPORT_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Spans waiting to be sent, at most (`OTEL_BSP_MAX_QUEUE_SIZE`).
 pub const MAX_QUEUE_SPANS: usize = 2048;
@@ -92,7 +101,53 @@ struct Exporter {
     stopping: AtomicBool,
     /// Spans dropped at a full queue since the flush task last looked (for its warning).
     dropped_full: AtomicU64,
+    /// How long one request may take (and shutdown waits, with a second more).
+    timeout: Duration,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+}
+
+impl Exporter {
+    fn new(max_spans: usize, batch: usize, timeout: Duration) -> Exporter {
+        Exporter {
+            queue: Mutex::new(Queue {
+                bytes: Vec::new(),
+                spans: 0,
+            }),
+            max_spans,
+            max_bytes: MAX_QUEUE_BYTES,
+            batch: batch.min(max_spans),
+            wake: tokio::sync::Notify::new(),
+            stopping: AtomicBool::new(false),
+            dropped_full: AtomicU64::new(0),
+            timeout,
+            task: Mutex::new(None),
+        }
+    }
+
+    /// Appends `span` to the queue; `false` when the queue is full and the span was dropped
+    /// (and counted).
+    fn push(&self, span: &Span<'_>) -> bool {
+        let len = encode::span_len(span);
+        let entry = encode::field_len(encode::SCOPE_SPANS_SPANS, len);
+        let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        if q.spans >= self.max_spans || q.bytes.len().saturating_add(entry) > self.max_bytes {
+            drop(q);
+            self.dropped_full.fetch_add(1, Ordering::Relaxed);
+            metrics::counter!("runwatch_trace_spans_dropped_total", "reason" => "queue_full")
+                .increment(1);
+            return false;
+        }
+        q.bytes.reserve(entry);
+        encode::put_len(&mut q.bytes, encode::SCOPE_SPANS_SPANS, len);
+        encode::span(span, &mut q.bytes);
+        q.spans += 1;
+        let wake = q.spans == self.batch;
+        drop(q);
+        if wake {
+            self.wake.notify_one();
+        }
+        true
+    }
 }
 
 static EXPORTER: OnceLock<Exporter> = OnceLock::new();
@@ -112,26 +167,7 @@ pub fn export<'a>(context: &TraceContext, make: impl FnOnce() -> Span<'a>) {
     if !context.sampled() {
         return;
     }
-    let span = make();
-    let len = encode::span_len(&span);
-    let entry = encode::field_len(encode::SCOPE_SPANS_SPANS, len);
-    let mut q = e.queue.lock().unwrap_or_else(PoisonError::into_inner);
-    if q.spans >= e.max_spans || q.bytes.len().saturating_add(entry) > e.max_bytes {
-        drop(q);
-        e.dropped_full.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("runwatch_trace_spans_dropped_total", "reason" => "queue_full")
-            .increment(1);
-        return;
-    }
-    q.bytes.reserve(entry);
-    encode::put_len(&mut q.bytes, encode::SCOPE_SPANS_SPANS, len);
-    encode::span(&span, &mut q.bytes);
-    q.spans += 1;
-    let wake = q.spans == e.batch;
-    drop(q);
-    if wake {
-        e.wake.notify_one();
-    }
+    e.push(&make());
 }
 
 /// Starts the exporter to `endpoint` (the base URL; spans are posted to
@@ -143,10 +179,11 @@ pub fn init(endpoint: &url::Url, service: &str) -> Result<(), ExportError> {
     }
     let runtime = tokio::runtime::Handle::try_current()
         .map_err(|e| ExportError::Build(format!("no Tokio runtime: {e}")))?;
+    let timeout = env_timeout();
     // The system's root certificates are read (~19 million instructions at start) only
     // when the collector is reached over https.
     let http = reqwest::Client::builder()
-        .timeout(EXPORT_TIMEOUT)
+        .timeout(timeout)
         .redirect(reqwest::redirect::Policy::none())
         .tls_built_in_native_certs(endpoint.scheme() == "https")
         .build()
@@ -158,31 +195,24 @@ pub fn init(endpoint: &url::Url, service: &str) -> Result<(), ExportError> {
     let url = url
         .join(TRACES_PATH)
         .map_err(|e| ExportError::Build(e.to_string()))?;
-    let mut headers = headers(std::env::var(OTEL_EXPORTER_OTLP_HEADERS).ok().as_deref());
+    let mut headers = [
+        OTEL_EXPORTER_OTLP_TRACES_HEADERS,
+        OTEL_EXPORTER_OTLP_HEADERS,
+    ]
+    .into_iter()
+    .find_map(|name| Some((name, std::env::var(name).ok()?)))
+    .map(|(name, spec)| headers(name, &spec))
+    .unwrap_or_default();
     headers.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/x-protobuf"),
     );
     let max_spans = env_number("OTEL_BSP_MAX_QUEUE_SIZE").unwrap_or(MAX_QUEUE_SPANS);
-    let batch = env_number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE")
-        .unwrap_or(BATCH_SPANS)
-        .min(max_spans);
+    let batch = env_number("OTEL_BSP_MAX_EXPORT_BATCH_SIZE").unwrap_or(BATCH_SPANS);
     let interval = env_number("OTEL_BSP_SCHEDULE_DELAY")
         .map(|ms| Duration::from_millis(ms as u64))
         .unwrap_or(FLUSH_INTERVAL);
-    let exporter = Exporter {
-        queue: Mutex::new(Queue {
-            bytes: Vec::new(),
-            spans: 0,
-        }),
-        max_spans,
-        max_bytes: MAX_QUEUE_BYTES,
-        batch,
-        wake: tokio::sync::Notify::new(),
-        stopping: AtomicBool::new(false),
-        dropped_full: AtomicU64::new(0),
-        task: Mutex::new(None),
-    };
+    let exporter = Exporter::new(max_spans, batch, timeout);
     if EXPORTER.set(exporter).is_err() {
         return Ok(());
     }
@@ -202,7 +232,7 @@ pub fn init(endpoint: &url::Url, service: &str) -> Result<(), ExportError> {
 }
 
 /// Sends the spans still queued and stops the flush task (at shutdown), waiting at most
-/// the export timeout and a second.
+/// the request timeout and a second.
 pub async fn shutdown() {
     let Some(e) = EXPORTER.get() else {
         return;
@@ -211,11 +241,36 @@ pub async fn shutdown() {
     e.wake.notify_one();
     let task = e.task.lock().unwrap_or_else(PoisonError::into_inner).take();
     if let Some(task) = task {
-        let _ = tokio::time::timeout(EXPORT_TIMEOUT + Duration::from_secs(1), task).await;
+        let _ = tokio::time::timeout(e.timeout + Duration::from_secs(1), task).await;
     }
 }
 
-/// A positive whole number from an `OTEL_BSP_*` variable; unset or invalid: `None` (the
+/// The request timeout: `OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, else `OTEL_EXPORTER_OTLP_TIMEOUT`
+/// (milliseconds), else [`EXPORT_TIMEOUT`]; above [`MAX_EXPORT_TIMEOUT`], that, with a
+/// warning.
+fn env_timeout() -> Duration {
+    let Some((name, ms)) = [
+        "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+        "OTEL_EXPORTER_OTLP_TIMEOUT",
+    ]
+    .into_iter()
+    .find(|name| std::env::var_os(name).is_some())
+    .and_then(|name| Some((name, env_number(name)?))) else {
+        return EXPORT_TIMEOUT;
+    };
+    let asked = Duration::from_millis(u64::try_from(ms).unwrap_or(u64::MAX));
+    if asked > MAX_EXPORT_TIMEOUT {
+        tracing::warn!(
+            variable = name,
+            max_ms = MAX_EXPORT_TIMEOUT.as_millis() as u64,
+            "longer than the longest export timeout: the longest is used"
+        );
+        return MAX_EXPORT_TIMEOUT;
+    }
+    asked
+}
+
+/// A positive whole number from an `OTEL_*` variable; unset or invalid: `None` (the
 /// default is used, as the OpenTelemetry SDKs do).
 fn env_number(name: &str) -> Option<usize> {
     let v = std::env::var(name).ok()?;

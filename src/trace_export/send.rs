@@ -1,10 +1,10 @@
-//! Posting batches to the collector: `OTEL_EXPORTER_OTLP_HEADERS`, the request and its
-//! retries.
+//! Posting batches to the collector: `OTEL_EXPORTER_OTLP_(TRACES_)HEADERS`, the request and
+//! its retries.
 
 use std::time::Duration;
 
 use backon::Retryable;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, RETRY_AFTER};
 
 use super::encode;
 
@@ -14,15 +14,23 @@ const MAX_ANSWER: usize = 64 * 1024;
 /// Retries of one batch after a 429/502/503/504 answer or a failed connection.
 const RETRIES: usize = 3;
 
+/// The longest `Retry-After` honoured: the flush task waits it out while spans queue (and
+/// are dropped when the queue is full).
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(30);
+
 /// The standard variable of the headers sent to the collector (`key=value,key2=value2`).
 pub const OTEL_EXPORTER_OTLP_HEADERS: &str = "OTEL_EXPORTER_OTLP_HEADERS";
 
-/// The headers of `OTEL_EXPORTER_OTLP_HEADERS` (`key=value,key2=value2`, values
-/// percent-decoded, as the OpenTelemetry specification says). A malformed entry is
-/// skipped with a warning giving its position, never its text (it may hold an API key).
-pub(super) fn headers(spec: Option<&str>) -> HeaderMap {
+/// The same for traces only; when set, it is used instead of [`OTEL_EXPORTER_OTLP_HEADERS`].
+pub const OTEL_EXPORTER_OTLP_TRACES_HEADERS: &str = "OTEL_EXPORTER_OTLP_TRACES_HEADERS";
+
+/// The headers of `spec`, the value of the variable `variable` (`key=value,key2=value2`,
+/// values percent-decoded, as the OpenTelemetry specification says). A malformed entry is
+/// skipped with a warning naming the variable and the entry's position, never its text (it
+/// may hold an API key).
+pub(super) fn headers(variable: &str, spec: &str) -> HeaderMap {
     let mut map = HeaderMap::new();
-    for (i, entry) in spec.unwrap_or_default().split(',').enumerate() {
+    for (i, entry) in spec.split(',').enumerate() {
         if entry.trim().is_empty() {
             continue;
         }
@@ -41,7 +49,7 @@ pub(super) fn headers(spec: Option<&str>) -> HeaderMap {
                 map.append(name, value);
             }
             None => tracing::warn!(
-                variable = OTEL_EXPORTER_OTLP_HEADERS,
+                variable,
                 entry = i + 1,
                 "a malformed header entry (not name=value) is skipped"
             ),
@@ -61,8 +69,12 @@ pub(super) struct Sender {
 /// Why a batch was not accepted.
 #[derive(Debug, thiserror::Error)]
 pub(super) enum SendError {
-    #[error("the collector answered {0}")]
-    Status(reqwest::StatusCode),
+    #[error("the collector answered {status}")]
+    Status {
+        status: reqwest::StatusCode,
+        /// The answer's `Retry-After`, in seconds (the HTTP-date form is not read).
+        retry_after: Option<Duration>,
+    },
     #[error("{0}")]
     Transport(#[from] reqwest::Error),
 }
@@ -71,9 +83,20 @@ impl SendError {
     /// Worth another attempt: the collector is busy or restarting, or not reached.
     fn retryable(&self) -> bool {
         match self {
-            SendError::Status(s) => matches!(s.as_u16(), 429 | 502 | 503 | 504),
+            SendError::Status { status, .. } => matches!(status.as_u16(), 429 | 502 | 503 | 504),
             SendError::Transport(e) => e.is_connect(),
         }
+    }
+
+    /// The wait before the next attempt: the answer's `Retry-After` (at most
+    /// [`MAX_RETRY_AFTER`]) when it gave one, else the backoff's `planned`; `None` (no
+    /// attempt left) stays `None`.
+    pub(super) fn wait(&self, planned: Option<Duration>) -> Option<Duration> {
+        let asked = match self {
+            SendError::Status { retry_after, .. } => *retry_after,
+            SendError::Transport(_) => None,
+        };
+        planned.map(|p| asked.map_or(p, |a| a.min(MAX_RETRY_AFTER)))
     }
 }
 
@@ -88,6 +111,11 @@ impl Sender {
             .send()
             .await?;
         let status = answer.status();
+        let retry_after = answer
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
         let mut read = 0usize;
         while let Some(chunk) = answer.chunk().await? {
             read = read.saturating_add(chunk.len());
@@ -98,7 +126,10 @@ impl Sender {
         if status.is_success() {
             Ok(())
         } else {
-            Err(SendError::Status(status))
+            Err(SendError::Status {
+                status,
+                retry_after,
+            })
         }
     }
 
@@ -113,6 +144,7 @@ impl Sender {
         (|| self.post(body.clone()))
             .retry(backoff)
             .when(SendError::retryable)
+            .adjust(|e, planned| e.wait(planned))
             .await
     }
 }

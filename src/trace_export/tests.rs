@@ -162,9 +162,10 @@ fn spans_decode_with_the_official_types() {
 
 #[test]
 fn otlp_headers_are_parsed_and_percent_decoded() {
-    let map = headers(Some(
+    let map = headers(
+        OTEL_EXPORTER_OTLP_HEADERS,
         "x-otlp-key=k1, authorization=Basic%20YWJj ,bad header=v,,x",
-    ));
+    );
     assert_eq!(
         map.get("x-otlp-key").and_then(|v| v.to_str().ok()),
         Some("k1")
@@ -174,5 +175,61 @@ fn otlp_headers_are_parsed_and_percent_decoded() {
         Some("Basic YWJj")
     );
     assert_eq!(map.len(), 2);
-    assert!(headers(None).is_empty());
+    assert!(headers(OTEL_EXPORTER_OTLP_TRACES_HEADERS, "").is_empty());
+}
+
+/// A full queue drops the span and counts it; the spans queued before are kept, and a
+/// span fits again once the queue is taken.
+#[test]
+fn a_full_queue_drops_the_span_and_counts_it() {
+    let e = Exporter::new(2, 512, EXPORT_TIMEOUT);
+    let ctx = TraceContext {
+        trace_id: 1,
+        span_id: 2,
+        flags: 1,
+        state: None,
+    };
+    let start = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    let span = Span {
+        name: "runwatch.decide",
+        kind: Kind::Consumer,
+        context: &ctx,
+        parent: None,
+        start,
+        end: start,
+        attributes: vec![Attr::uint("runwatch.stream_sequence", 1)],
+        error: None,
+    };
+    assert!(e.push(&span));
+    assert!(e.push(&span));
+    assert!(!e.push(&span));
+    assert_eq!(e.dropped_full.load(Ordering::Relaxed), 1);
+    let queued = {
+        let mut q = e.queue.lock().unwrap();
+        q.spans = 0;
+        std::mem::take(&mut q.bytes)
+    };
+    let request = ExportTraceServiceRequest::decode(
+        encode::Envelope::new("runwatch", "1")
+            .wrap(&queued)
+            .as_slice(),
+    )
+    .expect("decodes");
+    assert_eq!(request.resource_spans[0].scope_spans[0].spans.len(), 2);
+    assert!(e.push(&span));
+}
+
+/// `Retry-After` replaces the backoff's wait, at most `MAX_RETRY_AFTER`; with no attempt
+/// left there is no wait whatever the answer says.
+#[test]
+fn retry_after_sets_the_wait_within_its_bound() {
+    let busy = |secs: Option<u64>| send::SendError::Status {
+        status: reqwest::StatusCode::SERVICE_UNAVAILABLE,
+        retry_after: secs.map(Duration::from_secs),
+    };
+    let planned = Some(Duration::from_millis(200));
+    assert_eq!(busy(Some(3)).wait(planned), Some(Duration::from_secs(3)));
+    assert_eq!(busy(Some(3_600)).wait(planned), Some(send::MAX_RETRY_AFTER));
+    assert_eq!(busy(None).wait(planned), planned);
+    assert_eq!(busy(Some(3)).wait(None), None);
 }

@@ -590,10 +590,11 @@ async fn a_trigger_fired_by_a_timer_starts_a_trace_of_its_own() {
     test.cleanup().await;
 }
 
-/// A collector that answers 503 twice, then 200: ingest's and deliver's spans arrive, each
-/// once. The worker's collector is down (nothing listens on its port): the trigger is
-/// decided and delivered all the same, and the worker counts the spans it could not send
-/// (`runwatch_trace_spans_dropped_total{reason="export_failed"}`) and warns.
+/// A collector that answers 503 (with `Retry-After: 1`) twice, then 200: ingest's and
+/// deliver's spans arrive, each once. The worker's collector is down (nothing listens on
+/// its port): the trigger is decided and delivered all the same, and the worker counts the
+/// spans it could not send (`runwatch_trace_spans_dropped_total{reason="export_failed"}`)
+/// and warns.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_busy_collector_gets_each_span_once_and_a_down_one_costs_only_spans() {
     let test = TestApp::new().await;

@@ -6,8 +6,8 @@ POST /v1/traces: the body is decoded as an `ExportTraceServiceRequest` with the 
 written to SPANS as one JSON line (ids in hex, attributes as plain values, the request's
 `x-otlp-key` header) and the answer
 is an empty `ExportTraceServiceResponse`. With OTLP_FAIL_FIRST=N in the environment the
-first N trace requests are answered 503 (body read, nothing written): a collector that is
-restarting. Any other POST is a webhook delivery: its path,
+first N trace requests are answered 503 with `Retry-After: 1` (body read, nothing written):
+a collector that is restarting. Any other POST is a webhook delivery: its path,
 headers and JSON body are written to REQUESTS and it is answered 200.
 
 usage: otlp_receiver.py SPANS REQUESTS PORT_FILE
@@ -56,6 +56,7 @@ class Handler(BaseHTTPRequestHandler):
                 FAIL_FIRST[0] -= 1 if fail else 0
             if fail:
                 self.send_response(503)
+                self.send_header("retry-after", "1")
                 self.send_header("content-length", "0")
                 self.end_headers()
                 return
