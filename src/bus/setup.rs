@@ -2,7 +2,8 @@
 //!
 //! Several replicas may start at once, so every step tolerates losing a race: a stream is
 //! looked up first; created when missing (a concurrent identical create is accepted by the
-//! server, a different one answers "name already in use" and is retried as an update); and
+//! server, a different one answers "name already in use", or on nats-server 2.9 sometimes
+//! "subjects overlap", and is retried as an update once the stream is found); and
 //! updated only when one of the settings runwatch owns differs (subjects, duplicate window,
 //! replicas, and the limits `max_age` / `max_bytes` from `[streams]`), keeping whatever else
 //! an operator set (placement, `max_msgs`, ...). Changing a limit in the configuration
@@ -118,7 +119,13 @@ impl Bus {
                         {
                             continue;
                         }
+                        // nats-server 2.9 may answer a concurrent create of the same
+                        // stream with "subjects overlap" (10065) instead: when a stream of
+                        // our name now exists, that was another replica's create.
                         Err(e) => {
+                            if self.js.get_stream(&name).await.is_ok() {
+                                continue;
+                            }
                             return Err(setup_error(
                                 format!("create failed: {e}"),
                                 Some(Box::new(e)),
