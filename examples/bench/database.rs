@@ -91,7 +91,7 @@ pub async fn prefill(url: &str, n: u64) -> Result<Prefilled> {
         sqlx::query(
             "INSERT INTO groups (repository_id, pr_number, commit_sha, branch, state, due_event_at, due_wall_at,
                                  created_at, updated_at, touched_on)
-             SELECT r.id, 1000000 + i, md5(i::text) || 'prefill', 'old', $3::jsonb,
+             SELECT r.id, 1000000 + i, md5(i::text) || 'prefill', 'old', $3::json,
                     CASE WHEN i % 100 = 0 THEN now() + interval '1 day' END,
                     CASE WHEN i % 1000 = 0 THEN now() + interval '1 day' END,
                     a.at, a.at, (a.at AT TIME ZONE 'UTC')::date
@@ -229,11 +229,11 @@ async fn explain_update(tx: &mut sqlx::PgConnection, ids: &[i64]) -> Result<()> 
     let rows = sqlx::query(
         "EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY ON) UPDATE groups SET branch = u.b, state = u.st,
                 updated_at = now(), touched_on = (now() AT TIME ZONE 'UTC')::date
-         FROM UNNEST($1::bigint[], $2::text[], $3::jsonb[]) AS u(id, b, st) WHERE groups.id = u.id",
+         FROM UNNEST($1::bigint[], $2::text[], $3::json[]) AS u(id, b, st) WHERE groups.id = u.id",
     )
     .bind(ids)
     .bind(vec!["x".to_string(); ids.len()])
-    .bind(vec![serde_json::json!({}); ids.len()])
+    .bind(vec!["{}".to_string(); ids.len()])
     .fetch_all(&mut *tx)
     .await?;
     print_plan("update groups", &rows);

@@ -105,15 +105,16 @@ pub async fn list_groups(
            SELECT g.id, r.provider, r.owner || '/' || r.name AS repository, g.pr_number, g.commit_sha,
                   g.branch, g.updated_at, g.due_wall_at,
                   (SELECT count(*) FROM jsonb_object_keys(
-                      CASE WHEN jsonb_typeof(g.state->'runs') = 'object' THEN g.state->'runs' ELSE '{}'::jsonb END)) AS runs,
+                      CASE WHEN jsonb_typeof(j.st->'runs') = 'object' THEN j.st->'runs' ELSE '{}'::jsonb END)) AS runs,
                   CASE WHEN g.due_wall_at IS NOT NULL OR g.due_event_at IS NOT NULL THEN 'pending-timer'
                        WHEN g.id IN (SELECT o.group_id FROM outbox o WHERE o.group_id IS NOT NULL) THEN 'fired'
-                       WHEN jsonb_path_exists(g.state, '$.rules.* ? (exists(@.over_budget))') THEN 'over-budget'
-                       WHEN jsonb_path_exists(g.state, '$.rules.* ? (@.fired == true)') THEN 'fired'
-                       WHEN jsonb_path_exists(g.state, '$.runs.*[2] ? (@ != "completed")')
-                         OR jsonb_path_exists(g.state, '$.runs.* ? (@.status != "completed")') THEN 'waiting'
+                       WHEN jsonb_path_exists(j.st, '$.rules.* ? (exists(@.over_budget))') THEN 'over-budget'
+                       WHEN jsonb_path_exists(j.st, '$.rules.* ? (@.fired == true)') THEN 'fired'
+                       WHEN jsonb_path_exists(j.st, '$.runs.*[2] ? (@ != "completed")')
+                         OR jsonb_path_exists(j.st, '$.runs.* ? (@.status != "completed")') THEN 'waiting'
                        ELSE 'idle' END AS state
            FROM groups g JOIN repositories r ON r.id = g.repository_id
+                CROSS JOIN LATERAL (SELECT g.state::jsonb AS st) j
            WHERE ($1::timestamptz IS NULL OR g.updated_at >= $1)
              AND ($2::text IS NULL OR (lower(r.owner) = lower($2) AND lower(r.name) = lower($3)))
          ) s

@@ -1,10 +1,10 @@
-//! [`Lenient`]: a JSONB column decoded by the query macros without failing the row.
+//! [`Lenient`]: a JSON or JSONB column decoded by the query macros without failing the row.
 //!
 //! `sqlx::query!` decodes every column of a row or fails the whole statement. The stored
 //! states (groups, streaks, budgets, jobs) must not: a row whose JSON does not decode is
 //! set aside or counted as empty by the caller, and the rest of the batch goes on. So those
 //! columns are read as `state AS "state!: Lenient<GroupState>"`: the same decoding as
-//! `sqlx::types::Json<T>` (straight from the jsonb bytes into `T`, no intermediate value),
+//! `sqlx::types::Json<T>` (straight from the json or jsonb bytes into `T`, no intermediate value),
 //! with its error kept for the caller instead of returned.
 
 use serde::Deserialize;
@@ -13,7 +13,7 @@ use sqlx::postgres::{PgTypeInfo, PgValueRef};
 use sqlx::types::Json;
 use sqlx::{Decode, Postgres, Type};
 
-/// A JSONB value decoded as `T`, or why it could not be (the error `Json<T>` gives: serde's,
+/// A JSON or JSONB value decoded as `T`, or why it could not be (the error `Json<T>` gives: serde's,
 /// or an unexpected NULL).
 #[derive(Debug)]
 pub struct Lenient<T>(pub Result<T, BoxDynError>);

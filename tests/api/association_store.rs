@@ -89,7 +89,7 @@ async fn store(env: &TestEnv) -> (Store, sqlx::PgPool) {
 /// The run ids of the group (commit, pr).
 async fn group_runs(pool: &sqlx::PgPool, sha: &str, pr: i64) -> Vec<String> {
     sqlx::query(
-        "SELECT k FROM groups, jsonb_object_keys(state->'runs') AS k
+        "SELECT k FROM groups, json_object_keys(state->'runs') AS k
          WHERE commit_sha = $1 AND COALESCE(pr_number, 0) = $2 ORDER BY k",
     )
     .bind(sha)

@@ -141,9 +141,9 @@ async fn round(seed: u64, handle: &metrics_exporter_prometheus::PrometheusHandle
         .await
         .expect("pool");
     let over: Vec<(String, i64, serde_json::Value)> = sqlx::query(
-        "SELECT r.name, g.pr_number, g.state->'rules'->'all_completed_with_failure'->'over_budget' AS o
+        "SELECT r.name, g.pr_number, g.state::jsonb->'rules'->'all_completed_with_failure'->'over_budget' AS o
          FROM groups g JOIN repositories r ON r.id = g.repository_id
-         WHERE g.state->'rules'->'all_completed_with_failure' ? 'over_budget'",
+         WHERE g.state::jsonb->'rules'->'all_completed_with_failure' ? 'over_budget'",
     )
     .fetch_all(&pool)
     .await

@@ -207,7 +207,7 @@ async fn the_timer_sweep_keeps_the_budget() {
     assert!(fired.is_empty(), "b is over budget: {fired:?}");
     let over: Vec<String> = sqlx::query_scalar(
         "SELECT commit_sha FROM groups
-         WHERE state->'rules'->'all_completed_with_failure' ? 'over_budget'",
+         WHERE state::jsonb->'rules'->'all_completed_with_failure' ? 'over_budget'",
     )
     .fetch_all(&pool)
     .await

@@ -80,7 +80,7 @@ async fn fifty_concurrent_first_events_make_one_group_and_one_trigger() {
         .unwrap()
         .get("n");
     let runs: i64 =
-        sqlx::query("SELECT count(*) AS n FROM groups, jsonb_object_keys(state->'runs')")
+        sqlx::query("SELECT count(*) AS n FROM groups, json_object_keys(state->'runs')")
             .fetch_one(&pool)
             .await
             .unwrap()

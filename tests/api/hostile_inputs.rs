@@ -198,7 +198,7 @@ async fn the_worker_dead_letters_out_of_range_times_as_invalid_at_the_first_deli
         "the good event's group",
         || async {
             let n: i64 =
-                sqlx::query_scalar("SELECT count(*) FROM groups WHERE state->'runs' ? '1'")
+                sqlx::query_scalar("SELECT count(*) FROM groups WHERE state::jsonb->'runs' ? '1'")
                     .fetch_one(&w.pool)
                     .await
                     .expect("count");

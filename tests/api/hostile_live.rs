@@ -151,7 +151,7 @@ async fn a_corrupt_group_row_is_set_aside_and_everything_else_carries_on() {
     publish_lines(bus, &[event("x1", &x, 1, "1", "queued", None, now)]).await;
     eventually(Duration::from_secs(20), "group X", || async {
         let n: i64 = sqlx::query_scalar(
-            "SELECT count(*) FROM groups WHERE commit_sha = $1 AND state->'runs' ? '1'",
+            "SELECT count(*) FROM groups WHERE commit_sha = $1 AND state::jsonb->'runs' ? '1'",
         )
         .bind(&x)
         .fetch_one(pool)
@@ -163,7 +163,7 @@ async fn a_corrupt_group_row_is_set_aside_and_everything_else_carries_on() {
 
     // Corrupt X under the running worker, with a timer that is due: the sweep meets it
     // first (the lowest id) on every pass.
-    sqlx::query("UPDATE groups SET state = '{\"runs\": 5}'::jsonb, due_wall_at = now(), due_event_at = now() WHERE commit_sha = $1")
+    sqlx::query("UPDATE groups SET state = '{\"runs\": 5}'::json, due_wall_at = now(), due_event_at = now() WHERE commit_sha = $1")
         .bind(&x)
         .execute(pool)
         .await
@@ -260,7 +260,7 @@ async fn a_corrupt_group_row_is_set_aside_and_everything_else_carries_on() {
     assert!(app.proc.exited().is_none(), "the worker is still running");
 
     // A repaired row takes its redriven event.
-    sqlx::query("UPDATE groups SET state = '{}'::jsonb WHERE commit_sha = $1")
+    sqlx::query("UPDATE groups SET state = '{}'::json WHERE commit_sha = $1")
         .bind(&x)
         .execute(pool)
         .await

@@ -45,7 +45,7 @@ const LARGE: i64 = 200_000;
 async fn grow(pool: &PgPool, from: i64, to: i64) {
     for sql in [
         "INSERT INTO groups (repository_id, pr_number, commit_sha, branch, state, due_event_at, due_wall_at)
-         SELECT r.id, i, md5(i::text), 'main', '{\"runs\":{}}'::jsonb,
+         SELECT r.id, i, md5(i::text), 'main', '{\"runs\":{}}'::json,
                 CASE WHEN i % 100 = 0 THEN now() + interval '1 hour' END,
                 CASE WHEN i % 1000 = 0 THEN now() + interval '1 hour' END
          FROM generate_series($1::bigint, $2::bigint) AS i
@@ -480,7 +480,7 @@ async fn a_connection_that_started_on_an_empty_table_scans_no_table_once_it_has_
 
 /// A group's state after five completed runs, made by the engine (as the bench's pre-fill
 /// makes it), in the encoding the store writes.
-fn five_run_state(env: &TestEnv) -> serde_json::Value {
+fn five_run_state(env: &TestEnv) -> String {
     let engine = Engine::new(env.config.rule_set().expect("rules"), env.config.limits);
     let repo = runwatch::engine::RepoRef {
         internal_id: 1,
@@ -517,7 +517,7 @@ fn five_run_state(env: &TestEnv) -> serde_json::Value {
             .expect("apply");
     }
     assert_eq!(state.runs.len(), 5, "five runs merged");
-    serde_json::to_value(&state).expect("state")
+    serde_json::to_string(&state).expect("state")
 }
 
 /// Storage per group: the `groups` table with its indexes and TOAST
@@ -526,10 +526,11 @@ fn five_run_state(env: &TestEnv) -> serde_json::Value {
 /// one in 1,000 with a cooldown). Bytes, not times: the figure does not depend on the
 /// machine. With the runs stored as objects with their field names and `fillfactor = 70`
 /// it was 2,865 bytes per group (3 rows of 1,428 bytes per page); with runs stored as
-/// arrays, no entry for a rule at its defaults and `fillfactor = 85` it is about 1,160 (8
-/// rows of 836 bytes per page).
+/// arrays, no entry for a rule at its defaults and `fillfactor = 85`, about 1,160 (8 rows
+/// of 836 bytes per page); with the state stored as `json` text instead of `jsonb`, 959
+/// (10 rows of 628 bytes per page: the issue's target is 1,000).
 #[tokio::test]
-async fn a_group_with_five_runs_and_its_indexes_takes_under_1250_bytes() {
+async fn a_group_with_five_runs_and_its_indexes_takes_at_most_1000_bytes() {
     const GROUPS: i64 = 20_000;
     let _counting = COUNTING.lock().await;
     let (env, _pg, _dir) = own_server().await;
@@ -546,7 +547,7 @@ async fn a_group_with_five_runs_and_its_indexes_takes_under_1250_bytes() {
     sqlx::query(
         "INSERT INTO groups (repository_id, pr_number, commit_sha, branch, state, due_event_at, due_wall_at,
                              created_at, updated_at)
-         SELECT r.id, 1000000 + i, md5(i::text) || 'prefill', 'old', $2,
+         SELECT r.id, 1000000 + i, md5(i::text) || 'prefill', 'old', $2::json,
                 CASE WHEN i % 100 = 0 THEN now() + interval '1 day' END,
                 CASE WHEN i % 1000 = 0 THEN now() + interval '1 day' END,
                 now() - interval '1 day', now() - interval '1 day'
@@ -573,7 +574,7 @@ async fn a_group_with_five_runs_and_its_indexes_takes_under_1250_bytes() {
         heap as f64 / groups as f64
     );
     assert!(
-        per_group <= 1_250.0,
+        per_group <= 1_000.0,
         "the groups table takes {per_group:.0} bytes per group (rows of {row:.0} bytes, states of {state_bytes:.0})"
     );
     pool.close().await;

@@ -84,7 +84,7 @@ pub(super) struct GroupColumns {
     pub(super) pr_number: Option<i64>,
     pub(super) commit_sha: String,
     pub(super) branch: Option<String>,
-    /// Straight from the jsonb bytes into the engine's type: no intermediate Value.
+    /// Straight from the json bytes into the engine's type: no intermediate Value.
     pub(super) state: Lenient<GroupState>,
 }
 
@@ -262,7 +262,7 @@ pub(super) async fn write_groups<'a>(
              WHERE trigger_id = ANY($6) AND sent_at IS NULL)
          UPDATE groups SET branch = u.b, state = u.st, due_event_at = u.de, due_wall_at = u.dw,
                            updated_at = now(), touched_on = (now() AT TIME ZONE 'UTC')::date
-         FROM UNNEST($1::bigint[], $2::text[], $3::jsonb[], $4::timestamptz[], $5::timestamptz[])
+         FROM UNNEST($1::bigint[], $2::text[], $3::json[], $4::timestamptz[], $5::timestamptz[])
               AS u(id, b, st, de, dw)
          WHERE groups.id = u.id",
         &ids,
