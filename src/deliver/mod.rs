@@ -123,6 +123,7 @@ pub async fn run(
     let timeout = config.shutdown.timeout;
     let stop = CancellationToken::new();
     let mut tasks = Supervisor::new(stop.clone(), not_ready);
+    tasks.spawn("trace-export", crate::trace_export::watch(stop.clone()));
     for ctx in &ctxs {
         // One name per configured target, made once at start-up.
         let name: &'static str = Box::leak(format!("deliver:{}", ctx.target.name).into_boxed_str());

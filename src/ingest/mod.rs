@@ -201,6 +201,7 @@ pub async fn run(
     .await?;
     tracing::info!(listen = %bound, events = %config.streams.events, "runwatch ingest started");
     let mut tasks = Supervisor::new(stop.clone(), not_ready);
+    tasks.spawn("trace-export", crate::trace_export::watch(stop.clone()));
     let stopped = stop.clone();
     tasks.spawn("http", async move {
         server

@@ -104,6 +104,9 @@ struct Exporter {
     /// How long one request may take (and shutdown waits, with a second more).
     timeout: Duration,
     task: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Cancelled when the flush task ends, however it ends (a drop guard: a panic too), so
+    /// a supervisor can watch it ([`watch`]).
+    ended: tokio_util::sync::CancellationToken,
 }
 
 impl Exporter {
@@ -121,6 +124,23 @@ impl Exporter {
             dropped_full: AtomicU64::new(0),
             timeout,
             task: Mutex::new(None),
+            ended: tokio_util::sync::CancellationToken::new(),
+        }
+    }
+
+    /// Resolves when `stop` is cancelled (`Ok`) or, before that, when the flush task ends
+    /// although shutdown did not ask it to (`Err`, with the reason): spans would no longer
+    /// be exported, and that must not go unnoticed.
+    async fn watch(&self, stop: &tokio_util::sync::CancellationToken) -> Result<(), String> {
+        tokio::select! {
+            () = stop.cancelled() => Ok(()),
+            () = self.ended.cancelled() => {
+                if self.stopping.load(Ordering::Acquire) {
+                    Ok(())
+                } else {
+                    Err("the trace export's flush task ended: spans would no longer be exported".into())
+                }
+            }
         }
     }
 
@@ -231,6 +251,20 @@ pub fn init(endpoint: &url::Url, service: &str) -> Result<(), ExportError> {
     Ok(())
 }
 
+/// For a service's supervisor (task `trace-export`): resolves when `stop` is cancelled, or
+/// with an error when the flush task ended before shutdown asked it to (a panic in it, say),
+/// so the process stops and reports it instead of running on without its traces. Without
+/// an exporter (export off), waits for `stop`.
+pub async fn watch(stop: tokio_util::sync::CancellationToken) -> Result<(), String> {
+    match EXPORTER.get() {
+        Some(e) => e.watch(&stop).await,
+        None => {
+            stop.cancelled().await;
+            Ok(())
+        }
+    }
+}
+
 /// Sends the spans still queued and stops the flush task (at shutdown), waiting at most
 /// the request timeout and a second.
 pub async fn shutdown() {
@@ -289,6 +323,7 @@ fn env_number(name: &str) -> Option<usize> {
 /// Takes the queue every `interval` (or when woken) and posts it; at shutdown, posts what
 /// is left and ends.
 async fn flush_task(e: &'static Exporter, sender: Sender, interval: Duration) {
+    let _ended = e.ended.clone().drop_guard();
     let mut warned: Option<Instant> = None;
     let mut lost: u64 = 0;
     loop {

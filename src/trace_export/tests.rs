@@ -233,3 +233,28 @@ fn retry_after_sets_the_wait_within_its_bound() {
     assert_eq!(busy(None).wait(planned), planned);
     assert_eq!(busy(Some(3)).wait(None), None);
 }
+
+/// The flush task ending on its own (here: a panic, with the task's drop guard) is an error
+/// for the supervisor; ending because shutdown asked, or `stop`, is not.
+#[tokio::test]
+async fn a_flush_task_that_ends_unasked_is_reported() {
+    let stop = tokio_util::sync::CancellationToken::new();
+    let e: &'static Exporter = Box::leak(Box::new(Exporter::new(8, 8, EXPORT_TIMEOUT)));
+    let guard = e.ended.clone();
+    let task = tokio::spawn(async move {
+        let _ended = guard.drop_guard();
+        panic!("the flush task fails");
+    });
+    assert!(task.await.is_err(), "the task panicked");
+    let reason = e.watch(&stop).await.expect_err("reported");
+    assert!(reason.contains("flush task ended"), "{reason}");
+
+    let e: &'static Exporter = Box::leak(Box::new(Exporter::new(8, 8, EXPORT_TIMEOUT)));
+    e.stopping.store(true, Ordering::Release);
+    e.ended.cancel();
+    assert_eq!(e.watch(&stop).await, Ok(()), "ended at shutdown");
+
+    let e: &'static Exporter = Box::leak(Box::new(Exporter::new(8, 8, EXPORT_TIMEOUT)));
+    stop.cancel();
+    assert_eq!(e.watch(&stop).await, Ok(()), "stopped");
+}

@@ -79,6 +79,7 @@ pub async fn run(
     tasks.spawn("relay", relay::run(ctx.clone(), stop.clone()));
     tasks.spawn("timers", timers::run(ctx.clone(), stop.clone()));
     tasks.spawn("purge", purge::run(ctx.clone(), stop.clone()));
+    tasks.spawn("trace-export", crate::trace_export::watch(stop.clone()));
     let server = tasks.watch_http(http_task, http_stop);
 
     let ended = tasks.watch(&shutdown).await;
